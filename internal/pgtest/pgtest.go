@@ -1,0 +1,166 @@
+// Package pgtest gives each test its own PostgreSQL database, cloned from a template
+// that is migrated once per schema version, so test packages run in parallel and no
+// test sees another's rows. It is for tests only.
+//
+// The server is INBOXD_TEST_DATABASE_URL (default: the local trust-auth server as the
+// postgres role). A server that cannot be reached fails the test loudly: a test that
+// skips when its database is missing proves nothing.
+package pgtest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/store"
+	"inboxd/migrations"
+)
+
+const defaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+var (
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+	counter      atomic.Int64
+)
+
+// ServerURL is the connection string of the test server's maintenance database.
+func ServerURL() string {
+	if u := os.Getenv("INBOXD_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return defaultURL
+}
+
+// NewDB creates a fresh, migrated database for t, drops it when t ends, and returns
+// its connection string.
+func NewDB(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	if templateErr != nil {
+		t.Fatalf("pgtest: prepare template database on %s: %v", ServerURL(), templateErr)
+	}
+	name := fmt.Sprintf("inboxd_t_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, counter.Add(1))
+	admin := connect(t, ctx)
+	defer admin.Close(ctx)
+	create := fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, templateName)
+	if _, err := admin.Exec(ctx, create); err != nil {
+		t.Fatalf("pgtest: %s: %v", create, err)
+	}
+	t.Cleanup(func() { drop(t, name) })
+	return withDatabase(t, name)
+}
+
+// NewPool is NewDB plus a pool on it, closed when t ends.
+func NewPool(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	url := NewDB(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatalf("pgtest: pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, url
+}
+
+func connect(t testing.TB, ctx context.Context) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Fatalf("pgtest: connect to test server %s (set INBOXD_TEST_DATABASE_URL, or start the local server): %v", ServerURL(), err)
+	}
+	return conn
+}
+
+func drop(t testing.TB, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Errorf("pgtest: drop %s: %v", name, err)
+		return
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		t.Errorf("pgtest: drop %s: %v", name, err)
+	}
+}
+
+func withDatabase(t testing.TB, name string) string {
+	cfg, err := pgx.ParseConfig(ServerURL())
+	if err != nil {
+		t.Fatalf("pgtest: parse %s: %v", ServerURL(), err)
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+}
+
+// ensureTemplate makes sure a database migrated to the current schema exists. Its name
+// carries a hash of the migration files, so a changed schema gets a new template; an
+// advisory lock keeps test packages that start together from building it twice.
+func ensureTemplate(ctx context.Context) (string, error) {
+	hash, err := schemaHash()
+	if err != nil {
+		return "", err
+	}
+	name := "inboxd_tmpl_" + hash
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(7351001)"); err != nil {
+		return "", err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(7351001)")
+	var exists bool
+	err = conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists)
+	if err != nil || exists {
+		return name, err
+	}
+	building := name + "_wip"
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+building+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+building); err != nil {
+		return "", err
+	}
+	cfg, err := pgx.ParseConfig(ServerURL())
+	if err != nil {
+		return "", err
+	}
+	url := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, building)
+	if err := store.Migrate(ctx, url); err != nil {
+		return "", fmt.Errorf("migrate template: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+building+" RENAME TO "+name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func schemaHash() (string, error) {
+	h := sha256.New()
+	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS, path)
+		h.Write([]byte(path))
+		h.Write(b)
+		return err
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12], err
+}

@@ -1,0 +1,159 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+)
+
+// process applies claimed events in one transaction (see the package comment). Once
+// ctx ends (shutdown), an in-flight batch still gets ShutdownTimeout to finish; if it
+// cannot, its claims are released without counting the attempt.
+func (p *Processor) process(ctx context.Context, events []claimed) error {
+	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Lease)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		// Shutdown: allow ShutdownTimeout more, never longer than the lease.
+		time.AfterFunc(p.cfg.ShutdownTimeout, cancel)
+	})
+	defer stop()
+
+	norms, errs := p.normalizeAll(events)
+	outs, err := p.applyBatch(work, events, norms, errs)
+	if err != nil {
+		if ctx.Err() != nil {
+			return errors.Join(err, p.release(context.WithoutCancel(ctx), events))
+		}
+		return p.failBatch(work, events, err)
+	}
+	p.report(events, outs)
+	return nil
+}
+
+// normalizeAll runs each event's normalizer, turning a panic into an error: a
+// normalizer bug must cost one attempt of one event, not the process.
+func (p *Processor) normalizeAll(events []claimed) ([]Normalized, []error) {
+	norms, errs := make([]Normalized, len(events)), make([]error, len(events))
+	for i, ev := range events {
+		norms[i], errs[i] = p.normalize(ev)
+	}
+	return norms, errs
+}
+
+func (p *Processor) normalize(ev claimed) (n Normalized, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("normalizer panicked: %v", r)
+		}
+	}()
+	fn, ok := p.cfg.Normalizers[ev.Provider]
+	if !ok {
+		return Normalized{}, fmt.Errorf("%w: no normalizer for provider %q", ErrPermanent, ev.Provider)
+	}
+	n, err = fn(ev.Payload)
+	if err == nil && (n.Message == nil) == (n.Status == nil) {
+		err = fmt.Errorf("%w: normalizer returned neither or both of message and status", ErrPermanent)
+	}
+	return n, err
+}
+
+// applyBatch is transaction 2: locks, each event in its savepoint, outcomes, commit.
+func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []Normalized, errs []error) ([]outcome, error) {
+	outs := make([]outcome, len(events))
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		var keys []int64
+		for i, ev := range events {
+			if errs[i] == nil {
+				keys = append(keys, messageLockID(ev.Provider, norms[i].key().message))
+			}
+		}
+		if err := lockBatch(ctx, tx, keys); err != nil {
+			return err
+		}
+		for _, i := range applyOrder(norms, errs) {
+			err := errs[i]
+			if err == nil {
+				err = applyOne(ctx, tx, events[i], norms[i])
+			}
+			outs[i] = p.decide(events[i], err)
+		}
+		return p.finish(ctx, tx, outs)
+	})
+	return outs, err
+}
+
+// applyOne applies one event inside a savepoint.
+func applyOne(ctx context.Context, tx pgx.Tx, ev claimed, n Normalized) error {
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return apply(ctx, sp, ev, n) })
+}
+
+// decide turns an attempt's error into the event's next state.
+func (p *Processor) decide(ev claimed, err error) outcome {
+	o := outcome{id: ev.ID, attempts: ev.Attempts, state: "processed"}
+	switch {
+	case err == nil:
+	case isPermanent(err):
+		o.state, o.err = "dead", err.Error()
+	case ev.Attempts >= p.cfg.MaxAttempts:
+		o.state, o.err = "dead", fmt.Sprintf("attempt %d of %d: %v", ev.Attempts, p.cfg.MaxAttempts, err)
+	default:
+		o.state, o.err, o.delay = "pending", err.Error(), backoff(ev.Attempts)
+	}
+	return o
+}
+
+// isPermanent: the normalizer said so, or Postgres refused the data itself (class 22,
+// e.g. a value out of range), which no retry changes.
+func isPermanent(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.Is(err, ErrPermanent) || (errors.As(err, &pgErr) && pgErr.Code[:2] == "22")
+}
+
+// failBatch handles a batch whose transaction failed as a whole (connection lost,
+// serialization trouble): every event is retried with backoff, in a statement of its
+// own. If even that fails, the leases expire and the sweep takes over.
+func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error) error {
+	outs := make([]outcome, len(events))
+	for i, ev := range events {
+		outs[i] = p.decide(ev, cause)
+	}
+	if err := p.finish(ctx, p.pool, outs); err != nil {
+		return errors.Join(fmt.Errorf("apply batch of %d: %w", len(events), cause), err)
+	}
+	p.report(events, outs)
+	return fmt.Errorf("apply batch of %d: %w", len(events), cause)
+}
+
+// report logs and counts committed outcomes.
+func (p *Processor) report(events []claimed, outs []outcome) {
+	p.metrics.batchSize.Observe(float64(len(events)))
+	var earliestRetry time.Duration
+	now := time.Now()
+	for i, o := range outs {
+		ev := events[i]
+		fields := []zap.Field{zap.Int64("event_id", ev.ID), zap.String("provider", ev.Provider), zap.Int("attempt", ev.Attempts)}
+		switch o.state {
+		case "processed":
+			p.metrics.processed.WithLabelValues(ev.Provider, "processed").Inc()
+			p.metrics.latency.Observe(now.Sub(ev.ReceivedAt).Seconds())
+			p.log.Debug("event processed", fields...)
+		case "pending":
+			p.metrics.processed.WithLabelValues(ev.Provider, "retry").Inc()
+			p.log.Warn("event will be retried", append(fields, zap.Duration("backoff", o.delay), zap.String("error", o.err))...)
+			if earliestRetry == 0 || o.delay < earliestRetry {
+				earliestRetry = o.delay
+			}
+		case "dead":
+			p.metrics.processed.WithLabelValues(ev.Provider, "dead").Inc()
+			p.log.Error("event dead", append(fields, zap.String("error", o.err))...)
+		}
+	}
+	if earliestRetry > 0 {
+		time.AfterFunc(earliestRetry, p.Wake) // be there when the retry is due, not at the next sweep
+	}
+}

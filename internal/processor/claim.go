@@ -1,0 +1,188 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// claimed is an event this process holds a lease on.
+type claimed struct {
+	ID         int64
+	Provider   string
+	Attempts   int // including the one now under way
+	ReceivedAt time.Time
+	Payload    []byte
+	State      string // processing, or dead when a rescue found it out of attempts
+}
+
+// claimDue leases up to $1 due pending events in one statement and one commit. The
+// MATERIALIZED CTE pins the LIMIT and the row locks to the SELECT (the planner may not
+// push the UPDATE into it and lock more rows than it returns); SKIP LOCKED lets
+// concurrent claimers, in this process or others, take disjoint rows without waiting.
+// The attempt is counted here, in the claim's own commit, so that an event that kills
+// its process still uses up attempts (see Processor's doc comment). run_at becomes the
+// end of the lease: the rescue finds expired leases by the same index.
+const claimDue = `
+WITH due AS MATERIALIZED (
+    SELECT id FROM inbound_events
+    WHERE state = 'pending' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE inbound_events e
+SET state = 'processing',
+    attempts = e.attempts + 1,
+    run_at = now() + $2 * interval '1 millisecond',
+    locked_until = now() + $2 * interval '1 millisecond',
+    locked_by = $3
+FROM due
+WHERE e.id = due.id
+RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
+
+func (p *Processor) claim(ctx context.Context, limit int) ([]claimed, error) {
+	rows, err := p.pool.Query(ctx, claimDue, limit, p.cfg.Lease.Milliseconds(), p.cfg.ID)
+	if err != nil {
+		return nil, fmt.Errorf("claim due events: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+	if err != nil {
+		return nil, fmt.Errorf("claim due events: %w", err)
+	}
+	return events, nil
+}
+
+// rescueExpired takes over one event whose lease ran out: its process died, or hung
+// past INBOX_LEASE. It takes one at a time because such an event may be what killed
+// that process: handled alone, it can only take itself down. An event already at
+// $4 attempts is not tried again but declared dead, which ends any crash loop.
+const rescueExpired = `
+WITH expired AS MATERIALIZED (
+    SELECT id FROM inbound_events
+    WHERE state = 'processing' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+),
+verdict AS (
+    SELECT e.id, e.attempts >= $4 AS out_of_attempts
+    FROM inbound_events e JOIN expired USING (id)
+)
+UPDATE inbound_events e
+SET state        = CASE WHEN v.out_of_attempts THEN 'dead' ELSE 'processing' END,
+    attempts     = CASE WHEN v.out_of_attempts THEN e.attempts ELSE e.attempts + 1 END,
+    last_error   = format('lease of %s expired during attempt %s of %s: the process stopped (crash, kill or hang) before finishing',
+                          e.locked_by, e.attempts, $4::int),
+    run_at       = now() + $2 * interval '1 millisecond',
+    locked_until = CASE WHEN v.out_of_attempts THEN NULL ELSE now() + $2 * interval '1 millisecond' END,
+    locked_by    = CASE WHEN v.out_of_attempts THEN NULL ELSE $3 END
+FROM verdict v
+WHERE e.id = v.id
+RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
+
+func (p *Processor) rescue(ctx context.Context) ([]claimed, error) {
+	rows, err := p.pool.Query(ctx, rescueExpired, nil, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)
+	if err != nil {
+		return nil, fmt.Errorf("rescue expired lease: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+	if err != nil {
+		return nil, fmt.Errorf("rescue expired lease: %w", err)
+	}
+	return events, nil
+}
+
+// outcome is what one attempt decided for an event.
+type outcome struct {
+	id       int64
+	attempts int
+	state    string        // processed, pending (retry) or dead
+	delay    time.Duration // for pending: the backoff
+	err      string        // last_error, empty when processed
+}
+
+// finish records outcomes, inside the transaction that applied the events, so that an
+// event is marked processed exactly when its messages are committed. Only rows still
+// leased by this process for this attempt change: if the lease expired and another
+// process took the event over, that process's verdict stands (and since applying is
+// idempotent, both having applied it leaves the same rows).
+const finish = `
+UPDATE inbound_events e
+SET state        = o.state,
+    run_at       = CASE WHEN o.state = 'pending' THEN now() + o.delay_ms * interval '1 millisecond' ELSE e.run_at END,
+    last_error   = COALESCE(o.last_error, e.last_error),
+    processed_at = CASE WHEN o.state = 'processed' THEN clock_timestamp() END,
+    locked_until = NULL,
+    locked_by    = NULL
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::text[])
+     AS o(id, attempts, state, delay_ms, last_error)
+WHERE e.id = o.id AND e.attempts = o.attempts AND e.state = 'processing' AND e.locked_by = $6`
+
+func (p *Processor) finish(ctx context.Context, tx dbtx, outs []outcome) error {
+	n := len(outs)
+	ids, attempts, states, delays, errs := make([]int64, n), make([]int32, n), make([]string, n), make([]int64, n), make([]*string, n)
+	for i, o := range outs {
+		ids[i], attempts[i], states[i], delays[i] = o.id, int32(o.attempts), o.state, o.delay.Milliseconds()
+		if o.err != "" {
+			errs[i] = &o.err
+		}
+	}
+	if _, err := tx.Exec(ctx, finish, ids, attempts, states, delays, errs, p.cfg.ID); err != nil {
+		return fmt.Errorf("record outcomes: %w", err)
+	}
+	return nil
+}
+
+// release hands unfinished claims back without counting the attempt: used at graceful
+// stop, when this process chose not to finish them.
+const release = `
+UPDATE inbound_events
+SET state = 'pending', attempts = attempts - 1, run_at = now(), locked_until = NULL, locked_by = NULL
+WHERE id = ANY($1) AND state = 'processing' AND locked_by = $2`
+
+func (p *Processor) release(ctx context.Context, events []claimed) error {
+	ids := make([]int64, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	if _, err := p.pool.Exec(ctx, release, ids, p.cfg.ID); err != nil {
+		return fmt.Errorf("release %d claims: %w", len(ids), err)
+	}
+	return nil
+}
+
+// queueDepth counts the live part of the queue through the partial indexes (the
+// processed history is not counted: on a large table that would be a full scan).
+const queueDepth = `
+SELECT s.state, count(e.id)
+FROM unnest(ARRAY['pending', 'processing', 'dead']) AS s(state)
+LEFT JOIN inbound_events e ON e.state = s.state AND e.state IN ('pending', 'processing', 'dead')
+GROUP BY s.state`
+
+func (p *Processor) updateQueueDepth(ctx context.Context) error {
+	rows, err := p.pool.Query(ctx, queueDepth)
+	if err != nil {
+		return fmt.Errorf("queue depth: %w", err)
+	}
+	var state string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		p.metrics.queueDepth.WithLabelValues(state).Set(float64(n))
+		return nil
+	})
+	return err
+}
+
+// dbtx is what a query function needs: a pool or a transaction.
+type dbtx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+var _ dbtx = (*pgxpool.Pool)(nil)

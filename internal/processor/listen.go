@@ -1,0 +1,105 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgxlisten"
+	"go.uber.org/zap"
+)
+
+// Channel is the NOTIFY channel the inbound_events trigger sends on.
+const Channel = "inbound_events"
+
+// listener keeps one LISTEN connection and turns every notification, and every
+// (re)connection, into a wake-up. It never reads the notification's payload: the
+// table is the truth, the notification only says "look".
+type listener struct {
+	url       string
+	wake      func()
+	log       *zap.Logger
+	metrics   *metrics
+	connected atomic.Bool
+	failures  int // consecutive failed connects, for backoff; used by Connect only
+}
+
+func newListener(url string, wake func(), log *zap.Logger, m *metrics) *listener {
+	return &listener{url: url, wake: wake, log: log.Named("listener"), metrics: m}
+}
+
+func (l *listener) run(ctx context.Context) error {
+	pl := &pgxlisten.Listener{
+		Connect: l.connect,
+		LogError: func(ctx context.Context, err error) {
+			l.setConnected(false)
+			if ctx.Err() == nil {
+				l.log.Warn("LISTEN connection lost; the sweep covers the gap until it is back", zap.Error(err))
+			}
+		},
+		// pgxlisten waits a minute by default; a second plus connect's own backoff
+		// brings the listener back quickly after a blip without hammering a down server.
+		ReconnectDelay: time.Second,
+	}
+	pl.Handle(Channel, l)
+	err := pl.Listen(ctx)
+	l.setConnected(false)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// connect dials the LISTEN connection with TCP keepalives, so that a connection that
+// silently died (a NAT or a failover dropping it) is noticed in about half a minute
+// instead of the kernel's two hours. After repeated failures it waits longer each time,
+// up to half a minute, on top of ReconnectDelay.
+func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
+	if l.failures > 0 {
+		sleep(ctx, min(time.Duration(1<<min(l.failures, 5))*time.Second, 30*time.Second))
+	}
+	cfg, err := pgx.ParseConfig(l.url)
+	if err != nil {
+		return nil, err
+	}
+	dialer := &net.Dialer{
+		Timeout:         10 * time.Second,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3},
+	}
+	cfg.DialFunc = dialer.DialContext
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		l.failures++
+		return nil, err
+	}
+	l.failures = 0
+	return conn, nil
+}
+
+// HandleNotification wakes the workers.
+func (l *listener) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
+	l.wake()
+	return nil
+}
+
+// HandleBacklog runs right after LISTEN succeeded on a new connection: anything that
+// was committed while we were not listening is found by a claim pass.
+func (l *listener) HandleBacklog(context.Context, string, *pgx.Conn) error {
+	l.setConnected(true)
+	l.log.Info("listening", zap.String("channel", Channel))
+	l.wake()
+	return nil
+}
+
+func (l *listener) setConnected(up bool) {
+	l.connected.Store(up)
+	if up {
+		l.metrics.listener.Set(1)
+	} else {
+		l.metrics.listener.Set(0)
+	}
+}

@@ -1,0 +1,43 @@
+package processor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	processed  *prometheus.CounterVec
+	latency    prometheus.Histogram
+	queueDepth *prometheus.GaugeVec
+	listener   prometheus.Gauge
+	batchSize  prometheus.Histogram
+}
+
+// NewMetrics registers the processor's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		processed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbox_events_processed_total",
+			Help: "Processing attempts finished, by provider and result (processed, retry, dead).",
+		}, []string{"provider", "result"}),
+		latency: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "inbox_event_latency_seconds",
+			Help: "Time from an event's receipt (received_at) to its processed commit.",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		queueDepth: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "inbox_queue_depth",
+			Help: "Events in the queue by state (pending, processing, dead), sampled by the sweep.",
+		}, []string{"state"}),
+		listener: f.NewGauge(prometheus.GaugeOpts{
+			Name: "inbox_listener_connected",
+			Help: "1 while the LISTEN connection on channel inbound_events is up, else 0.",
+		}),
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "inbox_process_batch_events",
+			Help:    "Events applied per processing transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+	}
+}

@@ -1,0 +1,70 @@
+package processor
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Normalized is what one event means: a message, or a status of a message.
+// Exactly one of Message and Status is set.
+type Normalized struct {
+	Message *Message
+	Status  *Status
+}
+
+// Message is a message in provider-neutral form.
+type Message struct {
+	ID          string // the provider's message id
+	Direction   string // inbound or outbound
+	Type        string // text, image, …, unsupported
+	Channel     string // our address (the conversation's channel)
+	Contact     string // the other party's address (E.164 or provider user id)
+	ContactName string
+	Sender      string
+	Recipient   string
+	Text        string
+	Media       []Media
+	Content     json.RawMessage // type-specific detail, or the raw object of an unsupported type
+	SentAt      time.Time
+	Status      string // initial status: received (inbound) or the sender's (outbound)
+}
+
+// Media is one attachment.
+type Media struct {
+	URL         string `json:"url,omitempty"`
+	ID          string `json:"id,omitempty"`
+	ContentType string `json:"content_type,omitempty"`
+	Caption     string `json:"caption,omitempty"`
+}
+
+// Status is a delivery status report for a message.
+type Status struct {
+	MessageID string
+	Status    string
+	At        time.Time
+	Error     json.RawMessage
+}
+
+// Normalizer turns one stored payload into its meaning. It is pure (no I/O), so it is
+// table-tested and fuzzed on its own. An error wrapping ErrPermanent means the payload
+// can never be understood and the event goes dead at once; any other error is retried.
+type Normalizer func(payload []byte) (Normalized, error)
+
+// ErrPermanent marks a payload that no retry can fix.
+var ErrPermanent = errors.New("permanent")
+
+// DefaultNormalizers maps each provider name (inbound_events.provider) to its
+// normalizer. A new provider adds one file with its function and one line here.
+func DefaultNormalizers() map[string]Normalizer {
+	return map[string]Normalizer{
+		"generic": NormalizeGeneric,
+	}
+}
+
+func (n Normalized) key() lockKey {
+	if n.Message != nil {
+		return lockKey{conversation: n.Message.Channel + "\x00" + n.Message.Contact, message: n.Message.ID}
+	}
+	return lockKey{message: n.Status.MessageID}
+}

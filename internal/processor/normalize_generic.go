@@ -1,0 +1,67 @@
+package processor
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// genericPayload is the body of a Standard Webhooks event (SPEC §3).
+type genericPayload struct {
+	Type      string    `json:"type"`
+	Timestamp time.Time `json:"timestamp"`
+	Data      struct {
+		MessageID string          `json:"message_id"`
+		Channel   string          `json:"channel"`
+		Contact   string          `json:"contact"`
+		Text      string          `json:"text"`
+		Status    string          `json:"status"`
+		Media     []Media         `json:"media"`
+		Error     json.RawMessage `json:"error"`
+	} `json:"data"`
+}
+
+// NormalizeGeneric reads message.received, message.sent and message.status events.
+func NormalizeGeneric(payload []byte) (Normalized, error) {
+	var p genericPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return Normalized{}, fmt.Errorf("%w: generic payload: %v", ErrPermanent, err)
+	}
+	d := p.Data
+	if d.MessageID == "" {
+		return Normalized{}, fmt.Errorf("%w: generic payload has no data.message_id", ErrPermanent)
+	}
+	switch p.Type {
+	case "message.status":
+		if d.Status == "" {
+			return Normalized{}, fmt.Errorf("%w: message.status without data.status", ErrPermanent)
+		}
+		return Normalized{Status: &Status{MessageID: d.MessageID, Status: d.Status, At: p.Timestamp, Error: nullIfEmpty(d.Error)}}, nil
+	case "message.received", "message.sent":
+		if d.Channel == "" || d.Contact == "" {
+			return Normalized{}, fmt.Errorf("%w: %s without data.channel or data.contact", ErrPermanent, p.Type)
+		}
+		m := &Message{
+			ID: d.MessageID, Type: "text", Channel: d.Channel, Contact: d.Contact,
+			Text: d.Text, Media: d.Media, SentAt: p.Timestamp,
+		}
+		if len(d.Media) > 0 && d.Text == "" {
+			m.Type = "media"
+		}
+		if p.Type == "message.received" {
+			m.Direction, m.Sender, m.Recipient, m.Status = "inbound", d.Contact, d.Channel, "received"
+		} else {
+			m.Direction, m.Sender, m.Recipient, m.Status = "outbound", d.Channel, d.Contact, "sent"
+		}
+		return Normalized{Message: m}, nil
+	default:
+		return Normalized{}, fmt.Errorf("%w: unknown generic type %q", ErrPermanent, p.Type)
+	}
+}
+
+func nullIfEmpty(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
