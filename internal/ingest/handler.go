@@ -188,7 +188,6 @@ func jsonOK(w http.ResponseWriter, results []Result) {
 	jsonhttp.Write(w, http.StatusOK, map[string][]Result{"events": results})
 }
 
-
 func (h *Handlers) metaEnabled() bool {
 	return h.cfg.MetaAppSecret != "" && h.cfg.MetaVerifyToken != ""
 }

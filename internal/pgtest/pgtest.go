@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,7 @@ func NewDB(t testing.TB) string {
 		t.Fatalf("pgtest: %s: %v", create, err)
 	}
 	t.Cleanup(func() { drop(t, name) })
-	return withDatabase(t, name)
+	return DatabaseURL(name)
 }
 
 // NewPool is NewDB plus a pool on it, closed when t ends.
@@ -99,12 +100,14 @@ func drop(t testing.TB, name string) {
 	}
 }
 
-func withDatabase(t testing.TB, name string) string {
-	cfg, err := pgx.ParseConfig(ServerURL())
+// DatabaseURL is the connection string of database name on the test server.
+func DatabaseURL(name string) string {
+	u, err := url.Parse(ServerURL())
 	if err != nil {
-		t.Fatalf("pgtest: parse %s: %v", ServerURL(), err)
+		return ServerURL()
 	}
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+	u.Path = "/" + name
+	return u.String()
 }
 
 // ensureTemplate makes sure a database migrated to the current schema exists. Its name
@@ -137,12 +140,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+building); err != nil {
 		return "", err
 	}
-	cfg, err := pgx.ParseConfig(ServerURL())
-	if err != nil {
-		return "", err
-	}
-	url := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, building)
-	if err := store.Migrate(ctx, url); err != nil {
+	if err := store.Migrate(ctx, DatabaseURL(building)); err != nil {
 		return "", fmt.Errorf("migrate template: %w", err)
 	}
 	if _, err := conn.Exec(ctx, "ALTER DATABASE "+building+" RENAME TO "+name); err != nil {

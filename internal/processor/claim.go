@@ -60,7 +60,7 @@ func (p *Processor) claim(ctx context.Context, limit int) ([]claimed, error) {
 // rescueExpired takes over one event whose lease ran out: its process died, or hung
 // past INBOX_LEASE. It takes one at a time because such an event may be what killed
 // that process: handled alone, it can only take itself down. An event already at
-// $4 attempts is not tried again but declared dead, which ends any crash loop.
+// $3 attempts is not tried again but declared dead, which ends any crash loop.
 const rescueExpired = `
 WITH expired AS MATERIALIZED (
     SELECT id FROM inbound_events
@@ -70,23 +70,23 @@ WITH expired AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ),
 verdict AS (
-    SELECT e.id, e.attempts >= $4 AS out_of_attempts
+    SELECT e.id, e.attempts >= $3 AS out_of_attempts
     FROM inbound_events e JOIN expired USING (id)
 )
 UPDATE inbound_events e
 SET state        = CASE WHEN v.out_of_attempts THEN 'dead' ELSE 'processing' END,
     attempts     = CASE WHEN v.out_of_attempts THEN e.attempts ELSE e.attempts + 1 END,
     last_error   = format('lease of %s expired during attempt %s of %s: the process stopped (crash, kill or hang) before finishing',
-                          e.locked_by, e.attempts, $4::int),
-    run_at       = now() + $2 * interval '1 millisecond',
-    locked_until = CASE WHEN v.out_of_attempts THEN NULL ELSE now() + $2 * interval '1 millisecond' END,
-    locked_by    = CASE WHEN v.out_of_attempts THEN NULL ELSE $3 END
+                          e.locked_by, e.attempts, $3::int),
+    run_at       = now() + $1 * interval '1 millisecond',
+    locked_until = CASE WHEN v.out_of_attempts THEN NULL ELSE now() + $1 * interval '1 millisecond' END,
+    locked_by    = CASE WHEN v.out_of_attempts THEN NULL ELSE $2 END
 FROM verdict v
 WHERE e.id = v.id
 RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
 
 func (p *Processor) rescue(ctx context.Context) ([]claimed, error) {
-	rows, err := p.pool.Query(ctx, rescueExpired, nil, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)
+	rows, err := p.pool.Query(ctx, rescueExpired, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)
 	if err != nil {
 		return nil, fmt.Errorf("rescue expired lease: %w", err)
 	}

@@ -22,8 +22,8 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Processing attempts finished, by provider and result (processed, retry, dead).",
 		}, []string{"provider", "result"}),
 		latency: f.NewHistogram(prometheus.HistogramOpts{
-			Name: "inbox_event_latency_seconds",
-			Help: "Time from an event's receipt (received_at) to its processed commit.",
+			Name:    "inbox_event_latency_seconds",
+			Help:    "Time from an event's receipt (received_at) to its processed commit.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
 		queueDepth: f.NewGaugeVec(prometheus.GaugeOpts{

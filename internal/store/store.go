@@ -113,20 +113,13 @@ func isMissingDatabase(err error) bool {
 // failure to reach the server at all wraps ErrUnreachable so that main can add advice.
 func connectErr(cfg *pgx.ConnConfig, err error) error {
 	where := fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
-	var netErr net.Error
 	var opErr *net.OpError
-	if errors.As(err, &opErr) || errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("connect to %s: %w (%v)", where, ErrUnreachable, rootCause(err))
+	switch {
+	case errors.As(err, &opErr):
+		// pgx lists every address it tried; the first dial error says it all.
+		return fmt.Errorf("connect to %s: %w (%v)", where, ErrUnreachable, opErr)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("connect to %s: %w (timed out)", where, ErrUnreachable)
 	}
 	return fmt.Errorf("connect to %s: %w", where, err)
-}
-
-func rootCause(err error) error {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return err
-		}
-		err = next
-	}
 }

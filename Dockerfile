@@ -1,0 +1,13 @@
+# Build a static inboxd binary, then ship it alone.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /inboxd ./cmd/inboxd
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /inboxd /inboxd
+EXPOSE 8080
+ENTRYPOINT ["/inboxd"]
+CMD ["serve"]

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=disable"
+
+// config is every setting of SPEC §2. Each comes from an environment variable and
+// can be overridden by the flag of the same meaning.
+type config struct {
+	DatabaseURL     string
+	Addr            string
+	PublicURL       string
+	TwilioTokens    []string
+	MetaAppSecret   string
+	MetaVerifyToken string
+	GenericSecrets  []string
+	APITokens       []string
+	AdminTokens     []string
+	Workers         int
+	BatchSize       int
+	MaxBodyBytes    int
+	MaxAttempts     int
+	SweepInterval   time.Duration
+	Lease           time.Duration
+	Migrate         bool
+	LogLevel        string
+	LogFormat       string
+}
+
+// option ties a flag to its environment variable and default.
+type option struct {
+	flag, env, def, usage string
+	secret                bool // never echo its value
+	set                   func(string) error
+}
+
+func options(c *config) []option {
+	return []option{
+		{"database-url", "DATABASE_URL", defaultDatabaseURL, "Postgres connection string", false, str(&c.DatabaseURL)},
+		{"addr", "INBOX_ADDR", ":8080", "HTTP listen address (webhooks, API, /metrics, /healthz)", false, str(&c.Addr)},
+		{"public-url", "INBOX_PUBLIC_URL", "http://localhost:8080", "base URL providers call; Twilio signs it", false, str(&c.PublicURL)},
+		{"twilio-auth-token", "INBOX_TWILIO_AUTH_TOKEN", "", "Twilio auth tokens, comma-separated (primary,secondary); enables /webhooks/twilio", true, list(&c.TwilioTokens)},
+		{"meta-app-secret", "INBOX_META_APP_SECRET", "", "Meta app secret; with the verify token enables /webhooks/meta", true, str(&c.MetaAppSecret)},
+		{"meta-verify-token", "INBOX_META_VERIFY_TOKEN", "", "token Meta echoes in the GET verification handshake", true, str(&c.MetaVerifyToken)},
+		{"generic-secrets", "INBOX_GENERIC_SECRETS", "", "Standard Webhooks secrets whsec_…, comma-separated; enables /webhooks/generic", true, list(&c.GenericSecrets)},
+		{"api-tokens", "INBOX_API_TOKENS", "", "bearer tokens for /v1 reads, comma-separated", true, list(&c.APITokens)},
+		{"admin-tokens", "INBOX_ADMIN_TOKENS", "", "bearer tokens for admin endpoints, comma-separated", true, list(&c.AdminTokens)},
+		{"workers", "INBOX_WORKERS", strconv.Itoa(runtime.NumCPU() * 4), "concurrent processing batches per process", false, positive(&c.Workers)},
+		{"batch-size", "INBOX_BATCH_SIZE", "64", "events claimed and applied per transaction", false, positive(&c.BatchSize)},
+		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", "4194304", "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
+		{"max-attempts", "INBOX_MAX_ATTEMPTS", "12", "attempts before an event is dead", false, positive(&c.MaxAttempts)},
+		{"sweep-interval", "INBOX_SWEEP_INTERVAL", "1s", "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
+		{"lease", "INBOX_LEASE", "30s", "how long a claim is held before others may take it over", false, duration(&c.Lease)},
+		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
+		{"log-level", "INBOX_LOG_LEVEL", "info", "debug, info, warn or error", false, oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
+		{"log-format", "INBOX_LOG_FORMAT", "json", "json or console", false, oneOf(&c.LogFormat, "json", "console")},
+	}
+}
+
+// loadConfig reads the environment, then flags in args, and reports every bad value
+// at once (not just the first) so that one fix-and-retry is enough.
+func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	opts := options(&c)
+	fs := flag.NewFlagSet("inboxd "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	values := make([]*string, len(opts))
+	for i, o := range opts {
+		v := o.def
+		if e := getenv(o.env); e != "" {
+			v = e
+		}
+		values[i] = fs.String(o.flag, v, o.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stderr, name, opts)
+		}
+		return c, err
+	}
+	var errs []error
+	for i, o := range opts {
+		if err := o.set(*values[i]); err != nil {
+			shown := *values[i]
+			if o.secret {
+				shown = "…"
+			}
+			errs = append(errs, fmt.Errorf("%s (--%s) = %q: %w", o.env, o.flag, shown, err))
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+func printUsage(w io.Writer, name string, opts []option) {
+	fmt.Fprintf(w, "usage: inboxd %s [flags]\n\nEvery flag can also be set by its environment variable.\n\n", name)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "flag\tvariable\tdefault\tmeaning")
+	for _, o := range opts {
+		def := o.def
+		if def == "" {
+			def = "(unset)"
+		}
+		fmt.Fprintf(tw, "--%s\t%s\t%s\t%s\n", o.flag, o.env, def, o.usage)
+	}
+	tw.Flush()
+}
+
+func str(p *string) func(string) error { return func(s string) error { *p = s; return nil } }
+
+func list(p *[]string) func(string) error {
+	return func(s string) error {
+		*p = nil
+		for _, v := range strings.Split(s, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				*p = append(*p, v)
+			}
+		}
+		return nil
+	}
+}
+
+func positive(p *int) func(string) error {
+	return func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return errors.New("want a whole number above 0")
+		}
+		*p = n
+		return nil
+	}
+}
+
+func duration(p *time.Duration) func(string) error {
+	return func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a positive duration such as 500ms, 1s or 2m")
+		}
+		*p = d
+		return nil
+	}
+}
+
+func boolean(p *bool) func(string) error {
+	return func(s string) error {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*p = b
+		return nil
+	}
+}
+
+func oneOf(p *string, allowed ...string) func(string) error {
+	return func(s string) error {
+		for _, a := range allowed {
+			if s == a {
+				*p = s
+				return nil
+			}
+		}
+		return fmt.Errorf("want one of %s", strings.Join(allowed, ", "))
+	}
+}

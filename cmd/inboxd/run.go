@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"inboxd/internal/api"
+	"inboxd/internal/ingest"
+	"inboxd/internal/processor"
+	"inboxd/internal/store"
+)
+
+// run dispatches the subcommand named by args[0] (serve by default).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, getenv, stdout, stderr, nil)
+	case "migrate":
+		return migrateCmd(ctx, args, getenv, stdout, stderr)
+	case "sign":
+		return signCmd(args, getenv, stdout, stderr)
+	case "events":
+		return eventsCmd(ctx, args, getenv, stdout, stderr)
+	case "stats":
+		return statsCmd(ctx, args, getenv, stdout, stderr)
+	case "help":
+		fmt.Fprintln(stdout, "usage: inboxd [serve|migrate|sign|events|stats] [flags]; inboxd CMD --help lists a command's flags")
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q: want serve, migrate, sign, events or stats", cmd)
+	}
+}
+
+// serve runs inboxd. ready, when not nil, receives the listening address (tests).
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+	cfg, err := loadConfig("serve", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stdout)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	pool, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	proc := processor.New(pool, cfg.DatabaseURL, processor.Config{
+		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
+		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval,
+	}, log.Named("processor"), processor.NewMetrics(reg))
+	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg), proc.Wake)
+	ingestCfg, err := ingestConfig(cfg)
+	if err != nil {
+		return err
+	}
+	hooks := ingest.NewHandlers(ingestCfg, writer, log.Named("ingest"))
+	router := api.NewRouter(api.Deps{
+		Pool: pool, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
+		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"),
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
+	}
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	log.Info("inboxd started", zap.String("addr", ln.Addr().String()), zap.Strings("providers", hooks.Enabled()),
+		zap.Int("workers", cfg.Workers), zap.Int("batch_size", cfg.BatchSize))
+	if len(hooks.Enabled()) == 0 {
+		log.Warn("no provider is configured: every webhook answers 404; set INBOX_GENERIC_SECRETS, INBOX_TWILIO_AUTH_TOKEN or INBOX_META_APP_SECRET")
+	}
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	// Stop order: HTTP first (no new requests; in-flight ones finish, and so does the
+	// writer's commit they wait for), then the writer, while the processor finishes
+	// or releases its batches.
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriter()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return writer.Run(writerCtx) })
+	g.Go(func() error { return proc.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		err := srv.Shutdown(shutdownCtx)
+		stopWriter()
+		return err
+	})
+	err = g.Wait()
+	log.Info("inboxd stopped")
+	return err
+}
+
+// openDatabase creates and migrates the database (unless INBOX_MIGRATE=false) and
+// opens the pool.
+func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Pool, error) {
+	if cfg.Migrate {
+		if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+			return nil, dbAdvice(err)
+		}
+		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+			return nil, dbAdvice(err)
+		}
+		log.Info("migrations applied")
+	}
+	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
+		// Workers + ingest committers + API readers, with room to spare.
+		pc.MaxConns = int32(cfg.Workers + 16)
+		// A worker stuck inside a transaction (a hung handler, a paused process) must
+		// not hold its row locks forever: the server ends such sessions.
+		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.Lease.Milliseconds(), 10)
+	})
+	if err != nil {
+		return nil, dbAdvice(err)
+	}
+	return pool, nil
+}
+
+// dbAdvice adds what to do when no server answered.
+func dbAdvice(err error) error {
+	if errors.Is(err, store.ErrUnreachable) {
+		return fmt.Errorf("%w; start one with `docker compose up -d db`, or set DATABASE_URL to a reachable server", err)
+	}
+	return err
+}
+
+func ingestConfig(cfg config) (ingest.Config, error) {
+	keys, err := ingest.ParseGenericSecrets(cfg.GenericSecrets)
+	if err != nil {
+		return ingest.Config{}, fmt.Errorf("INBOX_GENERIC_SECRETS: %w", err)
+	}
+	return ingest.Config{
+		MaxBodyBytes: int64(cfg.MaxBodyBytes), PublicURL: cfg.PublicURL, GenericSecrets: keys,
+		TwilioTokens: cfg.TwilioTokens, MetaAppSecret: cfg.MetaAppSecret, MetaVerifyToken: cfg.MetaVerifyToken,
+	}, nil
+}
+
+func newLogger(cfg config, out io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc := zapcore.NewJSONEncoder(encCfg)
+	if cfg.LogFormat == "console" {
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(out), level)), nil
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"inboxd/internal/ingest"
+	"inboxd/internal/pgtest"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// syncBuffer collects the service's log output safely across goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startServe runs `inboxd serve` with env and returns its base URL once /readyz says
+// ready; the service is stopped (and must exit cleanly) when the test ends.
+func startServe(t *testing.T, env map[string]string) (string, *syncBuffer) {
+	t.Helper()
+	getenv := func(k string) string { return env[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- serve(ctx, nil, getenv, logs, logs, ready) }()
+	var base string
+	select {
+	case addr := <-ready:
+		base = "http://" + addr
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve exited before listening: %v\n%s", err, logs)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v at shutdown, want nil", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base, logs
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not ready after 10s\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeEndToEnd: a signed webhook is acknowledged, then becomes a message.
+func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	base, logs := startServe(t, map[string]string{
+		"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+	})
+	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
+	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
+	ts := time.Now().Unix()
+	req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("webhook-id", "evt-1")
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], "evt-1", ts, []byte(body)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST = %d %s", resp.StatusCode, b)
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var text, state string
+		err := conn.QueryRow(context.Background(), `
+SELECT m.text, e.state FROM messages m JOIN inbound_events e ON e.id = m.inbound_event_id
+WHERE m.provider_message_id = 'm-1'`).Scan(&text, &state)
+		if err == nil && text == "hi" && state == "processed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message not processed after 10s (last: %v)\n%s", err, logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), testSecret) {
+		t.Errorf("logs contain the secret")
+	}
+}
+
+// TestServeUnreachableDatabase: one clear line with what was tried and what to do.
+func TestServeUnreachableDatabase(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/inboxd?sslmode=disable"}
+	var out bytes.Buffer
+	err := run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)
+	if err == nil {
+		t.Fatal("serve against a closed port returned nil")
+	}
+	msg := err.Error()
+	for _, want := range []string{"127.0.0.1:1", "docker compose up -d db", "DATABASE_URL"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not mention %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n") {
+		t.Errorf("error spans several lines: %q", msg)
+	}
+}
+
+// TestServeCreatesDatabase: a database that does not exist is created and migrated.
+func TestServeCreatesDatabase(t *testing.T) {
+	t.Parallel()
+	admin, err := pgx.Connect(context.Background(), pgtest.ServerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	name := "inboxd_created_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	t.Cleanup(func() { admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	url := pgtest.DatabaseURL(name)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate"}, func(k string) string {
+		return map[string]string{"DATABASE_URL": url}[k]
+	}, &out, &out); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	var exists bool
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(context.Background(), "SELECT to_regclass('inbound_events') IS NOT NULL").Scan(&exists); err != nil || !exists {
+		t.Errorf("inbound_events after migrate: exists=%v err=%v", exists, err)
+	}
+}

@@ -1,0 +1,111 @@
+// Package api serves inboxd's HTTP surface: it mounts the webhook handlers of
+// internal/ingest, and serves the read API (conversations, messages), the admin API
+// (events, replay, stats), health checks, metrics and the OpenAPI document.
+//
+// Tables: it reads conversations, messages and inbound_events; the only write is
+// replay, which puts finished events back to pending (the processor's table states,
+// used the way the processor's own retries use them).
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"inboxd/internal/ingest"
+	"inboxd/internal/jsonhttp"
+)
+
+// Deps is what the router needs.
+type Deps struct {
+	Pool        *pgxpool.Pool
+	Webhooks    *ingest.Handlers
+	Listening   func() bool // whether the processor's LISTEN connection is up
+	Gatherer    prometheus.Gatherer
+	APITokens   []string
+	AdminTokens []string
+	Log         *zap.Logger
+}
+
+// NewRouter returns the handler for every route (routes.go lists them).
+func NewRouter(d Deps) http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, accessLog(d.Log), recoverer(d.Log))
+	routes(r, d)
+	return r
+}
+
+// accessLog logs one line per request at debug level (webhooks run at thousands per
+// second; errors are logged where they are handled) and every 5xx at warn.
+func accessLog(log *zap.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			start := time.Now()
+			next.ServeHTTP(ww, r)
+			level := zap.DebugLevel
+			if ww.Status() >= 500 {
+				level = zap.WarnLevel
+			}
+			if ce := log.Check(level, "http request"); ce != nil {
+				ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+					zap.Int("status", ww.Status()), zap.Duration("took", time.Since(start)),
+					zap.String("request_id", middleware.GetReqID(r.Context())))
+			}
+		})
+	}
+}
+
+// recoverer turns a handler panic into a logged 500 with the JSON error shape.
+func recoverer(log *zap.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					log.Error("handler panicked", zap.Any("panic", v), zap.String("path", r.URL.Path),
+						zap.String("request_id", middleware.GetReqID(r.Context())), zap.Stack("stack"))
+					jsonhttp.Error(w, http.StatusInternalServerError, "internal", "internal error; the request id is in the logs")
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	jsonhttp.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz: the database answers and the processor hears notifications.
+func readyz(d Deps) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		db, listener := "ok", "connected"
+		if err := d.Pool.Ping(ctx); err != nil {
+			db = "unreachable"
+		}
+		if d.Listening != nil && !d.Listening() {
+			listener = "disconnected"
+		}
+		status := http.StatusOK
+		if db != "ok" || listener != "connected" {
+			status = http.StatusServiceUnavailable
+		}
+		jsonhttp.Write(w, status, map[string]string{"database": db, "listener": listener})
+	}
+}
+
+func metricsHandler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,277 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"inboxd/internal/pgtest"
+)
+
+// testServer runs the webhook handlers over a real database.
+type testServer struct {
+	*httptest.Server
+	pool *pgxpool.Pool
+	keys [][]byte
+}
+
+func newTestServer(t *testing.T, databaseURL string, cfg Config) *testServer {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.GenericSecrets == nil {
+		cfg.GenericSecrets = mustKeys(t, vectorSecret)
+	}
+	w := NewWriter(pool, zap.NewNop(), NewMetrics(prometheus.NewRegistry()), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h := NewHandlers(cfg, w, zap.NewNop())
+	mux := http.NewServeMux()
+	mux.Handle("POST /webhooks/generic", h.Generic())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &testServer{Server: srv, pool: pool, keys: cfg.GenericSecrets}
+}
+
+func sampleGeneric(id string) string {
+	return fmt.Sprintf(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"hi"}}`, id)
+}
+
+// post sends a generic webhook signed with key (nil: unsigned) and returns status and body.
+func (s *testServer) post(t testing.TB, id, contentType, body string, key []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.URL+"/webhooks/generic", strings.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if key != nil {
+		ts := time.Now().Unix()
+		req.Header.Set("webhook-id", id)
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+		req.Header.Set("webhook-signature", SignGeneric(key, id, ts, []byte(body)))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func countEvents(t testing.TB, pool *pgxpool.Pool, externalID string) int {
+	t.Helper()
+	var n int
+	err := pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE provider = 'generic' AND external_id = $1", externalID).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestGenericStatusCodes(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 2048})
+	key := s.keys[0]
+	wrongKey := mustKeys(t, "whsec_c2VjcmV0LW51bWJlci10d28=")[0]
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+		key         []byte
+		wantStatus  int
+		wantCode    string
+		wantRows    int
+	}{
+		{"accepted", "application/json", sampleGeneric("m"), key, 200, "", 1},
+		{"charset parameter is fine", "application/json; charset=utf-8", sampleGeneric("m"), key, 200, "", 1},
+		{"unsigned", "application/json", sampleGeneric("m"), nil, 401, "invalid_signature", 0},
+		{"wrong secret", "application/json", sampleGeneric("m"), wrongKey, 401, "invalid_signature", 0},
+		{"too large", "application/json", sampleGeneric(strings.Repeat("x", 3000)), key, 413, "body_too_large", 0},
+		{"form content type", "application/x-www-form-urlencoded", sampleGeneric("m"), key, 415, "unsupported_media_type", 0},
+		{"not JSON", "application/json", `{"type":`, key, 400, "malformed_payload", 0},
+		{"unknown type", "application/json", `{"type":"x","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m"}}`, key, 400, "malformed_payload", 0},
+		{"no message id", "application/json", `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"status":"read"}}`, key, 400, "malformed_payload", 0},
+		{"bad timestamp", "application/json", `{"type":"message.status","timestamp":"yesterday","data":{"message_id":"m","status":"read"}}`, key, 400, "malformed_payload", 0},
+		{"NUL that jsonb refuses", "application/json", strings.Replace(sampleGeneric("m"), `"hi"`, `"a\u0000b"`, 1), key, 400, "malformed_payload", 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("evt_%d", i)
+			status, body := s.post(t, id, tt.contentType, tt.body, tt.key)
+			if status != tt.wantStatus {
+				t.Fatalf("status = %d (%s), want %d", status, body, tt.wantStatus)
+			}
+			if tt.wantCode != "" {
+				var e struct{ Error struct{ Code, Message string } }
+				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code != tt.wantCode || e.Error.Message == "" {
+					t.Errorf("body = %s, want error code %q with a message", body, tt.wantCode)
+				}
+			}
+			if got := countEvents(t, s.pool, id); got != tt.wantRows {
+				t.Errorf("rows for %s = %d, want %d", id, got, tt.wantRows)
+			}
+		})
+	}
+}
+
+func TestGenericNotConfigured(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{GenericSecrets: [][]byte{}})
+	status, body := s.post(t, "x", "application/json", sampleGeneric("m"), mustKeys(t, vectorSecret)[0])
+	if status != 404 || !strings.Contains(body, "INBOX_GENERIC_SECRETS") {
+		t.Errorf("POST to unconfigured provider = %d %s, want 404 naming INBOX_GENERIC_SECRETS", status, body)
+	}
+}
+
+func TestGenericAcceptedBodyAndDuplicate(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{})
+	body := sampleGeneric("m-1")
+	type answer struct {
+		Events []Result `json:"events"`
+	}
+	var first, second answer
+	for _, a := range []*answer{&first, &second} {
+		status, b := s.post(t, "evt_dup", "application/json", body, s.keys[0])
+		if status != 200 {
+			t.Fatalf("status = %d %s", status, b)
+		}
+		if err := json.Unmarshal([]byte(b), a); err != nil || len(a.Events) != 1 {
+			t.Fatalf("body %s: %v", b, err)
+		}
+	}
+	if first.Events[0].Duplicate || !second.Events[0].Duplicate || first.Events[0].ID != second.Events[0].ID {
+		t.Errorf("first = %+v, second = %+v; want same id, duplicate only the second", first.Events[0], second.Events[0])
+	}
+	var payload, headers string
+	err := s.pool.QueryRow(context.Background(), "SELECT payload::text, headers::text FROM inbound_events WHERE id = $1", first.Events[0].ID).Scan(&payload, &headers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(payload, `"message_id": "m-1"`) {
+		t.Errorf("stored payload = %s, want the body", payload)
+	}
+	if strings.Contains(strings.ToLower(headers), "signature") || !strings.Contains(headers, "Webhook-Id") {
+		t.Errorf("stored headers = %s, want the allow-list (webhook-id) and never the signature", headers)
+	}
+}
+
+// TestRedeliveryStorm: the same webhook from 50 connections at once is stored once
+// and every request gets 200.
+func TestRedeliveryStorm(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{})
+	const n = 50
+	var wg sync.WaitGroup
+	statuses := make([]int, n)
+	bodies := make([]string, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			statuses[i], bodies[i] = s.post(t, "evt_storm", "application/json", sampleGeneric("storm"), s.keys[0])
+		})
+	}
+	close(start)
+	wg.Wait()
+	fresh := 0
+	for i := range n {
+		if statuses[i] != 200 {
+			t.Errorf("request %d: status %d %s", i, statuses[i], bodies[i])
+		}
+		if strings.Contains(bodies[i], `"duplicate":false`) {
+			fresh++
+		}
+	}
+	if got := countEvents(t, s.pool, "evt_storm"); got != 1 || fresh != 1 {
+		t.Errorf("rows = %d, answers with duplicate=false = %d; want 1 and 1", got, fresh)
+	}
+}
+
+// TestInsertNotifies: a LISTEN connection sees {"id":N,"provider":"generic"}.
+func TestInsertNotifies(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	s := newTestServer(t, url, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN inbound_events"); err != nil {
+		t.Fatal(err)
+	}
+	status, body := s.post(t, "evt_notify", "application/json", sampleGeneric("n"), s.keys[0])
+	if status != 200 {
+		t.Fatalf("status %d %s", status, body)
+	}
+	var ack struct{ Events []Result }
+	_ = json.Unmarshal([]byte(body), &ack)
+	n, err := conn.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	var got struct {
+		ID       int64  `json:"id"`
+		Provider string `json:"provider"`
+	}
+	if err := json.Unmarshal([]byte(n.Payload), &got); err != nil || got.ID != ack.Events[0].ID || got.Provider != "generic" || n.Channel != "inbound_events" {
+		t.Errorf("notification %s on %s, want {\"id\":%d,\"provider\":\"generic\"} on inbound_events", n.Payload, n.Channel, ack.Events[0].ID)
+	}
+}
+
+// TestDatabaseGoneGives503: with the database unreachable nothing is acknowledged,
+// and once it is back the provider's retry is stored.
+func TestDatabaseGoneGives503(t *testing.T) {
+	t.Parallel()
+	direct := pgtest.NewDB(t)
+	proxy, viaProxy := pgtest.NewProxy(t, direct)
+	s := newTestServer(t, viaProxy, Config{})
+	if status, body := s.post(t, "evt_before", "application/json", sampleGeneric("a"), s.keys[0]); status != 200 {
+		t.Fatalf("before the cut: %d %s", status, body)
+	}
+	proxy.Cut()
+	for i := range 3 { // pooled connections die first, then new ones cannot be made
+		status, body := s.post(t, "evt_during", "application/json", sampleGeneric("b"), s.keys[0])
+		if status != 503 || !strings.Contains(body, "database_unavailable") {
+			t.Errorf("try %d with the database gone: %d %s, want 503 database_unavailable", i, status, body)
+		}
+	}
+	check, err := pgxpool.New(context.Background(), direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	if got := countEvents(t, check, "evt_during"); got != 0 {
+		t.Errorf("rows for a 503'd event = %d, want 0", got)
+	}
+	proxy.Restore()
+	if status, body := s.post(t, "evt_during", "application/json", sampleGeneric("b"), s.keys[0]); status != 200 {
+		t.Errorf("retry after restore: %d %s, want 200", status, body)
+	}
+	if got := countEvents(t, check, "evt_during"); got != 1 {
+		t.Errorf("rows after retry = %d, want 1", got)
+	}
+}
