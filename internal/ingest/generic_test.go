@@ -122,7 +122,9 @@ func TestGenericStatusCodes(t *testing.T) {
 				t.Fatalf("status = %d (%s), want %d", status, body, tt.wantStatus)
 			}
 			if tt.wantCode != "" {
-				var e struct{ Error struct{ Code, Message string } }
+				var e struct {
+					Error struct{ Code, Message string }
+				}
 				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code != tt.wantCode || e.Error.Message == "" {
 					t.Errorf("body = %s, want error code %q with a message", body, tt.wantCode)
 				}
