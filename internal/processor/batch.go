@@ -17,10 +17,7 @@ import (
 func (p *Processor) process(ctx context.Context, events []claimed) error {
 	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Lease)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		// Shutdown: allow ShutdownTimeout more, never longer than the lease.
-		time.AfterFunc(p.cfg.ShutdownTimeout, cancel)
-	})
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownTimeout, cancel) })
 	defer stop()
 
 	norms, errs := p.normalizeAll(events)
@@ -35,8 +32,7 @@ func (p *Processor) process(ctx context.Context, events []claimed) error {
 	return nil
 }
 
-// normalizeAll runs each event's normalizer, turning a panic into an error: a
-// normalizer bug must cost one attempt of one event, not the process.
+// normalizeAll runs each event's normalizer.
 func (p *Processor) normalizeAll(events []claimed) ([]Normalized, []error) {
 	norms, errs := make([]Normalized, len(events)), make([]error, len(events))
 	for i, ev := range events {
@@ -45,6 +41,8 @@ func (p *Processor) normalizeAll(events []claimed) ([]Normalized, []error) {
 	return norms, errs
 }
 
+// normalize runs one normalizer, turning a panic into an error: a normalizer bug must
+// cost one attempt of one event, not the process.
 func (p *Processor) normalize(ev claimed) (n Normalized, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -62,34 +60,57 @@ func (p *Processor) normalize(ev claimed) (n Normalized, err error) {
 	return n, err
 }
 
-// applyBatch is transaction 2: locks, each event in its savepoint, outcomes, commit.
+// applyBatch is transaction 2. Fast path: every event's statements and every outcome
+// in one round trip. If that transaction fails, each event is applied alone in a
+// savepoint, so that one bad event costs only itself.
 func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []Normalized, errs []error) ([]outcome, error) {
+	var good []int
 	outs := make([]outcome, len(events))
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var keys []int64
-		for i, ev := range events {
-			if errs[i] == nil {
-				keys = append(keys, messageLockID(ev.Provider, norms[i].key().message))
-			}
+	for i := range events {
+		outs[i] = p.decide(events[i], errs[i])
+		if errs[i] == nil {
+			good = append(good, i)
 		}
-		if err := lockBatch(ctx, tx, keys); err != nil {
+	}
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		if err := queueApply(b, pick(events, good), pick(norms, good)); err != nil {
 			return err
 		}
-		for _, i := range applyOrder(norms, errs) {
-			err := errs[i]
-			if err == nil {
-				err = applyOne(ctx, tx, events[i], norms[i])
-			}
-			outs[i] = p.decide(events[i], err)
+		b.Queue(finish, p.finishArgs(outs)...)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err == nil || len(good) <= 1 || ctx.Err() != nil {
+		return outs, err
+	}
+	p.log.Warn("batch failed as a whole; applying its events one by one", zap.Int("events", len(events)), zap.Error(err))
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		for _, i := range good {
+			outs[i] = p.decide(events[i], applyAlone(ctx, tx, events[i], norms[i]))
 		}
-		return p.finish(ctx, tx, outs)
+		_, err := tx.Exec(ctx, finish, p.finishArgs(outs)...)
+		return err
 	})
 	return outs, err
 }
 
-// applyOne applies one event inside a savepoint.
-func applyOne(ctx context.Context, tx pgx.Tx, ev claimed, n Normalized) error {
-	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return apply(ctx, sp, ev, n) })
+// applyAlone applies one event inside a savepoint.
+func applyAlone(ctx context.Context, tx pgx.Tx, ev claimed, n Normalized) error {
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		b := &pgx.Batch{}
+		if err := queueApply(b, []claimed{ev}, []Normalized{n}); err != nil {
+			return err
+		}
+		return sp.SendBatch(ctx, b).Close()
+	})
+}
+
+func pick[T any](all []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for i, j := range idx {
+		out[i] = all[j]
+	}
+	return out
 }
 
 // decide turns an attempt's error into the event's next state.
@@ -114,16 +135,16 @@ func isPermanent(err error) bool {
 	return errors.Is(err, ErrPermanent) || (errors.As(err, &pgErr) && pgErr.Code[:2] == "22")
 }
 
-// failBatch handles a batch whose transaction failed as a whole (connection lost,
-// serialization trouble): every event is retried with backoff, in a statement of its
-// own. If even that fails, the leases expire and the sweep takes over.
+// failBatch handles a batch whose transaction failed as a whole even event by event
+// (connection lost, database in trouble): every event is retried with backoff. If
+// even that cannot be recorded, the leases expire and the sweep takes over.
 func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error) error {
 	outs := make([]outcome, len(events))
 	for i, ev := range events {
 		outs[i] = p.decide(ev, cause)
 	}
-	if err := p.finish(ctx, p.pool, outs); err != nil {
-		return errors.Join(fmt.Errorf("apply batch of %d: %w", len(events), cause), err)
+	if _, err := p.pool.Exec(ctx, finish, p.finishArgs(outs)...); err != nil {
+		return errors.Join(fmt.Errorf("apply batch of %d: %w", len(events), cause), fmt.Errorf("record outcomes: %w", err))
 	}
 	p.report(events, outs)
 	return fmt.Errorf("apply batch of %d: %w", len(events), cause)

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // claimed is an event this process holds a lease on.
@@ -123,7 +121,8 @@ FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::text[])
      AS o(id, attempts, state, delay_ms, last_error)
 WHERE e.id = o.id AND e.attempts = o.attempts AND e.state = 'processing' AND e.locked_by = $6`
 
-func (p *Processor) finish(ctx context.Context, tx dbtx, outs []outcome) error {
+// finishArgs lays outcomes out as the columns finish takes.
+func (p *Processor) finishArgs(outs []outcome) []any {
 	n := len(outs)
 	ids, attempts, states, delays, errs := make([]int64, n), make([]int32, n), make([]string, n), make([]int64, n), make([]*string, n)
 	for i, o := range outs {
@@ -132,10 +131,7 @@ func (p *Processor) finish(ctx context.Context, tx dbtx, outs []outcome) error {
 			errs[i] = &o.err
 		}
 	}
-	if _, err := tx.Exec(ctx, finish, ids, attempts, states, delays, errs, p.cfg.ID); err != nil {
-		return fmt.Errorf("record outcomes: %w", err)
-	}
-	return nil
+	return []any{ids, attempts, states, delays, errs, p.cfg.ID}
 }
 
 // release hands unfinished claims back without counting the attempt: used at graceful
@@ -177,12 +173,3 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 	})
 	return err
 }
-
-// dbtx is what a query function needs: a pool or a transaction.
-type dbtx interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-var _ dbtx = (*pgxpool.Pool)(nil)

@@ -61,10 +61,3 @@ func DefaultNormalizers() map[string]Normalizer {
 		"generic": NormalizeGeneric,
 	}
 }
-
-func (n Normalized) key() lockKey {
-	if n.Message != nil {
-		return lockKey{conversation: n.Message.Channel + "\x00" + n.Message.Contact, message: n.Message.ID}
-	}
-	return lockKey{message: n.Status.MessageID}
-}

@@ -1,0 +1,108 @@
+package processor
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNormalizeGeneric(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		payload string
+		want    Normalized
+		wantErr error
+	}{
+		{
+			name:    "received (SPEC example)",
+			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"hi","media":[{"url":"https://example.com/a.jpg","content_type":"image/jpeg"}]}}`,
+			want: Normalized{Message: &Message{ID: "m-1", Direction: "inbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
+				Sender: "+15552223333", Recipient: "+15550001111", Text: "hi", SentAt: at, Status: "received",
+				Media: []Media{{URL: "https://example.com/a.jpg", ContentType: "image/jpeg"}}}},
+		},
+		{
+			name:    "sent",
+			payload: `{"type":"message.sent","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-2","channel":"+15550001111","contact":"+15552223333","text":"yo"}}`,
+			want: Normalized{Message: &Message{ID: "m-2", Direction: "outbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
+				Sender: "+15550001111", Recipient: "+15552223333", Text: "yo", SentAt: at, Status: "sent"}},
+		},
+		{
+			name:    "media only",
+			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-3","channel":"c","contact":"k","media":[{"url":"u"}]}}`,
+			want: Normalized{Message: &Message{ID: "m-3", Direction: "inbound", Type: "media", Channel: "c", Contact: "k",
+				Sender: "k", Recipient: "c", SentAt: at, Status: "received", Media: []Media{{URL: "u"}}}},
+		},
+		{
+			name:    "status with error",
+			payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"failed","error":{"code":30003}}}`,
+			want:    Normalized{Status: &Status{MessageID: "m-1", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
+		},
+		{name: "not JSON", payload: `{`, wantErr: ErrPermanent},
+		{name: "no message id", payload: `{"type":"message.received","data":{"channel":"c","contact":"k"}}`, wantErr: ErrPermanent},
+		{name: "status without status", payload: `{"type":"message.status","data":{"message_id":"m"}}`, wantErr: ErrPermanent},
+		{name: "message without contact", payload: `{"type":"message.sent","data":{"message_id":"m","channel":"c"}}`, wantErr: ErrPermanent},
+		{name: "unknown type", payload: `{"type":"message.deleted","data":{"message_id":"m"}}`, wantErr: ErrPermanent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := NormalizeGeneric([]byte(tt.payload))
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("NormalizeGeneric error = %v, want %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); tt.wantErr == nil && diff != "" {
+				t.Errorf("NormalizeGeneric mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// checkNormalized is what every normalizer promises: an error, or exactly one of
+// message and status with the fields the tables require.
+func checkNormalized(t *testing.T, n Normalized, err error) {
+	t.Helper()
+	if err != nil {
+		return
+	}
+	switch {
+	case (n.Message == nil) == (n.Status == nil):
+		t.Fatalf("want exactly one of message and status, got %+v", n)
+	case n.Message != nil && (n.Message.ID == "" || n.Message.Channel == "" || n.Message.Contact == "" ||
+		(n.Message.Direction != "inbound" && n.Message.Direction != "outbound")):
+		t.Fatalf("message lacks a required field: %+v", n.Message)
+	case n.Status != nil && (n.Status.MessageID == "" || n.Status.Status == ""):
+		t.Fatalf("status lacks a required field: %+v", n.Status)
+	}
+}
+
+func FuzzNormalizeGeneric(f *testing.F) {
+	f.Add([]byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+1","contact":"+2","text":"hi"}}`))
+	f.Add([]byte(`{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"read"}}`))
+	f.Add([]byte(`{"type":"message.sent","data":{"message_id":"m","channel":"c","contact":"k","media":[{}]}}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		n, err := NormalizeGeneric(payload)
+		checkNormalized(t, n, err)
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		attempt  int
+		low, top time.Duration
+	}{
+		{1, 500 * time.Millisecond, time.Second},
+		{2, time.Second, 2 * time.Second},
+		{5, 8 * time.Second, 16 * time.Second},
+		{11, 5 * time.Minute, 10 * time.Minute},
+		{40, 5 * time.Minute, 10 * time.Minute},
+	} {
+		for range 100 {
+			if d := backoff(tc.attempt); d < tc.low || d > tc.top {
+				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", tc.attempt, d, tc.low, tc.top)
+			}
+		}
+	}
+}

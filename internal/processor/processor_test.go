@@ -1,0 +1,438 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestExactlyOnce: 5,000 events and four processors, each with its own pool as
+// separate processes would have: every event processed once, one message each.
+func TestExactlyOnce(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	const n = 5000
+	var mu sync.Mutex
+	handled := map[string]int{}
+	counting := func(payload []byte) (Normalized, error) {
+		norm, err := NormalizeGeneric(payload)
+		if err == nil {
+			mu.Lock()
+			handled[norm.Message.ID]++
+			mu.Unlock()
+		}
+		return norm, err
+	}
+	for range 4 {
+		start(t, url, Config{Workers: 4, BatchSize: 32, Normalizers: map[string]Normalizer{"generic": counting}})
+	}
+	base := time.Now()
+	payloads := make([]string, 0, 500)
+	for i := range n {
+		payloads = append(payloads, received(fmt.Sprintf("m-%d", i), "hi", base.Add(time.Duration(i)*time.Millisecond)))
+		if len(payloads) == cap(payloads) {
+			insertEvents(t, pool, payloads...)
+			payloads = payloads[:0]
+		}
+	}
+	counts := waitSettled(t, pool, 60*time.Second)
+	if counts["processed"] != n {
+		t.Fatalf("queue = %v, want %d processed", counts, n)
+	}
+	var messages, maxAttempts int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&messages); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(context.Background(), "SELECT max(attempts) FROM inbound_events").Scan(&maxAttempts); err != nil {
+		t.Fatal(err)
+	}
+	if messages != n || maxAttempts != 1 {
+		t.Errorf("messages = %d, max attempts = %d; want %d and 1", messages, maxAttempts, n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, c := range handled {
+		if c != 1 {
+			t.Errorf("message %s handled %d times, want once", id, c)
+		}
+	}
+	if len(handled) != n {
+		t.Errorf("%d distinct messages handled, want %d", len(handled), n)
+	}
+}
+
+// TestNotifyWakesWorkers: with the sweep an hour away, only LISTEN/NOTIFY can have
+// woken the processor.
+func TestNotifyWakesWorkers(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	p := start(t, url, Config{SweepInterval: time.Hour})
+	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	time.Sleep(50 * time.Millisecond) // the start-up pass has run
+	insertEvents(t, pool, received("m-1", "hi", time.Now()))
+	waitSettled(t, pool, 10*time.Second)
+}
+
+// TestListenerLoss: the listening backend is terminated; events are still processed
+// (sweep) and the listener comes back on a new connection.
+func TestListenerLoss(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	p := start(t, url, Config{SweepInterval: 200 * time.Millisecond})
+	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	listenerPID := func() (int, error) {
+		var pid int
+		err := pool.QueryRow(context.Background(), `
+SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&pid)
+		return pid, err
+	}
+	before, err := listenerPID()
+	if err != nil {
+		t.Fatalf("find the listening backend: %v", err)
+	}
+	if _, err := pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", before); err != nil {
+		t.Fatal(err)
+	}
+	insertEvents(t, pool, received("m-1", "during the gap", time.Now()))
+	waitSettled(t, pool, 10*time.Second)
+	waitFor(t, "listener back on a new backend", 15*time.Second, func() (bool, error) {
+		after, err := listenerPID()
+		return err == nil && after != before && p.ListenerConnected(), err
+	})
+	insertEvents(t, pool, received("m-2", "after", time.Now()))
+	waitSettled(t, pool, 10*time.Second)
+}
+
+// TestRetryThenSuccess: a transient failure twice, then success; attempts and
+// last_error are recorded.
+func TestRetryThenSuccess(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	var mu sync.Mutex
+	calls := 0
+	flaky := func(payload []byte) (Normalized, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls <= 2 {
+			return Normalized{}, fmt.Errorf("upstream hiccup %d", calls)
+		}
+		return NormalizeGeneric(payload)
+	}
+	start(t, url, Config{Normalizers: map[string]Normalizer{"generic": flaky}})
+	insertEvents(t, pool, received("m-1", "hi", time.Now()))
+	waitFor(t, "processed after retries", 20*time.Second, func() (bool, error) {
+		var state string
+		err := pool.QueryRow(context.Background(), "SELECT state FROM inbound_events").Scan(&state)
+		return state == "processed", err
+	})
+	var attempts int
+	var lastErr string
+	if err := pool.QueryRow(context.Background(), "SELECT attempts, last_error FROM inbound_events").Scan(&attempts, &lastErr); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 3 || !strings.Contains(lastErr, "upstream hiccup 2") {
+		t.Errorf("attempts = %d, last_error = %q; want 3 and the second failure", attempts, lastErr)
+	}
+}
+
+// TestPoisonGoesDeadWithoutBlocking: a payload that can never parse is dead at once,
+// a panicking normalizer costs attempts until dead, and neither holds up the rest.
+func TestPoisonGoesDeadWithoutBlocking(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	panicky := func(payload []byte) (Normalized, error) {
+		n, err := NormalizeGeneric(payload)
+		if err == nil && n.Message != nil && n.Message.Text == "panic" {
+			panic("normalizer bug")
+		}
+		return n, err
+	}
+	start(t, url, Config{MaxAttempts: 2, Normalizers: map[string]Normalizer{"generic": panicky}})
+	now := time.Now()
+	insertEvents(t, pool,
+		`{"type":"message.received","data":{}}`, // can never parse: no message id
+		received("m-panic", "panic", now),
+		received("m-1", "a", now), received("m-2", "b", now), received("m-3", "c", now))
+	waitFor(t, "three messages while poison is around", 10*time.Second, func() (bool, error) {
+		var n int
+		err := pool.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&n)
+		return n == 3, err
+	})
+	counts := waitSettled(t, pool, 20*time.Second)
+	if counts["dead"] != 2 || counts["processed"] != 3 {
+		t.Fatalf("queue = %v, want 2 dead and 3 processed", counts)
+	}
+	rows, err := pool.Query(context.Background(), "SELECT attempts, last_error FROM inbound_events WHERE state = 'dead' ORDER BY attempts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var a int
+		var e string
+		rows.Scan(&a, &e)
+		got = append(got, fmt.Sprintf("%d:%s", a, e))
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], "1:permanent") || !strings.HasPrefix(got[1], "2:") || !strings.Contains(got[1], "panicked") {
+		t.Errorf("dead events = %q; want the unparsable one dead after 1 attempt, the panicking one after 2", got)
+	}
+}
+
+// TestStatusesOutOfOrder: read, then delivered, then the message: it ends read.
+func TestStatusesOutOfOrder(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	start(t, url, Config{})
+	t0 := time.Now()
+	insertEvents(t, pool, status("m-1", "read", t0.Add(2*time.Second)))
+	waitSettled(t, pool, 10*time.Second)
+	insertEvents(t, pool, status("m-1", "delivered", t0.Add(time.Second)))
+	waitSettled(t, pool, 10*time.Second)
+	insertEvents(t, pool, sent("m-1", "+15552223333", t0))
+	waitSettled(t, pool, 10*time.Second)
+	insertEvents(t, pool, status("m-1", "sent", t0)) // late and lower: ignored
+	waitSettled(t, pool, 10*time.Second)
+	var st string
+	var parked int
+	if err := pool.QueryRow(context.Background(), "SELECT status FROM messages WHERE provider_message_id = 'm-1'").Scan(&st); err != nil {
+		t.Fatal(err)
+	}
+	pool.QueryRow(context.Background(), "SELECT count(*) FROM pending_statuses").Scan(&parked)
+	if st != "read" || parked != 0 {
+		t.Errorf("status = %q with %d parked statuses, want read and 0", st, parked)
+	}
+}
+
+// TestStatusRanks: each status applies only above the current rank.
+func TestStatusRanks(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	start(t, url, Config{})
+	t0 := time.Now()
+	insertEvents(t, pool, sent("m-1", "+15552223333", t0))
+	waitSettled(t, pool, 10*time.Second)
+	steps := []struct{ status, want string }{
+		{"queued", "sent"}, {"delivered", "delivered"}, {"failed", "delivered"}, {"sending", "delivered"}, {"read", "read"}, {"delivered", "read"},
+	}
+	for i, s := range steps {
+		insertEvents(t, pool, status("m-1", s.status, t0.Add(time.Duration(i+1)*time.Second)))
+		waitSettled(t, pool, 10*time.Second)
+		var got string
+		pool.QueryRow(context.Background(), "SELECT status FROM messages").Scan(&got)
+		if got != s.want {
+			t.Errorf("after %s: status %q, want %q", s.status, got, s.want)
+		}
+	}
+}
+
+// TestOneConversationUnderConcurrency: 200 events for one contact at once, many
+// workers: one conversation, 200 messages, no deadlock, latest time kept.
+func TestOneConversationUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	for range 3 {
+		start(t, url, Config{Workers: 8, BatchSize: 8})
+	}
+	t0 := time.Now().Truncate(time.Millisecond)
+	payloads := make([]string, 200)
+	for i := range payloads {
+		payloads[i] = received(fmt.Sprintf("m-%d", i), "hi", t0.Add(time.Duration(i)*time.Millisecond))
+		if i%2 == 1 { // statuses for messages in flight at the same time
+			payloads[i] = sent(fmt.Sprintf("m-%d", i), "+15552223333", t0.Add(time.Duration(i)*time.Millisecond))
+		}
+	}
+	insertEvents(t, pool, payloads...)
+	counts := waitSettled(t, pool, 30*time.Second)
+	var convs, msgs, retried int
+	var latest time.Time
+	pool.QueryRow(context.Background(), "SELECT count(*), max(last_message_at) FROM conversations").Scan(&convs, &latest)
+	pool.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&msgs)
+	pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE attempts > 1").Scan(&retried)
+	if convs != 1 || msgs != 200 || counts["processed"] != 200 || retried != 0 {
+		t.Errorf("conversations %d, messages %d, queue %v, retried %d; want 1, 200, 200 processed, 0", convs, msgs, counts, retried)
+	}
+	if want := t0.Add(199 * time.Millisecond); !latest.Equal(want) {
+		t.Errorf("last_message_at = %v, want %v", latest, want)
+	}
+}
+
+// TestReprocessingIsIdempotent: applying the same event twice leaves the same rows.
+func TestReprocessingIsIdempotent(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	start(t, url, Config{})
+	t0 := time.Now()
+	insertEvents(t, pool, received("m-1", "hi", t0), status("m-2", "read", t0))
+	waitSettled(t, pool, 10*time.Second)
+	snapshot := func() string {
+		var s string
+		pool.QueryRow(context.Background(), `SELECT concat_ws('|',
+  (SELECT json_agg(m ORDER BY id)::text FROM (SELECT id, conversation_id, status, status_at, text, sent_at FROM messages) m),
+  (SELECT json_agg(c ORDER BY id)::text FROM conversations c),
+  (SELECT json_agg(p)::text FROM pending_statuses p))`).Scan(&s)
+		return s
+	}
+	before := snapshot()
+	if _, err := pool.Exec(context.Background(), "UPDATE inbound_events SET state = 'pending', run_at = now()"); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, pool, 10*time.Second)
+	if after := snapshot(); after != before {
+		t.Errorf("rows changed on reprocessing:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestKilledMidBatchIsTakenOver: a process is kill -9'd while it holds a batch; after
+// the lease another process processes every event.
+func TestKilledMidBatchIsTakenOver(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	t0 := time.Now()
+	payloads := make([]string, 20)
+	for i := range payloads {
+		payloads[i] = received(fmt.Sprintf("m-%d", i), "hi", t0)
+	}
+	insertEvents(t, pool, payloads...)
+	cmd := child(t, "hang", url)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := out.Read(buf); err != nil || string(buf) != "claimed" {
+		t.Fatalf("child did not claim: %q %v", buf, err)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	var processing int
+	pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE state = 'processing'").Scan(&processing)
+	if processing == 0 {
+		t.Fatal("no claims held by the killed process; the test proves nothing")
+	}
+	start(t, url, Config{Lease: time.Second})
+	counts := waitSettled(t, pool, 20*time.Second)
+	if counts["processed"] != 20 {
+		t.Errorf("queue = %v, want 20 processed", counts)
+	}
+}
+
+// TestCrashingEventEndsDead: an event that kills its process every time it is
+// handled runs out of attempts across restarts and ends dead; the others are
+// processed, and the service stops crash-looping.
+func TestCrashingEventEndsDead(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	t0 := time.Now()
+	payloads := []string{received("poison", "boom", t0)}
+	for i := range 10 {
+		payloads = append(payloads, received(fmt.Sprintf("m-%d", i), "hi", t0))
+	}
+	insertEvents(t, pool, payloads...)
+	crashes := 0
+	for run := 0; ; run++ {
+		if run == 10 {
+			t.Fatalf("still crashing after %d runs", run)
+		}
+		err := child(t, "poison", url).Run()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && exit.ExitCode() == 3 {
+			crashes++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("child: %v", err)
+		}
+		break
+	}
+	var st string
+	var attempts, messages int
+	pool.QueryRow(context.Background(), "SELECT state, attempts FROM inbound_events WHERE payload->'data'->>'message_id' = 'poison'").Scan(&st, &attempts)
+	pool.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&messages)
+	if st != "dead" || attempts != 3 || crashes != 3 || messages != 10 {
+		t.Errorf("poison %s after %d attempts, %d crashes, %d messages; want dead, 3, 3, 10", st, attempts, crashes, messages)
+	}
+}
+
+// TestGracefulStopReleases: at stop, a batch that cannot finish in time is released
+// without counting the attempt; one that can, finishes.
+func TestGracefulStopReleases(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		timeout   time.Duration
+		wantState string
+		wantTries int
+	}{
+		{"finishes within the deadline", 5 * time.Second, "processed", 1},
+		{"released past the deadline", 50 * time.Millisecond, "pending", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pool, url := newDB(t)
+			entered := make(chan struct{}, 1)
+			slow := func(payload []byte) (Normalized, error) {
+				entered <- struct{}{}
+				time.Sleep(500 * time.Millisecond)
+				return NormalizeGeneric(payload)
+			}
+			p := New(pool, url, Config{ShutdownTimeout: tc.timeout, SweepInterval: time.Hour,
+				Normalizers: map[string]Normalizer{"generic": slow}}, zapNop(), NewMetrics(nil))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			insertEvents(t, pool, received("m-1", "hi", time.Now()))
+			<-entered
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			var st string
+			var attempts int
+			pool.QueryRow(context.Background(), "SELECT state, attempts FROM inbound_events").Scan(&st, &attempts)
+			if st != tc.wantState || attempts != tc.wantTries {
+				t.Errorf("after stop: %s with %d attempts, want %s with %d", st, attempts, tc.wantState, tc.wantTries)
+			}
+		})
+	}
+}
+
+// TestBadEventInBatchCostsOnlyItself: one event whose rows Postgres refuses (a NUL
+// byte in text) fails the batch's fast path; the fallback applies the others alone,
+// and the bad one is dead after one attempt.
+func TestBadEventInBatchCostsOnlyItself(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	withNUL := func(payload []byte) (Normalized, error) {
+		n, err := NormalizeGeneric(payload)
+		if err == nil && n.Message != nil && n.Message.Text == "nul" {
+			n.Message.Text = "a\x00b"
+		}
+		return n, err
+	}
+	t0 := time.Now()
+	payloads := []string{received("bad", "nul", t0)}
+	for i := range 9 {
+		payloads = append(payloads, received(fmt.Sprintf("m-%d", i), "fine", t0))
+	}
+	insertEvents(t, pool, payloads...) // before the processor starts: one batch
+	start(t, url, Config{BatchSize: 64, Normalizers: map[string]Normalizer{"generic": withNUL}})
+	counts := waitSettled(t, pool, 10*time.Second)
+	var retried int
+	var lastErr string
+	pool.QueryRow(context.Background(), "SELECT count(*) FILTER (WHERE attempts > 1) FROM inbound_events").Scan(&retried)
+	pool.QueryRow(context.Background(), "SELECT last_error FROM inbound_events WHERE state = 'dead'").Scan(&lastErr)
+	if counts["processed"] != 9 || counts["dead"] != 1 || retried != 0 || !strings.Contains(lastErr, "0x00") {
+		t.Errorf("queue %v, %d retried, dead because %q; want 9 processed, 1 dead for its 0x00, none retried", counts, retried, lastErr)
+	}
+}
