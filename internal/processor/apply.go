@@ -167,9 +167,9 @@ func queueApply(b *pgx.Batch, events []claimed, norms []Normalized) error {
 // messageCols holds a batch's messages as columns, the shape unnest takes.
 type messageCols struct {
 	provider, id, channel, contact, name, direction, typ, sender, recipient, text, media, status []string
-	content                                                                                     []*string
-	sentAt                                                                                      []time.Time
-	eventID                                                                                     []int64
+	content                                                                                      []*string
+	sentAt                                                                                       []time.Time
+	eventID                                                                                      []int64
 }
 
 func (c *messageCols) add(ev claimed, m *Message) error {

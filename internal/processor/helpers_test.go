@@ -183,5 +183,4 @@ func newDB(t *testing.T) (*pgxpool.Pool, string) {
 	return pgtest.NewPool(t)
 }
 
-
 func zapNop() *zap.Logger { return zap.NewNop() }
