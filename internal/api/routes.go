@@ -11,4 +11,7 @@ func routes(r chi.Router, d Deps) {
 	r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 
 	r.Post("/webhooks/generic", d.Webhooks.Generic())
+	r.Post("/webhooks/twilio", d.Webhooks.Twilio())
+	r.Get("/webhooks/meta", d.Webhooks.MetaVerify())
+	r.Post("/webhooks/meta", d.Webhooks.Meta())
 }

@@ -93,6 +93,9 @@ func (w *Writer) Run(ctx context.Context) error {
 // Write stores events atomically (all or none) and returns one Result per event, in
 // order. It returns only after the commit, so a nil error means the events are durable.
 func (w *Writer) Write(ctx context.Context, events []Event) ([]Result, error) {
+	if len(events) == 0 {
+		return []Result{}, nil // e.g. a Meta change of a field that carries no messages
+	}
 	req := &writeReq{events: events, reply: make(chan writeReply, 1)}
 	select {
 	case w.queue <- req:

@@ -53,7 +53,7 @@ func (p *Processor) normalize(ev claimed) (n Normalized, err error) {
 	if !ok {
 		return Normalized{}, fmt.Errorf("%w: no normalizer for provider %q", ErrPermanent, ev.Provider)
 	}
-	n, err = fn(ev.Payload)
+	n, err = fn(ev.Payload, ev.ReceivedAt)
 	if err == nil && (n.Message == nil) == (n.Status == nil) {
 		err = fmt.Errorf("%w: normalizer returned neither or both of message and status", ErrPermanent)
 	}

@@ -144,8 +144,8 @@ func runChild(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	norm := func(payload []byte) (Normalized, error) {
-		n, err := NormalizeGeneric(payload)
+	norm := func(payload []byte, at time.Time) (Normalized, error) {
+		n, err := NormalizeGeneric(payload, at)
 		switch {
 		case mode == "poison" && n.Message != nil && n.Message.ID == "poison":
 			os.Exit(3)

@@ -49,7 +49,10 @@ type Status struct {
 // Normalizer turns one stored payload into its meaning. It is pure (no I/O), so it is
 // table-tested and fuzzed on its own. An error wrapping ErrPermanent means the payload
 // can never be understood and the event goes dead at once; any other error is retried.
-type Normalizer func(payload []byte) (Normalized, error)
+//
+// receivedAt is when inboxd stored the event: the message time for providers whose
+// payloads carry none (Twilio).
+type Normalizer func(payload []byte, receivedAt time.Time) (Normalized, error)
 
 // ErrPermanent marks a payload that no retry can fix.
 var ErrPermanent = errors.New("permanent")
@@ -59,5 +62,7 @@ var ErrPermanent = errors.New("permanent")
 func DefaultNormalizers() map[string]Normalizer {
 	return map[string]Normalizer{
 		"generic": NormalizeGeneric,
+		"twilio":  NormalizeTwilio,
+		"meta":    NormalizeMeta,
 	}
 }

@@ -22,12 +22,15 @@ type genericPayload struct {
 }
 
 // NormalizeGeneric reads message.received, message.sent and message.status events.
-func NormalizeGeneric(payload []byte) (Normalized, error) {
+func NormalizeGeneric(payload []byte, receivedAt time.Time) (Normalized, error) {
 	var p genericPayload
 	if err := json.Unmarshal(payload, &p); err != nil {
 		return Normalized{}, fmt.Errorf("%w: generic payload: %v", ErrPermanent, err)
 	}
 	d := p.Data
+	if p.Timestamp.IsZero() {
+		p.Timestamp = receivedAt
+	}
 	if d.MessageID == "" {
 		return Normalized{}, fmt.Errorf("%w: generic payload has no data.message_id", ErrPermanent)
 	}

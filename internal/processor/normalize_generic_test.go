@@ -48,7 +48,7 @@ func TestNormalizeGeneric(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := NormalizeGeneric([]byte(tt.payload))
+			got, err := NormalizeGeneric([]byte(tt.payload), at)
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 				t.Fatalf("NormalizeGeneric error = %v, want %v", err, tt.wantErr)
 			}
@@ -83,7 +83,7 @@ func FuzzNormalizeGeneric(f *testing.F) {
 	f.Add([]byte(`{"type":"message.sent","data":{"message_id":"m","channel":"c","contact":"k","media":[{}]}}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		n, err := NormalizeGeneric(payload)
+		n, err := NormalizeGeneric(payload, time.Unix(1764064800, 0))
 		checkNormalized(t, n, err)
 	})
 }

@@ -20,8 +20,8 @@ func TestExactlyOnce(t *testing.T) {
 	const n = 5000
 	var mu sync.Mutex
 	handled := map[string]int{}
-	counting := func(payload []byte) (Normalized, error) {
-		norm, err := NormalizeGeneric(payload)
+	counting := func(payload []byte, at time.Time) (Normalized, error) {
+		norm, err := NormalizeGeneric(payload, at)
 		if err == nil {
 			mu.Lock()
 			handled[norm.Message.ID]++
@@ -116,14 +116,14 @@ func TestRetryThenSuccess(t *testing.T) {
 	pool, url := newDB(t)
 	var mu sync.Mutex
 	calls := 0
-	flaky := func(payload []byte) (Normalized, error) {
+	flaky := func(payload []byte, at time.Time) (Normalized, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
 		if calls <= 2 {
 			return Normalized{}, fmt.Errorf("upstream hiccup %d", calls)
 		}
-		return NormalizeGeneric(payload)
+		return NormalizeGeneric(payload, at)
 	}
 	start(t, url, Config{Normalizers: map[string]Normalizer{"generic": flaky}})
 	insertEvents(t, pool, received("m-1", "hi", time.Now()))
@@ -147,8 +147,8 @@ func TestRetryThenSuccess(t *testing.T) {
 func TestPoisonGoesDeadWithoutBlocking(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
-	panicky := func(payload []byte) (Normalized, error) {
-		n, err := NormalizeGeneric(payload)
+	panicky := func(payload []byte, at time.Time) (Normalized, error) {
+		n, err := NormalizeGeneric(payload, at)
 		if err == nil && n.Message != nil && n.Message.Text == "panic" {
 			panic("normalizer bug")
 		}
@@ -381,10 +381,10 @@ func TestGracefulStopReleases(t *testing.T) {
 			t.Parallel()
 			pool, url := newDB(t)
 			entered := make(chan struct{}, 1)
-			slow := func(payload []byte) (Normalized, error) {
+			slow := func(payload []byte, at time.Time) (Normalized, error) {
 				entered <- struct{}{}
 				time.Sleep(500 * time.Millisecond)
-				return NormalizeGeneric(payload)
+				return NormalizeGeneric(payload, at)
 			}
 			p := New(pool, url, Config{ShutdownTimeout: tc.timeout, SweepInterval: time.Hour,
 				Normalizers: map[string]Normalizer{"generic": slow}}, zapNop(), NewMetrics(nil))
@@ -413,8 +413,8 @@ func TestGracefulStopReleases(t *testing.T) {
 func TestBadEventInBatchCostsOnlyItself(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
-	withNUL := func(payload []byte) (Normalized, error) {
-		n, err := NormalizeGeneric(payload)
+	withNUL := func(payload []byte, at time.Time) (Normalized, error) {
+		n, err := NormalizeGeneric(payload, at)
 		if err == nil && n.Message != nil && n.Message.Text == "nul" {
 			n.Message.Text = "a\x00b"
 		}

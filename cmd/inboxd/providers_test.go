@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/ingest"
+	"inboxd/internal/pgtest"
+)
+
+const (
+	twilioToken   = "twilio-test-token"
+	metaSecret    = "meta-app-secret"
+	metaVerify    = "meta-verify-token"
+	publicURL     = "https://inbox.example.com" // what the providers call, behind a proxy
+	fixtureFolder = "../../internal/ingest/testdata/"
+)
+
+// providerEnv starts inboxd with every provider enabled.
+func providerEnv(t *testing.T) (base string, pool *pgxpool.Pool) {
+	t.Helper()
+	pool, url := pgtest.NewPool(t)
+	base, _ = startServe(t, map[string]string{
+		"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0", "INBOX_PUBLIC_URL": publicURL,
+		"INBOX_TWILIO_AUTH_TOKEN": "old-token," + twilioToken, "INBOX_META_APP_SECRET": metaSecret,
+		"INBOX_META_VERIFY_TOKEN": metaVerify, "INBOX_GENERIC_SECRETS": testSecret,
+		"INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token",
+	})
+	return base, pool
+}
+
+func fixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(fixtureFolder + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// postTwilio posts a form as Twilio does, signed over INBOX_PUBLIC_URL + path.
+func postTwilio(t *testing.T, base string, body []byte) (int, string, string) {
+	t.Helper()
+	params, err := url.ParseQuery(string(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", base+"/webhooks/twilio", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", ingest.SignTwilio(twilioToken, publicURL+"/webhooks/twilio", params))
+	return do(t, req)
+}
+
+// postMeta posts JSON as Meta does, with X-Hub-Signature-256.
+func postMeta(t *testing.T, base string, body []byte) (int, string, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/webhooks/meta", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Hub-Signature-256", ingest.SignMeta(metaSecret, body))
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, string, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+// settle waits until every stored event is processed or dead.
+func settle(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var open int
+		pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE state IN ('pending', 'processing')").Scan(&open)
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still open after 15s", open)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rows returns a query's rows as one string per row, columns joined by "|".
+func rows(t *testing.T, pool *pgxpool.Pool, sql string) []string {
+	t.Helper()
+	r, err := pool.Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []string
+	for r.Next() {
+		vals, err := r.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			switch v := v.(type) {
+			case time.Time:
+				parts[i] = v.UTC().Format(time.RFC3339)
+			case nil:
+				parts[i] = "∅"
+			default:
+				b, _ := json.Marshal(v)
+				parts[i] = strings.Trim(string(b), `"`)
+			}
+		}
+		out = append(out, strings.Join(parts, "|"))
+	}
+	return out
+}
+
+func wantRows(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s:\ngot\n  %s\nwant\n  %s", what, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func TestTwilioEndToEnd(t *testing.T) {
+	t.Parallel()
+	base, pool := providerEnv(t)
+	for _, f := range []string{"twilio/inbound_sms.form", "twilio/inbound_whatsapp_media.form", "twilio/status_delivered.form", "twilio/status_undelivered.form"} {
+		status, ctype, body := postTwilio(t, base, fixture(t, f))
+		if status != 200 || ctype != "text/xml" || body != "<Response></Response>" {
+			t.Fatalf("%s: %d %s %q, want 200 text/xml <Response></Response>", f, status, ctype, body)
+		}
+	}
+	// Redelivery of the same callback: acknowledged, nothing new.
+	if status, _, _ := postTwilio(t, base, fixture(t, "twilio/status_delivered.form")); status != 200 {
+		t.Errorf("redelivered status: %d", status)
+	}
+	settle(t, pool)
+	wantRows(t, "conversations", rows(t, pool, `SELECT provider, channel_address, contact_address, contact_name FROM conversations ORDER BY id`), []string{
+		"twilio|+15557778888|+15551234567|∅",
+		"twilio|whatsapp:+14155238886|+15551234567|Alice",
+	})
+	wantRows(t, "messages", rows(t, pool, `SELECT provider_message_id, direction, type, sender, recipient, text, media, status FROM messages ORDER BY id`), []string{
+		"SM1f0e8ae6ade43cb3c0ce4525424e404f|inbound|text|+15551234567|+15557778888|Hello from Twilio!|[]|received",
+		`MM4c8a07ae1d5a4f0a1e6f3e5c8e2d7b9a|inbound|image|+15551234567|whatsapp:+14155238886|∅|[{"content_type":"image/jpeg","url":"https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000000/Messages/MM4c8a07ae1d5a4f0a1e6f3e5c8e2d7b9a/Media/ME00000000000000000000000000000000"}]|received`,
+	})
+	// Statuses for a message inboxd never saw (sent by another system) are kept.
+	wantRows(t, "parked statuses", rows(t, pool, `SELECT provider_message_id, status, error FROM pending_statuses ORDER BY inbound_event_id`), []string{
+		"SM9b2f3c4d5e6f708192a3b4c5d6e7f809|delivered|∅",
+		`SM9b2f3c4d5e6f708192a3b4c5d6e7f809|undelivered|{"code":"30003","message":"Unreachable destination handset"}`,
+	})
+	wantRows(t, "events", rows(t, pool, `SELECT external_id, state FROM inbound_events ORDER BY id`), []string{
+		"SM1f0e8ae6ade43cb3c0ce4525424e404f|processed",
+		"MM4c8a07ae1d5a4f0a1e6f3e5c8e2d7b9a|processed",
+		"SM9b2f3c4d5e6f708192a3b4c5d6e7f809:delivered|processed",
+		"SM9b2f3c4d5e6f708192a3b4c5d6e7f809:undelivered|processed",
+	})
+}
+
+func TestTwilioRejects(t *testing.T) {
+	t.Parallel()
+	base, pool := providerEnv(t)
+	body := fixture(t, "twilio/inbound_sms.form")
+	req, _ := http.NewRequest("POST", base+"/webhooks/twilio", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", ingest.SignTwilio("wrong", publicURL+"/webhooks/twilio", url.Values{}))
+	if status, ctype, b := do(t, req); status != 401 || ctype != "application/json" || !strings.Contains(b, "invalid_signature") {
+		t.Errorf("bad signature: %d %s %s, want 401 JSON invalid_signature", status, ctype, b)
+	}
+	var n int
+	pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events").Scan(&n)
+	if n != 0 {
+		t.Errorf("%d events stored from a rejected request", n)
+	}
+}
+
+func TestMetaEndToEnd(t *testing.T) {
+	t.Parallel()
+	base, pool := providerEnv(t)
+	for _, tc := range []struct {
+		file   string
+		events int
+	}{{"meta/text.json", 1}, {"meta/media.json", 5}, {"meta/batch.json", 5}, {"meta/no_messages.json", 0}} {
+		status, _, body := postMeta(t, base, fixture(t, tc.file))
+		var ack struct{ Events []ingest.Result }
+		if err := json.Unmarshal([]byte(body), &ack); status != 200 || err != nil || len(ack.Events) != tc.events {
+			t.Fatalf("%s: %d %s, want 200 with %d events", tc.file, status, body, tc.events)
+		}
+	}
+	settle(t, pool)
+	wantRows(t, "conversations", rows(t, pool, `SELECT provider, channel_address, contact_address, contact_name, last_message_at FROM conversations ORDER BY id`), []string{
+		"meta|106540352242922|+16505551234|Sheena Nelson|2025-06-08T21:01:40Z",
+		"meta|106540352242922|US.13491208655302741918|Pablo Morales|2025-06-08T21:01:41Z",
+	})
+	wantRows(t, "messages", rows(t, pool, `SELECT provider_message_id, type, sender, text, media, content, sent_at FROM messages ORDER BY sent_at, id`), []string{
+		"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=|text|+16505551234|Does it come in another color?|[]|∅|2025-06-08T20:59:43Z",
+		`wamid.image-1|image|+16505551234|This one?|[{"caption":"This one?","content_type":"image/jpeg","id":"1003383421387256"}]|∅|2025-06-08T21:00:00Z`,
+		`wamid.document-1|document|+16505551234|∅|[{"content_type":"application/pdf","id":"1090117512932474"}]|{"filename":"receipt.pdf"}|2025-06-08T21:00:01Z`,
+		`wamid.location-1|location|+16505551234|∅|[]|{"address":"1 Hacker Way, Menlo Park, CA 94025","latitude":37.483307,"longitude":-122.148981,"name":"Main Campus"}|2025-06-08T21:00:02Z`,
+		`wamid.reaction-1|reaction|+16505551234|👍|[]|{"emoji":"👍","message_id":"wamid.image-1"}|2025-06-08T21:00:03Z`,
+		`wamid.order-1|unsupported|+16505551234|∅|[]|{"from":"16505551234","id":"wamid.order-1","order":{"catalog_id":"194836987003835","product_items":[{"currency":"USD","item_price":30,"product_retailer_id":"di9ozbzfi4","quantity":2}]},"timestamp":"1749416404","type":"order"}|2025-06-08T21:00:04Z`,
+		"wamid.batch-1|text|+16505551234|first|[]|∅|2025-06-08T21:01:40Z",
+		`wamid.batch-2|interactive|US.13491208655302741918|Yes, please|[]|{"button_reply":{"id":"yes-button","title":"Yes, please"},"type":"button_reply"}|2025-06-08T21:01:41Z`,
+	})
+	wantRows(t, "parked statuses", rows(t, pool, `SELECT provider_message_id, status, status_at FROM pending_statuses ORDER BY inbound_event_id`), []string{
+		"wamid.out-1|delivered|2025-06-08T21:01:50Z",
+		"wamid.out-1|read|2025-06-08T21:02:00Z",
+		"wamid.out-2|failed|2025-06-08T21:02:10Z",
+	})
+	// Meta redelivers without failures on our side: nothing new is stored.
+	status, _, body := postMeta(t, base, fixture(t, "meta/batch.json"))
+	if status != 200 || strings.Count(body, `"duplicate":true`) != 5 {
+		t.Errorf("redelivered batch: %d %s, want five duplicates", status, body)
+	}
+}
+
+// TestMetaAlbum: an album arrives as several concurrent POSTs for one new contact:
+// one conversation, never two.
+func TestMetaAlbum(t *testing.T) {
+	t.Parallel()
+	base, pool := providerEnv(t)
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+"metadata":{"phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Ana"},"wa_id":"5511999990000"}],
+"messages":[{"from":"5511999990000","id":"wamid.album-%d","timestamp":"1749416600","type":"image","image":{"id":"img-%d","mime_type":"image/jpeg"}}]}}]}]}`, i, i)
+			if status, _, b := postMeta(t, base, []byte(body)); status != 200 {
+				t.Errorf("album part %d: %d %s", i, status, b)
+			}
+		})
+	}
+	wg.Wait()
+	settle(t, pool)
+	wantRows(t, "conversations", rows(t, pool, `SELECT contact_address, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) FROM conversations c`), []string{"+5511999990000|10"})
+}
+
+func TestMetaVerifyHandshake(t *testing.T) {
+	t.Parallel()
+	base, _ := providerEnv(t)
+	for _, tc := range []struct {
+		query      string
+		wantStatus int
+		wantBody   string
+	}{
+		{"hub.mode=subscribe&hub.verify_token=" + metaVerify + "&hub.challenge=1158201444", 200, "1158201444"},
+		{"hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1158201444", 403, ""},
+		{"hub.mode=unsubscribe&hub.verify_token=" + metaVerify + "&hub.challenge=1", 403, ""},
+	} {
+		resp, err := http.Get(base + "/webhooks/meta?" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.wantStatus || (tc.wantBody != "" && string(b) != tc.wantBody) {
+			t.Errorf("GET ?%s = %d %q, want %d %q", tc.query, resp.StatusCode, b, tc.wantStatus, tc.wantBody)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package ingest
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+// Meta publishes no signature vector for X-Hub-Signature-256; GitHub uses the identical
+// scheme and documents one ("Validating webhook deliveries": secret "It's a Secret to
+// Everybody", payload "Hello, World!").
+const (
+	githubSecret = "It's a Secret to Everybody"
+	githubBody   = "Hello, World!"
+	githubSig    = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+)
+
+func TestVerifyMeta(t *testing.T) {
+	tests := []struct {
+		name, secret, header, body string
+		wantErr                    error
+	}{
+		{"GitHub docs vector", githubSecret, githubSig, githubBody, nil},
+		{"wrong secret", "It's a Secret to Nobody", githubSig, githubBody, errBadSignature},
+		{"tampered body", githubSecret, githubSig, "Hello, World?", errBadSignature},
+		{"sha1 header", githubSecret, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d", githubBody, errBadSignature},
+		{"no prefix", githubSecret, githubSig[7:], githubBody, errBadSignature},
+		{"not hex", githubSecret, "sha256=zz", githubBody, errBadSignature},
+		{"missing header", githubSecret, "", githubBody, errNoSignature},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := verifyMeta(tt.secret, tt.header, []byte(tt.body))
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Errorf("verifyMeta = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseMeta(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string // external ids, in order
+	}{
+		{"meta/text.json", []string{"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="}},
+		{"meta/batch.json", []string{"wamid.batch-1", "wamid.batch-2", "wamid.out-1:delivered", "wamid.out-1:read", "wamid.out-2:failed"}},
+		{"meta/no_messages.json", nil},
+	}
+	for _, tt := range tests {
+		events, err := parseMeta(readTestdata(t, tt.file))
+		if err != nil {
+			t.Errorf("%s: %v", tt.file, err)
+			continue
+		}
+		var got []string
+		for _, e := range events {
+			got = append(got, e.ExternalID)
+		}
+		if len(got) != len(tt.want) {
+			t.Errorf("%s: external ids %q, want %q", tt.file, got, tt.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tt.want[i] {
+				t.Errorf("%s: external ids %q, want %q", tt.file, got, tt.want)
+			}
+		}
+	}
+	for _, bad := range []string{`{`, `{"object":"page","entry":[]}`, `{"object":"whatsapp_business_account","entry":[{"changes":[{"value":{"messages":[{"type":"text"}]}}]}]}`} {
+		if _, err := parseMeta([]byte(bad)); !errors.Is(err, errMalformed) {
+			t.Errorf("parseMeta(%s) = %v, want errMalformed", bad, err)
+		}
+	}
+}
+
+func FuzzVerifyMeta(f *testing.F) {
+	f.Add(githubSig, []byte(githubBody))
+	f.Add("sha256=", []byte{})
+	f.Fuzz(func(t *testing.T, header string, body []byte) {
+		if verifyMeta(githubSecret, header, body) == nil && string(body) != githubBody {
+			// Only an HMAC collision could get here; report it with its inputs.
+			t.Errorf("verified header %q for body %q", header, body)
+		}
+	})
+}
+
+func FuzzParseMeta(f *testing.F) {
+	for _, name := range []string{"meta/text.json", "meta/batch.json", "meta/media.json", "meta/no_messages.json"} {
+		f.Add(readTestdata(f, name))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		events, err := parseMeta(body)
+		if err != nil && !errors.Is(err, errMalformed) {
+			t.Errorf("error %v does not wrap errMalformed", err)
+		}
+		for _, e := range events {
+			if e.ExternalID == "" || len(e.Payload) == 0 {
+				t.Errorf("event without id or payload: %+v", e)
+			}
+		}
+	})
+}
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

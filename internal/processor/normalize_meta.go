@@ -1,0 +1,167 @@
+package processor
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// metaEvent is what ingest stores for one WhatsApp Cloud API message or status
+// (ingest.MetaEvent): the item with its envelope's metadata and contacts.
+type metaEvent struct {
+	Metadata struct {
+		PhoneNumberID      string `json:"phone_number_id"`
+		DisplayPhoneNumber string `json:"display_phone_number"`
+	} `json:"metadata"`
+	Contacts []struct {
+		WaID    string `json:"wa_id"`
+		UserID  string `json:"user_id"`
+		Profile struct {
+			Name string `json:"name"`
+		} `json:"profile"`
+	} `json:"contacts"`
+	Message json.RawMessage `json:"message"`
+	Status  json.RawMessage `json:"status"`
+}
+
+type metaMedia struct {
+	ID       string `json:"id"`
+	MimeType string `json:"mime_type"`
+	Caption  string `json:"caption"`
+	Filename string `json:"filename"`
+}
+
+type metaMessage struct {
+	From        string                 `json:"from"`
+	FromUserID  string                 `json:"from_user_id"` // business-scoped user id (BSUID)
+	ID          string                 `json:"id"`
+	Timestamp   string                 `json:"timestamp"`
+	Type        string                 `json:"type"`
+	Text        *struct{ Body string } `json:"text"`
+	Image       *metaMedia             `json:"image"`
+	Audio       *metaMedia             `json:"audio"`
+	Video       *metaMedia             `json:"video"`
+	Document    *metaMedia             `json:"document"`
+	Sticker     *metaMedia             `json:"sticker"`
+	Location    json.RawMessage        `json:"location"`
+	Interactive *struct {
+		ButtonReply *struct{ ID, Title string } `json:"button_reply"`
+		ListReply   *struct{ ID, Title string } `json:"list_reply"`
+	} `json:"interactive"`
+	Button   *struct{ Text string } `json:"button"`
+	Reaction *struct {
+		Emoji string `json:"emoji"`
+	} `json:"reaction"`
+}
+
+type metaStatus struct {
+	ID              string          `json:"id"`
+	Status          string          `json:"status"`
+	Timestamp       string          `json:"timestamp"`
+	RecipientID     string          `json:"recipient_id"`
+	RecipientUserID string          `json:"recipient_user_id"`
+	Errors          json.RawMessage `json:"errors"`
+}
+
+// NormalizeMeta reads one WhatsApp Cloud API message or status. The conversation is
+// our phone_number_id plus the contact's number (wa_id, as E.164), or the
+// business-scoped user id when Meta withholds the number. Message types we do not
+// model are kept as type "unsupported" with the raw object: nothing is dropped.
+func NormalizeMeta(payload []byte, receivedAt time.Time) (Normalized, error) {
+	var e metaEvent
+	if err := json.Unmarshal(payload, &e); err != nil {
+		return Normalized{}, fmt.Errorf("%w: meta payload: %v", ErrPermanent, err)
+	}
+	if len(e.Status) > 0 {
+		return normalizeMetaStatus(e.Status, receivedAt)
+	}
+	var msg metaMessage
+	if err := json.Unmarshal(e.Message, &msg); err != nil || msg.ID == "" {
+		return Normalized{}, fmt.Errorf("%w: meta message without an id (%v)", ErrPermanent, err)
+	}
+	channel := e.Metadata.PhoneNumberID
+	contact, name := metaContact(e, msg)
+	if channel == "" || contact == "" {
+		return Normalized{}, fmt.Errorf("%w: meta message %s without phone_number_id or sender", ErrPermanent, msg.ID)
+	}
+	m := &Message{
+		ID: msg.ID, Direction: "inbound", Type: msg.Type, Channel: channel, Contact: contact, ContactName: name,
+		Sender: contact, Recipient: channel, SentAt: unixOr(msg.Timestamp, receivedAt), Status: "received",
+	}
+	fillMetaContent(m, msg, e.Message)
+	return Normalized{Message: m}, nil
+}
+
+// metaContact: the sender's E.164 number, else their business-scoped user id; and
+// their profile name from the envelope's contacts.
+func metaContact(e metaEvent, msg metaMessage) (contact, name string) {
+	for _, c := range e.Contacts {
+		if (msg.From != "" && c.WaID == msg.From) || (msg.FromUserID != "" && c.UserID == msg.FromUserID) || len(e.Contacts) == 1 {
+			name = c.Profile.Name
+			if msg.From == "" && msg.FromUserID == "" {
+				msg.From, msg.FromUserID = c.WaID, c.UserID
+			}
+		}
+	}
+	switch {
+	case msg.From != "":
+		return e164(msg.From), name
+	default:
+		return msg.FromUserID, name
+	}
+}
+
+// fillMetaContent sets type, text, media and content from the message's type object.
+func fillMetaContent(m *Message, msg metaMessage, raw json.RawMessage) {
+	media := map[string]*metaMedia{"image": msg.Image, "audio": msg.Audio, "video": msg.Video, "document": msg.Document, "sticker": msg.Sticker}
+	switch {
+	case msg.Type == "text" && msg.Text != nil:
+		m.Text = msg.Text.Body
+	case media[msg.Type] != nil:
+		md := media[msg.Type]
+		m.Text = md.Caption
+		m.Media = []Media{{ID: md.ID, ContentType: md.MimeType, Caption: md.Caption}}
+		if md.Filename != "" {
+			m.Content, _ = json.Marshal(map[string]string{"filename": md.Filename})
+		}
+	case msg.Type == "location" && len(msg.Location) > 0:
+		m.Content = msg.Location
+	case msg.Type == "interactive" && msg.Interactive != nil && msg.Interactive.ButtonReply != nil:
+		m.Text, m.Content = msg.Interactive.ButtonReply.Title, rawField(raw, "interactive")
+	case msg.Type == "interactive" && msg.Interactive != nil && msg.Interactive.ListReply != nil:
+		m.Text, m.Content = msg.Interactive.ListReply.Title, rawField(raw, "interactive")
+	case msg.Type == "button" && msg.Button != nil:
+		m.Text, m.Content = msg.Button.Text, rawField(raw, "button")
+	case msg.Type == "reaction" && msg.Reaction != nil:
+		m.Text, m.Content = msg.Reaction.Emoji, rawField(raw, "reaction")
+	default:
+		m.Type, m.Content = "unsupported", raw
+	}
+}
+
+func normalizeMetaStatus(raw json.RawMessage, receivedAt time.Time) (Normalized, error) {
+	var s metaStatus
+	if err := json.Unmarshal(raw, &s); err != nil || s.ID == "" || s.Status == "" {
+		return Normalized{}, fmt.Errorf("%w: meta status without id or status (%v)", ErrPermanent, err)
+	}
+	return Normalized{Status: &Status{MessageID: s.ID, Status: s.Status, At: unixOr(s.Timestamp, receivedAt), Error: nullIfEmpty(s.Errors)}}, nil
+}
+
+// rawField returns one field of a JSON object, raw.
+func rawField(raw json.RawMessage, name string) json.RawMessage {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return nil
+	}
+	return fields[name]
+}
+
+// unixOr parses Meta's unix-seconds string, falling back to def.
+func unixOr(s string, def time.Time) time.Time {
+	sec, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || sec <= 0 {
+		return def
+	}
+	return time.Unix(sec, 0).UTC()
+}
