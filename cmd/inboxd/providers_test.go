@@ -131,6 +131,45 @@ func rows(t *testing.T, pool *pgxpool.Pool, sql string) []string {
 	return out
 }
 
+// apiMessages reads every conversation's messages through the read API and returns
+// "contact: text" per message, conversations latest first.
+func apiMessages(t *testing.T, base string) []string {
+	t.Helper()
+	get := func(path string, into any) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer read-token")
+		status, _, body := do(t, req)
+		if status != 200 || json.Unmarshal([]byte(body), into) != nil {
+			t.Fatalf("GET %s = %d %s", path, status, body)
+		}
+	}
+	var convs struct {
+		Data []struct {
+			ID             int64  `json:"id"`
+			ContactAddress string `json:"contact_address"`
+		}
+	}
+	get("/v1/conversations?limit=200", &convs)
+	var out []string
+	for _, c := range convs.Data {
+		var msgs struct {
+			Data []struct {
+				Type string  `json:"type"`
+				Text *string `json:"text"`
+			}
+		}
+		get(fmt.Sprintf("/v1/conversations/%d/messages?limit=200", c.ID), &msgs)
+		for _, m := range msgs.Data {
+			text := m.Type
+			if m.Text != nil {
+				text = *m.Text
+			}
+			out = append(out, c.ContactAddress+": "+text)
+		}
+	}
+	return out
+}
+
 func wantRows(t *testing.T, what string, got, want []string) {
 	t.Helper()
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -164,6 +203,10 @@ func TestTwilioEndToEnd(t *testing.T) {
 	wantRows(t, "parked statuses", rows(t, pool, `SELECT provider_message_id, status, error FROM pending_statuses ORDER BY inbound_event_id`), []string{
 		"SM9b2f3c4d5e6f708192a3b4c5d6e7f809|delivered|∅",
 		`SM9b2f3c4d5e6f708192a3b4c5d6e7f809|undelivered|{"code":"30003","message":"Unreachable destination handset"}`,
+	})
+	wantRows(t, "through the API", apiMessages(t, base), []string{
+		"+15551234567: image", // the WhatsApp conversation is the later one
+		"+15551234567: Hello from Twilio!",
 	})
 	wantRows(t, "events", rows(t, pool, `SELECT external_id, state FROM inbound_events ORDER BY id`), []string{
 		"SM1f0e8ae6ade43cb3c0ce4525424e404f|processed",
@@ -222,6 +265,11 @@ func TestMetaEndToEnd(t *testing.T) {
 		"wamid.out-1|delivered|2025-06-08T21:01:50Z",
 		"wamid.out-1|read|2025-06-08T21:02:00Z",
 		"wamid.out-2|failed|2025-06-08T21:02:10Z",
+	})
+	wantRows(t, "through the API", apiMessages(t, base), []string{
+		"US.13491208655302741918: Yes, please",
+		"+16505551234: Does it come in another color?", "+16505551234: This one?", "+16505551234: document",
+		"+16505551234: location", "+16505551234: 👍", "+16505551234: unsupported", "+16505551234: first",
 	})
 	// Meta redelivers without failures on our side: nothing new is stored.
 	status, _, body := postMeta(t, base, fixture(t, "meta/batch.json"))

@@ -1,17 +1,45 @@
 package api
 
 import (
+	"net/http"
+	"time"
+
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"inboxd/internal/jsonhttp"
 )
 
 // routes lists every route of inboxd, one line each.
 func routes(r chi.Router, d Deps) {
+	read := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", "INBOX_API_TOKENS (or INBOX_ADMIN_TOKENS)")
+	admin := requireToken(d.AdminTokens, "admin", "INBOX_ADMIN_TOKENS")
+	api := middleware.Timeout(10 * time.Second)
+	log := d.Log
+
 	r.Get("/healthz", healthz)
 	r.Get("/readyz", readyz(d))
 	r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
+	r.Get("/openapi.yaml", openapiDocument)
 
 	r.Post("/webhooks/generic", d.Webhooks.Generic())
 	r.Post("/webhooks/twilio", d.Webhooks.Twilio())
 	r.Get("/webhooks/meta", d.Webhooks.MetaVerify())
 	r.Post("/webhooks/meta", d.Webhooks.Meta())
+
+	r.With(api, read).Get("/v1/conversations", listConversations(d.Pool, log))
+	r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.Pool, log))
+	r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.Pool, log))
+	r.With(api, admin).Get("/v1/events", listEvents(d.Pool, log))
+	r.With(api, admin).Post("/v1/events/replay", replayEvents(d.Pool, log))
+	r.With(api, admin).Get("/v1/events/{id}", getEvent(d.Pool, log))
+	r.With(api, admin).Post("/v1/events/{id}/replay", replayEvent(d.Pool, log))
+	r.With(api, admin).Get("/v1/stats", stats(d.Pool, log))
+
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		jsonhttp.Error(w, http.StatusNotFound, "not_found", "no such endpoint; GET /openapi.yaml lists them all")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		jsonhttp.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; GET /openapi.yaml lists the endpoints")
+	})
 }

@@ -1,0 +1,31 @@
+package api
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strings"
+
+	"inboxd/internal/jsonhttp"
+)
+
+// requireToken admits requests whose bearer token is one of tokens. Every configured
+// token is compared, in constant time, so timing says nothing about which one nearly
+// matched. With no tokens configured the endpoints are closed, never open.
+func requireToken(tokens []string, kind, envHint string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			match := 0
+			for _, t := range tokens {
+				match |= subtle.ConstantTimeCompare([]byte(got), []byte(t))
+			}
+			if !ok || got == "" || match == 0 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="inboxd"`)
+				jsonhttp.Error(w, http.StatusUnauthorized, "unauthorized",
+					"this endpoint needs an "+kind+" token: send Authorization: Bearer <token> with a token from "+envHint)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

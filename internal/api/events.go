@@ -1,0 +1,220 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"inboxd/internal/jsonhttp"
+)
+
+// Event is an inbound event as operators see it; Payload and Headers only on
+// GET /v1/events/{id}.
+type Event struct {
+	ID          int64           `json:"id" db:"id"`
+	Provider    string          `json:"provider" db:"provider"`
+	ExternalID  string          `json:"external_id" db:"external_id"`
+	State       string          `json:"state" db:"state"`
+	Attempts    int             `json:"attempts" db:"attempts"`
+	RunAt       time.Time       `json:"run_at" db:"run_at"`
+	LockedUntil *time.Time      `json:"locked_until" db:"locked_until"`
+	LastError   *string         `json:"last_error" db:"last_error"`
+	ReceivedAt  time.Time       `json:"received_at" db:"received_at"`
+	ProcessedAt *time.Time      `json:"processed_at" db:"processed_at"`
+	Headers     json.RawMessage `json:"headers,omitempty" db:"headers"`
+	Payload     json.RawMessage `json:"payload,omitempty" db:"payload"`
+}
+
+const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at`
+
+var states = map[string]bool{"pending": true, "processing": true, "processed": true, "dead": true}
+
+// listEvents: newest first, keyset on id; ?state= and ?provider= filter.
+func listEvents(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := queryEvents(r.Context(), pool, r)
+		if err != nil {
+			respondErr(log, w, r, err)
+			return
+		}
+		jsonhttp.Write(w, http.StatusOK, p)
+	}
+}
+
+const selectEvents = `
+SELECT ` + eventColumns + ` FROM inbound_events
+WHERE id < $1 AND ($2 = '' OR state = $2) AND ($3 = '' OR provider = $3)
+ORDER BY id DESC
+LIMIT $4`
+
+func queryEvents(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (page[Event], error) {
+	limit, err := limitParam(r)
+	if err != nil {
+		return page[Event]{}, err
+	}
+	after, hasCursor, err := cursorParam(r)
+	if err != nil {
+		return page[Event]{}, err
+	}
+	state := r.URL.Query().Get("state")
+	if state != "" && !states[state] {
+		return page[Event]{}, badParam("state must be pending, processing, processed or dead, got %q", state)
+	}
+	before := int64(1<<63 - 1)
+	if hasCursor {
+		before = after.ID
+	}
+	rows, err := pool.Query(ctx, selectEvents, before, state, r.URL.Query().Get("provider"), limit+1)
+	if err != nil {
+		return page[Event]{}, fmt.Errorf("list events: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[Event])
+	if err != nil {
+		return page[Event]{}, fmt.Errorf("list events: %w", err)
+	}
+	return paginate(list, limit, func(e Event) cursor { return cursor{ID: e.ID} }), nil
+}
+
+func getEvent(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := idParam(r)
+		if err == nil {
+			var e Event
+			if e, err = findEvent(r.Context(), pool, id); err == nil {
+				jsonhttp.Write(w, http.StatusOK, e)
+				return
+			}
+		}
+		respondErr(log, w, r, err)
+	}
+}
+
+func findEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (Event, error) {
+	rows, _ := pool.Query(ctx, "SELECT "+eventColumns+", headers, payload FROM inbound_events WHERE id = $1", id)
+	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByNameLax[Event])
+	if err == pgx.ErrNoRows {
+		return Event{}, fmt.Errorf("event %d: %w", id, errNotFound)
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("get event %d: %w", id, err)
+	}
+	return e, nil
+}
+
+// requeue puts finished events (dead or processed) back to pending with a fresh set of
+// attempts, and announces each on the inbound_events channel so that processors wake
+// at once (an UPDATE does not fire the insert trigger). Events that are pending or
+// processing are left alone: replaying twice changes nothing more than once.
+// Normalization is idempotent, so replaying a processed event rewrites nothing that
+// exists; it re-runs what failed.
+const requeue = `
+WITH picked AS (
+    SELECT id FROM inbound_events
+    WHERE id = ANY($1) OR (cardinality($1) = 0 AND state = $2 AND ($3 = '' OR provider = $3))
+    ORDER BY id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+),
+requeued AS (
+    UPDATE inbound_events e
+    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL
+    FROM picked
+    WHERE e.id = picked.id AND e.state IN ('dead', 'processed')
+    RETURNING e.id, e.provider
+)
+SELECT count(pg_notify('inbound_events', json_build_object('id', id, 'provider', provider)::text))
+FROM requeued`
+
+func replayEvent(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := idParam(r)
+		if err == nil {
+			_, err = pool.Exec(r.Context(), requeue, []int64{id}, "", "", 1)
+		}
+		var e Event
+		if err == nil {
+			e, err = findEvent(r.Context(), pool, id)
+		}
+		if err != nil {
+			respondErr(log, w, r, err)
+			return
+		}
+		e.Payload, e.Headers = nil, nil
+		jsonhttp.Write(w, http.StatusOK, e)
+	}
+}
+
+// replayEvents requeues up to ?limit= (default 1000, at most 10000) events in
+// ?state= (dead or processed), optionally of one ?provider=, oldest first.
+func replayEvents(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		state := q.Get("state")
+		limit, err := strconv.Atoi(q.Get("limit"))
+		if q.Get("limit") == "" {
+			limit, err = 1000, nil
+		}
+		switch {
+		case state != "dead" && state != "processed":
+			err = badParam("state must be dead or processed, got %q", state)
+		case err != nil || limit < 1 || limit > 10000:
+			err = badParam("limit must be a whole number from 1 to 10000, got %q", q.Get("limit"))
+		}
+		var n int64
+		if err == nil {
+			err = pool.QueryRow(r.Context(), requeue, []int64{}, state, q.Get("provider"), limit).Scan(&n)
+		}
+		if err != nil {
+			respondErr(log, w, r, err)
+			return
+		}
+		jsonhttp.Write(w, http.StatusOK, map[string]int64{"replayed": n})
+	}
+}
+
+// Stats is the queue at a glance.
+type Stats struct {
+	Pending                 int64    `json:"pending"`
+	Processing              int64    `json:"processing"`
+	Dead                    int64    `json:"dead"`
+	ProcessedEstimate       int64    `json:"processed_estimate"`
+	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
+	ReceivedLastMinute      int64    `json:"received_last_minute"`
+	ProcessedLastMinute     int64    `json:"processed_last_minute"`
+}
+
+// selectStats counts the live queue exactly through the partial indexes, and the
+// processed history by the planner's estimate (an exact count would scan the whole
+// table). processed_last_minute counts events received in the last hour: a retry of
+// something older that finished this minute is not in it.
+const selectStats = `
+SELECT
+    (SELECT count(*) FROM inbound_events WHERE state = 'pending'),
+    (SELECT count(*) FROM inbound_events WHERE state = 'processing'),
+    (SELECT count(*) FROM inbound_events WHERE state = 'dead'),
+    GREATEST((SELECT reltuples::bigint FROM pg_class WHERE oid = 'inbound_events'::regclass), 0),
+    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbound_events WHERE state = 'pending'),
+    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 minute'),
+    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 hour'
+                                           AND processed_at > now() - interval '1 minute')`
+
+func stats(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var s Stats
+		err := pool.QueryRow(r.Context(), selectStats).Scan(&s.Pending, &s.Processing, &s.Dead,
+			&s.ProcessedEstimate, &s.OldestPendingAgeSeconds, &s.ReceivedLastMinute, &s.ProcessedLastMinute)
+		if err != nil {
+			respondErr(log, w, r, fmt.Errorf("stats: %w", err))
+			return
+		}
+		s.ProcessedEstimate = max(s.ProcessedEstimate-s.Pending-s.Processing-s.Dead, 0)
+		jsonhttp.Write(w, http.StatusOK, s)
+	}
+}

@@ -1,0 +1,178 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/ingest"
+)
+
+type eventPage struct {
+	Data       []Event
+	NextCursor *string `json:"next_cursor"`
+}
+
+func genericPayload(id string) string {
+	return fmt.Sprintf(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"hi"}}`, id)
+}
+
+// waitState polls an event's state through the API.
+func (a *testAPI) waitState(t *testing.T, id int64, want string) Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := a.get(t, "/v1/events/"+itoa(id), adminToken)
+		e := decode[Event](t, body)
+		if e.State == want {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event %d is %s after 10s, want %s", id, e.State, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWebhookAndReadBack: the README's flow, every answer checked against the
+// document: a signed webhook, then the conversation and its message through the API.
+func TestWebhookAndReadBack(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, true)
+	body := []byte(genericPayload("m-1"))
+	keys, _ := ingest.ParseGenericSecrets([]string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+	ts := time.Now().Unix()
+	sig := ingest.SignGeneric(keys[0], "evt-1", ts, body)
+	status, ack := a.call(t, "POST", "/webhooks/generic", "", body, "Content-Type", "application/json",
+		"webhook-id", "evt-1", "webhook-timestamp", strconv.FormatInt(ts, 10), "webhook-signature", sig)
+	if status != 200 {
+		t.Fatalf("webhook: %d %s", status, ack)
+	}
+	if status, _ := a.call(t, "POST", "/webhooks/generic", "", body, "Content-Type", "application/json"); status != 401 {
+		t.Errorf("unsigned webhook: %d, want 401", status)
+	}
+	if status, _ := a.call(t, "POST", "/webhooks/twilio", "", nil, "Content-Type", "application/x-www-form-urlencoded"); status != 404 {
+		t.Errorf("unconfigured twilio: %d, want 404", status)
+	}
+	ev := decode[struct{ Events []ingest.Result }](t, ack).Events[0]
+	a.waitState(t, ev.ID, "processed")
+	_, list := a.get(t, "/v1/conversations", readToken)
+	convs := decode[struct{ Data []Conversation }](t, list).Data
+	if len(convs) != 1 || convs[0].ContactAddress != "+15552223333" {
+		t.Fatalf("conversations = %+v", convs)
+	}
+	_, msgs := a.get(t, "/v1/conversations/"+itoa(convs[0].ID)+"/messages", readToken)
+	m := decode[struct{ Data []Message }](t, msgs).Data
+	if len(m) != 1 || m[0].Text == nil || *m[0].Text != "hi" || m[0].ProviderMessageID != "m-1" {
+		t.Errorf("messages = %+v", m)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if status, _ := a.get(t, path, ""); status != 200 {
+			t.Errorf("GET %s = %d", path, status)
+		}
+	}
+}
+
+func TestEventsListAndDetail(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	for i := range 12 {
+		state := []string{"pending", "processed", "dead"}[i%3]
+		a.exec(t, `INSERT INTO inbound_events (provider, external_id, payload, headers, state, last_error)
+VALUES ($1, $2, $3::jsonb, '{"User-Agent":"test"}', $4, CASE WHEN $4 = 'dead' THEN 'it broke' END)`,
+			[]string{"generic", "twilio"}[i%2], "e"+strconv.Itoa(i), genericPayload("m"+strconv.Itoa(i)), state)
+	}
+	var all []Event
+	path := "/v1/events?limit=5"
+	for {
+		status, body := a.get(t, path, adminToken)
+		if status != 200 {
+			t.Fatalf("%s: %d %s", path, status, body)
+		}
+		p := decode[eventPage](t, body)
+		all = append(all, p.Data...)
+		if p.NextCursor == nil {
+			break
+		}
+		path = "/v1/events?limit=5&cursor=" + *p.NextCursor
+	}
+	if len(all) != 12 || all[0].ID < all[11].ID || all[0].Payload != nil {
+		t.Fatalf("events: %d, newest first %v, payload in list %s", len(all), all[0].ID > all[11].ID, all[0].Payload)
+	}
+	_, body := a.get(t, "/v1/events?state=dead&provider=twilio", adminToken)
+	dead := decode[eventPage](t, body).Data
+	for _, e := range dead {
+		if e.State != "dead" || e.Provider != "twilio" || e.LastError == nil {
+			t.Errorf("filtered list has %+v", e)
+		}
+	}
+	if len(dead) != 2 {
+		t.Errorf("dead twilio events: %d, want 2", len(dead))
+	}
+	status, body := a.get(t, "/v1/events/"+itoa(all[0].ID), adminToken)
+	e := decode[Event](t, body)
+	if status != 200 || !strings.Contains(string(e.Payload), "message_id") || !strings.Contains(string(e.Headers), "User-Agent") {
+		t.Errorf("event detail: %d %s", status, body)
+	}
+	for path, want := range map[string]int{"/v1/events/424242": 404, "/v1/events?state=done": 400, "/v1/events/x": 400} {
+		if status, _ := a.get(t, path, adminToken); status != want {
+			t.Errorf("GET %s = %d, want %d", path, status, want)
+		}
+	}
+}
+
+// TestReplay: a dead event is requeued and processed; replaying twice is harmless;
+// bulk replay is bounded.
+func TestReplay(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, true)
+	for i := range 5 {
+		a.exec(t, `INSERT INTO inbound_events (provider, external_id, payload, state, attempts, last_error)
+VALUES ('generic', $1, $2::jsonb, 'dead', 12, 'failed before the fix')`, "d"+strconv.Itoa(i), genericPayload("dm"+strconv.Itoa(i)))
+	}
+	var first int64
+	a.pool.QueryRow(context.Background(), "SELECT min(id) FROM inbound_events").Scan(&first)
+	for range 2 { // idempotent
+		if status, body := a.call(t, "POST", "/v1/events/"+itoa(first)+"/replay", adminToken, nil); status != 200 {
+			t.Fatalf("replay: %d %s", status, body)
+		}
+	}
+	e := a.waitState(t, first, "processed")
+	if e.Attempts != 1 {
+		t.Errorf("replayed event took %d attempts, want 1 (fresh attempts)", e.Attempts)
+	}
+	if status, _ := a.call(t, "POST", "/v1/events/999999/replay", adminToken, nil); status != 404 {
+		t.Errorf("replay of unknown event: %d, want 404", status)
+	}
+	status, body := a.call(t, "POST", "/v1/events/replay?state=dead&limit=2", adminToken, nil)
+	if n := decode[map[string]int](t, body)["replayed"]; status != 200 || n != 2 {
+		t.Errorf("bulk replay limit 2: %d %s", status, body)
+	}
+	status, body = a.call(t, "POST", "/v1/events/replay?state=dead", adminToken, nil)
+	if n := decode[map[string]int](t, body)["replayed"]; status != 200 || n != 2 {
+		t.Errorf("bulk replay of the rest: %d %s", status, body)
+	}
+	for _, bad := range []string{"?state=pending", "?state=dead&limit=0", "?state=dead&limit=10001", ""} {
+		if status, _ := a.call(t, "POST", "/v1/events/replay"+bad, adminToken, nil); status != 400 {
+			t.Errorf("POST /v1/events/replay%s = %d, want 400", bad, status)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := a.get(t, "/v1/stats", adminToken)
+		s := decode[Stats](t, body)
+		if s.Dead == 0 && s.Pending == 0 && s.Processing == 0 {
+			if s.ProcessedLastMinute != 5 || s.ReceivedLastMinute != 5 || s.OldestPendingAgeSeconds != nil {
+				t.Errorf("stats after replay: %+v, want 5 processed and 5 received in the last minute", s)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats never settled: %+v", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,122 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"go.uber.org/zap"
+
+	"inboxd/internal/jsonhttp"
+)
+
+var (
+	errNotFound = errors.New("not found")
+	// errBadParam wraps every invalid query or path parameter.
+	errBadParam = errors.New("bad parameter")
+)
+
+// page is the shape of every list response.
+type page[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// respondErr maps an error to its status and the JSON error shape; unexpected errors
+// are logged once, here, with the request id.
+func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, errNotFound):
+		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, errBadParam):
+		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", err.Error())
+	default:
+		log.Error("api request", zap.String("path", r.URL.Path), zap.String("request_id", middleware.GetReqID(r.Context())), zap.Error(err))
+		jsonhttp.Error(w, http.StatusServiceUnavailable, "unavailable", "the database could not answer; retry later")
+	}
+}
+
+// limitParam reads ?limit= (default 50, at most 200).
+func limitParam(r *http.Request) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 200 {
+		return 0, badParam("limit must be a whole number from 1 to 200, got %q", s)
+	}
+	return n, nil
+}
+
+// idParam reads the {id} path parameter.
+func idParam(r *http.Request) (int64, error) {
+	s := chi.URLParam(r, "id")
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 {
+		return 0, badParam("id must be a positive whole number, got %q", s)
+	}
+	return id, nil
+}
+
+// timeParam reads an RFC 3339 time; zero when absent.
+func timeParam(r *http.Request, name string) (time.Time, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, badParam("%s must be an RFC 3339 time such as 2026-11-25T10:00:00Z, got %q", name, s)
+	}
+	return t, nil
+}
+
+// cursor is a keyset position: the sort key of the last row a page returned. Clients
+// see it only as an opaque string.
+type cursor struct {
+	T  time.Time `json:"t,omitzero"`
+	ID int64     `json:"id"`
+}
+
+func (c cursor) encode() *string {
+	b, _ := json.Marshal(c)
+	s := base64.RawURLEncoding.EncodeToString(b)
+	return &s
+}
+
+// cursorParam reads ?cursor=; ok is false on the first page.
+func cursorParam(r *http.Request) (c cursor, ok bool, err error) {
+	s := r.URL.Query().Get("cursor")
+	if s == "" {
+		return cursor{}, false, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || json.Unmarshal(b, &c) != nil || c.ID < 1 {
+		return cursor{}, false, badParam("cursor is not one this API returned; start again without it")
+	}
+	return c, true, nil
+}
+
+func badParam(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errBadParam}, args...)...)
+}
+
+// paginate cuts rows fetched with limit+1 to a page and its next cursor.
+func paginate[T any](rows []T, limit int, key func(T) cursor) page[T] {
+	p := page[T]{Data: rows}
+	if len(rows) > limit {
+		p.Data = rows[:limit]
+		p.NextCursor = key(rows[limit-1]).encode()
+	}
+	if p.Data == nil {
+		p.Data = []T{}
+	}
+	return p
+}
