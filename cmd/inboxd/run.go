@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,11 +39,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return eventsCmd(ctx, args, getenv, stdout, stderr)
 	case "stats":
 		return statsCmd(ctx, args, getenv, stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args, getenv, stdout, stderr)
 	case "help":
-		fmt.Fprintln(stdout, "usage: inboxd [serve|migrate|sign|events|stats] [flags]; inboxd CMD --help lists a command's flags")
+		fmt.Fprintln(stdout, "usage: inboxd [serve|migrate|sign|events|stats|bench] [flags]; inboxd CMD --help lists a command's flags")
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate, sign, events or stats", cmd)
+		return fmt.Errorf("unknown command %q: want serve, migrate, sign, events, stats or bench", cmd)
 	}
 }
 
@@ -65,10 +66,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pool.Close()
+	// The processor has its own pool: its settings differ (processor.ConfigurePool),
+	// and a backlog must never take the connections webhooks need.
+	procPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
+		processor.ConfigurePool(c, cfg.Workers, cfg.Lease)
+	})
+	if err != nil {
+		return dbAdvice(err)
+	}
+	defer procPool.Close()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	proc := processor.New(pool, cfg.DatabaseURL, processor.Config{
+	proc := processor.New(procPool, cfg.DatabaseURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval,
 	}, log.Named("processor"), processor.NewMetrics(reg))
@@ -137,11 +147,7 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 		log.Info("migrations applied")
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
-		// Workers + ingest committers + API readers, with room to spare.
-		pc.MaxConns = int32(cfg.Workers + 16)
-		// A worker stuck inside a transaction (a hung handler, a paused process) must
-		// not hold its row locks forever: the server ends such sessions.
-		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.Lease.Milliseconds(), 10)
+		pc.MaxConns = 16 // ingest's committers and the API's readers
 	})
 	if err != nil {
 		return nil, dbAdvice(err)

@@ -73,7 +73,7 @@ func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, onCommit func())
 		onCommit:   onCommit,
 		queue:      make(chan *writeReq, 1024),
 		done:       make(chan struct{}),
-		committers: 4,
+		committers: 1,
 		maxBatch:   256,
 		metrics:    m,
 	}

@@ -1,7 +1,9 @@
 package processor
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"time"
@@ -226,4 +228,24 @@ func jsonOrNil(raw json.RawMessage) *string {
 	}
 	s := string(raw)
 	return &s
+}
+
+// ApplyOne normalizes one stored event with the default normalizers and writes its
+// rows in tx, with exactly the statements a batch uses. It exists so that other
+// queues can be benchmarked doing inboxd's work (bench/river); the processor itself
+// never applies events one at a time except in its fallback.
+func ApplyOne(ctx context.Context, tx pgx.Tx, provider string, eventID int64, payload []byte, receivedAt time.Time) error {
+	fn, ok := DefaultNormalizers()[provider]
+	if !ok {
+		return fmt.Errorf("%w: no normalizer for provider %q", ErrPermanent, provider)
+	}
+	n, err := fn(payload, receivedAt)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	if err := queueApply(b, []claimed{{ID: eventID, Provider: provider}}, []Normalized{n}); err != nil {
+		return err
+	}
+	return tx.SendBatch(ctx, b).Close()
 }

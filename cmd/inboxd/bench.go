@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"inboxd/internal/bench"
+	"inboxd/internal/processor"
+	"inboxd/internal/store"
+)
+
+const benchSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// benchCmd measures this machine: see internal/bench and docs/benchmarks.md.
+//
+//	inboxd bench ceiling|drain|rate|ramp|all [flags]
+//	inboxd bench report FILE.json… [--svg chart.svg]
+func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	mode := "all"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		mode, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("inboxd bench "+mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("database-url", or(getenv("INBOXD_BENCH_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "server to measure on; the database inboxd_bench is created (and emptied) there")
+	rate := fs.Int("rate", 1000, "rate: events per second")
+	duration := fs.Duration("duration", 10*time.Second, "rate: how long; ramp: per step")
+	rampStart := fs.Int("ramp-start", 1000, "ramp: first rate")
+	rampStep := fs.Int("ramp-step", 1000, "ramp: increase per step")
+	rampMax := fs.Int("ramp-max", 10000, "ramp: highest rate tried")
+	slo := fs.Float64("slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
+	events := fs.Int("events", 100000, "drain: backlog size")
+	clients := fs.Int("clients", 16, "ceiling: concurrent connections")
+	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
+	batch := fs.Int("batch-size", 64, "inboxd events per batch (INBOX_BATCH_SIZE)")
+	asJSON := fs.Bool("json", false, "print results as JSON instead of a table")
+	svg := fs.String("svg", "", "ramp/report: write a latency chart (SVG) here")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var results []bench.Result
+	var err error
+	if mode == "report" {
+		results, err = readResults(fs.Args())
+	} else {
+		results, err = runBench(ctx, mode, benchOptions{
+			server: *server, rate: *rate, duration: *duration, rampStart: *rampStart, rampStep: *rampStep,
+			rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch,
+		}, stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if *svg != "" {
+		f, err := os.Create(*svg)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := bench.WriteSVG(f, results); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	bench.PrintTable(stdout, results)
+	return nil
+}
+
+type benchOptions struct {
+	server                             string
+	rate, rampStart, rampStep, rampMax int
+	duration                           time.Duration
+	slo                                float64
+	events, clients, workers, batch    int
+}
+
+func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
+	dbURL, pool, err := benchDatabase(ctx, o.server, "inboxd_bench")
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	var results []bench.Result
+	run := func(m string, f func() ([]bench.Result, error)) error {
+		if mode != m && mode != "all" {
+			return nil
+		}
+		fmt.Fprintf(progress, "== %s\n", m)
+		rs, err := f()
+		results = append(results, rs...)
+		return err
+	}
+	steps := []struct {
+		mode string
+		f    func() ([]bench.Result, error)
+	}{
+		{"ceiling", func() ([]bench.Result, error) {
+			r, err := bench.Ceiling(ctx, pool, o.clients, o.duration)
+			return []bench.Result{r}, err
+		}},
+		{"drain", func() ([]bench.Result, error) {
+			r, err := benchDrain(ctx, pool, dbURL, o)
+			return []bench.Result{r}, err
+		}},
+		{"rate", func() ([]bench.Result, error) { return benchRates(ctx, pool, dbURL, o, []int{o.rate}, progress) }},
+		{"ramp", func() ([]bench.Result, error) { return benchRamp(ctx, pool, dbURL, o, progress) }},
+	}
+	known := mode == "all"
+	for _, s := range steps {
+		known = known || s.mode == mode
+		if err := run(s.mode, s.f); err != nil {
+			return results, err
+		}
+	}
+	if !known {
+		return nil, fmt.Errorf("unknown bench mode %q: want ceiling, drain, rate, ramp, all or report", mode)
+	}
+	return results, nil
+}
+
+// benchDrain stores a backlog with no processor running, then runs one (the same code
+// as inboxd serve) until the queue is empty.
+func benchDrain(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions) (bench.Result, error) {
+	if err := resetBench(ctx, pool); err != nil {
+		return bench.Result{}, err
+	}
+	if err := bench.FillEvents(ctx, pool, o.events); err != nil {
+		return bench.Result{}, err
+	}
+	procPool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { processor.ConfigurePool(c, o.workers, 30*time.Second) })
+	if err != nil {
+		return bench.Result{}, err
+	}
+	defer procPool.Close()
+	p := processor.New(procPool, dbURL, processor.Config{Workers: o.workers, BatchSize: o.batch}, zap.NewNop(), processor.NewMetrics(nil))
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	defer func() { stop(); <-done }()
+	return bench.Drain(ctx, "inboxd", pool, o.events, func() {
+		go func() { p.Run(runCtx); close(done) }()
+	}, bench.QueueEmpty(pool))
+}
+
+// benchRamp raises the rate until a step misses the SLO.
+func benchRamp(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
+	var rates []int
+	for r := o.rampStart; r <= o.rampMax; r += o.rampStep {
+		rates = append(rates, r)
+	}
+	return benchRates(ctx, pool, dbURL, o, rates, progress)
+}
+
+// benchRates runs an inboxd serve subprocess and one open-loop step per rate (the
+// database emptied before each), stopping after the first step that misses the SLO.
+func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, rates []int, progress io.Writer) ([]bench.Result, error) {
+	base, stop, err := startTarget(ctx, dbURL, o)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	var results []bench.Result
+	for _, rate := range rates {
+		if err := resetBench(ctx, pool); err != nil {
+			return results, err
+		}
+		r, err := bench.RunRate(ctx, bench.RateConfig{System: "inboxd", URL: base, Secret: benchSecret, Rate: rate,
+			Duration: o.duration, Pool: pool, Progress: progress})
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+		fmt.Fprintf(progress, "inboxd at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
+		if len(rates) > 1 && !bench.Passes(r, o.slo) {
+			break
+		}
+	}
+	return results, nil
+}
+
+// startTarget runs `inboxd serve` (this binary) on a free port against dbURL.
+func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(self, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
+		"INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start inboxd serve: %w", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base, stop, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			stop()
+			return "", nil, errors.New("inboxd serve did not become ready within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// benchDatabase (re)creates a migrated database on the server and opens a pool on it.
+func benchDatabase(ctx context.Context, server, name string) (string, *pgxpool.Pool, error) {
+	cfg, err := pgx.ParseConfig(server)
+	if err != nil {
+		return "", nil, fmt.Errorf("parse --database-url: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return "", nil, dbAdvice(fmt.Errorf("connect to %s: %w", server, err))
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		return "", nil, err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", nil, err
+	}
+	dbURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+	if cfg.Password != "" {
+		dbURL = fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Password, cfg.Host, cfg.Port, name)
+	}
+	if err := store.Migrate(ctx, dbURL); err != nil {
+		return "", nil, err
+	}
+	// Room for the ceiling's clients (pgxpool's default is max(4, CPUs) connections).
+	pool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { c.MaxConns = 128 })
+	return dbURL, pool, err
+}
+
+func resetBench(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses RESTART IDENTITY CASCADE")
+	if err != nil {
+		return fmt.Errorf("empty the bench database: %w", err)
+	}
+	return nil
+}
+
+func readResults(files []string) ([]bench.Result, error) {
+	var all []bench.Result
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var rs []bench.Result
+		if err := json.Unmarshal(b, &rs); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		all = append(all, rs...)
+	}
+	return all, nil
+}

@@ -1,0 +1,78 @@
+// Package bench measures inboxd end to end: open-loop webhook load with acknowledgement
+// and end-to-end latency (rate, ramp), raw queue speed (drain), and the machine's
+// commit ceiling (ceiling). It is shared by `inboxd bench` and by the River baseline in
+// bench/river, so both sides are measured by the same code.
+//
+// Tables: it reads inbound_events (processed_at) to time each event, and writes only
+// to the databases it creates for itself.
+package bench
+
+import (
+	"encoding/json"
+	"slices"
+	"time"
+)
+
+// Latency is a distribution summary; JSON in milliseconds.
+type Latency struct {
+	N   int
+	P50 time.Duration
+	P95 time.Duration
+	P99 time.Duration
+	Max time.Duration
+}
+
+// MarshalJSON writes milliseconds, which is what people read.
+func (l Latency) MarshalJSON() ([]byte, error) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return json.Marshal(map[string]any{"n": l.N, "p50_ms": ms(l.P50), "p95_ms": ms(l.P95), "p99_ms": ms(l.P99), "max_ms": ms(l.Max)})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (l *Latency) UnmarshalJSON(b []byte) error {
+	var raw map[string]float64
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	d := func(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+	*l = Latency{N: int(raw["n"]), P50: d(raw["p50_ms"]), P95: d(raw["p95_ms"]), P99: d(raw["p99_ms"]), Max: d(raw["max_ms"])}
+	return nil
+}
+
+// summarize sorts ds and reads its percentiles (nearest rank).
+func summarize(ds []time.Duration) Latency {
+	if len(ds) == 0 {
+		return Latency{}
+	}
+	slices.Sort(ds)
+	at := func(p float64) time.Duration {
+		i := int(p*float64(len(ds))+0.5) - 1
+		return ds[min(max(i, 0), len(ds)-1)]
+	}
+	return Latency{N: len(ds), P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: ds[len(ds)-1]}
+}
+
+// Result is one measurement, in a shape both systems report.
+type Result struct {
+	System string `json:"system"` // inboxd or river
+	Mode   string `json:"mode"`   // rate, drain or ceiling
+
+	// rate
+	TargetRate   int     `json:"target_rate,omitempty"`
+	AchievedRate float64 `json:"achieved_rate,omitempty"` // acknowledged requests per second
+	Requests     int     `json:"requests,omitempty"`
+	Errors       int     `json:"errors,omitempty"`
+	Duplicates   int     `json:"duplicates,omitempty"`
+	Unprocessed  int     `json:"unprocessed,omitempty"` // acknowledged but not processed within the wait
+	Ack          Latency `json:"ack_latency"`
+	EndToEnd     Latency `json:"e2e_latency"` // acknowledgement → processed commit
+
+	// drain
+	Events       int     `json:"events,omitempty"`
+	EventsPerSec float64 `json:"events_per_sec,omitempty"`
+
+	// ceiling
+	Clients           int     `json:"clients,omitempty"`
+	CommitsPerSec     float64 `json:"commits_per_sec,omitempty"`
+	NotifyCommitsPerS float64 `json:"notify_commits_per_sec,omitempty"`
+}

@@ -1,0 +1,265 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/ingest"
+)
+
+// RateConfig describes an open-loop run.
+type RateConfig struct {
+	System   string        // label for the result
+	URL      string        // the target's base URL; /webhooks/generic is appended
+	Secret   string        // whsec_ secret the target accepts
+	Rate     int           // events per second
+	Duration time.Duration // how long to send
+	Pool     *pgxpool.Pool // the target's database, to read processed_at
+	Progress io.Writer     // a progress line each second; nil for none
+}
+
+// sent is one request's record.
+type sent struct {
+	scheduled time.Time // when the schedule said to send: latency counts from here
+	acked     time.Time
+	id        int64
+	duplicate bool
+	err       bool
+}
+
+// RunRate sends signed generic webhooks at cfg.Rate per second, on schedule whatever
+// the replies (open loop: a slow reply cannot delay the next request and hide its
+// own latency), then waits for every acknowledged event to be processed and reads
+// processed_at from the database.
+func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
+	keys, err := ingest.ParseGenericSecrets([]string{cfg.Secret})
+	if err != nil {
+		return Result{}, err
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: time.Minute,
+	}}
+	gen := newGenerator(keys[0])
+	total := int(float64(cfg.Rate) * cfg.Duration.Seconds())
+	records := make([]sent, total)
+	interval := time.Second / time.Duration(cfg.Rate)
+	var inFlight, done, failed atomic.Int64
+	var wg sync.WaitGroup
+	stopProgress := progress(cfg.Progress, cfg.System, total, &done, &failed, &inFlight)
+	start := time.Now()
+	for i := range total {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		req := gen.next(cfg.URL + "/webhooks/generic")
+		records[i].scheduled = due
+		inFlight.Add(1)
+		wg.Go(func() {
+			defer inFlight.Add(-1)
+			post(client, req, &records[i])
+			done.Add(1)
+			if records[i].err {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	sendTime := time.Since(start)
+	stopProgress()
+	res := Result{System: cfg.System, Mode: "rate", TargetRate: cfg.Rate}
+	return res, finishRate(ctx, cfg.Pool, records, sendTime, &res)
+}
+
+// post sends one request and records its acknowledgement.
+func post(client *http.Client, r request, rec *sent) {
+	req, _ := http.NewRequest("POST", r.url, bytes.NewReader(r.body))
+	req.Header = r.header
+	resp, err := client.Do(req)
+	if err != nil {
+		rec.err = true
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	rec.acked = time.Now()
+	var ack struct{ Events []ingest.Result }
+	if resp.StatusCode != 200 || json.Unmarshal(body, &ack) != nil || len(ack.Events) != 1 {
+		rec.err = true
+		return
+	}
+	rec.id, rec.duplicate = ack.Events[0].ID, ack.Events[0].Duplicate
+}
+
+// finishRate waits (up to 30 s) for the acknowledged events to be processed, then
+// computes the latencies from the database's processed_at.
+func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTime time.Duration, res *Result) error {
+	var ids []int64
+	var acks []time.Duration
+	for _, r := range records {
+		switch {
+		case r.scheduled.IsZero():
+		case r.err:
+			res.Errors++
+		default:
+			res.Requests++
+			acks = append(acks, r.acked.Sub(r.scheduled))
+			if r.duplicate {
+				res.Duplicates++
+			} else {
+				ids = append(ids, r.id)
+			}
+		}
+	}
+	res.Requests += res.Errors
+	res.AchievedRate = float64(len(acks)) / sendTime.Seconds()
+	res.Ack = summarize(acks)
+	processed, err := waitProcessed(ctx, pool, ids, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var e2e []time.Duration
+	for _, r := range records {
+		if r.err || r.duplicate || r.scheduled.IsZero() {
+			continue
+		}
+		at, ok := processed[r.id]
+		if !ok {
+			res.Unprocessed++
+			continue
+		}
+		e2e = append(e2e, max(at.Sub(r.acked), 0)) // processed before the 200 arrived counts as 0
+	}
+	res.EndToEnd = summarize(e2e)
+	return nil
+}
+
+func waitProcessed(ctx context.Context, pool *pgxpool.Pool, ids []int64, within time.Duration) (map[int64]time.Time, error) {
+	deadline := time.Now().Add(within)
+	for {
+		var open int
+		err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE id = ANY($1) AND processed_at IS NULL", ids).Scan(&open)
+		if err != nil {
+			return nil, fmt.Errorf("wait for processing: %w", err)
+		}
+		if open == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rows, err := pool.Query(ctx, "SELECT id, processed_at FROM inbound_events WHERE id = ANY($1) AND processed_at IS NOT NULL", ids)
+	if err != nil {
+		return nil, fmt.Errorf("read processed_at: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[int64]time.Time, len(ids))
+	for rows.Next() {
+		var id int64
+		var at time.Time
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, err
+		}
+		out[id] = at
+	}
+	return out, rows.Err()
+}
+
+// progress prints a line every second until the returned stop is called.
+func progress(w io.Writer, label string, total int, done, failed, inFlight *atomic.Int64) func() {
+	if w == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				fmt.Fprintln(w)
+				return
+			case <-t.C:
+				fmt.Fprintf(w, "\r%s: %d/%d answered, %d errors, %d in flight   ", label, done.Load(), total, failed.Load(), inFlight.Load())
+			}
+		}
+	})
+	return func() { close(stop); wg.Wait() }
+}
+
+// request is a ready-to-send webhook.
+type request struct {
+	url    string
+	body   []byte
+	header http.Header
+}
+
+// generator makes a realistic mix: 30% messages from new contacts, 45% replies in
+// existing conversations (half of them outbound), 20% status updates of outbound
+// messages, 5% redeliveries of an earlier webhook (same id and body, new signature).
+type generator struct {
+	key      []byte
+	rng      *rand.Rand
+	n        int
+	contacts []string
+	outbound []string
+	history  []struct{ id, body string }
+}
+
+func newGenerator(key []byte) *generator {
+	return &generator{key: key, rng: rand.New(rand.NewPCG(1, 2)), contacts: []string{"+15550000000"}}
+}
+
+func (g *generator) next(url string) request {
+	g.n++
+	id, body := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), g.n), ""
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	switch roll := g.rng.IntN(100); {
+	case roll < 5 && len(g.history) > 0:
+		h := g.history[g.rng.IntN(len(g.history))]
+		id, body = h.id, h.body
+	case roll < 25 && len(g.outbound) > 0:
+		msg := g.outbound[g.rng.IntN(len(g.outbound))]
+		status := []string{"delivered", "read"}[g.rng.IntN(2)]
+		body = fmt.Sprintf(`{"type":"message.status","timestamp":%q,"data":{"message_id":%q,"status":%q}}`, now, msg, status)
+	case roll < 55:
+		g.contacts = append(g.contacts, fmt.Sprintf("+1555%07d", len(g.contacts)))
+		body = g.message("message.received", g.contacts[len(g.contacts)-1], now)
+	default:
+		typ := []string{"message.received", "message.sent"}[g.rng.IntN(2)]
+		body = g.message(typ, g.contacts[g.rng.IntN(len(g.contacts))], now)
+	}
+	if len(g.history) < 10000 {
+		g.history = append(g.history, struct{ id, body string }{id, body})
+	}
+	ts := time.Now().Unix()
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("webhook-id", id)
+	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	h.Set("webhook-signature", ingest.SignGeneric(g.key, id, ts, []byte(body)))
+	return request{url: url, body: []byte(body), header: h}
+}
+
+func (g *generator) message(typ, contact, now string) string {
+	msgID := fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), g.n)
+	if typ == "message.sent" && len(g.outbound) < 10000 {
+		g.outbound = append(g.outbound, msgID)
+	}
+	return fmt.Sprintf(`{"type":%q,"timestamp":%q,"data":{"message_id":%q,"channel":"+15550001111","contact":%q,"text":"hello, this is message %d of the benchmark"}}`,
+		typ, now, msgID, contact, g.n)
+}

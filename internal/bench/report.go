@@ -1,0 +1,132 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+)
+
+// PrintTable writes results for people: one table per mode, and for systems measured
+// side by side, inboxd's ratio to the other.
+func PrintTable(w io.Writer, results []Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if rs := byMode(results, "ceiling"); len(rs) > 0 {
+		fmt.Fprintln(tw, "ceiling\tclients\tcommits/s\twith NOTIFY trigger\tratio\t")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2f\t\n", r.System, r.Clients, r.CommitsPerSec, r.NotifyCommitsPerS, r.NotifyCommitsPerS/r.CommitsPerSec)
+		}
+		fmt.Fprintln(tw, "\t\t\t\t\t")
+	}
+	if rs := byMode(results, "drain"); len(rs) > 0 {
+		fmt.Fprintln(tw, "drain\tevents\tevents/s\t\t\t")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t\t\t\n", r.System, r.Events, r.EventsPerSec)
+		}
+		if a, b := pick(rs, "inboxd"), pick(rs, "river"); a != nil && b != nil {
+			fmt.Fprintf(tw, "inboxd/river\t\t%.2fx\t\t\t\n", a.EventsPerSec/b.EventsPerSec)
+		}
+		fmt.Fprintln(tw, "\t\t\t\t\t")
+	}
+	if rs := byMode(results, "rate"); len(rs) > 0 {
+		fmt.Fprintln(tw, "rate\ttarget/s\tachieved/s\terrors\tack p50/p99 ms\te2e p50/p95/p99/max ms\tunprocessed\t")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%d\t\n", r.System, r.TargetRate, r.AchievedRate, r.Errors,
+				ms(r.Ack.P50)+" / "+ms(r.Ack.P99), strings.Join([]string{ms(r.EndToEnd.P50), ms(r.EndToEnd.P95), ms(r.EndToEnd.P99), ms(r.EndToEnd.Max)}, " / "), r.Unprocessed)
+		}
+	}
+	tw.Flush()
+}
+
+func ms(d interface{ Microseconds() int64 }) string {
+	return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000)
+}
+
+func byMode(results []Result, mode string) []Result {
+	var out []Result
+	for _, r := range results {
+		if r.Mode == mode {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func pick(results []Result, system string) *Result {
+	for i := range results {
+		if results[i].System == system {
+			return &results[i]
+		}
+	}
+	return nil
+}
+
+// Passes reports whether a rate step meets the SLO: p99 end to end under limit, no
+// errors, nothing left unprocessed, and the rate actually achieved.
+func Passes(r Result, p99Limit float64) bool {
+	return r.Errors == 0 && r.Unprocessed == 0 && r.EndToEnd.P99.Seconds()*1000 < p99Limit &&
+		r.AchievedRate >= 0.95*float64(r.TargetRate)
+}
+
+// WriteSVG draws end-to-end p50/p95/p99 per rate step, one polyline per percentile
+// and system, on a log scale (latencies span orders of magnitude).
+func WriteSVG(w io.Writer, results []Result) error {
+	steps := byMode(results, "rate")
+	if len(steps) == 0 {
+		return fmt.Errorf("no rate steps to draw")
+	}
+	const width, height, left, bottom, top, right = 760, 420, 70, 50, 30, 170
+	maxRate := 0
+	for _, r := range steps {
+		maxRate = max(maxRate, r.TargetRate)
+	}
+	x := func(rate int) float64 { return left + float64(rate)/float64(maxRate)*(width-left-right) }
+	// y: log10 of milliseconds, 10^4 ms at the top, 10^-1 ms at the bottom
+	y := func(msv float64) float64 {
+		lg := math.Log10(min(max(msv, 0.1), 10000))
+		return top + (4-lg)/5*(height-top-bottom)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="14">End-to-end latency (acknowledgement to processed) per offered rate</text>`+"\n", left)
+	for _, v := range []float64{0.1, 1, 10, 100, 1000, 10000} {
+		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%g ms</text>`+"\n",
+			left, width-right, y(v), y(v), left-6, y(v)+4, v)
+	}
+	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#c00" stroke-dasharray="4 3"/><text x="%d" y="%.1f" fill="#c00">100 ms SLO</text>`+"\n",
+		left, width-right, y(100), y(100), width-right+6, y(100)+4)
+	for _, r := range steps {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%d</text>`+"\n", x(r.TargetRate), height-bottom+18, r.TargetRate)
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered events/s</text>`+"\n", (width-right+left)/2, height-10)
+	colors := map[string]string{"p50": "#1b9e77", "p95": "#d95f02", "p99": "#7570b3"}
+	legend := top + 10
+	for _, system := range []string{"inboxd", "river"} {
+		for _, p := range []string{"p50", "p95", "p99"} {
+			var pts []string
+			for _, r := range steps {
+				if r.System != system {
+					continue
+				}
+				v := map[string]float64{"p50": r.EndToEnd.P50.Seconds(), "p95": r.EndToEnd.P95.Seconds(), "p99": r.EndToEnd.P99.Seconds()}[p] * 1000
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(r.TargetRate), y(v)))
+			}
+			if len(pts) == 0 {
+				continue
+			}
+			dash := ""
+			if system == "river" {
+				dash = ` stroke-dasharray="6 4"`
+			}
+			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", colors[p], dash, strings.Join(pts, " "))
+			fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/><text x="%d" y="%d">%s %s</text>`+"\n",
+				width-right+10, width-right+34, legend, legend, colors[p], dash, width-right+40, legend+4, system, p)
+			legend += 18
+		}
+	}
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
