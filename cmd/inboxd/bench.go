@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -93,9 +92,9 @@ type benchOptions struct {
 }
 
 func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
-	dbURL, pool, err := benchDatabase(ctx, o.server, "inboxd_bench")
+	dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
 	if err != nil {
-		return nil, err
+		return nil, dbAdvice(err)
 	}
 	defer pool.Close()
 	var results []bench.Result
@@ -139,7 +138,7 @@ func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writ
 // benchDrain stores a backlog with no processor running, then runs one (the same code
 // as inboxd serve) until the queue is empty.
 func benchDrain(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions) (bench.Result, error) {
-	if err := resetBench(ctx, pool); err != nil {
+	if err := bench.Reset(ctx, pool); err != nil {
 		return bench.Result{}, err
 	}
 	if err := bench.FillEvents(ctx, pool, o.events); err != nil {
@@ -177,23 +176,17 @@ func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOp
 		return nil, err
 	}
 	defer stop()
-	var results []bench.Result
-	for _, rate := range rates {
-		if err := resetBench(ctx, pool); err != nil {
-			return results, err
+	return bench.Ramp(rates, o.slo, func(rate int) (bench.Result, error) {
+		if err := bench.Reset(ctx, pool); err != nil {
+			return bench.Result{}, err
 		}
 		r, err := bench.RunRate(ctx, bench.RateConfig{System: "inboxd", URL: base, Secret: benchSecret, Rate: rate,
 			Duration: o.duration, Pool: pool, Progress: progress})
-		if err != nil {
-			return results, err
+		if err == nil {
+			fmt.Fprintf(progress, "inboxd at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
 		}
-		results = append(results, r)
-		fmt.Fprintf(progress, "inboxd at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
-		if len(rates) > 1 && !bench.Passes(r, o.slo) {
-			break
-		}
-	}
-	return results, nil
+		return r, err
+	})
 }
 
 // startTarget runs `inboxd serve` (this binary) on a free port against dbURL.
@@ -235,43 +228,6 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, fun
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// benchDatabase (re)creates a migrated database on the server and opens a pool on it.
-func benchDatabase(ctx context.Context, server, name string) (string, *pgxpool.Pool, error) {
-	cfg, err := pgx.ParseConfig(server)
-	if err != nil {
-		return "", nil, fmt.Errorf("parse --database-url: %w", err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return "", nil, dbAdvice(fmt.Errorf("connect to %s: %w", server, err))
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-		return "", nil, err
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, err
-	}
-	dbURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
-	if cfg.Password != "" {
-		dbURL = fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Password, cfg.Host, cfg.Port, name)
-	}
-	if err := store.Migrate(ctx, dbURL); err != nil {
-		return "", nil, err
-	}
-	// Room for the ceiling's clients (pgxpool's default is max(4, CPUs) connections).
-	pool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { c.MaxConns = 128 })
-	return dbURL, pool, err
-}
-
-func resetBench(ctx context.Context, pool *pgxpool.Pool) error {
-	_, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses RESTART IDENTITY CASCADE")
-	if err != nil {
-		return fmt.Errorf("empty the bench database: %w", err)
-	}
-	return nil
 }
 
 func readResults(files []string) ([]bench.Result, error) {

@@ -1,0 +1,69 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/store"
+)
+
+// CreateDatabase drops and recreates database name on the server, migrates it, and
+// opens a pool with room for the ceiling's clients.
+func CreateDatabase(ctx context.Context, server, name string) (string, *pgxpool.Pool, error) {
+	cfg, err := pgx.ParseConfig(server)
+	if err != nil {
+		return "", nil, fmt.Errorf("parse --database-url: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return "", nil, fmt.Errorf("connect to %s: %w", server, err)
+	}
+	defer conn.Close(ctx)
+	for _, sql := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "CREATE DATABASE " + name} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return "", nil, fmt.Errorf("%s: %w", sql, err)
+		}
+	}
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", nil, fmt.Errorf("--database-url must be a postgres:// URL: %w", err)
+	}
+	u.Path = "/" + name
+	dbURL := u.String()
+	if err := store.Migrate(ctx, dbURL); err != nil {
+		return "", nil, err
+	}
+	// Room for the ceiling's clients (pgxpool's default is max(4, CPUs) connections).
+	pool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { c.MaxConns = 128 })
+	return dbURL, pool, err
+}
+
+// Reset empties inboxd's tables between runs.
+func Reset(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses RESTART IDENTITY CASCADE")
+	if err != nil {
+		return fmt.Errorf("empty the bench database: %w", err)
+	}
+	return nil
+}
+
+// Ramp runs step at each rate until one misses the SLO (p99 end to end under
+// sloMillis, no errors, the rate achieved), and returns every step's result.
+func Ramp(rates []int, sloMillis float64, step func(rate int) (Result, error)) ([]Result, error) {
+	var results []Result
+	for _, rate := range rates {
+		r, err := step(rate)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+		if len(rates) > 1 && !Passes(r, sloMillis) {
+			break
+		}
+	}
+	return results, nil
+}
