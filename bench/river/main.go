@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -75,7 +76,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.rampStep, "ramp-step", 1000, "ramp: increase per step")
 	fs.IntVar(&o.rampMax, "ramp-max", 10000, "ramp: highest rate tried")
 	fs.Float64Var(&o.slo, "slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
-	fs.IntVar(&o.maxWorkers, "max-workers", 1000, "River MaxWorkers for the queue")
+	fs.IntVar(&o.maxWorkers, "max-workers", 50, "River MaxWorkers for the queue (each holds a connection while it works)")
 	fs.DurationVar(&o.fetchCooldown, "fetch-cooldown", river.FetchCooldownMin, "River FetchCooldown (River's default is 100ms)")
 	fs.BoolVar(&o.asJSON, "json", false, "print results as JSON")
 	fs.StringVar(&o.work, "work", "normalize", "what a job does: normalize (inboxd's SQL) or noop (River's own overhead)")
@@ -191,7 +192,7 @@ func newClient(ctx context.Context, dbURL string, o options) (*river.Client[pgx.
 		Queues:        map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.maxWorkers}},
 		Workers:       workers,
 		FetchCooldown: o.fetchCooldown,
-		Logger:        nil,
+		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		pool.Close()
@@ -262,7 +263,13 @@ func rates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o options) ([]
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: webhook(pool, client)}
+	// Webhooks get a pool of their own, the size of inboxd's ingest pool.
+	hookPool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { c.MaxConns = 16 })
+	if err != nil {
+		return nil, err
+	}
+	defer hookPool.Close()
+	srv := &http.Server{Handler: webhook(hookPool, client)}
 	go srv.Serve(ln)
 	defer srv.Close()
 	list := []int{o.rate}

@@ -27,7 +27,7 @@ const benchSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // benchCmd measures this machine: see internal/bench and docs/benchmarks.md.
 //
 //	inboxd bench ceiling|drain|rate|ramp|all [flags]
-//	inboxd bench report FILE.json… [--svg chart.svg]
+//	inboxd bench report [--svg chart.svg] FILE.json…
 func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	mode := "all"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {

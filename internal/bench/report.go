@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -76,6 +77,7 @@ func WriteSVG(w io.Writer, results []Result) error {
 	if len(steps) == 0 {
 		return fmt.Errorf("no rate steps to draw")
 	}
+	slices.SortStableFunc(steps, func(a, b Result) int { return a.TargetRate - b.TargetRate })
 	const width, height, left, bottom, top, right = 760, 420, 70, 50, 30, 170
 	maxRate := 0
 	for _, r := range steps {
@@ -97,8 +99,12 @@ func WriteSVG(w io.Writer, results []Result) error {
 	}
 	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#c00" stroke-dasharray="4 3"/><text x="%d" y="%.1f" fill="#c00">100 ms SLO</text>`+"\n",
 		left, width-right, y(100), y(100), width-right+6, y(100)+4)
+	labelled := map[int]bool{}
 	for _, r := range steps {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%d</text>`+"\n", x(r.TargetRate), height-bottom+18, r.TargetRate)
+		if !labelled[r.TargetRate] {
+			labelled[r.TargetRate] = true
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%d</text>`+"\n", x(r.TargetRate), height-bottom+18, r.TargetRate)
+		}
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered events/s</text>`+"\n", (width-right+left)/2, height-10)
 	colors := map[string]string{"p50": "#1b9e77", "p95": "#d95f02", "p99": "#7570b3"}

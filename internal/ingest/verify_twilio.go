@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 )
 
 // Twilio signs (https://www.twilio.com/docs/usage/security#validating-requests) the
@@ -19,7 +20,9 @@ import (
 //     (twilio-python and twilio-node; twilio-go keeps only the first and gets it wrong);
 //   - every parameter received is signed, never a typed subset, since Twilio adds
 //     parameters without notice;
-//   - several tokens are accepted, so that a token can be rotated (primary, secondary).
+//   - several tokens are accepted, so that a token can be rotated (primary, secondary);
+//   - a single quote may have been signed escaped (%27) or not, whichever way it
+//     reaches us (twilio-node tries both).
 
 // SignTwilio computes the X-Twilio-Signature of params as posted to fullURL (used by
 // verification, tests and the benchmark).
@@ -62,8 +65,23 @@ func verifyTwilio(tokens []string, fullURL string, params url.Values, header str
 	return errBadSignature
 }
 
-// urlVariants is the URL as given, without any port, and with the default port.
+// urlVariants is the URL as given, without any port, and with the default port; each
+// also with its single quotes escaped the other way.
 func urlVariants(raw string) []string {
+	var out []string
+	for _, v := range portVariants(raw) {
+		out = append(out, v)
+		switch {
+		case strings.Contains(v, "'"):
+			out = append(out, strings.ReplaceAll(v, "'", "%27"))
+		case strings.Contains(v, "%27"):
+			out = append(out, strings.ReplaceAll(v, "%27", "'"))
+		}
+	}
+	return out
+}
+
+func portVariants(raw string) []string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return []string{raw}

@@ -80,6 +80,31 @@ func TestVerifyTwilio(t *testing.T) {
 	}
 }
 
+// Round trips from twilio-node spec/unit/webhooks/webhooks.spec.js: signed for one URL
+// (as Twilio saw it), verified against another (as it reached us).
+func TestVerifyTwilioNodeCases(t *testing.T) {
+	const token = "s3cr3t"
+	for _, tc := range []struct {
+		signed, received string
+		want             bool
+	}{
+		{"https://example.com/path?test=param", "https://example.com/path?test=param2", false},
+		{"https://example.com:443/path?test=param", "https://example.com:443/path?test=param", true},
+		{"https://example.com:443/path?test=param", "https://example.com/path?test=param", true},
+		{"https://example.com/path?test=param", "https://example.com/path?test=param", true},
+		{"https://example.com/path?test=param", "https://example.com:443/path?test=param", true},
+		{"https://example.com/path?test=param'WithQuote", "https://example.com/path?test=param'WithQuote", true},
+		{"https://example.com/path?test=param'WithQuote", "https://example.com/path?test=param%27WithQuote", true},
+		{"https://example.com/path?test=param%27WithQuote", "https://example.com/path?test=param'WithQuote", true},
+		{"https://example.com/path?test=param%27WithQuote", "https://example.com/path?test=param%27WithQuote", true},
+	} {
+		sig := SignTwilio(token, tc.signed, url.Values{})
+		if got := verifyTwilio([]string{token}, tc.received, url.Values{}, sig) == nil; got != tc.want {
+			t.Errorf("signed for %s, received at %s: valid = %v, want %v", tc.signed, tc.received, got, tc.want)
+		}
+	}
+}
+
 // Parameter order in the body does not matter: names are sorted before signing.
 func TestVerifyTwilioReorderedBody(t *testing.T) {
 	for _, body := range []string{

@@ -29,6 +29,13 @@ func TestMain(m *testing.M) {
 // the test ends, and returns it.
 func start(t *testing.T, url string, cfg Config) *Processor {
 	t.Helper()
+	p, _ := startWithRegistry(t, url, cfg)
+	return p
+}
+
+// startWithRegistry is start, also returning the registry holding its metrics.
+func startWithRegistry(t *testing.T, url string, cfg Config) (*Processor, *prometheus.Registry) {
+	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,8 @@ func start(t *testing.T, url string, cfg Config) *Processor {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 100 * time.Millisecond
 	}
-	p := New(pool, url, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), NewMetrics(prometheus.NewRegistry()))
+	reg := prometheus.NewRegistry()
+	p := New(pool, url, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), NewMetrics(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -47,7 +55,7 @@ func start(t *testing.T, url string, cfg Config) *Processor {
 		}
 		pool.Close()
 	})
-	return p
+	return p, reg
 }
 
 // insertEvents stores generic events directly (the processor's input is the table,

@@ -11,6 +11,7 @@ type metrics struct {
 	queueDepth *prometheus.GaugeVec
 	listener   prometheus.Gauge
 	batchSize  prometheus.Histogram
+	claims     *prometheus.CounterVec
 }
 
 // NewMetrics registers the processor's metrics with reg.
@@ -34,6 +35,10 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 			Name: "inbox_listener_connected",
 			Help: "1 while the LISTEN connection on channel inbound_events is up, else 0.",
 		}),
+		claims: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbox_claims_total",
+			Help: "Claim queries run, by outcome (events: it claimed some; empty: a wake-up found nothing).",
+		}, []string{"outcome"}),
 		batchSize: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "inbox_process_batch_events",
 			Help:    "Events applied per processing transaction.",

@@ -222,9 +222,14 @@ func (p *Processor) runBatch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	events, err := p.claim(ctx, p.cfg.BatchSize)
-	if err != nil || len(events) == 0 {
+	if err != nil {
 		return 0, err
 	}
+	if len(events) == 0 {
+		p.metrics.claims.WithLabelValues("empty").Inc()
+		return 0, nil
+	}
+	p.metrics.claims.WithLabelValues("events").Inc()
 	return len(events), p.process(ctx, events)
 }
 

@@ -436,3 +436,36 @@ func TestBadEventInBatchCostsOnlyItself(t *testing.T) {
 		t.Errorf("queue %v, %d retried, dead because %q; want 9 processed, 1 dead for its 0x00, none retried", counts, retried, lastErr)
 	}
 }
+
+// TestNotificationBurstIsNotAQueryStorm: 10,000 events committed at once send 10,000
+// notifications; the processor runs a few hundred claims, not 10,000.
+func TestNotificationBurstIsNotAQueryStorm(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	p, reg := startWithRegistry(t, url, Config{BatchSize: 64, SweepInterval: time.Hour})
+	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	t0 := time.Now()
+	payloads := make([]string, 10000)
+	for i := range payloads {
+		payloads[i] = received(fmt.Sprintf("m-%d", i), "burst", t0)
+	}
+	insertEvents(t, pool, payloads...) // one statement, one commit: 10,000 notifications
+	waitSettled(t, pool, 60*time.Second)
+	time.Sleep(200 * time.Millisecond) // let the notifications still queued drain
+	claims := 0.0
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "inbox_claims_total" {
+			for _, m := range f.GetMetric() {
+				claims += m.GetCounter().GetValue()
+			}
+		}
+	}
+	// 10,000 / 64 = 157 full batches, plus the empty claims that end each loop.
+	if claims < 157 || claims > 1000 {
+		t.Errorf("%v claim queries for a burst of 10,000 notifications, want between 157 and 1,000", claims)
+	}
+}
