@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"inboxd/internal/api"
+	"inboxd/internal/ingest"
+	"inboxd/internal/pgtest"
+	"inboxd/internal/processor"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+func TestSummarize(t *testing.T) {
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[i] = time.Duration(100-i) * time.Millisecond // unsorted on purpose
+	}
+	got := summarize(ds)
+	want := Latency{N: 100, P50: 50 * time.Millisecond, P95: 95 * time.Millisecond, P99: 99 * time.Millisecond, Max: 100 * time.Millisecond}
+	if got != want {
+		t.Errorf("summarize(1..100 ms) = %+v, want %+v", got, want)
+	}
+	if (summarize(nil) != Latency{}) {
+		t.Errorf("summarize(nil) is not zero")
+	}
+	b, _ := json.Marshal(got)
+	var back Latency
+	if err := json.Unmarshal(b, &back); err != nil || back != got {
+		t.Errorf("JSON round trip: %s -> %+v (%v)", b, back, err)
+	}
+}
+
+// TestRateAgainstTheRealService: a short open-loop run against the real router and
+// processor; every request answered, every new event processed and timed.
+func TestRateAgainstTheRealService(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	reg := prometheus.NewRegistry()
+	proc := processor.New(pool, url, processor.Config{}, zap.NewNop(), processor.NewMetrics(reg))
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), proc.Wake)
+	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
+	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.Run(ctx) })
+	wg.Go(func() { proc.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+	srv := httptest.NewServer(api.NewRouter(api.Deps{Pool: pool, Webhooks: hooks, Gatherer: reg, Log: zap.NewNop()}))
+	defer srv.Close()
+
+	r, err := RunRate(ctx, RateConfig{System: "inboxd", URL: srv.URL, Secret: testSecret, Rate: 200, Duration: time.Second, Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests != 200 || r.Errors != 0 || r.Unprocessed != 0 || r.Duplicates == 0 ||
+		r.EndToEnd.N+r.Duplicates != r.Requests || r.Ack.N != r.Requests || r.EndToEnd.P99 <= 0 {
+		t.Errorf("result %+v: want 200 requests, no errors, some duplicates, every new event timed", r)
+	}
+	var stored int
+	pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'processed'").Scan(&stored)
+	if stored != r.EndToEnd.N {
+		t.Errorf("%d events processed in the database, %d timed", stored, r.EndToEnd.N)
+	}
+}
+
+func TestDrainAndCeiling(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	ctx := context.Background()
+	if err := FillEvents(ctx, pool, 500); err != nil {
+		t.Fatal(err)
+	}
+	p := processor.New(pool, url, processor.Config{}, zap.NewNop(), processor.NewMetrics(nil))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	r, err := Drain(ctx, "inboxd", pool, 500, func() { go func() { p.Run(runCtx); close(done) }() }, QueueEmpty(pool))
+	stop()
+	<-done
+	if err != nil || r.Events != 500 || r.EventsPerSec <= 0 {
+		t.Errorf("Drain = %+v, %v", r, err)
+	}
+	var messages int
+	pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&messages)
+	if messages != 500 {
+		t.Errorf("%d messages after draining 500 events", messages)
+	}
+	c, err := Ceiling(ctx, pool, 2, 300*time.Millisecond)
+	if err != nil || c.CommitsPerSec <= 0 || c.NotifyCommitsPerS <= 0 {
+		t.Errorf("Ceiling = %+v, %v", c, err)
+	}
+}
+
+func TestReport(t *testing.T) {
+	results := []Result{
+		{System: "postgres", Mode: "ceiling", Clients: 16, CommitsPerSec: 10000, NotifyCommitsPerS: 3000},
+		{System: "inboxd", Mode: "drain", Events: 100, EventsPerSec: 1000},
+		{System: "river", Mode: "drain", Events: 100, EventsPerSec: 100},
+		{System: "inboxd", Mode: "rate", TargetRate: 1000, AchievedRate: 1000, EndToEnd: Latency{P50: time.Millisecond, P95: 5 * time.Millisecond, P99: 9 * time.Millisecond}},
+		{System: "inboxd", Mode: "rate", TargetRate: 2000, AchievedRate: 1500, EndToEnd: Latency{P99: 200 * time.Millisecond}},
+	}
+	var table bytes.Buffer
+	PrintTable(&table, results)
+	for _, want := range []string{"10000", "10.00x", "9.0"} {
+		if !bytes.Contains(table.Bytes(), []byte(want)) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if !Passes(results[3], 100) || Passes(results[4], 100) {
+		t.Errorf("Passes: the 1,000/s step passes and the 2,000/s step (p99 200 ms, rate not achieved) does not")
+	}
+	var svg bytes.Buffer
+	if err := WriteSVG(&svg, results); err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(&svg)
+	for {
+		if _, err := dec.Token(); err != nil {
+			if err.Error() != "EOF" {
+				t.Errorf("SVG is not well-formed XML: %v", err)
+			}
+			break
+		}
+	}
+}
