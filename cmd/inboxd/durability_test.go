@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
@@ -77,23 +78,12 @@ func TestNoAcknowledgedEventLostAcrossDatabaseCrash(t *testing.T) {
 	cluster.Start()
 	wg.Wait()
 
-	conn, err := pgx.Connect(context.Background(), dbURL)
+	conn, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var open int
-		conn.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE state <> 'processed'").Scan(&open)
-		if open == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events not processed 30s after the database came back\n%s", open, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	defer conn.Close()
+	settle(t, conn)
 	var events, messages int
 	conn.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events").Scan(&events)
 	conn.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&messages)

@@ -219,25 +219,8 @@ func TestConversations(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, false)
 	a.seed(t, 30, 2)
-	type convPage struct {
-		Data       []Conversation
-		NextCursor *string `json:"next_cursor"`
-	}
 	// Walk every conversation, latest first, in pages of 7.
-	var seen []Conversation
-	path := "/v1/conversations?limit=7"
-	for {
-		status, body := a.get(t, path, readToken)
-		if status != 200 {
-			t.Fatalf("GET %s = %d %s", path, status, body)
-		}
-		p := decode[convPage](t, body)
-		seen = append(seen, p.Data...)
-		if p.NextCursor == nil {
-			break
-		}
-		path = "/v1/conversations?limit=7&cursor=" + *p.NextCursor
-	}
+	seen := walk[Conversation](t, a, "/v1/conversations?limit=7", readToken)
 	if len(seen) != 30 {
 		t.Fatalf("walked %d conversations, want 30", len(seen))
 	}
@@ -257,7 +240,7 @@ func TestConversations(t *testing.T) {
 		{"provider=generic&since=2026-11-25T10:25:00Z", 3},
 	} {
 		status, body := a.get(t, "/v1/conversations?limit=200&"+tc.query, readToken)
-		if got := len(decode[convPage](t, body).Data); status != 200 || got != tc.want {
+		if got := len(decode[page[Conversation]](t, body).Data); status != 200 || got != tc.want {
 			t.Errorf("?%s: %d with %d conversations, want 200 with %d", tc.query, status, got, tc.want)
 		}
 	}
@@ -353,6 +336,24 @@ SELECT 'twilio', 'live-' || $2::int, $1, 'inbound', 'a', 'b', 'live', 'received'
 	desc := decode[msgPage](t, body).Data
 	if status != 200 || len(desc) != 3 || desc[0].SentAt.Before(desc[2].SentAt) {
 		t.Errorf("order=desc: %d %v", status, desc)
+	}
+}
+
+// walk follows next_cursor from path until the last page and returns every row.
+func walk[T any](t *testing.T, a *testAPI, path, token string) []T {
+	t.Helper()
+	var all []T
+	for next := path; ; {
+		status, body := a.get(t, next, token)
+		if status != 200 {
+			t.Fatalf("GET %s = %d %s", next, status, body)
+		}
+		p := decode[page[T]](t, body)
+		all = append(all, p.Data...)
+		if p.NextCursor == nil {
+			return all
+		}
+		next = path + "&cursor=" + *p.NextCursor
 	}
 }
 

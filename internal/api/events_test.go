@@ -11,11 +11,6 @@ import (
 	"inboxd/internal/ingest"
 )
 
-type eventPage struct {
-	Data       []Event
-	NextCursor *string `json:"next_cursor"`
-}
-
 func genericPayload(id string) string {
 	return fmt.Sprintf(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"hi"}}`, id)
 }
@@ -85,25 +80,12 @@ func TestEventsListAndDetail(t *testing.T) {
 VALUES ($1, $2, $3::jsonb, '{"User-Agent":"test"}', $4, CASE WHEN $4 = 'dead' THEN 'it broke' END)`,
 			[]string{"generic", "twilio"}[i%2], "e"+strconv.Itoa(i), genericPayload("m"+strconv.Itoa(i)), state)
 	}
-	var all []Event
-	path := "/v1/events?limit=5"
-	for {
-		status, body := a.get(t, path, adminToken)
-		if status != 200 {
-			t.Fatalf("%s: %d %s", path, status, body)
-		}
-		p := decode[eventPage](t, body)
-		all = append(all, p.Data...)
-		if p.NextCursor == nil {
-			break
-		}
-		path = "/v1/events?limit=5&cursor=" + *p.NextCursor
-	}
+	all := walk[Event](t, a, "/v1/events?limit=5", adminToken)
 	if len(all) != 12 || all[0].ID < all[11].ID || all[0].Payload != nil {
 		t.Fatalf("events: %d, newest first %v, payload in list %s", len(all), all[0].ID > all[11].ID, all[0].Payload)
 	}
 	_, body := a.get(t, "/v1/events?state=dead&provider=twilio", adminToken)
-	dead := decode[eventPage](t, body).Data
+	dead := decode[page[Event]](t, body).Data
 	for _, e := range dead {
 		if e.State != "dead" || e.Provider != "twilio" || e.LastError == nil {
 			t.Errorf("filtered list has %+v", e)

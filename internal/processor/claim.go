@@ -44,15 +44,20 @@ WHERE e.id = due.id
 RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
 
 func (p *Processor) claim(ctx context.Context, limit int) ([]claimed, error) {
-	rows, err := p.pool.Query(ctx, claimDue, limit, p.cfg.Lease.Milliseconds(), p.cfg.ID)
-	if err != nil {
-		return nil, fmt.Errorf("claim due events: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+	events, err := p.queryClaimed(ctx, claimDue, limit, p.cfg.Lease.Milliseconds(), p.cfg.ID)
 	if err != nil {
 		return nil, fmt.Errorf("claim due events: %w", err)
 	}
 	return events, nil
+}
+
+// queryClaimed runs a statement that returns claimed rows.
+func (p *Processor) queryClaimed(ctx context.Context, sql string, args ...any) ([]claimed, error) {
+	rows, err := p.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
 }
 
 // rescueExpired takes over one event whose lease ran out: its process died, or hung
@@ -84,11 +89,7 @@ WHERE e.id = v.id
 RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
 
 func (p *Processor) rescue(ctx context.Context) ([]claimed, error) {
-	rows, err := p.pool.Query(ctx, rescueExpired, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)
-	if err != nil {
-		return nil, fmt.Errorf("rescue expired lease: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+	events, err := p.queryClaimed(ctx, rescueExpired, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)
 	if err != nil {
 		return nil, fmt.Errorf("rescue expired lease: %w", err)
 	}
