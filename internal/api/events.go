@@ -129,7 +129,7 @@ requeued AS (
     WHERE e.id = picked.id AND e.state IN ('dead', 'processed')
     RETURNING e.id, e.provider
 )
-SELECT count(pg_notify('inbound_events', json_build_object('id', id, 'provider', provider)::text))
+SELECT count(pg_notify('inbound_events', inbox_notification(id, provider)))
 FROM requeued`
 
 func replayEvent(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
