@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,3 +359,23 @@ func walk[T any](t *testing.T, a *testAPI, path, token string) []T {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestReadyzReportsTheListener: a lost LISTEN connection makes the instance not ready.
+func TestReadyzReportsTheListener(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	var listening atomic.Bool
+	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Gatherer: prometheus.NewRegistry(), Log: zap.NewNop(),
+		Listening: listening.Load,
+		Webhooks:  ingest.NewHandlers(ingest.Config{}, ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), nil), zap.NewNop())}))
+	defer srv.Close()
+	a := &testAPI{url: srv.URL, pool: pool}
+	status, body := a.get(t, "/readyz", "")
+	if status != 503 || !strings.Contains(string(body), `"listener":"disconnected"`) {
+		t.Errorf("readyz with the listener down = %d %s, want 503 naming the listener", status, body)
+	}
+	listening.Store(true)
+	if status, body := a.get(t, "/readyz", ""); status != 200 {
+		t.Errorf("readyz with everything up = %d %s", status, body)
+	}
+}
