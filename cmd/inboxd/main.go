@@ -6,6 +6,7 @@
 //	inboxd sign      sign a payload like a Standard Webhooks sender (prints curl)
 //	inboxd events    list events (e.g. --state dead)
 //	inboxd stats     print the queue's state
+//	inboxd bench     measure this machine (see docs/benchmarks.md)
 //
 // main only calls run; run takes the OS as arguments so that tests drive the real
 // wiring.
