@@ -69,6 +69,11 @@ func options(c *config) []option {
 
 // loadConfig reads the environment, then flags in args, and reports every bad value
 // at once (not just the first) so that one fix-and-retry is enough.
+//
+// A flag beats its variable: the environment is the deployment's setting, a flag is
+// what someone typed to override it for one run. Values are parsed after both are
+// known, so an invalid variable that a flag overrides is not an error. A secret's
+// value is never echoed in an error message.
 func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
 	opts := options(&c)
@@ -101,6 +106,8 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	return c, errors.Join(errs...)
 }
 
+// printUsage lists every flag with its variable and built-in default (never the
+// environment's value: that may be a secret).
 func printUsage(w io.Writer, name string, opts []option) {
 	fmt.Fprintf(w, "usage: inboxd %s [flags]\n\nEvery flag can also be set by its environment variable.\n\n", name)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -117,6 +124,7 @@ func printUsage(w io.Writer, name string, opts []option) {
 
 func str(p *string) func(string) error { return func(s string) error { *p = s; return nil } }
 
+// list splits comma-separated values (token rotation: "new,old"), ignoring blanks.
 func list(p *[]string) func(string) error {
 	return func(s string) error {
 		*p = nil

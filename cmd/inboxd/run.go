@@ -76,47 +76,71 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer procPool.Close()
 
+	svc, err := wire(cfg, pool, procPool, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
+	}
+	log.Info("inboxd started", zap.String("addr", ln.Addr().String()), zap.Strings("providers", svc.providers),
+		zap.Int("workers", cfg.Workers), zap.Int("batch_size", cfg.BatchSize))
+	if len(svc.providers) == 0 {
+		log.Warn("no provider is configured: every webhook answers 404; set INBOX_GENERIC_SECRETS, INBOX_TWILIO_AUTH_TOKEN or INBOX_META_APP_SECRET")
+	}
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	err = svc.run(ctx, ln)
+	log.Info("inboxd stopped")
+	return err
+}
+
+// service is inboxd's long-lived parts, wired.
+type service struct {
+	writer    *ingest.Writer
+	proc      *processor.Processor
+	http      *http.Server
+	providers []string
+}
+
+// wire builds the parts: metrics, processor, ingest writer and handlers, router.
+func wire(cfg config, pool, procPool *pgxpool.Pool, log *zap.Logger) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	proc := processor.New(procPool, cfg.DatabaseURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval,
 	}, log.Named("processor"), processor.NewMetrics(reg))
+	// Ingest wakes this process's workers after each commit, without waiting for its
+	// own NOTIFY to come back from the database.
 	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg), proc.Wake)
 	ingestCfg, err := ingestConfig(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hooks := ingest.NewHandlers(ingestCfg, writer, log.Named("ingest"))
 	router := api.NewRouter(api.Deps{
 		Pool: pool, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"),
 	})
-
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
-	}
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	log.Info("inboxd started", zap.String("addr", ln.Addr().String()), zap.Strings("providers", hooks.Enabled()),
-		zap.Int("workers", cfg.Workers), zap.Int("batch_size", cfg.BatchSize))
-	if len(hooks.Enabled()) == 0 {
-		log.Warn("no provider is configured: every webhook answers 404; set INBOX_GENERIC_SECRETS, INBOX_TWILIO_AUTH_TOKEN or INBOX_META_APP_SECRET")
-	}
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
+	return &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled()}, nil
+}
 
-	// Stop order: HTTP first (no new requests; in-flight ones finish, and so does the
-	// writer's commit they wait for), then the writer, while the processor finishes
-	// or releases its batches.
+// run serves on ln until ctx ends, then stops in order: HTTP first (no new requests;
+// in-flight ones finish, and so does the commit they wait for), then the writer,
+// while the processor finishes or releases its batches. Shutdown gets a fresh
+// deadline: ctx is already cancelled by then.
+func (s *service) run(ctx context.Context, ln net.Listener) error {
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWriter()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return writer.Run(writerCtx) })
-	g.Go(func() error { return proc.Run(gctx) })
+	g.Go(func() error { return s.writer.Run(writerCtx) })
+	g.Go(func() error { return s.proc.Run(gctx) })
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
 		}
 		return nil
@@ -125,13 +149,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		<-gctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
-		err := srv.Shutdown(shutdownCtx)
+		err := s.http.Shutdown(shutdownCtx)
 		stopWriter()
 		return err
 	})
-	err = g.Wait()
-	log.Info("inboxd stopped")
-	return err
+	return g.Wait()
 }
 
 // openDatabase creates and migrates the database (unless INBOX_MIGRATE=false) and

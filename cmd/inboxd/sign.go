@@ -51,6 +51,9 @@ func signCmd(args []string, getenv func(string) string, stdout, stderr io.Writer
 	return nil
 }
 
+// readPayload returns the payload to sign: a file, stdin, or an example inbound
+// message whose message_id is the webhook id, so that every signed example is a new
+// message rather than a redelivery.
 func readPayload(file, id string) ([]byte, error) {
 	switch file {
 	case "":

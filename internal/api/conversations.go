@@ -46,6 +46,12 @@ type Message struct {
 	CreatedAt         time.Time       `json:"created_at"`
 }
 
+// Pagination is keyset, never OFFSET: a cursor is the sort key of the last row
+// returned, the next page is "rows after that key", read from the index in order.
+// A page costs the same however deep it is, and rows inserted meanwhile cannot
+// shift what the next page returns (OFFSET would skip or repeat rows). Every list
+// fetches limit+1 rows: the extra one says whether there is a next page without a
+// count query.
 const conversationColumns = `id, provider, channel_address, contact_address, contact_name, created_at, last_message_at`
 
 // listConversations: latest activity first, keyset on (last_message_at, id), which
@@ -189,6 +195,8 @@ func queryMessages(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (pa
 	if err != nil {
 		return page[Message]{}, err
 	}
+	// Without a cursor, the first page starts from a key before (or, descending,
+	// after) every row, so one SQL statement per direction serves every page.
 	sql, start := messagesAsc, cursor{T: time.Unix(-62135596800, 0), ID: 0} // before any row
 	switch r.URL.Query().Get("order") {
 	case "", "asc":
@@ -200,6 +208,8 @@ func queryMessages(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (pa
 	if hasCursor {
 		start = after
 	}
+	// An unknown conversation is a 404, not an empty page: a client that mistyped
+	// an id must be told so.
 	if _, err := findConversation(ctx, pool, id); err != nil {
 		return page[Message]{}, err
 	}

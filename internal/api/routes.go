@@ -10,7 +10,11 @@ import (
 	"inboxd/internal/jsonhttp"
 )
 
-// routes lists every route of inboxd, one line each.
+// routes lists every route of inboxd, one line each. Webhooks carry their own
+// authentication (signatures) and no request timeout of ours: the provider's client
+// has one, and cutting a request short would only turn a commit in progress into a
+// retry. The /v1 routes get bearer tokens and a 10 s timeout; admin tokens may also
+// read. Health, metrics and the OpenAPI document are open.
 func routes(r chi.Router, d Deps) {
 	read := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", "INBOX_API_TOKENS (or INBOX_ADMIN_TOKENS)")
 	admin := requireToken(d.AdminTokens, "admin", "INBOX_ADMIN_TOKENS")

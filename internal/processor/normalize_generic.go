@@ -28,6 +28,8 @@ func NormalizeGeneric(payload []byte, receivedAt time.Time) (Normalized, error) 
 		return Normalized{}, fmt.Errorf("%w: generic payload: %v", ErrPermanent, err)
 	}
 	d := p.Data
+	// The sender's timestamp is the message time (conversations and messages order
+	// by it); a sender that omits it gets the time inboxd stored the event.
 	if p.Timestamp.IsZero() {
 		p.Timestamp = receivedAt
 	}
@@ -51,6 +53,10 @@ func NormalizeGeneric(payload []byte, receivedAt time.Time) (Normalized, error) 
 		if len(d.Media) > 0 && d.Text == "" {
 			m.Type = "media"
 		}
+		// data.channel is always our side and data.contact the other party, whichever
+		// way the message went: the conversation key does not depend on direction.
+		// Inbound messages start as "received" (rank 0), so any delivery status a
+		// sender reports for them still applies; outbound ones start as "sent".
 		if p.Type == "message.received" {
 			m.Direction, m.Sender, m.Recipient, m.Status = "inbound", d.Contact, d.Channel, "received"
 		} else {

@@ -95,6 +95,13 @@ func NormalizeMeta(payload []byte, receivedAt time.Time) (Normalized, error) {
 
 // metaContact: the sender's E.164 number, else their business-scoped user id; and
 // their profile name from the envelope's contacts.
+//
+// The number wins when present so that conversations stay keyed as they always were;
+// the BSUID is used only when Meta withholds the number (a user with a username).
+// A user seen both ways becomes two conversations: Meta's webhooks give no way to
+// join them before the user_changed_user_id / number system messages, which are kept
+// as unsupported messages for an operator to act on. An envelope with one contact
+// names the sender even if the ids are spelled differently.
 func metaContact(e metaEvent, msg metaMessage) (contact, name string) {
 	for _, c := range e.Contacts {
 		if (msg.From != "" && c.WaID == msg.From) || (msg.FromUserID != "" && c.UserID == msg.FromUserID) || len(e.Contacts) == 1 {

@@ -43,6 +43,9 @@ func NormalizeTwilio(payload []byte, receivedAt time.Time) (Normalized, error) {
 	if sid == "" {
 		return Normalized{}, fmt.Errorf("%w: twilio payload has no MessageSid", ErrPermanent)
 	}
+	// A status callback carries MessageStatus (an inbound message carries only
+	// SmsStatus=received). Twilio's documented values are lower case already;
+	// lowering guards the rank lookup against a sender that capitalizes.
 	if st := p.get("MessageStatus"); st != "" {
 		return Normalized{Status: &Status{MessageID: sid, Status: strings.ToLower(st), At: receivedAt, Error: twilioError(p)}}, nil
 	}
@@ -51,6 +54,9 @@ func NormalizeTwilio(payload []byte, receivedAt time.Time) (Normalized, error) {
 	if contact == "" || ours == "" {
 		return Normalized{}, fmt.Errorf("%w: twilio message %s without From or To", ErrPermanent, sid)
 	}
+	// Our channel keeps its kind: Twilio's WhatsApp sender and an SMS number are two
+	// channels even when the digits are the same. The contact does not: one person
+	// on SMS and WhatsApp is one contact address.
 	channel := ours
 	if toKind != "" {
 		channel = toKind + ":" + ours
