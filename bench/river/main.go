@@ -56,7 +56,7 @@ type options struct {
 	server                            string
 	events, rate, rampStart, rampStep int
 	rampMax, maxWorkers               int
-	duration, fetchCooldown           time.Duration
+	duration, fetchCooldown, warmup   time.Duration
 	slo                               float64
 	asJSON                            bool
 	work                              string
@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.events, "events", 100000, "drain: backlog size")
 	fs.IntVar(&o.rate, "rate", 1000, "rate: events per second")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "rate: how long; ramp: per step")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
 	fs.IntVar(&o.rampStart, "ramp-start", 1000, "ramp: first rate")
 	fs.IntVar(&o.rampStep, "ramp-step", 1000, "ramp: increase per step")
 	fs.IntVar(&o.rampMax, "ramp-max", 10000, "ramp: highest rate tried")
@@ -284,7 +285,7 @@ func rates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o options) ([]
 			return bench.Result{}, err
 		}
 		r, err := bench.RunRate(ctx, bench.RateConfig{System: "river", URL: "http://" + ln.Addr().String(),
-			Secret: secret, Rate: rate, Duration: o.duration, Pool: pool, Progress: os.Stderr})
+			Secret: secret, Rate: rate, Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: os.Stderr})
 		if err == nil {
 			fmt.Fprintf(os.Stderr, "river at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
 		}

@@ -38,6 +38,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	server := fs.String("database-url", or(getenv("INBOXD_BENCH_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "server to measure on; the database inboxd_bench is created (and emptied) there")
 	rate := fs.Int("rate", 1000, "rate: events per second")
 	duration := fs.Duration("duration", 10*time.Second, "rate: how long; ramp: per step")
+	warmup := fs.Duration("warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
 	rampStart := fs.Int("ramp-start", 1000, "ramp: first rate")
 	rampStep := fs.Int("ramp-step", 1000, "ramp: increase per step")
 	rampMax := fs.Int("ramp-max", 10000, "ramp: highest rate tried")
@@ -57,7 +58,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 		results, err = readResults(fs.Args())
 	} else {
 		results, err = runBench(ctx, mode, benchOptions{
-			server: *server, rate: *rate, duration: *duration, rampStart: *rampStart, rampStep: *rampStep,
+			server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
 			rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch,
 		}, stderr)
 	}
@@ -86,7 +87,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 type benchOptions struct {
 	server                             string
 	rate, rampStart, rampStep, rampMax int
-	duration                           time.Duration
+	duration, warmup                   time.Duration
 	slo                                float64
 	events, clients, workers, batch    int
 }
@@ -181,7 +182,7 @@ func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOp
 			return bench.Result{}, err
 		}
 		r, err := bench.RunRate(ctx, bench.RateConfig{System: "inboxd", URL: base, Secret: benchSecret, Rate: rate,
-			Duration: o.duration, Pool: pool, Progress: progress})
+			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress})
 		if err == nil {
 			fmt.Fprintf(progress, "inboxd at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
 		}

@@ -25,7 +25,8 @@ type RateConfig struct {
 	URL      string        // the target's base URL; /webhooks/generic is appended
 	Secret   string        // whsec_ secret the target accepts
 	Rate     int           // events per second
-	Duration time.Duration // how long to send
+	Duration time.Duration // how long to send, measured
+	Warmup   time.Duration // how long to send first, not measured
 	Pool     *pgxpool.Pool // the target's database, to read processed_at
 	Progress io.Writer     // a progress line each second; nil for none
 }
@@ -42,7 +43,9 @@ type sent struct {
 // RunRate sends signed generic webhooks at cfg.Rate per second, on schedule whatever
 // the replies (open loop: a slow reply cannot delay the next request and hide its
 // own latency), then waits for every acknowledged event to be processed and reads
-// processed_at from the database.
+// processed_at from the database. A warm-up at the same rate comes first and is not
+// measured: a freshly started server's first second (cold connections, caches and
+// statistics) says little about the rate it sustains.
 func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 	keys, err := ingest.ParseGenericSecrets([]string{cfg.Secret})
 	if err != nil {
@@ -52,15 +55,34 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 		MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: time.Minute,
 	}}
 	gen := newGenerator(keys[0])
-	total := int(float64(cfg.Rate) * cfg.Duration.Seconds())
-	records := make([]sent, total)
-	interval := time.Second / time.Duration(cfg.Rate)
 	// The load generator shares the machine with what it measures: a fixed pool of
 	// senders (not a goroutine per request) and less frequent GC keep its share small.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	if cfg.Warmup > 0 {
+		warm, _ := openLoop(ctx, client, gen, cfg, cfg.Warmup, nil)
+		var ids []int64
+		for _, r := range warm {
+			if !r.err && !r.duplicate {
+				ids = append(ids, r.id)
+			}
+		}
+		if _, err := waitProcessed(ctx, cfg.Pool, ids, 30*time.Second); err != nil {
+			return Result{}, err
+		}
+	}
+	records, sendTime := openLoop(ctx, client, gen, cfg, cfg.Duration, cfg.Progress)
+	res := Result{System: cfg.System, Mode: "rate", TargetRate: cfg.Rate}
+	return res, finishRate(ctx, cfg.Pool, records, sendTime, &res)
+}
+
+// openLoop sends rate×d requests on schedule and returns what each got.
+func openLoop(ctx context.Context, client *http.Client, gen *generator, cfg RateConfig, d time.Duration, progressTo io.Writer) ([]sent, time.Duration) {
+	total := int(float64(cfg.Rate) * d.Seconds())
+	records := make([]sent, total)
+	reqs := make([]request, total)
+	interval := time.Second / time.Duration(cfg.Rate)
 	var inFlight, done, failed atomic.Int64
 	queue := make(chan int, total) // never blocks the schedule: open loop
-	reqs := make([]request, total)
 	var wg sync.WaitGroup
 	for range 256 {
 		wg.Go(func() {
@@ -75,7 +97,7 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 			}
 		})
 	}
-	stopProgress := progress(cfg.Progress, cfg.System, total, &done, &failed, &inFlight)
+	stopProgress := progress(progressTo, cfg.System, total, &done, &failed, &inFlight)
 	start := time.Now()
 	for i := range total {
 		due := start.Add(time.Duration(i) * interval)
@@ -91,10 +113,8 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 	}
 	close(queue)
 	wg.Wait()
-	sendTime := time.Since(start)
 	stopProgress()
-	res := Result{System: cfg.System, Mode: "rate", TargetRate: cfg.Rate}
-	return res, finishRate(ctx, cfg.Pool, records, sendTime, &res)
+	return records, time.Since(start)
 }
 
 // post sends one request and records its acknowledgement.
