@@ -203,7 +203,7 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, fun
 		return "", nil, err
 	}
 	cmd := exec.Command(self, "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
 		"INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {

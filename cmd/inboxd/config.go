@@ -35,6 +35,7 @@ type config struct {
 	Migrate         bool
 	LogLevel        string
 	LogFormat       string
+	DebugAddr       string
 }
 
 // option ties a flag to its environment variable and default.
@@ -64,6 +65,7 @@ func options(c *config) []option {
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
 		{"log-level", "INBOX_LOG_LEVEL", "info", "debug, info, warn or error", false, oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "INBOX_LOG_FORMAT", "json", "json or console", false, oneOf(&c.LogFormat, "json", "console")},
+		{"debug-addr", "INBOX_DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this address; keep it private, e.g. 127.0.0.1:6060", false, str(&c.DebugAddr)},
 	}
 }
 

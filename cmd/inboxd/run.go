@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -92,9 +93,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
+	if cfg.DebugAddr != "" {
+		go serveDebug(cfg.DebugAddr, log)
+	}
 	err = svc.run(ctx, ln)
 	log.Info("inboxd stopped")
 	return err
+}
+
+// serveDebug serves pprof on its own listener, never on INBOX_ADDR: profiles expose
+// internals and cost CPU, so they are opt-in and meant for a private address.
+func serveDebug(addr string, log *zap.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	log.Info("pprof listening", zap.String("addr", addr))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("pprof server", zap.Error(err))
+	}
 }
 
 // service is inboxd's long-lived parts, wired.

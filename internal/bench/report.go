@@ -135,6 +135,20 @@ func WriteSVG(w io.Writer, results []Result) error {
 			legend += 18
 		}
 	}
+	// A step that missed the SLO (rate not achieved, errors, or p99 over 100 ms) gets
+	// a red cross on its p99 point: its latencies alone would hide that it could not
+	// keep up.
+	missed := false
+	for _, r := range steps {
+		if !Passes(r, 100) {
+			missed = true
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#c00" font-size="16" font-weight="bold">×</text>`+"\n",
+				x(r.TargetRate), y(r.EndToEnd.P99.Seconds()*1000)+5)
+		}
+	}
+	if missed {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#c00">× missed the SLO</text>`+"\n", width-right+10, legend+4)
+	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
