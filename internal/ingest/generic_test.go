@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -271,5 +272,31 @@ func TestDatabaseGoneGives503(t *testing.T) {
 	}
 	if got := countEvents(t, check, "evt_during"); got != 1 {
 		t.Errorf("rows after retry = %d, want 1", got)
+	}
+}
+
+// TestWriterStoppedAnswersUnavailable: a request the writer never took gets
+// ErrUnavailable (a 503: retry), not a hang.
+func TestWriterStoppedAnswersUnavailable(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	w := NewWriter(pool, zap.NewNop(), NewMetrics(nil), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Write(context.Background(), []Event{{Provider: "generic", ExternalID: "x", Payload: []byte(`{}`), Headers: []byte(`{}`)}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("Write after stop = %v, want ErrUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write after stop hung")
 	}
 }

@@ -110,6 +110,16 @@ func (w *Writer) Write(ctx context.Context, events []Event) ([]Result, error) {
 	select {
 	case r := <-req.reply:
 		return r.results, r.err
+	case <-w.done:
+		// Every committer has returned, and each answered the requests it took
+		// before returning: a reply, if any, is already here. Without one, the
+		// request was still queued and nothing of it was committed.
+		select {
+		case r := <-req.reply:
+			return r.results, r.err
+		default:
+			return nil, fmt.Errorf("writer stopped before this request was committed: %w", ErrUnavailable)
+		}
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
