@@ -236,7 +236,11 @@ func (p *Processor) runBatch(ctx context.Context) (int, error) {
 // sweep wakes the workers every SweepInterval (jittered, so that several processes
 // spread out), rescues expired leases and samples the queue depth.
 func (p *Processor) sweep(ctx context.Context) {
-	lastDepth := time.Time{}
+	// Sample the depth at once: a scrape right after start should see the queue.
+	lastDepth := time.Now()
+	if err := p.updateQueueDepth(ctx); err != nil && ctx.Err() == nil {
+		p.log.Warn("sample queue depth", zap.Error(err))
+	}
 	for {
 		jitter := time.Duration(rand.Int64N(int64(p.cfg.SweepInterval)/5+1)) - p.cfg.SweepInterval/10
 		if !sleep(ctx, p.cfg.SweepInterval+jitter) {
