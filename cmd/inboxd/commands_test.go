@@ -40,6 +40,20 @@ func TestSignPrintsValidHeaders(t *testing.T) {
 		t.Errorf("signature %q, want %q", h["webhook-signature"], want)
 	}
 
+	// Twilio and Meta: signed as they sign, over what will be posted.
+	for _, tc := range []struct{ provider, header, want string }{
+		{"twilio", "X-Twilio-Signature", ""},
+		{"meta", "X-Hub-Signature-256", ingest.SignMeta("meta-secret", body)},
+	} {
+		out.Reset()
+		err := run(context.Background(), []string{"sign", "--provider", tc.provider, "--secret", "meta-secret", "--file", file, "--headers"},
+			func(string) string { return "" }, &out, &out)
+		got, _ := strings.CutPrefix(strings.TrimSpace(out.String()), tc.header+": ")
+		if err != nil || got == "" || (tc.want != "" && got != tc.want) {
+			t.Errorf("sign --provider %s: %v %q, want %s %s", tc.provider, err, out.String(), tc.header, tc.want)
+		}
+	}
+
 	out.Reset()
 	err = run(context.Background(), []string{"sign", "--id", "evt_9"}, func(k string) string {
 		return map[string]string{"INBOX_GENERIC_SECRETS": testSecret, "INBOX_PUBLIC_URL": "https://inbox.example.com"}[k]

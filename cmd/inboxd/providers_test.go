@@ -216,6 +216,37 @@ func TestTwilioEndToEnd(t *testing.T) {
 	})
 }
 
+// TestSignExamplesAreAccepted: what `inboxd sign --provider …` produces is what the
+// endpoints accept, so the README's by-hand tries work for every provider.
+func TestSignExamplesAreAccepted(t *testing.T) {
+	t.Parallel()
+	base, pool := providerEnv(t)
+	for _, tc := range []struct{ provider, secret string }{{"generic", testSecret}, {"twilio", twilioToken}, {"meta", metaSecret}} {
+		body, err := readPayload(tc.provider, "", "sign-"+tc.provider)
+		if err != nil {
+			t.Fatal(err)
+		}
+		headers, ctype, err := signHeaders(tc.provider, tc.secret, "sign-"+tc.provider, publicURL+"/webhooks/"+tc.provider, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", base+"/webhooks/"+tc.provider, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		for _, h := range headers {
+			req.Header.Set(h[0], h[1])
+		}
+		if status, _, b := do(t, req); status != 200 {
+			t.Errorf("%s example: %d %s", tc.provider, status, b)
+		}
+	}
+	settle(t, pool)
+	wantRows(t, "messages", rows(t, pool, `SELECT provider, provider_message_id, text FROM messages ORDER BY provider`), []string{
+		"generic|sign-generic|hello from inboxd sign",
+		"meta|sign-meta|hello from inboxd sign",
+		"twilio|sign-twilio|hello from inboxd sign",
+	})
+}
+
 func TestTwilioRejects(t *testing.T) {
 	t.Parallel()
 	base, pool := providerEnv(t)
