@@ -93,45 +93,37 @@ type benchOptions struct {
 }
 
 func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
+	switch mode {
+	case "ceiling", "drain", "rate", "ramp", "all":
+	default:
+		return nil, fmt.Errorf("unknown bench mode %q: want ceiling, drain, rate, ramp, all or report", mode)
+	}
 	dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
 	if err != nil {
 		return nil, dbAdvice(err)
 	}
 	defer pool.Close()
-	var results []bench.Result
-	run := func(m string, f func() ([]bench.Result, error)) error {
-		if mode != m && mode != "all" {
-			return nil
-		}
-		fmt.Fprintf(progress, "== %s\n", m)
-		rs, err := f()
-		results = append(results, rs...)
-		return err
-	}
+	one := func(r bench.Result, err error) ([]bench.Result, error) { return []bench.Result{r}, err }
 	steps := []struct {
 		mode string
-		f    func() ([]bench.Result, error)
+		run  func() ([]bench.Result, error)
 	}{
-		{"ceiling", func() ([]bench.Result, error) {
-			r, err := bench.Ceiling(ctx, pool, o.clients, o.duration)
-			return []bench.Result{r}, err
-		}},
-		{"drain", func() ([]bench.Result, error) {
-			r, err := benchDrain(ctx, pool, dbURL, o)
-			return []bench.Result{r}, err
-		}},
+		{"ceiling", func() ([]bench.Result, error) { return one(bench.Ceiling(ctx, pool, o.clients, o.duration)) }},
+		{"drain", func() ([]bench.Result, error) { return one(benchDrain(ctx, pool, dbURL, o)) }},
 		{"rate", func() ([]bench.Result, error) { return benchRates(ctx, pool, dbURL, o, []int{o.rate}, progress) }},
 		{"ramp", func() ([]bench.Result, error) { return benchRamp(ctx, pool, dbURL, o, progress) }},
 	}
-	known := mode == "all"
+	var results []bench.Result
 	for _, s := range steps {
-		known = known || s.mode == mode
-		if err := run(s.mode, s.f); err != nil {
+		if mode != "all" && mode != s.mode {
+			continue
+		}
+		fmt.Fprintf(progress, "== %s\n", s.mode)
+		rs, err := s.run()
+		results = append(results, rs...)
+		if err != nil {
 			return results, err
 		}
-	}
-	if !known {
-		return nil, fmt.Errorf("unknown bench mode %q: want ceiling, drain, rate, ramp, all or report", mode)
 	}
 	return results, nil
 }

@@ -94,3 +94,14 @@ VALUES ('generic', 'a', '{}', 'processed', NULL), ('twilio', 'b', '{}', 'dead', 
 		t.Errorf("events --state dead:\n%s", out.String())
 	}
 }
+
+// An unknown bench mode is refused before the bench database is dropped and made
+// again: the URL here points nowhere, so touching it would fail differently.
+func TestBenchUnknownModeTouchesNothing(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"bench", "warp", "--database-url", "postgres://nobody@127.0.0.1:1/x"},
+		func(string) string { return "" }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `unknown bench mode "warp"`) {
+		t.Errorf("bench warp = %v, want the unknown-mode error", err)
+	}
+}

@@ -181,9 +181,10 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 	}
 }
 
-// insertEvents inserts in one statement. Rows are sorted by key first: two
-// committers inserting overlapping keys then take their locks in the same order and
-// cannot deadlock (a redelivery storm does exactly that). ON CONFLICT DO NOTHING
+// insertEvents inserts in one statement. Rows are sorted by key first: inboxd
+// processes sharing a database, each with its committer, then take their locks on
+// overlapping keys in the same order and cannot deadlock (a redelivery storm sent to
+// several instances does exactly that). ON CONFLICT DO NOTHING
 // skips a key that exists, or that an earlier row of the same statement inserted.
 const insertEvents = `
 INSERT INTO inbound_events (provider, external_id, payload, headers)
@@ -227,6 +228,7 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 	if err != nil {
 		return nil, 0, classify(err)
 	}
+	inserted := len(fresh)
 	results := make([][]Result, len(batch))
 	for i, r := range batch {
 		results[i] = make([]Result, len(r.events))
@@ -241,7 +243,7 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 			results[i][j] = Result{ID: existing[k], Duplicate: true}
 		}
 	}
-	return results, countNew(results), nil
+	return results, inserted, nil
 }
 
 func collectIDs(ctx context.Context, tx pgx.Tx, into map[eventKey]int64, sql string, args ...any) error {
@@ -256,18 +258,6 @@ func collectIDs(ctx context.Context, tx pgx.Tx, into map[eventKey]int64, sql str
 		return nil
 	})
 	return err
-}
-
-func countNew(results [][]Result) int {
-	n := 0
-	for _, rs := range results {
-		for _, r := range rs {
-			if !r.Duplicate {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 // classify separates payloads Postgres will never accept (data exceptions, class 22)

@@ -3,7 +3,6 @@ package processor
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"hash/fnv"
 	"slices"
 	"time"
@@ -235,17 +234,10 @@ func jsonOrNil(raw json.RawMessage) *string {
 // queues can be benchmarked doing inboxd's work (bench/river); the processor itself
 // never applies events one at a time except in its fallback.
 func ApplyOne(ctx context.Context, tx pgx.Tx, provider string, eventID int64, payload []byte, receivedAt time.Time) error {
-	fn, ok := DefaultNormalizers()[provider]
-	if !ok {
-		return fmt.Errorf("%w: no normalizer for provider %q", ErrPermanent, provider)
-	}
-	n, err := fn(payload, receivedAt)
+	ev := claimed{ID: eventID, Provider: provider, Payload: payload, ReceivedAt: receivedAt}
+	n, err := normalize(DefaultNormalizers(), ev)
 	if err != nil {
 		return err
 	}
-	b := &pgx.Batch{}
-	if err := queueApply(b, []claimed{{ID: eventID, Provider: provider}}, []Normalized{n}); err != nil {
-		return err
-	}
-	return tx.SendBatch(ctx, b).Close()
+	return sendApply(ctx, tx, []claimed{ev}, []Normalized{n}, nil)
 }

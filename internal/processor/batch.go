@@ -36,20 +36,21 @@ func (p *Processor) process(ctx context.Context, events []claimed) error {
 func (p *Processor) normalizeAll(events []claimed) ([]Normalized, []error) {
 	norms, errs := make([]Normalized, len(events)), make([]error, len(events))
 	for i, ev := range events {
-		norms[i], errs[i] = p.normalize(ev)
+		norms[i], errs[i] = normalize(p.cfg.Normalizers, ev)
 	}
 	return norms, errs
 }
 
-// normalize runs one normalizer, turning a panic into an error: a normalizer bug must
-// cost one attempt of one event, not the process.
-func (p *Processor) normalize(ev claimed) (n Normalized, err error) {
+// normalize runs ev's normalizer, turning a panic into an error (a normalizer bug must
+// cost one attempt of one event, not the process) and refusing a result that is not
+// exactly one of message and status, which queueApply relies on.
+func normalize(normalizers map[string]Normalizer, ev claimed) (n Normalized, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("normalizer panicked: %v", r)
 		}
 	}()
-	fn, ok := p.cfg.Normalizers[ev.Provider]
+	fn, ok := normalizers[ev.Provider]
 	if !ok {
 		return Normalized{}, fmt.Errorf("%w: no normalizer for provider %q", ErrPermanent, ev.Provider)
 	}
@@ -73,12 +74,9 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []No
 		}
 	}
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		if err := queueApply(b, pick(events, good), pick(norms, good)); err != nil {
-			return err
-		}
-		b.Queue(finish, p.finishArgs(outs)...)
-		return tx.SendBatch(ctx, b).Close()
+		return sendApply(ctx, tx, pick(events, good), pick(norms, good), func(b *pgx.Batch) {
+			b.Queue(finish, p.finishArgs(outs)...)
+		})
 	})
 	if err == nil || len(good) <= 1 || ctx.Err() != nil {
 		return outs, err
@@ -97,12 +95,21 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []No
 // applyAlone applies one event inside a savepoint.
 func applyAlone(ctx context.Context, tx pgx.Tx, ev claimed, n Normalized) error {
 	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		b := &pgx.Batch{}
-		if err := queueApply(b, []claimed{ev}, []Normalized{n}); err != nil {
-			return err
-		}
-		return sp.SendBatch(ctx, b).Close()
+		return sendApply(ctx, sp, []claimed{ev}, []Normalized{n}, nil)
 	})
+}
+
+// sendApply sends the statements that apply events (and, with more, whatever the
+// caller adds to the same batch) in one round trip.
+func sendApply(ctx context.Context, tx pgx.Tx, events []claimed, norms []Normalized, more func(*pgx.Batch)) error {
+	b := &pgx.Batch{}
+	if err := queueApply(b, events, norms); err != nil {
+		return err
+	}
+	if more != nil {
+		more(b)
+	}
+	return tx.SendBatch(ctx, b).Close()
 }
 
 func pick[T any](all []T, idx []int) []T {
