@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,15 +43,16 @@ func TestSignPrintsValidHeaders(t *testing.T) {
 	}
 
 	// Twilio and Meta: signed as they sign, over what will be posted.
+	form, _ := url.ParseQuery(string(body))
 	for _, tc := range []struct{ provider, header, want string }{
-		{"twilio", "X-Twilio-Signature", ""},
+		{"twilio", "X-Twilio-Signature", ingest.SignTwilio("meta-secret", "http://localhost:8080/webhooks/twilio", form)},
 		{"meta", "X-Hub-Signature-256", ingest.SignMeta("meta-secret", body)},
 	} {
 		out.Reset()
 		err := run(context.Background(), []string{"sign", "--provider", tc.provider, "--secret", "meta-secret", "--file", file, "--headers"},
 			func(string) string { return "" }, &out, &out)
 		got, _ := strings.CutPrefix(strings.TrimSpace(out.String()), tc.header+": ")
-		if err != nil || got == "" || (tc.want != "" && got != tc.want) {
+		if err != nil || got == "" || got != tc.want {
 			t.Errorf("sign --provider %s: %v %q, want %s %s", tc.provider, err, out.String(), tc.header, tc.want)
 		}
 	}
@@ -83,6 +86,9 @@ VALUES ('generic', 'a', '{}', 'processed', NULL), ('twilio', 'b', '{}', 'dead', 
 	for _, want := range []string{"dead", "pending", "processed"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("stats output lacks %s:\n%s", want, out.String())
+		}
+		if !regexp.MustCompile(`(?m)^\s*` + want + `\s+1\s`).MatchString(out.String()) {
+			t.Errorf("stats does not count one %s event:\n%s", want, out.String())
 		}
 	}
 	out.Reset()

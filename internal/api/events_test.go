@@ -99,6 +99,18 @@ VALUES ($1, $2, $3::jsonb, '{"User-Agent":"test"}', $4, CASE WHEN $4 = 'dead' TH
 	if status != 200 || !strings.Contains(string(e.Payload), "message_id") || !strings.Contains(string(e.Headers), "User-Agent") {
 		t.Errorf("event detail: %d %s", status, body)
 	}
+	// Replaying an event some processor is working on changes nothing: it is neither
+	// taken from its holder nor given fresh attempts.
+	var inFlight int64
+	err := a.pool.QueryRow(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload, state, attempts, locked_by, locked_until)
+VALUES ('generic', 'busy', '{}', 'processing', 3, 'other-process', now() + interval '30 seconds') RETURNING id`).Scan(&inFlight)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body = a.call(t, "POST", "/v1/events/"+itoa(inFlight)+"/replay", adminToken, nil)
+	if e := decode[Event](t, body); status != 200 || e.State != "processing" || e.Attempts != 3 {
+		t.Errorf("replay of an in-flight event: %d %s, want it still processing with 3 attempts", status, body)
+	}
 	for path, want := range map[string]int{"/v1/events/424242": 404, "/v1/events?state=done": 400, "/v1/events/x": 400} {
 		if status, _ := a.get(t, path, adminToken); status != want {
 			t.Errorf("GET %s = %d, want %d", path, status, want)
