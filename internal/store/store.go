@@ -31,6 +31,7 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	if err != nil {
 		return fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
+	cfg.DialFunc = Dialer().DialContext
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err == nil {
 		return conn.Close(ctx)
@@ -88,6 +89,7 @@ func Open(ctx context.Context, url string, configure func(*pgxpool.Config)) (*pg
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
+	cfg.ConnConfig.DialFunc = Dialer().DialContext
 	if configure != nil {
 		configure(cfg)
 	}
