@@ -15,6 +15,12 @@ func (h *Handlers) Generic() http.HandlerFunc {
 		mediaType: "application/json",
 		enabled:   len(h.cfg.GenericSecrets) > 0,
 		envHint:   "INBOX_GENERIC_SECRETS",
+		headers: func(r *http.Request) error {
+			if err := requireHeaders(r, "webhook-id", "webhook-timestamp", "webhook-signature"); err != nil {
+				return err
+			}
+			return checkID("the webhook-id header", r.Header.Get("webhook-id"))
+		},
 		verify: func(r *http.Request, body []byte) error {
 			return verifyGeneric(h.cfg.GenericSecrets, r.Header.Get("webhook-id"),
 				r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature"), body, h.now())

@@ -40,6 +40,7 @@ func (h *Handlers) Meta() http.HandlerFunc {
 		mediaType: "application/json",
 		enabled:   h.metaEnabled(),
 		envHint:   "INBOX_META_APP_SECRET and INBOX_META_VERIFY_TOKEN",
+		headers:   func(r *http.Request) error { return requireHeaders(r, "X-Hub-Signature-256") },
 		verify: func(r *http.Request, body []byte) error {
 			return verifyMeta(h.cfg.MetaAppSecret, r.Header.Get("X-Hub-Signature-256"), body)
 		},
@@ -91,7 +92,9 @@ type metaBody struct {
 }
 
 // MetaEvent is the payload stored for one Meta message or status: the item itself
-// with the context a normalizer needs (our number's metadata, the sender's contact).
+// with the context a normalizer needs (our number's metadata and, for a message, its
+// sender's entry of the envelope's contacts, not the whole list: a POST of 300
+// messages from 400 contacts would otherwise store the list 300 times).
 type MetaEvent struct {
 	Metadata json.RawMessage   `json:"metadata"`
 	Contacts []json.RawMessage `json:"contacts,omitempty"`
@@ -101,6 +104,12 @@ type MetaEvent struct {
 
 // parseMeta splits a POST into events: external id = the message id, or
 // "id:status" for a status (one message gets one callback per status).
+//
+// Each item stands on its own: one that lacks its id (or whose id is absurdly long)
+// is still stored, under "invalid:" and a hash of its bytes (stable, so a redelivery
+// is a duplicate), and goes dead in processing where an operator sees it; the rest
+// of the POST is stored as usual. Refusing the POST would make Meta redeliver it, and
+// fail it, until Meta gives up on all of its messages.
 func parseMeta(body []byte) ([]Event, error) {
 	var b metaBody
 	if err := json.Unmarshal(body, &b); err != nil {
@@ -113,44 +122,76 @@ func parseMeta(body []byte) ([]Event, error) {
 	for _, entry := range b.Entry {
 		for _, change := range entry.Changes {
 			v := change.Value
+			contacts := indexContacts(v.Contacts)
 			for _, m := range v.Messages {
-				ev, err := metaEvent(MetaEvent{Metadata: v.Metadata, Contacts: v.Contacts, Message: m}, m, false)
-				if err != nil {
-					return nil, err
+				var ids struct {
+					ID         string `json:"id"`
+					From       string `json:"from"`
+					FromUserID string `json:"from_user_id"`
 				}
-				events = append(events, ev)
+				_ = json.Unmarshal(m, &ids) // an item that is not an object gets an "invalid:" id
+				e := MetaEvent{Metadata: v.Metadata, Contacts: contacts.sender(ids.From, ids.FromUserID), Message: m}
+				events = append(events, metaEvent(e, m, ids.ID))
 			}
 			for _, s := range v.Statuses {
-				ev, err := metaEvent(MetaEvent{Metadata: v.Metadata, Status: s}, s, true)
-				if err != nil {
-					return nil, err
+				var ids struct{ ID, Status string }
+				_ = json.Unmarshal(s, &ids)
+				id := ""
+				if ids.ID != "" && ids.Status != "" {
+					id = ids.ID + ":" + ids.Status
 				}
-				events = append(events, ev)
+				events = append(events, metaEvent(MetaEvent{Metadata: v.Metadata, Status: s}, s, id))
 			}
 		}
 	}
 	return events, nil
 }
 
-// metaEvent builds one Event for a message or, with isStatus, a status.
-func metaEvent(e MetaEvent, item json.RawMessage, isStatus bool) (Event, error) {
-	var ids struct {
-		ID     string `json:"id"`
-		Status string `json:"status"`
+// metaEvent builds one Event whose external id is id, or an "invalid:" id when id is
+// empty or too long.
+func metaEvent(e MetaEvent, item json.RawMessage, id string) Event {
+	if checkID("id", id) != nil {
+		sum := sha256.Sum256(item)
+		id = "invalid:" + hex.EncodeToString(sum[:16])
 	}
-	if err := json.Unmarshal(item, &ids); err != nil || ids.ID == "" {
-		return Event{}, fmt.Errorf("%w: every message and status needs an id", errMalformed)
-	}
-	externalID := ids.ID
-	if isStatus {
-		if ids.Status == "" {
-			return Event{}, fmt.Errorf("%w: status %s has no status field", errMalformed, ids.ID)
+	payload, _ := json.Marshal(e) // raw messages that came out of a successful Unmarshal
+	return Event{ExternalID: id, Payload: payload}
+}
+
+// metaContacts finds an envelope's contacts by WhatsApp id and by business-scoped
+// user id.
+type metaContacts struct {
+	all            []json.RawMessage
+	byWaID, byUser map[string]json.RawMessage
+}
+
+func indexContacts(all []json.RawMessage) metaContacts {
+	c := metaContacts{all: all, byWaID: map[string]json.RawMessage{}, byUser: map[string]json.RawMessage{}}
+	for _, raw := range all {
+		var ids struct {
+			WaID   string `json:"wa_id"`
+			UserID string `json:"user_id"`
 		}
-		externalID += ":" + ids.Status
+		if json.Unmarshal(raw, &ids) == nil {
+			c.byWaID[ids.WaID] = raw
+			c.byUser[ids.UserID] = raw
+		}
 	}
-	payload, err := json.Marshal(e)
-	if err != nil {
-		return Event{}, fmt.Errorf("%w: %v", errMalformed, err)
+	return c
+}
+
+// sender returns the sender's contact: the one with its wa_id or user id, or the
+// only one (an envelope with one contact names its sender, however the ids are
+// spelled; the normalizer relies on that too).
+func (c metaContacts) sender(from, fromUserID string) []json.RawMessage {
+	if len(c.all) == 1 {
+		return c.all
 	}
-	return Event{ExternalID: externalID, Payload: payload}, nil
+	if raw, ok := c.byWaID[from]; ok && from != "" {
+		return []json.RawMessage{raw}
+	}
+	if raw, ok := c.byUser[fromUserID]; ok && fromUserID != "" {
+		return []json.RawMessage{raw}
+	}
+	return nil
 }

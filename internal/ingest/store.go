@@ -4,20 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
+
+	"inboxd/internal/store"
 )
 
 // Event is one provider event, ready to store.
 type Event struct {
 	Provider   string
 	ExternalID string
-	Payload    []byte // JSON
+	Payload    []byte // JSON that jsonb accepts (see storable)
 	Headers    []byte // JSON object of allow-listed request headers
+	RequestID  string // the X-Request-Id of the request that carried it
 }
 
 // Result is what storing an event did: its row id, and whether that row existed.
@@ -26,37 +30,53 @@ type Result struct {
 	Duplicate bool  `json:"duplicate"`
 }
 
+// DefaultTimeout is INBOX_INGEST_TIMEOUT's default: the longest a webhook waits for
+// its commit. Twilio gives up on a webhook after 15 s; answering 503 well before that
+// lets the provider's retry happen while it still counts.
+const DefaultTimeout = 5 * time.Second
+
 var (
-	// ErrUnavailable means the events could not be committed; the provider must retry.
+	// ErrUnavailable means the events could not be committed, or not in time; the
+	// provider must retry.
 	ErrUnavailable = errors.New("database unavailable")
-	// errUnstorable means Postgres refused the payload itself (e.g. a \u0000 escape,
-	// which jsonb cannot hold): retrying would never succeed.
+	// errUnstorable means Postgres refused the payload itself (a value it cannot
+	// store): retrying would never succeed.
 	errUnstorable = errors.New("payload cannot be stored")
+	// errClientGone means the client disconnected before its answer: nothing was
+	// acknowledged, and nobody is left to tell.
+	errClientGone = errors.New("client disconnected")
 )
 
 // Writer commits events for many concurrent requests together (group commit).
 //
 // A commit is the ceiling on a small machine: every transaction that NOTIFYs takes a
 // database-wide lock at commit and holds it through the WAL flush, so one transaction
-// per webhook tops out near 3,000-4,000/s (SPEC §8, docs/benchmarks.md). Requests
-// queue on one channel; the committer takes whatever is queued (up to maxBatch
-// events), inserts it in one statement, commits once, and only then answers every
-// request in the batch. At low load a batch is one request and costs one round trip;
-// under load batches grow and the commit is shared. There is one committer: several
-// only queued on that NOTIFY lock, and their batches were smaller (measured at
-// 1,000/s: ack p99 20 ms with four, 10-17 ms with one).
+// per webhook tops out near 3,000-4,000/s (docs/benchmarks.md). Requests queue on one
+// channel; the committer takes whatever is queued (up to maxBatch events), inserts it
+// in one statement, commits once, and only then answers every request in the batch.
+// At low load a batch is one request and costs one round trip; under load batches
+// grow and the commit is shared. There is one committer: several only queued on that
+// NOTIFY lock, and their batches were smaller.
+//
+// Nothing waits for ever. A request waits at most Timeout for its commit, queue time
+// included, and is then answered ErrUnavailable (503, retry); the committer skips
+// requests already answered, and the commit itself is bounded by the same deadline on
+// both sides: the context here, lock_timeout and statement_timeout in the server.
 type Writer struct {
-	pool       *pgxpool.Pool
-	log        *zap.Logger
-	onCommit   func()
-	queue      chan *writeReq
-	done       chan struct{}
-	committers int
-	maxBatch   int
-	metrics    *metrics
+	pool     *pgxpool.Pool
+	log      *zap.Logger
+	onCommit func()
+	timeout  time.Duration
+	begin    pgx.TxOptions // sets the transaction's server-side timeouts
+	queue    chan *writeReq
+	done     chan struct{}
+	maxBatch int
+	metrics  *metrics
+	health   health
 }
 
 type writeReq struct {
+	ctx    context.Context // the request's, with its deadline
 	events []Event
 	reply  chan writeReply // capacity 1: the committer never blocks on a caller that left
 }
@@ -66,19 +86,27 @@ type writeReply struct {
 	err     error
 }
 
-// NewWriter returns a Writer on pool. onCommit (may be nil) runs after each commit
-// that inserted new events: the wiring uses it to wake this process's processor
-// without waiting for NOTIFY to come back from the database.
-func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, onCommit func()) *Writer {
+// NewWriter returns a Writer on pool. timeout is INBOX_INGEST_TIMEOUT (0: the
+// default). onCommit (may be nil) runs after each commit that inserted new events:
+// the wiring uses it to wake this process's processor without waiting for NOTIFY to
+// come back from the database.
+func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, timeout time.Duration, onCommit func()) *Writer {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ms := timeout.Milliseconds()
 	return &Writer{
-		pool:       pool,
-		log:        log,
-		onCommit:   onCommit,
-		queue:      make(chan *writeReq, 1024),
-		done:       make(chan struct{}),
-		committers: 1,
-		maxBatch:   256,
-		metrics:    m,
+		pool:     pool,
+		log:      log,
+		onCommit: onCommit,
+		timeout:  timeout,
+		// Set per transaction, not per session: nothing outlives the transaction, which
+		// is what a transaction-mode pooler (PgBouncer) requires.
+		begin:    pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d", ms, ms)},
+		queue:    make(chan *writeReq, 1024),
+		done:     make(chan struct{}),
+		maxBatch: 256,
+		metrics:  m,
 	}
 }
 
@@ -86,92 +114,127 @@ func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, onCommit func())
 // that arrive after Run returned are answered ErrUnavailable.
 func (w *Writer) Run(ctx context.Context) error {
 	defer close(w.done)
-	g, ctx := errgroup.WithContext(ctx)
-	for range w.committers {
-		g.Go(func() error { w.commitLoop(ctx); return nil })
+	for {
+		var first *writeReq
+		select {
+		case first = <-w.queue:
+		case <-ctx.Done():
+			return nil
+		}
+		batch := w.collect(first)
+		if len(batch) == 0 {
+			continue
+		}
+		w.metrics.batchSize.Observe(float64(len(batch)))
+		w.commit(ctx, batch)
 	}
-	return g.Wait()
 }
 
 // Write stores events atomically (all or none) and returns one Result per event, in
-// order. It returns only after the commit, so a nil error means the events are durable.
+// order. It returns only after the commit, so a nil error means the events are
+// durable. It waits at most the Writer's timeout.
 func (w *Writer) Write(ctx context.Context, events []Event) ([]Result, error) {
 	if len(events) == 0 {
 		return []Result{}, nil // e.g. a Meta change of a field that carries no messages
 	}
-	req := &writeReq{events: events, reply: make(chan writeReply, 1)}
+	reqCtx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	req := &writeReq{ctx: reqCtx, events: events, reply: make(chan writeReply, 1)}
 	select {
 	case w.queue <- req:
 	case <-w.done:
 		return nil, fmt.Errorf("writer stopped: %w", ErrUnavailable)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-reqCtx.Done():
+		return nil, w.gaveUp(ctx)
 	}
 	select {
 	case r := <-req.reply:
 		return r.results, r.err
 	case <-w.done:
-		// Every committer has returned, and each answered the requests it took
-		// before returning: a reply, if any, is already here. Without one, the
-		// request was still queued and nothing of it was committed.
+		// The committer has returned, and answered the requests it took before
+		// returning: a reply, if any, is already here. Without one, the request was
+		// still queued and nothing of it was committed.
 		select {
 		case r := <-req.reply:
 			return r.results, r.err
 		default:
 			return nil, fmt.Errorf("writer stopped before this request was committed: %w", ErrUnavailable)
 		}
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-reqCtx.Done():
+		return nil, w.gaveUp(ctx)
 	}
 }
 
-func (w *Writer) commitLoop(ctx context.Context) {
-	for {
-		var first *writeReq
-		select {
-		case first = <-w.queue:
-		case <-ctx.Done():
-			return
-		}
-		batch := w.collect(first)
-		w.metrics.batchSize.Observe(float64(len(batch)))
-		w.commit(ctx, batch)
+// gaveUp says why a request stopped waiting: its client left, or the deadline passed.
+// Either way its events may still be committed a moment later; the provider's retry
+// is then answered as a duplicate, so nothing is stored twice or lost.
+func (w *Writer) gaveUp(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return errClientGone
 	}
+	w.health.stalled()
+	return w.slow()
 }
 
-// collect takes first and whatever else is queued right now, up to maxBatch events.
-// It never waits for more: latency at low load stays one round trip.
+func (w *Writer) slow() error {
+	return fmt.Errorf("%w: the database is slow: no commit within %s (INBOX_INGEST_TIMEOUT)", ErrUnavailable, w.timeout)
+}
+
+// collect takes first and whatever else is queued right now, up to maxBatch events,
+// leaving out requests that were answered already (deadline passed, client gone). It
+// never waits for more: latency at low load stays one round trip.
 func (w *Writer) collect(first *writeReq) []*writeReq {
-	batch := []*writeReq{first}
-	n := len(first.events)
-	for n < w.maxBatch {
-		select {
-		case r := <-w.queue:
+	var batch []*writeReq
+	n := 0
+	for r := first; ; {
+		if r.ctx.Err() == nil {
 			batch = append(batch, r)
 			n += len(r.events)
+		}
+		if n >= w.maxBatch {
+			return batch
+		}
+		select {
+		case r = <-w.queue:
 		default:
 			return batch
 		}
 	}
-	return batch
 }
 
-// commit stores a batch. If Postgres refuses a payload, the batch is retried one
-// request at a time so that only the request that carried it fails.
+// commit stores a batch. A batch the server refused on its merits (anything but a
+// lost connection or a timeout: see store.Transient) is committed again one request
+// at a time, so that only the request that carried the problem fails.
 func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
-	results, inserted, err := w.insert(ctx, batch)
-	if errors.Is(err, errUnstorable) && len(batch) > 1 {
+	// The commit may run until the last request in it stops waiting, not longer.
+	var last time.Time
+	for _, r := range batch {
+		if d, _ := r.ctx.Deadline(); d.After(last) {
+			last = d
+		}
+	}
+	commitCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), last)
+	defer cancel()
+	w.health.begin()
+	results, inserted, err := w.insert(commitCtx, batch)
+	w.health.end(err)
+	if err != nil && len(batch) > 1 && !store.Transient(err) {
+		w.log.Warn("group commit refused; committing its requests one by one",
+			zap.Int("requests", len(batch)), zap.Error(err))
 		for _, r := range batch {
 			w.commit(ctx, []*writeReq{r})
 		}
 		return
 	}
-	if err != nil {
+	if err != nil && store.Transient(err) {
 		w.log.Warn("commit webhook events", zap.Int("requests", len(batch)), zap.Error(err))
+	}
+	if commitCtx.Err() != nil || isTimeout(err) {
+		err = fmt.Errorf("%w (%w)", w.slow(), err)
 	}
 	for i, r := range batch {
 		if err != nil {
-			r.reply <- writeReply{err: err}
+			r.reply <- writeReply{err: classify(err)}
 			continue
 		}
 		r.reply <- writeReply{results: results[i]}
@@ -187,9 +250,9 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 // several instances does exactly that). ON CONFLICT DO NOTHING
 // skips a key that exists, or that an earlier row of the same statement inserted.
 const insertEvents = `
-INSERT INTO inbound_events (provider, external_id, payload, headers)
-SELECT provider, external_id, payload::jsonb, headers::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(provider, external_id, payload, headers)
+INSERT INTO inbound_events (provider, external_id, payload, headers, request_id)
+SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, '')
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(provider, external_id, payload, headers, request_id)
 ORDER BY provider, external_id
 ON CONFLICT (provider, external_id) DO NOTHING
 RETURNING id, provider, external_id`
@@ -205,19 +268,20 @@ type eventKey struct{ provider, externalID string }
 
 // insert runs one transaction for the batch and maps rows back to each request.
 func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int, error) {
-	var providers, externalIDs, payloads, headers []string
+	var providers, externalIDs, payloads, headers, requestIDs []string
 	for _, r := range batch {
 		for _, e := range r.events {
 			providers = append(providers, e.Provider)
 			externalIDs = append(externalIDs, e.ExternalID)
 			payloads = append(payloads, string(e.Payload))
 			headers = append(headers, string(e.Headers))
+			requestIDs = append(requestIDs, e.RequestID)
 		}
 	}
 	fresh := map[eventKey]int64{}
 	existing := map[eventKey]int64{}
-	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		if err := collectIDs(ctx, tx, fresh, insertEvents, providers, externalIDs, payloads, headers); err != nil {
+	err := pgx.BeginTxFunc(ctx, w.pool, w.begin, func(tx pgx.Tx) error {
+		if err := collectIDs(ctx, tx, fresh, insertEvents, providers, externalIDs, payloads, headers, requestIDs); err != nil {
 			return err
 		}
 		if len(fresh) == len(providers) {
@@ -226,7 +290,7 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 		return collectIDs(ctx, tx, existing, selectExisting, providers, externalIDs)
 	})
 	if err != nil {
-		return nil, 0, classify(err)
+		return nil, 0, err
 	}
 	inserted := len(fresh)
 	results := make([][]Result, len(batch))
@@ -260,12 +324,81 @@ func collectIDs(ctx context.Context, tx pgx.Tx, into map[eventKey]int64, sql str
 	return err
 }
 
-// classify separates payloads Postgres will never accept (data exceptions, class 22)
-// from everything else, which is the database's trouble and worth a retry.
+// isTimeout: the server gave up on the commit at lock_timeout or statement_timeout.
+func isTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "57014")
+}
+
+// classify turns a failed commit into what its requests are answered: a value
+// Postgres refuses (class 22 or 54) is the request's own fault and permanent (400);
+// anything else is the database's trouble (503, retry).
 func classify(err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 && pgErr.Code[:2] == "22" {
+	switch {
+	case store.Unstorable(err) && errors.As(err, &pgErr):
 		return fmt.Errorf("%w: %s", errUnstorable, pgErr.Message)
+	case errors.Is(err, ErrUnavailable):
+		return err
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// health is what /readyz learns from the committer: whether commits are failing, or
+// one has been waiting for longer than half the timeout.
+type health struct {
+	mu        sync.Mutex
+	running   time.Time // start of the commit in progress; zero between commits
+	lastOK    time.Time
+	lastFail  time.Time
+	failure   string
+	slowUntil time.Time // a request gave up waiting: stalled until then
+}
+
+// failWindow is how long a failed commit keeps inboxd unready when no commit has
+// succeeded since. Without traffic nothing else would clear it.
+const failWindow = 10 * time.Second
+
+func (h *health) begin() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running = time.Now()
+}
+
+func (h *health) end(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running = time.Time{}
+	switch {
+	case err == nil:
+		h.lastOK, h.slowUntil = time.Now(), time.Time{}
+	case store.Transient(err):
+		h.lastFail, h.failure = time.Now(), err.Error()
+	}
+}
+
+func (h *health) stalled() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.slowUntil = time.Now().Add(failWindow)
+}
+
+// Ready reports why webhooks cannot be stored right now, or nil: a commit has been
+// running for more than half the timeout, the last commit failed for the database's
+// reasons (and none succeeded since, within failWindow), or requests gave up waiting.
+func (w *Writer) Ready() error {
+	h := &w.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	if !h.running.IsZero() && now.Sub(h.running) > w.timeout/2 {
+		return fmt.Errorf("a commit has been waiting for %s", now.Sub(h.running).Round(time.Millisecond))
+	}
+	if h.lastFail.After(h.lastOK) && now.Sub(h.lastFail) < failWindow {
+		return fmt.Errorf("commits are failing: %s", h.failure)
+	}
+	if now.Before(h.slowUntil) {
+		return fmt.Errorf("webhooks gave up waiting for a commit within %s", w.timeout)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ func (h *Handlers) Twilio() http.HandlerFunc {
 		mediaType: "application/x-www-form-urlencoded",
 		enabled:   len(h.cfg.TwilioTokens) > 0,
 		envHint:   "INBOX_TWILIO_AUTH_TOKEN",
+		headers:   func(r *http.Request) error { return requireHeaders(r, "X-Twilio-Signature") },
 		verify: func(r *http.Request, body []byte) error {
 			params, err := url.ParseQuery(string(body))
 			if err != nil {
@@ -47,8 +48,8 @@ func parseTwilio(body []byte) ([]Event, error) {
 	if sid == "" {
 		sid = params.Get("SmsSid")
 	}
-	if sid == "" {
-		return nil, fmt.Errorf("%w: MessageSid is required", errMalformed)
+	if err := checkID("MessageSid", sid); err != nil {
+		return nil, err
 	}
 	externalID := sid
 	if st := params.Get("MessageStatus"); st != "" {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,17 @@ var (
 	errNoSignature  = errors.New("signature header missing")
 	errStale        = errors.New("timestamp outside tolerance")
 )
+
+// requireHeaders refuses a request that lacks any of the named signature headers,
+// before its body is read.
+func requireHeaders(r *http.Request, names ...string) error {
+	for _, name := range names {
+		if r.Header.Get(name) == "" {
+			return fmt.Errorf("%w: %s", errNoSignature, name)
+		}
+	}
+	return nil
+}
 
 // ParseGenericSecrets decodes "whsec_<base64>" secrets (the prefix is optional).
 func ParseGenericSecrets(raw []string) ([][]byte, error) {

@@ -1,9 +1,14 @@
 package ingest
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
+
+	"inboxd/internal/pgtest"
 )
 
 // Meta publishes no signature vector for X-Hub-Signature-256; GitHub uses the identical
@@ -67,7 +72,7 @@ func TestParseMeta(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{`{`, `{"object":"page","entry":[]}`, `{"object":"whatsapp_business_account","entry":[{"changes":[{"value":{"messages":[{"type":"text"}]}}]}]}`} {
+	for _, bad := range []string{`{`, `{"object":"page","entry":[]}`} {
 		if _, err := parseMeta([]byte(bad)); !errors.Is(err, errMalformed) {
 			t.Errorf("parseMeta(%s) = %v, want errMalformed", bad, err)
 		}
@@ -109,4 +114,57 @@ func readTestdata(t testing.TB, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// bigMetaPost is a POST of n messages from the first n of c contacts.
+func bigMetaPost(n, c int) []byte {
+	var contacts, messages []string
+	for i := range c {
+		contacts = append(contacts, fmt.Sprintf(`{"profile":{"name":"Contact %d"},"wa_id":"1555%07d"}`, i, i))
+	}
+	for i := range n {
+		messages = append(messages, fmt.Sprintf(`{"from":"1555%07d","id":"wamid.%d","timestamp":"1","type":"text","text":{"body":"hi"}}`, i, i))
+	}
+	return fmt.Appendf(nil, `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"100"},"contacts":[%s],"messages":[%s]}}]}]}`,
+		strings.Join(contacts, ","), strings.Join(messages, ","))
+}
+
+// TestParseMetaKeepsOnlyTheSendersContact: each message's event carries its own
+// sender's contact, not the envelope's whole list: 300 messages from 400 contacts
+// store about what was posted, not 300 copies of the list.
+func TestParseMetaKeepsOnlyTheSendersContact(t *testing.T) {
+	body := bigMetaPost(300, 400)
+	events, err := parseMeta(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := 0
+	for i, e := range events {
+		stored += len(e.Payload)
+		var p MetaEvent
+		if err := json.Unmarshal(e.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf(`"wa_id":"1555%07d"`, i)
+		if len(p.Contacts) != 1 || !strings.Contains(string(p.Contacts[0]), want) {
+			t.Fatalf("event %d: contacts %s, want only the sender's (%s)", i, p.Contacts, want)
+		}
+	}
+	if stored > 2*len(body) {
+		t.Errorf("a %d-byte POST became %d bytes of payloads, want at most twice the POST", len(body), stored)
+	}
+}
+
+// TestMetaEventCap: a POST with more events than one request may carry is refused
+// with a message that says the limit.
+func TestMetaEventCap(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 4 << 20})
+	status, body := s.postMeta(t, string(bigMetaPost(maxEventsPerRequest+1, 1)))
+	if status != 400 || !strings.Contains(body, fmt.Sprint(maxEventsPerRequest)) {
+		t.Errorf("POST of %d messages: %d %s, want 400 naming the limit", maxEventsPerRequest+1, status, body)
+	}
+	if status, body := s.postMeta(t, string(bigMetaPost(maxEventsPerRequest, 1))); status != 200 {
+		t.Errorf("POST of %d messages: %d %s, want 200", maxEventsPerRequest, status, body)
+	}
 }

@@ -1,0 +1,191 @@
+package ingest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"inboxd/internal/pgtest"
+)
+
+// rawConn opens a TCP connection to s and sends head (request line and headers, no
+// terminating blank line) plus the blank line and body. It returns the connection for
+// the test to continue (or stall) and a reader of the answer.
+func (s *testServer) rawConn(t *testing.T, head string, body string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, head+"\r\n\r\n"+body); err != nil {
+		t.Fatal(err)
+	}
+	return conn, bufio.NewReader(conn)
+}
+
+// signedHead is the head of a generic webhook whose body is announced as length
+// bytes; the signature need not match (the tests stop before it is checked).
+func signedHead(id string, length int) string {
+	return fmt.Sprintf("POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"webhook-id: %s\r\nwebhook-timestamp: %d\r\nwebhook-signature: v1,AAAA\r\nContent-Length: %d", id, time.Now().Unix(), length)
+}
+
+// answerWithin reads one HTTP response from r, failing if none comes within d.
+func answerWithin(t *testing.T, conn net.Conn, r *bufio.Reader, d time.Duration) (*http.Response, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(d))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("no answer within %s: %v", d, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, time.Since(start)
+}
+
+// TestStalledBodyIsCutOff: a client that sends headers and part of its body, then
+// stalls, is answered 408 and disconnected at the read deadline; it does not hold
+// its connection (and a slot, and a buffer) for ever.
+func TestStalledBodyIsCutOff(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{ReadTimeout: 300 * time.Millisecond})
+	conn, r := s.rawConn(t, signedHead("evt_stall", 100), `{"type":"message.rec`)
+	resp, took := answerWithin(t, conn, r, 5*time.Second)
+	if resp.StatusCode != http.StatusRequestTimeout || took > 3*time.Second {
+		t.Errorf("stalled body: %d after %s, want 408 after about 300ms", resp.StatusCode, took)
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("after the 408: %v, want the server to close the connection (EOF)", err)
+	}
+}
+
+// TestEarlyRefusals: a body announced larger than the limit, and a request without
+// signature headers, are refused from their headers alone, before any body byte is
+// read (here none is ever sent).
+func TestEarlyRefusals(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 1000, ReadTimeout: time.Minute})
+	tests := []struct {
+		name string
+		head string
+		want int
+	}{
+		{"body too large", signedHead("evt_big", 1<<20), http.StatusRequestEntityTooLarge},
+		{"no signature", "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500", http.StatusUnauthorized},
+		{"twilio without signature", "POST /webhooks/twilio HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 500", http.StatusUnauthorized},
+		{"meta without signature", "POST /webhooks/meta HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500", http.StatusUnauthorized},
+		{"webhook-id too long", signedHead(strings.Repeat("x", 3500), 500), http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, r := s.rawConn(t, tt.head, "")
+			if resp, _ := answerWithin(t, conn, r, 5*time.Second); resp.StatusCode != tt.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			// Nor does the server wait for the body it will not read.
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := r.ReadByte(); err != io.EOF {
+				t.Errorf("after the answer: %v, want the server to close the connection (EOF)", err)
+			}
+		})
+	}
+}
+
+// TestInFlightCap: with the slots taken (a client holding one while it sends its
+// body), the next webhook is answered 503 with Retry-After at once, and is served
+// again once the slot is free.
+func TestInFlightCap(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{MaxInFlight: 1, ReadTimeout: time.Minute})
+	slow, slowR := s.rawConn(t, signedHead("evt_slow", 50), `{"type"`)
+	waitFor(t, "the slow request holds its slot", func() bool { return len(s.h.slots) == 1 })
+	status, body, header := s.postFull(t, "evt_next", sampleGeneric("m"))
+	if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "INBOX_MAX_INFLIGHT") {
+		t.Errorf("with every slot taken: %d %s (Retry-After %q), want 503 naming INBOX_MAX_INFLIGHT with Retry-After", status, body, header.Get("Retry-After"))
+	}
+	slow.Close()
+	_, _ = slowR.ReadByte()
+	waitFor(t, "the slot is free", func() bool { return len(s.h.slots) == 0 })
+	if status, body, _ := s.postFull(t, "evt_next", sampleGeneric("m")); status != 200 {
+		t.Errorf("after the slot is free: %d %s", status, body)
+	}
+}
+
+// TestClientGoneIsNotAnOutage: a client that hangs up mid-body is counted under 499,
+// never as a 503 (which alerts on the database).
+func TestClientGoneIsNotAnOutage(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{})
+	conn, _ := s.rawConn(t, signedHead("evt_gone", 200), `{"type":"mess`)
+	conn.Close()
+	waitFor(t, "the hang-up is counted", func() bool {
+		return testutil.ToFloat64(s.h.metrics.requests.WithLabelValues("generic", "499")) == 1
+	})
+	if n := testutil.ToFloat64(s.h.metrics.requests.WithLabelValues("generic", "503")); n != 0 {
+		t.Errorf("%v requests counted as 503 for a client's hang-up", n)
+	}
+}
+
+// TestRequestIDStoredWithEvents: the request id goes on every event the request
+// stored.
+func TestRequestIDStoredWithEvents(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{})
+	body := string(readTestdata(t, "meta/batch.json"))
+	req, _ := http.NewRequest("POST", s.URL+"/webhooks/meta", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Hub-Signature-256", SignMeta(testMetaSecret, []byte(body)))
+	req.Header.Set("X-Request-Id", "lb-req-42")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var n, with int
+	s.pool.QueryRow(t.Context(), "SELECT count(*), count(*) FILTER (WHERE request_id = 'lb-req-42') FROM inbound_events").Scan(&n, &with)
+	if n != 5 || with != 5 {
+		t.Errorf("%d of %d stored events carry the request id, want 5 of 5", with, n)
+	}
+}
+
+// postFull posts a signed generic webhook and returns status, body and headers.
+func (s *testServer) postFull(t *testing.T, id, body string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.URL+"/webhooks/generic", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	ts := time.Now().Unix()
+	req.Header.Set("webhook-id", id)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", SignGeneric(s.keys[0], id, ts, []byte(body)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after 10s", what)
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"inboxd/internal/pgtest"
+)
+
+// lockTable holds ACCESS EXCLUSIVE on inbound_events (a migration or a DBA's LOCK
+// TABLE) until the returned function is called.
+func lockTable(t *testing.T, url string) (unlock func()) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(context.Background())
+	if err == nil {
+		_, err = tx.Exec(context.Background(), "LOCK TABLE inbound_events IN ACCESS EXCLUSIVE MODE")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			tx.Rollback(context.Background())
+			conn.Close(context.Background())
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// TestStalledDatabaseAnswers503InTime: while the table is locked, webhooks are
+// answered 503 with Retry-After within the ingest timeout (never a hang), readiness
+// says why, and once the lock is gone webhooks are stored again and readiness
+// recovers.
+func TestStalledDatabaseAnswers503InTime(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	const timeout = 500 * time.Millisecond
+	s := newTestServerTimeout(t, url, Config{}, timeout)
+	unlock := lockTable(t, url)
+
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			start := time.Now()
+			status, body, header := s.postFull(t, fmt.Sprintf("evt_%d", i), sampleGeneric(fmt.Sprint(i)))
+			took := time.Since(start)
+			if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "INBOX_INGEST_TIMEOUT") {
+				t.Errorf("webhook during the lock: %d %s (Retry-After %q), want 503 naming INBOX_INGEST_TIMEOUT", status, body, header.Get("Retry-After"))
+			}
+			if took > timeout+2*time.Second {
+				t.Errorf("webhook during the lock answered after %s, want about %s", took, timeout)
+			}
+		})
+	}
+	wg.Wait()
+	if err := s.h.Ready(); err == nil {
+		t.Error("Ready() = nil while commits stall")
+	}
+	unlock()
+	waitFor(t, "a webhook is stored after the lock", func() bool {
+		status, _, _ := s.postFull(t, "evt_after", sampleGeneric("after"))
+		return status == 200
+	})
+	if err := s.h.Ready(); err != nil {
+		t.Errorf("Ready() = %v after a successful commit", err)
+	}
+	if n := countEvents(t, s.pool, "evt_after"); n != 1 {
+		t.Errorf("evt_after stored %d times", n)
+	}
+}
+
+// TestRefusedBatchFailsOnlyItsGuiltyRequest: a group commit that Postgres refuses on
+// its merits (here a key too long for the unique index, SQLSTATE 54000) is committed
+// again one request at a time: the requests that shared the batch are stored, and
+// only the guilty one gets an error, a permanent one.
+func TestRefusedBatchFailsOnlyItsGuiltyRequest(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	s := newTestServer(t, url, Config{})
+	unlock := lockTable(t, url)
+	event := func(id string) []Event {
+		return []Event{{Provider: "generic", ExternalID: id, Payload: []byte(`{}`), Headers: []byte(`{}`)}}
+	}
+	type answer struct {
+		id  string
+		err error
+	}
+	answers := make(chan answer, 6)
+	write := func(id string) {
+		_, err := s.writer.Write(context.Background(), event(id))
+		answers <- answer{id, err}
+	}
+	// The first request holds the committer on the lock; the rest queue behind it
+	// and are committed together once it is gone.
+	go write("first")
+	waitFor(t, "the committer waits on the lock", func() bool { return commitRunning(s.writer) })
+	// Incompressible, so too long for the index even compressed; no parser would pass
+	// it (see checkID), so it is written straight to the Writer.
+	var b strings.Builder
+	for range 200 {
+		b.WriteString(rand.Text())
+	}
+	guilty := b.String()
+	for _, id := range []string{"a", "b", guilty, "c", "d"} {
+		go write(id)
+	}
+	waitFor(t, "five requests queued", func() bool { return len(s.writer.queue) == 5 })
+	unlock()
+	for range 6 {
+		a := <-answers
+		switch {
+		case a.id == guilty && !errors.Is(a.err, errUnstorable):
+			t.Errorf("the guilty request got %v, want errUnstorable", a.err)
+		case a.id != guilty && a.err != nil:
+			t.Errorf("request %s, which shared the guilty one's batch, got %v", a.id, a.err)
+		}
+	}
+	var n int
+	s.pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events").Scan(&n)
+	if n != 5 {
+		t.Errorf("%d events stored, want the 5 innocent ones", n)
+	}
+}
+
+func commitRunning(w *Writer) bool {
+	w.health.mu.Lock()
+	defer w.health.mu.Unlock()
+	return !w.health.running.IsZero()
+}
