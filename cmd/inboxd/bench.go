@@ -22,7 +22,10 @@ import (
 	"inboxd/internal/store"
 )
 
-const benchSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+const (
+	benchSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	benchServer = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+)
 
 // benchCmd measures this machine: see internal/bench and docs/benchmarks.md.
 //
@@ -35,7 +38,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fs := flag.NewFlagSet("inboxd bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	server := fs.String("database-url", or(getenv("INBOXD_BENCH_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "server to measure on; the database inboxd_bench is created (and emptied) there")
+	server := fs.String("database-url", "", "server to measure on; the database inboxd_bench is created (and emptied) there (default: INBOXD_BENCH_DATABASE_URL, else "+benchServer+")")
 	rate := fs.Int("rate", 1000, "rate: events per second")
 	duration := fs.Duration("duration", 10*time.Second, "rate: how long; ramp: per step")
 	warmup := fs.Duration("warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
@@ -51,6 +54,9 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	svg := fs.String("svg", "", "ramp/report: write a latency chart (SVG) here")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *server == "" {
+		*server = or(getenv("INBOXD_BENCH_DATABASE_URL"), benchServer)
 	}
 	var results []bench.Result
 	var err error

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"inboxd/internal/ingest"
 )
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=disable"
@@ -32,6 +34,9 @@ type config struct {
 	MaxAttempts     int
 	SweepInterval   time.Duration
 	Lease           time.Duration
+	IngestTimeout   time.Duration
+	ReadTimeout     time.Duration
+	MaxInFlight     int
 	Migrate         bool
 	LogLevel        string
 	LogFormat       string
@@ -59,6 +64,9 @@ func options(c *config) []option {
 		{"workers", "INBOX_WORKERS", strconv.Itoa(runtime.NumCPU() * 4), "concurrent processing batches per process", false, positive(&c.Workers)},
 		{"batch-size", "INBOX_BATCH_SIZE", "64", "events claimed and applied per transaction", false, positive(&c.BatchSize)},
 		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", "4194304", "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
+		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", ingest.DefaultTimeout.String(), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
+		{"read-timeout", "INBOX_READ_TIMEOUT", ingest.DefaultReadTimeout.String(), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
+		{"max-inflight", "INBOX_MAX_INFLIGHT", strconv.Itoa(ingest.DefaultMaxInFlight), "webhook requests handled at once; more are answered 503 with Retry-After", false, positive(&c.MaxInFlight)},
 		{"max-attempts", "INBOX_MAX_ATTEMPTS", "12", "attempts before an event is dead", false, positive(&c.MaxAttempts)},
 		{"sweep-interval", "INBOX_SWEEP_INTERVAL", "1s", "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
 		{"lease", "INBOX_LEASE", "30s", "how long a claim is held before others may take it over", false, duration(&c.Lease)},

@@ -195,7 +195,7 @@ func TestTwilioEndToEnd(t *testing.T) {
 		"twilio|+15557778888|+15551234567|∅",
 		"twilio|whatsapp:+14155238886|+15551234567|Alice",
 	})
-	wantRows(t, "messages", rows(t, pool, `SELECT provider_message_id, direction, type, sender, recipient, text, media, status FROM messages ORDER BY id`), []string{
+	wantRows(t, "messages", rows(t, pool, `SELECT provider_message_id, direction, type, sender, recipient, text, media, status FROM messages ORDER BY inbound_event_id`), []string{
 		"SM1f0e8ae6ade43cb3c0ce4525424e404f|inbound|text|+15551234567|+15557778888|Hello from Twilio!|[]|received",
 		`MM4c8a07ae1d5a4f0a1e6f3e5c8e2d7b9a|inbound|image|+15551234567|whatsapp:+14155238886|∅|[{"content_type":"image/jpeg","url":"https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000000/Messages/MM4c8a07ae1d5a4f0a1e6f3e5c8e2d7b9a/Media/ME00000000000000000000000000000000"}]|received`,
 	})

@@ -122,6 +122,10 @@ type service struct {
 	proc      *processor.Processor
 	http      *http.Server
 	providers []string
+	// stopGrace is how long requests in flight get at stop: enough for a webhook
+	// waiting on its commit to hear the outcome. What is left after it is closed.
+	stopGrace time.Duration
+	log       *zap.Logger
 }
 
 // wire builds the parts: metrics, processor, ingest writer and handlers, router.
@@ -134,7 +138,7 @@ func wire(cfg config, pool, procPool *pgxpool.Pool, log *zap.Logger) (*service, 
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
-	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg), proc.Wake)
+	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg), cfg.IngestTimeout, proc.Wake)
 	ingestCfg, err := ingestConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -144,8 +148,18 @@ func wire(cfg config, pool, procPool *pgxpool.Pool, log *zap.Logger) (*service, 
 		Pool: pool, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"),
 	})
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	return &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled()}, nil
+	// Nothing a client does holds a connection for ever: its headers must arrive within
+	// the read timeout (webhook bodies get their own deadline, see ingest), and no
+	// response may take longer to write than the longest a webhook can legitimately
+	// take (body, then commit) plus a margin. The /v1 handlers time out sooner.
+	srv := &http.Server{
+		Handler:           router,
+		ReadHeaderTimeout: cfg.ReadTimeout,
+		WriteTimeout:      cfg.ReadTimeout + cfg.IngestTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled(),
+		stopGrace: cfg.IngestTimeout + time.Second, log: log}, nil
 }
 
 // run serves on ln until ctx ends, then stops in order: HTTP first (no new requests;
@@ -166,13 +180,23 @@ func (s *service) run(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		err := s.http.Shutdown(shutdownCtx)
+		s.stopHTTP(ctx)
 		stopWriter()
-		return err
+		return nil
 	})
 	return g.Wait()
+}
+
+// stopHTTP stops accepting, lets requests in flight finish within stopGrace, and then
+// closes whatever is left (a client stalling its body, say): none of those was
+// acknowledged, so closing them loses nothing, and the stop is still a clean one.
+func (s *service) stopHTTP(ctx context.Context) {
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.stopGrace)
+	defer cancel()
+	if err := s.http.Shutdown(shutdownCtx); err != nil {
+		s.log.Warn("requests still open at the stop deadline were closed", zap.Duration("grace", s.stopGrace), zap.Error(err))
+		_ = s.http.Close()
+	}
 }
 
 // openDatabase creates and migrates the database (unless INBOX_MIGRATE=false) and
@@ -210,7 +234,8 @@ func ingestConfig(cfg config) (ingest.Config, error) {
 		return ingest.Config{}, fmt.Errorf("INBOX_GENERIC_SECRETS: %w", err)
 	}
 	return ingest.Config{
-		MaxBodyBytes: int64(cfg.MaxBodyBytes), PublicURL: cfg.PublicURL, GenericSecrets: keys,
+		MaxBodyBytes: int64(cfg.MaxBodyBytes), ReadTimeout: cfg.ReadTimeout, MaxInFlight: cfg.MaxInFlight,
+		PublicURL: cfg.PublicURL, GenericSecrets: keys,
 		TwilioTokens: cfg.TwilioTokens, MetaAppSecret: cfg.MetaAppSecret, MetaVerifyToken: cfg.MetaVerifyToken,
 	}, nil
 }

@@ -82,12 +82,16 @@ ORDER BY id DESC LIMIT $3`, state, provider, limit)
 func cliPool(ctx context.Context, name string, args []string, getenv func(string) string, stderr io.Writer, extra func(*flag.FlagSet)) (*pgxpool.Pool, error) {
 	fs := flag.NewFlagSet("inboxd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("database-url", or(getenv("DATABASE_URL"), defaultDatabaseURL), "Postgres connection string (DATABASE_URL)")
+	// The default is described, not shown: DATABASE_URL may hold a password.
+	url := fs.String("database-url", "", "Postgres connection string (default: DATABASE_URL, else "+defaultDatabaseURL+")")
 	if extra != nil {
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *url == "" {
+		*url = or(getenv("DATABASE_URL"), defaultDatabaseURL)
 	}
 	pool, err := store.Open(ctx, *url, nil)
 	if err != nil {

@@ -98,17 +98,25 @@ func conversationsQuery(r *http.Request) (sql string, args []any, limit int, err
 	if err != nil {
 		return "", nil, 0, err
 	}
+	provider, err := textParam(r, "provider")
+	if err != nil {
+		return "", nil, 0, err
+	}
+	contact, err := textParam(r, "contact")
+	if err != nil {
+		return "", nil, 0, err
+	}
 	var where []string
 	args = []any{limit + 1}
 	add := func(cond string, v any) {
 		args = append(args, v)
 		where = append(where, fmt.Sprintf(cond, len(args)))
 	}
-	if v := r.URL.Query().Get("provider"); v != "" {
-		add("provider = $%d", v)
+	if provider != "" {
+		add("provider = $%d", provider)
 	}
-	if v := r.URL.Query().Get("contact"); v != "" {
-		add("contact_address = $%d", v)
+	if contact != "" {
+		add("contact_address = $%d", contact)
 	}
 	if !since.IsZero() {
 		add("last_message_at >= $%d", since)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/processor"
 )
 
 // Event is an inbound event as operators see it; Payload and Headers only on
@@ -28,11 +29,12 @@ type Event struct {
 	LastError   *string         `json:"last_error" db:"last_error"`
 	ReceivedAt  time.Time       `json:"received_at" db:"received_at"`
 	ProcessedAt *time.Time      `json:"processed_at" db:"processed_at"`
+	RequestID   *string         `json:"request_id" db:"request_id"`
 	Headers     json.RawMessage `json:"headers,omitempty" db:"headers"`
 	Payload     json.RawMessage `json:"payload,omitempty" db:"payload"`
 }
 
-const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at`
+const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at, request_id`
 
 var states = map[string]bool{"pending": true, "processing": true, "processed": true, "dead": true}
 
@@ -67,11 +69,15 @@ func queryEvents(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (page
 	if state != "" && !states[state] {
 		return page[Event]{}, badParam("state must be pending, processing, processed or dead, got %q", state)
 	}
+	provider, err := textParam(r, "provider")
+	if err != nil {
+		return page[Event]{}, err
+	}
 	before := int64(1<<63 - 1)
 	if hasCursor {
 		before = after.ID
 	}
-	rows, err := pool.Query(ctx, selectEvents, before, state, r.URL.Query().Get("provider"), limit+1)
+	rows, err := pool.Query(ctx, selectEvents, before, state, provider, limit+1)
 	if err != nil {
 		return page[Event]{}, fmt.Errorf("list events: %w", err)
 	}
@@ -108,35 +114,11 @@ func findEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (Event, error)
 	return e, nil
 }
 
-// requeue puts finished events (dead or processed) back to pending with a fresh set of
-// attempts, and announces each on the inbound_events channel so that processors wake
-// at once (an UPDATE does not fire the insert trigger). Events that are pending or
-// processing are left alone: replaying twice changes nothing more than once.
-// Normalization is idempotent, so replaying a processed event rewrites nothing that
-// exists; it re-runs what failed.
-const requeue = `
-WITH picked AS (
-    SELECT id FROM inbound_events
-    WHERE id = ANY($1) OR (cardinality($1) = 0 AND state = $2 AND ($3 = '' OR provider = $3))
-    ORDER BY id
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED
-),
-requeued AS (
-    UPDATE inbound_events e
-    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL
-    FROM picked
-    WHERE e.id = picked.id AND e.state IN ('dead', 'processed')
-    RETURNING e.id, e.provider
-)
-SELECT count(pg_notify('inbound_events', inbox_notification(id, provider)))
-FROM requeued`
-
 func replayEvent(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := idParam(r)
 		if err == nil {
-			_, err = pool.Exec(r.Context(), requeue, []int64{id}, "", "", 1)
+			_, err = processor.Requeue(r.Context(), pool, []int64{id})
 		}
 		var e Event
 		if err == nil {
@@ -167,9 +149,13 @@ func replayEvents(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 		case err != nil || limit < 1 || limit > 10000:
 			err = badParam("limit must be a whole number from 1 to 10000, got %q", q.Get("limit"))
 		}
+		var provider string
+		if err == nil {
+			provider, err = textParam(r, "provider")
+		}
 		var n int64
 		if err == nil {
-			err = pool.QueryRow(r.Context(), requeue, []int64{}, state, q.Get("provider"), limit).Scan(&n)
+			n, err = processor.RequeueState(r.Context(), pool, state, provider, limit)
 		}
 		if err != nil {
 			respondErr(log, w, r, err)
@@ -179,42 +165,13 @@ func replayEvents(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	}
 }
 
-// Stats is the queue at a glance.
-type Stats struct {
-	Pending                 int64    `json:"pending"`
-	Processing              int64    `json:"processing"`
-	Dead                    int64    `json:"dead"`
-	ProcessedEstimate       int64    `json:"processed_estimate"`
-	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
-	ReceivedLastMinute      int64    `json:"received_last_minute"`
-	ProcessedLastMinute     int64    `json:"processed_last_minute"`
-}
-
-// selectStats counts the live queue exactly through the partial indexes, and the
-// processed history by the planner's estimate (an exact count would scan the whole
-// table). processed_last_minute counts events received in the last hour: a retry of
-// something older that finished this minute is not in it.
-const selectStats = `
-SELECT
-    (SELECT count(*) FROM inbound_events WHERE state = 'pending'),
-    (SELECT count(*) FROM inbound_events WHERE state = 'processing'),
-    (SELECT count(*) FROM inbound_events WHERE state = 'dead'),
-    GREATEST((SELECT reltuples::bigint FROM pg_class WHERE oid = 'inbound_events'::regclass), 0),
-    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbound_events WHERE state = 'pending'),
-    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 minute'),
-    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 hour'
-                                           AND processed_at > now() - interval '1 minute')`
-
 func stats(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var s Stats
-		err := pool.QueryRow(r.Context(), selectStats).Scan(&s.Pending, &s.Processing, &s.Dead,
-			&s.ProcessedEstimate, &s.OldestPendingAgeSeconds, &s.ReceivedLastMinute, &s.ProcessedLastMinute)
+		s, err := processor.ReadStats(r.Context(), pool)
 		if err != nil {
-			respondErr(log, w, r, fmt.Errorf("stats: %w", err))
+			respondErr(log, w, r, err)
 			return
 		}
-		s.ProcessedEstimate = max(s.ProcessedEstimate-s.Pending-s.Processing-s.Dead, 0)
 		jsonhttp.Write(w, http.StatusOK, s)
 	}
 }

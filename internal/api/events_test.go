@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"inboxd/internal/ingest"
+	"inboxd/internal/processor"
 )
 
 func genericPayload(id string) string {
@@ -157,7 +158,7 @@ VALUES ('generic', $1, $2::jsonb, 'dead', 12, 'failed before the fix')`, "d"+str
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, body := a.get(t, "/v1/stats", adminToken)
-		s := decode[Stats](t, body)
+		s := decode[processor.Stats](t, body)
 		if s.Dead == 0 && s.Pending == 0 && s.Processing == 0 {
 			if s.ProcessedLastMinute != 5 || s.ReceivedLastMinute != 5 || s.OldestPendingAgeSeconds != nil {
 				t.Errorf("stats after replay: %+v, want 5 processed and 5 received in the last minute", s)

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"go.uber.org/zap"
 
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/store"
 )
 
 var (
@@ -36,10 +39,25 @@ func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err err
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, errBadParam):
 		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", err.Error())
+	case store.Unstorable(err):
+		// A parameter Postgres cannot hold reached a query: textParam should have
+		// caught it, and it is still the request's fault, not an outage.
+		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", "a parameter holds a value the database cannot compare: "+err.Error())
 	default:
 		log.Error("api request", zap.String("path", r.URL.Path), zap.String("request_id", middleware.GetReqID(r.Context())), zap.Error(err))
+		w.Header().Set("Retry-After", "1")
 		jsonhttp.Error(w, http.StatusServiceUnavailable, "unavailable", "the database could not answer; retry later")
 	}
+}
+
+// textParam reads a free-text query parameter (a provider, a contact address):
+// at most 256 bytes of UTF-8 without NUL, which is what Postgres' text can compare.
+func textParam(r *http.Request, name string) (string, error) {
+	s := r.URL.Query().Get(name)
+	if len(s) > 256 || !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+		return "", badParam("%s must be at most 256 bytes of UTF-8 text without NUL", name)
+	}
+	return s, nil
 }
 
 // limitParam reads ?limit= (default 50, at most 200).

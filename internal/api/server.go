@@ -9,6 +9,8 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -37,9 +39,41 @@ type Deps struct {
 // NewRouter returns the handler for every route (routes.go lists them).
 func NewRouter(d Deps) http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, accessLog(d.Log), recoverer(d.Log))
+	r.Use(requestID, accessLog(d.Log), recoverer(d.Log))
 	routes(r, d)
 	return r
+}
+
+// requestID gives every request an id: the client's X-Request-Id when it is short and
+// plain (a load balancer's id, so that the logs of both join up), else a new one. The
+// id is sent back in X-Request-Id on every response, and goes on the request's log
+// lines and on the events it stored (inbound_events.request_id), so that an operator
+// can go from a provider's delivery log to the event. chi's context key carries it,
+// so middleware.GetReqID reads it anywhere.
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(middleware.RequestIDHeader)
+		if !plainID(id) {
+			id = fmt.Sprintf("%016x", rand.Uint64())
+		}
+		w.Header().Set(middleware.RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, id)))
+	})
+}
+
+// plainID: 1 to 64 letters, digits and . _ : - (what load balancers and tracing
+// headers use). Anything else, a client's 20 KB "id" included, is replaced.
+func plainID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // accessLog logs one line per request at debug level (webhooks run at thousands per
@@ -86,23 +120,28 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz: the database answers and the processor hears notifications.
+// readyz: the database answers, webhooks are being committed (not failing, not
+// stalled: a locked table answers a ping but stores nothing), and the processor hears
+// notifications.
 func readyz(d Deps) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		db, listener := "ok", "connected"
+		db, ingest, listener := "ok", "ok", "connected"
 		if err := d.Pool.Ping(ctx); err != nil {
 			db = "unreachable"
+		}
+		if err := d.Webhooks.Ready(); err != nil {
+			ingest = err.Error()
 		}
 		if d.Listening != nil && !d.Listening() {
 			listener = "disconnected"
 		}
 		status := http.StatusOK
-		if db != "ok" || listener != "connected" {
+		if db != "ok" || ingest != "ok" || listener != "connected" {
 			status = http.StatusServiceUnavailable
 		}
-		jsonhttp.Write(w, status, map[string]string{"database": db, "listener": listener})
+		jsonhttp.Write(w, status, map[string]string{"database": db, "ingest": ingest, "listener": listener})
 	}
 }
 

@@ -7,28 +7,41 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"inboxd/internal/store"
 )
 
-// process applies claimed events in one transaction (see the package comment). Once
-// ctx ends (shutdown), an in-flight batch still gets ShutdownTimeout to finish; if it
-// cannot, its claims are released without counting the attempt.
+// outcomeTimeout bounds recording outcomes (or releasing claims) after the work
+// itself ended, in failure or at stop. It is a fresh deadline: the work's own may be
+// what expired.
+const outcomeTimeout = 10 * time.Second
+
+// process applies claimed events in one transaction (see the package comment).
+//
+// The work gets three quarters of the lease, so that when it runs out (a stalled
+// database, a lock held by a migration) the outcome is still recorded, on a fresh
+// deadline, before the lease ends: the events are retried with backoff like any
+// failure, rather than sitting leased until a takeover that calls them crashed.
+// Once ctx ends (shutdown), an in-flight batch still gets ShutdownTimeout to finish;
+// if it cannot, its claims are released without counting the attempt.
 func (p *Processor) process(ctx context.Context, events []claimed) error {
-	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Lease)
+	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Lease-p.cfg.Lease/4)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownTimeout, cancel) })
 	defer stop()
 
 	norms, errs := p.normalizeAll(events)
-	outs, err := p.applyBatch(work, events, norms, errs)
+	outs, finished, err := p.applyBatch(work, events, norms, errs)
 	if err != nil {
+		rec, cancelRec := context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
+		defer cancelRec()
 		if ctx.Err() != nil {
-			return errors.Join(err, p.release(context.WithoutCancel(ctx), events))
+			return errors.Join(err, p.release(rec, events))
 		}
-		return p.failBatch(work, events, err)
+		return p.failBatch(rec, events, err)
 	}
-	p.report(events, outs)
+	p.report(events, outs, finished)
 	return nil
 }
 
@@ -62,9 +75,11 @@ func normalize(normalizers map[string]Normalizer, ev claimed) (n Normalized, err
 }
 
 // applyBatch is transaction 2. Fast path: every event's statements and every outcome
-// in one round trip. If that transaction fails, each event is applied alone in a
-// savepoint, so that one bad event costs only itself.
-func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []Normalized, errs []error) ([]outcome, error) {
+// in one round trip. If that transaction is refused on its merits (not a lost
+// connection or a timeout, which would fail the same way again), each event is applied
+// alone in a savepoint, so that one bad event costs only itself. It returns every
+// event's outcome and the ids whose outcome was recorded.
+func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []Normalized, errs []error) ([]outcome, []int64, error) {
 	var good []int
 	outs := make([]outcome, len(events))
 	for i := range events {
@@ -73,23 +88,34 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []No
 			good = append(good, i)
 		}
 	}
+	var finished []int64
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		return sendApply(ctx, tx, pick(events, good), pick(norms, good), func(b *pgx.Batch) {
-			b.Queue(finish, p.finishArgs(outs)...)
+			queueFinish(b, p.finishArgs(outs), &finished)
 		})
 	})
-	if err == nil || len(good) <= 1 || ctx.Err() != nil {
-		return outs, err
+	if err == nil || len(good) <= 1 || store.Transient(err) {
+		return outs, finished, err
 	}
 	p.log.Warn("batch failed as a whole; applying its events one by one", zap.Int("events", len(events)), zap.Error(err))
 	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		for _, i := range good {
 			outs[i] = p.decide(events[i], applyAlone(ctx, tx, events[i], norms[i]))
 		}
-		_, err := tx.Exec(ctx, finish, p.finishArgs(outs)...)
+		b := &pgx.Batch{}
+		queueFinish(b, p.finishArgs(outs), &finished)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	return outs, finished, err
+}
+
+// queueFinish queues the finish statement, collecting the ids it changed into ids.
+func queueFinish(b *pgx.Batch, args []any, ids *[]int64) {
+	b.Queue(finish, args...).Query(func(rows pgx.Rows) error {
+		var err error
+		*ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 		return err
 	})
-	return outs, err
 }
 
 // applyAlone applies one event inside a savepoint.
@@ -135,36 +161,51 @@ func (p *Processor) decide(ev claimed, err error) outcome {
 	return o
 }
 
-// isPermanent: the normalizer said so, or Postgres refused the data itself (class 22,
-// e.g. a value out of range), which no retry changes.
+// isPermanent: the normalizer said so, or Postgres refused the data itself (a value
+// it cannot store, a key too long for its index), which no retry changes.
 func isPermanent(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.Is(err, ErrPermanent) || (errors.As(err, &pgErr) && pgErr.Code[:2] == "22")
+	return errors.Is(err, ErrPermanent) || store.Unstorable(err)
 }
 
 // failBatch handles a batch whose transaction failed as a whole even event by event
-// (connection lost, database in trouble): every event is retried with backoff. If
-// even that cannot be recorded, the leases expire and the sweep takes over.
+// (connection lost, a timeout, the database in trouble): every event is retried with
+// backoff; the attempt was counted at claim, so an event that itself stalls the
+// database still runs out of attempts. If even that cannot be recorded, the leases
+// expire and the sweep takes over.
 func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error) error {
 	outs := make([]outcome, len(events))
 	for i, ev := range events {
-		outs[i] = p.decide(ev, cause)
+		outs[i] = p.decide(ev, fmt.Errorf("applying its batch: %w", cause))
 	}
-	if _, err := p.pool.Exec(ctx, finish, p.finishArgs(outs)...); err != nil {
+	rows, err := p.pool.Query(ctx, finish, p.finishArgs(outs)...)
+	var finished []int64
+	if err == nil {
+		finished, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	}
+	if err != nil {
 		return errors.Join(fmt.Errorf("apply batch of %d: %w", len(events), cause), fmt.Errorf("record outcomes: %w", err))
 	}
-	p.report(events, outs)
+	p.report(events, outs, finished)
 	return fmt.Errorf("apply batch of %d: %w", len(events), cause)
 }
 
-// report logs and counts committed outcomes.
-func (p *Processor) report(events []claimed, outs []outcome) {
+// report logs and counts the outcomes finish recorded. An outcome it did not record
+// (the lease was taken over meanwhile) is the new holder's to count.
+func (p *Processor) report(events []claimed, outs []outcome, finished []int64) {
 	p.metrics.batchSize.Observe(float64(len(events)))
+	recorded := make(map[int64]bool, len(finished))
+	for _, id := range finished {
+		recorded[id] = true
+	}
 	var earliestRetry time.Duration
 	now := time.Now()
 	for i, o := range outs {
 		ev := events[i]
 		fields := []zap.Field{zap.Int64("event_id", ev.ID), zap.String("provider", ev.Provider), zap.Int("attempt", ev.Attempts)}
+		if !recorded[ev.ID] {
+			p.log.Warn("outcome not recorded: the lease was taken over meanwhile", append(fields, zap.String("outcome", o.state))...)
+			continue
+		}
 		switch o.state {
 		case "processed":
 			p.metrics.processed.WithLabelValues(ev.Provider, "processed").Inc()

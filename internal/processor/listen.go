@@ -3,7 +3,6 @@ package processor
 import (
 	"context"
 	"errors"
-	"net"
 	"sync/atomic"
 	"time"
 
@@ -11,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgxlisten"
 	"go.uber.org/zap"
+
+	"inboxd/internal/store"
 )
 
 // Channel is the NOTIFY channel the inbound_events trigger sends on.
@@ -54,9 +55,8 @@ func (l *listener) run(ctx context.Context) error {
 	return err
 }
 
-// connect dials the LISTEN connection with TCP keepalives, so that a connection that
-// silently died (a NAT or a failover dropping it) is noticed in about half a minute
-// instead of the kernel's two hours. After repeated failures it waits longer each time,
+// connect dials the LISTEN connection with TCP keepalives (store.Dialer), so that a
+// connection that silently died is noticed in about half a minute. After repeated failures it waits longer each time,
 // up to half a minute, on top of ReconnectDelay.
 func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 	if l.failures > 0 {
@@ -66,11 +66,7 @@ func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{
-		Timeout:         10 * time.Second,
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3},
-	}
-	cfg.DialFunc = dialer.DialContext
+	cfg.DialFunc = store.Dialer().DialContext
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		l.failures++

@@ -91,8 +91,10 @@ func (c *Config) setDefaults() {
 //     and outcomes may be lost and those events simply run again. Not waiting for the
 //     WAL flush takes the processor's two commits per batch off the disk's critical
 //     path, which ingest's commits (and their NOTIFY lock) need.
-//   - idle_in_transaction_session_timeout at the lease: a worker stuck inside a
-//     transaction (a hung process, a paused VM) must not hold its row locks forever.
+//   - idle_in_transaction_session_timeout and statement_timeout at the lease: a
+//     worker stuck inside a transaction (a hung process, a paused VM), or a statement
+//     its process gave up on (process bounds the work by three quarters of the lease),
+//     must not hold its row locks or its backend for ever.
 //   - enable_seqscan off. Every processor statement is an index lookup by design
 //     (claim through inbound_events_due, outcomes by id, messages and conversations
 //     by their unique keys), but a queue table's statistics are always stale: right
@@ -106,6 +108,7 @@ func ConfigurePool(c *pgxpool.Config, workers int, lease time.Duration) {
 	c.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	c.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
 	c.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(lease.Milliseconds(), 10)
+	c.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(lease.Milliseconds(), 10)
 }
 
 // Processor claims and applies events. Run it; call Wake after committing events.

@@ -6,7 +6,22 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// This file is the queue's state machine, the one place that changes
+// inbound_events.state (ingest only inserts; the API's replay and the CLI call
+// Requeue here):
+//
+//	pending ──claim──▶ processing ──finish──▶ processed | pending (retry, backoff) | dead
+//	processing ──rescue (lease expired)──▶ processing (another holder) | dead (out of attempts)
+//	processing ──release (graceful stop)──▶ pending (attempt not counted)
+//	processed | dead ──Requeue (replay)──▶ pending (fresh attempts)
+//
+// A holder's write is fenced: finish and release change a row only while it is still
+// processing, held by this process (locked_by) for this attempt (attempts). locked_by
+// stops a process whose lease was taken over by another; attempts stops a process's
+// own late write after its own sweep rescued the event.
 
 // claimed is an event this process holds a lease on.
 type claimed struct {
@@ -107,9 +122,10 @@ type outcome struct {
 
 // finish records outcomes, inside the transaction that applied the events, so that an
 // event is marked processed exactly when its messages are committed. Only rows still
-// leased by this process for this attempt change: if the lease expired and another
-// process took the event over, that process's verdict stands (and since applying is
-// idempotent, both having applied it leaves the same rows).
+// leased by this process for this attempt change (the fence above): if the lease
+// expired and another process took the event over, that process's verdict stands
+// (and since applying is idempotent, both having applied it leaves the same rows).
+// It returns the ids it changed: only those are counted and logged.
 const finish = `
 UPDATE inbound_events e
 SET state        = o.state,
@@ -120,7 +136,8 @@ SET state        = o.state,
     locked_by    = NULL
 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::text[])
      AS o(id, attempts, state, delay_ms, last_error)
-WHERE e.id = o.id AND e.attempts = o.attempts AND e.state = 'processing' AND e.locked_by = $6`
+WHERE e.id = o.id AND e.attempts = o.attempts AND e.state = 'processing' AND e.locked_by = $6
+RETURNING e.id`
 
 // finishArgs lays outcomes out as the columns finish takes.
 func (p *Processor) finishArgs(outs []outcome) []any {
@@ -173,4 +190,89 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 		return nil
 	})
 	return err
+}
+
+// requeue puts finished events (dead or processed) back to pending with a fresh set of
+// attempts, and announces each on the inbound_events channel so that processors wake
+// at once (an UPDATE does not fire the insert trigger). Events that are pending or
+// processing are left alone: replaying twice changes nothing more than once.
+// Normalization is idempotent, so replaying a processed event rewrites nothing that
+// exists; it re-runs what failed.
+const requeue = `
+WITH picked AS (
+    SELECT id FROM inbound_events
+    WHERE id = ANY($1) OR (cardinality($1) = 0 AND state = $2 AND ($3 = '' OR provider = $3))
+    ORDER BY id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+),
+requeued AS (
+    UPDATE inbound_events e
+    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL
+    FROM picked
+    WHERE e.id = picked.id AND e.state IN ('dead', 'processed')
+    RETURNING e.id, e.provider
+)
+SELECT count(pg_notify('inbound_events', inbox_notification(id, provider)))
+FROM requeued`
+
+// Requeue replays the given events (those dead or processed; others are left alone)
+// and returns how many it requeued.
+func Requeue(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int64, error) {
+	var n int64
+	if err := pool.QueryRow(ctx, requeue, ids, "", "", len(ids)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("requeue %d events: %w", len(ids), err)
+	}
+	return n, nil
+}
+
+// RequeueState replays up to limit events in state (dead or processed), of provider
+// if it is not empty, oldest first, and returns how many it requeued.
+func RequeueState(ctx context.Context, pool *pgxpool.Pool, state, provider string, limit int) (int64, error) {
+	if state != "dead" && state != "processed" {
+		return 0, fmt.Errorf("requeue: state must be dead or processed, got %q", state)
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, requeue, []int64{}, state, provider, limit).Scan(&n); err != nil {
+		return 0, fmt.Errorf("requeue %s events: %w", state, err)
+	}
+	return n, nil
+}
+
+// Stats is the queue at a glance.
+type Stats struct {
+	Pending                 int64    `json:"pending"`
+	Processing              int64    `json:"processing"`
+	Dead                    int64    `json:"dead"`
+	ProcessedEstimate       int64    `json:"processed_estimate"`
+	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
+	ReceivedLastMinute      int64    `json:"received_last_minute"`
+	ProcessedLastMinute     int64    `json:"processed_last_minute"`
+}
+
+// selectStats counts the live queue exactly through the partial indexes, and the
+// processed history by the planner's estimate (an exact count would scan the whole
+// table). processed_last_minute counts events received in the last hour: a retry of
+// something older that finished this minute is not in it.
+const selectStats = `
+SELECT
+    (SELECT count(*) FROM inbound_events WHERE state = 'pending'),
+    (SELECT count(*) FROM inbound_events WHERE state = 'processing'),
+    (SELECT count(*) FROM inbound_events WHERE state = 'dead'),
+    GREATEST((SELECT reltuples::bigint FROM pg_class WHERE oid = 'inbound_events'::regclass), 0),
+    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbound_events WHERE state = 'pending'),
+    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 minute'),
+    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 hour'
+                                           AND processed_at > now() - interval '1 minute')`
+
+// ReadStats reads the queue's Stats.
+func ReadStats(ctx context.Context, pool *pgxpool.Pool) (Stats, error) {
+	var s Stats
+	err := pool.QueryRow(ctx, selectStats).Scan(&s.Pending, &s.Processing, &s.Dead,
+		&s.ProcessedEstimate, &s.OldestPendingAgeSeconds, &s.ReceivedLastMinute, &s.ProcessedLastMinute)
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue stats: %w", err)
+	}
+	s.ProcessedEstimate = max(s.ProcessedEstimate-s.Pending-s.Processing-s.Dead, 0)
+	return s, nil
 }
