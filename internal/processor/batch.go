@@ -177,16 +177,21 @@ func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error
 	for i, ev := range events {
 		outs[i] = p.decide(ev, fmt.Errorf("applying its batch: %w", cause))
 	}
-	rows, err := p.pool.Query(ctx, finish, p.finishArgs(outs)...)
-	var finished []int64
-	if err == nil {
-		finished, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-	}
+	finished, err := p.recordOutcomes(ctx, outs)
 	if err != nil {
 		return errors.Join(fmt.Errorf("apply batch of %d: %w", len(events), cause), fmt.Errorf("record outcomes: %w", err))
 	}
 	p.report(events, outs, finished)
 	return fmt.Errorf("apply batch of %d: %w", len(events), cause)
+}
+
+// recordOutcomes runs finish on its own and returns the ids it changed.
+func (p *Processor) recordOutcomes(ctx context.Context, outs []outcome) ([]int64, error) {
+	rows, err := p.pool.Query(ctx, finish, p.finishArgs(outs)...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
 // report logs and counts the outcomes finish recorded. An outcome it did not record

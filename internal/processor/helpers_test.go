@@ -36,6 +36,13 @@ func start(t *testing.T, url string, cfg Config) *Processor {
 // startWithRegistry is start, also returning the registry holding its metrics.
 func startWithRegistry(t *testing.T, url string, cfg Config) (*Processor, *prometheus.Registry) {
 	t.Helper()
+	reg := prometheus.NewRegistry()
+	return startConfigured(t, url, cfg, func(*Processor) {}, reg), reg
+}
+
+// startConfigured is start with configure run on the processor before it runs.
+func startConfigured(t *testing.T, url string, cfg Config, configure func(*Processor), reg ...*prometheus.Registry) *Processor {
+	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +50,12 @@ func startWithRegistry(t *testing.T, url string, cfg Config) (*Processor, *prome
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 100 * time.Millisecond
 	}
-	reg := prometheus.NewRegistry()
-	p := New(pool, url, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), NewMetrics(reg))
+	r := prometheus.NewRegistry()
+	if len(reg) > 0 {
+		r = reg[0]
+	}
+	p := New(pool, url, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), NewMetrics(r))
+	configure(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -55,7 +66,7 @@ func startWithRegistry(t *testing.T, url string, cfg Config) (*Processor, *prome
 		}
 		pool.Close()
 	})
-	return p, reg
+	return p
 }
 
 // insertEvents stores generic events directly (the processor's input is the table,

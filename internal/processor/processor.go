@@ -122,6 +122,9 @@ type Processor struct {
 	active   atomic.Int32  // workers in their claim loop
 	pending  atomic.Bool   // a wake-up arrived while a worker was claiming
 	listener *listener
+	// afterClaim, when set (tests only), runs after each claim pass with the number
+	// of events claimed, before the worker decides whether to go idle.
+	afterClaim func(n int)
 }
 
 // New returns a Processor on pool. listenURL is the connection string for the
@@ -173,6 +176,9 @@ func (p *Processor) work(ctx context.Context) {
 	for p.await(ctx) {
 		for {
 			n, err := p.runBatch(ctx)
+			if p.afterClaim != nil {
+				p.afterClaim(n)
+			}
 			if err != nil && ctx.Err() == nil {
 				p.log.Warn("processing pass", zap.Error(err))
 				sleep(ctx, time.Second) // the database is in trouble: do not spin

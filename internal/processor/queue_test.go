@@ -1,0 +1,253 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// holder is a Processor that is not running: the tests drive its queue transitions
+// by hand, as a process with that id would.
+func holder(t *testing.T, pool *pgxpool.Pool, id string, lease time.Duration) *Processor {
+	t.Helper()
+	return New(pool, "", Config{ID: id, Lease: lease, MaxAttempts: 5}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+}
+
+func mustClaim(t *testing.T, p *Processor, want int) []claimed {
+	t.Helper()
+	evs, err := p.claim(context.Background(), 10)
+	if err != nil || len(evs) != want {
+		t.Fatalf("%s claimed %d events (%v), want %d", p.cfg.ID, len(evs), err, want)
+	}
+	return evs
+}
+
+// TestFinishIsFenced: a holder whose claim is no longer its own cannot record an
+// outcome, whichever way it lost it, and its metrics do not count one.
+func TestFinishIsFenced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// lose makes a's claim on ev someone else's (or a later attempt's).
+		lose func(t *testing.T, pool *pgxpool.Pool, a *Processor, ev claimed)
+	}{
+		{"another process rescued the expired lease", func(t *testing.T, pool *pgxpool.Pool, a *Processor, ev claimed) {
+			time.Sleep(2 * a.cfg.Lease)
+			if evs, err := holder(t, pool, "b", time.Minute).rescue(ctx); err != nil || len(evs) != 1 {
+				t.Fatalf("b rescued %v (%v)", evs, err)
+			}
+		}},
+		{"its own sweep rescued it for a later attempt", func(t *testing.T, pool *pgxpool.Pool, a *Processor, ev claimed) {
+			time.Sleep(2 * a.cfg.Lease)
+			if evs, err := a.rescue(ctx); err != nil || len(evs) != 1 {
+				t.Fatalf("a rescued %v (%v)", evs, err)
+			}
+		}},
+		{"it was released and claimed by another process", func(t *testing.T, pool *pgxpool.Pool, a *Processor, ev claimed) {
+			if err := a.release(ctx, []claimed{ev}); err != nil {
+				t.Fatal(err)
+			}
+			mustClaim(t, holder(t, pool, "b", time.Minute), 1)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pool, _ := newDB(t)
+			insertEvents(t, pool, received("m-1", "hi", time.Now()))
+			a := holder(t, pool, "a", 50*time.Millisecond)
+			ev := mustClaim(t, a, 1)[0]
+			tt.lose(t, pool, a, ev)
+			out := a.decide(ev, nil)
+			if finished, err := a.recordOutcomes(ctx, []outcome{out}); err != nil || len(finished) != 0 {
+				t.Errorf("a's late finish changed %v (%v), want nothing", finished, err)
+			}
+			var state, by string
+			pool.QueryRow(ctx, "SELECT state, COALESCE(locked_by, '') FROM inbound_events").Scan(&state, &by)
+			if state != "processing" {
+				t.Errorf("after a's late finish: %s by %q, want still processing", state, by)
+			}
+			a.report([]claimed{ev}, []outcome{out}, nil)
+			if n := testutil.ToFloat64(a.metrics.processed.WithLabelValues("generic", "processed")); n != 0 {
+				t.Errorf("a counted %v processed for an outcome it did not record", n)
+			}
+		})
+	}
+}
+
+// TestTimedOutBatchIsRetriedWithBackoff: applying a batch that outlives its time (a
+// table locked by a migration) records a retry with backoff and the real reason on a
+// fresh deadline; the event is not left leased until a takeover, never called a
+// crashed process's, and is processed once the lock is gone.
+func TestTimedOutBatchIsRetriedWithBackoff(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(context.Background())
+	if err == nil {
+		_, err = tx.Exec(context.Background(), "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, url, Config{Lease: time.Second, SweepInterval: 100 * time.Millisecond})
+	insertEvents(t, pool, received("m-1", "hi", time.Now()))
+	var lastErr string
+	waitFor(t, "a retry recorded while the table is locked", 10*time.Second, func() (bool, error) {
+		err := pool.QueryRow(context.Background(), "SELECT COALESCE(last_error, '') FROM inbound_events WHERE state = 'pending' AND attempts = 1").Scan(&lastErr)
+		return err == nil, err
+	})
+	tx.Rollback(context.Background())
+	waitSettled(t, pool, 20*time.Second)
+	var state string
+	var attempts int
+	pool.QueryRow(context.Background(), "SELECT state, attempts, last_error FROM inbound_events").Scan(&state, &attempts, &lastErr)
+	if state != "processed" || strings.Contains(lastErr, "stopped") || !strings.Contains(lastErr, "applying its batch") {
+		t.Errorf("%s after %d attempts, last error %q; want processed, the timeout as the reason, never a takeover", state, attempts, lastErr)
+	}
+	if n := testutil.ToFloat64(p.metrics.processed.WithLabelValues("generic", "retry")); n < 1 {
+		t.Errorf("%v retries counted, want at least 1", n)
+	}
+}
+
+// TestMessageAndStatusRace: a message and a status about it, applied at the same
+// time by two transactions, end with the status applied and nothing parked, in either
+// order: the advisory lock per message serializes them (without it, each would miss
+// the other's uncommitted row and the status would stay parked for ever).
+func TestMessageAndStatusRace(t *testing.T) {
+	t.Parallel()
+	for _, statusFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("status first %v", statusFirst), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			pool, _ := newDB(t)
+			t0 := time.Now()
+			insertEvents(t, pool, sent("m-1", "+15552223333", t0), status("m-1", "delivered", t0.Add(time.Second)))
+			evs := mustClaim(t, holder(t, pool, "a", time.Minute), 2)
+			msg, st := evs[0], evs[1]
+			if n, _ := normalize(DefaultNormalizers(), msg); n.Message == nil {
+				msg, st = st, msg
+			}
+			if statusFirst {
+				msg, st = st, msg
+			}
+			first, second := apply(t, pool, msg), apply(t, pool, st)
+			tx1 := first()
+			done := make(chan error, 1)
+			go func() { done <- second()() }()
+			waitBlockedOrDone(t, pool, done)
+			if err := tx1(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			var parked int
+			pool.QueryRow(ctx, "SELECT status FROM messages").Scan(&got)
+			pool.QueryRow(ctx, "SELECT count(*) FROM pending_statuses").Scan(&parked)
+			if got != "delivered" || parked != 0 {
+				t.Errorf("message %q with %d parked statuses, want delivered and none parked", got, parked)
+			}
+		})
+	}
+}
+
+// apply returns a function that begins a transaction and applies ev in it, returning
+// the function that commits it.
+func apply(t *testing.T, pool *pgxpool.Pool, ev claimed) func() func() error {
+	return func() func() error {
+		ctx := context.Background()
+		n, err := normalize(DefaultNormalizers(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := pool.Begin(ctx)
+		if err == nil {
+			err = sendApply(ctx, tx, []claimed{ev}, []Normalized{n}, nil)
+		}
+		if err != nil {
+			return func() error { return err }
+		}
+		return func() error { return tx.Commit(ctx) }
+	}
+}
+
+// waitBlockedOrDone waits until a backend waits on an advisory lock, or done has a
+// value (then it is put back).
+func waitBlockedOrDone(t *testing.T, pool *pgxpool.Pool, done chan error) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-done:
+			done <- err
+			return
+		default:
+		}
+		var waiting bool
+		pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory')`).Scan(&waiting)
+		if waiting {
+			return
+		}
+	}
+	t.Fatal("the second transaction neither finished nor waited")
+}
+
+// TestNoLostWakeUp: a wake-up that arrives while the only claimer is between its last
+// (empty) claim and going idle is taken by an idle worker, which leaves it to the
+// claimer (it sets pending); the claimer must see pending and claim again, or the
+// event waits for the next sweep (an hour here). The hook makes the timing exact: the
+// retry timer of an event becomes due at that moment, as a backoff timer would.
+func TestNoLostWakeUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, url := newDB(t)
+	t0 := time.Now()
+	insertEvents(t, pool, received("later", "due in an hour", t0))
+	if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now() + interval '1 hour'"); err != nil {
+		t.Fatal(err)
+	}
+	var armed, fired atomic.Bool
+	p := startConfigured(t, url, Config{SweepInterval: time.Hour, Workers: 4}, func(p *Processor) {
+		p.afterClaim = func(n int) {
+			if n != 0 || !armed.CompareAndSwap(true, false) {
+				return
+			}
+			if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now() WHERE payload->'data'->>'message_id' = 'later'"); err != nil {
+				t.Error(err)
+			}
+			p.Wake()
+			for deadline := time.Now().Add(5 * time.Second); !(p.pending.Load() && len(p.wake) == 0); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Error("no idle worker took the wake-up")
+					break
+				}
+			}
+			fired.Store(true)
+		}
+	})
+	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	waitFor(t, "workers idle", 10*time.Second, func() (bool, error) { return p.active.Load() == 0 && len(p.wake) == 0, nil })
+	armed.Store(true)
+	insertEvents(t, pool, received("now", "hi", t0))
+	waitFor(t, "the hook fired", 10*time.Second, func() (bool, error) { return fired.Load(), nil })
+	waitFor(t, "the event that became due is processed without a sweep", 5*time.Second, func() (bool, error) {
+		var n int
+		err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'processed'").Scan(&n)
+		return n == 2, err
+	})
+}
