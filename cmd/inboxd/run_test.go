@@ -36,6 +36,19 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // ready; the service is stopped (and must exit cleanly) when the test ends.
 func startServe(t *testing.T, env map[string]string) (string, *syncBuffer) {
 	t.Helper()
+	base, logs, stop := startServeStoppable(t, env)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve returned %v at shutdown, want nil", err)
+		}
+	})
+	return base, logs
+}
+
+// startServeStoppable is startServe for a test that stops the service itself: stop
+// cancels serve's context (as SIGTERM does) and returns what serve returned.
+func startServeStoppable(t *testing.T, env map[string]string) (string, *syncBuffer, func() error) {
+	t.Helper()
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
@@ -50,19 +63,20 @@ func startServe(t *testing.T, env map[string]string) (string, *syncBuffer) {
 		cancel()
 		t.Fatalf("serve exited before listening: %v\n%s", err, logs)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v at shutdown, want nil", err)
-		}
-	})
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() { cancel(); stopErr = <-done })
+		return stopErr
+	}
+	t.Cleanup(func() { stop() })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get(base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return base, logs
+				return base, logs, stop
 			}
 		}
 		if time.Now().After(deadline) {
@@ -170,13 +184,8 @@ func TestServeUnreachableDatabase(t *testing.T) {
 // TestServeCreatesDatabase: a database that does not exist is created and migrated.
 func TestServeCreatesDatabase(t *testing.T) {
 	t.Parallel()
-	admin, err := pgx.Connect(context.Background(), pgtest.ServerURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
 	name := "inboxd_created_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	t.Cleanup(func() { admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	t.Cleanup(func() { pgtest.DropDatabase(t, name) })
 	url := pgtest.DatabaseURL(name)
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"migrate"}, func(k string) string {

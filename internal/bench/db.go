@@ -20,7 +20,7 @@ func CreateDatabase(ctx context.Context, server, name string) (string, *pgxpool.
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return "", nil, fmt.Errorf("connect to %s: %w", server, err)
+		return "", nil, fmt.Errorf("connect to %s: %w", store.Redact(server), err)
 	}
 	defer conn.Close(ctx)
 	for _, sql := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "CREATE DATABASE " + name} {

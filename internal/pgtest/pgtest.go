@@ -61,7 +61,7 @@ func NewDB(t testing.TB) string {
 	if _, err := admin.Exec(ctx, create); err != nil {
 		t.Fatalf("pgtest: %s: %v", create, err)
 	}
-	t.Cleanup(func() { drop(t, name) })
+	t.Cleanup(func() { DropDatabase(t, name) })
 	return DatabaseURL(name)
 }
 
@@ -86,7 +86,25 @@ func connect(t testing.TB, ctx context.Context) *pgx.Conn {
 	return conn
 }
 
-func drop(t testing.TB, name string) {
+// NewEmptyDB creates an empty database (no migrations) for t and drops it when t
+// ends: for tests of migrating itself.
+func NewEmptyDB(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := fmt.Sprintf("inboxd_e_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, counter.Add(1))
+	admin := connect(t, ctx)
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("pgtest: create %s: %v", name, err)
+	}
+	t.Cleanup(func() { DropDatabase(t, name) })
+	return DatabaseURL(name)
+}
+
+// DropDatabase drops database name on the test server (if it exists), failing t if it
+// cannot: a test run leaves the server as it found it.
+func DropDatabase(t testing.TB, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, ServerURL())

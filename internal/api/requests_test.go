@@ -1,0 +1,151 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"inboxd/internal/ingest"
+	"inboxd/internal/pgtest"
+)
+
+// TestRequestIDs: every response carries X-Request-Id, the client's when it is short
+// and plain, a new one otherwise (a 20 KB header is not echoed or logged), and the
+// request's log line carries the same id.
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), 0, nil)
+	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Webhooks: ingest.NewHandlers(ingest.Config{}, w, zap.NewNop()),
+		Gatherer: prometheus.NewRegistry(), APITokens: []string{readToken}, Log: zap.New(core)}))
+	t.Cleanup(srv.Close)
+	huge := strings.Repeat("x", 20<<10)
+	for _, tc := range []struct {
+		name, sent, path string
+		echoed           bool
+	}{
+		{"plain id echoed", "lb-7f3a.9:x_y", "/v1/conversations", true},
+		{"none sent", "", "/healthz", false},
+		{"20 KB replaced", huge, "/v1/conversations", false},
+		{"spaces replaced", "a b", "/nowhere", false},
+		{"on a 401 too", "", "/v1/events", false},
+		{"on a webhook", "wh-1", "/webhooks/generic", true},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+tc.path, nil)
+		if tc.path == "/webhooks/generic" {
+			req.Method = "POST"
+		}
+		if tc.sent != "" {
+			req.Header.Set("X-Request-Id", tc.sent)
+		}
+		req.Header.Set("Authorization", "Bearer "+readToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("X-Request-Id")
+		switch {
+		case got == "" || len(got) > 64:
+			t.Errorf("%s: X-Request-Id %q, want one of at most 64 bytes", tc.name, got[:min(len(got), 80)])
+		case tc.echoed && got != tc.sent, !tc.echoed && got == tc.sent:
+			t.Errorf("%s: sent %q, got back %q", tc.name, tc.sent[:min(len(tc.sent), 80)], got)
+		}
+		logged := logs.FilterField(zap.String("request_id", got)).FilterMessage("http request").Len()
+		if logged != 1 {
+			t.Errorf("%s: %d access log lines with request_id %q, want 1", tc.name, logged, got)
+		}
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if len(f.String) > 1000 {
+				t.Errorf("log line %q has a %d-byte field %s", e.Message, len(f.String), f.Key)
+			}
+		}
+	}
+}
+
+// TestBadTextFilters: a filter Postgres cannot compare (NUL, invalid UTF-8, over
+// 256 bytes) is the client's error: 400, not a 503 and an error log.
+func TestBadTextFilters(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	for _, path := range []string{
+		"/v1/conversations?provider=%00", "/v1/conversations?contact=%ff", "/v1/events?provider=a%00b",
+		"/v1/events?provider=" + strings.Repeat("p", 300),
+	} {
+		if status, body := a.get(t, path, adminToken); status != 400 {
+			t.Errorf("GET %s = %d %s, want 400", path, status, body)
+		}
+	}
+	if status, body := a.call(t, "POST", "/v1/events/replay?state=dead&provider=%00", adminToken, nil); status != 400 {
+		t.Errorf("bulk replay with a NUL provider = %d %s, want 400", status, body)
+	}
+}
+
+// TestReadyzReportsStalledCommits: with inbound_events locked, the database still
+// answers a ping, but webhooks cannot be stored: readiness says so, and recovers
+// after the lock is gone and a webhook is stored.
+func TestReadyzReportsStalledCommits(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), 300*time.Millisecond, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Gatherer: prometheus.NewRegistry(), Log: zap.NewNop(),
+		Webhooks: ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())}))
+	t.Cleanup(srv.Close)
+	a := &testAPI{url: srv.URL, pool: pool}
+
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, "LOCK TABLE inbound_events IN ACCESS EXCLUSIVE MODE")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := a.postGeneric(t, keys[0], "evt-1"); status != 503 {
+		t.Fatalf("webhook during the lock: %d %s, want 503", status, body)
+	}
+	status, body := a.get(t, "/readyz", "")
+	if status != 503 || strings.Contains(string(body), `"ingest":"ok"`) {
+		t.Errorf("readyz while commits stall = %d %s, want 503 with the ingest reason", status, body)
+	}
+	tx.Rollback(ctx)
+	if status, body := a.postGeneric(t, keys[0], "evt-1"); status != 200 {
+		t.Fatalf("webhook after the lock: %d %s", status, body)
+	}
+	if status, body := a.get(t, "/readyz", ""); status != 200 {
+		t.Errorf("readyz after a stored webhook = %d %s, want 200", status, body)
+	}
+}
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// postGeneric posts a signed generic webhook through the document check.
+func (a *testAPI) postGeneric(t *testing.T, key []byte, id string) (int, []byte) {
+	t.Helper()
+	body := []byte(genericPayload(id))
+	ts := time.Now().Unix()
+	return a.call(t, "POST", "/webhooks/generic", "", body, "Content-Type", "application/json",
+		"webhook-id", id, "webhook-timestamp", strconv.FormatInt(ts, 10), "webhook-signature", ingest.SignGeneric(key, id, ts, body))
+}

@@ -1,0 +1,136 @@
+package store_test
+
+import (
+	"context"
+	"io/fs"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/tern/v2/migrate"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/store"
+	"inboxd/migrations"
+)
+
+// TestMigrationsNeverBlockIngest: upgrading a database that holds data while a
+// transaction is writing to inbound_events does not stop other sessions from
+// inserting: index builds on existing tables are concurrent, and the migration waits
+// for the old transaction instead of queueing every insert behind its lock.
+func TestMigrationsNeverBlockIngest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewEmptyDB(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
+	if err == nil {
+		err = m.LoadMigrations(migrations.FS)
+	}
+	if err == nil {
+		err = m.MigrateTo(ctx, 2) // the tables, before the indexes of 003
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A writer is mid-transaction on inbound_events.
+	writer, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close(ctx)
+	tx, err := writer.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, "INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'open', '{}')")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- store.Migrate(ctx, url) }()
+	waitForLockWait(t, conn, `%CREATE INDEX%`)
+
+	// Meanwhile ingest goes on.
+	probe, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close(ctx)
+	_, err = probe.Exec(ctx, "SET statement_timeout = '2s'; INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'during', '{}')")
+	if err != nil {
+		t.Errorf("an insert while the migration waits: %v, want it to go through", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("migration after the writer committed: %v", err)
+	}
+}
+
+// waitForLockWait waits until a backend running a statement like pattern waits on a
+// lock.
+func waitForLockWait(t *testing.T, conn *pgx.Conn, pattern string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+WHERE datname = current_database() AND query LIKE $1 AND wait_event_type = 'Lock')`, pattern).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no statement like %q waited on a lock within 20s", pattern)
+		}
+	}
+}
+
+// TestMigrationsFollowTheLockRules reads every migration: an index on a table the
+// file did not create is built CONCURRENTLY in a migration that runs outside a
+// transaction, and a file that takes a table lock (ALTER TABLE, or an index build)
+// sets lock_timeout first.
+func TestMigrationsFollowTheLockRules(t *testing.T) {
+	createTable := regexp.MustCompile(`(?i)CREATE TABLE (\w+)`)
+	createIndex := regexp.MustCompile(`(?i)CREATE (UNIQUE )?INDEX (CONCURRENTLY )?(\w+ )?ON (\w+)`)
+	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".sql") {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS, path)
+		up, _, _ := strings.Cut(string(b), "---- create above / drop below ----")
+		created := map[string]bool{}
+		for _, m := range createTable.FindAllStringSubmatch(up, -1) {
+			created[m[1]] = true
+		}
+		locks := false
+		for _, m := range createIndex.FindAllStringSubmatch(up, -1) {
+			if created[m[4]] {
+				continue
+			}
+			locks = true
+			if m[2] == "" || !strings.Contains(up, "---- tern: disable-tx ----") {
+				t.Errorf("%s: index %son existing table %s is not built CONCURRENTLY outside a transaction", path, m[3], m[4])
+			}
+		}
+		if strings.Contains(strings.ToUpper(up), "ALTER TABLE") {
+			locks = true
+		}
+		if locks && !strings.Contains(up, "lock_timeout") {
+			t.Errorf("%s locks an existing table without setting lock_timeout", path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
