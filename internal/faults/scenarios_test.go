@@ -1,0 +1,260 @@
+package faults
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Each scenario sends steady load (a third each generic, Twilio and Meta) while it
+// stages its fault, then load.verify checks that every acknowledged event was
+// processed exactly once. Rates are modest: the point is correctness under faults on
+// a shared 2-core machine, not speed.
+const (
+	rate     = 150 // events per second
+	duration = 6 * time.Second
+)
+
+func steady(l *load, run string) {
+	l.run(rate*int(duration/time.Second), rate, func(i int) event { return newEvent(run, i) })
+}
+
+// TestKill9OneOfTwo: one of two processes is killed mid-load. Its acknowledged
+// events are durable already; its claims are taken over by the other process after
+// the lease; its clients' unanswered requests are retried on the other.
+func TestKill9OneOfTwo(t *testing.T) {
+	f := newFixture(t, 2, nil)
+	l := f.newLoad()
+	steady(l, "k9")
+	time.Sleep(2 * time.Second)
+	f.procs[0].kill9()
+	l.verify(t)
+}
+
+// TestDatabaseCrashAndRestart: Postgres stops in immediate mode (no checkpoint,
+// recovery from WAL) for three seconds under load, then starts; the processes
+// answer 503 meanwhile and recover by themselves (pools, listeners, processors).
+func TestDatabaseCrashAndRestart(t *testing.T) {
+	f := newFixture(t, 2, nil)
+	l := f.newLoad()
+	steady(l, "crash")
+	time.Sleep(2 * time.Second)
+	f.cluster.Crash()
+	time.Sleep(3 * time.Second)
+	f.cluster.Start()
+	c := l.verify(t)
+	if c.Retried == 0 {
+		t.Error("no request failed during the outage: the crash missed the traffic, and the test proves nothing")
+	}
+	for _, p := range f.live() {
+		f.waitReady(p, 30*time.Second)
+	}
+}
+
+// TestEveryBackendTerminatedTwice: every connection of every process (pools and
+// LISTEN) is terminated, twice; requests in flight fail and are retried, and each
+// listener comes back on a new connection.
+func TestEveryBackendTerminatedTwice(t *testing.T) {
+	f := newFixture(t, 2, nil)
+	l := f.newLoad()
+	steady(l, "term")
+	for range 2 {
+		time.Sleep(1500 * time.Millisecond)
+		f.exec(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`)
+	}
+	l.verify(t)
+	for _, p := range f.live() {
+		f.waitReady(p, 30*time.Second) // readiness includes the listener
+		if n := p.logContains(`"msg":"listening"`); n < 3 {
+			t.Errorf("%s started listening %d times, want 3 (at start and after each termination)", p.name, n)
+		}
+	}
+}
+
+// TestSIGTERMUnderLoad: a process stopped with SIGTERM under load answers what it
+// has in flight, releases or finishes its claims and exits 0; the other process
+// serves the rest.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	f := newFixture(t, 2, nil)
+	l := f.newLoad()
+	steady(l, "sigterm")
+	time.Sleep(2 * time.Second)
+	if err, took := f.procs[1].stop(20 * time.Second); err != nil {
+		t.Errorf("after SIGTERM under load: %v after %s, want exit 0", err, took)
+	}
+	l.verify(t)
+}
+
+// TestRedeliveryStormAcrossProcesses: every event is delivered ten times at once,
+// to both processes: each is stored once and processed once, and every delivery is
+// answered 200.
+func TestRedeliveryStormAcrossProcesses(t *testing.T) {
+	f := newFixture(t, 2, nil)
+	l := f.newLoad()
+	const events, copies = 150, 10
+	l.run(events*copies, 1000, func(i int) event { return newEvent("storm", i/copies) })
+	c := l.verify(t)
+	var stored int
+	f.pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events").Scan(&stored)
+	if c.Acknowledged != events || stored != events || c.Statuses[200] != events*copies {
+		t.Errorf("%d acknowledged, %d stored, %d answers 200; want %d, %d and %d", c.Acknowledged, stored, c.Statuses[200], events, events, events*copies)
+	}
+}
+
+// TestLockTableHeld20s: a LOCK TABLE on inbound_events held for 20 s (a migration, a
+// DBA): every webhook is answered within INBOX_INGEST_TIMEOUT and a little (503, so
+// the provider retries), never left hanging; readiness says so; and everything flows
+// once the lock is gone.
+func TestLockTableHeld20s(t *testing.T) {
+	const timeout = 2 * time.Second
+	f := newFixture(t, 2, map[string]string{"INBOX_INGEST_TIMEOUT": timeout.String()})
+	l := f.newLoad()
+	l.run(100*30, 100, func(i int) event { return newEvent("lock", i) })
+	time.Sleep(3 * time.Second)
+	conn, err := pgx.Connect(context.Background(), f.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(context.Background())
+	if err == nil {
+		_, err = tx.Exec(context.Background(), "LOCK TABLE inbound_events IN ACCESS EXCLUSIVE MODE")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Second)
+	if status, body := f.procs[0].readyz(); status != 503 || !strings.Contains(body, `"ingest"`) || strings.Contains(body, `"ingest":"ok"`) {
+		t.Errorf("readyz while the table is locked: %d %s, want 503 with the ingest reason", status, body)
+	}
+	time.Sleep(10 * time.Second)
+	tx.Rollback(context.Background())
+	c := l.verify(t)
+	if limit := timeout + 1500*time.Millisecond; time.Duration(c.MaxAnswerMS)*time.Millisecond > limit {
+		t.Errorf("a webhook waited %d ms for its answer, want at most %s", c.MaxAnswerMS, limit)
+	}
+	if c.Statuses[503] == 0 {
+		t.Error("no webhook was answered 503 during the lock: the test proves nothing")
+	}
+}
+
+// TestSlowClients: clients that trickle their bodies or never finish their headers
+// are disconnected within INBOX_READ_TIMEOUT, and meanwhile everyone else is served
+// at once.
+func TestSlowClients(t *testing.T) {
+	const readTimeout = 2 * time.Second
+	f := newFixture(t, 1, map[string]string{"INBOX_READ_TIMEOUT": readTimeout.String()})
+	addr := strings.TrimPrefix(f.procs[0].base, "http://")
+	l := f.newLoad()
+	steady(l, "slow")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var slowest time.Duration
+	for i := range 20 {
+		wg.Go(func() {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			start := time.Now()
+			if i%2 == 0 { // a body that trickles a byte at a time
+				fmt.Fprintf(conn, "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+					"webhook-id: slow-%d\r\nwebhook-timestamp: %d\r\nwebhook-signature: v1,AAAA\r\nContent-Length: 10000\r\n\r\n", i, time.Now().Unix())
+				go func() {
+					for range 100 {
+						if _, err := conn.Write([]byte("x")); err != nil {
+							return
+						}
+						time.Sleep(200 * time.Millisecond)
+					}
+				}()
+			} else { // headers that never end
+				fmt.Fprint(conn, "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Ty")
+			}
+			conn.SetReadDeadline(start.Add(30 * time.Second))
+			io.Copy(io.Discard, conn)
+			took := time.Since(start)
+			mu.Lock()
+			slowest = max(slowest, took)
+			mu.Unlock()
+		})
+	}
+	c := l.verify(t)
+	wg.Wait()
+	if limit := readTimeout + 1500*time.Millisecond; slowest > limit {
+		t.Errorf("a slow client kept its connection for %s, want at most %s", slowest, limit)
+	}
+	if c.Retried > 0 || c.MaxAnswerMS > 1000 {
+		t.Errorf("with slow clients around, %d requests were retried and the longest answer took %d ms; want none and under a second", c.Retried, c.MaxAnswerMS)
+	}
+	t.Logf("slow clients were disconnected within %s", slowest.Round(time.Millisecond))
+}
+
+// TestPoisonInputs: under load, requests that used to fail their batch or lose their
+// message: a validly signed webhook-id of 3.5 KB (refused alone, 400, not its
+// batchmates), a Twilio Body and a Meta message holding U+0000 (stored and
+// processed with U+FFFD), and a Meta POST of 300 messages from 400 contacts (stored
+// at about its own size, not 300 copies of the contact list).
+func TestPoisonInputs(t *testing.T) {
+	f := newFixture(t, 1, nil)
+	l := f.newLoad()
+	steady(l, "poison")
+	big := bigMetaPost(300, 400)
+	poison := []event{
+		twilioEvent(url.Values{"MessageSid": {"SMnul"}, "From": {"+15552223333"}, "To": {"+15550001111"}, "Body": {"a\x00b"}}, "SMnul"),
+		metaEvent(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"100"},"contacts":[{"wa_id":"15552223333"}],"messages":[`+
+			`{"from":"15552223333","id":"wamid.nul","timestamp":"1","type":"text","text":{"body":"x\u0000y"}},{"from":"15552223333","id":"wamid.mate","timestamp":"1","type":"text","text":{"body":"ok"}}]}}]}]}`,
+			"wamid.nul", "wamid.nul"),
+		metaEvent(big, "wamid.big.0", "wamid.big.0"),
+	}
+	for i := range 5 {
+		var id strings.Builder // incompressible, so too long for the unique index too
+		for id.Len() < 3500 {
+			id.WriteString(rand.Text())
+		}
+		poison = append(poison, genericEvent(id.String(), fmt.Sprintf(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"long-%d","channel":"+1","contact":"+2"}}`, i), "long"))
+	}
+	l.run(len(poison), 10, func(i int) event { return poison[i] })
+	c := l.verify(t)
+	if c.Refused != 5 || c.Retried > 0 {
+		t.Errorf("%d refused, %d retried; want the 5 long ids refused and nothing else failing", c.Refused, c.Retried)
+	}
+	var nulTexts, mates, bigMessages int
+	var bigBytes int64
+	ctx := context.Background()
+	f.pool.QueryRow(ctx, "SELECT count(*) FROM messages WHERE text IN ('a\uFFFDb', 'x\uFFFDy')").Scan(&nulTexts)
+	f.pool.QueryRow(ctx, "SELECT count(*) FROM messages WHERE provider_message_id = 'wamid.mate'").Scan(&mates)
+	f.pool.QueryRow(ctx, "SELECT count(*) FROM messages WHERE provider_message_id LIKE 'wamid.big.%'").Scan(&bigMessages)
+	f.pool.QueryRow(ctx, "SELECT sum(pg_column_size(payload)) FROM inbound_events WHERE external_id LIKE 'wamid.big.%'").Scan(&bigBytes)
+	if nulTexts != 2 || mates != 1 || bigMessages != 300 {
+		t.Errorf("%d messages with U+FFFD, %d batchmates, %d of the big POST's messages; want 2, 1 and 300", nulTexts, mates, bigMessages)
+	}
+	if bigBytes > 2*int64(len(big)) {
+		t.Errorf("a %d-byte POST is stored in %d bytes, want at most twice its size", len(big), bigBytes)
+	}
+}
+
+// bigMetaPost is a POST of n messages from the first n of c contacts.
+func bigMetaPost(n, c int) string {
+	var contacts, messages []string
+	for i := range c {
+		contacts = append(contacts, fmt.Sprintf(`{"profile":{"name":"Contact %d with a longer display name"},"wa_id":"1666%07d"}`, i, i))
+	}
+	for i := range n {
+		messages = append(messages, fmt.Sprintf(`{"from":"1666%07d","id":"wamid.big.%d","timestamp":"1","type":"text","text":{"body":"hi"}}`, i, i))
+	}
+	return fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"100"},"contacts":[%s],"messages":[%s]}}]}]}`,
+		strings.Join(contacts, ","), strings.Join(messages, ","))
+}
