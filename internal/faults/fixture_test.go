@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/pgtest"
@@ -285,4 +286,26 @@ func (s *startWatcher) Write(b []byte) (int, error) {
 		}
 	}
 	return s.w.Write(b)
+}
+
+// lock takes ACCESS EXCLUSIVE on table, as a migration or a DBA's LOCK TABLE does,
+// until unlock is called (or the test ends).
+func (f *fixture) lock(table string) (unlock func()) {
+	f.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.dbURL)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE")
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() { once.Do(func() { tx.Rollback(ctx); conn.Close(ctx) }) }
+	f.t.Cleanup(unlock)
+	return unlock
 }
