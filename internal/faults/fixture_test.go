@@ -213,8 +213,8 @@ func (p *proc) kill9() {
 	<-p.done
 }
 
-// stop sends SIGTERM and returns how p exited.
-func (p *proc) stop(within time.Duration) (error, time.Duration) {
+// stop sends SIGTERM and returns how long p took to exit, and how it exited.
+func (p *proc) stop(within time.Duration) (time.Duration, error) {
 	start := time.Now()
 	p.mu.Lock()
 	p.dead = true // no new requests from the senders
@@ -225,11 +225,11 @@ func (p *proc) stop(within time.Duration) (error, time.Duration) {
 	case <-time.After(within):
 		p.cmd.Process.Kill()
 		<-p.done
-		return fmt.Errorf("still running %s after SIGTERM", within), time.Since(start)
+		return time.Since(start), fmt.Errorf("still running %s after SIGTERM", within)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.exit, time.Since(start)
+	return time.Since(start), p.exit
 }
 
 // live returns the processes still running.

@@ -108,7 +108,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	l := f.newLoad()
 	steady(l, "sigterm")
 	time.Sleep(2 * time.Second)
-	if err, took := f.procs[1].stop(20 * time.Second); err != nil {
+	if took, err := f.procs[1].stop(20 * time.Second); err != nil {
 		t.Errorf("after SIGTERM under load: %v after %s, want exit 0", err, took)
 	}
 	l.verify(t)
