@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"inboxd/internal/ingest"
+	"inboxd/internal/processor"
 )
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=disable"
@@ -34,6 +35,8 @@ type config struct {
 	MaxAttempts     int
 	SweepInterval   time.Duration
 	Lease           time.Duration
+	Retention       time.Duration
+	DeadRetention   time.Duration
 	IngestTimeout   time.Duration
 	ReadTimeout     time.Duration
 	MaxInFlight     int
@@ -64,12 +67,14 @@ func options(c *config) []option {
 		{"workers", "INBOX_WORKERS", strconv.Itoa(runtime.NumCPU() * 4), "concurrent processing batches per process", false, positive(&c.Workers)},
 		{"batch-size", "INBOX_BATCH_SIZE", "64", "events claimed and applied per transaction", false, positive(&c.BatchSize)},
 		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", "4194304", "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
-		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", ingest.DefaultTimeout.String(), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
-		{"read-timeout", "INBOX_READ_TIMEOUT", ingest.DefaultReadTimeout.String(), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
+		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
+		{"read-timeout", "INBOX_READ_TIMEOUT", shortDuration(ingest.DefaultReadTimeout), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
 		{"max-inflight", "INBOX_MAX_INFLIGHT", strconv.Itoa(ingest.DefaultMaxInFlight), "webhook requests handled at once; more are answered 503 with Retry-After", false, positive(&c.MaxInFlight)},
 		{"max-attempts", "INBOX_MAX_ATTEMPTS", "12", "attempts before an event is dead", false, positive(&c.MaxAttempts)},
 		{"sweep-interval", "INBOX_SWEEP_INTERVAL", "1s", "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
 		{"lease", "INBOX_LEASE", "30s", "how long a claim is held before others may take it over", false, duration(&c.Lease)},
+		{"retention", "INBOX_RETENTION", shortDuration(processor.DefaultRetention), "processed events (and parked statuses) older than this are deleted, their messages kept; 0 keeps them", false, durationOrZero(&c.Retention)},
+		{"dead-retention", "INBOX_DEAD_RETENTION", shortDuration(processor.DefaultDeadRetention), "dead events older than this are deleted; 0 keeps them", false, durationOrZero(&c.DeadRetention)},
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
 		{"log-level", "INBOX_LOG_LEVEL", "info", "debug, info, warn or error", false, oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "INBOX_LOG_FORMAT", "json", "json or console", false, oneOf(&c.LogFormat, "json", "console")},
@@ -163,6 +168,30 @@ func duration(p *time.Duration) func(string) error {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			return errors.New("want a positive duration such as 500ms, 1s or 2m")
+		}
+		*p = d
+		return nil
+	}
+}
+
+// shortDuration writes d as people do: 168h, not 168h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// durationOrZero is duration that also takes 0 (off).
+func durationOrZero(p *time.Duration) func(string) error {
+	return func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("want a duration such as 168h or 30m, or 0 to turn it off")
 		}
 		*p = d
 		return nil

@@ -134,7 +134,7 @@ func wire(cfg config, pool, procPool *pgxpool.Pool, log *zap.Logger) (*service, 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	proc := processor.New(procPool, cfg.DatabaseURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
-		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval,
+		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,34 +51,53 @@ func listEvents(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	}
 }
 
-const selectEvents = `
-SELECT ` + eventColumns + ` FROM inbound_events
-WHERE id < $1 AND ($2 = '' OR state = $2) AND ($3 = '' OR provider = $3)
-ORDER BY id DESC
-LIMIT $4`
-
-func queryEvents(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (page[Event], error) {
-	limit, err := limitParam(r)
-	if err != nil {
-		return page[Event]{}, err
+// eventsQuery builds the list query for the request's filters. Only the filters given
+// become conditions, so that each shape gets its own plan, and the state (one of four
+// values, checked) is written into the SQL rather than passed: a generic plan for
+// "state = $n" could not use the partial index of dead events, and pgx's statement
+// cache makes generic plans likely.
+func eventsQuery(r *http.Request) (sql string, args []any, limit int, err error) {
+	if limit, err = limitParam(r); err != nil {
+		return "", nil, 0, err
 	}
 	after, hasCursor, err := cursorParam(r)
 	if err != nil {
-		return page[Event]{}, err
+		return "", nil, 0, err
 	}
 	state := r.URL.Query().Get("state")
 	if state != "" && !states[state] {
-		return page[Event]{}, badParam("state must be pending, processing, processed or dead, got %q", state)
+		return "", nil, 0, badParam("state must be pending, processing, processed or dead, got %q", state)
 	}
 	provider, err := textParam(r, "provider")
 	if err != nil {
+		return "", nil, 0, err
+	}
+	where := []string{}
+	args = []any{limit + 1}
+	if state != "" {
+		where = append(where, "state = '"+state+"'")
+	}
+	if provider != "" {
+		args = append(args, provider)
+		where = append(where, fmt.Sprintf("provider = $%d", len(args)))
+	}
+	if hasCursor {
+		args = append(args, after.ID)
+		where = append(where, fmt.Sprintf("id < $%d", len(args)))
+	}
+	sql = "SELECT " + eventColumns + " FROM inbound_events"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	return sql + " ORDER BY id DESC LIMIT $1", args, limit, nil
+}
+
+func queryEvents(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (page[Event], error) {
+	sql, args, limit, err := eventsQuery(r)
+	if err != nil {
 		return page[Event]{}, err
 	}
-	before := int64(1<<63 - 1)
-	if hasCursor {
-		before = after.ID
-	}
-	rows, err := pool.Query(ctx, selectEvents, before, state, provider, limit+1)
+	rows, err := pool.Query(ctx, sql, args...)
 	if err != nil {
 		return page[Event]{}, fmt.Errorf("list events: %w", err)
 	}

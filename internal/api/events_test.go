@@ -160,8 +160,9 @@ VALUES ('generic', $1, $2::jsonb, 'dead', 12, 'failed before the fix')`, "d"+str
 		_, body := a.get(t, "/v1/stats", adminToken)
 		s := decode[processor.Stats](t, body)
 		if s.Dead == 0 && s.Pending == 0 && s.Processing == 0 {
-			if s.ProcessedLastMinute != 5 || s.ReceivedLastMinute != 5 || s.OldestPendingAgeSeconds != nil {
-				t.Errorf("stats after replay: %+v, want 5 processed and 5 received in the last minute", s)
+			if s.ProcessedLastMinute != 5 || s.ReceivedLastMinute != 5 || s.OldestPendingAgeSeconds != nil ||
+				s.ProcessedEstimate != 5 || !s.ProcessedExact {
+				t.Errorf("stats after replay: %+v, want 5 processed (counted exactly) and 5 received in the last minute", s)
 			}
 			break
 		}

@@ -12,6 +12,8 @@ type metrics struct {
 	listener   prometheus.Gauge
 	batchSize  prometheus.Histogram
 	claims     *prometheus.CounterVec
+	oldestAge  *prometheus.GaugeVec
+	retained   *prometheus.CounterVec
 }
 
 // NewMetrics registers the processor's metrics with reg.
@@ -37,6 +39,14 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 			Name: "inbox_listener_connected",
 			Help: "1 while the LISTEN connection on channel inbound_events is up, else 0.",
 		}),
+		oldestAge: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "inbox_queue_oldest_age_seconds",
+			Help: "Age of the oldest event in each state (pending, processing, dead, processed: how far back retention has not reached), sampled by the sweep; 0 when the state is empty.",
+		}, []string{"state"}),
+		retained: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbox_retention_deleted_total",
+			Help: "Rows deleted by retention, by what (processed_events, dead_events, parked_statuses).",
+		}, []string{"what"}),
 		claims: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbox_claims_total",
 			Help: "Claim queries run, by outcome (events: it claimed some; empty: a wake-up found nothing).",

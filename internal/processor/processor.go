@@ -51,6 +51,10 @@ type Config struct {
 	SweepInterval   time.Duration // period of the sweep (jittered ±10%)
 	ShutdownTimeout time.Duration // how long in-flight batches may finish at stop
 	ID              string        // this process's name in locked_by
+	// Retention and DeadRetention: processed (and parked statuses) and dead events
+	// older than these are deleted (retention.go); 0 keeps them.
+	Retention     time.Duration
+	DeadRetention time.Duration
 	// Normalizers maps provider names to their Normalizer; nil means
 	// DefaultNormalizers. Tests replace it to inject failures.
 	Normalizers map[string]Normalizer
@@ -148,6 +152,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.listener.run(ctx) })
 	g.Go(func() error { p.sweep(ctx); return nil })
+	g.Go(func() error { p.retain(ctx); return nil })
 	for range p.cfg.Workers {
 		g.Go(func() error { p.work(ctx); return nil })
 	}

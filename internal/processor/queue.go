@@ -170,26 +170,51 @@ func (p *Processor) release(ctx context.Context, events []claimed) error {
 	return nil
 }
 
-// queueDepth counts the live part of the queue through the partial indexes (the
-// processed history is not counted: on a large table that would be a full scan).
-const queueDepth = `
-SELECT s.state, count(e.id)
-FROM unnest(ARRAY['pending', 'processing', 'dead']) AS s(state)
-LEFT JOIN inbound_events e ON e.state = s.state AND e.state IN ('pending', 'processing', 'dead')
-GROUP BY s.state`
+// QueueState is one row of the inbox_queue_stats view (migrations/006): how many
+// events are in a state and how old the oldest is. Count is exact for pending,
+// processing and dead; for processed it is an estimate once the table is large
+// (Exact says which).
+type QueueState struct {
+	State     string
+	Count     int64
+	OldestAge time.Duration // 0 when the state is empty
+	Exact     bool
+}
 
-func (p *Processor) updateQueueDepth(ctx context.Context) error {
-	rows, err := p.pool.Query(ctx, queueDepth)
+// ReadQueue reads inbox_queue_stats, one row per state, in the order pending,
+// processing, dead, processed.
+func ReadQueue(ctx context.Context, pool *pgxpool.Pool) ([]QueueState, error) {
+	rows, err := pool.Query(ctx, "SELECT state, count, COALESCE(extract(epoch FROM oldest_age), 0)::float8, exact FROM inbox_queue_stats")
 	if err != nil {
-		return fmt.Errorf("queue depth: %w", err)
+		return nil, fmt.Errorf("read inbox_queue_stats: %w", err)
 	}
-	var state string
-	var n int64
-	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
-		p.metrics.queueDepth.WithLabelValues(state).Set(float64(n))
+	var out []QueueState
+	var q QueueState
+	var age float64
+	_, err = pgx.ForEachRow(rows, []any{&q.State, &q.Count, &age, &q.Exact}, func() error {
+		q.OldestAge = time.Duration(age * float64(time.Second))
+		out = append(out, q)
 		return nil
 	})
-	return err
+	if err != nil {
+		return nil, fmt.Errorf("read inbox_queue_stats: %w", err)
+	}
+	return out, nil
+}
+
+// updateQueueDepth samples the queue into the depth and oldest-age gauges.
+func (p *Processor) updateQueueDepth(ctx context.Context) error {
+	states, err := ReadQueue(ctx, p.pool)
+	if err != nil {
+		return err
+	}
+	for _, q := range states {
+		if q.State != "processed" { // the history is not a depth
+			p.metrics.queueDepth.WithLabelValues(q.State).Set(float64(q.Count))
+		}
+		p.metrics.oldestAge.WithLabelValues(q.State).Set(q.OldestAge.Seconds())
+	}
+	return nil
 }
 
 // requeue puts finished events (dead or processed) back to pending with a fresh set of
@@ -239,40 +264,53 @@ func RequeueState(ctx context.Context, pool *pgxpool.Pool, state, provider strin
 	return n, nil
 }
 
-// Stats is the queue at a glance.
+// Stats is the queue at a glance (GET /v1/stats).
 type Stats struct {
 	Pending                 int64    `json:"pending"`
 	Processing              int64    `json:"processing"`
 	Dead                    int64    `json:"dead"`
 	ProcessedEstimate       int64    `json:"processed_estimate"`
+	ProcessedExact          bool     `json:"processed_exact"`
 	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
 	ReceivedLastMinute      int64    `json:"received_last_minute"`
 	ProcessedLastMinute     int64    `json:"processed_last_minute"`
 }
 
-// selectStats counts the live queue exactly through the partial indexes, and the
-// processed history by the planner's estimate (an exact count would scan the whole
-// table). processed_last_minute counts events received in the last hour: a retry of
-// something older that finished this minute is not in it.
-const selectStats = `
-SELECT
-    (SELECT count(*) FROM inbound_events WHERE state = 'pending'),
-    (SELECT count(*) FROM inbound_events WHERE state = 'processing'),
-    (SELECT count(*) FROM inbound_events WHERE state = 'dead'),
-    GREATEST((SELECT reltuples::bigint FROM pg_class WHERE oid = 'inbound_events'::regclass), 0),
-    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbound_events WHERE state = 'pending'),
-    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 minute'),
-    (SELECT count(*) FROM inbound_events WHERE received_at > now() - interval '1 hour'
-                                           AND processed_at > now() - interval '1 minute')`
+// lastMinute counts what arrived in the last minute, and what was processed in it
+// among the events received in the last hour (a retry of something older that
+// finished this minute is not in it), through the BRIN index on received_at.
+const lastMinute = `
+SELECT count(*) FILTER (WHERE received_at > now() - interval '1 minute'),
+       count(*) FILTER (WHERE processed_at > now() - interval '1 minute')
+FROM inbound_events WHERE received_at > now() - interval '1 hour'`
 
-// ReadStats reads the queue's Stats.
+// ReadStats reads the queue's Stats: the states from inbox_queue_stats (exact for
+// the live queue, an estimate of the processed history on large tables), and the
+// last minute's throughput.
 func ReadStats(ctx context.Context, pool *pgxpool.Pool) (Stats, error) {
-	var s Stats
-	err := pool.QueryRow(ctx, selectStats).Scan(&s.Pending, &s.Processing, &s.Dead,
-		&s.ProcessedEstimate, &s.OldestPendingAgeSeconds, &s.ReceivedLastMinute, &s.ProcessedLastMinute)
+	states, err := ReadQueue(ctx, pool)
 	if err != nil {
+		return Stats{}, err
+	}
+	var s Stats
+	for _, q := range states {
+		switch q.State {
+		case "pending":
+			s.Pending = q.Count
+			if q.Count > 0 {
+				age := q.OldestAge.Seconds()
+				s.OldestPendingAgeSeconds = &age
+			}
+		case "processing":
+			s.Processing = q.Count
+		case "dead":
+			s.Dead = q.Count
+		case "processed":
+			s.ProcessedEstimate, s.ProcessedExact = q.Count, q.Exact
+		}
+	}
+	if err := pool.QueryRow(ctx, lastMinute).Scan(&s.ReceivedLastMinute, &s.ProcessedLastMinute); err != nil {
 		return Stats{}, fmt.Errorf("queue stats: %w", err)
 	}
-	s.ProcessedEstimate = max(s.ProcessedEstimate-s.Pending-s.Processing-s.Dead, 0)
 	return s, nil
 }

@@ -1,0 +1,183 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// Retention keeps the tables from growing for ever (migrations/006 says why it deletes
+// in batches rather than dropping partitions). Three things go:
+//   - processed events received more than Config.Retention ago, with their payloads
+//     (their messages and conversations stay: they are the product);
+//   - dead events received more than Config.DeadRetention ago, so that no personal
+//     data is kept for ever by accident;
+//   - parked statuses (of messages never seen) parked more than Config.Retention ago.
+//
+// Each is deleted in transactions of retentionBatch rows, oldest first, each holding
+// its row locks for milliseconds and skipping rows locked by anyone else; between
+// batches the loop pauses as long as the batch took, so retention never takes more
+// than half of a connection's time. Each batch first takes a transaction-scoped
+// advisory lock without waiting: with several processes, one deletes and the others
+// skip their turn (a transaction-scoped lock also works through a transaction-mode
+// pooler, where a session lock would not).
+
+// Defaults of INBOX_RETENTION and INBOX_DEAD_RETENTION.
+const (
+	DefaultRetention     = 7 * 24 * time.Hour
+	DefaultDeadRetention = 30 * 24 * time.Hour
+)
+
+const (
+	retentionBatch = 1000
+	// retentionLock is the advisory lock key of a retention batch ("inboxd retention").
+	retentionLock = 0x696e626f78720001
+)
+
+// retentionInterval is how often retention runs: a tenth of the shortest retention,
+// between a second and a minute.
+func retentionInterval(c Config) time.Duration {
+	shortest := c.Retention
+	if shortest <= 0 || (c.DeadRetention > 0 && c.DeadRetention < shortest) {
+		shortest = c.DeadRetention
+	}
+	return min(max(shortest/10, time.Second), time.Minute)
+}
+
+// retain runs retention every retentionInterval until ctx ends.
+func (p *Processor) retain(ctx context.Context) {
+	if p.cfg.Retention <= 0 && p.cfg.DeadRetention <= 0 {
+		return
+	}
+	every := retentionInterval(p.cfg)
+	for sleep(ctx, every+time.Duration(rand.Int64N(int64(every)/5+1))) {
+		if err := p.retainOnce(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("retention", zap.Error(err))
+		}
+	}
+}
+
+// retainOnce deletes everything due, batch by batch.
+func (p *Processor) retainOnce(ctx context.Context) error {
+	start := time.Now()
+	var processed, dead, parked int64
+	var err error
+	if p.cfg.Retention > 0 {
+		cutoff := time.Now().Add(-p.cfg.Retention)
+		var boundary int64
+		if boundary, err = p.retentionBoundary(ctx, cutoff); err != nil {
+			return err
+		}
+		if processed, err = p.deleteBatches(ctx, "processed_events", deleteProcessed, boundary, cutoff); err != nil {
+			return err
+		}
+		if parked, err = p.deleteBatches(ctx, "parked_statuses", deleteParked, cutoff); err != nil {
+			return err
+		}
+	}
+	if p.cfg.DeadRetention > 0 {
+		if dead, err = p.deleteBatches(ctx, "dead_events", deleteDead, time.Now().Add(-p.cfg.DeadRetention)); err != nil {
+			return err
+		}
+	}
+	if processed+dead+parked > 0 {
+		p.log.Info("retention", zap.Int64("processed_events", processed), zap.Int64("dead_events", dead),
+			zap.Int64("parked_statuses", parked), zap.Duration("took", time.Since(start)))
+	}
+	return nil
+}
+
+// retentionBoundary finds, by binary search over the primary key, an id below which
+// events were received before cutoff (ids follow arrival). deleteProcessed then walks
+// the primary key up to it: without the bound, a pass that finds nothing to delete
+// would read the whole index looking for it.
+func (p *Processor) retentionBoundary(ctx context.Context, cutoff time.Time) (int64, error) {
+	var lo, hi int64
+	if err := p.pool.QueryRow(ctx, "SELECT COALESCE(min(id), 0), COALESCE(max(id), 0) + 1 FROM inbound_events").Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("retention bounds: %w", err)
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		var id int64
+		var at time.Time
+		err := p.pool.QueryRow(ctx, "SELECT id, received_at FROM inbound_events WHERE id >= $1 ORDER BY id LIMIT 1", mid).Scan(&id, &at)
+		switch {
+		case err == pgx.ErrNoRows || (err == nil && !at.Before(cutoff)):
+			hi = mid
+		case err == nil:
+			lo = id + 1
+		default:
+			return 0, fmt.Errorf("retention boundary: %w", err)
+		}
+	}
+	return lo, nil
+}
+
+// deleteProcessed deletes up to $3 processed events older than $2 below id $1.
+const deleteProcessed = `
+WITH doomed AS (
+    SELECT id FROM inbound_events
+    WHERE id < $1 AND state = 'processed' AND received_at < $2
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM inbound_events e USING doomed WHERE e.id = doomed.id`
+
+// deleteDead deletes up to $2 dead events older than $1 (through the partial index of
+// dead events).
+const deleteDead = `
+WITH doomed AS (
+    SELECT id FROM inbound_events
+    WHERE state = 'dead' AND received_at < $1
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM inbound_events e USING doomed WHERE e.id = doomed.id`
+
+// deleteParked deletes up to $2 statuses parked before $1.
+const deleteParked = `
+WITH doomed AS (
+    SELECT provider, provider_message_id, inbound_event_id FROM pending_statuses
+    WHERE created_at < $1
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM pending_statuses p USING doomed d
+WHERE p.provider = d.provider AND p.provider_message_id = d.provider_message_id AND p.inbound_event_id = d.inbound_event_id`
+
+// deleteBatches runs sql (a batch delete, args then the batch size) until a batch comes
+// back short, another process holds the retention lock, or ctx ends; it returns how
+// many rows it deleted.
+func (p *Processor) deleteBatches(ctx context.Context, what, sql string, args ...any) (int64, error) {
+	var total int64
+	for ctx.Err() == nil {
+		start := time.Now()
+		var n int64
+		locked := false
+		err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", int64(retentionLock)).Scan(&locked); err != nil || !locked {
+				return err
+			}
+			tag, err := tx.Exec(ctx, sql, append(args, retentionBatch)...)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("delete %s: %w", what, err)
+		}
+		total += n
+		p.metrics.retained.WithLabelValues(what).Add(float64(n))
+		if !locked || n < retentionBatch {
+			return total, nil
+		}
+		sleep(ctx, time.Since(start)) // at most half of a connection's time
+	}
+	return total, nil
+}

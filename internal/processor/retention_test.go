@@ -1,0 +1,187 @@
+package processor
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// retentionWorld stores events and parked statuses with the given ages: for each
+// state, `old` events received 10 days ago and `recent` ones received a minute ago,
+// each processed one with its message.
+func retentionWorld(t *testing.T, pool *pgxpool.Pool, old, recent int) {
+	t.Helper()
+	ctx := context.Background()
+	for _, age := range []struct {
+		n   int
+		ago string
+	}{{old, "10 days"}, {recent, "1 minute"}} {
+		_, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state, received_at, processed_at)
+SELECT 'generic', s || '-' || $2 || '-' || g, '{}', s, now() - $2::interval, CASE WHEN s = 'processed' THEN now() END
+FROM generate_series(1, $1) AS g, unnest(ARRAY['processed', 'dead', 'pending']) AS s`, age.n, age.ago)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pool.Exec(ctx, `
+INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, status, status_at, created_at)
+SELECT 'generic', 'unseen-' || $2 || '-' || g, g, 'delivered', now(), now() - $2::interval FROM generate_series(1, $1) AS g`, age.n, age.ago)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := pool.Exec(ctx, `
+INSERT INTO conversations (provider, channel_address, contact_address, last_message_at) VALUES ('generic', 'c', 'k', now());
+INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, status, sent_at, inbound_event_id)
+SELECT 'generic', 'm-' || id, (SELECT id FROM conversations), 'inbound', 'k', 'c', 'received', now(), id
+FROM inbound_events WHERE state = 'processed'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, sql string) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// TestRetention: processed events and parked statuses past INBOX_RETENTION and dead
+// events past INBOX_DEAD_RETENTION are deleted, in batches, and counted; messages,
+// pending events and everything recent stay.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	retentionWorld(t, pool, 2500, 10) // more than two batches of each
+	p := New(pool, "", Config{Retention: time.Hour, DeadRetention: 9 * 24 * time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	if err := p.retainOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what string
+		sql  string
+		want int
+	}{
+		{"processed events", "SELECT count(*) FROM inbound_events WHERE state = 'processed'", 10},
+		{"dead events", "SELECT count(*) FROM inbound_events WHERE state = 'dead'", 10},
+		{"pending events (never deleted)", "SELECT count(*) FROM inbound_events WHERE state = 'pending'", 2510},
+		{"parked statuses", "SELECT count(*) FROM pending_statuses", 10},
+		{"messages (the product: kept)", "SELECT count(*) FROM messages", 2510},
+	} {
+		if got := count(t, pool, c.sql); got != c.want {
+			t.Errorf("%s after retention: %d, want %d", c.what, got, c.want)
+		}
+	}
+	for what, want := range map[string]float64{"processed_events": 2500, "dead_events": 2500, "parked_statuses": 2500} {
+		if got := testutil.ToFloat64(p.metrics.retained.WithLabelValues(what)); got != want {
+			t.Errorf("inbox_retention_deleted_total{what=%q} = %v, want %v", what, got, want)
+		}
+	}
+}
+
+// TestRetentionZeroKeeps: 0 turns each retention off.
+func TestRetentionZeroKeeps(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	retentionWorld(t, pool, 5, 0)
+	p := New(pool, "", Config{Retention: 0, DeadRetention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	if err := p.retainOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'processed'") + count(t, pool, "SELECT count(*) FROM pending_statuses"); got != 10 {
+		t.Errorf("with INBOX_RETENTION=0, %d processed events and parked statuses left, want all 10", got)
+	}
+	if got := count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'dead'"); got != 0 {
+		t.Errorf("%d dead events left past INBOX_DEAD_RETENTION, want 0", got)
+	}
+}
+
+// TestRetentionOneProcessAtATime: while another process holds the retention lock,
+// this one deletes nothing; once it is free, it does.
+func TestRetentionOneProcessAtATime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	retentionWorld(t, pool, 5, 0)
+	p := New(pool, "", Config{Retention: time.Hour, DeadRetention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(retentionLock)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.retainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, pool, "SELECT count(*) FROM inbound_events"); got != 15 {
+		t.Errorf("with the lock held elsewhere, %d events left, want all 15", got)
+	}
+	tx.Rollback(ctx)
+	if err := p.retainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, pool, "SELECT count(*) FROM inbound_events"); got != 5 {
+		t.Errorf("after the lock is free, %d events left, want the 5 pending", got)
+	}
+}
+
+// TestRetentionBoundary: the binary search finds the first id received at or after
+// the cutoff, whatever the table holds.
+func TestRetentionBoundary(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	p := New(pool, "", Config{}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	cutoff := time.Now().Add(-time.Hour)
+	if b, err := p.retentionBoundary(ctx, cutoff); err != nil || b != 0 {
+		t.Errorf("empty table: boundary %d (%v), want 0", b, err)
+	}
+	// ids 1-700 old, 701-1000 recent, with gaps (deleted rows) among the old.
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, received_at)
+SELECT 'generic', 'e-' || g, '{}', CASE WHEN g <= 700 THEN now() - interval '2 hours' ELSE now() END
+FROM generate_series(1, 1000) AS g;
+DELETE FROM inbound_events WHERE id % 7 = 0 AND id < 690`); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := p.retentionBoundary(ctx, cutoff); err != nil || b != 701 {
+		t.Errorf("boundary %d (%v), want 701", b, err)
+	}
+	if b, err := p.retentionBoundary(ctx, time.Now().Add(-3*time.Hour)); err != nil || b != 1 {
+		t.Errorf("nothing old enough: boundary %d (%v), want 1 (the first id)", b, err)
+	}
+}
+
+// TestQueueStatsEstimate: on a large table the processed count is an estimate, said to
+// be one, close to the truth and never negative, while the live states stay exact.
+func TestQueueStatsEstimate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state)
+SELECT 'generic', 'e-' || g, '{}', CASE WHEN g % 1000 = 0 THEN 'dead' WHEN g % 1000 = 1 THEN 'pending' ELSE 'processed' END
+FROM generate_series(1, 150000) AS g`); err != nil {
+		t.Fatal(err)
+	}
+	var s Stats
+	waitFor(t, "the statistics see the rows", 10*time.Second, func() (bool, error) {
+		var err error
+		s, err = ReadStats(ctx, pool)
+		return err == nil && !s.ProcessedExact, err
+	})
+	if s.Pending != 150 || s.Dead != 150 || s.Processing != 0 {
+		t.Errorf("live states %+v, want 150 pending and 150 dead, exactly", s)
+	}
+	if want := int64(149700); s.ProcessedEstimate < want*9/10 || s.ProcessedEstimate > want*11/10 {
+		t.Errorf("processed estimate %d, want within 10%% of %d", s.ProcessedEstimate, want)
+	}
+}
