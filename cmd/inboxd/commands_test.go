@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/url"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
@@ -101,13 +103,140 @@ VALUES ('generic', 'a', '{}', 'processed', NULL), ('twilio', 'b', '{}', 'dead', 
 	}
 }
 
-// An unknown bench mode is refused before the bench database is dropped and made
-// again: the URL here points nowhere, so touching it would fail differently.
-func TestBenchUnknownModeTouchesNothing(t *testing.T) {
+// TestHelpListsCommands: `inboxd help` and `inboxd --help` list every command and
+// what it does; a bare `inboxd` serves and says where the list is.
+func TestHelpListsCommands(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, func(string) string { return "" }, &out, &out); err != nil {
+			t.Fatalf("inboxd %v: %v", args, err)
+		}
+		for _, c := range commands() {
+			if !strings.Contains(out.String(), c.name) || !strings.Contains(out.String(), c.summary) {
+				t.Errorf("inboxd %v does not list %s with what it does:\n%s", args, c.name, out.String())
+			}
+		}
+	}
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"bench", "warp", "--database-url", "postgres://nobody@127.0.0.1:1/x"},
-		func(string) string { return "" }, &out, &out)
-	if err == nil || !strings.Contains(err.Error(), `unknown bench mode "warp"`) {
-		t.Errorf("bench warp = %v, want the unknown-mode error", err)
+	env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/inboxd?sslmode=disable"}
+	_ = run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)
+	if !strings.Contains(out.String(), "inboxd help") {
+		t.Errorf("a bare inboxd does not say where the commands are listed:\n%s", out.String())
+	}
+}
+
+// TestUsageErrors: a mistake in how a command was called is a usage error (exit 2)
+// that says what was wrong, found before any connection is made.
+func TestUsageErrors(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/inboxd?sslmode=disable"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"stats", "--bogus"}, "bogus"},
+		{[]string{"events", "--state", "stuck"}, "pending, processing, processed or dead"},
+		{[]string{"events", "--limit", "0"}, "limit"},
+		{[]string{"events", "--provider", "a\x00b"}, "NUL"},
+		{[]string{"events", "replay"}, "--state dead"},
+		{[]string{"events", "replay", "x1"}, `"x1"`},
+		{[]string{"events", "replay", "--state", "pending"}, "--state dead"},
+		{[]string{"tail", "--provider", strings.Repeat("p", 300)}, "256 bytes"},
+		{[]string{"serve", "--workers", "0"}, "INBOX_WORKERS"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, func(k string) string { return env[k] }, &out, &out)
+		var usage usageError
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("inboxd %q = %v, want a usage error mentioning %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestEventsReplay: `inboxd events replay` requeues the given events, or those in a
+// state, and leaves the others alone.
+func TestEventsReplay(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state)
+VALUES ('generic', 'a', '{}', 'dead'), ('generic', 'b', '{}', 'dead'), ('twilio', 'c', '{}', 'dead'), ('generic', 'd', '{}', 'pending')`); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"events", "replay", "1", "4"}, "replayed 1 events"}, // 4 is pending: left alone
+		{[]string{"events", "replay", "--state", "dead", "--provider", "twilio"}, "replayed 1 events"},
+		{[]string{"events", "replay", "--state", "dead"}, "replayed 1 events"},
+		{[]string{"events", "replay", "--state", "dead"}, "replayed 0 events"},
+	} {
+		var out bytes.Buffer
+		if err := run(ctx, tc.args, getenv, &out, &out); err != nil || strings.TrimSpace(out.String()) != tc.want {
+			t.Errorf("inboxd %q: %v %q, want %q", tc.args, err, out.String(), tc.want)
+		}
+	}
+	var pending int
+	pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'pending'").Scan(&pending)
+	if pending != 4 {
+		t.Errorf("%d events pending after the replays, want 4", pending)
+	}
+}
+
+// TestMigrateSaysWhatItApplied: `inboxd migrate` names the migrations it applied, and
+// says when there was nothing to do.
+func TestMigrateSaysWhatItApplied(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewEmptyDB(t)
+	getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate"}, getenv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "applied 001_inbound_events.sql, 002_") {
+		t.Errorf("first migrate said %q, want the list of what it applied", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"migrate"}, getenv, &out, &out); err != nil || !strings.Contains(out.String(), "nothing to apply") {
+		t.Errorf("second migrate: %v %q, want nothing to apply", err, out.String())
+	}
+}
+
+// TestCommandsOnAnUnsetDatabase: stats, events and tail on a database that does not
+// exist, or was never migrated, say to run `inboxd migrate`.
+func TestCommandsOnAnUnsetDatabase(t *testing.T) {
+	t.Parallel()
+	for name, url := range map[string]string{
+		"missing":    pgtest.DatabaseURL("inboxd_does_not_exist"),
+		"unmigrated": pgtest.NewEmptyDB(t),
+	} {
+		getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
+		for _, cmd := range []string{"stats", "events", "tail"} {
+			var out bytes.Buffer
+			err := run(context.Background(), []string{cmd}, getenv, &out, &out)
+			if err == nil || !strings.Contains(err.Error(), "inboxd migrate") {
+				t.Errorf("inboxd %s on a %s database: %v, want advice to run inboxd migrate", cmd, name, err)
+			}
+		}
+	}
+}
+
+// TestStatsWatch redraws in place until interrupted.
+func TestStatsWatch(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.NewPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"stats", "--watch", "--interval", "50ms"}, func(k string) string {
+		return map[string]string{"DATABASE_URL": url}[k]
+	}, &out, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "\x1b[H\x1b[2J"); n < 3 || strings.Count(out.String(), "pending") != n {
+		t.Errorf("--watch drew %d times in 500ms at 50ms (%d tables), want several, each a whole table", n, strings.Count(out.String(), "pending"))
 	}
 }

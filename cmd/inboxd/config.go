@@ -105,8 +105,9 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stderr, name, opts)
+			return c, err
 		}
-		return c, err
+		return c, usageError{fmt.Errorf("%w (`inboxd %s --help` lists the flags)", err, name)}
 	}
 	var errs []error
 	for i, o := range opts {
@@ -118,7 +119,10 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 			errs = append(errs, fmt.Errorf("%s (--%s) = %q: %w", o.env, o.flag, shown, err))
 		}
 	}
-	return c, errors.Join(errs...)
+	if len(errs) > 0 {
+		return c, usageError{errors.Join(errs...)}
+	}
+	return c, nil
 }
 
 // printUsage lists every flag with its variable and built-in default (never the

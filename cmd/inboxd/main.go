@@ -1,12 +1,13 @@
 // Command inboxd receives messaging webhooks, stores them durably in PostgreSQL and
 // turns them into conversations and messages served over HTTP.
 //
-//	inboxd [serve]   run HTTP + processors (the default)
-//	inboxd migrate   apply migrations and exit
-//	inboxd sign      sign a payload like a Standard Webhooks sender (prints curl)
-//	inboxd events    list events (e.g. --state dead)
-//	inboxd stats     print the queue's state
-//	inboxd bench     measure this machine (see docs/benchmarks.md)
+//	inboxd [serve]   run the webhook receiver, processors and API (the default)
+//	inboxd migrate   create the database if missing and apply migrations
+//	inboxd tail      print each event as it arrives
+//	inboxd stats     show the queue (--watch to follow it)
+//	inboxd events    list events; inboxd events replay requeues them
+//	inboxd sign      print a signed curl command to try an endpoint
+//	inboxd help      list the commands
 //
 // main only calls run; run takes the OS as arguments so that tests drive the real
 // wiring.
@@ -32,6 +33,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "inboxd: %v\n", err)
 		stop()
+		var usage usageError
+		if errors.As(err, &usage) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }

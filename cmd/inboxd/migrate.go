@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"inboxd/internal/store"
 )
 
-// migrateCmd creates the database if needed and applies pending migrations.
+// migrateCmd creates the database if needed, applies pending migrations and says which.
 func migrateCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig("migrate", args, getenv, stderr)
 	if err != nil {
@@ -17,9 +18,15 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return dbAdvice(err)
 	}
-	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+	applied, err := store.Migrate(ctx, cfg.DatabaseURL)
+	if len(applied) > 0 {
+		fmt.Fprintf(stdout, "applied %s\n", strings.Join(applied, ", "))
+	}
+	if err != nil {
 		return dbAdvice(err)
 	}
-	fmt.Fprintln(stdout, "migrations applied")
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "nothing to apply: the database is up to date")
+	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,31 +24,68 @@ import (
 	"inboxd/internal/store"
 )
 
-// run dispatches the subcommand named by args[0] (serve by default).
+// command is one subcommand of inboxd.
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the webhook receiver, processors and API (the default)", serveCmd},
+		{"migrate", "create the database if missing and apply migrations; says which it applied", migrateCmd},
+		{"tail", "print each event as it arrives (LISTEN inbound_events): time, id, provider, external id, type", tailCmd},
+		{"stats", "show the queue: events per state and the oldest of each (--watch to follow it)", statsCmd},
+		{"events", "list events (--state dead, --provider); `events replay ID…|--state dead` requeues them", eventsCmd},
+		{"sign", "print a signed curl command that posts a webhook, to try an endpoint by hand", signCmd},
+		{"help", "list the commands", nil},
+	}
+}
+
+// usageError is a mistake in how inboxd was called (an unknown command or flag, a bad
+// value): main exits 2 for it, 1 for everything else.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// run dispatches the subcommand named by args[0]. Without one it serves (so that
+// `go run ./cmd/inboxd` runs the service), and says on stderr where the others are.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "inboxd: serving (the same as `inboxd serve`); `inboxd help` lists the other commands")
+		return serveCmd(ctx, args, getenv, stdout, stderr)
 	}
-	switch cmd {
-	case "serve":
-		return serve(ctx, args, getenv, stdout, stderr, nil)
-	case "migrate":
-		return migrateCmd(ctx, args, getenv, stdout, stderr)
-	case "sign":
-		return signCmd(args, getenv, stdout, stderr)
-	case "events":
-		return eventsCmd(ctx, args, getenv, stdout, stderr)
-	case "stats":
-		return statsCmd(ctx, args, getenv, stdout, stderr)
-	case "bench":
-		return benchCmd(ctx, args, getenv, stdout, stderr)
-	case "help":
-		fmt.Fprintln(stdout, "usage: inboxd [serve|migrate|sign|events|stats|bench] [flags]; inboxd CMD --help lists a command's flags")
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		printCommands(stdout)
 		return nil
-	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate, sign, events, stats or bench", cmd)
 	}
+	name := "serve"
+	if args[0] != "" && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	for _, c := range commands() {
+		if c.name == name && c.run != nil {
+			return c.run(ctx, args, getenv, stdout, stderr)
+		}
+	}
+	return usageError{fmt.Errorf("unknown command %q; `inboxd help` lists the commands", name)}
+}
+
+func printCommands(w io.Writer) {
+	fmt.Fprintln(w, "usage: inboxd [command] [flags]")
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range commands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n`inboxd COMMAND --help` lists a command's flags; every flag of serve is also an environment variable.")
+}
+
+// serveCmd is `inboxd serve`.
+func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return serve(ctx, args, getenv, stdout, stderr, nil)
 }
 
 // serve runs inboxd. ready, when not nil, receives the listening address (tests).
@@ -206,10 +244,11 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 		if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 			return nil, dbAdvice(err)
 		}
-		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		applied, err := store.Migrate(ctx, cfg.DatabaseURL)
+		if err != nil {
 			return nil, dbAdvice(err)
 		}
-		log.Info("migrations applied")
+		log.Info("database schema current", zap.Strings("applied_migrations", applied))
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
 		pc.MaxConns = 16 // ingest's committers and the API's readers
@@ -220,10 +259,13 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 	return pool, nil
 }
 
-// dbAdvice adds what to do when no server answered.
+// dbAdvice adds what to do when no server answered, or the database is not set up.
 func dbAdvice(err error) error {
-	if errors.Is(err, store.ErrUnreachable) {
+	switch {
+	case errors.Is(err, store.ErrUnreachable):
 		return fmt.Errorf("%w; start one with `docker compose up -d db`, or set DATABASE_URL to a reachable server", err)
+	case store.IsMissingDatabase(err), store.IsUnmigrated(err):
+		return fmt.Errorf("%w; create the database and its tables with `inboxd migrate` (`inboxd serve` also does at start)", err)
 	}
 	return err
 }

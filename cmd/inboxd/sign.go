@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +17,7 @@ import (
 // signCmd signs a payload the way a provider does and prints a curl command line that
 // posts it (or, with --headers, just the headers), so that an endpoint can be tried by
 // hand: Standard Webhooks (generic, the default), Twilio or Meta.
-func signCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func signCmd(_ context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inboxd sign", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	prov := fs.String("provider", "generic", "generic, twilio or meta")

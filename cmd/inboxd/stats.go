@@ -2,100 +2,108 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"inboxd/internal/processor"
 	"inboxd/internal/store"
 )
 
-// statsCmd prints inbox_queue_stats: how many events are in each state, and how old
-// the oldest is.
+// statsCmd prints the queue (the inbox_queue_stats view): how many events are in each
+// state and how old the oldest is; with --watch it redraws every --interval.
 func statsCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	pool, err := cliPool(ctx, "stats", args, getenv, stderr, nil)
+	var watch bool
+	var interval time.Duration
+	fs := cliFlags("stats", "Shows how many events are in each state and how old the oldest is.", stderr)
+	fs.BoolVar(&watch, "watch", false, "redraw in place every --interval until interrupted")
+	fs.DurationVar(&interval, "interval", 2*time.Second, "with --watch: how often")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	pool, err := cliPool(ctx, fs, getenv)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	rows, err := pool.Query(ctx, `SELECT state, count, COALESCE(extract(epoch FROM oldest_age), 0) FROM inbox_queue_stats ORDER BY state`)
-	if err != nil {
-		return fmt.Errorf("read inbox_queue_stats: %w", err)
+	for {
+		states, err := processor.ReadQueue(ctx, pool)
+		if err != nil {
+			return dbAdvice(err)
+		}
+		if watch {
+			fmt.Fprint(stdout, "\x1b[H\x1b[2J") // cursor home, clear: redraw in place
+			fmt.Fprintf(stdout, "inboxd queue at %s (every %s; Ctrl-C stops)\n\n", time.Now().Format(time.TimeOnly), interval)
+		}
+		printQueue(stdout, states)
+		if !watch || !sleepCtx(ctx, interval) {
+			return nil
+		}
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+}
+
+// printQueue writes the states as a table; an estimated count is marked with "~".
+func printQueue(w io.Writer, states []processor.QueueState) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "state\tcount\toldest\t")
-	var state string
-	var count int64
-	var age float64
-	_, err = pgx.ForEachRow(rows, []any{&state, &count, &age}, func() error {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t\n", state, count, time.Duration(age*float64(time.Second)).Round(time.Millisecond))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read inbox_queue_stats: %w", err)
+	for _, q := range states {
+		count := fmt.Sprint(q.Count)
+		if !q.Exact {
+			count = "~" + count
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", q.State, count, q.OldestAge.Round(time.Millisecond))
 	}
-	return tw.Flush()
+	tw.Flush()
 }
 
-// eventsCmd lists recent events, newest first, optionally by state and provider.
-func eventsCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	var state, provider string
-	var limit int
-	pool, err := cliPool(ctx, "events", args, getenv, stderr, func(fs *flag.FlagSet) {
-		fs.StringVar(&state, "state", "", "only events in this state (pending, processing, processed, dead)")
-		fs.StringVar(&provider, "provider", "", "only events of this provider")
-		fs.IntVar(&limit, "limit", 20, "how many")
-	})
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	rows, err := pool.Query(ctx, `
-SELECT id, provider, external_id, state, attempts, received_at, COALESCE(last_error, '')
-FROM inbound_events
-WHERE ($1 = '' OR state = $1) AND ($2 = '' OR provider = $2)
-ORDER BY id DESC LIMIT $3`, state, provider, limit)
-	if err != nil {
-		return fmt.Errorf("list events: %w", err)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "id\tprovider\texternal_id\tstate\tattempts\treceived_at\tlast_error")
-	var id int64
-	var prov, ext, st, lastErr string
-	var attempts int
-	var received time.Time
-	_, err = pgx.ForEachRow(rows, []any{&id, &prov, &ext, &st, &attempts, &received, &lastErr}, func() error {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", id, prov, ext, st, attempts, received.UTC().Format(time.RFC3339), lastErr)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("list events: %w", err)
-	}
-	return tw.Flush()
-}
-
-// cliPool parses a read-only command's flags (DATABASE_URL plus extra) and connects.
-func cliPool(ctx context.Context, name string, args []string, getenv func(string) string, stderr io.Writer, extra func(*flag.FlagSet)) (*pgxpool.Pool, error) {
+// cliFlags starts the flag set of an operator command, with --database-url.
+func cliFlags(name, what string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("inboxd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: inboxd %s [flags]\n\n%s\n\n", name, what)
+		fs.PrintDefaults()
+	}
 	// The default is described, not shown: DATABASE_URL may hold a password.
-	url := fs.String("database-url", "", "Postgres connection string (default: DATABASE_URL, else "+defaultDatabaseURL+")")
-	if extra != nil {
-		extra(fs)
+	fs.String("database-url", "", "Postgres connection string (default: DATABASE_URL, else "+defaultDatabaseURL+")")
+	return fs
+}
+
+// cliPool connects to the database of fs's --database-url (fs is parsed).
+func cliPool(ctx context.Context, fs *flag.FlagSet, getenv func(string) string) (*pgxpool.Pool, error) {
+	url := fs.Lookup("database-url").Value.String()
+	if url == "" {
+		url = or(getenv("DATABASE_URL"), defaultDatabaseURL)
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if *url == "" {
-		*url = or(getenv("DATABASE_URL"), defaultDatabaseURL)
-	}
-	pool, err := store.Open(ctx, *url, nil)
+	pool, err := store.Open(ctx, url, nil)
 	if err != nil {
 		return nil, dbAdvice(err)
 	}
 	return pool, nil
+}
+
+// parseFlags parses args, turning a mistake into a usageError (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return usageError{err}
+	}
+	return err
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether the full d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

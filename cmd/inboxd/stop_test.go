@@ -68,14 +68,11 @@ func TestStalledHeadersAreCutOff(t *testing.T) {
 func TestCLINeverPrintsAPassword(t *testing.T) {
 	t.Parallel()
 	const secret = "s3cr3t-pw"
-	env := map[string]string{
-		"DATABASE_URL":              "postgres://inboxd:" + secret + "@127.0.0.1:1/inboxd?sslmode=disable",
-		"INBOXD_BENCH_DATABASE_URL": "postgres://bench:" + secret + "@127.0.0.1:1/postgres",
-	}
+	env := map[string]string{"DATABASE_URL": "postgres://inboxd:" + secret + "@127.0.0.1:1/inboxd?sslmode=disable"}
 	getenv := func(k string) string { return env[k] }
 	for _, args := range [][]string{
 		{"stats", "--bogus"}, {"events", "--bogus"}, {"stats"}, {"events", "--state", "dead"},
-		{"serve", "--bogus"}, {"serve"}, {"migrate"}, {"bench", "drain", "--bogus"}, {"bench", "drain"},
+		{"serve", "--bogus"}, {"serve"}, {"migrate"}, {"tail"}, {"tail", "--bogus"}, {"events", "replay", "1"},
 	} {
 		var out bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -3,12 +3,10 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,69 +138,5 @@ func BenchmarkListEndpoints(b *testing.B) {
 				resp.Body.Close()
 			}
 		})
-	}
-}
-
-var planCounter atomic.Int64
-
-// genericPlanNodes is planNodes for the plan Postgres would cache for sql once it
-// stops planning each execution (a generic plan, which pgx's statement cache makes
-// likely): the query is prepared and explained with plan_cache_mode forcing it.
-func (a *testAPI) genericPlanNodes(t testing.TB, sql string, args ...any) []string {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := a.pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	params := make([]string, len(args)) // EXECUTE takes literals, not bind parameters
-	for i, v := range args {
-		if str, ok := v.(string); ok {
-			params[i] = "'" + strings.ReplaceAll(str, "'", "''") + "'"
-		} else {
-			params[i] = fmt.Sprint(v)
-		}
-	}
-	name := fmt.Sprintf("generic_%d", planCounter.Add(1))
-	for _, s := range []string{"SET plan_cache_mode = force_generic_plan", "PREPARE " + name + " AS " + sql} {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-	defer conn.Exec(ctx, "RESET plan_cache_mode; DEALLOCATE "+name)
-	return a.explainOn(t, conn.Conn(), "EXECUTE "+name+"("+strings.Join(params, ", ")+")")
-}
-
-// TestEventListPlans: on 200,000 events of which 20 are dead, each filter of the
-// events list reads an index in id order, in the generic plan too: listing dead
-// events walks their small partial index, never the whole table.
-func TestEventListPlans(t *testing.T) {
-	t.Parallel()
-	a := newTestAPI(t, false)
-	a.exec(t, `
-INSERT INTO inbound_events (provider, external_id, payload, state, processed_at)
-SELECT CASE WHEN g % 3 = 0 THEN 'twilio' ELSE 'generic' END, 'e-' || g, '{}',
-       CASE WHEN g % 10000 = 0 THEN 'dead' ELSE 'processed' END, now()
-FROM generate_series(1, 200000) AS g`)
-	a.exec(t, "ANALYZE inbound_events")
-	for name, c := range map[string]struct{ query, index string }{
-		"events":                 {"limit=50", "inbound_events_pkey"},
-		"events, next page":      {"cursor=" + *cursor{ID: 150000}.encode(), "inbound_events_pkey"},
-		"dead events":            {"state=dead", "inbound_events_dead"},
-		"dead events, next page": {"state=dead&cursor=" + *cursor{ID: 150000}.encode(), "inbound_events_dead"},
-		"a provider's events":    {"provider=twilio", "inbound_events_pkey"},
-		"a provider's processed": {"provider=twilio&state=processed", "inbound_events_pkey"},
-	} {
-		sql, args, _, err := eventsQuery(httptest.NewRequest("GET", "/v1/events?"+c.query, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for kind, nodes := range map[string][]string{"custom": a.planNodes(t, sql, args...), "generic": a.genericPlanNodes(t, sql, args...)} {
-			joined := strings.Join(nodes, " | ")
-			if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || !strings.Contains(joined, c.index) {
-				t.Errorf("%s (%s plan): %s, want an in-order scan of %s", name, kind, joined, c.index)
-			}
-		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/processor"
 	"inboxd/internal/store"
 )
 
@@ -35,9 +36,9 @@ type page[T any] struct {
 // are logged once, here, with the request id.
 func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, errNotFound), errors.Is(err, processor.ErrNoEvent):
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, errBadParam):
+	case errors.Is(err, errBadParam), errors.Is(err, processor.ErrBadFilter):
 		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", err.Error())
 	case store.Unstorable(err):
 		// A parameter Postgres cannot hold reached a query: textParam should have

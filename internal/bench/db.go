@@ -34,7 +34,7 @@ func CreateDatabase(ctx context.Context, server, name string) (string, *pgxpool.
 	}
 	u.Path = "/" + name
 	dbURL := u.String()
-	if err := store.Migrate(ctx, dbURL); err != nil {
+	if _, err := store.Migrate(ctx, dbURL); err != nil {
 		return "", nil, err
 	}
 	// Room for the ceiling's clients (pgxpool's default is max(4, CPUs) connections).

@@ -1,6 +1,8 @@
 // Package pgtest gives each test its own PostgreSQL database, cloned from a template
-// that is migrated once per schema version, so test packages run in parallel and no
-// test sees another's rows. It is for tests only.
+// that is migrated once per test binary, so test packages run in parallel and no test
+// sees another's rows. It is for tests only. A package that uses it runs its tests
+// through Main, which drops the template at the end: a test run leaves the server as
+// it found it.
 //
 // The server is INBOXD_TEST_DATABASE_URL (default: the local trust-auth server as the
 // postgres role). A server that cannot be reached fails the test loudly: a test that
@@ -30,11 +32,28 @@ import (
 const defaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 var (
+	mainRunning  bool
 	templateOnce sync.Once
 	templateName string
 	templateErr  error
 	counter      atomic.Int64
 )
+
+// Main runs the package's tests (call it from TestMain: os.Exit(pgtest.Main(m))) and
+// then drops the template database they cloned from.
+func Main(m *testing.M) int {
+	mainRunning = true
+	code := m.Run()
+	if templateName != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := dropDatabase(ctx, templateName); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: drop template %s: %v\n", templateName, err)
+			return max(code, 1)
+		}
+	}
+	return code
+}
 
 // ServerURL is the connection string of the test server's maintenance database.
 func ServerURL() string {
@@ -48,6 +67,9 @@ func ServerURL() string {
 // its connection string.
 func NewDB(t testing.TB) string {
 	t.Helper()
+	if !mainRunning {
+		t.Fatal("pgtest: run the package's tests through pgtest.Main (func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }), so that its template database is dropped at the end")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
@@ -107,15 +129,19 @@ func NewEmptyDB(t testing.TB) string {
 func DropDatabase(t testing.TB, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := dropDatabase(ctx, name); err != nil {
+		t.Errorf("pgtest: drop %s: %v", name, err)
+	}
+}
+
+func dropDatabase(ctx context.Context, name string) error {
 	conn, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
-		t.Errorf("pgtest: drop %s: %v", name, err)
-		return
+		return err
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-		t.Errorf("pgtest: drop %s: %v", name, err)
-	}
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	return err
 }
 
 // DatabaseURL is the connection string of database name on the test server.
@@ -128,41 +154,28 @@ func DatabaseURL(name string) string {
 	return u.String()
 }
 
-// ensureTemplate makes sure a database migrated to the current schema exists. Its name
-// carries a hash of the migration files, so a changed schema gets a new template; an
-// advisory lock keeps test packages that start together from building it twice.
+// ensureTemplate creates this test binary's template: a database migrated to the
+// current schema, named after the migrations' hash and the process.
 func ensureTemplate(ctx context.Context) (string, error) {
 	hash, err := schemaHash()
 	if err != nil {
 		return "", err
 	}
-	name := "inboxd_tmpl_" + hash
+	name := fmt.Sprintf("inboxd_tmpl_%s_%d", hash, os.Getpid())
+	if err := dropDatabase(ctx, name); err != nil { // a crashed run's, if the pid came round
+		return "", err
+	}
 	conn, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(7351001)"); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", err
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(7351001)")
-	var exists bool
-	err = conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists)
-	if err != nil || exists {
-		return name, err
-	}
-	building := name + "_wip"
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+building+" WITH (FORCE)"); err != nil {
-		return "", err
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+building); err != nil {
-		return "", err
-	}
-	if err := store.Migrate(ctx, DatabaseURL(building)); err != nil {
+	if _, err := store.Migrate(ctx, DatabaseURL(name)); err != nil {
+		dropDatabase(context.WithoutCancel(ctx), name)
 		return "", fmt.Errorf("migrate template: %w", err)
-	}
-	if _, err := conn.Exec(ctx, "ALTER DATABASE "+building+" RENAME TO "+name); err != nil {
-		return "", err
 	}
 	return name, nil
 }

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("INBOXD_TEST_CHILD"); mode != "" {
 		os.Exit(runChild(mode))
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 // start runs a processor on its own pool (as a separate process would have) until

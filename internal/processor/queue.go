@@ -254,8 +254,11 @@ func Requeue(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int64, error
 // RequeueState replays up to limit events in state (dead or processed), of provider
 // if it is not empty, oldest first, and returns how many it requeued.
 func RequeueState(ctx context.Context, pool *pgxpool.Pool, state, provider string, limit int) (int64, error) {
+	if err := (EventFilter{State: state, Provider: provider, Limit: limit}).Validate(); err != nil {
+		return 0, err
+	}
 	if state != "dead" && state != "processed" {
-		return 0, fmt.Errorf("requeue: state must be dead or processed, got %q", state)
+		return 0, fmt.Errorf("%w: only dead or processed events can be replayed, got %q", ErrBadFilter, state)
 	}
 	var n int64
 	if err := pool.QueryRow(ctx, requeue, []int64{}, state, provider, limit).Scan(&n); err != nil {

@@ -54,7 +54,7 @@ func TestMigrationsNeverBlockIngest(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- store.Migrate(ctx, url) }()
+	go func() { _, err := store.Migrate(ctx, url); done <- err }()
 	waitForLockWait(t, conn, `%CREATE INDEX%`)
 
 	// Meanwhile ingest goes on.

@@ -36,7 +36,7 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	if err == nil {
 		return conn.Close(ctx)
 	}
-	if !isMissingDatabase(err) {
+	if !IsMissingDatabase(err) {
 		return connectErr(cfg, err)
 	}
 	admin := cfg.Copy()
@@ -57,29 +57,33 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	return nil
 }
 
-// Migrate applies every pending embedded migration. tern holds an advisory lock while it
+// Migrate applies every pending embedded migration and returns the names of those it
+// applied (none when the schema was current). tern holds an advisory lock while it
 // runs, so several processes starting at once apply each migration once.
-func Migrate(ctx context.Context, url string) error {
+func Migrate(ctx context.Context, url string) ([]string, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return fmt.Errorf("parse DATABASE_URL: %w", err)
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
+	cfg.DialFunc = Dialer().DialContext
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return connectErr(cfg, err)
+		return nil, connectErr(cfg, err)
 	}
 	defer conn.Close(ctx)
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
-		return fmt.Errorf("prepare migrations: %w", err)
+		return nil, fmt.Errorf("prepare migrations: %w", err)
 	}
 	if err := m.LoadMigrations(migrations.FS); err != nil {
-		return fmt.Errorf("load migrations: %w", err)
+		return nil, fmt.Errorf("load migrations: %w", err)
 	}
+	var applied []string
+	m.OnStart = func(_ int32, name, _, _ string) { applied = append(applied, name) }
 	if err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
+		return applied[:max(len(applied)-1, 0)], fmt.Errorf("apply migrations: %w", err)
 	}
-	return nil
+	return applied, nil
 }
 
 // Open connects a pool to url, applying configure (may be nil) to its config, and pings
@@ -106,7 +110,15 @@ func Open(ctx context.Context, url string, configure func(*pgxpool.Config)) (*pg
 	return pool, nil
 }
 
-func isMissingDatabase(err error) bool {
+// IsUnmigrated reports whether err says a table or view of inboxd does not exist: the
+// database was never migrated.
+func IsUnmigrated(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01" // undefined_table
+}
+
+// IsMissingDatabase reports whether err says the database does not exist.
+func IsMissingDatabase(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
 }

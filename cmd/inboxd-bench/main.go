@@ -1,3 +1,11 @@
+// Command inboxd-bench measures inboxd on this machine: the commit ceiling, how fast a
+// backlog drains, and open-loop webhook load at fixed rates with acknowledgement and
+// end-to-end latency (docs/benchmarks.md). It lives beside the product, not in it: it
+// drops and recreates its database, and runs the inboxd binary it is pointed at
+// (--inboxd) as a subprocess.
+//
+//	inboxd-bench ceiling|drain|rate|ramp|all [flags]
+//	inboxd-bench report [--svg chart.svg] FILE.json…
 package main
 
 import (
@@ -11,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -27,16 +36,27 @@ const (
 	benchServer = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 )
 
-// benchCmd measures this machine: see internal/bench and docs/benchmarks.md.
-//
-//	inboxd bench ceiling|drain|rate|ramp|all [flags]
-//	inboxd bench report [--svg chart.svg] FILE.json…
-func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "inboxd-bench: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run runs the mode named by args[0] (all by default).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	mode := "all"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		mode, args = args[0], args[1:]
 	}
-	fs := flag.NewFlagSet("inboxd bench "+mode, flag.ContinueOnError)
+	fs := flag.NewFlagSet("inboxd-bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("database-url", "", "server to measure on; the database inboxd_bench is created (and emptied) there (default: INBOXD_BENCH_DATABASE_URL, else "+benchServer+")")
 	rate := fs.Int("rate", 1000, "rate: events per second")
@@ -48,6 +68,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	slo := fs.Float64("slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
 	events := fs.Int("events", 100000, "drain: backlog size")
 	clients := fs.Int("clients", 16, "ceiling: concurrent connections")
+	binary := fs.String("inboxd", "inboxd", "the inboxd binary to measure (build it with go build -o inboxd ./cmd/inboxd)")
 	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
 	batch := fs.Int("batch-size", 64, "inboxd events per batch (INBOX_BATCH_SIZE)")
 	asJSON := fs.Bool("json", false, "print results as JSON instead of a table")
@@ -65,7 +86,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	} else {
 		results, err = runBench(ctx, mode, benchOptions{
 			server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
-			rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch,
+			rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
 		}, stderr)
 	}
 	if err != nil {
@@ -96,6 +117,7 @@ type benchOptions struct {
 	duration, warmup                   time.Duration
 	slo                                float64
 	events, clients, workers, batch    int
+	binary                             string // the inboxd to run
 }
 
 func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
@@ -106,7 +128,7 @@ func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writ
 	}
 	dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
 	if err != nil {
-		return nil, dbAdvice(err)
+		return nil, err
 	}
 	defer pool.Close()
 	one := func(r bench.Result, err error) ([]bench.Result, error) { return []bench.Result{r}, err }
@@ -196,9 +218,9 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, fun
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	self, err := os.Executable()
+	self, err := exec.LookPath(o.binary)
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("--inboxd %s: %w (build it: go build -o inboxd ./cmd/inboxd, then --inboxd ./inboxd)", o.binary, err)
 	}
 	cmd := exec.Command(self, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
@@ -227,6 +249,13 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, fun
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func readResults(files []string) ([]bench.Result, error) {

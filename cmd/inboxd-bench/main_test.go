@@ -1,0 +1,38 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// An unknown bench mode is refused before the bench database is dropped and made
+// again: the URL here points nowhere, so touching it would fail differently.
+func TestBenchUnknownModeTouchesNothing(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"warp", "--database-url", "postgres://nobody@127.0.0.1:1/x"},
+		func(string) string { return "" }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `unknown bench mode "warp"`) {
+		t.Errorf("bench warp = %v, want the unknown-mode error", err)
+	}
+}
+
+// TestNeverPrintsAPassword: the usage text and connection errors show the server's
+// URL without its password.
+func TestNeverPrintsAPassword(t *testing.T) {
+	const secret = "s3cr3t-pw"
+	getenv := func(k string) string {
+		return map[string]string{"INBOXD_BENCH_DATABASE_URL": "postgres://bench:" + secret + "@127.0.0.1:1/postgres"}[k]
+	}
+	for _, args := range [][]string{{"drain", "--bogus"}, {"drain"}} {
+		var out bytes.Buffer
+		err := run(context.Background(), args, getenv, &out, &out)
+		if err == nil {
+			t.Errorf("inboxd-bench %v succeeded against a closed port", args)
+		}
+		if strings.Contains(out.String(), secret) || (err != nil && strings.Contains(err.Error(), secret)) {
+			t.Errorf("inboxd-bench %v printed the password:\n%s\n%v", args, out.String(), err)
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/pgtest"
+)
+
+// startTail runs `inboxd tail args…` until the test ends, and waits until it listens.
+func startTail(t *testing.T, url string, args ...string) (out, errs *syncBuffer) {
+	t.Helper()
+	out, errs = &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"tail"}, args...), func(k string) string {
+			return map[string]string{"DATABASE_URL": url}[k]
+		}, out, errs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("tail returned %v", err)
+		}
+	})
+	waitUntil(t, "tail listens", func() bool { return strings.Contains(errs.String(), "listening") })
+	return out, errs
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after 15s", what)
+		}
+	}
+}
+
+// insertArrivals stores n events of each provider, as ingest would (the insert
+// trigger announces them).
+func insertArrivals(t *testing.T, pool *pgxpool.Pool, tag string, n int) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), `
+INSERT INTO inbound_events (provider, external_id, payload)
+SELECT 'generic', $1 || '-g' || g, '{"type":"message.received"}'::jsonb FROM generate_series(1, $2) AS g
+UNION ALL
+SELECT 'twilio', $1 || '-t' || g, '{"MessageSid":"SM1","MessageStatus":"delivered"}'::jsonb FROM generate_series(1, $2) AS g
+UNION ALL
+SELECT 'meta', $1 || '-m' || g, '{"message":{"type":"image"}}'::jsonb FROM generate_series(1, $2) AS g`, tag, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTail: each arrival is one line (time, id, provider, external id, type), as it
+// happens; --provider filters and --json prints objects.
+func TestTail(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	insertArrivals(t, pool, "before", 1) // not shown: tail shows what arrives after it starts
+	all, _ := startTail(t, url)
+	twilio, _ := startTail(t, url, "--provider", "twilio")
+	asJSON, _ := startTail(t, url, "--json")
+	insertArrivals(t, pool, "new", 1)
+	waitUntil(t, "three lines", func() bool { return strings.Count(all.String(), "\n") == 3 })
+	line := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  \d+  (\w+)  (\S+)  (.+)$`)
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(all.String()), "\n") {
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("line %q is not time, id, provider, external id, type", l)
+		}
+		got = append(got, m[1]+" "+m[2]+" "+m[3])
+	}
+	if want := "generic new-g1 message.received|twilio new-t1 status delivered|meta new-m1 message image"; strings.Join(got, "|") != want {
+		t.Errorf("tail printed %q, want %q", strings.Join(got, "|"), want)
+	}
+	waitUntil(t, "the JSON lines", func() bool { return strings.Count(asJSON.String(), "\n") == 3 })
+	var a struct {
+		ID         int64
+		Provider   string
+		ExternalID string `json:"external_id"`
+		Type       string
+	}
+	if err := json.Unmarshal([]byte(strings.Split(asJSON.String(), "\n")[1]), &a); err != nil || a.ExternalID != "new-t1" || a.Type != "status delivered" {
+		t.Errorf("--json line %q: %+v %v", strings.Split(asJSON.String(), "\n")[1], a, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if s := twilio.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "twilio") {
+		t.Errorf("--provider twilio printed %q, want the one Twilio event", s)
+	}
+}
+
+// TestTailUnderLoadAndReconnect: under a stream of arrivals every event is printed
+// once; when its connection is killed, tail reconnects by itself and prints what
+// arrived meanwhile.
+func TestTailUnderLoadAndReconnect(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	out, errs := startTail(t, url)
+	for i := range 20 {
+		insertArrivals(t, pool, fmt.Sprintf("load%d", i), 50) // 3,000 events in 20 commits
+	}
+	waitUntil(t, "3,000 lines", func() bool { return strings.Count(out.String(), "\n") >= 3000 })
+	if _, err := pool.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND query ILIKE 'listen%'`); err != nil {
+		t.Fatal(err)
+	}
+	insertArrivals(t, pool, "gap", 10) // likely while tail is away
+	waitUntil(t, "tail reconnects", func() bool { return strings.Contains(errs.String(), "reconnected") })
+	insertArrivals(t, pool, "after", 10)
+	waitUntil(t, "3,060 lines", func() bool { return strings.Count(out.String(), "\n") >= 3060 })
+	time.Sleep(200 * time.Millisecond)
+	seen := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		seen[strings.Fields(l)[3]]++
+	}
+	if len(seen) != 3060 {
+		t.Errorf("%d distinct events printed, want 3,060", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s printed %d times", id, n)
+		}
+	}
+}
