@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rampMax := fs.Int("ramp-max", 10000, "ramp: highest rate tried")
 	slo := fs.Float64("slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
 	events := fs.Int("events", 100000, "drain: backlog size")
+	rows := fs.Int("rows", 5000000, "retention: processed events older than INBOX_RETENTION stored before the run")
+	retention := fs.Duration("retention", time.Minute, "growth: INBOX_RETENTION of the run")
 	clients := fs.Int("clients", 16, "ceiling: concurrent connections")
 	binary := fs.String("inboxd", "inboxd", "the inboxd binary to measure (build it with go build -o inboxd ./cmd/inboxd)")
 	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
@@ -87,6 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		results, err = runBench(ctx, mode, benchOptions{
 			server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
 			rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
+			rows: *rows, retention: *retention,
 		}, stderr)
 	}
 	if err != nil {
@@ -118,13 +121,15 @@ type benchOptions struct {
 	slo                                float64
 	events, clients, workers, batch    int
 	binary                             string // the inboxd to run
+	rows                               int
+	retention                          time.Duration
 }
 
 func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
 	switch mode {
-	case "ceiling", "drain", "rate", "ramp", "all":
+	case "ceiling", "drain", "rate", "ramp", "all", "retention", "growth":
 	default:
-		return nil, fmt.Errorf("unknown bench mode %q: want ceiling, drain, rate, ramp, all or report", mode)
+		return nil, fmt.Errorf("unknown bench mode %q: want ceiling, drain, rate, ramp, all, retention, growth or report", mode)
 	}
 	dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
 	if err != nil {
@@ -140,10 +145,12 @@ func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writ
 		{"drain", func() ([]bench.Result, error) { return one(benchDrain(ctx, pool, dbURL, o)) }},
 		{"rate", func() ([]bench.Result, error) { return benchRates(ctx, pool, dbURL, o, []int{o.rate}, progress) }},
 		{"ramp", func() ([]bench.Result, error) { return benchRamp(ctx, pool, dbURL, o, progress) }},
+		{"retention", func() ([]bench.Result, error) { return benchRetention(ctx, pool, dbURL, o, progress) }},
+		{"growth", func() ([]bench.Result, error) { return one(benchGrowth(ctx, pool, dbURL, o, progress)) }},
 	}
 	var results []bench.Result
 	for _, s := range steps {
-		if mode != "all" && mode != s.mode {
+		if mode != s.mode && (mode != "all" || s.mode == "retention" || s.mode == "growth") {
 			continue
 		}
 		fmt.Fprintf(progress, "== %s\n", s.mode)
@@ -192,7 +199,7 @@ func benchRamp(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOpt
 // benchRates runs an inboxd serve subprocess and one open-loop step per rate (the
 // database emptied before each), stopping after the first step that misses the SLO.
 func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, rates []int, progress io.Writer) ([]bench.Result, error) {
-	base, stop, err := startTarget(ctx, dbURL, o)
+	base, stop, err := startTarget(ctx, dbURL, o, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -210,8 +217,9 @@ func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOp
 	})
 }
 
-// startTarget runs `inboxd serve` (this binary) on a free port against dbURL.
-func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, func(), error) {
+// startTarget runs `inboxd serve` (the --inboxd binary) on a free port against dbURL,
+// with env added to its environment.
+func startTarget(ctx context.Context, dbURL string, o benchOptions, env []string) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
@@ -225,6 +233,7 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions) (string, fun
 	cmd := exec.Command(self, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
 		"INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return "", nil, fmt.Errorf("start inboxd serve: %w", err)

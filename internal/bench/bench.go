@@ -71,6 +71,11 @@ type Result struct {
 	Events       int     `json:"events,omitempty"`
 	EventsPerSec float64 `json:"events_per_sec,omitempty"`
 
+	// retention: rows retention deleted during the rate step; growth: the table's size
+	Deleted       int64    `json:"deleted,omitempty"`
+	DeletedPerSec float64  `json:"deleted_per_sec,omitempty"`
+	Samples       []Sample `json:"samples,omitempty"`
+
 	// ceiling
 	Clients           int     `json:"clients,omitempty"`
 	CommitsPerSec     float64 `json:"commits_per_sec,omitempty"`

@@ -20,8 +20,11 @@ import (
 //
 // Each is deleted in transactions of retentionBatch rows, oldest first, each holding
 // its row locks for milliseconds and skipping rows locked by anyone else; between
-// batches the loop pauses as long as the batch took, so retention never takes more
-// than half of a connection's time. Each batch first takes a transaction-scoped
+// batches the loop pauses three times as long as the batch took, so retention takes
+// at most a quarter of one connection's time: a catch-up (retention just turned on, or
+// a process back after days) deletes tens of thousands of rows a second without
+// pushing live traffic's latency past its targets (docs/operations.md has the figures),
+// and steady state deletes what arrived a retention period ago. Each batch first takes a transaction-scoped
 // advisory lock without waiting: with several processes, one deletes and the others
 // skip their turn (a transaction-scoped lock also works through a transaction-mode
 // pooler, where a session lock would not).
@@ -48,16 +51,20 @@ func retentionInterval(c Config) time.Duration {
 	return min(max(shortest/10, time.Second), time.Minute)
 }
 
-// retain runs retention every retentionInterval until ctx ends.
+// retain runs retention soon after start (a process that was down catches up at
+// once), then every retentionInterval, until ctx ends. The waits are jittered so that
+// several processes do not all try at the same moment.
 func (p *Processor) retain(ctx context.Context) {
 	if p.cfg.Retention <= 0 && p.cfg.DeadRetention <= 0 {
 		return
 	}
 	every := retentionInterval(p.cfg)
-	for sleep(ctx, every+time.Duration(rand.Int64N(int64(every)/5+1))) {
+	wait := time.Second
+	for sleep(ctx, wait+time.Duration(rand.Int64N(int64(wait)/5+1))) {
 		if err := p.retainOnce(ctx); err != nil && ctx.Err() == nil {
 			p.log.Warn("retention", zap.Error(err))
 		}
+		wait = every
 	}
 }
 
@@ -177,7 +184,7 @@ func (p *Processor) deleteBatches(ctx context.Context, what, sql string, args ..
 		if !locked || n < retentionBatch {
 			return total, nil
 		}
-		sleep(ctx, time.Since(start)) // at most half of a connection's time
+		sleep(ctx, 3*time.Since(start)) // at most a quarter of a connection's time
 	}
 	return total, nil
 }
