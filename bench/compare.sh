@@ -18,16 +18,18 @@ out=bench/out
 mkdir -p "$out" docs
 
 go build -o "$out/inboxd" ./cmd/inboxd
+go build -o "$out/inboxd-bench" ./cmd/inboxd-bench
 (cd bench/river && go build -o ../out/river-bench .)
+B=("$out/inboxd-bench")
 
-"$out/inboxd" bench ceiling --database-url "$DB" --json > "$out/1-ceiling.json"
-"$out/inboxd" bench drain --database-url "$DB" --events "$EVENTS" --json > "$out/2-inboxd-drain.json"
+"${B[@]}" ceiling --database-url "$DB" --json > "$out/1-ceiling.json"
+"${B[@]}" drain --inboxd "$out/inboxd" --database-url "$DB" --events "$EVENTS" --json > "$out/2-inboxd-drain.json"
 "$out/river-bench" drain --database-url "$DB" --events "$EVENTS" --json > "$out/3-river-drain.json"
 "$out/river-bench" drain --database-url "$DB" --events "$EVENTS" --work noop --json > "$out/4-river-noop-drain.json"
-"$out/inboxd" bench ramp --database-url "$DB" --duration "$STEP" --ramp-start "$RAMP_START" --ramp-step "$RAMP_STEP" --ramp-max "$RAMP_MAX" --json > "$out/5-inboxd-ramp.json"
+"${B[@]}" ramp --inboxd "$out/inboxd" --database-url "$DB" --duration "$STEP" --ramp-start "$RAMP_START" --ramp-step "$RAMP_STEP" --ramp-max "$RAMP_MAX" --json > "$out/5-inboxd-ramp.json"
 "$out/river-bench" ramp --database-url "$DB" --duration "$STEP" --ramp-start "$RAMP_START" --ramp-step "$RAMP_STEP" --ramp-max "$RAMP_MAX" --json > "$out/6-river-ramp.json"
 # River falls behind at the ramp's first step here; one step it sustains, for the chart.
 "$out/river-bench" rate --database-url "$DB" --duration "$STEP" --rate 500 --json > "$out/7-river-rate500.json"
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql "$DB" -Atc 'SHOW server_version' 2>/dev/null || echo 'PostgreSQL ?')"
-"$out/inboxd" bench report --svg docs/bench-latency.svg "$out"/*.json
+"${B[@]}" report --svg docs/bench-latency.svg "$out"/*.json

@@ -18,7 +18,7 @@ CREATE TABLE conversations (
 -- GET /v1/conversations: latest activity first, keyset on (last_message_at, id).
 CREATE INDEX conversations_latest ON conversations (last_message_at DESC, id DESC);
 
--- Status ranks (SPEC §5): a status applies only if it ranks above the current one, so
+-- Status ranks (docs/webhooks.md): a status applies only if it ranks above the current one, so
 -- late or repeated callbacks never move a message backwards. failed and undelivered are
 -- final outcomes and rank with delivered.
 CREATE FUNCTION inbox_status_rank(status text) RETURNS integer
@@ -65,7 +65,7 @@ CREATE TABLE messages (
 CREATE INDEX messages_conversation ON messages (conversation_id, sent_at, id);
 
 -- A status that arrives before its message waits here and is applied when the message
--- is stored (SPEC §5). Keyed by the event that carried it, so reprocessing that event
+-- is stored. Keyed by the event that carried it, so reprocessing that event
 -- changes nothing.
 CREATE TABLE pending_statuses (
     provider            text        NOT NULL,

@@ -1,4 +1,4 @@
--- The inbound_events notification payload, byte for byte as SPEC §4 shows it:
+-- The inbound_events notification payload, byte for byte as docs/database.md shows it:
 -- {"id":N,"provider":"…"}. json_build_object renders {"id" : N, "provider" : "…"};
 -- equal as JSON, but DBAs and tools that compare strings see the difference. One
 -- function builds it for the insert trigger and for replays (internal/api).

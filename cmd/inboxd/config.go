@@ -17,7 +17,7 @@ import (
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=disable"
 
-// config is every setting of SPEC §2. Each comes from an environment variable and
+// config is every setting (docs/configuration.md). Each comes from an environment variable and
 // can be overridden by the flag of the same meaning.
 type config struct {
 	DatabaseURL     string

@@ -132,7 +132,7 @@ WHERE m.provider_message_id = 'm-1'`).Scan(&text, &state)
 	if strings.Contains(logs.String(), testSecret) {
 		t.Errorf("logs contain the secret")
 	}
-	// SPEC §7's metric names are a contract: dashboards and alerts use them. The
+	// These metric names are a contract: dashboards and alerts use them. The
 	// queue depth is sampled by the sweep, at start and then periodically.
 	var metrics []byte
 	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(10 * time.Millisecond) {

@@ -1,6 +1,6 @@
 // Package bench measures inboxd end to end: open-loop webhook load with acknowledgement
 // and end-to-end latency (rate, ramp), raw queue speed (drain), and the machine's
-// commit ceiling (ceiling). It is shared by `inboxd bench` and by the River baseline in
+// commit ceiling (ceiling). It is shared by `inboxd-bench` (cmd/inboxd-bench) and by the River baseline in
 // bench/river, so both sides are measured by the same code.
 //
 // Tables: it reads inbound_events (processed_at) to time each event, and writes only

@@ -1,5 +1,6 @@
 // Package jsonhttp writes inboxd's JSON responses. Every endpoint, webhook or API,
-// reports errors in one shape (SPEC §3): {"error":{"code":"…","message":"…"}}.
+// reports errors in one shape (docs/webhooks.md, docs/api.md):
+// {"error":{"code":"…","message":"…"}}.
 package jsonhttp
 
 import (

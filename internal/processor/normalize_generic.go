@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// genericPayload is the body of a Standard Webhooks event (SPEC §3).
+// genericPayload is the body of a Standard Webhooks event (docs/webhooks.md).
 type genericPayload struct {
 	Type      string    `json:"type"`
 	Timestamp time.Time `json:"timestamp"`

@@ -17,7 +17,7 @@ func TestNormalizeGeneric(t *testing.T) {
 		wantErr error
 	}{
 		{
-			name:    "received (SPEC example)",
+			name:    "received (the documented example)",
 			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"hi","media":[{"url":"https://example.com/a.jpg","content_type":"image/jpeg"}]}}`,
 			want: Normalized{Message: &Message{ID: "m-1", Direction: "inbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
 				Sender: "+15552223333", Recipient: "+15550001111", Text: "hi", SentAt: at, Status: "received",

@@ -42,7 +42,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Config tunes a Processor. Zero values take the defaults of SPEC §2.
+// Config tunes a Processor. Zero values take the defaults (docs/configuration.md),
+// except Retention and DeadRetention, where 0 keeps everything.
 type Config struct {
 	Workers         int           // concurrent batches in this process
 	BatchSize       int           // events claimed and applied per transaction
