@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"inboxd/internal/ingest"
 	"inboxd/internal/processor"
 	"inboxd/internal/store"
+	"inboxd/internal/tracing"
 )
 
 // command is one subcommand of inboxd.
@@ -99,6 +101,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer log.Sync()
+	traces, stopTracing, err := tracing.Setup(ctx, getenv, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("flush traces", zap.Error(err))
+		}
+	}()
 
 	pool, err := openDatabase(ctx, cfg, log)
 	if err != nil {
@@ -115,7 +128,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer procPool.Close()
 
-	svc, err := wire(cfg, pool, procPool, log)
+	svc, err := wire(cfg, pool, procPool, traces, log)
 	if err != nil {
 		return err
 	}
@@ -167,12 +180,14 @@ type service struct {
 }
 
 // wire builds the parts: metrics, processor, ingest writer and handlers, router.
-func wire(cfg config, pool, procPool *pgxpool.Pool, log *zap.Logger) (*service, error) {
+// traces is nil when tracing is off.
+func wire(cfg config, pool, procPool *pgxpool.Pool, traces trace.TracerProvider, log *zap.Logger) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	proc := processor.New(procPool, cfg.DatabaseURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
+		Tracing: traces,
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
@@ -181,11 +196,22 @@ func wire(cfg config, pool, procPool *pgxpool.Pool, log *zap.Logger) (*service, 
 	if err != nil {
 		return nil, err
 	}
+	ingestCfg.Tracing = traces
 	hooks := ingest.NewHandlers(ingestCfg, writer, log.Named("ingest"))
-	router := api.NewRouter(api.Deps{
+	deps := api.Deps{
 		Pool: pool, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
-		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"),
-	})
+		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "inbox_ready",
+		Help: "1 when /readyz would answer 200 (database reachable, webhooks being committed, LISTEN connected), else 0; sampled at each scrape.",
+	}, func() float64 {
+		if ok, _ := api.Ready(context.Background(), deps); ok {
+			return 1
+		}
+		return 0
+	}))
+	router := api.NewRouter(deps)
 	// Nothing a client does holds a connection for ever: its headers must arrive within
 	// the read timeout (webhook bodies get their own deadline, see ingest), and no
 	// response may take longer to write than the longest a webhook can legitimately

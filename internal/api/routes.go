@@ -6,8 +6,11 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/tracing"
 )
 
 // routes lists every route of inboxd, one line each. Webhooks carry their own
@@ -26,10 +29,10 @@ func routes(r chi.Router, d Deps) {
 	r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 	r.Get("/openapi.yaml", openapiDocument)
 
-	r.Post("/webhooks/generic", d.Webhooks.Generic())
-	r.Post("/webhooks/twilio", d.Webhooks.Twilio())
+	r.Method("POST", "/webhooks/generic", traced(d, "POST /webhooks/generic", d.Webhooks.Generic()))
+	r.Method("POST", "/webhooks/twilio", traced(d, "POST /webhooks/twilio", d.Webhooks.Twilio()))
 	r.Get("/webhooks/meta", d.Webhooks.MetaVerify())
-	r.Post("/webhooks/meta", d.Webhooks.Meta())
+	r.Method("POST", "/webhooks/meta", traced(d, "POST /webhooks/meta", d.Webhooks.Meta()))
 
 	r.With(api, read).Get("/v1/conversations", listConversations(d.Pool, log))
 	r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.Pool, log))
@@ -46,4 +49,14 @@ func routes(r chi.Router, d Deps) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; GET /openapi.yaml lists the endpoints")
 	})
+}
+
+// traced gives a webhook route its HTTP server span when tracing is on, continuing a
+// trace context the provider sent (traceparent). Off, the handler runs bare.
+func traced(d Deps, name string, h http.Handler) http.Handler {
+	if d.Tracing == nil {
+		return h
+	}
+	return otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(d.Tracing),
+		otelhttp.WithPropagators(tracing.Propagator), otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
 }

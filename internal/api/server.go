@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"inboxd/internal/ingest"
@@ -34,6 +35,9 @@ type Deps struct {
 	APITokens   []string
 	AdminTokens []string
 	Log         *zap.Logger
+	// Tracing, when set, gives each webhook request a server span (W3C trace context
+	// from the provider's headers honoured); nil when tracing is off.
+	Tracing trace.TracerProvider
 }
 
 // NewRouter returns the handler for every route (routes.go lists them).
@@ -120,28 +124,34 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz: the database answers, webhooks are being committed (not failing, not
-// stalled: a locked table answers a ping but stores nothing), and the processor hears
-// notifications.
+// Ready reports whether this process can do its work, and each part's state: the
+// database answers, webhooks are being committed (not failing, not stalled: a locked
+// table answers a ping but stores nothing), and the processor hears notifications.
+// /readyz serves it, and the inbox_ready metric samples it.
+func Ready(ctx context.Context, d Deps) (bool, map[string]string) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	parts := map[string]string{"database": "ok", "ingest": "ok", "listener": "connected"}
+	if err := d.Pool.Ping(ctx); err != nil {
+		parts["database"] = "unreachable"
+	}
+	if err := d.Webhooks.Ready(); err != nil {
+		parts["ingest"] = err.Error()
+	}
+	if d.Listening != nil && !d.Listening() {
+		parts["listener"] = "disconnected"
+	}
+	return parts["database"] == "ok" && parts["ingest"] == "ok" && parts["listener"] == "connected", parts
+}
+
 func readyz(d Deps) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		db, ingest, listener := "ok", "ok", "connected"
-		if err := d.Pool.Ping(ctx); err != nil {
-			db = "unreachable"
-		}
-		if err := d.Webhooks.Ready(); err != nil {
-			ingest = err.Error()
-		}
-		if d.Listening != nil && !d.Listening() {
-			listener = "disconnected"
-		}
 		status := http.StatusOK
-		if db != "ok" || ingest != "ok" || listener != "connected" {
+		ok, parts := Ready(r.Context(), d)
+		if !ok {
 			status = http.StatusServiceUnavailable
 		}
-		jsonhttp.Write(w, status, map[string]string{"database": db, "ingest": ingest, "listener": listener})
+		jsonhttp.Write(w, status, parts)
 	}
 }
 

@@ -23,10 +23,15 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/tracing"
 )
 
 // Defaults of the request limits (INBOX_READ_TIMEOUT, INBOX_MAX_INFLIGHT).
@@ -66,6 +71,8 @@ type Config struct {
 	TwilioTokens    []string // auth tokens (primary, secondary); none disables /webhooks/twilio
 	MetaAppSecret   string   // with MetaVerifyToken, enables /webhooks/meta
 	MetaVerifyToken string
+	// Tracing makes the spans of stored webhooks (internal/tracing); nil: none.
+	Tracing trace.TracerProvider
 }
 
 // Handlers serves the webhook endpoints.
@@ -76,6 +83,7 @@ type Handlers struct {
 	noisy   *zap.Logger // rate-limited: lines an attacker or an outage could multiply
 	metrics *metrics
 	slots   chan struct{} // a token per webhook request in flight
+	tracer  trace.Tracer
 	now     func() time.Time
 }
 
@@ -87,13 +95,23 @@ func NewHandlers(cfg Config, w *Writer, log *zap.Logger) *Handlers {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.Tracing == nil {
+		cfg.Tracing = noop.NewTracerProvider()
+	}
 	return &Handlers{
-		cfg: cfg, writer: w, log: log, metrics: w.metrics, now: time.Now,
+		tracer: cfg.Tracing.Tracer("inboxd/ingest"),
+		cfg:    cfg, writer: w, log: log, metrics: w.metrics, now: time.Now,
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		// At most 20 lines a second of each message and level; the rest are counted
-		// by inbox_ingest_requests_total only.
+		// in inbox_log_lines_dropped_total (and every request in
+		// inbox_ingest_requests_total).
 		noisy: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-			return zapcore.NewSamplerWithOptions(c, time.Second, 20, 0)
+			return zapcore.NewSamplerWithOptions(c, time.Second, 20, 0, zapcore.SamplerHook(
+				func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+					if d&zapcore.LogDropped != 0 {
+						w.metrics.logDropped.Inc()
+					}
+				}))
 		})),
 	}
 }
@@ -142,16 +160,22 @@ var (
 // handle is the pipeline every webhook POST goes through.
 func (h *Handlers) handle(p provider) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		results, err := h.accept(w, r, p)
 		if err != nil {
 			h.reject(w, r, p.name, err)
 			return
 		}
 		h.metrics.requests.WithLabelValues(p.name, "200").Inc()
+		h.metrics.ackLatency.WithLabelValues(p.name).Observe(time.Since(start).Seconds())
 		ids := make([]int64, len(results))
 		for i, res := range results {
 			h.metrics.events.WithLabelValues(p.name, resultLabel(res)).Inc()
 			ids[i] = res.ID
+		}
+		if span := trace.SpanFromContext(r.Context()); span.IsRecording() { // the HTTP server span
+			span.SetAttributes(tracing.ProviderKey.String(p.name), tracing.EventIDsKey.Int64Slice(ids),
+				tracing.RequestIDKey.String(middleware.GetReqID(r.Context())))
 		}
 		h.log.Debug("webhook stored", zap.String("provider", p.name), zap.Int64s("event_ids", ids),
 			zap.String("request_id", middleware.GetReqID(r.Context())))
@@ -198,15 +222,41 @@ func (h *Handlers) store(r *http.Request, p provider, body []byte) ([]Result, er
 		return nil, fmt.Errorf("%w: the request carries %d events; at most %d are accepted per request",
 			errMalformed, len(events), maxEventsPerRequest)
 	}
+	ctx, span := h.tracer.Start(r.Context(), "send inbound_events", trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
 	headers := storable(keptHeaders(r.Header))
-	requestID := middleware.GetReqID(r.Context())
+	requestID, traceparent := middleware.GetReqID(ctx), tracing.Traceparent(ctx)
 	for i := range events {
 		events[i].Provider = p.name
 		events[i].Payload = storable(events[i].Payload)
 		events[i].Headers = headers
 		events[i].RequestID = requestID
+		events[i].Traceparent = traceparent
 	}
-	return h.writer.Write(r.Context(), events)
+	results, err := h.writer.Write(ctx, events)
+	if span.IsRecording() {
+		traceSend(span, p.name, results, err)
+	}
+	return results, err
+}
+
+// traceSend describes a commit on its span (messaging conventions: a "send" to
+// inbound_events, the message ids being the event ids).
+func traceSend(span trace.Span, provider string, results []Result, err error) {
+	span.SetAttributes(tracing.Queue...)
+	span.SetAttributes(semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
+		tracing.ProviderKey.String(provider), semconv.MessagingBatchMessageCount(len(results)))
+	ids := make([]int64, len(results))
+	for i, r := range results {
+		ids[i] = r.ID
+	}
+	span.SetAttributes(tracing.EventIDsKey.Int64Slice(ids))
+	if len(ids) == 1 {
+		span.SetAttributes(semconv.MessagingMessageID(strconv.FormatInt(ids[0], 10)))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
 }
 
 // admit checks what the headers alone tell (provider enabled, content type, announced

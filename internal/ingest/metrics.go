@@ -6,13 +6,28 @@ import (
 )
 
 type metrics struct {
-	requests  *prometheus.CounterVec
-	events    *prometheus.CounterVec
-	batchSize prometheus.Histogram
+	requests   *prometheus.CounterVec
+	events     *prometheus.CounterVec
+	batchSize  prometheus.Histogram
+	ackLatency *prometheus.HistogramVec
+	logDropped prometheus.Counter
 }
 
-// NewMetrics registers ingest's metrics with reg.
+// NewMetrics registers ingest's metrics with reg. Every provider's series exist from
+// the start, at zero, so that rate() and alerts see a zero rather than nothing.
 func NewMetrics(reg prometheus.Registerer) *metrics {
+	m := newMetrics(reg)
+	for _, provider := range []string{"generic", "twilio", "meta"} {
+		m.requests.WithLabelValues(provider, "200")
+		m.requests.WithLabelValues(provider, "503")
+		m.events.WithLabelValues(provider, "new")
+		m.events.WithLabelValues(provider, "duplicate")
+		m.ackLatency.WithLabelValues(provider)
+	}
+	return m
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
 		requests: f.NewCounterVec(prometheus.CounterOpts{
@@ -23,6 +38,15 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 			Name: "inbox_events_ingested_total",
 			Help: "Events acknowledged, by provider and result (new or duplicate).",
 		}, []string{"provider", "result"}),
+		ackLatency: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "inbox_ingest_ack_seconds",
+			Help:    "Time from a webhook's arrival to its 2xx answer (its events committed), by provider.",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"provider"}),
+		logDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "inbox_log_lines_dropped_total",
+			Help: "Log lines about rejected webhooks left out by the rate limit (at most 20 a second of each kind are written).",
+		}),
 		batchSize: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "inbox_ingest_commit_requests",
 			Help:    "Webhook requests committed together in one transaction (group commit).",

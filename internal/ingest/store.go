@@ -22,6 +22,9 @@ type Event struct {
 	Payload    []byte // JSON that jsonb accepts (see storable)
 	Headers    []byte // JSON object of allow-listed request headers
 	RequestID  string // the X-Request-Id of the request that carried it
+	// Traceparent is the W3C trace context of the span that stored it; empty when
+	// tracing is off.
+	Traceparent string
 }
 
 // Result is what storing an event did: its row id, and whether that row existed.
@@ -250,9 +253,10 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 // several instances does exactly that). ON CONFLICT DO NOTHING
 // skips a key that exists, or that an earlier row of the same statement inserted.
 const insertEvents = `
-INSERT INTO inbound_events (provider, external_id, payload, headers, request_id)
-SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, '')
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(provider, external_id, payload, headers, request_id)
+INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent)
+SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, ''), NULLIF(traceparent, '')
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+     AS t(provider, external_id, payload, headers, request_id, traceparent)
 ORDER BY provider, external_id
 ON CONFLICT (provider, external_id) DO NOTHING
 RETURNING id, provider, external_id`
@@ -268,7 +272,7 @@ type eventKey struct{ provider, externalID string }
 
 // insert runs one transaction for the batch and maps rows back to each request.
 func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int, error) {
-	var providers, externalIDs, payloads, headers, requestIDs []string
+	var providers, externalIDs, payloads, headers, requestIDs, traceparents []string
 	for _, r := range batch {
 		for _, e := range r.events {
 			providers = append(providers, e.Provider)
@@ -276,12 +280,13 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 			payloads = append(payloads, string(e.Payload))
 			headers = append(headers, string(e.Headers))
 			requestIDs = append(requestIDs, e.RequestID)
+			traceparents = append(traceparents, e.Traceparent)
 		}
 	}
 	fresh := map[eventKey]int64{}
 	existing := map[eventKey]int64{}
 	err := pgx.BeginTxFunc(ctx, w.pool, w.begin, func(tx pgx.Tx) error {
-		if err := collectIDs(ctx, tx, fresh, insertEvents, providers, externalIDs, payloads, headers, requestIDs); err != nil {
+		if err := collectIDs(ctx, tx, fresh, insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents); err != nil {
 			return err
 		}
 		if len(fresh) == len(providers) {

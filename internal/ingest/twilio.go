@@ -24,7 +24,11 @@ func (h *Handlers) Twilio() http.HandlerFunc {
 				return fmt.Errorf("%w: form body: %v", errBadSignature, err)
 			}
 			fullURL := strings.TrimRight(h.cfg.PublicURL, "/") + r.URL.RequestURI()
-			return verifyTwilio(h.cfg.TwilioTokens, fullURL, params, r.Header.Get("X-Twilio-Signature"))
+			if err := verifyTwilio(h.cfg.TwilioTokens, fullURL, params, r.Header.Get("X-Twilio-Signature")); err != nil {
+				// The usual cause is INBOX_PUBLIC_URL not being the URL Twilio calls.
+				return fmt.Errorf("%w for URL %s (INBOX_PUBLIC_URL + path and query; it must be the URL configured in Twilio)", err, fullURL)
+			}
+			return nil
 		},
 		parse: func(_ *http.Request, body []byte) ([]Event, error) { return parseTwilio(body) },
 		ok: func(w http.ResponseWriter, _ []Result) {

@@ -76,7 +76,7 @@ func verifyGeneric(keys [][]byte, id, ts, sigHeader string, body []byte, now tim
 		return fmt.Errorf("webhook-timestamp %q is not unix seconds: %w", ts, errBadSignature)
 	}
 	if d := now.Sub(time.Unix(sec, 0)); d > timestampTolerance || d < -timestampTolerance {
-		return errStale
+		return fmt.Errorf("%w: webhook-timestamp is %s from this server's clock, more than ±%s", errStale, d.Round(time.Second), timestampTolerance)
 	}
 	macs := make([][]byte, len(keys))
 	for i, k := range keys {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"inboxd/internal/store"
@@ -26,6 +27,7 @@ const outcomeTimeout = 10 * time.Second
 // Once ctx ends (shutdown), an in-flight batch still gets ShutdownTimeout to finish;
 // if it cannot, its claims are released without counting the attempt.
 func (p *Processor) process(ctx context.Context, events []claimed) error {
+	start := time.Now()
 	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Lease-p.cfg.Lease/4)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownTimeout, cancel) })
@@ -39,9 +41,9 @@ func (p *Processor) process(ctx context.Context, events []claimed) error {
 		if ctx.Err() != nil {
 			return errors.Join(err, p.release(rec, events))
 		}
-		return p.failBatch(rec, events, err)
+		return p.failBatch(trace.ContextWithSpan(rec, trace.SpanFromContext(ctx)), events, err, start)
 	}
-	p.report(events, outs, finished)
+	p.report(ctx, events, outs, finished, start)
 	return nil
 }
 
@@ -172,7 +174,7 @@ func isPermanent(err error) bool {
 // backoff; the attempt was counted at claim, so an event that itself stalls the
 // database still runs out of attempts. If even that cannot be recorded, the leases
 // expire and the sweep takes over.
-func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error) error {
+func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error, start time.Time) error {
 	outs := make([]outcome, len(events))
 	for i, ev := range events {
 		outs[i] = p.decide(ev, fmt.Errorf("applying its batch: %w", cause))
@@ -181,7 +183,7 @@ func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error
 	if err != nil {
 		return errors.Join(fmt.Errorf("apply batch of %d: %w", len(events), cause), fmt.Errorf("record outcomes: %w", err))
 	}
-	p.report(events, outs, finished)
+	p.report(ctx, events, outs, finished, start)
 	return fmt.Errorf("apply batch of %d: %w", len(events), cause)
 }
 
@@ -194,9 +196,10 @@ func (p *Processor) recordOutcomes(ctx context.Context, outs []outcome) ([]int64
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
-// report logs and counts the outcomes finish recorded. An outcome it did not record
-// (the lease was taken over meanwhile) is the new holder's to count.
-func (p *Processor) report(events []claimed, outs []outcome, finished []int64) {
+// report logs, counts and traces the outcomes finish recorded (processing began at
+// start). An outcome it did not record (the lease was taken over meanwhile) is the new
+// holder's to count.
+func (p *Processor) report(ctx context.Context, events []claimed, outs []outcome, finished []int64, start time.Time) {
 	p.metrics.batchSize.Observe(float64(len(events)))
 	recorded := make(map[int64]bool, len(finished))
 	for _, id := range finished {
@@ -207,6 +210,7 @@ func (p *Processor) report(events []claimed, outs []outcome, finished []int64) {
 	for i, o := range outs {
 		ev := events[i]
 		fields := []zap.Field{zap.Int64("event_id", ev.ID), zap.String("provider", ev.Provider), zap.Int("attempt", ev.Attempts)}
+		p.traceOutcome(ctx, ev, o, recorded[ev.ID], start)
 		if !recorded[ev.ID] {
 			p.log.Warn("outcome not recorded: the lease was taken over meanwhile", append(fields, zap.String("outcome", o.state))...)
 			continue

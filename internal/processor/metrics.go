@@ -14,10 +14,35 @@ type metrics struct {
 	claims     *prometheus.CounterVec
 	oldestAge  *prometheus.GaugeVec
 	retained   *prometheus.CounterVec
+	retention  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the processor's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *metrics {
+	m := newMetrics(reg)
+	// Every series exists from the start, at zero, so that rate() and alerts see a
+	// zero rather than nothing before the first event.
+	for provider := range DefaultNormalizers() {
+		for _, result := range []string{"processed", "retry", "dead"} {
+			m.processed.WithLabelValues(provider, result)
+		}
+	}
+	for _, what := range []string{"processed_events", "dead_events", "parked_statuses"} {
+		m.retained.WithLabelValues(what)
+	}
+	for _, outcome := range []string{"events", "empty"} {
+		m.claims.WithLabelValues(outcome)
+	}
+	for _, state := range States {
+		m.oldestAge.WithLabelValues(state)
+		if state != "processed" {
+			m.queueDepth.WithLabelValues(state)
+		}
+	}
+	return m
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
 		processed: f.NewCounterVec(prometheus.CounterOpts{
@@ -46,6 +71,10 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 		retained: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbox_retention_deleted_total",
 			Help: "Rows deleted by retention, by what (processed_events, dead_events, parked_statuses).",
+		}, []string{"what"}),
+		retention: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "inbox_retention_seconds",
+			Help: "The configured retention, by what it applies to (processed_events, dead_events); 0 when off.",
 		}, []string{"what"}),
 		claims: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbox_claims_total",

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 )
@@ -59,6 +61,8 @@ type Config struct {
 	// Normalizers maps provider names to their Normalizer; nil means
 	// DefaultNormalizers. Tests replace it to inject failures.
 	Normalizers map[string]Normalizer
+	// Tracing makes the spans of processing (trace.go); nil: none.
+	Tracing trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -86,6 +90,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Normalizers == nil {
 		c.Normalizers = DefaultNormalizers()
+	}
+	if c.Tracing == nil {
+		c.Tracing = noop.NewTracerProvider()
 	}
 }
 
@@ -127,6 +134,7 @@ type Processor struct {
 	active   atomic.Int32  // workers in their claim loop
 	pending  atomic.Bool   // a wake-up arrived while a worker was claiming
 	listener *listener
+	tracer   trace.Tracer
 	// afterClaim, when set (tests only), runs after each claim pass with the number
 	// of events claimed, before the worker decides whether to go idle.
 	afterClaim func(n int)
@@ -136,8 +144,11 @@ type Processor struct {
 // dedicated LISTEN connection (normally DATABASE_URL).
 func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *metrics) *Processor {
 	cfg.setDefaults()
-	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1)}
+	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1),
+		tracer: cfg.Tracing.Tracer("inboxd/processor")}
 	p.listener = newListener(listenURL, p.Wake, log, m)
+	m.retention.WithLabelValues("processed_events").Set(cfg.Retention.Seconds())
+	m.retention.WithLabelValues("dead_events").Set(cfg.DeadRetention.Seconds())
 	return p
 }
 
@@ -236,6 +247,7 @@ func (p *Processor) runBatch(ctx context.Context) (int, error) {
 	if ctx.Err() != nil {
 		return 0, nil
 	}
+	start := time.Now()
 	events, err := p.claim(ctx, p.cfg.BatchSize)
 	if err != nil {
 		return 0, err
@@ -245,6 +257,8 @@ func (p *Processor) runBatch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	p.metrics.claims.WithLabelValues("events").Inc()
+	ctx, span := p.startBatch(ctx, events, start)
+	defer span.End()
 	return len(events), p.process(ctx, events)
 }
 
@@ -277,6 +291,7 @@ func (p *Processor) sweep(ctx context.Context) {
 // rescueAll takes over expired leases one at a time until none is left.
 func (p *Processor) rescueAll(ctx context.Context) error {
 	for ctx.Err() == nil {
+		start := time.Now()
 		events, err := p.rescue(ctx)
 		if err != nil || len(events) == 0 {
 			return err
@@ -290,7 +305,10 @@ func (p *Processor) rescueAll(ctx context.Context) error {
 		}
 		p.log.Warn("took over expired lease", zap.Int64("event_id", ev.ID),
 			zap.String("provider", ev.Provider), zap.Int("attempt", ev.Attempts))
-		if err := p.process(ctx, events); err != nil {
+		bctx, span := p.startBatch(ctx, events, start)
+		err = p.process(bctx, events)
+		span.End()
+		if err != nil {
 			return err
 		}
 	}

@@ -31,6 +31,9 @@ type claimed struct {
 	ReceivedAt time.Time
 	Payload    []byte
 	State      string // processing, or dead when a rescue found it out of attempts
+	// Traceparent is the trace context of the webhook that stored it (NULL when
+	// tracing was off).
+	Traceparent *string
 }
 
 // claimDue leases up to $1 due pending events in one statement and one commit. The
@@ -56,7 +59,7 @@ SET state = 'processing',
     locked_by = $3
 FROM due
 WHERE e.id = due.id
-RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
+RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent`
 
 func (p *Processor) claim(ctx context.Context, limit int) ([]claimed, error) {
 	events, err := p.queryClaimed(ctx, claimDue, limit, p.cfg.Lease.Milliseconds(), p.cfg.ID)
@@ -101,7 +104,7 @@ SET state        = CASE WHEN v.out_of_attempts THEN 'dead' ELSE 'processing' END
     locked_by    = CASE WHEN v.out_of_attempts THEN NULL ELSE $2 END
 FROM verdict v
 WHERE e.id = v.id
-RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state`
+RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent`
 
 func (p *Processor) rescue(ctx context.Context) ([]claimed, error) {
 	events, err := p.queryClaimed(ctx, rescueExpired, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)

@@ -76,7 +76,7 @@ func TestFinishIsFenced(t *testing.T) {
 			if state != "processing" {
 				t.Errorf("after a's late finish: %s by %q, want still processing", state, by)
 			}
-			a.report([]claimed{ev}, []outcome{out}, nil)
+			a.report(context.Background(), []claimed{ev}, []outcome{out}, nil, time.Now())
 			if n := testutil.ToFloat64(a.metrics.processed.WithLabelValues("generic", "processed")); n != 0 {
 				t.Errorf("a counted %v processed for an outcome it did not record", n)
 			}

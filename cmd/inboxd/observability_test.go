@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/promql/parser"
+	"go.yaml.in/yaml/v3"
+
+	"inboxd/internal/pgtest"
+)
+
+// TestDashboardAndAlertsNameServedMetrics parses every PromQL expression of the Grafana
+// dashboard and of the alert rules, and checks that each metric it names is served by
+// a running inboxd: a renamed metric cannot leave a panel or an alert silently empty.
+func TestDashboardAndAlertsNameServedMetrics(t *testing.T) {
+	t.Parallel()
+	exprs := map[string]string{} // where → expression
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	readFile(t, "../../deploy/grafana/inboxd.json", func(b []byte) error { return json.Unmarshal(b, &dash) })
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			// Grafana's interval variable, as Grafana substitutes it.
+			exprs["dashboard panel "+p.Title+": "+tg.Expr] = strings.ReplaceAll(tg.Expr, "$__rate_interval", "5m")
+		}
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct{ Alert, Expr string }
+		}
+	}
+	readFile(t, "../../deploy/prometheus/alerts.yml", func(b []byte) error { return yaml.Unmarshal(b, &rules) })
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			exprs["alert "+r.Alert] = r.Expr
+		}
+	}
+	if len(exprs) < 20 {
+		t.Fatalf("found %d expressions; the files were not read as expected", len(exprs))
+	}
+
+	named := map[string][]string{} // metric → where
+	p := parser.NewParser(parser.Options{})
+	for where, e := range exprs {
+		expr, err := p.ParseExpr(e)
+		if err != nil {
+			t.Errorf("%s: %q does not parse: %v", where, e, err)
+			continue
+		}
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok {
+				named[vs.Name] = append(named[vs.Name], where)
+			}
+			return nil
+		})
+	}
+
+	base, _ := startServe(t, map[string]string{"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret})
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	served := map[string]bool{"up": true} // up is Prometheus's own, for every target
+	for _, line := range strings.Split(string(body), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			served[strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0]] = true
+		}
+	}
+	var names []string
+	for name := range named {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !served[name] {
+			t.Errorf("%s is not served by inboxd, but %v use it", name, named[name])
+		}
+	}
+	t.Logf("%d expressions name %d metrics, all served: %s", len(exprs), len(names), strings.Join(names, ", "))
+}
+
+func readFile(t *testing.T, path string, decode func([]byte) error) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decode(b); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}

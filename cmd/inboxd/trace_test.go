@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"inboxd/internal/ingest"
+	"inboxd/internal/pgtest"
+)
+
+// otlpReceiver is an OTLP/HTTP endpoint that keeps the spans it is sent.
+type otlpReceiver struct {
+	*httptest.Server
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func newOTLPReceiver(t *testing.T) *otlpReceiver {
+	r := &otlpReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		var export coltracepb.ExportTraceServiceRequest
+		if req.URL.Path != "/v1/traces" || proto.Unmarshal(body, &export) != nil {
+			t.Errorf("OTLP receiver: %s with a body that is not an export request", req.URL.Path)
+			w.WriteHeader(400)
+			return
+		}
+		r.mu.Lock()
+		for _, rs := range export.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				r.spans = append(r.spans, ss.Spans...)
+			}
+		}
+		r.mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		b, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Write(b)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func attr(s *tracepb.Span, key string) string {
+	for _, a := range s.Attributes {
+		if a.Key == key {
+			return a.Value.GetStringValue()
+		}
+	}
+	return ""
+}
+
+// TestTracesEndToEnd: with OTEL_EXPORTER_OTLP_ENDPOINT set, one signed webhook that
+// arrives with a provider's traceparent yields its HTTP server span in that trace, an
+// ingest "send" span under it, and a "process" span linked to the send span carrying
+// messaging.message.id = the event id; all exported over OTLP/HTTP.
+func TestTracesEndToEnd(t *testing.T) {
+	t.Parallel()
+	receiver := newOTLPReceiver(t)
+	base, _, stop := startServeStoppable(t, map[string]string{
+		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.URL,
+	})
+	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
+	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-t","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
+	ts := time.Now().Unix()
+	req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("webhook-id", "evt-t")
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], "evt-t", ts, []byte(body)))
+	const providerTrace = "0af7651916cd43dd8448eb211c80319c"
+	req.Header.Set("traceparent", "00-"+providerTrace+"-b7ad6b7169203331-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST: %v %v", resp, err)
+	}
+	var ack struct{ Events []ingest.Result }
+	json.NewDecoder(resp.Body).Decode(&ack)
+	resp.Body.Close()
+	eventID := strconv.FormatInt(ack.Events[0].ID, 10)
+	time.Sleep(500 * time.Millisecond) // processed (milliseconds) well before the stop
+	if err := stop(); err != nil {     // the stop flushes the spans
+		t.Fatal(err)
+	}
+
+	receiver.mu.Lock()
+	defer receiver.mu.Unlock()
+	byName := map[string][]*tracepb.Span{}
+	for _, s := range receiver.spans {
+		byName[s.Name] = append(byName[s.Name], s)
+	}
+	server, send := byName["POST /webhooks/generic"], byName["send inbound_events"]
+	if len(server) != 1 || len(send) != 1 {
+		t.Fatalf("spans %v, want one server span and one send span", byName)
+	}
+	if got := hex.EncodeToString(server[0].TraceId); got != providerTrace {
+		t.Errorf("server span in trace %s, want the provider's %s", got, providerTrace)
+	}
+	if !equalBytes(send[0].ParentSpanId, server[0].SpanId) || attr(send[0], "messaging.message.id") != eventID {
+		t.Errorf("send span: parent %x (server %x), message id %q (event %s)", send[0].ParentSpanId, server[0].SpanId, attr(send[0], "messaging.message.id"), eventID)
+	}
+	var linked bool
+	for _, p := range byName["process inbound_events"] {
+		if attr(p, "messaging.message.id") != eventID {
+			continue
+		}
+		for _, l := range p.Links {
+			linked = linked || equalBytes(l.SpanId, send[0].SpanId)
+		}
+	}
+	if !linked {
+		t.Errorf("no process span with messaging.message.id %s links to the send span; spans: %v", eventID, byName)
+	}
+}
+
+func equalBytes(a, b []byte) bool { return len(a) > 0 && string(a) == string(b) }

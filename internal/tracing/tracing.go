@@ -1,0 +1,138 @@
+// Package tracing sets up OpenTelemetry tracing from the standard OTEL_* variables and
+// holds what inboxd's spans share: the messaging attributes, and the W3C trace context
+// that an event carries from the webhook that stored it to the process that applies it
+// (inbound_events.traceparent, the way River's otelriver keeps it in job metadata).
+//
+// Without OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) nothing is
+// set up: the tracer provider is the no-op one, spans are never recording, and the code
+// that builds attributes and links checks IsRecording first, so tracing costs nothing.
+package tracing
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Attribute keys of inboxd's own (the rest follow the OpenTelemetry messaging
+// conventions).
+const (
+	ProviderKey  = attribute.Key("inboxd.provider")
+	EventIDsKey  = attribute.Key("inboxd.event_ids")
+	AttemptKey   = attribute.Key("inboxd.attempt")
+	OutcomeKey   = attribute.Key("inboxd.outcome") // processed, retry, dead (or taken_over)
+	RequestIDKey = attribute.Key("inboxd.request_id")
+)
+
+// Queue is the attributes every span about the queue carries.
+var Queue = []attribute.KeyValue{
+	semconv.MessagingSystemKey.String("inboxd"),
+	semconv.MessagingDestinationName("inbound_events"),
+}
+
+// Propagator reads and writes the W3C trace context (traceparent, tracestate): in
+// the headers of a webhook a provider sent, and with each stored event.
+var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
+
+// Setup builds the tracer provider the OTEL_* variables ask for (getenv reads them).
+// With no OTLP endpoint, or OTEL_SDK_DISABLED=true, tracing is off: it returns nil,
+// and the components then use the no-op provider.
+// The exporter speaks OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: http/protobuf (the
+// default), http/json or grpc; the service name is OTEL_SERVICE_NAME, else "inboxd"; the sampler
+// is OTEL_TRACES_SAMPLER (the SDK reads it, and the other OTEL_* settings of the
+// exporter and the batch processor, from the process environment). shutdown flushes
+// what is buffered.
+func Setup(ctx context.Context, getenv func(string) string, log *zap.Logger) (tp trace.TracerProvider, shutdown func(context.Context) error, err error) {
+	endpoint := first(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+	if endpoint == "" || strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+		return nil, func(context.Context) error { return nil }, nil
+	}
+	exp, err := exporter(ctx, getenv, endpoint)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName(first(getenv("OTEL_SERVICE_NAME"), "inboxd"))),
+		resource.WithFromEnv(), resource.WithTelemetrySDK(), resource.WithHost())
+	if err != nil {
+		return nil, nil, fmt.Errorf("OpenTelemetry resource: %w", err)
+	}
+	// Export failures (a collector that is down) must not flood the log: one a minute.
+	sampled := log.WithOptions(zap.WrapCore(everyMinute))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		sampled.Warn("traces could not be exported; check OTEL_EXPORTER_OTLP_ENDPOINT and the collector", zap.Error(err))
+	}))
+	provider := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	log.Info("exporting traces", zap.String("endpoint", endpoint))
+	return provider, provider.Shutdown, nil
+}
+
+// exporter builds the OTLP exporter for the configured protocol. The endpoint is
+// given as an option because getenv, not the process environment, is the
+// configuration (tests run several services in one process).
+func exporter(ctx context.Context, getenv func(string) string, endpoint string) (sdktrace.SpanExporter, error) {
+	traces := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	switch proto := first(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf"); proto {
+	case "http/protobuf", "http/json":
+		encoding := otlptracehttp.EncodingProtobuf
+		if proto == "http/json" {
+			encoding = otlptracehttp.EncodingJSON
+		}
+		if !traces { // the base endpoint: traces go to its /v1/traces
+			endpoint = strings.TrimRight(endpoint, "/") + "/v1/traces"
+		}
+		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint), otlptracehttp.WithEncoding(encoding))
+	case "grpc":
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(endpoint))
+	default:
+		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported: use http/protobuf (the default), http/json or grpc", proto)
+	}
+}
+
+// Traceparent returns the W3C traceparent of the span in ctx, or "" when there is no
+// valid one (tracing off).
+func Traceparent(ctx context.Context) string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ""
+	}
+	c := propagation.MapCarrier{}
+	Propagator.Inject(ctx, c)
+	return c.Get("traceparent")
+}
+
+// Link returns a link to the span a stored traceparent names; ok is false when there
+// is none.
+func Link(traceparent string, attrs ...attribute.KeyValue) (link trace.Link, ok bool) {
+	if traceparent == "" {
+		return trace.Link{}, false
+	}
+	sc := trace.SpanContextFromContext(Propagator.Extract(context.Background(), propagation.MapCarrier{"traceparent": traceparent}))
+	return trace.Link{SpanContext: sc, Attributes: attrs}, sc.IsValid()
+}
+
+// everyMinute lets one line of each message through a minute.
+func everyMinute(c zapcore.Core) zapcore.Core {
+	return zapcore.NewSamplerWithOptions(c, time.Minute, 1, 0)
+}
+
+func first(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
