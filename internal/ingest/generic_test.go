@@ -47,6 +47,12 @@ func newTestServer(t *testing.T, databaseURL string, cfg Config) *testServer {
 // newTestServerTimeout is newTestServer with an ingest timeout (0: the default).
 func newTestServerTimeout(t *testing.T, databaseURL string, cfg Config, timeout time.Duration) *testServer {
 	t.Helper()
+	return newTestServerLog(t, databaseURL, cfg, timeout, zap.NewNop())
+}
+
+// newTestServerLog is newTestServerTimeout logging to log.
+func newTestServerLog(t *testing.T, databaseURL string, cfg Config, timeout time.Duration, log *zap.Logger) *testServer {
+	t.Helper()
 	pool, err := pgxpool.New(context.Background(), databaseURL)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +74,7 @@ func newTestServerTimeout(t *testing.T, databaseURL string, cfg Config, timeout 
 	done := make(chan struct{})
 	go func() { w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	h := NewHandlers(cfg, w, zap.NewNop())
+	h := NewHandlers(cfg, w, log)
 	mux := http.NewServeMux()
 	mux.Handle("POST /webhooks/generic", h.Generic())
 	mux.Handle("POST /webhooks/twilio", h.Twilio())
