@@ -172,7 +172,7 @@ func benchDrain(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOp
 	if err := bench.FillEvents(ctx, pool, o.events); err != nil {
 		return bench.Result{}, err
 	}
-	procPool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { processor.ConfigurePool(c, o.workers, 30*time.Second) })
+	procPool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { processor.ConfigurePool(c, o.workers) })
 	if err != nil {
 		return bench.Result{}, err
 	}

@@ -21,6 +21,9 @@ const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=di
 // can be overridden by the flag of the same meaning.
 type config struct {
 	DatabaseURL     string
+	ListenURL       string // default: DatabaseURL
+	ReadURL         string // default: DatabaseURL
+	PollOnly        bool
 	Addr            string
 	PublicURL       string
 	TwilioTokens    []string
@@ -55,7 +58,10 @@ type option struct {
 
 func options(c *config) []option {
 	return []option{
-		{"database-url", "DATABASE_URL", defaultDatabaseURL, "Postgres connection string", false, str(&c.DatabaseURL)},
+		{"database-url", "DATABASE_URL", defaultDatabaseURL, "Postgres connection string (may go through a transaction-mode pooler)", false, str(&c.DatabaseURL)},
+		{"listen-database-url", "INBOX_LISTEN_DATABASE_URL", "", "direct connection string for LISTEN and migrations when DATABASE_URL goes through a transaction-mode pooler (default: DATABASE_URL)", false, str(&c.ListenURL)},
+		{"read-database-url", "INBOX_READ_DATABASE_URL", "", "connection string the /v1 read endpoints use, e.g. a replica (default: DATABASE_URL)", false, str(&c.ReadURL)},
+		{"poll-only", "INBOX_POLL_ONLY", "false", "no LISTEN at all: the sweep drives processing (latency up to INBOX_SWEEP_INTERVAL)", false, boolean(&c.PollOnly)},
 		{"addr", "INBOX_ADDR", ":8080", "HTTP listen address (webhooks, API, /metrics, /healthz)", false, str(&c.Addr)},
 		{"public-url", "INBOX_PUBLIC_URL", "http://localhost:8080", "base URL providers call; Twilio signs it", false, str(&c.PublicURL)},
 		{"twilio-auth-token", "INBOX_TWILIO_AUTH_TOKEN", "", "Twilio auth tokens, comma-separated (primary,secondary); enables /webhooks/twilio", true, list(&c.TwilioTokens)},
@@ -122,6 +128,8 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 	if len(errs) > 0 {
 		return c, usageError{errors.Join(errs...)}
 	}
+	c.ListenURL = or(c.ListenURL, c.DatabaseURL)
+	c.ReadURL = or(c.ReadURL, c.DatabaseURL)
 	return c, nil
 }
 

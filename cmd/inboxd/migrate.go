@@ -10,15 +10,17 @@ import (
 )
 
 // migrateCmd creates the database if needed, applies pending migrations and says which.
+// It uses the direct connection (INBOX_LISTEN_DATABASE_URL when DATABASE_URL goes
+// through a pooler): tern holds a session-level advisory lock while it migrates.
 func migrateCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig("migrate", args, getenv, stderr)
 	if err != nil {
 		return err
 	}
-	if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+	if err := store.EnsureDatabase(ctx, cfg.ListenURL); err != nil {
 		return dbAdvice(err)
 	}
-	applied, err := store.Migrate(ctx, cfg.DatabaseURL)
+	applied, err := store.Migrate(ctx, cfg.ListenURL)
 	if len(applied) > 0 {
 		fmt.Fprintf(stdout, "applied %s\n", strings.Join(applied, ", "))
 	}

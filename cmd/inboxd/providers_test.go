@@ -32,13 +32,24 @@ const (
 func providerEnv(t *testing.T) (base string, pool *pgxpool.Pool) {
 	t.Helper()
 	pool, url := pgtest.NewPool(t)
-	base, _ = startServe(t, map[string]string{
-		"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0", "INBOX_PUBLIC_URL": publicURL,
+	return startProviders(t, map[string]string{"DATABASE_URL": url}), pool
+}
+
+// startProviders starts inboxd with every provider enabled, and env on top (at least
+// the database).
+func startProviders(t *testing.T, env map[string]string) string {
+	t.Helper()
+	all := map[string]string{
+		"INBOX_ADDR": "127.0.0.1:0", "INBOX_PUBLIC_URL": publicURL,
 		"INBOX_TWILIO_AUTH_TOKEN": "old-token," + twilioToken, "INBOX_META_APP_SECRET": metaSecret,
 		"INBOX_META_VERIFY_TOKEN": metaVerify, "INBOX_GENERIC_SECRETS": testSecret,
 		"INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token",
-	})
-	return base, pool
+	}
+	for k, v := range env {
+		all[k] = v
+	}
+	base, _ := startServe(t, all)
+	return base
 }
 
 func fixture(t *testing.T, name string) []byte {

@@ -118,17 +118,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pool.Close()
-	// The processor has its own pool: its settings differ (processor.ConfigurePool),
-	// and a backlog must never take the connections webhooks need.
+	// The processor has its own pool (processor.ConfigurePool): a backlog must never
+	// take the connections webhooks need.
 	procPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
-		processor.ConfigurePool(c, cfg.Workers, cfg.Lease)
+		processor.ConfigurePool(c, cfg.Workers)
 	})
 	if err != nil {
 		return dbAdvice(err)
 	}
 	defer procPool.Close()
+	// The read API's pool: a replica's, when INBOX_READ_DATABASE_URL names one.
+	readPool := pool
+	if cfg.ReadURL != cfg.DatabaseURL {
+		if readPool, err = store.Open(ctx, cfg.ReadURL, func(c *pgxpool.Config) { c.MaxConns = 8 }); err != nil {
+			return dbAdvice(err)
+		}
+		defer readPool.Close()
+	}
 
-	svc, err := wire(cfg, pool, procPool, traces, log)
+	svc, err := wire(cfg, pool, procPool, readPool, traces, log)
 	if err != nil {
 		return err
 	}
@@ -181,13 +189,13 @@ type service struct {
 
 // wire builds the parts: metrics, processor, ingest writer and handlers, router.
 // traces is nil when tracing is off.
-func wire(cfg config, pool, procPool *pgxpool.Pool, traces trace.TracerProvider, log *zap.Logger) (*service, error) {
+func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.TracerProvider, log *zap.Logger) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	proc := processor.New(procPool, cfg.DatabaseURL, processor.Config{
+	proc := processor.New(procPool, cfg.ListenURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
-		Tracing: traces,
+		Tracing: traces, PollOnly: cfg.PollOnly,
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
@@ -199,7 +207,7 @@ func wire(cfg config, pool, procPool *pgxpool.Pool, traces trace.TracerProvider,
 	ingestCfg.Tracing = traces
 	hooks := ingest.NewHandlers(ingestCfg, writer, log.Named("ingest"))
 	deps := api.Deps{
-		Pool: pool, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
+		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -267,10 +275,11 @@ func (s *service) stopHTTP(ctx context.Context) {
 // opens the pool.
 func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Pool, error) {
 	if cfg.Migrate {
-		if err := store.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+		// Migrations hold a session (tern's advisory lock, SET): the direct connection.
+		if err := store.EnsureDatabase(ctx, cfg.ListenURL); err != nil {
 			return nil, dbAdvice(err)
 		}
-		applied, err := store.Migrate(ctx, cfg.DatabaseURL)
+		applied, err := store.Migrate(ctx, cfg.ListenURL)
 		if err != nil {
 			return nil, dbAdvice(err)
 		}

@@ -13,7 +13,9 @@ import (
 	"inboxd/internal/tracing"
 )
 
-// routes lists every route of inboxd, one line each. Webhooks carry their own
+// routes lists every route of inboxd, one line each. The /v1 reads go to ReadPool
+// (a replica when INBOX_READ_DATABASE_URL names one: a message may show there a moment
+// after it is processed); the admin endpoints stay on the primary. Webhooks carry their own
 // authentication (signatures) and no request timeout of ours: the provider's client
 // has one, and cutting a request short would only turn a commit in progress into a
 // retry. The /v1 routes get bearer tokens and a 10 s timeout; admin tokens may also
@@ -34,9 +36,9 @@ func routes(r chi.Router, d Deps) {
 	r.Get("/webhooks/meta", d.Webhooks.MetaVerify())
 	r.Method("POST", "/webhooks/meta", traced(d, "POST /webhooks/meta", d.Webhooks.Meta()))
 
-	r.With(api, read).Get("/v1/conversations", listConversations(d.Pool, log))
-	r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.Pool, log))
-	r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.Pool, log))
+	r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, log))
+	r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
+	r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
 	r.With(api, admin).Get("/v1/events", listEvents(d.Pool, log))
 	r.With(api, admin).Post("/v1/events/replay", replayEvents(d.Pool, log))
 	r.With(api, admin).Get("/v1/events/{id}", getEvent(d.Pool, log))

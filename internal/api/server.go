@@ -28,7 +28,9 @@ import (
 
 // Deps is what the router needs.
 type Deps struct {
-	Pool        *pgxpool.Pool
+	Pool        *pgxpool.Pool // the primary: admin endpoints, readiness
+	ReadPool    *pgxpool.Pool // the /v1 reads (a replica's pool, or Pool); nil: Pool
+	PollOnly    bool          // no LISTEN connection by design (INBOX_POLL_ONLY)
 	Webhooks    *ingest.Handlers
 	Listening   func() bool // whether the processor's LISTEN connection is up
 	Gatherer    prometheus.Gatherer
@@ -42,6 +44,9 @@ type Deps struct {
 
 // NewRouter returns the handler for every route (routes.go lists them).
 func NewRouter(d Deps) http.Handler {
+	if d.ReadPool == nil {
+		d.ReadPool = d.Pool
+	}
 	r := chi.NewRouter()
 	r.Use(requestID, accessLog(d.Log), recoverer(d.Log))
 	routes(r, d)
@@ -138,10 +143,13 @@ func Ready(ctx context.Context, d Deps) (bool, map[string]string) {
 	if err := d.Webhooks.Ready(); err != nil {
 		parts["ingest"] = err.Error()
 	}
-	if d.Listening != nil && !d.Listening() {
+	switch {
+	case d.PollOnly:
+		parts["listener"] = "not used"
+	case d.Listening != nil && !d.Listening():
 		parts["listener"] = "disconnected"
 	}
-	return parts["database"] == "ok" && parts["ingest"] == "ok" && parts["listener"] == "connected", parts
+	return parts["database"] == "ok" && parts["ingest"] == "ok" && parts["listener"] != "disconnected", parts
 }
 
 func readyz(d Deps) http.HandlerFunc {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/store"
 )
 
 // lockTable holds ACCESS EXCLUSIVE on inbound_events (a migration or a DBA's LOCK
@@ -140,4 +141,54 @@ func commitRunning(w *Writer) bool {
 	w.health.mu.Lock()
 	defer w.health.mu.Unlock()
 	return !w.health.running.IsZero()
+}
+
+// TestReadOnlyResetsConnections: when the server says it cannot write (SQLSTATE 25006:
+// a primary demoted by a failover, which keeps its connections), the writer drops its
+// pool's connections, so that the next commit connects anew and finds the writable
+// node (with target_session_attrs=read-write), instead of failing on the old ones.
+func TestReadOnlyResetsConnections(t *testing.T) {
+	t.Parallel()
+	cluster := pgtest.StartCluster(t)
+	admin, err := pgx.Connect(context.Background(), cluster.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(context.Background(), "CREATE DATABASE inboxd"); err != nil {
+		t.Fatal(err)
+	}
+	url := cluster.URL("inboxd")
+	if _, err := store.Migrate(context.Background(), url); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, url, Config{})
+	if status, body := s.post(t, "evt_1", "application/json", sampleGeneric("1"), s.keys[0]); status != 200 {
+		t.Fatalf("before: %d %s", status, body)
+	}
+	setReadOnly := func(on bool) {
+		sql := "ALTER SYSTEM RESET default_transaction_read_only"
+		if on {
+			sql = "ALTER SYSTEM SET default_transaction_read_only = on"
+		}
+		if _, err := admin.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.Exec(context.Background(), "SELECT pg_reload_conf()"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // backends read the configuration between commands
+	}
+	setReadOnly(true)
+	if status, body := s.post(t, "evt_2", "application/json", sampleGeneric("2"), s.keys[0]); status != 503 {
+		t.Fatalf("on a read-only server: %d %s, want 503", status, body)
+	}
+	before := s.pool.Stat().NewConnsCount()
+	setReadOnly(false)
+	if status, body := s.post(t, "evt_2", "application/json", sampleGeneric("2"), s.keys[0]); status != 200 {
+		t.Fatalf("after: %d %s", status, body)
+	}
+	if s.pool.Stat().NewConnsCount() == before {
+		t.Error("the commit after a read-only error reused an old connection; want the pool's connections dropped")
+	}
 }

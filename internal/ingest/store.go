@@ -231,6 +231,7 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 	}
 	if err != nil && store.Transient(err) {
 		w.log.Warn("commit webhook events", zap.Int("requests", len(batch)), zap.Error(err))
+		store.ResetOnReadOnly(w.pool, err) // a failover: find the new primary
 	}
 	if commitCtx.Err() != nil || isTimeout(err) {
 		err = fmt.Errorf("%w (%w)", w.slow(), err)

@@ -18,11 +18,13 @@ import (
 type Cluster struct {
 	bin, dir string
 	port     int
+	opts     []string // extra server settings, "name=value"
 	t        testing.TB
 }
 
 // StartCluster initializes and starts a cluster; it is stopped and removed when t ends.
-func StartCluster(t testing.TB) *Cluster {
+// settings ("name=value") are passed to the server, e.g. "synchronous_standby_names=*".
+func StartCluster(t testing.TB, settings ...string) *Cluster {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
@@ -38,16 +40,45 @@ func StartCluster(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, port: freePort(t), t: t}
+	c := newCluster(t, filepath.Dir(bins[len(bins)-1]), dir, settings)
+	c.run("initdb", "-D", c.dir+"/data", "-U", "postgres", "-A", "trust", "--no-sync")
+	c.Start()
+	return c
+}
+
+func newCluster(t testing.TB, bin, dir string, settings []string) *Cluster {
+	c := &Cluster{bin: bin, dir: dir, port: freePort(t), opts: settings, t: t}
 	t.Cleanup(func() {
 		_ = exec.Command("runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", dir+"/data", "stop", "-m", "immediate").Run()
 		_ = exec.Command(filepath.Join(c.bin, "pg_ctl"), "-D", dir+"/data", "stop", "-m", "immediate").Run()
 		os.RemoveAll(dir)
 	})
-	c.run("initdb", "-D", c.dir+"/data", "-U", "postgres", "-A", "trust", "--no-sync")
-	c.Start()
 	return c
 }
+
+// StartStandby makes a streaming standby of c (pg_basebackup, which also writes its
+// primary_conninfo) and starts it; settings are its own.
+func (c *Cluster) StartStandby(settings ...string) *Cluster {
+	c.t.Helper()
+	dir, err := os.MkdirTemp("", "inboxd-pgtest-")
+	if err == nil {
+		err = os.Chmod(dir, 0o777)
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s := newCluster(c.t, c.bin, dir, settings)
+	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(c.port), "-U", "postgres", "-D", dir+"/data",
+		"-R", "-X", "stream", "--no-sync", "--checkpoint=fast")
+	s.Start()
+	return s
+}
+
+// Promote turns a standby into a primary and waits until it accepts writes.
+func (c *Cluster) Promote() { c.pgctl("promote", "-w", "-t", "60") }
+
+// Port is the port the cluster listens on (127.0.0.1).
+func (c *Cluster) Port() int { return c.port }
 
 // URL is the connection string of database name on the cluster.
 func (c *Cluster) URL(name string) string {
@@ -57,6 +88,9 @@ func (c *Cluster) URL(name string) string {
 // Start starts the server and waits until it accepts connections.
 func (c *Cluster) Start() {
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=on", c.port, c.dir)
+	for _, o := range c.opts {
+		opts += " -c " + o
+	}
 	c.pgctl("start", "-w", "-t", "60", "-o", opts, "-l", c.dir+"/log")
 }
 

@@ -77,7 +77,7 @@ func normalize(normalizers map[string]Normalizer, ev claimed) (n Normalized, err
 }
 
 // applyBatch is transaction 2. Fast path: every event's statements and every outcome
-// in one round trip. If that transaction is refused on its merits (not a lost
+// in one round trip and one implicit transaction (session.go). If that transaction is refused on its merits (not a lost
 // connection or a timeout, which would fail the same way again), each event is applied
 // alone in a savepoint, so that one bad event costs only itself. It returns every
 // event's outcome and the ids whose outcome was recorded.
@@ -91,16 +91,17 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []No
 		}
 	}
 	var finished []int64
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		return sendApply(ctx, tx, pick(events, good), pick(norms, good), func(b *pgx.Batch) {
-			queueFinish(b, p.finishArgs(outs), &finished)
-		})
-	})
+	b := p.batch()
+	if err := queueApply(b, pick(events, good), pick(norms, good)); err != nil {
+		return outs, nil, err
+	}
+	queueFinish(b, p.finishArgs(outs), &finished)
+	err := p.send(ctx, b) // one round trip, one transaction: all of it or none
 	if err == nil || len(good) <= 1 || store.Transient(err) {
 		return outs, finished, err
 	}
 	p.log.Warn("batch failed as a whole; applying its events one by one", zap.Int("events", len(events)), zap.Error(err))
-	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginTxFunc(ctx, p.pool, p.begin(), func(tx pgx.Tx) error {
 		for _, i := range good {
 			outs[i] = p.decide(events[i], applyAlone(ctx, tx, events[i], norms[i]))
 		}
@@ -189,11 +190,10 @@ func (p *Processor) failBatch(ctx context.Context, events []claimed, cause error
 
 // recordOutcomes runs finish on its own and returns the ids it changed.
 func (p *Processor) recordOutcomes(ctx context.Context, outs []outcome) ([]int64, error) {
-	rows, err := p.pool.Query(ctx, finish, p.finishArgs(outs)...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[int64])
+	b := p.batch()
+	var finished []int64
+	queueFinish(b, p.finishArgs(outs), &finished)
+	return finished, p.send(ctx, b)
 }
 
 // report logs, counts and traces the outcomes finish recorded (processing began at

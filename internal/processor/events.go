@@ -155,7 +155,7 @@ const arrivalColumns = `id, provider, external_id,
 
 // Arrivals returns the events with the given ids, in id order.
 func Arrivals(ctx context.Context, pool *pgxpool.Pool, ids []int64) ([]Arrival, error) {
-	rows, err := pool.Query(ctx, "SELECT "+arrivalColumns+" FROM inbound_events WHERE id = ANY($1) ORDER BY id", ids)
+	rows, err := pool.Query(ctx, "SELECT "+arrivalColumns+" FROM inbound_events WHERE id = ANY($1::bigint[]) ORDER BY id", ids)
 	if err != nil {
 		return nil, fmt.Errorf("read arrivals: %w", err)
 	}

@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +41,8 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"inboxd/internal/store"
 )
 
 // Config tunes a Processor. Zero values take the defaults (docs/configuration.md),
@@ -63,6 +64,10 @@ type Config struct {
 	Normalizers map[string]Normalizer
 	// Tracing makes the spans of processing (trace.go); nil: none.
 	Tracing trace.TracerProvider
+	// PollOnly runs no LISTEN connection: the sweep (and this process's own ingest
+	// commits, through Wake) drive processing, for a database that only a
+	// transaction-mode pooler can reach.
+	PollOnly bool
 }
 
 func (c *Config) setDefaults() {
@@ -96,31 +101,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// ConfigurePool sets what the processor's own connections need:
-//   - synchronous_commit off. Durability is owed at ingest, before the 200; what the
-//     processor writes is derived from the durable event and applying it is
-//     idempotent. If Postgres itself crashes, the last fraction of a second of claims
-//     and outcomes may be lost and those events simply run again. Not waiting for the
-//     WAL flush takes the processor's two commits per batch off the disk's critical
-//     path, which ingest's commits (and their NOTIFY lock) need.
-//   - idle_in_transaction_session_timeout and statement_timeout at the lease: a
-//     worker stuck inside a transaction (a hung process, a paused VM), or a statement
-//     its process gave up on (process bounds the work by three quarters of the lease),
-//     must not hold its row locks or its backend for ever.
-//   - enable_seqscan off. Every processor statement is an index lookup by design
-//     (claim through inbound_events_due, outcomes by id, messages and conversations
-//     by their unique keys), but a queue table's statistics are always stale: right
-//     after a deployment, a TRUNCATE or a burst, the planner believes the tables tiny
-//     and joins the batch's unnest() to a sequential scan, a cost that grows with
-//     every row. Measured at 4,000 events/s on fresh tables, that was most of
-//     Postgres' CPU. The setting only penalizes sequential scans; it forbids nothing.
-//   - enough connections for every worker plus the sweep.
-func ConfigurePool(c *pgxpool.Config, workers int, lease time.Duration) {
+// ConfigurePool sizes a pool for the processor: a connection for every worker, plus
+// the sweep and retention. (Its settings are per transaction: session.go.)
+func ConfigurePool(c *pgxpool.Config, workers int) {
 	c.MaxConns = int32(workers + 2)
-	c.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
-	c.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
-	c.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(lease.Milliseconds(), 10)
-	c.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(lease.Milliseconds(), 10)
 }
 
 // Processor claims and applies events. Run it; call Wake after committing events.
@@ -135,18 +119,23 @@ type Processor struct {
 	pending  atomic.Bool   // a wake-up arrived while a worker was claiming
 	listener *listener
 	tracer   trace.Tracer
+	settings []string // SET LOCAL statements of every transaction (session.go)
 	// afterClaim, when set (tests only), runs after each claim pass with the number
 	// of events claimed, before the worker decides whether to go idle.
 	afterClaim func(n int)
 }
 
 // New returns a Processor on pool. listenURL is the connection string for the
-// dedicated LISTEN connection (normally DATABASE_URL).
+// dedicated LISTEN connection: a direct one, never through a transaction-mode pooler
+// (INBOX_LISTEN_DATABASE_URL, by default DATABASE_URL).
 func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *metrics) *Processor {
 	cfg.setDefaults()
 	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1),
-		tracer: cfg.Tracing.Tracer("inboxd/processor")}
+		tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease)}
 	p.listener = newListener(listenURL, p.Wake, log, m)
+	if cfg.PollOnly {
+		m.listener.Set(1) // nothing to hear: no LISTEN connection is missing
+	}
 	m.retention.WithLabelValues("processed_events").Set(cfg.Retention.Seconds())
 	m.retention.WithLabelValues("dead_events").Set(cfg.DeadRetention.Seconds())
 	return p
@@ -155,14 +144,17 @@ func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *m
 // Wake asks the workers for a claim pass. It never blocks.
 func (p *Processor) Wake() { signal(p.wake) }
 
-// ListenerConnected reports whether the LISTEN connection is up (for /readyz).
-func (p *Processor) ListenerConnected() bool { return p.listener.connected.Load() }
+// ListenerConnected reports whether the LISTEN connection is up (for /readyz); with
+// PollOnly there is none to be up, and it reports true.
+func (p *Processor) ListenerConnected() bool { return p.cfg.PollOnly || p.listener.connected.Load() }
 
 // Run processes events until ctx ends, then stops claiming, lets in-flight batches
 // finish within ShutdownTimeout and releases what did not finish.
 func (p *Processor) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.listener.run(ctx) })
+	if !p.cfg.PollOnly {
+		g.Go(func() error { return p.listener.run(ctx) })
+	}
 	g.Go(func() error { p.sweep(ctx); return nil })
 	g.Go(func() error { p.retain(ctx); return nil })
 	for range p.cfg.Workers {
@@ -198,6 +190,7 @@ func (p *Processor) work(ctx context.Context) {
 			}
 			if err != nil && ctx.Err() == nil {
 				p.log.Warn("processing pass", zap.Error(err))
+				store.ResetOnReadOnly(p.pool, err) // a failover: find the new primary
 				sleep(ctx, time.Second) // the database is in trouble: do not spin
 			}
 			if n == p.cfg.BatchSize {

@@ -69,15 +69,6 @@ func (p *Processor) claim(ctx context.Context, limit int) ([]claimed, error) {
 	return events, nil
 }
 
-// queryClaimed runs a statement that returns claimed rows.
-func (p *Processor) queryClaimed(ctx context.Context, sql string, args ...any) ([]claimed, error) {
-	rows, err := p.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
-}
-
 // rescueExpired takes over one event whose lease ran out: its process died, or hung
 // past INBOX_LEASE. It takes one at a time because such an event may be what killed
 // that process: handled alone, it can only take itself down. An event already at
@@ -160,14 +151,16 @@ func (p *Processor) finishArgs(outs []outcome) []any {
 const release = `
 UPDATE inbound_events
 SET state = 'pending', attempts = attempts - 1, run_at = now(), locked_until = NULL, locked_by = NULL
-WHERE id = ANY($1) AND state = 'processing' AND locked_by = $2`
+WHERE id = ANY($1::bigint[]) AND state = 'processing' AND locked_by = $2`
 
 func (p *Processor) release(ctx context.Context, events []claimed) error {
 	ids := make([]int64, len(events))
 	for i, e := range events {
 		ids[i] = e.ID
 	}
-	if _, err := p.pool.Exec(ctx, release, ids, p.cfg.ID); err != nil {
+	b := p.batch()
+	b.Queue(release, ids, p.cfg.ID)
+	if err := p.send(ctx, b); err != nil {
 		return fmt.Errorf("release %d claims: %w", len(ids), err)
 	}
 	return nil
@@ -220,6 +213,11 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 	return nil
 }
 
+// Parameters carry explicit casts throughout the processor's SQL: with
+// default_query_exec_mode=simple_protocol (a choice behind a pooler) pgx writes them
+// into the statement as untyped literals, and a function like cardinality() cannot
+// tell an untyped literal's type.
+
 // requeue puts finished events (dead or processed) back to pending with a fresh set of
 // attempts, and announces each on the inbound_events channel so that processors wake
 // at once (an UPDATE does not fire the insert trigger). Events that are pending or
@@ -229,9 +227,9 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 const requeue = `
 WITH picked AS (
     SELECT id FROM inbound_events
-    WHERE id = ANY($1) OR (cardinality($1) = 0 AND state = $2 AND ($3 = '' OR provider = $3))
+    WHERE id = ANY($1::bigint[]) OR (cardinality($1::bigint[]) = 0 AND state = $2::text AND ($3::text = '' OR provider = $3::text))
     ORDER BY id
-    LIMIT $4
+    LIMIT $4::int
     FOR UPDATE SKIP LOCKED
 ),
 requeued AS (

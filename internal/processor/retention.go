@@ -168,7 +168,7 @@ func (p *Processor) deleteBatches(ctx context.Context, what, sql string, args ..
 		start := time.Now()
 		var n int64
 		locked := false
-		err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		err := pgx.BeginTxFunc(ctx, p.pool, p.begin(), func(tx pgx.Tx) error {
 			if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", int64(retentionLock)).Scan(&locked); err != nil || !locked {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Transient reports whether err is the database's trouble rather than the statement's:
@@ -41,6 +42,22 @@ func Transient(err error) bool {
 		return true
 	}
 	return false
+}
+
+// IsReadOnly reports whether err says the server cannot write: a standby, such as a
+// former primary after a failover (SQLSTATE 25006). A pool that hits it must drop its
+// connections, so that new ones find the new primary (with target_session_attrs=
+// read-write in the connection string); Reset does it.
+func IsReadOnly(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "25006"
+}
+
+// ResetOnReadOnly drops pool's connections when err says the server is read-only.
+func ResetOnReadOnly(pool *pgxpool.Pool, err error) {
+	if IsReadOnly(err) {
+		pool.Reset()
+	}
 }
 
 // Unstorable reports whether Postgres refused a value itself: a data exception (class

@@ -1,0 +1,82 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The processor's statements run with settings of their own (see settings), and
+// nothing of them outlives the transaction that needs them, so that the processor
+// works through a transaction-mode pooler (PgBouncer), where consecutive transactions
+// of one client may run on different server connections and a session's settings
+// would leak to other clients.
+//
+// Most work is one pipelined batch: the SET LOCAL statements first, then the work,
+// sent together and committed at the batch's end as one implicit transaction (an
+// error anywhere rolls back all of it). That is one round trip for a claim, and one
+// for an apply with its outcomes, where an explicit BEGIN and COMMIT would add two.
+// Only the fallback that applies events one by one in savepoints needs an explicit
+// transaction, which begins with the same settings.
+
+// settings returns the SET LOCAL statements of the processor's transactions:
+//   - synchronous_commit off. Durability is owed at ingest, before the 200; what the
+//     processor writes is derived from the durable event and applying it is
+//     idempotent. If Postgres itself crashes, the last fraction of a second of claims
+//     and outcomes may be lost and those events simply run again. Not waiting for
+//     the WAL flush takes the processor's commits off the disk's critical path, which
+//     ingest's commits (and their NOTIFY lock) need.
+//   - enable_seqscan off. Every processor statement is an index lookup by design
+//     (claim through inbound_events_due, outcomes by id, messages and conversations by
+//     their unique keys), but a queue table's statistics are always stale: right
+//     after a deployment, a TRUNCATE or a burst, the planner believes the tables tiny
+//     and joins a batch's unnest() to a sequential scan, a cost that grows with every
+//     row. The setting only penalizes sequential scans; it forbids nothing.
+//   - statement_timeout and idle_in_transaction_session_timeout at the lease: a
+//     statement its process gave up on (process bounds the work by three quarters of
+//     the lease), or a transaction left open by a hung process, must not hold its row
+//     locks or its backend for ever.
+func settings(lease time.Duration) []string {
+	ms := lease.Milliseconds()
+	return []string{
+		"SET LOCAL synchronous_commit = off",
+		"SET LOCAL enable_seqscan = off",
+		fmt.Sprintf("SET LOCAL statement_timeout = %d", ms),
+		fmt.Sprintf("SET LOCAL idle_in_transaction_session_timeout = %d", ms),
+	}
+}
+
+// batch returns a batch that starts with the processor's settings.
+func (p *Processor) batch() *pgx.Batch {
+	b := &pgx.Batch{}
+	for _, s := range p.settings {
+		b.Queue(s)
+	}
+	return b
+}
+
+// begin is the explicit transaction's BEGIN, with the settings.
+func (p *Processor) begin() pgx.TxOptions {
+	return pgx.TxOptions{BeginQuery: "BEGIN; " + strings.Join(p.settings, "; ")}
+}
+
+// send runs b (from p.batch) as one implicit transaction and returns its error.
+func (p *Processor) send(ctx context.Context, b *pgx.Batch) error {
+	return p.pool.SendBatch(ctx, b).Close()
+}
+
+// queryClaimed runs a statement that returns claimed rows, in its own transaction
+// with the settings.
+func (p *Processor) queryClaimed(ctx context.Context, sql string, args ...any) ([]claimed, error) {
+	b := p.batch()
+	var events []claimed
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		var err error
+		events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+		return err
+	})
+	return events, p.send(ctx, b)
+}
