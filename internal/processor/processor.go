@@ -191,7 +191,7 @@ func (p *Processor) work(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				p.log.Warn("processing pass", zap.Error(err))
 				store.ResetOnReadOnly(p.pool, err) // a failover: find the new primary
-				sleep(ctx, time.Second) // the database is in trouble: do not spin
+				sleep(ctx, time.Second)            // the database is in trouble: do not spin
 			}
 			if n == p.cfg.BatchSize {
 				signal(p.peer) // a backlog: bring a peer along
