@@ -57,33 +57,64 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// fixture is one scenario's world: a private cluster, its inboxd processes, and a
-// pool for checking rows.
+// fixture is one scenario's world: a private cluster (with a standby, for failover),
+// its inboxd processes, and a pool for checking rows.
 type fixture struct {
 	t       *testing.T
 	cluster *pgtest.Cluster
-	dbURL   string
+	standby *pgtest.Cluster // nil unless the setup asks for one
+	dbURL   string          // what the checks connect to (follows a failover)
 	pool    *pgxpool.Pool
 	env     map[string]string // settings every process gets (a process may add more)
 	mu      sync.Mutex
 	procs   []*proc
 }
 
-// newFixture starts a cluster and n inboxd processes with env on top of the suite's
-// defaults (short sweep and lease, so takeovers happen within a scenario).
-func newFixture(t *testing.T, n int, env map[string]string) *fixture {
+// setup is how a scenario's world is deployed.
+type setup struct {
+	procs     int               // inboxd processes
+	env       map[string]string // on top of the suite's defaults
+	pgbouncer bool              // DATABASE_URL through PgBouncer in transaction mode
+	standby   bool              // a streaming standby, and DATABASE_URL naming both nodes
+	sync      bool              // with standby: synchronous replication
+}
+
+// deployments are the ways the scenarios that concern the database run: directly,
+// and through PgBouncer in transaction mode (LISTEN and migrations direct).
+var deployments = []struct {
+	name      string
+	pgbouncer bool
+}{{"direct", false}, {"pgbouncer", true}}
+
+// newFixture starts a cluster and the processes of s, with the suite's defaults
+// (short sweep and lease, so that takeovers happen within a scenario).
+func newFixture(t *testing.T, s setup) *fixture {
 	t.Helper()
 	c := pgtest.StartCluster(t)
 	f := &fixture{t: t, cluster: c, dbURL: c.URL("inboxd"), env: map[string]string{
 		"INBOX_GENERIC_SECRETS": genericSecret, "INBOX_TWILIO_AUTH_TOKEN": twilioToken,
 		"INBOX_META_APP_SECRET": metaSecret, "INBOX_META_VERIFY_TOKEN": "verify", "INBOX_PUBLIC_URL": publicURL,
 		"INBOX_SWEEP_INTERVAL": "200ms", "INBOX_LEASE": "3s", "INBOX_LOG_LEVEL": "info",
+		"DATABASE_URL": c.URL("inboxd"),
 	}}
-	f.env["DATABASE_URL"] = f.dbURL
-	for k, v := range env {
+	switch {
+	case s.pgbouncer:
+		b := pgtest.StartPgBouncer(t, c)
+		f.env["DATABASE_URL"] = b.URL("inboxd") + "&default_query_exec_mode=exec"
+		f.env["INBOX_LISTEN_DATABASE_URL"] = c.URL("inboxd")
+	case s.standby:
+		f.standby = c.StartStandby()
+		if s.sync {
+			f.syncReplication()
+		}
+		both := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/inboxd?sslmode=disable&target_session_attrs=read-write",
+			c.Port(), f.standby.Port())
+		f.env["DATABASE_URL"], f.dbURL = both, both
+	}
+	for k, v := range s.env {
 		f.env[k] = v
 	}
-	for range n {
+	for range s.procs {
 		f.start(nil)
 	}
 	pool, err := pgxpool.New(context.Background(), f.dbURL)
@@ -93,6 +124,33 @@ func newFixture(t *testing.T, n int, env map[string]string) *fixture {
 	t.Cleanup(pool.Close)
 	f.pool = pool
 	return f
+}
+
+// syncReplication makes every commit on the primary wait for the standby. Set after
+// the standby was copied, so that the standby does not wait for a standby of its own
+// once promoted.
+func (f *fixture) syncReplication() {
+	f.t.Helper()
+	conn, err := pgx.Connect(context.Background(), f.cluster.URL("postgres"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, sql := range []string{"ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()"} {
+		if _, err := conn.Exec(context.Background(), sql); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var state string
+		conn.QueryRow(context.Background(), "SELECT COALESCE(max(sync_state), '') FROM pg_stat_replication").Scan(&state)
+		if state == "sync" {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("the standby never became synchronous (sync_state %q)", state)
+		}
+	}
 }
 
 // proc is one running inboxd.

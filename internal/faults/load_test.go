@@ -77,6 +77,9 @@ type load struct {
 	client *http.Client
 	wg     sync.WaitGroup
 	next   int // round robin over processes
+	// mayLose: acknowledged events may be missing afterwards (a failover to an
+	// asynchronous standby); verify counts them instead of failing.
+	mayLose bool
 
 	mu        sync.Mutex
 	events    []event
@@ -244,6 +247,8 @@ func (l *load) verify(t *testing.T) counts {
 		}
 		seen[k] = true
 		switch m := messages[e.provider+"/"+e.messageID]; {
+		case l.mayLose && stored[k] == "" && m == 0:
+			c.Lost++ // in the WAL the standby never received
 		case stored[k] != "processed" || m == 0:
 			c.Lost++
 			if c.Lost <= 5 {
@@ -262,7 +267,7 @@ func (l *load) verify(t *testing.T) counts {
 	}
 	c.Doubled += max(events-len(stored), 0)
 	switch {
-	case c.Lost > 0 || c.Doubled > 0:
+	case (c.Lost > 0 && !l.mayLose) || c.Doubled > 0:
 		t.Errorf("lost %d, doubled %d", c.Lost, c.Doubled)
 	case len(l.gaveUp) > 0:
 		t.Errorf("%d events never acknowledged within %s, e.g. %.60s", len(l.gaveUp), giveUpAfter, l.gaveUp[0])

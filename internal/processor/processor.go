@@ -9,16 +9,19 @@
 //     processing, attempts+1, leased until now+INBOX_LEASE. Committing the attempt
 //     before any work is done is what makes a poison event that kills its process
 //     run out of attempts instead of crash-looping the service.
-//  2. Apply (one transaction per batch): the messages and statuses of every event, each
-//     inside a savepoint so that one failing event rolls back only itself, and then
-//     every event's outcome (processed, pending with backoff, dead). Work and outcome
-//     commit together: an event is processed exactly when its rows exist.
-//  3. If the process dies between 1 and 2's commit, transaction 2 rolls back; the rows
-//     stay processing until the lease ends, then the sweep rescues them one at a time
-//     (an event that killed a process can only take itself down again), or, at
-//     INBOX_MAX_ATTEMPTS, declares them dead. Applying is idempotent, so an event
-//     applied twice (a lease that expired while its holder was merely slow) leaves
-//     the same rows.
+//  2. Apply (one transaction per batch, sent as one pipelined batch: session.go): the
+//     messages and statuses of every event, set-based (apply.go), and then every
+//     event's outcome (processed, pending with backoff, dead). Work and outcome commit
+//     together: an event is processed exactly when its rows exist. If the batch fails
+//     as a whole, its events are applied one by one, each in a savepoint, so that one
+//     bad event costs only itself.
+//  3. If the process dies before 2 is sent, the rows stay processing until the lease
+//     ends, then the sweep rescues them one at a time (an event that killed a process
+//     can only take itself down again), or, at INBOX_MAX_ATTEMPTS, declares them dead.
+//     If it dies after 2 was sent (commit included), the server may still commit it:
+//     the same as dying right after a COMMIT. Applying is idempotent and outcomes are
+//     fenced (queue.go), so an event applied twice (a lease that expired while its
+//     holder was merely slow) leaves the same rows and one outcome.
 //
 // Wake-ups: the LISTEN connection (listen.go), this process's own ingest commits
 // (Wake), the sweep and retry timers all signal one channel of capacity 1, so a burst
