@@ -2,11 +2,12 @@ package processor
 
 import (
 	"context"
-	"fmt"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"inboxd/internal/store"
 )
 
 // The processor's statements run with settings of their own (see settings), and
@@ -15,14 +16,16 @@ import (
 // of one client may run on different server connections and a session's settings
 // would leak to other clients.
 //
-// Most work is one pipelined batch: the SET LOCAL statements first, then the work,
-// sent together and committed at the batch's end as one implicit transaction (an
-// error anywhere rolls back all of it). That is one round trip for a claim, and one
-// for an apply with its outcomes, where an explicit BEGIN and COMMIT would add two.
-// Only the fallback that applies events one by one in savepoints needs an explicit
-// transaction, which begins with the same settings.
+// Most work is one pipelined batch: the settings first, then the work, sent together
+// and committed at the batch's end (its Sync) as one implicit transaction (an error
+// anywhere rolls back all of it). That is one round trip for a claim, and one for an
+// apply with its outcomes, where an explicit BEGIN and COMMIT would add two. Only the
+// fallback that applies events one by one in savepoints, and retention, need an
+// explicit transaction, which begins with the same settings.
+//
+// The settings are one statement (store.SetLocal).
 
-// settings returns the SET LOCAL statements of the processor's transactions:
+// settings returns the statement that sets the processor's transaction settings:
 //   - synchronous_commit off. Durability is owed at ingest, before the 200; what the
 //     processor writes is derived from the durable event and applying it is
 //     idempotent. If Postgres itself crashes, the last fraction of a second of claims
@@ -35,32 +38,38 @@ import (
 //     after a deployment, a TRUNCATE or a burst, the planner believes the tables tiny
 //     and joins a batch's unnest() to a sequential scan, a cost that grows with every
 //     row. The setting only penalizes sequential scans; it forbids nothing.
+//   - plan_cache_mode force_generic_plan. The statements are prepared (pgx's statement
+//     cache) and their parameters are arrays, whose size the planner cannot see in a
+//     generic plan; under the default (auto) it kept choosing a custom plan, so every
+//     execution was planned afresh: the apply statements spent four times as long in
+//     the planner as in execution (docs/benchmarks.md). Their plans do not depend on
+//     the values (index lookups by key, per element of the arrays; plans_test.go
+//     checks them).
 //   - statement_timeout and idle_in_transaction_session_timeout at the lease: a
 //     statement its process gave up on (process bounds the work by three quarters of
 //     the lease), or a transaction left open by a hung process, must not hold its row
 //     locks or its backend for ever.
-func settings(lease time.Duration) []string {
-	ms := lease.Milliseconds()
-	return []string{
-		"SET LOCAL synchronous_commit = off",
-		"SET LOCAL enable_seqscan = off",
-		fmt.Sprintf("SET LOCAL statement_timeout = %d", ms),
-		fmt.Sprintf("SET LOCAL idle_in_transaction_session_timeout = %d", ms),
-	}
+func settings(lease time.Duration) string {
+	ms := strconv.FormatInt(lease.Milliseconds(), 10)
+	return store.SetLocal(
+		"synchronous_commit", "off",
+		"enable_seqscan", "off",
+		"plan_cache_mode", "force_generic_plan",
+		"statement_timeout", ms,
+		"idle_in_transaction_session_timeout", ms,
+	)
 }
 
 // batch returns a batch that starts with the processor's settings.
 func (p *Processor) batch() *pgx.Batch {
 	b := &pgx.Batch{}
-	for _, s := range p.settings {
-		b.Queue(s)
-	}
+	b.Queue(p.settings)
 	return b
 }
 
 // begin is the explicit transaction's BEGIN, with the settings.
 func (p *Processor) begin() pgx.TxOptions {
-	return pgx.TxOptions{BeginQuery: "BEGIN; " + strings.Join(p.settings, "; ")}
+	return pgx.TxOptions{BeginQuery: "BEGIN; " + p.settings}
 }
 
 // send runs b (from p.batch) as one implicit transaction and returns its error.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -108,6 +109,21 @@ func Open(ctx context.Context, url string, configure func(*pgxpool.Config)) (*pg
 		return nil, connectErr(cfg.ConnConfig, err)
 	}
 	return pool, nil
+}
+
+// SetLocal returns one statement that sets each (name, value) pair of settings for
+// the rest of the current transaction, explicit or implicit (a pipelined batch, which
+// commits at its end). It calls set_config(name, value, true), the function form of
+// SET LOCAL: SET LOCAL works in an implicit transaction too, but Postgres answers it
+// with a WARNING there ("SET LOCAL can only be used in transaction blocks") and
+// writes that to the server log, a line per setting per transaction. Names and values
+// are the code's own, never input.
+func SetLocal(pairs ...string) string {
+	calls := make([]string, 0, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		calls = append(calls, fmt.Sprintf("set_config('%s', '%s', true)", pairs[i], pairs[i+1]))
+	}
+	return "SELECT " + strings.Join(calls, ", ")
 }
 
 // IsUnmigrated reports whether err says a table or view of inboxd does not exist: the

@@ -1,0 +1,74 @@
+package pgtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Literal is an argument to Plan written as SQL, for values that have no plain
+// literal form in Go's fmt (arrays: Literal("'{a,b}'")).
+type Literal string
+
+// Plan returns the nodes of sql's plan (type, index, relation), depth first. With
+// generic, it is the plan Postgres caches once it stops planning each execution (pgx's
+// statement cache makes that likely): the query is prepared and explained with
+// plan_cache_mode forcing it.
+func Plan(t *testing.T, pool *pgxpool.Pool, generic bool, sql string, args ...any) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	explain := "EXPLAIN (FORMAT JSON) " + sql
+	if generic {
+		literals := make([]string, len(args)) // EXECUTE takes literals, not bind parameters
+		for i, v := range args {
+			switch v := v.(type) {
+			case Literal:
+				literals[i] = string(v)
+			case string:
+				literals[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+			default:
+				literals[i] = fmt.Sprint(v)
+			}
+		}
+		for _, s := range []string{"SET plan_cache_mode = force_generic_plan", "PREPARE generic_plan AS " + sql} {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		defer conn.Exec(ctx, "RESET plan_cache_mode; DEALLOCATE generic_plan")
+		explain, args = "EXPLAIN (FORMAT JSON) EXECUTE generic_plan("+strings.Join(literals, ", ")+")", nil
+	}
+	var raw []byte
+	if err := conn.QueryRow(ctx, explain, args...).Scan(&raw); err != nil {
+		t.Fatalf("%s: %v", explain, err)
+	}
+	type node struct {
+		NodeType     string `json:"Node Type"`
+		IndexName    string `json:"Index Name"`
+		RelationName string `json:"Relation Name"`
+		Plans        []node `json:"Plans"`
+	}
+	var plans []struct{ Plan node }
+	if err := json.Unmarshal(raw, &plans); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var walk func(n node)
+	walk = func(n node) {
+		out = append(out, strings.TrimSpace(n.NodeType+" "+n.IndexName+" "+n.RelationName))
+		for _, c := range n.Plans {
+			walk(c)
+		}
+	}
+	walk(plans[0].Plan)
+	return strings.Join(out, " | ")
+}
