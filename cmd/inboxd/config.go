@@ -34,6 +34,7 @@ type config struct {
 	AdminTokens     []string
 	Workers         int
 	BatchSize       int
+	BatchWait       time.Duration
 	MaxBodyBytes    int
 	MaxAttempts     int
 	SweepInterval   time.Duration
@@ -41,6 +42,7 @@ type config struct {
 	Retention       time.Duration
 	DeadRetention   time.Duration
 	IngestTimeout   time.Duration
+	CommitWait      time.Duration
 	ReadTimeout     time.Duration
 	MaxInFlight     int
 	Migrate         bool
@@ -72,8 +74,10 @@ func options(c *config) []option {
 		{"admin-tokens", "INBOX_ADMIN_TOKENS", "", "bearer tokens for admin endpoints, comma-separated", true, list(&c.AdminTokens)},
 		{"workers", "INBOX_WORKERS", strconv.Itoa(runtime.NumCPU() * 4), "concurrent processing batches per process", false, positive(&c.Workers)},
 		{"batch-size", "INBOX_BATCH_SIZE", "64", "events claimed and applied per transaction", false, positive(&c.BatchSize)},
+		{"batch-wait", "INBOX_BATCH_WAIT", shortDuration(processor.DefaultBatchWait), "longest an event another process committed waits for others to share its claim, when events come closer together than this; 0 claims at once", false, durationOrZero(&c.BatchWait)},
 		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", "4194304", "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
 		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
+		{"commit-wait", "INBOX_COMMIT_WAIT", shortDuration(ingest.DefaultCommitWait), "longest a webhook waits for others to share its commit when webhooks come closer together than this; 0 commits at once", false, durationOrZero(&c.CommitWait)},
 		{"read-timeout", "INBOX_READ_TIMEOUT", shortDuration(ingest.DefaultReadTimeout), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
 		{"max-inflight", "INBOX_MAX_INFLIGHT", strconv.Itoa(ingest.DefaultMaxInFlight), "webhook requests handled at once; more are answered 503 with Retry-After", false, positive(&c.MaxInFlight)},
 		{"max-attempts", "INBOX_MAX_ATTEMPTS", "12", "attempts before an event is dead", false, positive(&c.MaxAttempts)},

@@ -193,13 +193,14 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	proc := processor.New(procPool, cfg.ListenURL, processor.Config{
-		Workers: cfg.Workers, BatchSize: cfg.BatchSize, MaxAttempts: cfg.MaxAttempts,
+		Workers: cfg.Workers, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
 		Tracing: traces, PollOnly: cfg.PollOnly,
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
-	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg), cfg.IngestTimeout, proc.Wake)
+	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg),
+		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed})
 	ingestCfg, err := ingestConfig(cfg)
 	if err != nil {
 		return nil, err

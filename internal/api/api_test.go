@@ -64,7 +64,7 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	pool, url := pgtest.NewPool(t)
 	reg := prometheus.NewRegistry()
 	proc := processor.New(pool, url, processor.Config{SweepInterval: 100 * time.Millisecond}, zap.NewNop(), processor.NewMetrics(reg))
-	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), 0, proc.Wake)
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), ingest.WriterConfig{OnCommit: proc.Committed})
 	keys, _ := ingest.ParseGenericSecrets([]string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
 	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -200,7 +200,7 @@ func TestNoTokensMeansClosed(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Gatherer: prometheus.NewRegistry(), Log: zap.NewNop(),
-		Webhooks: ingest.NewHandlers(ingest.Config{}, ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), 0, nil), zap.NewNop())}))
+		Webhooks: ingest.NewHandlers(ingest.Config{}, ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{}), zap.NewNop())}))
 	defer srv.Close()
 	for _, token := range []string{"", "anything"} {
 		req, _ := http.NewRequest("GET", srv.URL+"/v1/conversations", nil)
@@ -367,7 +367,7 @@ func TestReadyzReportsTheListener(t *testing.T) {
 	var listening atomic.Bool
 	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Gatherer: prometheus.NewRegistry(), Log: zap.NewNop(),
 		Listening: listening.Load,
-		Webhooks:  ingest.NewHandlers(ingest.Config{}, ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), 0, nil), zap.NewNop())}))
+		Webhooks:  ingest.NewHandlers(ingest.Config{}, ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{}), zap.NewNop())}))
 	defer srv.Close()
 	a := &testAPI{url: srv.URL, pool: pool}
 	status, body := a.get(t, "/readyz", "")

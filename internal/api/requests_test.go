@@ -26,7 +26,7 @@ func TestRequestIDs(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	core, logs := observer.New(zapcore.DebugLevel)
-	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), 0, nil)
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{})
 	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Webhooks: ingest.NewHandlers(ingest.Config{}, w, zap.NewNop()),
 		Gatherer: prometheus.NewRegistry(), APITokens: []string{readToken}, Log: zap.New(core)}))
 	t.Cleanup(srv.Close)
@@ -101,7 +101,7 @@ func TestReadyzReportsStalledCommits(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
-	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), 300*time.Millisecond, nil)
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{Timeout: 300 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

@@ -48,7 +48,7 @@ func TestRateAgainstTheRealService(t *testing.T) {
 	pool, url := pgtest.NewPool(t)
 	reg := prometheus.NewRegistry()
 	proc := processor.New(pool, url, processor.Config{}, zap.NewNop(), processor.NewMetrics(reg))
-	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), 0, proc.Wake)
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), ingest.WriterConfig{OnCommit: proc.Committed})
 	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
 	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -69,7 +69,7 @@ func newTestServerLog(t *testing.T, databaseURL string, cfg Config, timeout time
 	}
 	cfg.MetaAppSecret, cfg.MetaVerifyToken = testMetaSecret, "verify"
 	reg := prometheus.NewRegistry()
-	w := NewWriter(pool, zap.NewNop(), NewMetrics(reg), timeout, nil)
+	w := NewWriter(pool, zap.NewNop(), NewMetrics(reg), WriterConfig{Timeout: timeout})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.Run(ctx); close(done) }()
@@ -311,7 +311,7 @@ func TestDatabaseGoneGives503(t *testing.T) {
 func TestWriterStoppedAnswersUnavailable(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	w := NewWriter(pool, zap.NewNop(), NewMetrics(nil), 0, nil)
+	w := NewWriter(pool, zap.NewNop(), NewMetrics(nil), WriterConfig{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := w.Run(ctx); err != nil {

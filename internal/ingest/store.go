@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -68,12 +71,14 @@ var (
 type Writer struct {
 	pool     *pgxpool.Pool
 	log      *zap.Logger
-	onCommit func()
+	onCommit func(inserted int)
 	timeout  time.Duration
-	begin    pgx.TxOptions // sets the transaction's server-side timeouts
+	settings string // the transaction's server-side timeouts (store.SetLocal)
+	inTx     func(ctx context.Context, tx pgx.Tx, ids []int64) error
 	queue    chan *writeReq
 	done     chan struct{}
 	maxBatch int
+	wait     time.Duration // CommitWait
 	metrics  *metrics
 	health   health
 }
@@ -89,34 +94,64 @@ type writeReply struct {
 	err     error
 }
 
-// NewWriter returns a Writer on pool. timeout is INBOX_INGEST_TIMEOUT (0: the
-// default). onCommit (may be nil) runs after each commit that inserted new events:
-// the wiring uses it to wake this process's processor without waiting for NOTIFY to
-// come back from the database.
-func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, timeout time.Duration, onCommit func()) *Writer {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+// WriterConfig tunes a Writer.
+type WriterConfig struct {
+	// Timeout is INBOX_INGEST_TIMEOUT: the longest a request waits for its commit
+	// (0: DefaultTimeout).
+	Timeout time.Duration
+	// CommitWait is INBOX_COMMIT_WAIT: a commit waits for more requests until this
+	// long after the previous one began (see collect). 0 commits at once;
+	// DefaultCommitWait is the service's default.
+	CommitWait time.Duration
+	// OnCommit (may be nil) runs after each commit that inserted new events, with
+	// their number: the wiring uses it to tell this process's processor at once,
+	// without waiting for NOTIFY to come back from the database.
+	OnCommit func(inserted int)
+}
+
+// DefaultCommitWait is INBOX_COMMIT_WAIT's default. At a thousand webhooks a second
+// it puts two or three in each commit instead of one (docs/benchmarks.md), for at
+// most this much more time before the 200; webhooks further apart than this are
+// committed at once.
+const DefaultCommitWait = 10 * time.Millisecond
+
+// NewWriter returns a Writer on pool.
+func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, cfg WriterConfig) *Writer {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
 	}
-	ms := timeout.Milliseconds()
+	ms := cfg.Timeout.Milliseconds()
 	return &Writer{
 		pool:     pool,
 		log:      log,
-		onCommit: onCommit,
-		timeout:  timeout,
+		onCommit: cfg.OnCommit,
+		timeout:  cfg.Timeout,
 		// Set per transaction, not per session: nothing outlives the transaction, which
 		// is what a transaction-mode pooler (PgBouncer) requires.
-		begin:    pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d", ms, ms)},
+		settings: store.SetLocal("lock_timeout", strconv.FormatInt(ms, 10), "statement_timeout", strconv.FormatInt(ms, 10)),
 		queue:    make(chan *writeReq, 1024),
 		done:     make(chan struct{}),
 		maxBatch: 256,
+		wait:     cfg.CommitWait,
 		metrics:  m,
 	}
+}
+
+// AlsoInTx makes every commit run fn inside its transaction, after the insert, with
+// the ids of the events it inserted (none for a batch of duplicates only), so that
+// fn's writes commit exactly when the events do. Call it before Run. The River
+// baseline of the benchmark (bench/river) enqueues its jobs there, the way River
+// enqueues transactionally; inboxd itself needs nothing more than its trigger. With
+// fn set, each commit is an explicit transaction: two round trips more.
+func (w *Writer) AlsoInTx(fn func(ctx context.Context, tx pgx.Tx, ids []int64) error) {
+	w.inTx = fn
 }
 
 // Run commits queued requests until ctx ends. Stop the HTTP server first: requests
 // that arrive after Run returned are answered ErrUnavailable.
 func (w *Writer) Run(ctx context.Context) error {
 	defer close(w.done)
+	var lastCommit time.Time
 	for {
 		var first *writeReq
 		select {
@@ -124,10 +159,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		batch := w.collect(first)
+		batch := w.collect(first, lastCommit.Add(w.wait))
 		if len(batch) == 0 {
 			continue
 		}
+		lastCommit = time.Now()
 		w.metrics.batchSize.Observe(float64(len(batch)))
 		w.commit(ctx, batch)
 	}
@@ -183,11 +219,19 @@ func (w *Writer) slow() error {
 	return fmt.Errorf("%w: the database is slow: no commit within %s (INBOX_INGEST_TIMEOUT)", ErrUnavailable, w.timeout)
 }
 
-// collect takes first and whatever else is queued right now, up to maxBatch events,
-// leaving out requests that were answered already (deadline passed, client gone). It
-// never waits for more: latency at low load stays one round trip.
-func (w *Writer) collect(first *writeReq) []*writeReq {
+// collect takes first and whatever else is queued, up to maxBatch events, leaving
+// out requests that were answered already (deadline passed, client gone). It waits
+// for more until gather (the previous commit plus CommitWait), never later: a request
+// after a quiet spell is committed at once, and under load each commit carries what
+// arrived in the meantime.
+func (w *Writer) collect(first *writeReq, gather time.Time) []*writeReq {
 	var batch []*writeReq
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	n := 0
 	for r := first; ; {
 		if r.ctx.Err() == nil {
@@ -199,7 +243,19 @@ func (w *Writer) collect(first *writeReq) []*writeReq {
 		}
 		select {
 		case r = <-w.queue:
+			continue
 		default:
+		}
+		wait := time.Until(gather)
+		if wait <= 0 {
+			return batch
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case r = <-w.queue:
+		case <-timer.C:
 			return batch
 		}
 	}
@@ -244,7 +300,7 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 		r.reply <- writeReply{results: results[i]}
 	}
 	if inserted > 0 && w.onCommit != nil {
-		w.onCommit()
+		w.onCommit(inserted)
 	}
 }
 
@@ -262,16 +318,27 @@ ORDER BY provider, external_id
 ON CONFLICT (provider, external_id) DO NOTHING
 RETURNING id, provider, external_id`
 
-// selectExisting finds the ids of keys that were already stored.
+// selectExisting finds the ids of keys that were already stored. One index lookup per
+// key, whatever the statistics say: a plain join of the keys to the table is planned
+// as a hash join over a sequential scan while the table looks empty (a new or
+// truncated database), and pgx's prepared statement keeps that plan as the table
+// grows. LIMIT 1 in the lateral subquery keeps the planner from flattening it into a
+// join (plans_test.go).
 const selectExisting = `
 SELECT e.id, e.provider, e.external_id
-FROM inbound_events e
-JOIN unnest($1::text[], $2::text[]) AS k(provider, external_id)
-  ON e.provider = k.provider AND e.external_id = k.external_id`
+FROM unnest($1::text[], $2::text[]) AS k(provider, external_id)
+CROSS JOIN LATERAL (
+    SELECT id, provider, external_id FROM inbound_events e
+    WHERE e.provider = k.provider AND e.external_id = k.external_id
+    LIMIT 1
+) e`
 
 type eventKey struct{ provider, externalID string }
 
-// insert runs one transaction for the batch and maps rows back to each request.
+// insert commits the batch's events and maps rows back to each request. The settings
+// and the insert go as one pipelined batch: one round trip, one implicit transaction
+// that commits at the batch's end. Keys that were stored already (a provider's retry)
+// are looked up after the commit, a read of committed rows, only when there are some.
 func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int, error) {
 	var providers, externalIDs, payloads, headers, requestIDs, traceparents []string
 	for _, r := range batch {
@@ -286,15 +353,30 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 	}
 	fresh := map[eventKey]int64{}
 	existing := map[eventKey]int64{}
-	err := pgx.BeginTxFunc(ctx, w.pool, w.begin, func(tx pgx.Tx) error {
-		if err := collectIDs(ctx, tx, fresh, insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents); err != nil {
-			return err
-		}
-		if len(fresh) == len(providers) {
-			return nil
-		}
-		return collectIDs(ctx, tx, existing, selectExisting, providers, externalIDs)
+	b := &pgx.Batch{}
+	b.Queue(w.settings)
+	b.Queue(insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents).Query(func(rows pgx.Rows) error {
+		return collectIDs(rows, fresh)
 	})
+	var err error
+	if w.inTx == nil {
+		err = w.pool.SendBatch(ctx, b).Close()
+	} else {
+		err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+			ids := slices.Sorted(maps.Values(fresh))
+			return w.inTx(ctx, tx, ids)
+		})
+	}
+	if err == nil && len(fresh) < len(providers) {
+		var rows pgx.Rows
+		rows, err = w.pool.Query(ctx, selectExisting, providers, externalIDs)
+		if err == nil {
+			err = collectIDs(rows, existing)
+		}
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -316,14 +398,10 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 	return results, inserted, nil
 }
 
-func collectIDs(ctx context.Context, tx pgx.Tx, into map[eventKey]int64, sql string, args ...any) error {
-	rows, err := tx.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
+func collectIDs(rows pgx.Rows, into map[eventKey]int64) error {
 	var id int64
 	var k eventKey
-	_, err = pgx.ForEachRow(rows, []any{&id, &k.provider, &k.externalID}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&id, &k.provider, &k.externalID}, func() error {
 		into[k] = id
 		return nil
 	})

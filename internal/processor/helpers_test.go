@@ -203,3 +203,25 @@ func newDB(t *testing.T) (*pgxpool.Pool, string) {
 }
 
 func zapNop() *zap.Logger { return zap.NewNop() }
+
+// counter returns the value of a counter in reg with the given label value.
+func counter(t testing.TB, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -22,15 +22,16 @@ const Channel = "inbound_events"
 // table is the truth, the notification only says "look".
 type listener struct {
 	url       string
-	wake      func()
+	notified  func() // a notification: an event arrived
+	wake      func() // (re)connected: anything may have arrived
 	log       *zap.Logger
 	metrics   *metrics
 	connected atomic.Bool
 	failures  int // consecutive failed connects, for backoff; used by Connect only
 }
 
-func newListener(url string, wake func(), log *zap.Logger, m *metrics) *listener {
-	return &listener{url: url, wake: wake, log: log.Named("listener"), metrics: m}
+func newListener(url string, notified, wake func(), log *zap.Logger, m *metrics) *listener {
+	return &listener{url: url, notified: notified, wake: wake, log: log.Named("listener"), metrics: m}
 }
 
 func (l *listener) run(ctx context.Context) error {
@@ -78,7 +79,7 @@ func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 
 // HandleNotification wakes the workers.
 func (l *listener) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
-	l.wake()
+	l.notified()
 	return nil
 }
 

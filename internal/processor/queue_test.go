@@ -207,47 +207,102 @@ WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event =
 	t.Fatal("the second transaction neither finished nor waited")
 }
 
-// TestNoLostWakeUp: a wake-up that arrives while the only claimer is between its last
-// (empty) claim and going idle is taken by an idle worker, which leaves it to the
-// claimer (it sets pending); the claimer must see pending and claim again, or the
-// event waits for the next sweep (an hour here). The hook makes the timing exact: the
-// retry timer of an event becomes due at that moment, as a backoff timer would.
+// TestNoLostWakeUp: a wake-up that arrives while the only claimer is busy only sets
+// pending (no idle worker is woken while one claims); the claimer must see pending and
+// claim again, or the event waits for the next sweep (an hour here). Two moments:
+// right after a claim (the claimer checks pending before deciding to go idle), and
+// after it decided, just before it counts itself out (it checks pending again after
+// counting itself out, when a Wake would find no claimer and wake an idle worker).
+// The hooks make the timing exact: at that moment the retry timer of "later" becomes
+// due, as a backoff timer would.
 func TestNoLostWakeUp(t *testing.T) {
+	t.Parallel()
+	for _, at := range []string{"after a claim", "going idle"} {
+		t.Run(at, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			pool, url := newDB(t)
+			t0 := time.Now()
+			insertEvents(t, pool, received("later", "due in an hour", t0))
+			if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now() + interval '1 hour'"); err != nil {
+				t.Fatal(err)
+			}
+			var armed, claimedNow, fired atomic.Bool
+			fire := func(p *Processor) {
+				if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now() WHERE payload->'data'->>'message_id' = 'later'"); err != nil {
+					t.Error(err)
+				}
+				p.Wake()
+				if !p.pending.Load() || len(p.wake) != 0 {
+					t.Error("a wake-up while a worker claims woke an idle worker")
+				}
+				fired.Store(true)
+			}
+			p := startConfigured(t, url, Config{SweepInterval: time.Hour, Workers: 4}, func(p *Processor) {
+				p.afterClaim = func(n int) {
+					if n != 1 || !armed.CompareAndSwap(true, false) {
+						return
+					}
+					if at == "after a claim" {
+						fire(p)
+					} else {
+						claimedNow.Store(true)
+					}
+				}
+				p.beforeIdle = func() {
+					if at == "going idle" && claimedNow.CompareAndSwap(true, false) {
+						fire(p)
+					}
+				}
+			})
+			waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+			waitFor(t, "workers idle", 10*time.Second, func() (bool, error) { return p.active.Load() == 0 && len(p.wake) == 0, nil })
+			armed.Store(true)
+			insertEvents(t, pool, received("now", "hi", t0))
+			waitFor(t, "the hook fired", 10*time.Second, func() (bool, error) { return fired.Load(), nil })
+			waitFor(t, "the event that became due is processed without a sweep", 5*time.Second, func() (bool, error) {
+				var n int
+				err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'processed'").Scan(&n)
+				return n == 2, err
+			})
+		})
+	}
+}
+
+// TestBatchWait: events announced by notification (other processes' commits) wait for
+// others to share their claim: with a BatchWait far longer than the test, three stay
+// pending, and the fourth, a batch's worth, has all four claimed together at once.
+// Events this process's ingest committed (Committed) are claimed without waiting:
+// the commit gathered them already.
+func TestBatchWait(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool, url := newDB(t)
-	t0 := time.Now()
-	insertEvents(t, pool, received("later", "due in an hour", t0))
-	if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now() + interval '1 hour'"); err != nil {
-		t.Fatal(err)
-	}
-	var armed, fired atomic.Bool
-	p := startConfigured(t, url, Config{SweepInterval: time.Hour, Workers: 4}, func(p *Processor) {
-		p.afterClaim = func(n int) {
-			if n != 0 || !armed.CompareAndSwap(true, false) {
-				return
-			}
-			if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now() WHERE payload->'data'->>'message_id' = 'later'"); err != nil {
-				t.Error(err)
-			}
-			p.Wake()
-			for deadline := time.Now().Add(5 * time.Second); !(p.pending.Load() && len(p.wake) == 0); time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Error("no idle worker took the wake-up")
-					break
-				}
-			}
-			fired.Store(true)
-		}
-	})
+	p, reg := startWithRegistry(t, url, Config{BatchSize: 4, BatchWait: time.Hour, SweepInterval: time.Hour})
 	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
-	waitFor(t, "workers idle", 10*time.Second, func() (bool, error) { return p.active.Load() == 0 && len(p.wake) == 0, nil })
-	armed.Store(true)
-	insertEvents(t, pool, received("now", "hi", t0))
-	waitFor(t, "the hook fired", 10*time.Second, func() (bool, error) { return fired.Load(), nil })
-	waitFor(t, "the event that became due is processed without a sweep", 5*time.Second, func() (bool, error) {
+	waitFor(t, "the first claim at start", 10*time.Second, func() (bool, error) { return p.claimedAt.Load() != 0, nil })
+	t0 := time.Now()
+	processed := func() int {
 		var n int
-		err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'processed'").Scan(&n)
-		return n == 2, err
-	})
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'processed'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for i := range 3 {
+		insertEvents(t, pool, received(fmt.Sprintf("m-%d", i), "hi", t0))
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := processed(); n != 0 {
+		t.Fatalf("%d of 3 notified events processed within BatchWait, want them waiting for a batch's worth", n)
+	}
+	insertEvents(t, pool, received("m-3", "hi", t0))
+	waitFor(t, "a batch's worth claimed at once", 5*time.Second, func() (bool, error) { return processed() == 4, nil })
+	if full := counter(t, reg, "inbox_claims_total", "events"); full != 1 {
+		t.Errorf("%v claims found events, want the four in one", full)
+	}
+
+	insertEvents(t, pool, received("m-4", "committed here", t0))
+	p.Committed(1)
+	waitFor(t, "an event this process committed claimed at once", 5*time.Second, func() (bool, error) { return processed() == 5, nil })
 }

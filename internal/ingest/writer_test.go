@@ -1,0 +1,187 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"inboxd/internal/pgtest"
+)
+
+// startWriter runs a Writer on a pool of its own, whose server notices it returns.
+func startWriter(t *testing.T, url string, cfg WriterConfig, inTx func(context.Context, pgx.Tx, []int64) error) (*Writer, *prometheus.Registry, func() []string) {
+	t.Helper()
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var notices []string
+	pc.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		notices = append(notices, n.Severity+": "+n.Message)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	w := NewWriter(pool, zap.NewNop(), NewMetrics(reg), cfg)
+	if inTx != nil {
+		w.AlsoInTx(inTx)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; pool.Close() })
+	return w, reg, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(notices)
+	}
+}
+
+func event(id string) []Event {
+	return []Event{{Provider: "generic", ExternalID: id, Payload: []byte(sampleGeneric(id)), Headers: []byte("{}")}}
+}
+
+// commitSizes returns how many commits carried each number of requests.
+func commitSizes(t *testing.T, reg *prometheus.Registry) map[float64]uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[float64]uint64{}
+	for _, f := range families {
+		if f.GetName() != "inbox_ingest_commit_requests" {
+			continue
+		}
+		var below uint64
+		for _, b := range f.GetMetric()[0].GetHistogram().GetBucket() {
+			if n := b.GetCumulativeCount() - below; n > 0 {
+				sizes[b.GetUpperBound()] = n
+			}
+			below = b.GetCumulativeCount()
+		}
+	}
+	return sizes
+}
+
+// TestCommitWait: a request after a quiet spell is committed at once; requests that
+// follow within INBOX_COMMIT_WAIT of that commit wait for it to pass and share one
+// commit. The wait here is long (2 s) so that neither outcome can be a matter of timing.
+// No commit draws a notice from the server (its settings are set_config, not SET
+// LOCAL in an implicit transaction), and a redelivery finds the stored event's id.
+func TestCommitWait(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.NewPool(t)
+	w, reg, notices := startWriter(t, url, WriterConfig{CommitWait: 2 * time.Second}, nil)
+	ctx := context.Background()
+
+	start := time.Now()
+	first, err := w.Write(ctx, event("quiet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the first request after a quiet spell took %v, want it committed without waiting", took)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Go(func() { _, errs[i] = w.Write(ctx, event(fmt.Sprintf("close-%d", i))) })
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	again, err := w.Write(ctx, event("quiet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again[0].Duplicate || again[0].ID != first[0].ID {
+		t.Errorf("redelivery = %+v, want a duplicate of %+v", again[0], first[0])
+	}
+	if got := commitSizes(t, reg); got[1] != 2 || got[4] != 1 { // bucket 4 holds the commit of 3
+		t.Errorf("commits by size = %v, want the quiet one and the redelivery alone and the three close ones together", got)
+	}
+	if n := notices(); len(n) > 0 {
+		t.Errorf("commits drew %d notices, first: %s", len(n), n[0])
+	}
+}
+
+// TestAlsoInTx: the hook runs in the commit's transaction with the ids of the events
+// it inserted (not those it found stored already); when it fails, nothing commits
+// and the requests are answered unavailable.
+func TestAlsoInTx(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var seen [][]int64
+	fail := false
+	w, _, _ := startWriter(t, url, WriterConfig{}, func(ctx context.Context, tx pgx.Tx, ids []int64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, ids)
+		var visible int
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE id = ANY($1)", ids).Scan(&visible); err != nil {
+			return err
+		}
+		if visible != len(ids) {
+			return fmt.Errorf("the hook sees %d of the %d inserted events", visible, len(ids))
+		}
+		if fail {
+			return errors.New("hook refused")
+		}
+		return nil
+	})
+	res, err := w.Write(ctx, append(event("a"), event("b")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(ctx, event("a")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if _, err := w.Write(ctx, event("c")); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("write with a failing hook = %v, want ErrUnavailable", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := [][]int64{{res[0].ID, res[1].ID}, {}, nil}
+	if len(seen) != 3 || !slices.Equal(seen[0], want[0]) || len(seen[1]) != 0 {
+		t.Errorf("hook saw ids %v, want %v, then none (a redelivery), then c's", seen, want[:2])
+	}
+	if n := countEvents(t, pool, "c"); n != 0 {
+		t.Errorf("event c stored %d times although its commit's hook failed", n)
+	}
+}
+
+// TestSelectExistingPlan: the lookup of redelivered keys reads the unique index,
+// also in the generic plan of a table the planner believes empty (a new database),
+// which a prepared statement would otherwise keep as the table grows.
+func TestSelectExistingPlan(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	p := pgtest.Plan(t, pool, true, selectExisting, pgtest.Literal("NULL"), pgtest.Literal("NULL"))
+	if strings.Contains(p, "Seq Scan") || !strings.Contains(p, "inbound_events_provider_external_id_key") {
+		t.Errorf("generic plan of selectExisting: %s, want an index scan of inbound_events_provider_external_id_key", p)
+	}
+}
