@@ -199,17 +199,21 @@ func benchRamp(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOpt
 // benchRates runs an inboxd serve subprocess and one open-loop step per rate (the
 // database emptied before each), stopping after the first step that misses the SLO.
 func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, rates []int, progress io.Writer) ([]bench.Result, error) {
-	base, stop, err := startTarget(ctx, dbURL, o, nil)
+	base, stop, pid, err := startTarget(ctx, dbURL, o, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
+	meter, err := bench.NewCPUMeter(ctx, pool, pid)
+	if err != nil {
+		fmt.Fprintf(progress, "not measuring CPU: %v\n", err)
+	}
 	return bench.Ramp(rates, o.slo, func(rate int) (bench.Result, error) {
 		if err := bench.Reset(ctx, pool); err != nil {
 			return bench.Result{}, err
 		}
 		r, err := bench.RunRate(ctx, bench.RateConfig{System: "inboxd", URL: base, Secret: benchSecret, Rate: rate,
-			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress})
+			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress, CPU: meter})
 		if err == nil {
 			fmt.Fprintf(progress, "inboxd at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
 		}
@@ -219,16 +223,16 @@ func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOp
 
 // startTarget runs `inboxd serve` (the --inboxd binary) on a free port against dbURL,
 // with env added to its environment.
-func startTarget(ctx context.Context, dbURL string, o benchOptions, env []string) (string, func(), error) {
+func startTarget(ctx context.Context, dbURL string, o benchOptions, env []string) (string, func(), int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	self, err := exec.LookPath(o.binary)
 	if err != nil {
-		return "", nil, fmt.Errorf("--inboxd %s: %w (build it: go build -o inboxd ./cmd/inboxd, then --inboxd ./inboxd)", o.binary, err)
+		return "", nil, 0, fmt.Errorf("--inboxd %s: %w (build it: go build -o inboxd ./cmd/inboxd, then --inboxd ./inboxd)", o.binary, err)
 	}
 	cmd := exec.Command(self, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
@@ -236,7 +240,7 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions, env []string
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start inboxd serve: %w", err)
+		return "", nil, 0, fmt.Errorf("start inboxd serve: %w", err)
 	}
 	stop := func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -249,12 +253,12 @@ func startTarget(ctx context.Context, dbURL string, o benchOptions, env []string
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return base, stop, nil
+				return base, stop, cmd.Process.Pid, nil
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			stop()
-			return "", nil, errors.New("inboxd serve did not become ready within 30s")
+			return "", nil, 0, errors.New("inboxd serve did not become ready within 30s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

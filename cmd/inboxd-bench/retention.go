@@ -34,7 +34,7 @@ func benchRetention(ctx context.Context, pool *pgxpool.Pool, dbURL string, o ben
 		{fmt.Sprintf("inboxd, %d old rows, retention off", o.rows), []string{"INBOX_RETENTION=0"}},
 		{fmt.Sprintf("inboxd, %d old rows, retention deleting", o.rows), nil}, // the default
 	} {
-		base, stop, err := startTarget(ctx, dbURL, o, step.env)
+		base, stop, _, err := startTarget(ctx, dbURL, o, step.env)
 		if err != nil {
 			return results, err
 		}
@@ -83,7 +83,7 @@ func benchGrowth(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchO
 	if err := bench.Reset(ctx, pool); err != nil {
 		return bench.Result{}, err
 	}
-	base, stop, err := startTarget(ctx, dbURL, o, []string{"INBOX_RETENTION=" + o.retention.String()})
+	base, stop, _, err := startTarget(ctx, dbURL, o, []string{"INBOX_RETENTION=" + o.retention.String()})
 	if err != nil {
 		return bench.Result{}, err
 	}

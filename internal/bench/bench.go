@@ -64,8 +64,12 @@ type Result struct {
 	Errors       int     `json:"errors,omitempty"`
 	Duplicates   int     `json:"duplicates,omitempty"`
 	Unprocessed  int     `json:"unprocessed,omitempty"` // acknowledged but not processed within the wait
-	Ack          Latency `json:"ack_latency"`
-	EndToEnd     Latency `json:"e2e_latency"` // acknowledgement → processed commit
+	Ack          Latency `json:"ack_latency"`           // scheduled send → acknowledgement
+	EndToEnd     Latency `json:"e2e_latency"`           // acknowledgement → processed commit
+	FromSchedule Latency `json:"e2e_from_schedule"`     // scheduled send → processed commit
+
+	// rate and drain: what it cost (nil when Postgres is not on this machine)
+	CPU *CPU `json:"cpu,omitempty"`
 
 	// drain
 	Events       int     `json:"events,omitempty"`

@@ -29,6 +29,9 @@ type RateConfig struct {
 	Warmup   time.Duration // how long to send first, not measured
 	Pool     *pgxpool.Pool // the target's database, to read processed_at
 	Progress io.Writer     // a progress line each second; nil for none
+	// CPU, when set, measures the measured part's cost: from its first request to
+	// the last event processed.
+	CPU *CPUMeter
 }
 
 // sent is one request's record.
@@ -70,9 +73,24 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 			return Result{}, err
 		}
 	}
+	if cfg.CPU != nil {
+		if err := cfg.CPU.Start(); err != nil {
+			return Result{}, err
+		}
+	}
 	records, sendTime := openLoop(ctx, client, gen, cfg, cfg.Duration, cfg.Progress)
 	res := Result{System: cfg.System, Mode: "rate", TargetRate: cfg.Rate}
-	return res, finishRate(ctx, cfg.Pool, records, sendTime, &res)
+	if err := finishRate(ctx, cfg.Pool, records, sendTime, &res); err != nil {
+		return res, err
+	}
+	if cfg.CPU != nil {
+		c, err := cfg.CPU.Stop(res.EndToEnd.N)
+		if err != nil {
+			return res, err
+		}
+		res.CPU = &c
+	}
+	return res, nil
 }
 
 // openLoop sends rate×d requests on schedule and returns what each got.
@@ -140,10 +158,12 @@ func post(client *http.Client, r request, rec *sent) {
 // finishRate waits (up to 30 s) for the acknowledged events to be processed, then
 // computes the latencies from the database's processed_at.
 //
-// End-to-end starts at the acknowledgement, the moment the provider's part is done;
-// it ends at processed_at, set inside the processing transaction (clock_timestamp()),
-// a fraction of a millisecond before its commit. Client and server share this
-// machine's clock. Duplicates are answered from the existing row and have no
+// End-to-end ends at processed_at, set inside the processing transaction
+// (clock_timestamp()), a fraction of a millisecond before its commit, and is reported
+// twice: from the acknowledgement (the moment the provider's part is done: what the
+// queue adds) and from the scheduled send time (what a message's sender sees, the
+// wait for the acknowledgement included). Client and server share this machine's
+// clock. Duplicates are answered from the existing row and have no
 // processing of their own, so they count in ack latency only.
 func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTime time.Duration, res *Result) error {
 	var ids []int64
@@ -170,7 +190,7 @@ func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTim
 	if err != nil {
 		return err
 	}
-	var e2e []time.Duration
+	var e2e, fromSchedule []time.Duration
 	for _, r := range records {
 		if r.err || r.duplicate || r.scheduled.IsZero() {
 			continue
@@ -181,8 +201,10 @@ func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTim
 			continue
 		}
 		e2e = append(e2e, max(at.Sub(r.acked), 0)) // processed before the 200 arrived counts as 0
+		fromSchedule = append(fromSchedule, at.Sub(r.scheduled))
 	}
 	res.EndToEnd = summarize(e2e)
+	res.FromSchedule = summarize(fromSchedule)
 	return nil
 }
 
