@@ -1,35 +1,31 @@
 #!/usr/bin/env bash
-# Runs inboxd and the River baseline through the same workloads on this machine, one
-# after the other, and prints them side by side: the commit ceiling, drain events/s,
-# and open-loop rate steps with end-to-end latency. Results land in bench/out/ as JSON,
-# the latency chart in docs/bench-latency.svg.
+# Runs inboxd, inboxd at batch size 1, and the River baseline in both its variants
+# (bench/river) through the same workloads on this machine, one after the other, and
+# prints them side by side: the commit ceiling; drain events/s and CPU per event (River
+# at each MaxWorkers); River's own no-op burn-down; CPU per 1,000 events at fixed rates;
+# and a ramp of open-loop rates with latency, to the highest within the SLO. Results
+# land in bench/out/compare.json, the latency chart in docs/bench-latency.svg.
 #
-#   bench/compare.sh                      # defaults below
-#   EVENTS=50000 STEP=10s bench/compare.sh
+#   bench/compare.sh                                  # defaults below
+#   EVENTS=20000 STEP=10s bench/compare.sh
+#   INBOXD_BENCH_DATABASE_URL=postgres://… bench/compare.sh
+#
+# Postgres must run on this machine for the CPU figures (they are read from /proc);
+# bench/pgcluster.sh starts a throwaway one with the server's default settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${INBOXD_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
-EVENTS=${EVENTS:-50000}      # drain backlog
-STEP=${STEP:-10s}            # duration of each rate step
-RAMP_START=${RAMP_START:-1000}
-RAMP_STEP=${RAMP_STEP:-1000}
-RAMP_MAX=${RAMP_MAX:-10000}
+EVENTS=${EVENTS:-50000}        # drain backlog
+STEP=${STEP:-15s}              # duration of each rate step
+WORKERS=${WORKERS:-4,8,16,32,64}  # River MaxWorkers tried in the drain
 out=bench/out
 mkdir -p "$out" docs
 
 go build -o "$out/inboxd" ./cmd/inboxd
 go build -o "$out/inboxd-bench" ./cmd/inboxd-bench
 (cd bench/river && go build -o ../out/river-bench .)
-B=("$out/inboxd-bench")
 
-"${B[@]}" ceiling --database-url "$DB" --json > "$out/1-ceiling.json"
-"${B[@]}" drain --inboxd "$out/inboxd" --database-url "$DB" --events "$EVENTS" --json > "$out/2-inboxd-drain.json"
-"$out/river-bench" drain --database-url "$DB" --events "$EVENTS" --json > "$out/3-river-drain.json"
-"$out/river-bench" drain --database-url "$DB" --events "$EVENTS" --work noop --json > "$out/4-river-noop-drain.json"
-"${B[@]}" ramp --inboxd "$out/inboxd" --database-url "$DB" --duration "$STEP" --ramp-start "$RAMP_START" --ramp-step "$RAMP_STEP" --ramp-max "$RAMP_MAX" --json > "$out/5-inboxd-ramp.json"
-"$out/river-bench" ramp --database-url "$DB" --duration "$STEP" --ramp-start "$RAMP_START" --ramp-step "$RAMP_STEP" --ramp-max "$RAMP_MAX" --json > "$out/6-river-ramp.json"
-# River falls behind at the ramp's first step here; one step it sustains, for the chart.
-"$out/river-bench" rate --database-url "$DB" --duration "$STEP" --rate 500 --json > "$out/7-river-rate500.json"
-
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql "$DB" -Atc 'SHOW server_version' 2>/dev/null || echo 'PostgreSQL ?')"
-"${B[@]}" report --svg docs/bench-latency.svg "$out"/*.json
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql "$DB" -Atc 'SHOW server_version' 2>/dev/null || echo 'PostgreSQL ?'), $(go version | cut -d' ' -f3)"
+"$out/inboxd-bench" compare --database-url "$DB" --inboxd "$out/inboxd" --river "$out/river-bench" \
+  --events "$EVENTS" --duration "$STEP" --max-workers "$WORKERS" --json > "$out/compare.json"
+"$out/inboxd-bench" report --svg docs/bench-latency.svg "$out/compare.json"

@@ -1,31 +1,40 @@
-// Command river-bench is the baseline inboxd is measured against: what a user would
-// build with River (riverqueue/river) instead. A webhook handler stores the event and
-// enqueues a River job in the same transaction; a River worker applies exactly
-// inboxd's normalization SQL (processor.ApplyOne) and completes the job in the same
-// transaction. It runs the same drain and rate workloads with the same measuring
-// code (internal/bench) and prints the same results.
+// Command river-bench is the baseline inboxd is measured against: the same service
+// built on River (riverqueue/river), the way a River user who cares about throughput
+// would build it. inboxd-bench (cmd/inboxd-bench) runs it as a server and measures it
+// with the same load, probes and /proc readings as inboxd (docs/benchmarks.md).
+//
+// Webhooks go through inboxd's own ingest (verification, group commit); each commit
+// also enqueues River jobs for the events it stored, with InsertManyTx in the same
+// transaction, so that an event is stored exactly when its job is. Jobs are worked
+// by processor.ApplyEvents, inboxd's set-based normalization SQL, and completed out
+// of band by River's batch completer (applying twice is harmless). Two variants:
+//
+//	per-event  one job per event
+//	batched    one job per commit (at most 64 events), applied set-based
+//
+// Commands:
+//
+//	river-bench serve   --database-url URL --addr HOST:PORT --variant per-event|batched --max-workers N
+//	river-bench enqueue --database-url URL --variant per-event|batched   # jobs for every pending event (a drain's backlog)
+//	river-bench noop    --database-url URL --jobs N                      # River's own no-op burn-down, as `river bench` runs it
 //
 // River lives in this separate module so that it never enters inboxd's go.mod.
-//
-//	go run . drain --events 100000
-//	go run . ramp --ramp-start 1000 --ramp-step 1000
 package main
 
 import (
 	"context"
-	"crypto/hmac"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
+	"slices"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,6 +42,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
+	"go.uber.org/zap"
 
 	"inboxd/internal/bench"
 	"inboxd/internal/ingest"
@@ -40,160 +50,151 @@ import (
 	"inboxd/internal/store"
 )
 
-const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "river-bench:", err)
+		stop()
 		os.Exit(1)
 	}
 }
 
 type options struct {
-	mode                              string
-	server                            string
-	events, rate, rampStart, rampStep int
-	rampMax, maxWorkers               int
-	duration, fetchCooldown, warmup   time.Duration
-	slo                               float64
-	asJSON                            bool
-	work                              string
+	dbURL, addr, variant, secret string
+	maxWorkers, jobs             int
 }
 
 func run(ctx context.Context, args []string) error {
-	o := options{mode: "drain"}
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		o.mode, args = args[0], args[1:]
+	if len(args) == 0 {
+		return errors.New("usage: river-bench serve|enqueue|noop [flags]")
 	}
-	fs := flag.NewFlagSet("river-bench "+o.mode, flag.ContinueOnError)
-	fs.StringVar(&o.server, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "server; the database inboxd_bench_river is created there")
-	fs.IntVar(&o.events, "events", 100000, "drain: backlog size")
-	fs.IntVar(&o.rate, "rate", 1000, "rate: events per second")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "rate: how long; ramp: per step")
-	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
-	fs.IntVar(&o.rampStart, "ramp-start", 1000, "ramp: first rate")
-	fs.IntVar(&o.rampStep, "ramp-step", 1000, "ramp: increase per step")
-	fs.IntVar(&o.rampMax, "ramp-max", 10000, "ramp: highest rate tried")
-	fs.Float64Var(&o.slo, "slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
-	fs.IntVar(&o.maxWorkers, "max-workers", 50, "River MaxWorkers for the queue (each holds a connection while it works)")
-	fs.DurationVar(&o.fetchCooldown, "fetch-cooldown", river.FetchCooldownMin, "River FetchCooldown (River's default is 100ms)")
-	fs.BoolVar(&o.asJSON, "json", false, "print results as JSON")
-	fs.StringVar(&o.work, "work", "normalize", "what a job does: normalize (inboxd's SQL) or noop (River's own overhead)")
-	if err := fs.Parse(args); err != nil {
+	cmd := args[0]
+	fs := flag.NewFlagSet("river-bench "+cmd, flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.dbURL, "database-url", "", "the database, with inboxd's schema (inboxd-bench creates it)")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "serve: HTTP listen address")
+	fs.StringVar(&o.variant, "variant", "per-event", "per-event (a job per event) or batched (a job per commit)")
+	fs.StringVar(&o.secret, "secret", "", "serve: the whsec_ secret /webhooks/generic accepts")
+	fs.IntVar(&o.maxWorkers, "max-workers", 16, "serve: River MaxWorkers of the queue")
+	fs.IntVar(&o.jobs, "jobs", 100000, "noop: jobs to burn down")
+	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	dbURL, pool, err := setup(ctx, o.server)
+	if o.variant != "per-event" && o.variant != "batched" {
+		return fmt.Errorf("--variant %q: want per-event or batched", o.variant)
+	}
+	if err := setup(ctx, o.dbURL); err != nil {
+		return err
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, o)
+	case "enqueue":
+		return enqueue(ctx, o)
+	case "noop":
+		return noop(ctx, o)
+	}
+	return fmt.Errorf("unknown command %q: want serve, enqueue or noop", cmd)
+}
+
+// setup adds River's tables to the database and drops inboxd's NOTIFY trigger: River
+// sends its own notifications, and the trigger would charge River for a cost that is
+// inboxd's.
+func setup(ctx context.Context, dbURL string) error {
+	pool, err := store.Open(ctx, dbURL, nil)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	var results []bench.Result
-	switch o.mode {
-	case "drain":
-		var r bench.Result
-		r, err = drain(ctx, pool, dbURL, o)
-		results = []bench.Result{r}
-	case "rate", "ramp":
-		results, err = rates(ctx, pool, dbURL, o)
-	default:
-		err = fmt.Errorf("unknown mode %q: want drain, rate or ramp", o.mode)
-	}
+	migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
 	if err != nil {
 		return err
 	}
-	if o.asJSON {
-		return json.NewEncoder(os.Stdout).Encode(results)
-	}
-	bench.PrintTable(os.Stdout, results)
-	return nil
-}
-
-// setup makes a database with inboxd's schema plus River's, without inboxd's NOTIFY
-// trigger: River sends its own notifications, and the trigger would charge River for
-// a cost that is inboxd's.
-func setup(ctx context.Context, server string) (string, *pgxpool.Pool, error) {
-	dbURL, pool, err := bench.CreateDatabase(ctx, server, "inboxd_bench_river")
-	if err != nil {
-		return "", nil, err
-	}
-	if _, err := pool.Exec(ctx, "DROP TRIGGER inbound_events_notify ON inbound_events"); err != nil {
-		return "", nil, err
-	}
-	migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
-	if err != nil {
-		return "", nil, err
-	}
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return "", nil, fmt.Errorf("river migrations: %w", err)
+		return fmt.Errorf("river migrations: %w", err)
 	}
-	return dbURL, pool, nil
+	_, err = pool.Exec(ctx, "DROP TRIGGER IF EXISTS inbound_events_notify ON inbound_events")
+	return err
 }
 
-// NormalizeArgs is the job: apply one stored event.
-type NormalizeArgs struct {
+// EventArgs is the per-event job: apply one stored event.
+type EventArgs struct {
 	EventID int64 `json:"event_id"`
 }
 
 // Kind names the job for River.
-func (NormalizeArgs) Kind() string { return "normalize" }
+func (EventArgs) Kind() string { return "apply_event" }
 
-// NormalizeWorker does inboxd's work for one event, in one transaction with the
-// job's completion, as River recommends for transactional work.
-type NormalizeWorker struct {
-	river.WorkerDefaults[NormalizeArgs]
+// BatchArgs is the batched job: apply the events one commit stored.
+type BatchArgs struct {
+	EventIDs []int64 `json:"event_ids"`
+}
+
+// Kind names the job for River.
+func (BatchArgs) Kind() string { return "apply_events" }
+
+// batchSize is the most events a batched job carries: inboxd's INBOX_BATCH_SIZE, so
+// that both apply transactions of the same size.
+const batchSize = 64
+
+type eventWorker struct {
+	river.WorkerDefaults[EventArgs]
 	pool *pgxpool.Pool
-	noop bool // mark the event processed and complete the job, nothing else
 }
 
-// Work applies the event.
-func (w *NormalizeWorker) Work(ctx context.Context, job *river.Job[NormalizeArgs]) error {
-	if w.noop {
-		_, err := w.pool.Exec(ctx, "UPDATE inbound_events SET state = 'processed', processed_at = clock_timestamp() WHERE id = $1", job.Args.EventID)
-		return err
+func (w *eventWorker) Work(ctx context.Context, job *river.Job[EventArgs]) error {
+	return processor.ApplyEvents(ctx, w.pool, []int64{job.Args.EventID})
+}
+
+type batchWorker struct {
+	river.WorkerDefaults[BatchArgs]
+	pool *pgxpool.Pool
+}
+
+func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error {
+	return processor.ApplyEvents(ctx, w.pool, job.Args.EventIDs)
+}
+
+// jobs returns the jobs for events (in id order) in the variant's shape.
+func jobs(variant string, ids []int64) []river.InsertManyParams {
+	var params []river.InsertManyParams
+	if variant == "per-event" {
+		for _, id := range ids {
+			params = append(params, river.InsertManyParams{Args: EventArgs{EventID: id}})
+		}
+		return params
 	}
-	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		// Same planner protection inboxd's processor has, for these statements only.
-		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
-			return err
-		}
-		var provider string
-		var payload []byte
-		var received time.Time
-		err := tx.QueryRow(ctx, "SELECT provider, payload, received_at FROM inbound_events WHERE id = $1", job.Args.EventID).
-			Scan(&provider, &payload, &received)
-		if err != nil {
-			return err
-		}
-		if err := processor.ApplyOne(ctx, tx, provider, job.Args.EventID, payload, received); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "UPDATE inbound_events SET state = 'processed', attempts = attempts + 1, processed_at = clock_timestamp() WHERE id = $1", job.Args.EventID); err != nil {
-			return err
-		}
-		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-		return err
-	})
+	for chunk := range slices.Chunk(ids, batchSize) {
+		params = append(params, river.InsertManyParams{Args: BatchArgs{EventIDs: chunk}})
+	}
+	return params
 }
 
-// newClient builds the River client. Its worker pool commits asynchronously, the same
-// durability inboxd's processor has (the event itself was stored durably).
-func newClient(ctx context.Context, dbURL string, o options) (*river.Client[pgx.Tx], *pgxpool.Pool, error) {
-	pool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) {
-		c.MaxConns = int32(o.maxWorkers + 10) // every worker holds a connection for its transaction; River needs a few more
+// newClient returns a River client working the variant's jobs, configured for
+// throughput as River's own benchmark is (FetchCooldown 2 ms, FetchPollInterval
+// 20 ms; insert notifications at their default), on a pool sized to its workers:
+// every worker holds a connection while it applies, and River's producer,
+// completer, notifier and leader need a few more. The pool commits asynchronously,
+// like inboxd's processor: a job's effects derive from a durably stored event and
+// applying again is harmless.
+func newClient(ctx context.Context, o options) (*river.Client[pgx.Tx], *pgxpool.Pool, error) {
+	pool, err := store.Open(ctx, o.dbURL, func(c *pgxpool.Config) {
+		c.MaxConns = int32(o.maxWorkers + 5)
 		c.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &NormalizeWorker{pool: pool, noop: o.work == "noop"})
+	river.AddWorker(workers, &eventWorker{pool: pool})
+	river.AddWorker(workers, &batchWorker{pool: pool})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Queues:        map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.maxWorkers}},
-		Workers:       workers,
-		FetchCooldown: o.fetchCooldown,
-		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		FetchCooldown:     2 * time.Millisecond,
+		FetchPollInterval: 20 * time.Millisecond,
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.maxWorkers}},
+		Workers:           workers,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		pool.Close()
@@ -202,143 +203,152 @@ func newClient(ctx context.Context, dbURL string, o options) (*river.Client[pgx.
 	return client, pool, nil
 }
 
-// drain stores a backlog of events and their jobs, then starts River.
-func drain(ctx context.Context, pool *pgxpool.Pool, dbURL string, o options) (bench.Result, error) {
-	if err := bench.FillEvents(ctx, pool, o.events); err != nil {
-		return bench.Result{}, err
-	}
-	client, workPool, err := newClient(ctx, dbURL, o)
+// serve takes webhooks and works their jobs until ctx ends.
+func serve(ctx context.Context, o options) error {
+	client, pool, err := newClient(ctx, o)
 	if err != nil {
-		return bench.Result{}, err
+		return err
 	}
-	defer workPool.Close()
-	rows, err := pool.Query(ctx, "SELECT id FROM inbound_events ORDER BY id")
+	defer pool.Close()
+	// The webhooks' pool, as inboxd's: durable commits.
+	hookPool, err := store.Open(ctx, o.dbURL, func(c *pgxpool.Config) { c.MaxConns = 16 })
 	if err != nil {
-		return bench.Result{}, err
+		return err
+	}
+	defer hookPool.Close()
+	keys, err := ingest.ParseGenericSecrets([]string{o.secret})
+	if err != nil {
+		return fmt.Errorf("--secret: %w", err)
+	}
+	writer := ingest.NewWriter(hookPool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{CommitWait: ingest.DefaultCommitWait})
+	writer.AlsoInTx(func(ctx context.Context, tx pgx.Tx, ids []int64) error {
+		if len(ids) == 0 {
+			return nil // redeliveries only: nothing new to work
+		}
+		_, err := client.InsertManyTx(ctx, tx, jobs(o.variant, ids))
+		return err
+	})
+	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 4 << 20, GenericSecrets: keys}, writer, zap.NewNop())
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("POST /webhooks/generic", hooks.Generic())
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriter()
+	go writer.Run(writerCtx)
+	go srv.Serve(ln)
+	if err := client.Start(ctx); err != nil {
+		return err
+	}
+	ready.Store(true)
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(stopCtx)
+	stopWriter()
+	return client.Stop(stopCtx)
+}
+
+// enqueue inserts jobs for every pending event, as a drain's backlog, in bulk
+// (InsertManyFast: COPY), and leaves River's table analyzed.
+func enqueue(ctx context.Context, o options) error {
+	client, pool, err := newClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rows, err := pool.Query(ctx, "SELECT id FROM inbound_events WHERE state = 'pending' ORDER BY id")
+	if err != nil {
+		return err
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return bench.Result{}, err
+		return err
 	}
-	for start := 0; start < len(ids); start += 5000 {
+	for chunk := range slices.Chunk(jobs(o.variant, ids), 5000) {
+		if _, err := client.InsertManyFast(ctx, chunk); err != nil {
+			return fmt.Errorf("insert jobs: %w", err)
+		}
+	}
+	_, err = pool.Exec(ctx, "VACUUM ANALYZE river_job")
+	return err
+}
+
+// NoopArgs is a job that does nothing.
+type NoopArgs struct {
+	Num int `json:"num"`
+}
+
+// Kind names the job for River.
+func (NoopArgs) Kind() string { return "noop" }
+
+type noopWorker struct{ river.WorkerDefaults[NoopArgs] }
+
+func (noopWorker) Work(context.Context, *river.Job[NoopArgs]) error { return nil }
+
+// noop measures River alone the way its own `river bench --num-total-jobs` does:
+// jobs that do nothing, inserted up front with InsertMany in batches of 5,000, then
+// worked by a client with 2,000 workers, FetchCooldown 2 ms and FetchPollInterval
+// 20 ms on pgxpool's default pool, counted through a subscription to completions
+// (which sees the completer's work, not only the workers'), from start to the last
+// completion. It prints one result as JSON.
+func noop(ctx context.Context, o options) error {
+	pool, err := pgxpool.New(ctx, o.dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, "TRUNCATE river_job"); err != nil {
+		return err
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &noopWorker{})
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		FetchCooldown:     2 * time.Millisecond,
+		FetchPollInterval: 20 * time.Millisecond,
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 2000}},
+		Workers:           workers,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	for start := 0; start < o.jobs; start += 5000 {
 		params := make([]river.InsertManyParams, 0, 5000)
-		for _, id := range ids[start:min(start+5000, len(ids))] {
-			params = append(params, river.InsertManyParams{Args: NormalizeArgs{EventID: id}})
+		for i := start; i < min(start+5000, o.jobs); i++ {
+			params = append(params, river.InsertManyParams{Args: NoopArgs{Num: i}})
 		}
-		if _, err := client.InsertManyFast(ctx, params); err != nil {
-			return bench.Result{}, fmt.Errorf("insert jobs: %w", err)
+		if _, err := client.InsertMany(ctx, params); err != nil {
+			return fmt.Errorf("insert jobs: %w", err)
 		}
 	}
-	if _, err := pool.Exec(ctx, "VACUUM ANALYZE river_job"); err != nil {
-		return bench.Result{}, err
-	}
-	defer client.Stop(context.WithoutCancel(ctx))
-	system := "river"
-	if o.work == "noop" {
-		system = "river-noop"
-	}
-	var startErr error
-	r, err := bench.Drain(ctx, system, pool, o.events, func() { startErr = client.Start(ctx) }, func(ctx context.Context) (bool, error) {
-		if startErr != nil {
-			return false, startErr
-		}
-		var open bool
-		err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM river_job WHERE state NOT IN ('completed', 'discarded', 'cancelled'))").Scan(&open)
-		return !open, err
-	})
-	return r, err
-}
-
-// rates serves webhooks the River way and runs the open-loop load against itself.
-func rates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o options) ([]bench.Result, error) {
-	client, workPool, err := newClient(ctx, dbURL, o)
-	if err != nil {
-		return nil, err
-	}
-	defer workPool.Close()
+	completed, cancel := client.SubscribeConfig(&river.SubscribeConfig{ChanSize: o.jobs, Kinds: []river.EventKind{river.EventKindJobCompleted}})
+	defer cancel()
+	start := time.Now()
 	if err := client.Start(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	defer client.Stop(context.WithoutCancel(ctx))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	// Webhooks get a pool of their own, the size of inboxd's ingest pool.
-	hookPool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { c.MaxConns = 16 })
-	if err != nil {
-		return nil, err
-	}
-	defer hookPool.Close()
-	srv := &http.Server{Handler: webhook(hookPool, client)}
-	go srv.Serve(ln)
-	defer srv.Close()
-	list := []int{o.rate}
-	if o.mode == "ramp" {
-		list = nil
-		for r := o.rampStart; r <= o.rampMax; r += o.rampStep {
-			list = append(list, r)
+	var last time.Time
+	for n := 0; n < o.jobs; n++ {
+		select {
+		case <-completed:
+			last = time.Now()
+		case <-time.After(time.Minute):
+			return fmt.Errorf("only %d of %d no-op jobs completed, then a minute without one", n, o.jobs)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	return bench.Ramp(list, o.slo, func(rate int) (bench.Result, error) {
-		if _, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses, river_job RESTART IDENTITY CASCADE"); err != nil {
-			return bench.Result{}, err
-		}
-		r, err := bench.RunRate(ctx, bench.RateConfig{System: "river", URL: "http://" + ln.Addr().String(),
-			Secret: secret, Rate: rate, Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: os.Stderr})
-		if err == nil {
-			fmt.Fprintf(os.Stderr, "river at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
-		}
-		return r, err
-	})
-}
-
-// webhook is the River way to take a Standard Webhooks event: verify, then store the
-// event and enqueue its job in one transaction per request, then answer.
-func webhook(pool *pgxpool.Pool, client *river.Client[pgx.Tx]) http.Handler {
-	keys, _ := ingest.ParseGenericSecrets([]string{secret})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<20))
-		if err != nil || !verify(keys[0], r.Header, body) || !json.Valid(body) {
-			http.Error(w, `{"error":{"code":"rejected","message":"bad request or signature"}}`, http.StatusUnauthorized)
-			return
-		}
-		var id int64
-		duplicate := false
-		err = pgx.BeginFunc(r.Context(), pool, func(tx pgx.Tx) error {
-			err := tx.QueryRow(r.Context(), `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', $1, $2)
-ON CONFLICT (provider, external_id) DO NOTHING RETURNING id`, r.Header.Get("webhook-id"), body).Scan(&id)
-			if errors.Is(err, pgx.ErrNoRows) {
-				duplicate = true
-				return tx.QueryRow(r.Context(), "SELECT id FROM inbound_events WHERE provider = 'generic' AND external_id = $1", r.Header.Get("webhook-id")).Scan(&id)
-			}
-			if err != nil {
-				return err
-			}
-			_, err = client.InsertTx(r.Context(), tx, NormalizeArgs{EventID: id}, nil)
-			return err
-		})
-		if err != nil {
-			http.Error(w, `{"error":{"code":"database_unavailable","message":"retry"}}`, http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"events":[{"id":%d,"duplicate":%t}]}`, id, duplicate)
-	})
-}
-
-// verify checks the Standard Webhooks signature (timestamp tolerance omitted: the
-// benchmark signs as it sends).
-func verify(key []byte, h http.Header, body []byte) bool {
-	ts, err := strconv.ParseInt(h.Get("webhook-timestamp"), 10, 64)
-	if err != nil {
-		return false
-	}
-	want := ingest.SignGeneric(key, h.Get("webhook-id"), ts, body)
-	for _, sig := range strings.Fields(h.Get("webhook-signature")) {
-		if hmac.Equal([]byte(sig), []byte(want)) {
-			return true
-		}
-	}
-	return false
+	r := bench.Result{System: "river-noop", Mode: "drain", Events: o.jobs, EventsPerSec: float64(o.jobs) / last.Sub(start).Seconds()}
+	return json.NewEncoder(os.Stdout).Encode([]bench.Result{r})
 }

@@ -1,10 +1,11 @@
-// Command inboxd-bench measures inboxd on this machine: the commit ceiling, how fast a
-// backlog drains, and open-loop webhook load at fixed rates with acknowledgement and
-// end-to-end latency (docs/benchmarks.md). It lives beside the product, not in it: it
-// drops and recreates its database, and runs the inboxd binary it is pointed at
-// (--inboxd) as a subprocess.
+// Command inboxd-bench measures inboxd on this machine, and the River baseline beside
+// it (bench/river): the commit ceiling, how fast a backlog drains, open-loop webhook
+// load at fixed rates with acknowledgement and end-to-end latency and the CPU it
+// costs, and the highest rate within the SLO (docs/benchmarks.md). It lives beside
+// the product, not in it: it drops and recreates its database, and runs the binaries
+// it is pointed at (--inboxd, --river) as server subprocesses.
 //
-//	inboxd-bench ceiling|drain|rate|ramp|all [flags]
+//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|growth [flags]
 //	inboxd-bench report [--svg chart.svg] FILE.json…
 package main
 
@@ -15,8 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,11 +23,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/zap"
 
 	"inboxd/internal/bench"
-	"inboxd/internal/processor"
-	"inboxd/internal/store"
 )
 
 const (
@@ -50,47 +46,67 @@ func main() {
 	}
 }
 
-// run runs the mode named by args[0] (all by default).
+var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "growth", "report"}
+
+// run runs the mode named by args[0] (compare by default).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	mode := "all"
+	mode := "compare"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		mode, args = args[0], args[1:]
 	}
 	fs := flag.NewFlagSet("inboxd-bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("database-url", "", "server to measure on; the database inboxd_bench is created (and emptied) there (default: INBOXD_BENCH_DATABASE_URL, else "+benchServer+")")
+	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched (compare: all of them)")
 	rate := fs.Int("rate", 1000, "rate: events per second")
-	duration := fs.Duration("duration", 10*time.Second, "rate: how long; ramp: per step")
+	costRates := fs.String("cost-rates", "1000,3000", "cost, compare: the fixed rates the CPU per event is measured at")
+	duration := fs.Duration("duration", 15*time.Second, "rate: how long; ramp: per step")
 	warmup := fs.Duration("warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
 	rampStart := fs.Int("ramp-start", 1000, "ramp: first rate")
 	rampStep := fs.Int("ramp-step", 1000, "ramp: increase per step")
 	rampMax := fs.Int("ramp-max", 10000, "ramp: highest rate tried")
 	slo := fs.Float64("slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
-	events := fs.Int("events", 100000, "drain: backlog size")
+	events := fs.Int("events", 50000, "drain: backlog size")
+	noopJobs := fs.Int("noop-jobs", 200000, "noop: River no-op jobs to burn down")
 	rows := fs.Int("rows", 5000000, "retention: processed events older than INBOX_RETENTION stored before the run")
 	retention := fs.Duration("retention", time.Minute, "growth: INBOX_RETENTION of the run")
 	clients := fs.Int("clients", 16, "ceiling: concurrent connections")
-	binary := fs.String("inboxd", "inboxd", "the inboxd binary to measure (build it with go build -o inboxd ./cmd/inboxd)")
+	binary := fs.String("inboxd", "", "the inboxd binary to measure (go build -o inboxd ./cmd/inboxd)")
+	river := fs.String("river", "", "the River baseline's binary (cd bench/river && go build -o ../../river-bench .)")
+	maxWorkers := fs.String("max-workers", "4,8,16,32,64", "River's MaxWorkers: drain tries each (compare then uses the fastest); rate, ramp and cost use the first")
 	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
 	batch := fs.Int("batch-size", 64, "inboxd events per batch (INBOX_BATCH_SIZE)")
 	asJSON := fs.Bool("json", false, "print results as JSON instead of a table")
-	svg := fs.String("svg", "", "ramp/report: write a latency chart (SVG) here")
+	svg := fs.String("svg", "", "ramp, compare, report: write a latency chart (SVG) here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *server == "" {
 		*server = or(getenv("INBOXD_BENCH_DATABASE_URL"), benchServer)
 	}
-	var results []bench.Result
+	if mode == "compare" {
+		*targets = "inboxd,inboxd-batch1,river-per-event,river-batched"
+	}
+	o := benchOptions{
+		server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
+		rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
+		river: *river, rows: *rows, retention: *retention, progress: stderr, noopJobs: *noopJobs,
+	}
 	var err error
+	if o.targets, err = parseTargets(*targets); err != nil {
+		return err
+	}
+	if o.riverWorkers, err = parseInts("max-workers", *maxWorkers); err != nil {
+		return err
+	}
+	if o.costRates, err = parseInts("cost-rates", *costRates); err != nil {
+		return err
+	}
+	var results []bench.Result
 	if mode == "report" {
 		results, err = readResults(fs.Args())
 	} else {
-		results, err = runBench(ctx, mode, benchOptions{
-			server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
-			rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
-			rows: *rows, retention: *retention,
-		}, stderr)
+		results, err = runBench(ctx, mode, o)
 	}
 	if err != nil {
 		return err
@@ -116,20 +132,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 type benchOptions struct {
 	server                             string
+	targets                            []target
 	rate, rampStart, rampStep, rampMax int
+	costRates, riverWorkers            []int
 	duration, warmup                   time.Duration
 	slo                                float64
 	events, clients, workers, batch    int
-	binary                             string // the inboxd to run
+	noopJobs                           int
+	binary, river                      string // the binaries to run
 	rows                               int
 	retention                          time.Duration
+	progress                           io.Writer
 }
 
-func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
+// runBench runs a mode. compare runs everything docs/benchmarks.md reports, for every
+// system, in one go: the ceiling; drains (River's at each --max-workers); River's
+// no-op; the cost at --cost-rates; a ramp each (River at its fastest MaxWorkers).
+func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result, error) {
 	switch mode {
-	case "ceiling", "drain", "rate", "ramp", "all", "retention", "growth":
+	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "growth":
 	default:
-		return nil, fmt.Errorf("unknown bench mode %q: want ceiling, drain, rate, ramp, all, retention, growth or report", mode)
+		return nil, fmt.Errorf("unknown bench mode %q: want one of %v", mode, modes)
 	}
 	dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
 	if err != nil {
@@ -137,23 +160,26 @@ func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writ
 	}
 	defer pool.Close()
 	one := func(r bench.Result, err error) ([]bench.Result, error) { return []bench.Result{r}, err }
+	var results []bench.Result
 	steps := []struct {
 		mode string
 		run  func() ([]bench.Result, error)
 	}{
 		{"ceiling", func() ([]bench.Result, error) { return one(bench.Ceiling(ctx, pool, o.clients, o.duration)) }},
-		{"drain", func() ([]bench.Result, error) { return one(benchDrain(ctx, pool, dbURL, o)) }},
-		{"rate", func() ([]bench.Result, error) { return benchRates(ctx, pool, dbURL, o, []int{o.rate}, progress) }},
-		{"ramp", func() ([]bench.Result, error) { return benchRamp(ctx, pool, dbURL, o, progress) }},
-		{"retention", func() ([]bench.Result, error) { return benchRetention(ctx, pool, dbURL, o, progress) }},
-		{"growth", func() ([]bench.Result, error) { return one(benchGrowth(ctx, pool, dbURL, o, progress)) }},
+		{"drain", func() ([]bench.Result, error) { return o.drains(ctx, pool, dbURL) }},
+		{"noop", func() ([]bench.Result, error) { return o.riverNoop(ctx, dbURL) }},
+		{"cost", func() ([]bench.Result, error) { return o.eachTarget(ctx, pool, dbURL, results, o.costRates, false) }},
+		{"rate", func() ([]bench.Result, error) { return o.eachTarget(ctx, pool, dbURL, results, []int{o.rate}, false) }},
+		{"ramp", func() ([]bench.Result, error) { return o.eachTarget(ctx, pool, dbURL, results, o.rampRates(), true) }},
+		{"retention", func() ([]bench.Result, error) { return benchRetention(ctx, pool, dbURL, o, o.progress) }},
+		{"growth", func() ([]bench.Result, error) { return one(benchGrowth(ctx, pool, dbURL, o, o.progress)) }},
 	}
-	var results []bench.Result
 	for _, s := range steps {
-		if mode != s.mode && (mode != "all" || s.mode == "retention" || s.mode == "growth") {
+		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "growth"
+		if mode != s.mode && (mode != "compare" || !inCompare) {
 			continue
 		}
-		fmt.Fprintf(progress, "== %s\n", s.mode)
+		fmt.Fprintf(o.progress, "== %s\n", s.mode)
 		rs, err := s.run()
 		results = append(results, rs...)
 		if err != nil {
@@ -163,105 +189,140 @@ func runBench(ctx context.Context, mode string, o benchOptions, progress io.Writ
 	return results, nil
 }
 
-// benchDrain stores a backlog with no processor running, then runs one (the same code
-// as inboxd serve) until the queue is empty.
-func benchDrain(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions) (bench.Result, error) {
+func (o benchOptions) rampRates() []int {
+	var rates []int
+	for r := o.rampStart; r <= o.rampMax; r += o.rampStep {
+		rates = append(rates, r)
+	}
+	return rates
+}
+
+// drains stores a backlog of --events for each target and times the server
+// processing it; River's at each of --max-workers.
+func (o benchOptions) drains(ctx context.Context, pool *pgxpool.Pool, dbURL string) ([]bench.Result, error) {
+	var results []bench.Result
+	for _, t := range o.targets {
+		sweep := []int{0}
+		if t.river != "" {
+			sweep = o.riverWorkers
+		}
+		for _, w := range sweep {
+			t.workers = w
+			r, err := o.drain(ctx, pool, dbURL, t)
+			if err != nil {
+				return results, err
+			}
+			fmt.Fprintf(o.progress, "%s drain (workers %d): %.0f events/s\n", t.name, w, r.EventsPerSec)
+			results = append(results, r)
+		}
+	}
+	return results, nil
+}
+
+func (o benchOptions) drain(ctx context.Context, pool *pgxpool.Pool, dbURL string, t target) (bench.Result, error) {
 	if err := bench.Reset(ctx, pool); err != nil {
 		return bench.Result{}, err
 	}
 	if err := bench.FillEvents(ctx, pool, o.events); err != nil {
 		return bench.Result{}, err
 	}
-	procPool, err := store.Open(ctx, dbURL, func(c *pgxpool.Config) { processor.ConfigurePool(c, o.workers) })
-	if err != nil {
+	if err := o.enqueueBacklog(ctx, t, dbURL); err != nil {
 		return bench.Result{}, err
 	}
-	defer procPool.Close()
-	p := processor.New(procPool, dbURL, processor.Config{Workers: o.workers, BatchSize: o.batch}, zap.NewNop(), processor.NewMetrics(nil))
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan struct{})
-	defer func() { stop(); <-done }()
-	return bench.Drain(ctx, "inboxd", pool, o.events, func() {
-		go func() { p.Run(runCtx); close(done) }()
-	}, bench.QueueEmpty(pool))
-}
-
-// benchRamp raises the rate until a step misses the SLO.
-func benchRamp(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
-	var rates []int
-	for r := o.rampStart; r <= o.rampMax; r += o.rampStep {
-		rates = append(rates, r)
+	var srv *server
+	defer func() {
+		if srv != nil {
+			srv.stop()
+		}
+	}()
+	// The server's CPU counts from its start, which is part of the cost.
+	meter, err := bench.NewCPUMeter(ctx, pool, 0)
+	if err != nil {
+		fmt.Fprintf(o.progress, "not measuring CPU: %v\n", err)
+		meter = nil
 	}
-	return benchRates(ctx, pool, dbURL, o, rates, progress)
+	r, err := bench.Drain(ctx, t.name, pool, o.events, meter, func() error {
+		var err error
+		srv, err = o.start(ctx, t, dbURL)
+		if err == nil && meter != nil {
+			meter.Follow(srv.pid)
+		}
+		return err
+	}, bench.QueueEmpty(pool))
+	if err != nil {
+		return r, err
+	}
+	r.Workers = t.workers
+	return r, nil
 }
 
-// benchRates runs an inboxd serve subprocess and one open-loop step per rate (the
-// database emptied before each), stopping after the first step that misses the SLO.
-func benchRates(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, rates []int, progress io.Writer) ([]bench.Result, error) {
-	base, stop, pid, err := startTarget(ctx, dbURL, o, nil)
+// eachTarget runs rates (a ramp: until a step misses the SLO) against each target,
+// one server per target, the database emptied before each step. River runs at the
+// MaxWorkers of its fastest drain in prior, if any, else the first of --max-workers.
+func (o benchOptions) eachTarget(ctx context.Context, pool *pgxpool.Pool, dbURL string, prior []bench.Result, rates []int, ramp bool) ([]bench.Result, error) {
+	var results []bench.Result
+	for _, t := range o.targets {
+		if t.river != "" {
+			t.workers = o.riverWorkers[0]
+			if w := bench.BestWorkers(prior, t.name); w > 0 {
+				t.workers = w
+			}
+		}
+		rs, err := o.rates(ctx, pool, dbURL, t, rates, ramp)
+		results = append(results, rs...)
+		if err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL string, t target, rates []int, ramp bool) ([]bench.Result, error) {
+	srv, err := o.start(ctx, t, dbURL)
 	if err != nil {
 		return nil, err
 	}
-	defer stop()
-	meter, err := bench.NewCPUMeter(ctx, pool, pid)
+	defer srv.stop()
+	meter, err := bench.NewCPUMeter(ctx, pool, srv.pid)
 	if err != nil {
-		fmt.Fprintf(progress, "not measuring CPU: %v\n", err)
+		fmt.Fprintf(o.progress, "not measuring CPU: %v\n", err)
+		meter = nil
 	}
-	return bench.Ramp(rates, o.slo, func(rate int) (bench.Result, error) {
+	slo := o.slo
+	if !ramp {
+		slo = 1e12 // fixed rates: every one runs
+	}
+	return bench.Ramp(rates, slo, func(rate int) (bench.Result, error) {
 		if err := bench.Reset(ctx, pool); err != nil {
 			return bench.Result{}, err
 		}
-		r, err := bench.RunRate(ctx, bench.RateConfig{System: "inboxd", URL: base, Secret: benchSecret, Rate: rate,
-			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress, CPU: meter})
+		r, err := bench.RunRate(ctx, bench.RateConfig{System: t.name, URL: srv.base, Secret: benchSecret, Rate: rate,
+			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: o.progress, CPU: meter})
+		r.Workers = t.workers
 		if err == nil {
-			fmt.Fprintf(progress, "inboxd at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
+			fmt.Fprintf(o.progress, "%s at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", t.name, rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
 		}
 		return r, err
 	})
 }
 
-// startTarget runs `inboxd serve` (the --inboxd binary) on a free port against dbURL,
-// with env added to its environment.
-func startTarget(ctx context.Context, dbURL string, o benchOptions, env []string) (string, func(), int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// riverNoop runs River's own no-op burn-down (river-bench noop) for --noop-jobs jobs.
+func (o benchOptions) riverNoop(ctx context.Context, dbURL string) ([]bench.Result, error) {
+	bin, err := lookPath("--river", o.river, "cd bench/river && go build -o ../../river-bench .")
 	if err != nil {
-		return "", nil, 0, err
+		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	self, err := exec.LookPath(o.binary)
+	cmd := exec.CommandContext(ctx, bin, "noop", "--database-url", dbURL, "--jobs", fmt.Sprint(o.noopJobs))
+	cmd.Stderr = o.progress
+	out, err := cmd.Output()
 	if err != nil {
-		return "", nil, 0, fmt.Errorf("--inboxd %s: %w (build it: go build -o inboxd ./cmd/inboxd, then --inboxd ./inboxd)", o.binary, err)
+		return nil, fmt.Errorf("river-bench noop: %w", err)
 	}
-	cmd := exec.Command(self, "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr, "INBOX_GENERIC_SECRETS="+benchSecret,
-		"INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, 0, fmt.Errorf("start inboxd serve: %w", err)
+	var rs []bench.Result
+	if err := json.Unmarshal(out, &rs); err != nil {
+		return nil, fmt.Errorf("river-bench noop printed %q: %w", out, err)
 	}
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return base, stop, cmd.Process.Pid, nil
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			stop()
-			return "", nil, 0, errors.New("inboxd serve did not become ready within 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return rs, nil
 }
 
 func or(s, def string) string {

@@ -34,10 +34,11 @@ func benchRetention(ctx context.Context, pool *pgxpool.Pool, dbURL string, o ben
 		{fmt.Sprintf("inboxd, %d old rows, retention off", o.rows), []string{"INBOX_RETENTION=0"}},
 		{fmt.Sprintf("inboxd, %d old rows, retention deleting", o.rows), nil}, // the default
 	} {
-		base, stop, _, err := startTarget(ctx, dbURL, o, step.env)
+		srv, err := o.start(ctx, target{name: step.label, env: step.env}, dbURL)
 		if err != nil {
 			return results, err
 		}
+		base := srv.base
 		start := time.Now()
 		r, err := bench.RunRate(ctx, bench.RateConfig{System: step.label, URL: base, Secret: benchSecret, Rate: o.rate,
 			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress})
@@ -45,7 +46,7 @@ func benchRetention(ctx context.Context, pool *pgxpool.Pool, dbURL string, o ben
 			r.Deleted, err = deletedSoFar(base)
 			r.DeletedPerSec = float64(r.Deleted) / time.Since(start).Seconds()
 		}
-		stop()
+		srv.stop()
 		if err != nil {
 			return results, err
 		}
@@ -83,11 +84,12 @@ func benchGrowth(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchO
 	if err := bench.Reset(ctx, pool); err != nil {
 		return bench.Result{}, err
 	}
-	base, stop, _, err := startTarget(ctx, dbURL, o, []string{"INBOX_RETENTION=" + o.retention.String()})
+	srv, err := o.start(ctx, target{name: "inboxd", env: []string{"INBOX_RETENTION=" + o.retention.String()}}, dbURL)
 	if err != nil {
 		return bench.Result{}, err
 	}
-	defer stop()
+	defer srv.stop()
+	base := srv.base
 	var samples []bench.Sample
 	sampling, stopSampling := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -1,7 +1,8 @@
-// Package bench measures inboxd end to end: open-loop webhook load with acknowledgement
-// and end-to-end latency (rate, ramp), raw queue speed (drain), and the machine's
-// commit ceiling (ceiling). It is shared by `inboxd-bench` (cmd/inboxd-bench) and by the River baseline in
-// bench/river, so both sides are measured by the same code.
+// Package bench measures a webhook service end to end: open-loop webhook load with
+// acknowledgement and end-to-end latency and its CPU cost (rate, ramp), raw queue
+// speed (drain), and the machine's commit ceiling (ceiling). `inboxd-bench`
+// (cmd/inboxd-bench) measures inboxd and the River baseline (bench/river) with it,
+// so that every system is measured by the same code.
 //
 // Tables: it reads inbound_events (processed_at) to time each event, and writes only
 // to the databases it creates for itself.
@@ -54,8 +55,9 @@ func summarize(ds []time.Duration) Latency {
 
 // Result is one measurement, in a shape both systems report.
 type Result struct {
-	System string `json:"system"` // inboxd or river
-	Mode   string `json:"mode"`   // rate, drain or ceiling
+	System  string `json:"system"`            // inboxd, inboxd-batch1, river-per-event, river-batched, river-noop, postgres
+	Mode    string `json:"mode"`              // rate, drain or ceiling
+	Workers int    `json:"workers,omitempty"` // River's MaxWorkers
 
 	// rate
 	TargetRate   int     `json:"target_rate,omitempty"`

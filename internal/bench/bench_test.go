@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func TestDrainAndCeiling(t *testing.T) {
 	p := processor.New(pool, url, processor.Config{}, zap.NewNop(), processor.NewMetrics(nil))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	r, err := Drain(ctx, "inboxd", pool, 500, func() { go func() { p.Run(runCtx); close(done) }() }, QueueEmpty(pool))
+	r, err := Drain(ctx, "inboxd", pool, 500, nil, func() error { go func() { p.Run(runCtx); close(done) }(); return nil }, QueueEmpty(pool))
 	stop()
 	<-done
 	if err != nil || r.Events != 500 || r.EventsPerSec <= 0 {
@@ -131,5 +132,44 @@ func TestReport(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// proc(5): the name may hold spaces and parentheses; fields count from the last ')'.
+	line := []byte("4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 30 7 3 20 0 1 0 1000 0 0 18446744073709551615")
+	st, err := parseStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ppid != 17 || st.own != 280 || st.children != 10 {
+		t.Errorf("parseStat = %+v, want ppid 17, own 250+30, children 7+3", st)
+	}
+	if _, err := parseStat([]byte("4242 (x) S 1 2")); err == nil {
+		t.Error("a truncated line parsed")
+	}
+}
+
+// TestCPUMeter: the meter finds the local Postgres server and counts the CPU this
+// process burns as the target's.
+func TestCPUMeter(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	m, err := NewCPUMeter(context.Background(), pool, 0)
+	if err != nil {
+		t.Skipf("Postgres is not a process of this machine: %v", err)
+	}
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m.Follow(os.Getpid())
+	for start := time.Now(); time.Since(start) < 200*time.Millisecond; {
+	}
+	c, err := m.Stop(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TargetMs <= 0 || c.GeneratorMs <= 0 || c.PerThousand < c.TargetMs {
+		t.Errorf("CPU = %+v: want this process's time counted as the target's and the generator's", c)
 	}
 }

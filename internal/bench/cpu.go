@@ -37,7 +37,7 @@ type CPUMeter struct {
 }
 
 // NewCPUMeter finds the Postgres server behind pool (the parent of a backend) and
-// returns a meter for it and the process target. It fails when the server runs
+// returns a meter for it and the process target (0: none yet, see Follow). It fails when the server runs
 // elsewhere (its backends are not in this machine's /proc): cost cannot be measured
 // from outside.
 func NewCPUMeter(ctx context.Context, pool *pgxpool.Pool, target int) (*CPUMeter, error) {
@@ -50,6 +50,12 @@ func NewCPUMeter(ctx context.Context, pool *pgxpool.Pool, target int) (*CPUMeter
 		return nil, fmt.Errorf("the Postgres backend %d is not a process on this machine (%w): CPU cost is measured only against a local server", backend, err)
 	}
 	return &CPUMeter{target: target, postmaster: st.ppid}, nil
+}
+
+// Follow makes pid, a process started after Start, the target: all of its CPU time
+// counts, from its start.
+func (m *CPUMeter) Follow(pid int) {
+	m.target = pid
 }
 
 // Start begins a measurement.
@@ -79,9 +85,12 @@ func (m *CPUMeter) Stop(events int) (CPU, error) {
 // with its whole total, so nothing is lost or counted twice.
 func (m *CPUMeter) read() ([3]float64, error) {
 	var out [3]float64
-	target, err := readStat(m.target)
-	if err != nil {
-		return out, fmt.Errorf("server under test (pid %d): %w", m.target, err)
+	var target procStat // none yet: 0
+	if m.target != 0 {
+		var err error
+		if target, err = readStat(m.target); err != nil {
+			return out, fmt.Errorf("server under test (pid %d): %w", m.target, err)
+		}
 	}
 	pm, err := readStat(m.postmaster)
 	if err != nil {

@@ -42,9 +42,13 @@ func CreateDatabase(ctx context.Context, server, name string) (string, *pgxpool.
 	return dbURL, pool, err
 }
 
-// Reset empties inboxd's tables between runs.
+// Reset empties inboxd's tables between runs, and River's jobs when River's tables
+// are there.
 func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 	_, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses RESTART IDENTITY CASCADE")
+	if err == nil {
+		_, err = pool.Exec(ctx, `DO $$ BEGIN IF to_regclass('river_job') IS NOT NULL THEN TRUNCATE river_job; END IF; END $$`)
+	}
 	if err != nil {
 		return fmt.Errorf("empty the bench database: %w", err)
 	}

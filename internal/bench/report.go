@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 )
 
-// PrintTable writes results for people: one table per mode, and for systems measured
-// side by side, inboxd's ratio to the other.
+// PrintTable writes results for people: one table per mode, and inboxd's drain rate
+// as a ratio to each other system's best.
 func PrintTable(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if rs := byMode(results, "ceiling"); len(rs) > 0 {
@@ -21,20 +21,25 @@ func PrintTable(w io.Writer, results []Result) {
 		fmt.Fprintln(tw, "\t\t\t\t\t")
 	}
 	if rs := byMode(results, "drain"); len(rs) > 0 {
-		fmt.Fprintln(tw, "drain\tevents\tevents/s\t\t\t")
+		fmt.Fprintln(tw, "drain\tworkers\tevents\tevents/s\tCPU ms/1000 events (server + Postgres)\t")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t\t\t\n", r.System, r.Events, r.EventsPerSec)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t\n", r.System, workers(r), r.Events, r.EventsPerSec, cost(r))
 		}
-		if a, b := pick(rs, "inboxd"), pick(rs, "river"); a != nil && b != nil {
-			fmt.Fprintf(tw, "inboxd/river\t\t%.2fx\t\t\t\n", a.EventsPerSec/b.EventsPerSec)
+		if a := best(rs, "inboxd"); a != nil {
+			for _, system := range systems(rs) {
+				if b := best(rs, system); system != "inboxd" && b != nil {
+					fmt.Fprintf(tw, "inboxd / %s\t\t\t%.2fx\t\t\n", system, a.EventsPerSec/b.EventsPerSec)
+				}
+			}
 		}
 		fmt.Fprintln(tw, "\t\t\t\t\t")
 	}
 	if rs := byMode(results, "rate"); len(rs) > 0 {
-		fmt.Fprintln(tw, "rate\ttarget/s\tachieved/s\terrors\tack p50/p99 ms\te2e p50/p95/p99/max ms\tunprocessed\t")
+		fmt.Fprintln(tw, "rate\ttarget/s\tachieved/s\terrors\tack p50/p99 ms\te2e p50/p95/p99/max ms\tfrom schedule p99 ms\tCPU ms/1000 events (server + Postgres)\tunprocessed\t")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%d\t\n", r.System, r.TargetRate, r.AchievedRate, r.Errors,
-				ms(r.Ack.P50)+" / "+ms(r.Ack.P99), strings.Join([]string{ms(r.EndToEnd.P50), ms(r.EndToEnd.P95), ms(r.EndToEnd.P99), ms(r.EndToEnd.Max)}, " / "), r.Unprocessed)
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d\t\n", r.System, r.TargetRate, r.AchievedRate, r.Errors,
+				ms(r.Ack.P50)+" / "+ms(r.Ack.P99), strings.Join([]string{ms(r.EndToEnd.P50), ms(r.EndToEnd.P95), ms(r.EndToEnd.P99), ms(r.EndToEnd.Max)}, " / "),
+				ms(r.FromSchedule.P99), cost(r), r.Unprocessed)
 		}
 	}
 	tw.Flush()
@@ -42,6 +47,25 @@ func PrintTable(w io.Writer, results []Result) {
 
 func ms(d interface{ Microseconds() int64 }) string {
 	return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000)
+}
+
+func workers(r Result) string {
+	if r.Workers == 0 {
+		return "-"
+	}
+	return fmt.Sprint(r.Workers)
+}
+
+// cost is the CPU per 1,000 events and its split, or "-" when not measured.
+func cost(r Result) string {
+	if r.CPU == nil {
+		return "-"
+	}
+	n := float64(max(r.Events, r.EndToEnd.N))
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f (%.0f + %.0f)", r.CPU.PerThousand, r.CPU.TargetMs/n*1000, r.CPU.PostgresMs/n*1000)
 }
 
 func byMode(results []Result, mode string) []Result {
@@ -54,13 +78,34 @@ func byMode(results []Result, mode string) []Result {
 	return out
 }
 
-func pick(results []Result, system string) *Result {
-	for i := range results {
-		if results[i].System == system {
-			return &results[i]
+// systems lists the systems in results, in order of first appearance.
+func systems(results []Result) []string {
+	var out []string
+	for _, r := range results {
+		if !slices.Contains(out, r.System) {
+			out = append(out, r.System)
 		}
 	}
-	return nil
+	return out
+}
+
+// best returns system's fastest drain (of a MaxWorkers sweep), or nil.
+func best(results []Result, system string) *Result {
+	var b *Result
+	for i := range results {
+		if results[i].System == system && (b == nil || results[i].EventsPerSec > b.EventsPerSec) {
+			b = &results[i]
+		}
+	}
+	return b
+}
+
+// BestWorkers returns the MaxWorkers of system's fastest drain in results, or 0.
+func BestWorkers(results []Result, system string) int {
+	if b := best(byMode(results, "drain"), system); b != nil {
+		return b.Workers
+	}
+	return 0
 }
 
 // Passes reports whether a rate step meets the SLO: p99 end to end under limit, no
@@ -73,15 +118,16 @@ func Passes(r Result, p99Limit float64) bool {
 		r.AchievedRate >= 0.95*float64(r.TargetRate)
 }
 
-// WriteSVG draws end-to-end p50/p95/p99 per rate step, one polyline per percentile
-// and system, on a log scale (latencies span orders of magnitude).
+// WriteSVG draws end-to-end p50 (dashed) and p99 (solid) per rate step, a colour per
+// system, on a log scale (latencies span orders of magnitude). A step that missed the
+// SLO gets a cross on its p99 point.
 func WriteSVG(w io.Writer, results []Result) error {
 	steps := byMode(results, "rate")
 	if len(steps) == 0 {
 		return fmt.Errorf("no rate steps to draw")
 	}
 	slices.SortStableFunc(steps, func(a, b Result) int { return a.TargetRate - b.TargetRate })
-	const width, height, left, bottom, top, right = 760, 420, 70, 50, 30, 170
+	const width, height, left, bottom, top, right = 820, 440, 70, 50, 30, 210
 	maxRate := 0
 	for _, r := range steps {
 		maxRate = max(maxRate, r.TargetRate)
@@ -95,7 +141,7 @@ func WriteSVG(w io.Writer, results []Result) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="14">End-to-end latency (acknowledgement to processed) per offered rate</text>`+"\n", left)
+	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="14">End-to-end latency (acknowledgement to processed), p50 dashed and p99 solid, per offered rate</text>`+"\n", left)
 	for _, v := range []float64{0.1, 1, 10, 100, 1000, 10000} {
 		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%g ms</text>`+"\n",
 			left, width-right, y(v), y(v), left-6, y(v)+4, v)
@@ -110,34 +156,32 @@ func WriteSVG(w io.Writer, results []Result) error {
 		}
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered events/s</text>`+"\n", (width-right+left)/2, height-10)
-	colors := map[string]string{"p50": "#1b9e77", "p95": "#d95f02", "p99": "#7570b3"}
+	palette := []string{"#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#66a61e", "#e6ab02"}
 	legend := top + 10
-	for _, system := range []string{"inboxd", "river"} {
-		for _, p := range []string{"p50", "p95", "p99"} {
+	for i, system := range systems(steps) {
+		color := palette[i%len(palette)]
+		for _, p := range []string{"p50", "p99"} {
 			var pts []string
 			for _, r := range steps {
 				if r.System != system {
 					continue
 				}
-				v := map[string]float64{"p50": r.EndToEnd.P50.Seconds(), "p95": r.EndToEnd.P95.Seconds(), "p99": r.EndToEnd.P99.Seconds()}[p] * 1000
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(r.TargetRate), y(v)))
-			}
-			if len(pts) == 0 {
-				continue
+				v := r.EndToEnd.P99
+				if p == "p50" {
+					v = r.EndToEnd.P50
+				}
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(r.TargetRate), y(v.Seconds()*1000)))
 			}
 			dash := ""
-			if system == "river" {
+			if p == "p50" {
 				dash = ` stroke-dasharray="6 4"`
 			}
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", colors[p], dash, strings.Join(pts, " "))
-			fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/><text x="%d" y="%d">%s %s</text>`+"\n",
-				width-right+10, width-right+34, legend, legend, colors[p], dash, width-right+40, legend+4, system, p)
-			legend += 18
+			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
 		}
+		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="3"/><text x="%d" y="%d">%s</text>`+"\n",
+			width-right+10, width-right+34, legend, legend, color, width-right+40, legend+4, system)
+		legend += 18
 	}
-	// A step that missed the SLO (rate not achieved, errors, or p99 over 100 ms) gets
-	// a red cross on its p99 point: its latencies alone would hide that it could not
-	// keep up.
 	missed := false
 	for _, r := range steps {
 		if !Passes(r, 100) {

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"context"
 	"encoding/json"
 	"hash/fnv"
 	"slices"
@@ -227,17 +226,4 @@ func jsonOrNil(raw json.RawMessage) *string {
 	}
 	s := string(raw)
 	return &s
-}
-
-// ApplyOne normalizes one stored event with the default normalizers and writes its
-// rows in tx, with exactly the statements a batch uses. It exists so that other
-// queues can be benchmarked doing inboxd's work (bench/river); the processor itself
-// never applies events one at a time except in its fallback.
-func ApplyOne(ctx context.Context, tx pgx.Tx, provider string, eventID int64, payload []byte, receivedAt time.Time) error {
-	ev := claimed{ID: eventID, Provider: provider, Payload: payload, ReceivedAt: receivedAt}
-	n, err := normalize(DefaultNormalizers(), ev)
-	if err != nil {
-		return err
-	}
-	return sendApply(ctx, tx, []claimed{ev}, []Normalized{n}, nil)
 }

@@ -17,6 +17,7 @@ import (
 //	processing ──rescue (lease expired)──▶ processing (another holder) | dead (out of attempts)
 //	processing ──release (graceful stop)──▶ pending (attempt not counted)
 //	processed | dead ──Requeue (replay)──▶ pending (fresh attempts)
+//	pending ──markDone (another queue applied it: ApplyEvents)──▶ processed | dead
 //
 // A holder's write is fenced: finish and release change a row only while it is still
 // processing, held by this process (locked_by) for this attempt (attempts). locked_by
@@ -212,6 +213,18 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 	}
 	return nil
 }
+
+// markDone records what another queue's job did with events (ApplyEvents, used by
+// the River baseline of the benchmark): processed, or dead with the reason. Events
+// already finished are left alone; the attempt is counted here, there being no claim.
+const markDone = `
+UPDATE inbound_events e
+SET state        = o.state,
+    attempts     = e.attempts + 1,
+    processed_at = CASE WHEN o.state = 'processed' THEN clock_timestamp() END,
+    last_error   = NULLIF(o.last_error, '')
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS o(id, state, last_error)
+WHERE e.id = o.id AND e.state IN ('pending', 'processing')`
 
 // Parameters carry explicit casts throughout the processor's SQL: with
 // default_query_exec_mode=simple_protocol (a choice behind a pooler) pgx writes them
