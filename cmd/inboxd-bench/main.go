@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched (compare: all of them)")
 	rate := fs.Int("rate", 1000, "rate: events per second")
 	costRates := fs.String("cost-rates", "1000,3000", "cost, compare: the fixed rates the CPU per event is measured at")
+	repeat := fs.Int("repeat", 3, "cost, compare: runs of each system at each cost rate, interleaved; the median is reported")
 	duration := fs.Duration("duration", 15*time.Second, "rate: how long; ramp: per step")
 	warmup := fs.Duration("warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
 	rampStart := fs.Int("ramp-start", 1000, "ramp: first rate")
@@ -90,7 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	o := benchOptions{
 		server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
 		rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
-		river: *river, rows: *rows, retention: *retention, progress: stderr, noopJobs: *noopJobs,
+		river: *river, rows: *rows, retention: *retention, progress: stderr, noopJobs: *noopJobs, repeat: max(*repeat, 1),
 	}
 	var err error
 	if o.targets, err = parseTargets(*targets); err != nil {
@@ -138,7 +139,7 @@ type benchOptions struct {
 	duration, warmup                   time.Duration
 	slo                                float64
 	events, clients, workers, batch    int
-	noopJobs                           int
+	noopJobs, repeat                   int
 	binary, river                      string // the binaries to run
 	rows                               int
 	retention                          time.Duration
@@ -154,25 +155,44 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 	default:
 		return nil, fmt.Errorf("unknown bench mode %q: want one of %v", mode, modes)
 	}
-	dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
-	if err != nil {
-		return nil, err
-	}
-	defer pool.Close()
 	one := func(r bench.Result, err error) ([]bench.Result, error) { return []bench.Result{r}, err }
+	// Every measurement gets a database of its own, made afresh: one system's run leaves
+	// nothing behind for the next (River's setup drops inboxd's trigger, for one).
+	withDB := func(run func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error)) ([]bench.Result, error) {
+		dbURL, pool, err := bench.CreateDatabase(ctx, o.server, "inboxd_bench")
+		if err != nil {
+			return nil, err
+		}
+		defer pool.Close()
+		return run(dbURL, pool)
+	}
 	var results []bench.Result
 	steps := []struct {
 		mode string
 		run  func() ([]bench.Result, error)
 	}{
-		{"ceiling", func() ([]bench.Result, error) { return one(bench.Ceiling(ctx, pool, o.clients, o.duration)) }},
-		{"drain", func() ([]bench.Result, error) { return o.drains(ctx, pool, dbURL) }},
-		{"noop", func() ([]bench.Result, error) { return o.riverNoop(ctx, dbURL) }},
-		{"cost", func() ([]bench.Result, error) { return o.eachTarget(ctx, pool, dbURL, results, o.costRates, false) }},
-		{"rate", func() ([]bench.Result, error) { return o.eachTarget(ctx, pool, dbURL, results, []int{o.rate}, false) }},
-		{"ramp", func() ([]bench.Result, error) { return o.eachTarget(ctx, pool, dbURL, results, o.rampRates(), true) }},
-		{"retention", func() ([]bench.Result, error) { return benchRetention(ctx, pool, dbURL, o, o.progress) }},
-		{"growth", func() ([]bench.Result, error) { return one(benchGrowth(ctx, pool, dbURL, o, o.progress)) }},
+		{"ceiling", func() ([]bench.Result, error) {
+			return withDB(func(_ string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				return one(bench.Ceiling(ctx, pool, o.clients, o.duration))
+			})
+		}},
+		{"drain", func() ([]bench.Result, error) { return o.drains(ctx, withDB) }},
+		{"noop", func() ([]bench.Result, error) {
+			return withDB(func(dbURL string, _ *pgxpool.Pool) ([]bench.Result, error) { return o.riverNoop(ctx, dbURL) })
+		}},
+		{"cost", func() ([]bench.Result, error) { return o.costs(ctx, withDB, results) }},
+		{"rate", func() ([]bench.Result, error) { return o.eachTarget(ctx, withDB, results, []int{o.rate}, false) }},
+		{"ramp", func() ([]bench.Result, error) { return o.eachTarget(ctx, withDB, results, o.rampRates(), true) }},
+		{"retention", func() ([]bench.Result, error) {
+			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				return benchRetention(ctx, pool, dbURL, o, o.progress)
+			})
+		}},
+		{"growth", func() ([]bench.Result, error) {
+			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				return one(benchGrowth(ctx, pool, dbURL, o, o.progress))
+			})
+		}},
 	}
 	for _, s := range steps {
 		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "growth"
@@ -189,6 +209,9 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 	return results, nil
 }
 
+// dbFunc runs a measurement on a database made afresh for it.
+type dbFunc func(run func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error)) ([]bench.Result, error)
+
 func (o benchOptions) rampRates() []int {
 	var rates []int
 	for r := o.rampStart; r <= o.rampMax; r += o.rampStep {
@@ -199,7 +222,7 @@ func (o benchOptions) rampRates() []int {
 
 // drains stores a backlog of --events for each target and times the server
 // processing it; River's at each of --max-workers.
-func (o benchOptions) drains(ctx context.Context, pool *pgxpool.Pool, dbURL string) ([]bench.Result, error) {
+func (o benchOptions) drains(ctx context.Context, withDB dbFunc) ([]bench.Result, error) {
 	var results []bench.Result
 	for _, t := range o.targets {
 		sweep := []int{0}
@@ -208,12 +231,15 @@ func (o benchOptions) drains(ctx context.Context, pool *pgxpool.Pool, dbURL stri
 		}
 		for _, w := range sweep {
 			t.workers = w
-			r, err := o.drain(ctx, pool, dbURL, t)
+			rs, err := withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				r, err := o.drain(ctx, pool, dbURL, t)
+				return []bench.Result{r}, err
+			})
 			if err != nil {
 				return results, err
 			}
-			fmt.Fprintf(o.progress, "%s drain (workers %d): %.0f events/s\n", t.name, w, r.EventsPerSec)
-			results = append(results, r)
+			fmt.Fprintf(o.progress, "%s drain (workers %d): %.0f events/s\n", t.name, w, rs[0].EventsPerSec)
+			results = append(results, rs...)
 		}
 	}
 	return results, nil
@@ -257,9 +283,9 @@ func (o benchOptions) drain(ctx context.Context, pool *pgxpool.Pool, dbURL strin
 }
 
 // eachTarget runs rates (a ramp: until a step misses the SLO) against each target,
-// one server per target, the database emptied before each step. River runs at the
+// one server and database per target, the database emptied before each step. River runs at the
 // MaxWorkers of its fastest drain in prior, if any, else the first of --max-workers.
-func (o benchOptions) eachTarget(ctx context.Context, pool *pgxpool.Pool, dbURL string, prior []bench.Result, rates []int, ramp bool) ([]bench.Result, error) {
+func (o benchOptions) eachTarget(ctx context.Context, withDB dbFunc, prior []bench.Result, rates []int, ramp bool) ([]bench.Result, error) {
 	var results []bench.Result
 	for _, t := range o.targets {
 		if t.river != "" {
@@ -268,7 +294,9 @@ func (o benchOptions) eachTarget(ctx context.Context, pool *pgxpool.Pool, dbURL 
 				t.workers = w
 			}
 		}
-		rs, err := o.rates(ctx, pool, dbURL, t, rates, ramp)
+		rs, err := withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+			return o.rates(ctx, pool, dbURL, t, rates, ramp)
+		})
 		results = append(results, rs...)
 		if err != nil {
 			return results, err
@@ -304,6 +332,38 @@ func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL strin
 		}
 		return r, err
 	})
+}
+
+// costs runs every target at each --cost-rates, --repeat times round robin (so that
+// a slow spell of the machine does not fall on one system), and reports each run
+// (mode cost-run) and, per system and rate, the median (bench.MedianCost).
+func (o benchOptions) costs(ctx context.Context, withDB dbFunc, prior []bench.Result) ([]bench.Result, error) {
+	var runs []bench.Result
+	for range o.repeat {
+		rs, err := o.eachTarget(ctx, withDB, prior, o.costRates, false)
+		for i := range rs {
+			rs[i].Mode = "cost-run" // each run is in the JSON; the table and chart show the medians and the ramp
+		}
+		runs = append(runs, rs...)
+		if err != nil {
+			return runs, err
+		}
+	}
+	results := runs
+	for _, t := range o.targets {
+		for _, rate := range o.costRates {
+			var same []bench.Result
+			for _, r := range runs {
+				if r.System == t.name && r.TargetRate == rate && r.CPU != nil {
+					same = append(same, r)
+				}
+			}
+			if len(same) > 0 {
+				results = append(results, bench.MedianCost(same))
+			}
+		}
+	}
+	return results, nil
 }
 
 // riverNoop runs River's own no-op burn-down (river-bench noop) for --noop-jobs jobs.

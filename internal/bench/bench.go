@@ -9,6 +9,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"slices"
 	"time"
@@ -56,7 +57,7 @@ func summarize(ds []time.Duration) Latency {
 // Result is one measurement, in a shape both systems report.
 type Result struct {
 	System  string `json:"system"`            // inboxd, inboxd-batch1, river-per-event, river-batched, river-noop, postgres
-	Mode    string `json:"mode"`              // rate, drain or ceiling
+	Mode    string `json:"mode"`              // rate, cost (cost-run: one of its runs), drain or ceiling
 	Workers int    `json:"workers,omitempty"` // River's MaxWorkers
 
 	// rate
@@ -72,6 +73,10 @@ type Result struct {
 
 	// rate and drain: what it cost (nil when Postgres is not on this machine)
 	CPU *CPU `json:"cpu,omitempty"`
+	// cost: the median of Runs rate runs by CPU per 1,000 events (that run's figures),
+	// and the lowest and highest of them
+	Runs     int        `json:"runs,omitempty"`
+	CPURange [2]float64 `json:"cpu_range_per_1000_events_ms,omitempty"`
 
 	// drain
 	Events       int     `json:"events,omitempty"`
@@ -86,4 +91,18 @@ type Result struct {
 	Clients           int     `json:"clients,omitempty"`
 	CommitsPerSec     float64 `json:"commits_per_sec,omitempty"`
 	NotifyCommitsPerS float64 `json:"notify_commits_per_sec,omitempty"`
+}
+
+// MedianCost summarizes repeated rate runs of one system at one rate (all with CPU
+// measured): the run with the median CPU per 1,000 events, as mode "cost", with the
+// number of runs and the range. On a shared machine single runs of the same code
+// differ by a fifth; the median of a few, interleaved with the other systems' runs,
+// is what compares.
+func MedianCost(runs []Result) Result {
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b Result) int { return cmp.Compare(a.CPU.PerThousand, b.CPU.PerThousand) })
+	m := sorted[len(sorted)/2]
+	m.Mode, m.Runs = "cost", len(sorted)
+	m.CPURange = [2]float64{sorted[0].CPU.PerThousand, sorted[len(sorted)-1].CPU.PerThousand}
+	return m
 }

@@ -21,7 +21,7 @@ func PrintTable(w io.Writer, results []Result) {
 		fmt.Fprintln(tw, "\t\t\t\t\t")
 	}
 	if rs := byMode(results, "drain"); len(rs) > 0 {
-		fmt.Fprintln(tw, "drain\tworkers\tevents\tevents/s\tCPU ms/1000 events (server + Postgres)\t")
+		fmt.Fprintln(tw, "drain\tworkers\tevents\tevents/s\tCPU ms/1000 events (server + Postgres; generator)\t")
 		for _, r := range rs {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t\n", r.System, workers(r), r.Events, r.EventsPerSec, cost(r))
 		}
@@ -34,8 +34,16 @@ func PrintTable(w io.Writer, results []Result) {
 		}
 		fmt.Fprintln(tw, "\t\t\t\t\t")
 	}
+	if rs := byMode(results, "cost"); len(rs) > 0 {
+		fmt.Fprintln(tw, "cost (median run)\ttarget/s\truns\tCPU ms/1000 events (server + Postgres; generator)\trange\te2e p50/p99 ms\tfrom schedule p99 ms\t")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%.0f–%.0f\t%s\t%s\t\n", r.System, r.TargetRate, r.Runs, cost(r), r.CPURange[0], r.CPURange[1],
+				ms(r.EndToEnd.P50)+" / "+ms(r.EndToEnd.P99), ms(r.FromSchedule.P99))
+		}
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
+	}
 	if rs := byMode(results, "rate"); len(rs) > 0 {
-		fmt.Fprintln(tw, "rate\ttarget/s\tachieved/s\terrors\tack p50/p99 ms\te2e p50/p95/p99/max ms\tfrom schedule p99 ms\tCPU ms/1000 events (server + Postgres)\tunprocessed\t")
+		fmt.Fprintln(tw, "rate\ttarget/s\tachieved/s\terrors\tack p50/p99 ms\te2e p50/p95/p99/max ms\tfrom schedule p99 ms\tCPU ms/1000 events (server + Postgres; generator)\tunprocessed\t")
 		for _, r := range rs {
 			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d\t\n", r.System, r.TargetRate, r.AchievedRate, r.Errors,
 				ms(r.Ack.P50)+" / "+ms(r.Ack.P99), strings.Join([]string{ms(r.EndToEnd.P50), ms(r.EndToEnd.P95), ms(r.EndToEnd.P99), ms(r.EndToEnd.Max)}, " / "),
@@ -65,7 +73,7 @@ func cost(r Result) string {
 	if n == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f (%.0f + %.0f)", r.CPU.PerThousand, r.CPU.TargetMs/n*1000, r.CPU.PostgresMs/n*1000)
+	return fmt.Sprintf("%.0f (%.0f + %.0f; generator %.0f)", r.CPU.PerThousand, r.CPU.TargetMs/n*1000, r.CPU.PostgresMs/n*1000, r.CPU.GeneratorMs/n*1000)
 }
 
 func byMode(results []Result, mode string) []Result {
