@@ -76,7 +76,7 @@ type Result struct {
 	// cost: the median of Runs rate runs by CPU per 1,000 events (that run's figures),
 	// and the lowest and highest of them
 	Runs     int        `json:"runs,omitempty"`
-	CPURange [2]float64 `json:"cpu_range_per_1000_events_ms,omitempty"`
+	CPURange []float64 `json:"cpu_range_per_1000_events_ms,omitempty"`
 
 	// drain
 	Events       int     `json:"events,omitempty"`
@@ -103,6 +103,6 @@ func MedianCost(runs []Result) Result {
 	slices.SortFunc(sorted, func(a, b Result) int { return cmp.Compare(a.CPU.PerThousand, b.CPU.PerThousand) })
 	m := sorted[len(sorted)/2]
 	m.Mode, m.Runs = "cost", len(sorted)
-	m.CPURange = [2]float64{sorted[0].CPU.PerThousand, sorted[len(sorted)-1].CPU.PerThousand}
+	m.CPURange = []float64{sorted[0].CPU.PerThousand, sorted[len(sorted)-1].CPU.PerThousand}
 	return m
 }

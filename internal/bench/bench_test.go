@@ -173,3 +173,25 @@ func TestCPUMeter(t *testing.T) {
 		t.Errorf("CPU = %+v: want this process's time counted as the target's and the generator's", c)
 	}
 }
+
+func TestMedianCost(t *testing.T) {
+	run := func(perThousand float64, p99 time.Duration) Result {
+		return Result{System: "inboxd", Mode: "rate", TargetRate: 1000, CPU: &CPU{PerThousand: perThousand}, EndToEnd: Latency{P99: p99}}
+	}
+	runs := []Result{run(520, 3*time.Millisecond), run(430, 2*time.Millisecond), run(470, 9*time.Millisecond)}
+	m := MedianCost(runs)
+	if m.Mode != "cost" || m.Runs != 3 || m.CPU.PerThousand != 470 || m.EndToEnd.P99 != 9*time.Millisecond {
+		t.Errorf("median = %+v, want the 470 run (its own latency), mode cost, 3 runs", m)
+	}
+	if len(m.CPURange) != 2 || m.CPURange[0] != 430 || m.CPURange[1] != 520 {
+		t.Errorf("range = %v, want [430 520]", m.CPURange)
+	}
+	if runs[0].CPU.PerThousand != 520 || runs[0].Mode != "rate" {
+		t.Errorf("MedianCost changed its input: %+v", runs[0])
+	}
+	var table bytes.Buffer
+	PrintTable(&table, []Result{m})
+	if !bytes.Contains(table.Bytes(), []byte("430–520")) {
+		t.Errorf("cost table lacks the range:\n%s", table.String())
+	}
+}
