@@ -75,7 +75,7 @@ type Result struct {
 	CPU *CPU `json:"cpu,omitempty"`
 	// cost: the median of Runs rate runs by CPU per 1,000 events (that run's figures),
 	// and the lowest and highest of them
-	Runs     int        `json:"runs,omitempty"`
+	Runs     int       `json:"runs,omitempty"`
 	CPURange []float64 `json:"cpu_range_per_1000_events_ms,omitempty"`
 
 	// drain
