@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,49 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"inboxd/internal/pgtest"
 )
-
-// planNodes returns the node types of a query's plan, depth first.
-func (a *testAPI) planNodes(t testing.TB, sql string, args ...any) []string {
-	t.Helper()
-	conn, err := a.pool.Acquire(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	return a.explainOn(t, conn.Conn(), sql, args...)
-}
-
-// explainOn explains sql on conn.
-func (a *testAPI) explainOn(t testing.TB, conn *pgx.Conn, sql string, args ...any) []string {
-	t.Helper()
-	var raw []byte
-	if err := conn.QueryRow(context.Background(), "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
-		t.Fatalf("explain %s: %v", sql, err)
-	}
-	var plans []struct{ Plan planNode }
-	if err := json.Unmarshal(raw, &plans); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	var walk func(n planNode)
-	walk = func(n planNode) {
-		out = append(out, n.NodeType+" "+n.IndexName+" "+n.RelationName)
-		for _, c := range n.Plans {
-			walk(c)
-		}
-	}
-	walk(plans[0].Plan)
-	return out
-}
-
-type planNode struct {
-	NodeType     string     `json:"Node Type"`
-	IndexName    string     `json:"Index Name"`
-	RelationName string     `json:"Relation Name"`
-	Plans        []planNode `json:"Plans"`
-}
 
 // TestListQueriesUseIndexes: on 200,000 messages in 2,000 conversations, every list
 // query reads its index in order: no sequential scan of a big table, no sort.
@@ -102,8 +60,7 @@ func TestListQueriesUseIndexes(t *testing.T) {
 		index string
 	}{messagesDesc, []any{int64(42), cursorTime, int64(1 << 62), 51}, "messages_conversation"}
 	for name, c := range cases {
-		nodes := a.planNodes(t, c.sql, c.args...)
-		joined := strings.Join(nodes, " | ")
+		joined := pgtest.Plan(t, a.pool, false, c.sql, c.args...)
 		if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || !strings.Contains(joined, c.index) {
 			t.Errorf("%s: plan %s, want an in-order scan of %s", name, joined, c.index)
 		}

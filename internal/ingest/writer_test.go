@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -26,13 +25,7 @@ func startWriter(t *testing.T, url string, cfg WriterConfig, inTx func(context.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var notices []string
-	pc.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		defer mu.Unlock()
-		notices = append(notices, n.Severity+": "+n.Message)
-	}
+	notices := pgtest.CollectNotices(pc)
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		t.Fatal(err)
@@ -46,11 +39,7 @@ func startWriter(t *testing.T, url string, cfg WriterConfig, inTx func(context.C
 	done := make(chan struct{})
 	go func() { w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; pool.Close() })
-	return w, reg, func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(notices)
-	}
+	return w, reg, notices
 }
 
 func event(id string) []Event {

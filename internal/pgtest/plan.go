@@ -18,7 +18,7 @@ type Literal string
 // generic, it is the plan Postgres caches once it stops planning each execution (pgx's
 // statement cache makes that likely): the query is prepared and explained with
 // plan_cache_mode forcing it.
-func Plan(t *testing.T, pool *pgxpool.Pool, generic bool, sql string, args ...any) string {
+func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...any) string {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pool.Acquire(ctx)

@@ -3,13 +3,13 @@ package processor
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"inboxd/internal/pgtest"
 )
 
 // TestTransactionSettings: the processor's transactions (claims, applies with
@@ -26,13 +26,7 @@ func TestTransactionSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var notices []string
-	cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		defer mu.Unlock()
-		notices = append(notices, n.Severity+": "+n.Message)
-	}
+	notices := pgtest.CollectNotices(cfg)
 	cfg.MaxConns = 1 // one session, to read its prepared statements afterwards
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -62,11 +56,9 @@ func TestTransactionSettings(t *testing.T) {
 	stop()
 	<-done
 
-	mu.Lock()
-	if len(notices) > 0 {
-		t.Errorf("the processor's transactions drew %d notices, first: %s", len(notices), notices[0])
+	if n := notices(); len(n) > 0 {
+		t.Errorf("the processor's transactions drew %d notices, first: %s", len(n), n[0])
 	}
-	mu.Unlock()
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
