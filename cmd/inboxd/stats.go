@@ -41,8 +41,13 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 			fmt.Fprintf(stdout, "inboxd queue at %s (every %s; Ctrl-C stops)\n\n", time.Now().Format(time.TimeOnly), interval)
 		}
 		printQueue(stdout, states)
-		if !watch || !sleepCtx(ctx, interval) {
+		if !watch {
 			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
 		}
 	}
 }
@@ -94,16 +99,4 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return usageError{err}
 	}
 	return err
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether the full d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
