@@ -6,7 +6,7 @@
 // Webhooks go through inboxd's own ingest (verification, group commit); each commit
 // also enqueues River jobs for the events it stored, with InsertManyTx in the same
 // transaction, so that an event is stored exactly when its job is. Jobs are worked
-// by processor.ApplyEvents, inboxd's set-based normalization SQL, and completed out
+// by applyEvents (apply.go), with inboxd's set-based normalization SQL, and completed out
 // of band by River's batch completer (applying twice is harmless). Two variants:
 //
 //	per-event  one job per event
@@ -46,7 +46,9 @@ import (
 
 	"inboxd/internal/bench"
 	"inboxd/internal/ingest"
-	"inboxd/internal/processor"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/registry"
 	"inboxd/internal/store"
 )
 
@@ -144,7 +146,7 @@ type eventWorker struct {
 }
 
 func (w *eventWorker) Work(ctx context.Context, job *river.Job[EventArgs]) error {
-	return processor.ApplyEvents(ctx, w.pool, []int64{job.Args.EventID})
+	return applyEvents(ctx, w.pool, []int64{job.Args.EventID})
 }
 
 type batchWorker struct {
@@ -153,7 +155,7 @@ type batchWorker struct {
 }
 
 func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error {
-	return processor.ApplyEvents(ctx, w.pool, job.Args.EventIDs)
+	return applyEvents(ctx, w.pool, job.Args.EventIDs)
 }
 
 // jobs returns the jobs for events (in id order) in the variant's shape.
@@ -216,7 +218,7 @@ func serve(ctx context.Context, o options) error {
 		return err
 	}
 	defer hookPool.Close()
-	keys, err := ingest.ParseGenericSecrets([]string{o.secret})
+	endpoints, err := registry.Open(provider.Config{Values: map[string]string{generic.SecretsKey: o.secret}})
 	if err != nil {
 		return fmt.Errorf("--secret: %w", err)
 	}
@@ -228,10 +230,12 @@ func serve(ctx context.Context, o options) error {
 		_, err := client.InsertManyTx(ctx, tx, jobs(o.variant, ids))
 		return err
 	})
-	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 4 << 20, GenericSecrets: keys}, writer, zap.NewNop())
+	hooks := ingest.NewHandlers(ingest.Config{Endpoints: endpoints}, writer, zap.NewNop())
 	var ready atomic.Bool
 	mux := http.NewServeMux()
-	mux.Handle("POST /webhooks/generic", hooks.Generic())
+	for _, r := range hooks.Routes() {
+		mux.Handle("POST "+r.Path, r.Post)
+	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "starting", http.StatusServiceUnavailable)

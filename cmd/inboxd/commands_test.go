@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"net/url"
 	"os"
 	"regexp"
@@ -12,8 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/meta"
+	"inboxd/internal/provider/twilio"
 )
 
 // TestSignPrintsValidHeaders: what `inboxd sign` prints verifies as a Standard
@@ -30,25 +33,24 @@ func TestSignPrintsValidHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := map[string]string{}
+	h := http.Header{}
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		k, v, _ := strings.Cut(line, ": ")
-		h[k] = v
+		h.Set(k, v)
 	}
-	ts, err := strconv.ParseInt(h["webhook-timestamp"], 10, 64)
-	if err != nil || h["webhook-id"] != "evt_9" {
+	ts, err := strconv.ParseInt(h.Get("webhook-timestamp"), 10, 64)
+	if err != nil || h.Get("webhook-id") != "evt_9" {
 		t.Fatalf("sign printed %q", out.String())
 	}
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
-	if want := ingest.SignGeneric(keys[0], "evt_9", ts, body); h["webhook-signature"] != want {
-		t.Errorf("signature %q, want %q", h["webhook-signature"], want)
+	if want, _ := generic.Signature(testSecret, "evt_9", ts, body); h.Get("webhook-signature") != want {
+		t.Errorf("signature %q, want %q", h.Get("webhook-signature"), want)
 	}
 
 	// Twilio and Meta: signed as they sign, over what will be posted.
 	form, _ := url.ParseQuery(string(body))
 	for _, tc := range []struct{ provider, header, want string }{
-		{"twilio", "X-Twilio-Signature", ingest.SignTwilio("meta-secret", "http://localhost:8080/webhooks/twilio", form)},
-		{"meta", "X-Hub-Signature-256", ingest.SignMeta("meta-secret", body)},
+		{"twilio", "X-Twilio-Signature", twilio.Sign("meta-secret", "http://localhost:8080/webhooks/twilio", form)},
+		{"meta", "X-Hub-Signature-256", meta.Sign("meta-secret", body)},
 	} {
 		out.Reset()
 		err := run(context.Background(), []string{"sign", "--provider", tc.provider, "--secret", "meta-secret", "--file", file, "--headers"},
@@ -135,13 +137,17 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, "unknown command"},
 		{[]string{"stats", "--bogus"}, "bogus"},
-		{[]string{"events", "--state", "stuck"}, "pending, processing, processed or dead"},
+		{[]string{"events", "--state", "stuck"}, "pending, processing, processed, dead"},
+		{[]string{"events", "--provider", "twillio"}, "generic, twilio, meta"},
+		{[]string{"events", "show"}, "one event id"},
+		{[]string{"events", "show", "x"}, `"x"`},
+		{[]string{"sign", "--provider", "twillio"}, "generic, twilio, meta"},
 		{[]string{"events", "--limit", "0"}, "limit"},
-		{[]string{"events", "--provider", "a\x00b"}, "NUL"},
+		{[]string{"events", "--provider", "a\x00b"}, "must be one of"},
 		{[]string{"events", "replay"}, "--state dead"},
 		{[]string{"events", "replay", "x1"}, `"x1"`},
-		{[]string{"events", "replay", "--state", "pending"}, "--state dead"},
-		{[]string{"tail", "--provider", strings.Repeat("p", 300)}, "256 bytes"},
+		{[]string{"events", "replay", "--state", "pending"}, "dead or processed"},
+		{[]string{"tail", "--provider", strings.Repeat("p", 300)}, "generic, twilio"},
 		{[]string{"serve", "--workers", "0"}, "INBOX_WORKERS"},
 	} {
 		var out bytes.Buffer

@@ -5,7 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +14,8 @@ import (
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/processor"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/registry"
 )
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=disable"
@@ -20,35 +23,35 @@ const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=di
 // config is every setting (docs/configuration.md). Each comes from an environment variable and
 // can be overridden by the flag of the same meaning.
 type config struct {
-	DatabaseURL     string
-	ListenURL       string // default: DatabaseURL
-	ReadURL         string // default: DatabaseURL
-	PollOnly        bool
-	Addr            string
-	PublicURL       string
-	TwilioTokens    []string
-	MetaAppSecret   string
-	MetaVerifyToken string
-	GenericSecrets  []string
-	APITokens       []string
-	AdminTokens     []string
-	Workers         int
-	BatchSize       int
-	BatchWait       time.Duration
-	MaxBodyBytes    int
-	MaxAttempts     int
-	SweepInterval   time.Duration
-	Lease           time.Duration
-	Retention       time.Duration
-	DeadRetention   time.Duration
-	IngestTimeout   time.Duration
-	CommitWait      time.Duration
-	ReadTimeout     time.Duration
-	MaxInFlight     int
-	Migrate         bool
-	LogLevel        string
-	LogFormat       string
-	DebugAddr       string
+	DatabaseURL string
+	ListenURL   string // default: DatabaseURL
+	ReadURL     string // default: DatabaseURL
+	PollOnly    bool
+	Addr        string
+	PublicURL   string
+	// Providers holds each provider's settings by key (provider.Setting), as
+	// registry.Open reads them.
+	Providers     map[string]string
+	Endpoints     []provider.Endpoint // the providers as configured (check)
+	APITokens     []string
+	AdminTokens   []string
+	Workers       int
+	BatchSize     int
+	BatchWait     time.Duration
+	MaxBodyBytes  int
+	MaxAttempts   int
+	SweepInterval time.Duration
+	Lease         time.Duration
+	Retention     time.Duration
+	DeadRetention time.Duration
+	IngestTimeout time.Duration
+	CommitWait    time.Duration
+	ReadTimeout   time.Duration
+	MaxInFlight   int
+	Migrate       bool
+	LogLevel      string
+	LogFormat     string
+	DebugAddr     string
 }
 
 // option ties a flag to its environment variable and default.
@@ -58,7 +61,41 @@ type option struct {
 	set                   func(string) error
 }
 
+// envPrefix turns a library's setting key (provider.Setting) into its variable.
+const envPrefix = "INBOX_"
+
+// settingName is the variable of a setting key ("GENERIC_SECRETS" →
+// INBOX_GENERIC_SECRETS): what errors in the libraries name.
+func settingName(key string) string { return envPrefix + key }
+
 func options(c *config) []option {
+	return append(coreOptions(c), providerOptions(c)...)
+}
+
+// providerOptions are the settings each provider declares, in registry order, after
+// INBOX_PUBLIC_URL: adding a provider adds its settings here without a line of cmd.
+func providerOptions(c *config) []option {
+	c.Providers = map[string]string{}
+	var opts []option
+	for _, p := range registry.All {
+		for _, s := range p.Settings {
+			opts = append(opts, option{
+				flag: strings.ToLower(strings.ReplaceAll(s.Key, "_", "-")), env: settingName(s.Key),
+				usage: s.Usage, secret: s.Secret, set: providerValue(c.Providers, s.Key),
+			})
+		}
+	}
+	return opts
+}
+
+func providerValue(values map[string]string, key string) func(string) error {
+	return func(s string) error {
+		values[key] = s
+		return nil
+	}
+}
+
+func coreOptions(c *config) []option {
 	return []option{
 		{"database-url", "DATABASE_URL", defaultDatabaseURL, "Postgres connection string (may go through a transaction-mode pooler)", false, str(&c.DatabaseURL)},
 		{"listen-database-url", "INBOX_LISTEN_DATABASE_URL", "", "direct connection string for LISTEN and migrations when DATABASE_URL goes through a transaction-mode pooler (default: DATABASE_URL)", false, str(&c.ListenURL)},
@@ -66,23 +103,19 @@ func options(c *config) []option {
 		{"poll-only", "INBOX_POLL_ONLY", "false", "no LISTEN at all: the sweep drives processing (latency up to INBOX_SWEEP_INTERVAL)", false, boolean(&c.PollOnly)},
 		{"addr", "INBOX_ADDR", ":8080", "HTTP listen address (webhooks, API, /metrics, /healthz)", false, str(&c.Addr)},
 		{"public-url", "INBOX_PUBLIC_URL", "http://localhost:8080", "base URL providers call; Twilio signs it", false, str(&c.PublicURL)},
-		{"twilio-auth-token", "INBOX_TWILIO_AUTH_TOKEN", "", "Twilio auth tokens, comma-separated (primary,secondary); enables /webhooks/twilio", true, list(&c.TwilioTokens)},
-		{"meta-app-secret", "INBOX_META_APP_SECRET", "", "Meta app secret; with the verify token enables /webhooks/meta", true, str(&c.MetaAppSecret)},
-		{"meta-verify-token", "INBOX_META_VERIFY_TOKEN", "", "token Meta echoes in the GET verification handshake", true, str(&c.MetaVerifyToken)},
-		{"generic-secrets", "INBOX_GENERIC_SECRETS", "", "Standard Webhooks secrets whsec_…, comma-separated; enables /webhooks/generic", true, list(&c.GenericSecrets)},
 		{"api-tokens", "INBOX_API_TOKENS", "", "bearer tokens for /v1 reads, comma-separated", true, list(&c.APITokens)},
 		{"admin-tokens", "INBOX_ADMIN_TOKENS", "", "bearer tokens for admin endpoints, comma-separated", true, list(&c.AdminTokens)},
-		{"workers", "INBOX_WORKERS", strconv.Itoa(runtime.NumCPU() * 4), "concurrent processing batches per process", false, positive(&c.Workers)},
-		{"batch-size", "INBOX_BATCH_SIZE", "64", "events claimed and applied per transaction", false, positive(&c.BatchSize)},
+		{"workers", "INBOX_WORKERS", strconv.Itoa(processor.DefaultWorkers), "concurrent processing batches per process (4 per CPU)", false, positive(&c.Workers)},
+		{"batch-size", "INBOX_BATCH_SIZE", strconv.Itoa(processor.DefaultBatchSize), "events claimed and applied per transaction", false, positive(&c.BatchSize)},
 		{"batch-wait", "INBOX_BATCH_WAIT", shortDuration(processor.DefaultBatchWait), "longest an event another process committed waits for others to share its claim, when events come closer together than this; 0 claims at once", false, durationOrZero(&c.BatchWait)},
-		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", "4194304", "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
+		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", strconv.Itoa(ingest.DefaultMaxBodyBytes), "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
 		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
 		{"commit-wait", "INBOX_COMMIT_WAIT", shortDuration(ingest.DefaultCommitWait), "longest a webhook waits for others to share its commit when webhooks come closer together than this; 0 commits at once", false, durationOrZero(&c.CommitWait)},
 		{"read-timeout", "INBOX_READ_TIMEOUT", shortDuration(ingest.DefaultReadTimeout), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
 		{"max-inflight", "INBOX_MAX_INFLIGHT", strconv.Itoa(ingest.DefaultMaxInFlight), "webhook requests handled at once; more are answered 503 with Retry-After", false, positive(&c.MaxInFlight)},
-		{"max-attempts", "INBOX_MAX_ATTEMPTS", "12", "attempts before an event is dead", false, positive(&c.MaxAttempts)},
-		{"sweep-interval", "INBOX_SWEEP_INTERVAL", "1s", "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
-		{"lease", "INBOX_LEASE", "30s", "how long a claim is held before others may take it over", false, duration(&c.Lease)},
+		{"max-attempts", "INBOX_MAX_ATTEMPTS", strconv.Itoa(processor.DefaultMaxAttempts), "attempts before an event is dead", false, positive(&c.MaxAttempts)},
+		{"sweep-interval", "INBOX_SWEEP_INTERVAL", shortDuration(processor.DefaultSweepInterval), "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
+		{"lease", "INBOX_LEASE", shortDuration(processor.DefaultLease), "how long a claim is held before others may take it over", false, duration(&c.Lease)},
 		{"retention", "INBOX_RETENTION", shortDuration(processor.DefaultRetention), "processed events (and parked statuses) older than this are deleted, their messages kept; 0 keeps them", false, durationOrZero(&c.Retention)},
 		{"dead-retention", "INBOX_DEAD_RETENTION", shortDuration(processor.DefaultDeadRetention), "dead events older than this are deleted; 0 keeps them", false, durationOrZero(&c.DeadRetention)},
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
@@ -129,12 +162,37 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 			errs = append(errs, fmt.Errorf("%s (--%s) = %q: %w", o.env, o.flag, shown, err))
 		}
 	}
+	errs = append(errs, c.check()...)
 	if len(errs) > 0 {
 		return c, usageError{errors.Join(errs...)}
 	}
 	c.ListenURL = or(c.ListenURL, c.DatabaseURL)
 	c.ReadURL = or(c.ReadURL, c.DatabaseURL)
 	return c, nil
+}
+
+// check validates what the options' parsers cannot see alone: addresses, and each
+// provider's settings (registry.Open, whose endpoints the service then uses), so that
+// a bad value stops the start before anything is touched.
+func (c *config) check() []error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("INBOX_ADDR (--addr) = %q: want host:port or :port, such as :8080 or 127.0.0.1:8080", c.Addr))
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("INBOX_PUBLIC_URL (--public-url) = %q: want the base URL providers call, such as https://inbox.example.com", c.PublicURL))
+	}
+	endpoints, err := registry.Open(c.providerConfig())
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Endpoints = endpoints
+	return errs
+}
+
+// providerConfig is what the providers read.
+func (c *config) providerConfig() provider.Config {
+	return provider.Config{PublicURL: c.PublicURL, Values: c.Providers, Name: settingName}
 }
 
 // printUsage lists every flag with its variable and built-in default (never the

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,23 +23,41 @@ func TestLoadConfigDefaults(t *testing.T) {
 }
 
 func TestLoadConfigEnvThenFlags(t *testing.T) {
-	env := map[string]string{"INBOX_GENERIC_SECRETS": "whsec_a, whsec_b", "INBOX_WORKERS": "3", "INBOX_ADDR": ":1"}
-	c, err := loadConfig("serve", []string{"--addr", ":2"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	env := map[string]string{"INBOX_GENERIC_SECRETS": "whsec_YQ==, whsec_Yg==", "INBOX_WORKERS": "3", "INBOX_ADDR": ":1"}
+	c, err := loadConfig("serve", []string{"--addr", ":2", "--meta-app-secret", "s", "--meta-verify-token", "v"},
+		func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(c.GenericSecrets, "|"); got != "whsec_a|whsec_b" || c.Workers != 3 || c.Addr != ":2" {
-		t.Errorf("secrets %q workers %d addr %q; want whsec_a|whsec_b, 3, :2 (flag beats env)", got, c.Workers, c.Addr)
+	if got := c.Providers["GENERIC_SECRETS"]; got != "whsec_YQ==, whsec_Yg==" || c.Workers != 3 || c.Addr != ":2" {
+		t.Errorf("secrets %q workers %d addr %q; want the two secrets, 3, :2 (flag beats env)", got, c.Workers, c.Addr)
+	}
+	var enabled []string
+	for _, e := range c.Endpoints {
+		if e.Webhook != nil {
+			enabled = append(enabled, e.Name)
+		}
+	}
+	if got := strings.Join(enabled, ","); got != "generic,meta" {
+		t.Errorf("enabled providers %q, want generic,meta (a provider's setting is a flag too)", got)
 	}
 }
 
 // Every bad variable is reported at once, and secrets are not echoed.
 func TestLoadConfigReportsEveryError(t *testing.T) {
-	env := map[string]string{"INBOX_WORKERS": "many", "INBOX_LEASE": "soon", "INBOX_LOG_FORMAT": "xml"}
+	env := map[string]string{"INBOX_WORKERS": "many", "INBOX_LEASE": "soon", "INBOX_LOG_FORMAT": "xml",
+		"INBOX_ADDR": "localhost", "INBOX_GENERIC_SECRETS": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"INBOX_META_APP_SECRET": "s3cret-value"}
 	_, err := loadConfig("serve", nil, func(k string) string { return env[k] }, &bytes.Buffer{})
-	for _, want := range []string{"INBOX_WORKERS", "INBOX_LEASE", "INBOX_LOG_FORMAT"} {
+	for _, want := range []string{"INBOX_WORKERS", "INBOX_LEASE", "INBOX_LOG_FORMAT", "INBOX_ADDR", "INBOX_GENERIC_SECRETS",
+		"INBOX_META_VERIFY_TOKEN"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	for _, secret := range []string{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "s3cret-value"} {
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("error %v echoes a secret", err)
 		}
 	}
 }
@@ -53,5 +73,43 @@ func TestServeHelpListsEveryVariable(t *testing.T) {
 		if !strings.Contains(out.String(), o.env) || !strings.Contains(out.String(), "--"+o.flag) {
 			t.Errorf("--help does not list %s / --%s", o.env, o.flag)
 		}
+	}
+}
+
+// TestConfigurationDocListsEverySetting: docs/configuration.md's settings table has
+// exactly the variables the binary accepts, each with the default it uses.
+func TestConfigurationDocListsEverySetting(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{} // variable -> default column
+	row := regexp.MustCompile("^\\| `([A-Z_]+)`[^|]*\\| ([^|]*) \\|")
+	for _, line := range strings.Split(string(doc), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			documented[m[1]] = strings.TrimSpace(m[2])
+		}
+	}
+	var c config
+	for _, o := range options(&c) {
+		def, ok := documented[o.env]
+		if !ok {
+			t.Errorf("docs/configuration.md does not list %s", o.env)
+			continue
+		}
+		delete(documented, o.env)
+		want := "`" + o.def + "`"
+		if o.def == "" {
+			want = "unset"
+		}
+		if o.env == "INBOX_WORKERS" {
+			want = "4 × CPUs" // computed on the machine that runs it
+		}
+		if !strings.HasPrefix(def, want) {
+			t.Errorf("docs/configuration.md: %s defaults to %q, the binary to %q", o.env, def, want)
+		}
+	}
+	for v := range documented {
+		t.Errorf("docs/configuration.md lists %s, which the binary does not accept", v)
 	}
 }

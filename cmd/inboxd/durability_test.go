@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestNoAcknowledgedEventLostAcrossDatabaseCrash: webhooks flow while the database
@@ -30,7 +29,6 @@ func TestNoAcknowledgedEventLostAcrossDatabaseCrash(t *testing.T) {
 		"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"INBOX_SWEEP_INTERVAL": "200ms", "INBOX_LEASE": "2s",
 	})
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
 	const senders, each = 4, 150
 	var mu sync.Mutex
 	acked := map[string]bool{}
@@ -47,12 +45,7 @@ func TestNoAcknowledgedEventLostAcrossDatabaseCrash(t *testing.T) {
 						t.Errorf("%s never acknowledged", id)
 						return
 					}
-					ts := time.Now().Unix()
-					req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(body))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("webhook-id", id)
-					req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-					req.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], id, ts, []byte(body)))
+					req := providertest.Request(t, "generic", base, "", testSecret, id, []byte(body), time.Now())
 					resp, err := client.Do(req)
 					if err == nil {
 						resp.Body.Close()

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"inboxd/internal/processor"
+	"inboxd/internal/provider/registry"
+	"inboxd/internal/readmodel"
 )
 
 // eventsCmd lists events, newest first (`inboxd events --state dead`), or requeues them
@@ -19,11 +23,15 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if len(args) > 0 && args[0] == "replay" {
 		return replayCmd(ctx, args[1:], getenv, stdout, stderr)
 	}
-	var f processor.EventFilter
+	if len(args) > 0 && args[0] == "show" {
+		return showCmd(ctx, args[1:], getenv, stdout, stderr)
+	}
+	var f readmodel.EventFilter
 	var asJSON bool
-	fs := cliFlags("events", "Lists events, newest first, without payloads. `inboxd events replay --help` tells how to requeue them.", stderr)
-	fs.StringVar(&f.State, "state", "", "only events in this state: pending, processing, processed or dead")
-	fs.StringVar(&f.Provider, "provider", "", "only events of this provider (generic, twilio, meta)")
+	fs := cliFlags("events", "Lists events, newest first, without payloads. `inboxd events show ID` shows one in full;\n"+
+		"`inboxd events replay --help` tells how to requeue them.", stderr)
+	fs.StringVar(&f.State, "state", "", "only events in this state: "+strings.Join(processor.States, ", "))
+	fs.StringVar(&f.Provider, "provider", "", "only events of this provider: "+strings.Join(registry.Names(), ", "))
 	fs.IntVar(&f.Limit, "limit", 20, "how many, at most")
 	fs.Int64Var(&f.Before, "before", 0, "only events with an id below this one (the next page)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON lines instead of a table")
@@ -38,7 +46,7 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer pool.Close()
-	events, err := processor.ListEvents(ctx, pool, f)
+	events, err := readmodel.ListEvents(ctx, pool, f)
 	if err != nil {
 		return dbAdvice(err)
 	}
@@ -58,23 +66,54 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		if e.LastError != nil {
 			lastErr = *e.LastError
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Provider, e.ExternalID, e.State, e.Attempts,
-			e.ReceivedAt.UTC().Format(time.RFC3339), lastErr)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Provider, printable(e.ExternalID), e.State, e.Attempts,
+			e.ReceivedAt.UTC().Format(time.RFC3339), printable(lastErr))
 	}
 	return tw.Flush()
 }
 
+// showCmd prints one event in full: its row, the headers kept, the payload as stored,
+// and the message or status it became.
+func showCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := cliFlags("events show", "Shows one event in full (JSON): state, attempts, last error, request id, the headers\n"+
+		"kept, the payload as stored, and the message it became.\n  inboxd events show ID", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("give one event id: inboxd events show ID")}
+	}
+	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
+	if err != nil || id < 1 {
+		return usageError{fmt.Errorf("event id %q is not a positive whole number", printable(fs.Arg(0)))}
+	}
+	pool, err := cliPool(ctx, fs, getenv)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	detail, err := readmodel.ShowEvent(ctx, pool, id)
+	if errors.Is(err, readmodel.ErrNoEvent) {
+		return fmt.Errorf("no event has id %d (`inboxd events` lists them)", id)
+	}
+	if err != nil {
+		return dbAdvice(err)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(detail)
+}
+
 // replayCmd requeues events: the ids given, or up to --limit in --state.
 func replayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	var state, provider string
-	var limit int
+	f := readmodel.ReplayFilter{}
 	fs := cliFlags("events replay", "Requeues dead or processed events with a fresh set of attempts:\n"+
 		"  inboxd events replay ID…                    these events\n"+
 		"  inboxd events replay --state dead [--provider P] [--limit N]\n"+
 		"Events pending or processing are left alone; replaying twice changes nothing more.", stderr)
-	fs.StringVar(&state, "state", "", "replay events in this state: dead or processed")
-	fs.StringVar(&provider, "provider", "", "with --state: only this provider's")
-	fs.IntVar(&limit, "limit", 1000, "with --state: at most this many, oldest first")
+	fs.StringVar(&f.State, "state", "", "replay events in this state: "+strings.Join(readmodel.ReplayableStates, " or "))
+	fs.StringVar(&f.Provider, "provider", "", "with --state: only this provider's ("+strings.Join(registry.Names(), ", ")+")")
+	fs.IntVar(&f.Limit, "limit", 1000, fmt.Sprintf("with --state: at most this many (up to %d), oldest first", readmodel.MaxReplay))
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -82,17 +121,19 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	for _, a := range fs.Args() {
 		id, err := strconv.ParseInt(a, 10, 64)
 		if err != nil || id < 1 {
-			return usageError{fmt.Errorf("event id %q is not a positive whole number", a)}
+			return usageError{fmt.Errorf("event id %q is not a positive whole number", printable(a))}
 		}
 		ids = append(ids, id)
 	}
 	switch {
-	case len(ids) > 0 && state != "":
+	case len(ids) > 0 && f.State != "":
 		return usageError{errors.New("give event ids or --state, not both")}
-	case len(ids) == 0 && state != "dead" && state != "processed":
+	case len(ids) == 0 && f.State == "":
 		return usageError{errors.New("give event ids, or --state dead (or processed)")}
-	case limit < 1:
-		return usageError{fmt.Errorf("--limit must be at least 1, got %d", limit)}
+	case len(ids) == 0:
+		if err := f.Validate(); err != nil {
+			return usageError{err}
+		}
 	}
 	pool, err := cliPool(ctx, fs, getenv)
 	if err != nil {
@@ -101,13 +142,24 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	defer pool.Close()
 	var n int64
 	if len(ids) > 0 {
-		n, err = processor.Requeue(ctx, pool, ids)
+		n, err = readmodel.Replay(ctx, pool, ids)
 	} else {
-		n, err = processor.RequeueState(ctx, pool, state, provider, limit)
+		n, err = readmodel.ReplayMatching(ctx, pool, f)
 	}
 	if err != nil {
 		return dbAdvice(err)
 	}
 	fmt.Fprintf(stdout, "replayed %d events\n", n)
 	return nil
+}
+
+// printable removes control characters (terminal escapes a provider or a client put
+// in a string) before it reaches a terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
 }

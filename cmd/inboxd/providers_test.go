@@ -18,14 +18,16 @@ import (
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
+	"inboxd/internal/provider/registry"
+	"inboxd/internal/provider/twilio"
 )
 
 const (
-	twilioToken   = "twilio-test-token"
-	metaSecret    = "meta-app-secret"
-	metaVerify    = "meta-verify-token"
-	publicURL     = "https://inbox.example.com" // what the providers call, behind a proxy
-	fixtureFolder = "../../internal/ingest/testdata/"
+	twilioToken = "twilio-test-token"
+	metaSecret  = "meta-app-secret"
+	metaVerify  = "meta-verify-token"
+	publicURL   = "https://inbox.example.com" // what the providers call, behind a proxy
 )
 
 // providerEnv starts inboxd with every provider enabled.
@@ -52,9 +54,12 @@ func startProviders(t *testing.T, env map[string]string) string {
 	return base
 }
 
+// fixture reads a provider's test fixture: "twilio/inbound_sms.form" is
+// internal/provider/twilio/testdata/inbound_sms.form.
 func fixture(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(fixtureFolder + name)
+	prov, file, _ := strings.Cut(name, "/")
+	b, err := os.ReadFile("../../internal/provider/" + prov + "/testdata/" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,23 +69,13 @@ func fixture(t *testing.T, name string) []byte {
 // postTwilio posts a form as Twilio does, signed over INBOX_PUBLIC_URL + path.
 func postTwilio(t *testing.T, base string, body []byte) (int, string, string) {
 	t.Helper()
-	params, err := url.ParseQuery(string(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest("POST", base+"/webhooks/twilio", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", ingest.SignTwilio(twilioToken, publicURL+"/webhooks/twilio", params))
-	return do(t, req)
+	return do(t, providertest.Request(t, "twilio", base, publicURL, twilioToken, "", body, time.Now()))
 }
 
 // postMeta posts JSON as Meta does, with X-Hub-Signature-256.
 func postMeta(t *testing.T, base string, body []byte) (int, string, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", base+"/webhooks/meta", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", ingest.SignMeta(metaSecret, body))
-	return do(t, req)
+	return do(t, providertest.Request(t, "meta", base, "", metaSecret, "", body, time.Now()))
 }
 
 func do(t *testing.T, req *http.Request) (int, string, string) {
@@ -97,18 +92,11 @@ func do(t *testing.T, req *http.Request) (int, string, string) {
 // settle waits until every stored event is processed or dead.
 func settle(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	pgtest.Eventually(t, "every event processed or dead", 15*time.Second, func() (bool, error) {
 		var open int
-		pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE state IN ('pending', 'processing')").Scan(&open)
-		if open == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events still open after 15s", open)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		err := pool.QueryRow(context.Background(), "SELECT count(*) FROM inbound_events WHERE state IN ('pending', 'processing')").Scan(&open)
+		return err == nil && open == 0, err
+	})
 }
 
 // rows returns a query's rows as one string per row, columns joined by "|".
@@ -227,35 +215,77 @@ func TestTwilioEndToEnd(t *testing.T) {
 	})
 }
 
-// TestSignExamplesAreAccepted: what `inboxd sign --provider …` produces is what the
-// endpoints accept, so the README's by-hand tries work for every provider.
-func TestSignExamplesAreAccepted(t *testing.T) {
+// signers are the test credentials each provider signs with here, and a wrong one.
+var signers = map[string]struct{ secret, wrong string }{
+	"generic": {testSecret, "whsec_c2VjcmV0LW51bWJlci10d28="},
+	"twilio":  {twilioToken, "not-the-token"},
+	"meta":    {metaSecret, "not-the-secret"},
+}
+
+// signsTime: the providers whose signature covers a timestamp (refused when stale).
+var signsTime = map[string]bool{"generic": true}
+
+// TestProviderContract runs every provider of the registry through the same contract
+// on the real binary: its example (what `inboxd sign` posts) is accepted and becomes
+// a message; a redelivery is a duplicate; a wrong key and a stale timestamp are 401
+// and store nothing; content Postgres cannot store (U+0000) is stored replaced, never
+// refused. A provider added to the registry is covered by adding its signer above.
+func TestProviderContract(t *testing.T) {
 	t.Parallel()
 	base, pool := providerEnv(t)
-	for _, tc := range []struct{ provider, secret string }{{"generic", testSecret}, {"twilio", twilioToken}, {"meta", metaSecret}} {
-		body, err := readPayload(tc.provider, "", "sign-"+tc.provider)
-		if err != nil {
-			t.Fatal(err)
+	for _, p := range registry.All {
+		signer, ok := signers[p.Name]
+		if !ok {
+			t.Errorf("provider %s has no signer in this test", p.Name)
+			continue
 		}
-		headers, ctype, err := signHeaders(tc.provider, tc.secret, "sign-"+tc.provider, publicURL+"/webhooks/"+tc.provider, body)
-		if err != nil {
-			t.Fatal(err)
+		send := func(secret, id string, body []byte, at time.Time) (int, string) {
+			t.Helper()
+			status, _, b := do(t, providertest.Request(t, p.Name, base, publicURL, secret, id, body, at))
+			return status, b
 		}
-		req, _ := http.NewRequest("POST", base+"/webhooks/"+tc.provider, bytes.NewReader(body))
-		req.Header.Set("Content-Type", ctype)
-		for _, h := range headers {
-			req.Header.Set(h[0], h[1])
+		id := "contract-" + p.Name
+		example := p.Example(id, time.Now())
+		for try := range 2 {
+			if status, b := send(signer.secret, id, example, time.Now()); status != 200 || (try == 1 && strings.HasPrefix(b, "{") && !strings.Contains(b, `"duplicate":true`)) {
+				t.Errorf("%s example, try %d: %d %s, want 200 (a duplicate the second time)", p.Name, try+1, status, b)
+			}
 		}
-		if status, _, b := do(t, req); status != 200 {
-			t.Errorf("%s example: %d %s", tc.provider, status, b)
+		if status, b := send(signer.wrong, id+"-wrong", p.Example(id+"-wrong", time.Now()), time.Now()); status != 401 {
+			t.Errorf("%s with a wrong key: %d %s, want 401", p.Name, status, b)
+		}
+		if signsTime[p.Name] {
+			if status, b := send(signer.secret, id+"-stale", p.Example(id+"-stale", time.Now()), time.Now().Add(-10*time.Minute)); status != 401 || !strings.Contains(b, "timestamp") {
+				t.Errorf("%s with a stale timestamp: %d %s, want 401 naming the timestamp", p.Name, status, b)
+			}
+		}
+		old, bad := poisonText(example)
+		poison := bytes.Replace(p.Example(id+"-nul", time.Now()), []byte(old), []byte(bad), 1)
+		if status, b := send(signer.secret, id+"-nul", poison, time.Now()); status != 200 {
+			t.Errorf("%s with U+0000 in its text: %d %s, want 200", p.Name, status, b)
 		}
 	}
 	settle(t, pool)
-	wantRows(t, "messages", rows(t, pool, `SELECT provider, provider_message_id, text FROM messages ORDER BY provider`), []string{
-		"generic|sign-generic|hello from inboxd sign",
-		"meta|sign-meta|hello from inboxd sign",
-		"twilio|sign-twilio|hello from inboxd sign",
+	wantRows(t, "messages", rows(t, pool, `SELECT provider, provider_message_id, text FROM messages ORDER BY provider, provider_message_id`), []string{
+		"generic|contract-generic|hello from inboxd sign",
+		"generic|contract-generic-nul|bad \uFFFD text",
+		"meta|contract-meta|hello from inboxd sign",
+		"meta|contract-meta-nul|bad \uFFFD text",
+		"twilio|contract-twilio|hello from inboxd sign",
+		"twilio|contract-twilio-nul|bad \uFFFD text",
 	})
+	wantRows(t, "events", rows(t, pool, `SELECT provider, count(*), count(*) FILTER (WHERE state = 'processed') FROM inbound_events GROUP BY provider ORDER BY provider`), []string{
+		"generic|2|2", "meta|2|2", "twilio|2|2",
+	})
+}
+
+// poisonText returns the example's text and a text with U+0000 to put in its place,
+// as a JSON string escape or a form value.
+func poisonText(example []byte) (old, bad string) {
+	if bytes.HasPrefix(example, []byte("{")) {
+		return "hello from inboxd sign", `bad \u0000 text`
+	}
+	return "hello+from+inboxd+sign", "bad+%00+text"
 }
 
 func TestTwilioRejects(t *testing.T) {
@@ -264,7 +294,7 @@ func TestTwilioRejects(t *testing.T) {
 	body := fixture(t, "twilio/inbound_sms.form")
 	req, _ := http.NewRequest("POST", base+"/webhooks/twilio", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", ingest.SignTwilio("wrong", publicURL+"/webhooks/twilio", url.Values{}))
+	req.Header.Set("X-Twilio-Signature", twilio.Sign("wrong", publicURL+"/webhooks/twilio", url.Values{}))
 	if status, ctype, b := do(t, req); status != 401 || ctype != "application/json" || !strings.Contains(b, "invalid_signature") {
 		t.Errorf("bad signature: %d %s %s, want 401 JSON invalid_signature", status, ctype, b)
 	}

@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestRetentionEndToEnd: with INBOX_RETENTION=2s a processed event vanishes within
@@ -32,14 +30,8 @@ func TestRetentionEndToEnd(t *testing.T) {
 VALUES ('generic', 'dead-one', '{}', 'dead', 'it broke', now() - interval '1 minute')`); err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
 	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-kept","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
-	ts := time.Now().Unix()
-	req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("webhook-id", "evt-retained")
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], "evt-retained", ts, []byte(body)))
+	req := providertest.Request(t, "generic", base, "", testSecret, "evt-retained", []byte(body), time.Now())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("POST: %v %v", resp, err)

@@ -200,16 +200,15 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
 	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg),
-		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed})
-	ingestCfg, err := ingestConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	ingestCfg.Tracing = traces
-	hooks := ingest.NewHandlers(ingestCfg, writer, log.Named("ingest"))
+		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed, SettingName: settingName})
+	hooks := ingest.NewHandlers(ingest.Config{
+		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), ReadTimeout: cfg.ReadTimeout,
+		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName,
+	}, writer, log.Named("ingest"))
 	deps := api.Deps{
 		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
+		SettingName: settingName,
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "inbox_ready",
@@ -304,18 +303,6 @@ func dbAdvice(err error) error {
 		return fmt.Errorf("%w; create the database and its tables with `inboxd migrate` (`inboxd serve` also does at start)", err)
 	}
 	return err
-}
-
-func ingestConfig(cfg config) (ingest.Config, error) {
-	keys, err := ingest.ParseGenericSecrets(cfg.GenericSecrets)
-	if err != nil {
-		return ingest.Config{}, fmt.Errorf("INBOX_GENERIC_SECRETS: %w", err)
-	}
-	return ingest.Config{
-		MaxBodyBytes: int64(cfg.MaxBodyBytes), ReadTimeout: cfg.ReadTimeout, MaxInFlight: cfg.MaxInFlight,
-		PublicURL: cfg.PublicURL, GenericSecrets: keys,
-		TwilioTokens: cfg.TwilioTokens, MetaAppSecret: cfg.MetaAppSecret, MetaVerifyToken: cfg.MetaVerifyToken,
-	}, nil
 }
 
 func newLogger(cfg config, out io.Writer) (*zap.Logger, error) {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -93,14 +93,8 @@ func TestServeEndToEnd(t *testing.T) {
 	base, logs := startServe(t, map[string]string{
 		"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 	})
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
 	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
-	ts := time.Now().Unix()
-	req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("webhook-id", "evt-1")
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], "evt-1", ts, []byte(body)))
+	req := providertest.Request(t, "generic", base, "", testSecret, "evt-1", []byte(body), time.Now())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -5,115 +5,89 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
-	"inboxd/internal/ingest"
+	"inboxd/internal/provider/registry"
 )
 
 // signCmd signs a payload the way a provider does and prints a curl command line that
 // posts it (or, with --headers, just the headers), so that an endpoint can be tried by
-// hand: Standard Webhooks (generic, the default), Twilio or Meta.
+// hand. Every provider of the registry can sign (provider.Provider.Sign).
 func signCmd(_ context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inboxd sign", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	prov := fs.String("provider", "generic", "generic, twilio or meta")
-	secret := fs.String("secret", "", "the secret (default: the provider's variable: INBOX_GENERIC_SECRETS, INBOX_TWILIO_AUTH_TOKEN or INBOX_META_APP_SECRET, first value)")
-	id := fs.String("id", fmt.Sprintf("msg_%d", time.Now().UnixNano()), "generic: webhook-id; all: the example's message id")
-	base := fs.String("url", strings.TrimRight(or(getenv("INBOX_PUBLIC_URL"), "http://localhost:8080"), "/"), "inboxd's base URL (Twilio signs it: it must be INBOX_PUBLIC_URL)")
+	names := strings.Join(registry.Names(), ", ")
+	prov := fs.String("provider", "generic", names)
+	secret := fs.String("secret", "", "the signing secret (default: the provider's first setting's first value, e.g. INBOX_GENERIC_SECRETS);\n"+
+		"generic: whsec_… signs v1, whsk_… (an Ed25519 private key) signs v1a")
+	id := fs.String("id", fmt.Sprintf("msg_%d", time.Now().UnixNano()), "the delivery's id where the scheme has one, and the example's message id")
+	base := fs.String("url", strings.TrimRight(or(getenv(settingName("PUBLIC_URL")), "http://localhost:8080"), "/"), "inboxd's base URL (Twilio signs it: it must be INBOX_PUBLIC_URL)")
 	file := fs.String("file", "", "payload file ('-' for stdin; default: an example inbound message)")
 	headersOnly := fs.Bool("headers", false, "print only the headers")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: inboxd sign [flags]\n\nPrints a signed curl command for /webhooks/generic, /webhooks/twilio or /webhooks/meta.")
+		fmt.Fprintf(stderr, "usage: inboxd sign [flags]\n\nPrints a signed curl command for /webhooks/<provider> (%s).\n", names)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	env := map[string]string{"generic": "INBOX_GENERIC_SECRETS", "twilio": "INBOX_TWILIO_AUTH_TOKEN", "meta": "INBOX_META_APP_SECRET"}[*prov]
-	if env == "" {
-		return fmt.Errorf("--provider %q: want generic, twilio or meta", *prov)
+	p, err := registry.Lookup(*prov)
+	if err != nil {
+		return usageError{fmt.Errorf("--provider: %w", err)}
+	}
+	if *secret == "" && len(p.Enable) > 0 {
+		*secret = firstOf(getenv(settingName(p.Enable[0])))
 	}
 	if *secret == "" {
-		*secret = firstOf(getenv(env))
+		return usageError{fmt.Errorf("no secret: pass --secret or set %s", settingName(p.Enable[0]))}
 	}
-	if *secret == "" {
-		return fmt.Errorf("no secret: pass --secret or set %s", env)
-	}
-	body, err := readPayload(*prov, *file, *id)
+	body, err := readPayload(*file)
 	if err != nil {
 		return err
 	}
-	endpoint := *base + "/webhooks/" + *prov
-	headers, contentType, err := signHeaders(*prov, *secret, *id, endpoint, body)
-	if err != nil {
-		return err
+	if body == nil {
+		body = p.Example(*id, time.Now())
 	}
+	endpoint := *base + "/webhooks/" + p.Name
+	headers, err := p.Sign(*secret, endpoint, *id, body, time.Now())
+	if err != nil {
+		return usageError{fmt.Errorf("--secret: %w", err)}
+	}
+	contentType := headers.Get("Content-Type")
+	headers.Del("Content-Type")
+	keys := make([]string, 0, len(headers))
+	for k := range headers {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
 	if *headersOnly {
-		for _, h := range headers {
-			fmt.Fprintf(stdout, "%s: %s\n", h[0], h[1])
+		for _, k := range keys {
+			fmt.Fprintf(stdout, "%s: %s\n", k, headers.Get(k))
 		}
 		return nil
 	}
 	fmt.Fprintf(stdout, "curl -sS %s -H 'content-type: %s'", endpoint, contentType)
-	for _, h := range headers {
-		fmt.Fprintf(stdout, " -H '%s: %s'", h[0], h[1])
+	for _, k := range keys {
+		fmt.Fprintf(stdout, " -H '%s: %s'", k, headers.Get(k))
 	}
 	fmt.Fprintf(stdout, " --data-binary %s\n", shellQuote(string(body)))
 	return nil
 }
 
-// signHeaders computes the provider's signature headers for body posted to endpoint.
-func signHeaders(prov, secret, id, endpoint string, body []byte) ([][2]string, string, error) {
-	switch prov {
-	case "twilio":
-		params, err := url.ParseQuery(string(body))
-		if err != nil {
-			return nil, "", fmt.Errorf("twilio payload is not a form: %w", err)
-		}
-		return [][2]string{{"X-Twilio-Signature", ingest.SignTwilio(secret, endpoint, params)}}, "application/x-www-form-urlencoded", nil
-	case "meta":
-		return [][2]string{{"X-Hub-Signature-256", ingest.SignMeta(secret, body)}}, "application/json", nil
-	default:
-		keys, err := ingest.ParseGenericSecrets([]string{secret})
-		if err != nil {
-			return nil, "", err
-		}
-		ts := time.Now().Unix()
-		return [][2]string{
-			{"webhook-id", id}, {"webhook-timestamp", strconv.FormatInt(ts, 10)},
-			{"webhook-signature", ingest.SignGeneric(keys[0], id, ts, body)},
-		}, "application/json", nil
-	}
-}
-
-// readPayload returns the payload to sign: a file, stdin, or an example inbound
-// message whose message id is id, so that every signed example is a new message
-// rather than a redelivery.
-func readPayload(prov, file, id string) ([]byte, error) {
+// readPayload returns the payload to sign: a file, stdin, or nil for the provider's
+// example (whose message id is --id, so that every signed example is a new message
+// rather than a redelivery).
+func readPayload(file string) ([]byte, error) {
 	switch file {
 	case "-":
 		return io.ReadAll(os.Stdin)
 	case "":
+		return nil, nil
 	default:
 		return os.ReadFile(file)
-	}
-	now := time.Now().UTC()
-	switch prov {
-	case "twilio":
-		return []byte(url.Values{
-			"MessageSid": {id}, "AccountSid": {"AC00000000000000000000000000000000"}, "From": {"+15552223333"},
-			"To": {"+15550001111"}, "Body": {"hello from inboxd sign"}, "NumMedia": {"0"}, "SmsStatus": {"received"},
-		}.Encode()), nil
-	case "meta":
-		return fmt.Appendf(nil, `{"object":"whatsapp_business_account","entry":[{"id":"0","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"100000000000001"},"contacts":[{"profile":{"name":"Example"},"wa_id":"15552223333"}],"messages":[{"from":"15552223333","id":%q,"timestamp":"%d","type":"text","text":{"body":"hello from inboxd sign"}}]}}]}]}`,
-			id, now.Unix()), nil
-	default:
-		return fmt.Appendf(nil, `{"type":"message.received","timestamp":%q,"data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"hello from inboxd sign"}}`,
-			now.Format(time.RFC3339), id), nil
 	}
 }
 

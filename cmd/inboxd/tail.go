@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 	"github.com/jackc/pgxlisten"
 
 	"inboxd/internal/processor"
+	"inboxd/internal/provider/registry"
+	"inboxd/internal/readmodel"
 	"inboxd/internal/store"
 )
 
@@ -28,12 +31,12 @@ func tailCmd(ctx context.Context, args []string, getenv func(string) string, std
 	var asJSON bool
 	fs := cliFlags("tail", "Prints each event as it arrives (time, id, provider, external id, type) until interrupted.\n"+
 		"It LISTENs on inbound_events and reconnects by itself.", stderr)
-	fs.StringVar(&provider, "provider", "", "only this provider's events (generic, twilio, meta)")
+	fs.StringVar(&provider, "provider", "", "only this provider's events: "+strings.Join(registry.Names(), ", "))
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := (processor.EventFilter{Provider: provider, Limit: 1}).Validate(); err != nil {
+	if err := readmodel.CheckProvider(provider); err != nil {
 		return usageError{err}
 	}
 	pool, err := cliPool(ctx, fs, getenv)
@@ -130,12 +133,12 @@ func (t *tailer) print(ctx context.Context) {
 		ids, gap, after := t.ids, t.gap, t.last
 		t.ids, t.gap = nil, false
 		t.mu.Unlock()
-		var arrivals []processor.Arrival
+		var arrivals []readmodel.Arrival
 		var err error
 		if gap {
-			arrivals, err = processor.ArrivalsAfter(ctx, t.pool, after, 10000)
+			arrivals, err = readmodel.ArrivalsAfter(ctx, t.pool, after, 10000)
 		} else if len(ids) > 0 {
-			arrivals, err = processor.Arrivals(ctx, t.pool, ids)
+			arrivals, err = readmodel.Arrivals(ctx, t.pool, ids)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -148,7 +151,7 @@ func (t *tailer) print(ctx context.Context) {
 }
 
 // show prints arrivals and remembers the highest id.
-func (t *tailer) show(arrivals []processor.Arrival) {
+func (t *tailer) show(arrivals []readmodel.Arrival) {
 	enc := json.NewEncoder(t.out)
 	for _, a := range arrivals {
 		if t.provider != "" && a.Provider != t.provider {
@@ -157,12 +160,12 @@ func (t *tailer) show(arrivals []processor.Arrival) {
 		if t.json {
 			_ = enc.Encode(a)
 		} else {
-			fmt.Fprintf(t.out, "%s  %d  %s  %s  %s\n", a.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z"), a.ID, a.Provider, a.ExternalID, a.Type)
+			fmt.Fprintf(t.out, "%s  %d  %s  %s  %s\n", a.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z"), a.ID, a.Provider, printable(a.ExternalID), printable(a.Type))
 		}
 	}
 	if len(arrivals) > 0 {
 		t.mu.Lock()
-		t.last = max(t.last, slices.MaxFunc(arrivals, func(a, b processor.Arrival) int { return cmp.Compare(a.ID, b.ID) }).ID)
+		t.last = max(t.last, slices.MaxFunc(arrivals, func(a, b readmodel.Arrival) int { return cmp.Compare(a.ID, b.ID) }).ID)
 		t.mu.Unlock()
 	}
 }

@@ -31,17 +31,8 @@ func startTail(t *testing.T, url string, args ...string) (out, errs *syncBuffer)
 			t.Errorf("tail returned %v", err)
 		}
 	})
-	waitUntil(t, "tail listens", func() bool { return strings.Contains(errs.String(), "listening") })
+	pgtest.Eventually(t, "tail listens", 15*time.Second, func() (bool, error) { return strings.Contains(errs.String(), "listening"), nil })
 	return out, errs
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after 15s", what)
-		}
-	}
 }
 
 // insertArrivals stores n events of each provider, as ingest would (the insert
@@ -70,7 +61,7 @@ func TestTail(t *testing.T) {
 	twilio, _ := startTail(t, url, "--provider", "twilio")
 	asJSON, _ := startTail(t, url, "--json")
 	insertArrivals(t, pool, "new", 1)
-	waitUntil(t, "three lines", func() bool { return strings.Count(all.String(), "\n") == 3 })
+	pgtest.Eventually(t, "three lines", 15*time.Second, func() (bool, error) { return strings.Count(all.String(), "\n") == 3, nil })
 	line := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  \d+  (\w+)  (\S+)  (.+)$`)
 	var got []string
 	for _, l := range strings.Split(strings.TrimSpace(all.String()), "\n") {
@@ -83,7 +74,7 @@ func TestTail(t *testing.T) {
 	if want := "generic new-g1 message.received|twilio new-t1 status delivered|meta new-m1 message image"; strings.Join(got, "|") != want {
 		t.Errorf("tail printed %q, want %q", strings.Join(got, "|"), want)
 	}
-	waitUntil(t, "the JSON lines", func() bool { return strings.Count(asJSON.String(), "\n") == 3 })
+	pgtest.Eventually(t, "the JSON lines", 15*time.Second, func() (bool, error) { return strings.Count(asJSON.String(), "\n") == 3, nil })
 	var a struct {
 		ID         int64
 		Provider   string
@@ -109,15 +100,15 @@ func TestTailUnderLoadAndReconnect(t *testing.T) {
 	for i := range 20 {
 		insertArrivals(t, pool, fmt.Sprintf("load%d", i), 50) // 3,000 events in 20 commits
 	}
-	waitUntil(t, "3,000 lines", func() bool { return strings.Count(out.String(), "\n") >= 3000 })
+	pgtest.Eventually(t, "3,000 lines", 15*time.Second, func() (bool, error) { return strings.Count(out.String(), "\n") >= 3000, nil })
 	if _, err := pool.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 WHERE datname = current_database() AND query ILIKE 'listen%'`); err != nil {
 		t.Fatal(err)
 	}
 	insertArrivals(t, pool, "gap", 10) // likely while tail is away
-	waitUntil(t, "tail reconnects", func() bool { return strings.Contains(errs.String(), "reconnected") })
+	pgtest.Eventually(t, "tail reconnects", 15*time.Second, func() (bool, error) { return strings.Contains(errs.String(), "reconnected"), nil })
 	insertArrivals(t, pool, "after", 10)
-	waitUntil(t, "3,060 lines", func() bool { return strings.Count(out.String(), "\n") >= 3060 })
+	pgtest.Eventually(t, "3,060 lines", 15*time.Second, func() (bool, error) { return strings.Count(out.String(), "\n") >= 3060, nil })
 	time.Sleep(200 * time.Millisecond)
 	seen := map[string]int{}
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // otlpReceiver is an OTLP/HTTP endpoint that keeps the spans it is sent.
@@ -72,14 +72,8 @@ func TestTracesEndToEnd(t *testing.T) {
 		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.URL,
 	})
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
 	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-t","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
-	ts := time.Now().Unix()
-	req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("webhook-id", "evt-t")
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], "evt-t", ts, []byte(body)))
+	req := providertest.Request(t, "generic", base, "", testSecret, "evt-t", []byte(body), time.Now())
 	const providerTrace = "0af7651916cd43dd8448eb211c80319c"
 	req.Header.Set("traceparent", "00-"+providerTrace+"-b7ad6b7169203331-01")
 	resp, err := http.DefaultClient.Do(req)

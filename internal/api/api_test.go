@@ -23,6 +23,8 @@ import (
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
+	"inboxd/internal/provider/providertest"
+	"inboxd/internal/readmodel"
 )
 
 const (
@@ -65,8 +67,7 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	reg := prometheus.NewRegistry()
 	proc := processor.New(pool, url, processor.Config{SweepInterval: 100 * time.Millisecond}, zap.NewNop(), processor.NewMetrics(reg))
 	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), ingest.WriterConfig{OnCommit: proc.Committed})
-	keys, _ := ingest.ParseGenericSecrets([]string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
-	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())
+	hooks := ingest.NewHandlers(ingest.Config{Endpoints: providertest.Endpoints(t, "http://x", map[string]string{"TWILIO_AUTH_TOKEN": ""})}, w, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(ctx) })
@@ -221,7 +222,7 @@ func TestConversations(t *testing.T) {
 	a := newTestAPI(t, false)
 	a.seed(t, 30, 2)
 	// Walk every conversation, latest first, in pages of 7.
-	seen := walk[Conversation](t, a, "/v1/conversations?limit=7", readToken)
+	seen := walk[readmodel.Conversation](t, a, "/v1/conversations?limit=7", readToken)
 	if len(seen) != 30 {
 		t.Fatalf("walked %d conversations, want 30", len(seen))
 	}
@@ -241,7 +242,7 @@ func TestConversations(t *testing.T) {
 		{"provider=generic&since=2026-11-25T10:25:00Z", 3},
 	} {
 		status, body := a.get(t, "/v1/conversations?limit=200&"+tc.query, readToken)
-		if got := len(decode[page[Conversation]](t, body).Data); status != 200 || got != tc.want {
+		if got := len(decode[page[readmodel.Conversation]](t, body).Data); status != 200 || got != tc.want {
 			t.Errorf("?%s: %d with %d conversations, want 200 with %d", tc.query, status, got, tc.want)
 		}
 	}
@@ -253,7 +254,7 @@ func TestConversations(t *testing.T) {
 	}
 	// One conversation, and errors.
 	id := seen[0].ID
-	if status, body := a.get(t, "/v1/conversations/"+itoa(id), readToken); status != 200 || decode[Conversation](t, body).ID != id {
+	if status, body := a.get(t, "/v1/conversations/"+itoa(id), readToken); status != 200 || decode[readmodel.Conversation](t, body).ID != id {
 		t.Errorf("GET conversation %d = %d %s", id, status, body)
 	}
 	for path, want := range map[string]int{
@@ -282,7 +283,7 @@ func TestMessagePagination(t *testing.T) {
 	var convID int64
 	a.pool.QueryRow(context.Background(), "SELECT id FROM conversations").Scan(&convID)
 	type msgPage struct {
-		Data       []Message
+		Data       []readmodel.Message
 		NextCursor *string `json:"next_cursor"`
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -295,7 +296,7 @@ SELECT 'twilio', 'live-' || $2::int, $1, 'inbound', 'a', 'b', 'live', 'received'
 		}
 	})
 	seen := map[int64]bool{}
-	var last Message
+	var last readmodel.Message
 	path := "/v1/conversations/" + itoa(convID) + "/messages?limit=7"
 	pages := 0
 	for {
@@ -328,7 +329,7 @@ SELECT 'twilio', 'live-' || $2::int, $1, 'inbound', 'a', 'b', 'live', 'received'
 	// Whatever arrived after the walk ended is found from the last position.
 	var total int
 	a.pool.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&total)
-	status, body := a.get(t, "/v1/conversations/"+itoa(convID)+"/messages?limit=200&cursor="+*cursor{T: last.SentAt, ID: last.ID}.encode(), readToken)
+	status, body := a.get(t, "/v1/conversations/"+itoa(convID)+"/messages?limit=200&cursor="+*encodeCursor("messages", readmodel.Key{T: last.SentAt, ID: last.ID}), readToken)
 	if rest := len(decode[msgPage](t, body).Data); status != 200 || len(seen)+rest != total {
 		t.Errorf("seen %d + after the walk %d = %d, want all %d", len(seen), rest, len(seen)+rest, total)
 	}

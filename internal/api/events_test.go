@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"inboxd/internal/ingest"
-	"inboxd/internal/processor"
+	"inboxd/internal/readmodel"
 )
 
 func genericPayload(id string) string {
@@ -17,12 +17,12 @@ func genericPayload(id string) string {
 }
 
 // waitState polls an event's state through the API.
-func (a *testAPI) waitState(t *testing.T, id int64, want string) Event {
+func (a *testAPI) waitState(t *testing.T, id int64, want string) readmodel.Event {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, body := a.get(t, "/v1/events/"+itoa(id), adminToken)
-		e := decode[Event](t, body)
+		e := decode[readmodel.Event](t, body)
 		if e.State == want {
 			return e
 		}
@@ -39,11 +39,7 @@ func TestWebhookAndReadBack(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, true)
 	body := []byte(genericPayload("m-1"))
-	keys, _ := ingest.ParseGenericSecrets([]string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
-	ts := time.Now().Unix()
-	sig := ingest.SignGeneric(keys[0], "evt-1", ts, body)
-	status, ack := a.call(t, "POST", "/webhooks/generic", "", body, "Content-Type", "application/json",
-		"webhook-id", "evt-1", "webhook-timestamp", strconv.FormatInt(ts, 10), "webhook-signature", sig)
+	status, ack := a.postGeneric(t, "evt-1", body)
 	if status != 200 {
 		t.Fatalf("webhook: %d %s", status, ack)
 	}
@@ -56,12 +52,12 @@ func TestWebhookAndReadBack(t *testing.T) {
 	ev := decode[struct{ Events []ingest.Result }](t, ack).Events[0]
 	a.waitState(t, ev.ID, "processed")
 	_, list := a.get(t, "/v1/conversations", readToken)
-	convs := decode[struct{ Data []Conversation }](t, list).Data
+	convs := decode[struct{ Data []readmodel.Conversation }](t, list).Data
 	if len(convs) != 1 || convs[0].ContactAddress != "+15552223333" {
 		t.Fatalf("conversations = %+v", convs)
 	}
 	_, msgs := a.get(t, "/v1/conversations/"+itoa(convs[0].ID)+"/messages", readToken)
-	m := decode[struct{ Data []Message }](t, msgs).Data
+	m := decode[struct{ Data []readmodel.Message }](t, msgs).Data
 	if len(m) != 1 || m[0].Text == nil || *m[0].Text != "hi" || m[0].ProviderMessageID != "m-1" {
 		t.Errorf("messages = %+v", m)
 	}
@@ -81,12 +77,12 @@ func TestEventsListAndDetail(t *testing.T) {
 VALUES ($1, $2, $3::jsonb, '{"User-Agent":"test"}', $4, CASE WHEN $4 = 'dead' THEN 'it broke' END)`,
 			[]string{"generic", "twilio"}[i%2], "e"+strconv.Itoa(i), genericPayload("m"+strconv.Itoa(i)), state)
 	}
-	all := walk[Event](t, a, "/v1/events?limit=5", adminToken)
+	all := walk[readmodel.Event](t, a, "/v1/events?limit=5", adminToken)
 	if len(all) != 12 || all[0].ID < all[11].ID || all[0].Payload != nil {
 		t.Fatalf("events: %d, newest first %v, payload in list %s", len(all), all[0].ID > all[11].ID, all[0].Payload)
 	}
 	_, body := a.get(t, "/v1/events?state=dead&provider=twilio", adminToken)
-	dead := decode[page[Event]](t, body).Data
+	dead := decode[page[readmodel.Event]](t, body).Data
 	for _, e := range dead {
 		if e.State != "dead" || e.Provider != "twilio" || e.LastError == nil {
 			t.Errorf("filtered list has %+v", e)
@@ -96,7 +92,7 @@ VALUES ($1, $2, $3::jsonb, '{"User-Agent":"test"}', $4, CASE WHEN $4 = 'dead' TH
 		t.Errorf("dead twilio events: %d, want 2", len(dead))
 	}
 	status, body := a.get(t, "/v1/events/"+itoa(all[0].ID), adminToken)
-	e := decode[Event](t, body)
+	e := decode[readmodel.Event](t, body)
 	if status != 200 || !strings.Contains(string(e.Payload), "message_id") || !strings.Contains(string(e.Headers), "User-Agent") {
 		t.Errorf("event detail: %d %s", status, body)
 	}
@@ -109,7 +105,7 @@ VALUES ('generic', 'busy', '{}', 'processing', 3, 'other-process', now() + inter
 		t.Fatal(err)
 	}
 	status, body = a.call(t, "POST", "/v1/events/"+itoa(inFlight)+"/replay", adminToken, nil)
-	if e := decode[Event](t, body); status != 200 || e.State != "processing" || e.Attempts != 3 {
+	if e := decode[readmodel.Event](t, body); status != 200 || e.State != "processing" || e.Attempts != 3 {
 		t.Errorf("replay of an in-flight event: %d %s, want it still processing with 3 attempts", status, body)
 	}
 	for path, want := range map[string]int{"/v1/events/424242": 404, "/v1/events?state=done": 400, "/v1/events/x": 400} {
@@ -158,7 +154,7 @@ VALUES ('generic', $1, $2::jsonb, 'dead', 12, 'failed before the fix')`, "d"+str
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, body := a.get(t, "/v1/stats", adminToken)
-		s := decode[processor.Stats](t, body)
+		s := decode[readmodel.Stats](t, body)
 		if s.Dead == 0 && s.Pending == 0 && s.Processing == 0 {
 			if s.ProcessedLastMinute != 5 || s.ReceivedLastMinute != 5 || s.OldestPendingAgeSeconds != nil ||
 				s.ProcessedEstimate != 5 || !s.ProcessedExact {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,8 @@ import (
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestRequestIDs: every response carries X-Request-Id, the client's when it is short
@@ -100,14 +101,13 @@ func TestBadTextFilters(t *testing.T) {
 func TestReadyzReportsStalledCommits(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
 	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{Timeout: 300 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	srv := httptest.NewServer(NewRouter(Deps{Pool: pool, Gatherer: prometheus.NewRegistry(), Log: zap.NewNop(),
-		Webhooks: ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())}))
+		Webhooks: ingest.NewHandlers(ingest.Config{Endpoints: providertest.Endpoints(t, "http://x", nil)}, w, zap.NewNop())}))
 	t.Cleanup(srv.Close)
 	a := &testAPI{url: srv.URL, pool: pool}
 
@@ -123,7 +123,7 @@ func TestReadyzReportsStalledCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status, body := a.postGeneric(t, keys[0], "evt-1"); status != 503 {
+	if status, body := a.postGeneric(t, "evt-1", []byte(genericPayload("evt-1"))); status != 503 {
 		t.Fatalf("webhook during the lock: %d %s, want 503", status, body)
 	}
 	status, body := a.get(t, "/readyz", "")
@@ -131,7 +131,7 @@ func TestReadyzReportsStalledCommits(t *testing.T) {
 		t.Errorf("readyz while commits stall = %d %s, want 503 with the ingest reason", status, body)
 	}
 	tx.Rollback(ctx)
-	if status, body := a.postGeneric(t, keys[0], "evt-1"); status != 200 {
+	if status, body := a.postGeneric(t, "evt-1", []byte(genericPayload("evt-1"))); status != 200 {
 		t.Fatalf("webhook after the lock: %d %s", status, body)
 	}
 	if status, body := a.get(t, "/readyz", ""); status != 200 {
@@ -142,10 +142,15 @@ func TestReadyzReportsStalledCommits(t *testing.T) {
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 // postGeneric posts a signed generic webhook through the document check.
-func (a *testAPI) postGeneric(t *testing.T, key []byte, id string) (int, []byte) {
+func (a *testAPI) postGeneric(t *testing.T, id string, body []byte) (int, []byte) {
 	t.Helper()
-	body := []byte(genericPayload(id))
-	ts := time.Now().Unix()
-	return a.call(t, "POST", "/webhooks/generic", "", body, "Content-Type", "application/json",
-		"webhook-id", id, "webhook-timestamp", strconv.FormatInt(ts, 10), "webhook-signature", ingest.SignGeneric(key, id, ts, body))
+	h, err := generic.Headers(testSecret, id, time.Now(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kv []string
+	for k := range h {
+		kv = append(kv, k, h.Get(k))
+	}
+	return a.call(t, "POST", "/webhooks/generic", "", body, kv...)
 }

@@ -16,15 +16,12 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/jsonhttp"
-	"inboxd/internal/processor"
+	"inboxd/internal/readmodel"
 	"inboxd/internal/store"
 )
 
-var (
-	errNotFound = errors.New("not found")
-	// errBadParam wraps every invalid query or path parameter.
-	errBadParam = errors.New("bad parameter")
-)
+// errBadParam wraps every invalid query or path parameter.
+var errBadParam = errors.New("bad parameter")
 
 // page is the shape of every list response.
 type page[T any] struct {
@@ -36,9 +33,9 @@ type page[T any] struct {
 // are logged once, here, with the request id.
 func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, processor.ErrNoEvent):
+	case errors.Is(err, readmodel.ErrNotFound), errors.Is(err, readmodel.ErrNoEvent):
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, errBadParam), errors.Is(err, processor.ErrBadFilter):
+	case errors.Is(err, errBadParam), errors.Is(err, readmodel.ErrBadFilter):
 		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", err.Error())
 	case store.Unstorable(err):
 		// A parameter Postgres cannot hold reached a query: textParam should have
@@ -97,45 +94,72 @@ func timeParam(r *http.Request, name string) (time.Time, error) {
 	return t, nil
 }
 
-// cursor is a keyset position: the sort key of the last row a page returned. Clients
-// see it only as an opaque string.
+// cursor is a keyset position with the list it belongs to, so that a cursor from
+// one list given to another is refused rather than silently meaning something else.
+// Clients see it only as an opaque string.
 type cursor struct {
-	T  time.Time `json:"t,omitzero"`
-	ID int64     `json:"id"`
+	List string    `json:"l"`
+	T    time.Time `json:"t,omitzero"`
+	ID   int64     `json:"id"`
 }
 
-func (c cursor) encode() *string {
-	b, _ := json.Marshal(c)
+func encodeCursor(list string, k readmodel.Key) *string {
+	b, _ := json.Marshal(cursor{List: list, T: k.T, ID: k.ID})
 	s := base64.RawURLEncoding.EncodeToString(b)
 	return &s
 }
 
-// cursorParam reads ?cursor=; ok is false on the first page.
-func cursorParam(r *http.Request) (c cursor, ok bool, err error) {
+// cursorParam reads ?cursor= for list; nil on the first page.
+func cursorParam(r *http.Request, list string) (*readmodel.Key, error) {
 	s := r.URL.Query().Get("cursor")
 	if s == "" {
-		return cursor{}, false, nil
+		return nil, nil
 	}
+	var c cursor
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(b, &c) != nil || c.ID < 1 {
-		return cursor{}, false, badParam("cursor is not one this API returned; start again without it")
+	if err != nil || json.Unmarshal(b, &c) != nil || c.ID < 1 || c.List == "" {
+		return nil, badParam("cursor is not one this API returned; start again without it")
 	}
-	return c, true, nil
+	if c.List != list {
+		return nil, badParam("this cursor belongs to the %s list, not to %s; start again without it", c.List, list)
+	}
+	return &readmodel.Key{T: c.T, ID: c.ID}, nil
 }
 
 func badParam(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errBadParam}, args...)...)
 }
 
+// clip shortens a value a client sent before it is echoed in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
 // paginate cuts rows fetched with limit+1 to a page and its next cursor.
-func paginate[T any](rows []T, limit int, key func(T) cursor) page[T] {
+func paginate[T any](rows []T, limit int, list string, key func(T) readmodel.Key) page[T] {
 	p := page[T]{Data: rows}
 	if len(rows) > limit {
 		p.Data = rows[:limit]
-		p.NextCursor = key(rows[limit-1]).encode()
+		p.NextCursor = encodeCursor(list, key(rows[limit-1]))
 	}
 	if p.Data == nil {
 		p.Data = []T{}
 	}
 	return p
+}
+
+// respond is every JSON handler's adapter: one error path (respondErr), early
+// returns in the handlers.
+func respond(log *zap.Logger, h func(*http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := h(r)
+		if err != nil {
+			respondErr(log, w, r, err)
+			return
+		}
+		jsonhttp.Write(w, http.StatusOK, v)
+	}
 }

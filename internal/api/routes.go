@@ -14,15 +14,15 @@ import (
 )
 
 // routes lists every route of inboxd, one line each. The /v1 reads go to ReadPool
-// (a replica when INBOX_READ_DATABASE_URL names one: a message may show there a moment
+// (a replica when the read database setting names one: a message may show there a moment
 // after it is processed); the admin endpoints stay on the primary. Webhooks carry their own
 // authentication (signatures) and no request timeout of ours: the provider's client
 // has one, and cutting a request short would only turn a commit in progress into a
 // retry. The /v1 routes get bearer tokens and a 10 s timeout; admin tokens may also
 // read. Health, metrics and the OpenAPI document are open.
 func routes(r chi.Router, d Deps) {
-	read := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", "INBOX_API_TOKENS (or INBOX_ADMIN_TOKENS)")
-	admin := requireToken(d.AdminTokens, "admin", "INBOX_ADMIN_TOKENS")
+	read := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", d.name("API_TOKENS")+" (or "+d.name("ADMIN_TOKENS")+")")
+	admin := requireToken(d.AdminTokens, "admin", d.name("ADMIN_TOKENS"))
 	api := middleware.Timeout(10 * time.Second)
 	log := d.Log
 
@@ -31,10 +31,12 @@ func routes(r chi.Router, d Deps) {
 	r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 	r.Get("/openapi.yaml", openapiDocument)
 
-	r.Method("POST", "/webhooks/generic", traced(d, "POST /webhooks/generic", d.Webhooks.Generic()))
-	r.Method("POST", "/webhooks/twilio", traced(d, "POST /webhooks/twilio", d.Webhooks.Twilio()))
-	r.Get("/webhooks/meta", d.Webhooks.MetaVerify())
-	r.Method("POST", "/webhooks/meta", traced(d, "POST /webhooks/meta", d.Webhooks.Meta()))
+	for _, hook := range d.Webhooks.Routes() { // one per provider (internal/provider/registry)
+		r.Method("POST", hook.Path, traced(d, "POST "+hook.Path, hook.Post))
+		if hook.Handshake != nil {
+			r.Get(hook.Path, hook.Handshake)
+		}
+	}
 
 	r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, log))
 	r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))

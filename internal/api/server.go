@@ -30,7 +30,7 @@ import (
 type Deps struct {
 	Pool        *pgxpool.Pool // the primary: admin endpoints, readiness
 	ReadPool    *pgxpool.Pool // the /v1 reads (a replica's pool, or Pool); nil: Pool
-	PollOnly    bool          // no LISTEN connection by design (INBOX_POLL_ONLY)
+	PollOnly    bool          // no LISTEN connection by design (poll-only mode)
 	Webhooks    *ingest.Handlers
 	Listening   func() bool // whether the processor's LISTEN connection is up
 	Gatherer    prometheus.Gatherer
@@ -40,6 +40,17 @@ type Deps struct {
 	// Tracing, when set, gives each webhook request a server span (W3C trace context
 	// from the provider's headers honoured); nil when tracing is off.
 	Tracing trace.TracerProvider
+	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:
+	// the key.
+	SettingName func(key string) string
+}
+
+// name is the name of the setting key, for answers.
+func (d Deps) name(key string) string {
+	if d.SettingName == nil {
+		return key
+	}
+	return d.SettingName(key)
 }
 
 // NewRouter returns the handler for every route (routes.go lists them).

@@ -19,6 +19,7 @@ import (
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
+	"inboxd/internal/provider/providertest"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -51,8 +52,7 @@ func TestRateAgainstTheRealService(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	proc := processor.New(pool, url, processor.Config{}, zap.NewNop(), processor.NewMetrics(reg))
 	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), ingest.WriterConfig{OnCommit: proc.Committed})
-	keys, _ := ingest.ParseGenericSecrets([]string{testSecret})
-	hooks := ingest.NewHandlers(ingest.Config{MaxBodyBytes: 1 << 20, GenericSecrets: keys}, w, zap.NewNop())
+	hooks := ingest.NewHandlers(ingest.Config{Endpoints: providertest.Endpoints(t, "http://x", map[string]string{"GENERIC_SECRETS": testSecret})}, w, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(ctx) })

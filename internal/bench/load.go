@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/ingest"
+	"inboxd/internal/provider/generic"
 )
 
 // RateConfig describes an open-loop run.
@@ -50,14 +50,13 @@ type sent struct {
 // measured: a freshly started server's first second (cold connections, caches and
 // statistics) says little about the rate it sustains.
 func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
-	keys, err := ingest.ParseGenericSecrets([]string{cfg.Secret})
-	if err != nil {
-		return Result{}, err
+	if _, err := generic.Signature(cfg.Secret, "probe", 0, nil); err != nil {
+		return Result{}, fmt.Errorf("secret: %w", err)
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: time.Minute,
 	}}
-	gen := newGenerator(keys[0])
+	gen := newGenerator(cfg.Secret)
 	// The load generator shares the machine with what it measures: a fixed pool of
 	// senders (not a goroutine per request) and less frequent GC keep its share small.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
@@ -272,7 +271,7 @@ type request struct {
 // existing conversations (half of them outbound), 20% status updates of outbound
 // messages, 5% redeliveries of an earlier webhook (same id and body, new signature).
 type generator struct {
-	key      []byte
+	secret   string
 	rng      *rand.Rand
 	n        int
 	contacts []string
@@ -280,8 +279,8 @@ type generator struct {
 	history  []struct{ id, body string }
 }
 
-func newGenerator(key []byte) *generator {
-	return &generator{key: key, rng: rand.New(rand.NewPCG(1, 2)), contacts: []string{"+15550000000"}}
+func newGenerator(secret string) *generator {
+	return &generator{secret: secret, rng: rand.New(rand.NewPCG(1, 2)), contacts: []string{"+15550000000"}}
 }
 
 // next builds the next request. The mix exercises what real traffic does: new
@@ -311,12 +310,7 @@ func (g *generator) next(url string) request {
 	if len(g.history) < 10000 {
 		g.history = append(g.history, struct{ id, body string }{id, body})
 	}
-	ts := time.Now().Unix()
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set("webhook-id", id)
-	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	h.Set("webhook-signature", ingest.SignGeneric(g.key, id, ts, []byte(body)))
+	h, _ := generic.Headers(g.secret, id, time.Now(), []byte(body)) // the secret was checked in RunRate
 	return request{url: url, body: []byte(body), header: h}
 }
 

@@ -9,5 +9,5 @@
 // The binary is built from this module once per run; INBOXD_FAULT_BINARY runs the
 // suite against another build instead (an older version, to see what it breaks).
 // INBOXD_FAULT_REPORT names a file to which each scenario appends its counts as a
-// JSON line.
+// JSON line. `go test -short ./...` leaves the suite out, for a quick local loop.
 package faults

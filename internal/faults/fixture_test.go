@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,6 +39,13 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		// The quick local loop (`go test -short ./...`) leaves out the multi-process
+		// suite, which takes minutes; a full `go test ./...` and .ci/run run it.
+		fmt.Println("faults: not run with -short (the fault suite runs without it, and in .ci/run)")
+		return 0
+	}
 	binary = os.Getenv("INBOXD_FAULT_BINARY")
 	if binary == "" {
 		dir, err := os.MkdirTemp("", "inboxd-faults-")

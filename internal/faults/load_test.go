@@ -4,18 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/meta"
+	"inboxd/internal/provider/twilio"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"inboxd/internal/ingest"
 )
 
 // event is one webhook that senders deliver until it is acknowledged.
@@ -48,24 +48,23 @@ func newEvent(run string, i int) event {
 }
 
 func genericEvent(id, body, messageID string) event {
-	keys, _ := ingest.ParseGenericSecrets([]string{genericSecret})
 	return event{provider: "generic", key: id, messageID: messageID, path: "/webhooks/generic", ctype: "application/json", body: body,
 		sign: func(r *http.Request) {
-			ts := time.Now().Unix()
-			r.Header.Set("webhook-id", id)
-			r.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-			r.Header.Set("webhook-signature", ingest.SignGeneric(keys[0], id, ts, []byte(body)))
+			h, _ := generic.Headers(genericSecret, id, time.Now(), []byte(body)) // a valid test secret
+			for k := range h {
+				r.Header.Set(k, h.Get(k))
+			}
 		}}
 }
 
 func twilioEvent(form url.Values, sid string) event {
-	sig := ingest.SignTwilio(twilioToken, publicURL+"/webhooks/twilio", form)
+	sig := twilio.Sign(twilioToken, publicURL+"/webhooks/twilio", form)
 	return event{provider: "twilio", key: sid, messageID: sid, path: "/webhooks/twilio", ctype: "application/x-www-form-urlencoded",
 		body: form.Encode(), sign: func(r *http.Request) { r.Header.Set("X-Twilio-Signature", sig) }}
 }
 
 func metaEvent(body, key, messageID string) event {
-	sig := ingest.SignMeta(metaSecret, []byte(body))
+	sig := meta.Sign(metaSecret, []byte(body))
 	return event{provider: "meta", key: key, messageID: messageID, path: "/webhooks/meta", ctype: "application/json",
 		body: body, sign: func(r *http.Request) { r.Header.Set("X-Hub-Signature-256", sig) }}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,23 +20,18 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // testServer runs the webhook handlers over a real database.
 type testServer struct {
 	*httptest.Server
 	pool   *pgxpool.Pool
-	keys   [][]byte
+	secret string // the generic provider's
 	h      *Handlers
 	writer *Writer
 	reg    *prometheus.Registry
 }
-
-// Test secrets for the Twilio and Meta endpoints of the test server.
-const (
-	testTwilioToken = "twilio-test-token"
-	testMetaSecret  = "meta-test-secret"
-)
 
 func newTestServer(t *testing.T, databaseURL string, cfg Config) *testServer {
 	t.Helper()
@@ -61,46 +55,42 @@ func newTestServerLog(t *testing.T, databaseURL string, cfg Config, timeout time
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	if cfg.GenericSecrets == nil {
-		cfg.GenericSecrets = mustKeys(t, vectorSecret)
+	cfg.SettingName = providertest.SettingName
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(middleware.RequestID(mux))
+	t.Cleanup(srv.Close)
+	if cfg.Endpoints == nil { // every provider, with the test credentials; Twilio signs srv.URL
+		cfg.Endpoints = providertest.Endpoints(t, srv.URL, nil)
 	}
-	if cfg.TwilioTokens == nil {
-		cfg.TwilioTokens = []string{testTwilioToken}
-	}
-	cfg.MetaAppSecret, cfg.MetaVerifyToken = testMetaSecret, "verify"
 	reg := prometheus.NewRegistry()
-	w := NewWriter(pool, zap.NewNop(), NewMetrics(reg), WriterConfig{Timeout: timeout})
+	w := NewWriter(pool, zap.NewNop(), NewMetrics(reg), WriterConfig{Timeout: timeout, SettingName: providertest.SettingName})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	h := NewHandlers(cfg, w, log)
-	mux := http.NewServeMux()
-	mux.Handle("POST /webhooks/generic", h.Generic())
-	mux.Handle("POST /webhooks/twilio", h.Twilio())
-	mux.Handle("POST /webhooks/meta", h.Meta())
-	srv := httptest.NewUnstartedServer(middleware.RequestID(mux))
-	srv.Start()
-	t.Cleanup(srv.Close)
-	h.cfg.PublicURL = srv.URL
-	return &testServer{Server: srv, pool: pool, keys: cfg.GenericSecrets, h: h, writer: w, reg: reg}
+	for _, r := range h.Routes() {
+		mux.Handle("POST "+r.Path, r.Post)
+		if r.Handshake != nil {
+			mux.Handle("GET "+r.Path, r.Handshake)
+		}
+	}
+	return &testServer{Server: srv, pool: pool, secret: providertest.GenericSecret, h: h, writer: w, reg: reg}
 }
 
 func sampleGeneric(id string) string {
 	return fmt.Sprintf(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"hi"}}`, id)
 }
 
-// post sends a generic webhook signed with key (nil: unsigned) and returns status and body.
-func (s *testServer) post(t testing.TB, id, contentType, body string, key []byte) (int, string) {
+// post sends a generic webhook signed with secret ("": unsigned) and returns status
+// and body.
+func (s *testServer) post(t testing.TB, id, contentType, body string, secret string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", s.URL+"/webhooks/generic", strings.NewReader(body))
-	req.Header.Set("Content-Type", contentType)
-	if key != nil {
-		ts := time.Now().Unix()
-		req.Header.Set("webhook-id", id)
-		req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("webhook-signature", SignGeneric(key, id, ts, []byte(body)))
+	if secret != "" {
+		req = providertest.Request(t, "generic", s.URL, "", secret, id, []byte(body), time.Now())
 	}
+	req.Header.Set("Content-Type", contentType)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST: %v", err)
@@ -123,20 +113,20 @@ func countEvents(t testing.TB, pool *pgxpool.Pool, externalID string) int {
 func TestGenericStatusCodes(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 2048})
-	key := s.keys[0]
-	wrongKey := mustKeys(t, "whsec_c2VjcmV0LW51bWJlci10d28=")[0]
+	key := s.secret
+	wrongKey := "whsec_c2VjcmV0LW51bWJlci10d28="
 	tests := []struct {
 		name        string
 		contentType string
 		body        string
-		key         []byte
+		key         string
 		wantStatus  int
 		wantCode    string
 		wantRows    int
 	}{
 		{"accepted", "application/json", sampleGeneric("m"), key, 200, "", 1},
 		{"charset parameter is fine", "application/json; charset=utf-8", sampleGeneric("m"), key, 200, "", 1},
-		{"unsigned", "application/json", sampleGeneric("m"), nil, 401, "invalid_signature", 0},
+		{"unsigned", "application/json", sampleGeneric("m"), "", 401, "invalid_signature", 0},
 		{"wrong secret", "application/json", sampleGeneric("m"), wrongKey, 401, "invalid_signature", 0},
 		{"too large", "application/json", sampleGeneric(strings.Repeat("x", 3000)), key, 413, "body_too_large", 0},
 		{"form content type", "application/x-www-form-urlencoded", sampleGeneric("m"), key, 415, "unsupported_media_type", 0},
@@ -170,10 +160,10 @@ func TestGenericStatusCodes(t *testing.T) {
 
 func TestGenericNotConfigured(t *testing.T) {
 	t.Parallel()
-	s := newTestServer(t, pgtest.NewDB(t), Config{GenericSecrets: [][]byte{}})
-	status, body := s.post(t, "x", "application/json", sampleGeneric("m"), mustKeys(t, vectorSecret)[0])
-	if status != 404 || !strings.Contains(body, "INBOX_GENERIC_SECRETS") {
-		t.Errorf("POST to unconfigured provider = %d %s, want 404 naming INBOX_GENERIC_SECRETS", status, body)
+	s := newTestServer(t, pgtest.NewDB(t), Config{Endpoints: providertest.Endpoints(t, "http://x", map[string]string{"GENERIC_SECRETS": ""})})
+	status, body := s.post(t, "x", "application/json", sampleGeneric("m"), providertest.GenericSecret)
+	if status != 404 || !strings.Contains(body, "GENERIC_SECRETS") {
+		t.Errorf("POST to unconfigured provider = %d %s, want 404 naming GENERIC_SECRETS", status, body)
 	}
 }
 
@@ -186,7 +176,7 @@ func TestGenericAcceptedBodyAndDuplicate(t *testing.T) {
 	}
 	var first, second answer
 	for _, a := range []*answer{&first, &second} {
-		status, b := s.post(t, "evt_dup", "application/json", body, s.keys[0])
+		status, b := s.post(t, "evt_dup", "application/json", body, s.secret)
 		if status != 200 {
 			t.Fatalf("status = %d %s", status, b)
 		}
@@ -223,7 +213,7 @@ func TestRedeliveryStorm(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			statuses[i], bodies[i] = s.post(t, "evt_storm", "application/json", sampleGeneric("storm"), s.keys[0])
+			statuses[i], bodies[i] = s.post(t, "evt_storm", "application/json", sampleGeneric("storm"), s.secret)
 		})
 	}
 	close(start)
@@ -257,7 +247,7 @@ func TestInsertNotifies(t *testing.T) {
 	if _, err := conn.Exec(ctx, "LISTEN inbound_events"); err != nil {
 		t.Fatal(err)
 	}
-	status, body := s.post(t, "evt_notify", "application/json", sampleGeneric("n"), s.keys[0])
+	status, body := s.post(t, "evt_notify", "application/json", sampleGeneric("n"), s.secret)
 	if status != 200 {
 		t.Fatalf("status %d %s", status, body)
 	}
@@ -279,12 +269,12 @@ func TestDatabaseGoneGives503(t *testing.T) {
 	direct := pgtest.NewDB(t)
 	proxy, viaProxy := pgtest.NewProxy(t, direct)
 	s := newTestServer(t, viaProxy, Config{})
-	if status, body := s.post(t, "evt_before", "application/json", sampleGeneric("a"), s.keys[0]); status != 200 {
+	if status, body := s.post(t, "evt_before", "application/json", sampleGeneric("a"), s.secret); status != 200 {
 		t.Fatalf("before the cut: %d %s", status, body)
 	}
 	proxy.Cut()
 	for i := range 3 { // pooled connections die first, then new ones cannot be made
-		status, body := s.post(t, "evt_during", "application/json", sampleGeneric("b"), s.keys[0])
+		status, body := s.post(t, "evt_during", "application/json", sampleGeneric("b"), s.secret)
 		if status != 503 || !strings.Contains(body, "database_unavailable") {
 			t.Errorf("try %d with the database gone: %d %s, want 503 database_unavailable", i, status, body)
 		}
@@ -298,7 +288,7 @@ func TestDatabaseGoneGives503(t *testing.T) {
 		t.Errorf("rows for a 503'd event = %d, want 0", got)
 	}
 	proxy.Restore()
-	if status, body := s.post(t, "evt_during", "application/json", sampleGeneric("b"), s.keys[0]); status != 200 {
+	if status, body := s.post(t, "evt_during", "application/json", sampleGeneric("b"), s.secret); status != 200 {
 		t.Errorf("retry after restore: %d %s, want 200", status, body)
 	}
 	if got := countEvents(t, check, "evt_during"); got != 1 {

@@ -8,8 +8,9 @@
 // Every provider goes through one pipeline (accept): cheap checks on the headers,
 // a slot among the requests in flight, the body read under a deadline, the signature
 // checked over the raw bytes, parsing into Events, one durable write under a
-// deadline, and an answer. A provider is a small table of functions (provider), not a
-// type hierarchy: adding one is a new file plus a line in the router.
+// deadline, and an answer. What differs between providers (headers, signature,
+// parsing, the answer) comes from each provider's package through provider.Webhook;
+// ingest knows none by name (docs/architecture.md).
 package ingest
 
 import (
@@ -19,7 +20,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
@@ -31,10 +34,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/provider"
 	"inboxd/internal/tracing"
 )
 
-// Defaults of the request limits (INBOX_READ_TIMEOUT, INBOX_MAX_INFLIGHT).
+// Defaults of the request limits (docs/configuration.md).
 const (
 	// DefaultReadTimeout bounds how long a client may take to send a request's
 	// headers, and again its body. Providers send both at once; only a broken or
@@ -46,33 +50,39 @@ const (
 	DefaultMaxInFlight = 1024
 )
 
-// Limits on what one request may carry.
-const (
-	// maxExternalIDBytes bounds an external id (webhook-id, MessageSid, a Meta
-	// message id): real ones are under 100 bytes, and a key over ~2,700 bytes does not
-	// fit the unique index at all.
-	maxExternalIDBytes = 256
-	// maxEventsPerRequest bounds the events of one POST (Meta batches): every event
-	// is a row, and one request must not turn into an unbounded insert.
-	maxEventsPerRequest = 1000
-)
+// maxEventsPerRequest bounds the events of one POST (Meta batches): every event is a
+// row, and one request must not turn into an unbounded insert.
+const maxEventsPerRequest = 1000
 
 // retryAfter is the Retry-After of every 503: soon, since most stalls are short.
 const retryAfter = "1"
 
-// Config holds the providers' secrets and the request limits. Zero limits take the
+// DefaultMaxBodyBytes is the default of the largest body accepted: Meta sends up to
+// 3 MB.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Config holds the providers' endpoints and the request limits. Zero limits take the
 // defaults.
 type Config struct {
-	MaxBodyBytes    int64
-	ReadTimeout     time.Duration
-	MaxInFlight     int
-	PublicURL       string   // the base URL providers call; Twilio signs it
-	GenericSecrets  [][]byte // decoded whsec_ keys; none disables /webhooks/generic
-	TwilioTokens    []string // auth tokens (primary, secondary); none disables /webhooks/twilio
-	MetaAppSecret   string   // with MetaVerifyToken, enables /webhooks/meta
-	MetaVerifyToken string
+	// Endpoints are the providers as configured (registry.Open); one without a
+	// webhook answers 404 with its hint.
+	Endpoints    []provider.Endpoint
+	MaxBodyBytes int64
+	ReadTimeout  time.Duration
+	MaxInFlight  int
 	// Tracing makes the spans of stored webhooks (internal/tracing); nil: none.
 	Tracing trace.TracerProvider
+	// SettingName names a setting in answers ("MAX_BODY_BYTES" → the service's
+	// variable for it); nil: the key.
+	SettingName func(key string) string
+}
+
+// name is the name of the setting key, for messages.
+func (c Config) name(key string) string {
+	if c.SettingName == nil {
+		return key
+	}
+	return c.SettingName(key)
 }
 
 // Handlers serves the webhook endpoints.
@@ -89,6 +99,9 @@ type Handlers struct {
 
 // NewHandlers returns the webhook handlers, storing through w.
 func NewHandlers(cfg Config, w *Writer, log *zap.Logger) *Handlers {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
@@ -119,37 +132,46 @@ func NewHandlers(cfg Config, w *Writer, log *zap.Logger) *Handlers {
 // Enabled lists the providers whose secrets are configured.
 func (h *Handlers) Enabled() []string {
 	var names []string
-	if len(h.cfg.GenericSecrets) > 0 {
-		names = append(names, "generic")
-	}
-	if len(h.cfg.TwilioTokens) > 0 {
-		names = append(names, "twilio")
-	}
-	if h.metaEnabled() {
-		names = append(names, "meta")
+	for _, e := range h.cfg.Endpoints {
+		if e.Webhook != nil {
+			names = append(names, e.Name)
+		}
 	}
 	return names
+}
+
+// Route is one provider's webhook path and handlers.
+type Route struct {
+	Provider  string
+	Path      string           // /webhooks/<provider>
+	Post      http.HandlerFunc // the webhook
+	Handshake http.HandlerFunc // GET on the same path, or nil
+}
+
+// Routes returns every provider's routes, configured or not (one that is not
+// answers 404 saying how to enable it).
+func (h *Handlers) Routes() []Route {
+	routes := make([]Route, len(h.cfg.Endpoints))
+	for i, e := range h.cfg.Endpoints {
+		routes[i] = Route{Provider: e.Name, Path: "/webhooks/" + e.Name, Post: h.handle(e)}
+		switch {
+		case e.Webhook == nil:
+			routes[i].Handshake = func(w http.ResponseWriter, r *http.Request) { h.reject(w, r, e.Name, notConfigured(e)) }
+		case e.Webhook.Handshake != nil:
+			routes[i].Handshake = e.Webhook.Handshake
+		}
+	}
+	return routes
+}
+
+func notConfigured(e provider.Endpoint) error {
+	return fmt.Errorf("the %s webhook is %w: %s to enable it", e.Name, errNotConfigured, e.Hint)
 }
 
 // Ready reports why webhooks cannot be stored right now (for /readyz), or nil.
 func (h *Handlers) Ready() error { return h.writer.Ready() }
 
-// provider is what differs between webhook senders.
-type provider struct {
-	name      string
-	mediaType string // the one content type accepted
-	enabled   bool
-	envHint   string // the variable that enables it, for the 404 message
-	// headers checks what the headers alone can tell (signature headers present,
-	// header ids within limits) before the body is read.
-	headers func(r *http.Request) error
-	verify  func(r *http.Request, body []byte) error
-	parse   func(r *http.Request, body []byte) ([]Event, error)
-	ok      func(w http.ResponseWriter, results []Result)
-}
-
 var (
-	errMalformed     = errors.New("malformed payload")
 	errTooLarge      = errors.New("body too large")
 	errContentType   = errors.New("unsupported content type")
 	errReadTimeout   = errors.New("body not received in time")
@@ -158,29 +180,41 @@ var (
 )
 
 // handle is the pipeline every webhook POST goes through.
-func (h *Handlers) handle(p provider) http.HandlerFunc {
+func (h *Handlers) handle(e provider.Endpoint) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		results, err := h.accept(w, r, p)
+		results, err := h.accept(w, r, e)
 		if err != nil {
-			h.reject(w, r, p.name, err)
+			h.reject(w, r, e.Name, err)
 			return
 		}
-		h.metrics.requests.WithLabelValues(p.name, "200").Inc()
-		h.metrics.ackLatency.WithLabelValues(p.name).Observe(time.Since(start).Seconds())
+		h.metrics.requests.WithLabelValues(e.Name, "200").Inc()
+		h.metrics.ackLatency.WithLabelValues(e.Name).Observe(time.Since(start).Seconds())
 		ids := make([]int64, len(results))
 		for i, res := range results {
-			h.metrics.events.WithLabelValues(p.name, resultLabel(res)).Inc()
+			h.metrics.events.WithLabelValues(e.Name, resultLabel(res)).Inc()
 			ids[i] = res.ID
 		}
 		if span := trace.SpanFromContext(r.Context()); span.IsRecording() { // the HTTP server span
-			span.SetAttributes(tracing.ProviderKey.String(p.name), tracing.EventIDsKey.Int64Slice(ids),
+			span.SetAttributes(tracing.ProviderKey.String(e.Name), tracing.EventIDsKey.Int64Slice(ids),
 				tracing.RequestIDKey.String(middleware.GetReqID(r.Context())))
 		}
-		h.log.Debug("webhook stored", zap.String("provider", p.name), zap.Int64s("event_ids", ids),
+		h.log.Debug("webhook stored", zap.String("provider", e.Name), zap.Int64s("event_ids", ids),
 			zap.String("request_id", middleware.GetReqID(r.Context())))
-		p.ok(w, results)
+		ack(w, e.Webhook, results)
 	}
+}
+
+// ack sends the 200 answer: the provider's own, or the JSON list of stored events.
+func ack(w http.ResponseWriter, hook *provider.Webhook, results []Result) {
+	if hook.Ack == nil {
+		jsonhttp.Write(w, http.StatusOK, map[string][]Result{"events": results})
+		return
+	}
+	w.Header().Set("Content-Type", hook.AckType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(hook.Ack)
 }
 
 // accept runs the pipeline up to the commit.
@@ -192,16 +226,16 @@ func (h *Handlers) handle(p provider) http.HandlerFunc {
 // so the server does not wait for the unread body either (it would try to drain it
 // to reuse the connection). Once the body is in, the deadline is lifted: waiting for
 // the commit is bounded by the ingest timeout alone.
-func (h *Handlers) accept(w http.ResponseWriter, r *http.Request, p provider) ([]Result, error) {
+func (h *Handlers) accept(w http.ResponseWriter, r *http.Request, e provider.Endpoint) ([]Result, error) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(h.now().Add(h.cfg.ReadTimeout)) // fails only on test recorders
-	release, err := h.admit(r, p)
+	release, err := h.admit(r, e)
 	if err == nil {
 		defer release()
 		var body []byte
 		if body, err = h.readBody(w, r); err == nil {
 			_ = rc.SetReadDeadline(time.Time{})
-			return h.store(r, p, body)
+			return h.store(r, e, body)
 		}
 	}
 	w.Header().Set("Connection", "close")
@@ -210,32 +244,32 @@ func (h *Handlers) accept(w http.ResponseWriter, r *http.Request, p provider) ([
 }
 
 // store verifies, parses and commits a webhook's body.
-func (h *Handlers) store(r *http.Request, p provider, body []byte) ([]Result, error) {
-	if err := p.verify(r, body); err != nil {
+func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]Result, error) {
+	if err := e.Webhook.Verify(r, body, h.now()); err != nil {
 		return nil, err
 	}
-	events, err := p.parse(r, body)
+	parsed, err := e.Webhook.Parse(r, body)
 	if err != nil {
 		return nil, err
 	}
-	if len(events) > maxEventsPerRequest {
+	if len(parsed) > maxEventsPerRequest {
 		return nil, fmt.Errorf("%w: the request carries %d events; at most %d are accepted per request",
-			errMalformed, len(events), maxEventsPerRequest)
+			provider.ErrMalformed, len(parsed), maxEventsPerRequest)
 	}
 	ctx, span := h.tracer.Start(r.Context(), "send inbound_events", trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
-	headers := storable(keptHeaders(r.Header))
+	headers := storable(keptHeaders(r.Header, e.Webhook.KeepHeaders))
 	requestID, traceparent := middleware.GetReqID(ctx), tracing.Traceparent(ctx)
-	for i := range events {
-		events[i].Provider = p.name
-		events[i].Payload = storable(events[i].Payload)
-		events[i].Headers = headers
-		events[i].RequestID = requestID
-		events[i].Traceparent = traceparent
+	events := make([]Event, len(parsed))
+	for i, pe := range parsed {
+		events[i] = Event{
+			Provider: e.Name, ExternalID: pe.ExternalID, Payload: storable(pe.Payload),
+			Headers: headers, RequestID: requestID, Traceparent: traceparent,
+		}
 	}
 	results, err := h.writer.Write(ctx, events)
 	if span.IsRecording() {
-		traceSend(span, p.name, results, err)
+		traceSend(span, e.Name, results, err)
 	}
 	return results, err
 }
@@ -262,24 +296,26 @@ func traceSend(span trace.Span, provider string, results []Result, err error) {
 // admit checks what the headers alone tell (provider enabled, content type, announced
 // length, signature headers) and takes a slot among the requests in flight; release
 // gives it back.
-func (h *Handlers) admit(r *http.Request, p provider) (release func(), err error) {
-	if !p.enabled {
-		return nil, fmt.Errorf("the %s webhook is %w: set %s to enable it", p.name, errNotConfigured, p.envHint)
+func (h *Handlers) admit(r *http.Request, e provider.Endpoint) (release func(), err error) {
+	if e.Webhook == nil {
+		return nil, notConfigured(e)
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != p.mediaType {
-		return nil, fmt.Errorf("%w: got %q, want %s", errContentType, r.Header.Get("Content-Type"), p.mediaType)
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || !slices.Contains(e.Webhook.MediaTypes, mt) {
+		return nil, fmt.Errorf("%w: got %q, want %s", errContentType, truncate(r.Header.Get("Content-Type"), 100),
+			strings.Join(e.Webhook.MediaTypes, " or "))
 	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		return nil, h.tooLarge()
 	}
-	if err := p.headers(r); err != nil {
+	if err := e.Webhook.Headers(r.Header); err != nil {
 		return nil, err
 	}
 	select {
 	case h.slots <- struct{}{}:
-		return func() { <-h.slots }, nil
+		h.metrics.inFlight.Inc()
+		return func() { h.metrics.inFlight.Dec(); <-h.slots }, nil
 	default:
-		return nil, fmt.Errorf("%w: %d at once is the limit (INBOX_MAX_INFLIGHT); retry shortly", errBusy, cap(h.slots))
+		return nil, fmt.Errorf("%w: %d at once is the limit (%s); retry shortly", errBusy, cap(h.slots), h.cfg.name("MAX_INFLIGHT"))
 	}
 }
 
@@ -294,14 +330,14 @@ func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request) ([]byte, err
 	case errors.As(err, &tooLarge):
 		return nil, h.tooLarge()
 	case errors.As(err, &timeout) && timeout.Timeout():
-		return nil, fmt.Errorf("%w: the body did not arrive within %s (INBOX_READ_TIMEOUT)", errReadTimeout, h.cfg.ReadTimeout)
+		return nil, fmt.Errorf("%w: the body did not arrive within %s (%s)", errReadTimeout, h.cfg.ReadTimeout, h.cfg.name("READ_TIMEOUT"))
 	default:
 		return nil, fmt.Errorf("%w while sending the body: %v", errClientGone, err)
 	}
 }
 
 func (h *Handlers) tooLarge() error {
-	return fmt.Errorf("%w: limit is %d bytes (INBOX_MAX_BODY_BYTES)", errTooLarge, h.cfg.MaxBodyBytes)
+	return fmt.Errorf("%w: limit is %d bytes (%s)", errTooLarge, h.cfg.MaxBodyBytes, h.cfg.name("MAX_BODY_BYTES"))
 }
 
 // reject answers an error from accept with its status (docs/webhooks.md) and logs it
@@ -314,9 +350,9 @@ func (h *Handlers) reject(w http.ResponseWriter, r *http.Request, name string, e
 		h.fail(w, r, name, http.StatusUnsupportedMediaType, "unsupported_media_type", err)
 	case errors.Is(err, errTooLarge):
 		h.fail(w, r, name, http.StatusRequestEntityTooLarge, "body_too_large", err)
-	case errors.Is(err, errNoSignature), errors.Is(err, errBadSignature), errors.Is(err, errStale):
+	case errors.Is(err, provider.ErrNoSignature), errors.Is(err, provider.ErrBadSignature), errors.Is(err, provider.ErrStale):
 		h.fail(w, r, name, http.StatusUnauthorized, "invalid_signature", err)
-	case errors.Is(err, errMalformed), errors.Is(err, errUnstorable):
+	case errors.Is(err, provider.ErrMalformed), errors.Is(err, errUnstorable):
 		h.fail(w, r, name, http.StatusBadRequest, "malformed_payload", err)
 	case errors.Is(err, errReadTimeout):
 		h.fail(w, r, name, http.StatusRequestTimeout, "request_timeout", err)
@@ -355,41 +391,24 @@ func resultLabel(r Result) string {
 	return "new"
 }
 
-// allowedHeaders are the request headers worth keeping with an event. Signatures and
+// keptHeaders are the request headers stored with an event: Content-Type,
+// User-Agent and the provider's own (ids, idempotency tokens). Signatures and
 // credentials are never stored.
-var allowedHeaders = []string{
-	"Content-Type", "User-Agent", "Webhook-Id", "Webhook-Timestamp",
-	"I-Twilio-Idempotency-Token", "X-Home-Region",
-}
-
-func keptHeaders(h http.Header) []byte {
+func keptHeaders(h http.Header, names []string) []byte {
 	kept := map[string]string{}
-	for _, name := range allowedHeaders {
+	for _, name := range append([]string{"Content-Type", "User-Agent"}, names...) {
 		if v := h.Get(name); v != "" {
-			kept[name] = v
+			kept[http.CanonicalHeaderKey(name)] = truncate(v, 256)
 		}
 	}
 	b, _ := json.Marshal(kept) // a map of strings always marshals
 	return b
 }
 
-// jsonOK is the 200 answer of the JSON providers.
-func jsonOK(w http.ResponseWriter, results []Result) {
-	jsonhttp.Write(w, http.StatusOK, map[string][]Result{"events": results})
-}
-
-// checkID refuses an external id that is empty or longer than maxExternalIDBytes,
-// naming the field it came from.
-func checkID(field, id string) error {
-	switch {
-	case id == "":
-		return fmt.Errorf("%w: %s is required", errMalformed, field)
-	case len(id) > maxExternalIDBytes:
-		return fmt.Errorf("%w: %s is %d bytes; the limit is %d", errMalformed, field, len(id), maxExternalIDBytes)
+// truncate shortens what a client sent before it is stored or echoed.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return nil
-}
-
-func (h *Handlers) metaEnabled() bool {
-	return h.cfg.MetaAppSecret != "" && h.cfg.MetaVerifyToken != ""
+	return s[:n] + "…"
 }

@@ -6,7 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // rawConn opens a TCP connection to s and sends head (request line and headers, no
@@ -109,14 +110,14 @@ func TestInFlightCap(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, pgtest.NewDB(t), Config{MaxInFlight: 1, ReadTimeout: time.Minute})
 	slow, slowR := s.rawConn(t, signedHead("evt_slow", 50), `{"type"`)
-	waitFor(t, "the slow request holds its slot", func() bool { return len(s.h.slots) == 1 })
+	pgtest.Eventually(t, "the slow request holds its slot", 10*time.Second, func() (bool, error) { return len(s.h.slots) == 1, nil })
 	status, body, header := s.postFull(t, "evt_next", sampleGeneric("m"))
 	if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "INBOX_MAX_INFLIGHT") {
 		t.Errorf("with every slot taken: %d %s (Retry-After %q), want 503 naming INBOX_MAX_INFLIGHT with Retry-After", status, body, header.Get("Retry-After"))
 	}
 	slow.Close()
 	_, _ = slowR.ReadByte()
-	waitFor(t, "the slot is free", func() bool { return len(s.h.slots) == 0 })
+	pgtest.Eventually(t, "the slot is free", 10*time.Second, func() (bool, error) { return len(s.h.slots) == 0, nil })
 	if status, body, _ := s.postFull(t, "evt_next", sampleGeneric("m")); status != 200 {
 		t.Errorf("after the slot is free: %d %s", status, body)
 	}
@@ -129,8 +130,8 @@ func TestClientGoneIsNotAnOutage(t *testing.T) {
 	s := newTestServer(t, pgtest.NewDB(t), Config{})
 	conn, _ := s.rawConn(t, signedHead("evt_gone", 200), `{"type":"mess`)
 	conn.Close()
-	waitFor(t, "the hang-up is counted", func() bool {
-		return testutil.ToFloat64(s.h.metrics.requests.WithLabelValues("generic", "499")) == 1
+	pgtest.Eventually(t, "the hang-up is counted", 10*time.Second, func() (bool, error) {
+		return testutil.ToFloat64(s.h.metrics.requests.WithLabelValues("generic", "499")) == 1, nil
 	})
 	if n := testutil.ToFloat64(s.h.metrics.requests.WithLabelValues("generic", "503")); n != 0 {
 		t.Errorf("%v requests counted as 503 for a client's hang-up", n)
@@ -142,10 +143,11 @@ func TestClientGoneIsNotAnOutage(t *testing.T) {
 func TestRequestIDStoredWithEvents(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, pgtest.NewDB(t), Config{})
-	body := string(readTestdata(t, "meta/batch.json"))
-	req, _ := http.NewRequest("POST", s.URL+"/webhooks/meta", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", SignMeta(testMetaSecret, []byte(body)))
+	body, err := os.ReadFile("../provider/meta/testdata/batch.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := providertest.Request(t, "meta", s.URL, "", "", "", body, time.Now())
 	req.Header.Set("X-Request-Id", "lb-req-42")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -165,12 +167,7 @@ func TestRequestIDStoredWithEvents(t *testing.T) {
 // postFull posts a signed generic webhook and returns status, body and headers.
 func (s *testServer) postFull(t *testing.T, id, body string) (int, string, http.Header) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.URL+"/webhooks/generic", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	ts := time.Now().Unix()
-	req.Header.Set("webhook-id", id)
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", SignGeneric(s.keys[0], id, ts, []byte(body)))
+	req := providertest.Request(t, "generic", s.URL, "", "", id, []byte(body), time.Now())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST: %v", err)
@@ -180,12 +177,26 @@ func (s *testServer) postFull(t *testing.T, id, body string) (int, string, http.
 	return resp.StatusCode, string(b), resp.Header
 }
 
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after 10s", what)
-		}
+// TestEventCap: a POST with more events than one request may carry is refused with a
+// message that says the limit.
+func TestEventCap(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 4 << 20})
+	status, body := s.postMeta(t, string(metaPost(maxEventsPerRequest+1)))
+	if status != 400 || !strings.Contains(body, fmt.Sprint(maxEventsPerRequest)) {
+		t.Errorf("POST of %d messages: %d %s, want 400 naming the limit", maxEventsPerRequest+1, status, body)
 	}
+	if status, body := s.postMeta(t, string(metaPost(maxEventsPerRequest))); status != 200 {
+		t.Errorf("POST of %d messages: %d %s, want 200", maxEventsPerRequest, status, body)
+	}
+}
+
+// metaPost is a Meta POST of n messages from one contact.
+func metaPost(n int) []byte {
+	messages := make([]string, n)
+	for i := range n {
+		messages[i] = fmt.Sprintf(`{"from":"15550000001","id":"wamid.%d","timestamp":"1","type":"text","text":{"body":"hi"}}`, i)
+	}
+	return fmt.Appendf(nil, `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"100"},"contacts":[{"wa_id":"15550000001"}],"messages":[%s]}}]}]}`,
+		strings.Join(messages, ","))
 }

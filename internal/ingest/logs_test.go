@@ -31,7 +31,7 @@ func TestRejectionLogs(t *testing.T) {
 	}
 	f := lines[0].ContextMap()
 	if f["provider"] != "twilio" || f["status"] != int64(401) || f["request_id"] == "" ||
-		!strings.Contains(f["reason"].(string), "signature does not match for URL "+s.URL+"/webhooks/twilio") {
+		!strings.Contains(f["reason"].(string), "signed URL: "+s.URL+"/webhooks/twilio") {
 		t.Errorf("rejection line %v, want provider, status, request id and the URL the signature was checked for", f)
 	}
 	if lines[0].Level != zapcore.InfoLevel {

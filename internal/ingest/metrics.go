@@ -3,6 +3,8 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"inboxd/internal/provider/registry"
 )
 
 type metrics struct {
@@ -11,13 +13,14 @@ type metrics struct {
 	batchSize  prometheus.Histogram
 	ackLatency *prometheus.HistogramVec
 	logDropped prometheus.Counter
+	inFlight   prometheus.Gauge
 }
 
 // NewMetrics registers ingest's metrics with reg. Every provider's series exist from
 // the start, at zero, so that rate() and alerts see a zero rather than nothing.
 func NewMetrics(reg prometheus.Registerer) *metrics {
 	m := newMetrics(reg)
-	for _, provider := range []string{"generic", "twilio", "meta"} {
+	for _, provider := range registry.Names() {
 		m.requests.WithLabelValues(provider, "200")
 		m.requests.WithLabelValues(provider, "503")
 		m.events.WithLabelValues(provider, "new")
@@ -46,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		logDropped: f.NewCounter(prometheus.CounterOpts{
 			Name: "inbox_log_lines_dropped_total",
 			Help: "Log lines about rejected webhooks left out by the rate limit (at most 20 a second of each kind are written).",
+		}),
+		inFlight: f.NewGauge(prometheus.GaugeOpts{
+			Name: "inbox_ingest_in_flight",
+			Help: "Webhook requests being handled now (their bodies being read or their commits awaited); past the in-flight limit more are refused with 503.",
 		}),
 		batchSize: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "inbox_ingest_commit_requests",

@@ -72,9 +72,9 @@ func TestStalledDatabaseAnswers503InTime(t *testing.T) {
 		t.Error("Ready() = nil while commits stall")
 	}
 	unlock()
-	waitFor(t, "a webhook is stored after the lock", func() bool {
+	pgtest.Eventually(t, "a webhook is stored after the lock", 10*time.Second, func() (bool, error) {
 		status, _, _ := s.postFull(t, "evt_after", sampleGeneric("after"))
-		return status == 200
+		return status == 200, nil
 	})
 	if err := s.h.Ready(); err != nil {
 		t.Errorf("Ready() = %v after a successful commit", err)
@@ -108,7 +108,7 @@ func TestRefusedBatchFailsOnlyItsGuiltyRequest(t *testing.T) {
 	// The first request holds the committer on the lock; the rest queue behind it
 	// and are committed together once it is gone.
 	go write("first")
-	waitFor(t, "the committer waits on the lock", func() bool { return commitRunning(s.writer) })
+	pgtest.Eventually(t, "the committer waits on the lock", 10*time.Second, func() (bool, error) { return commitRunning(s.writer), nil })
 	// Incompressible, so too long for the index even compressed; no parser would pass
 	// it (see checkID), so it is written straight to the Writer.
 	var b strings.Builder
@@ -119,7 +119,7 @@ func TestRefusedBatchFailsOnlyItsGuiltyRequest(t *testing.T) {
 	for _, id := range []string{"a", "b", guilty, "c", "d"} {
 		go write(id)
 	}
-	waitFor(t, "five requests queued", func() bool { return len(s.writer.queue) == 5 })
+	pgtest.Eventually(t, "five requests queued", 10*time.Second, func() (bool, error) { return len(s.writer.queue) == 5, nil })
 	unlock()
 	for range 6 {
 		a := <-answers
@@ -163,7 +163,7 @@ func TestReadOnlyResetsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newTestServer(t, url, Config{})
-	if status, body := s.post(t, "evt_1", "application/json", sampleGeneric("1"), s.keys[0]); status != 200 {
+	if status, body := s.post(t, "evt_1", "application/json", sampleGeneric("1"), s.secret); status != 200 {
 		t.Fatalf("before: %d %s", status, body)
 	}
 	setReadOnly := func(on bool) {
@@ -180,12 +180,12 @@ func TestReadOnlyResetsConnections(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // backends read the configuration between commands
 	}
 	setReadOnly(true)
-	if status, body := s.post(t, "evt_2", "application/json", sampleGeneric("2"), s.keys[0]); status != 503 {
+	if status, body := s.post(t, "evt_2", "application/json", sampleGeneric("2"), s.secret); status != 503 {
 		t.Fatalf("on a read-only server: %d %s, want 503", status, body)
 	}
 	before := s.pool.Stat().NewConnsCount()
 	setReadOnly(false)
-	if status, body := s.post(t, "evt_2", "application/json", sampleGeneric("2"), s.keys[0]); status != 200 {
+	if status, body := s.post(t, "evt_2", "application/json", sampleGeneric("2"), s.secret); status != 200 {
 		t.Fatalf("after: %d %s", status, body)
 	}
 	if s.pool.Stat().NewConnsCount() == before {

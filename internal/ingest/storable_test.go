@@ -10,11 +10,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // storableCases; refused says that Postgres refuses the input as it is (a case
@@ -178,26 +180,32 @@ func TestPoisonContentIsStored(t *testing.T) {
 // postTwilio posts form to the test server's Twilio endpoint, signed.
 func (s *testServer) postTwilio(t *testing.T, form url.Values) (int, string) {
 	t.Helper()
-	sig := SignTwilio(testTwilioToken, s.URL+"/webhooks/twilio", form)
-	return s.postRaw(t, "/webhooks/twilio", "application/x-www-form-urlencoded", form.Encode(), "X-Twilio-Signature", sig)
+	return s.send(t, providertest.Request(t, "twilio", s.URL, "", "", "", []byte(form.Encode()), time.Now()))
 }
 
 // postMeta posts body to the test server's Meta endpoint, signed.
 func (s *testServer) postMeta(t *testing.T, body string) (int, string) {
 	t.Helper()
-	return s.postRaw(t, "/webhooks/meta", "application/json", body, "X-Hub-Signature-256", SignMeta(testMetaSecret, []byte(body)))
+	return s.send(t, providertest.Request(t, "meta", s.URL, "", "", "", []byte(body), time.Now()))
 }
 
+// send sends req and returns its status and body.
+func (s *testServer) send(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// postRaw posts body to path with one signature header as given (a wrong one).
 func (s *testServer) postRaw(t *testing.T, path, contentType, body, sigHeader, sig string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", s.URL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set(sigHeader, sig)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return s.send(t, req)
 }

@@ -36,7 +36,7 @@ type Result struct {
 	Duplicate bool  `json:"duplicate"`
 }
 
-// DefaultTimeout is INBOX_INGEST_TIMEOUT's default: the longest a webhook waits for
+// DefaultTimeout is the default of WriterConfig.Timeout: the longest a webhook waits for
 // its commit. Twilio gives up on a webhook after 15 s; answering 503 well before that
 // lets the provider's retry happen while it still counts.
 const DefaultTimeout = 5 * time.Second
@@ -73,14 +73,16 @@ type Writer struct {
 	log      *zap.Logger
 	onCommit func(inserted int)
 	timeout  time.Duration
-	settings string // the transaction's server-side timeouts (store.SetLocal)
-	inTx     func(ctx context.Context, tx pgx.Tx, ids []int64) error
-	queue    chan *writeReq
-	done     chan struct{}
-	maxBatch int
-	wait     time.Duration // CommitWait
-	metrics  *metrics
-	health   health
+	// timeoutName is the timeout's setting, for the 503's reason.
+	timeoutName string
+	settings    string // the transaction's server-side timeouts (store.SetLocal)
+	inTx        func(ctx context.Context, tx pgx.Tx, ids []int64) error
+	queue       chan *writeReq
+	done        chan struct{}
+	maxBatch    int
+	wait        time.Duration // CommitWait
+	metrics     *metrics
+	health      health
 }
 
 type writeReq struct {
@@ -96,10 +98,10 @@ type writeReply struct {
 
 // WriterConfig tunes a Writer.
 type WriterConfig struct {
-	// Timeout is INBOX_INGEST_TIMEOUT: the longest a request waits for its commit
+	// Timeout is the longest a request waits for its commit
 	// (0: DefaultTimeout).
 	Timeout time.Duration
-	// CommitWait is INBOX_COMMIT_WAIT: a commit waits for more requests until this
+	// CommitWait: a commit waits for more requests until this
 	// long after the previous one began (see collect). 0 commits at once;
 	// DefaultCommitWait is the service's default.
 	CommitWait time.Duration
@@ -107,9 +109,11 @@ type WriterConfig struct {
 	// their number: the wiring uses it to tell this process's processor at once,
 	// without waiting for NOTIFY to come back from the database.
 	OnCommit func(inserted int)
+	// SettingName names the timeout's setting in the 503's reason (nil: its key).
+	SettingName func(key string) string
 }
 
-// DefaultCommitWait is INBOX_COMMIT_WAIT's default. At a thousand webhooks a second
+// DefaultCommitWait is CommitWait's default. At a thousand webhooks a second
 // it puts two or three in each commit instead of one (docs/benchmarks.md), for at
 // most this much more time before the 200; webhooks further apart than this are
 // committed at once.
@@ -121,11 +125,16 @@ func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, cfg WriterConfig
 		cfg.Timeout = DefaultTimeout
 	}
 	ms := cfg.Timeout.Milliseconds()
+	timeoutName := "INGEST_TIMEOUT"
+	if cfg.SettingName != nil {
+		timeoutName = cfg.SettingName(timeoutName)
+	}
 	return &Writer{
-		pool:     pool,
-		log:      log,
-		onCommit: cfg.OnCommit,
-		timeout:  cfg.Timeout,
+		timeoutName: timeoutName,
+		pool:        pool,
+		log:         log,
+		onCommit:    cfg.OnCommit,
+		timeout:     cfg.Timeout,
 		// Set per transaction, not per session: nothing outlives the transaction, which
 		// is what a transaction-mode pooler (PgBouncer) requires.
 		settings: store.SetLocal("lock_timeout", strconv.FormatInt(ms, 10), "statement_timeout", strconv.FormatInt(ms, 10)),
@@ -216,7 +225,7 @@ func (w *Writer) gaveUp(ctx context.Context) error {
 }
 
 func (w *Writer) slow() error {
-	return fmt.Errorf("%w: the database is slow: no commit within %s (INBOX_INGEST_TIMEOUT)", ErrUnavailable, w.timeout)
+	return fmt.Errorf("%w: the database is slow: no commit within %s (%s)", ErrUnavailable, w.timeout, w.timeoutName)
 }
 
 // collect takes first and whatever else is queued, up to maxBatch events, leaving

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestSendSpan: a stored webhook is a "send inbound_events" span with the messaging
@@ -22,7 +23,7 @@ func TestSendSpan(t *testing.T) {
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	s := newTestServer(t, pgtest.NewDB(t), Config{Tracing: tp})
-	status, body := s.post(t, "evt_traced", "application/json", sampleGeneric("m-traced"), s.keys[0])
+	status, body := s.post(t, "evt_traced", "application/json", sampleGeneric("m-traced"), s.secret)
 	if status != 200 {
 		t.Fatalf("POST: %d %s", status, body)
 	}
@@ -47,7 +48,7 @@ func TestSendSpan(t *testing.T) {
 		}
 	}
 	for k, v := range attrs {
-		for _, secret := range []string{"+1555", "hi", vectorSecret, "m-traced"} {
+		for _, secret := range []string{"+1555", "hi", providertest.GenericSecret, "m-traced"} {
 			if strings.Contains(v, secret) {
 				t.Errorf("attribute %s = %q holds %q from the payload or a secret", k, v, secret)
 			}
@@ -65,7 +66,7 @@ func TestSendSpan(t *testing.T) {
 func TestNoTracingStoresNothing(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, pgtest.NewDB(t), Config{})
-	if status, body := s.post(t, "evt_plain", "application/json", sampleGeneric("m"), s.keys[0]); status != 200 {
+	if status, body := s.post(t, "evt_plain", "application/json", sampleGeneric("m"), s.secret); status != 200 {
 		t.Fatalf("POST: %d %s", status, body)
 	}
 	var n int

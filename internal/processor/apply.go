@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"inboxd/internal/provider"
 )
 
 // Applying a batch is set-based: a fixed number of statements whatever the batch size,
@@ -130,9 +132,29 @@ func messageLockID(provider, messageID string) int64 {
 	return int64(h.Sum64())
 }
 
+// Applied is an event to apply: its row, provider and meaning.
+type Applied struct {
+	ID       int64
+	Provider string
+	provider.Normalized
+}
+
+// QueueApply queues on b the statements that apply events (normalized without error)
+// to conversations and messages: the apply step of a batch, for a caller that holds
+// the events by other means (the River baseline in bench/river). b must run as one
+// transaction with TxSettings.
+func QueueApply(b *pgx.Batch, events []Applied) error {
+	claims := make([]claimed, len(events))
+	norms := make([]provider.Normalized, len(events))
+	for i, e := range events {
+		claims[i], norms[i] = claimed{ID: e.ID, Provider: e.Provider}, e.Normalized
+	}
+	return queueApply(b, claims, norms)
+}
+
 // queueApply queues on b the statements that apply events (all normalized without
 // error) in one go.
-func queueApply(b *pgx.Batch, events []claimed, norms []Normalized) error {
+func queueApply(b *pgx.Batch, events []claimed, norms []provider.Normalized) error {
 	var keys []int64
 	var m messageCols
 	var s statusCols
@@ -172,7 +194,7 @@ type messageCols struct {
 	eventID                                                                                      []int64
 }
 
-func (c *messageCols) add(ev claimed, m *Message) error {
+func (c *messageCols) add(ev claimed, m *provider.Message) error {
 	media, err := json.Marshal(nonNil(m.Media))
 	if err != nil {
 		return err
@@ -203,7 +225,7 @@ type statusCols struct {
 	eventID                     []int64
 }
 
-func (c *statusCols) add(ev claimed, s *Status) {
+func (c *statusCols) add(ev claimed, s *provider.Status) {
 	c.provider = append(c.provider, ev.Provider)
 	c.messageID = append(c.messageID, s.MessageID)
 	c.status = append(c.status, s.Status)
@@ -212,9 +234,9 @@ func (c *statusCols) add(ev claimed, s *Status) {
 	c.eventID = append(c.eventID, ev.ID)
 }
 
-func nonNil(m []Media) []Media {
+func nonNil(m []provider.Media) []provider.Media {
 	if m == nil {
-		return []Media{}
+		return []provider.Media{}
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"inboxd/internal/provider"
 	"inboxd/internal/store"
 )
 
@@ -48,8 +49,8 @@ func (p *Processor) process(ctx context.Context, events []claimed) error {
 }
 
 // normalizeAll runs each event's normalizer.
-func (p *Processor) normalizeAll(events []claimed) ([]Normalized, []error) {
-	norms, errs := make([]Normalized, len(events)), make([]error, len(events))
+func (p *Processor) normalizeAll(events []claimed) ([]provider.Normalized, []error) {
+	norms, errs := make([]provider.Normalized, len(events)), make([]error, len(events))
 	for i, ev := range events {
 		norms[i], errs[i] = normalize(p.cfg.Normalizers, ev)
 	}
@@ -59,7 +60,7 @@ func (p *Processor) normalizeAll(events []claimed) ([]Normalized, []error) {
 // normalize runs ev's normalizer, turning a panic into an error (a normalizer bug must
 // cost one attempt of one event, not the process) and refusing a result that is not
 // exactly one of message and status, which queueApply relies on.
-func normalize(normalizers map[string]Normalizer, ev claimed) (n Normalized, err error) {
+func normalize(normalizers map[string]provider.Normalizer, ev claimed) (n provider.Normalized, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("normalizer panicked: %v", r)
@@ -67,11 +68,11 @@ func normalize(normalizers map[string]Normalizer, ev claimed) (n Normalized, err
 	}()
 	fn, ok := normalizers[ev.Provider]
 	if !ok {
-		return Normalized{}, fmt.Errorf("%w: no normalizer for provider %q", ErrPermanent, ev.Provider)
+		return provider.Normalized{}, fmt.Errorf("%w: no normalizer for provider %q", provider.ErrPermanent, ev.Provider)
 	}
 	n, err = fn(ev.Payload, ev.ReceivedAt)
 	if err == nil && (n.Message == nil) == (n.Status == nil) {
-		err = fmt.Errorf("%w: normalizer returned neither or both of message and status", ErrPermanent)
+		err = fmt.Errorf("%w: normalizer returned neither or both of message and status", provider.ErrPermanent)
 	}
 	return n, err
 }
@@ -81,7 +82,7 @@ func normalize(normalizers map[string]Normalizer, ev claimed) (n Normalized, err
 // connection or a timeout, which would fail the same way again), each event is applied
 // alone in a savepoint, so that one bad event costs only itself. It returns every
 // event's outcome and the ids whose outcome was recorded.
-func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []Normalized, errs []error) ([]outcome, []int64, error) {
+func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []provider.Normalized, errs []error) ([]outcome, []int64, error) {
 	var good []int
 	outs := make([]outcome, len(events))
 	for i := range events {
@@ -122,15 +123,15 @@ func queueFinish(b *pgx.Batch, args []any, ids *[]int64) {
 }
 
 // applyAlone applies one event inside a savepoint.
-func applyAlone(ctx context.Context, tx pgx.Tx, ev claimed, n Normalized) error {
+func applyAlone(ctx context.Context, tx pgx.Tx, ev claimed, n provider.Normalized) error {
 	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		return sendApply(ctx, sp, []claimed{ev}, []Normalized{n}, nil)
+		return sendApply(ctx, sp, []claimed{ev}, []provider.Normalized{n}, nil)
 	})
 }
 
 // sendApply sends the statements that apply events (and, with more, whatever the
 // caller adds to the same batch) in one round trip.
-func sendApply(ctx context.Context, tx pgx.Tx, events []claimed, norms []Normalized, more func(*pgx.Batch)) error {
+func sendApply(ctx context.Context, tx pgx.Tx, events []claimed, norms []provider.Normalized, more func(*pgx.Batch)) error {
 	b := &pgx.Batch{}
 	if err := queueApply(b, events, norms); err != nil {
 		return err
@@ -167,7 +168,7 @@ func (p *Processor) decide(ev claimed, err error) outcome {
 // isPermanent: the normalizer said so, or Postgres refused the data itself (a value
 // it cannot store, a key too long for its index), which no retry changes.
 func isPermanent(err error) bool {
-	return errors.Is(err, ErrPermanent) || store.Unstorable(err)
+	return errors.Is(err, provider.ErrPermanent) || store.Unstorable(err)
 }
 
 // failBatch handles a batch whose transaction failed as a whole even event by event

@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 )
 
 // TestMain doubles as a child process for crash tests: with INBOXD_TEST_CHILD set, the
@@ -100,22 +102,6 @@ func status(msgID, st string, at time.Time) string {
 		at.UTC().Format(time.RFC3339Nano), msgID, st)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s (last error: %v)", what, within, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // queueCounts returns the number of events per state.
 func queueCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int, error) {
 	rows, err := pool.Query(ctx, "SELECT state, count::int FROM inbox_queue_stats")
@@ -139,7 +125,7 @@ func queueCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int, error
 func waitSettled(t testing.TB, pool *pgxpool.Pool, within time.Duration) map[string]int {
 	t.Helper()
 	var counts map[string]int
-	waitFor(t, "queue settled", within, func() (bool, error) {
+	pgtest.Eventually(t, "queue settled", within, func() (bool, error) {
 		var err error
 		counts, err = queueCounts(context.Background(), pool)
 		return err == nil && counts["pending"] == 0 && counts["processing"] == 0, err
@@ -163,8 +149,8 @@ func runChild(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	norm := func(payload []byte, at time.Time) (Normalized, error) {
-		n, err := NormalizeGeneric(payload, at)
+	norm := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		n, err := generic.Normalize(payload, at)
 		switch {
 		case mode == "poison" && n.Message != nil && n.Message.ID == "poison":
 			os.Exit(3)
@@ -176,7 +162,7 @@ func runChild(mode string) int {
 	}
 	p := New(pool, url, Config{
 		Lease: 300 * time.Millisecond, SweepInterval: 50 * time.Millisecond, MaxAttempts: 3, BatchSize: 50,
-		Normalizers: map[string]Normalizer{"generic": norm},
+		Normalizers: map[string]provider.Normalizer{"generic": norm},
 	}, zap.NewNop(), NewMetrics(prometheus.NewRegistry()))
 	go p.Run(ctx)
 	for {

@@ -3,6 +3,8 @@ package processor
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"inboxd/internal/provider/registry"
 )
 
 type metrics struct {
@@ -22,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 	m := newMetrics(reg)
 	// Every series exists from the start, at zero, so that rate() and alerts see a
 	// zero rather than nothing before the first event.
-	for provider := range DefaultNormalizers() {
+	for provider := range registry.Normalizers() {
 		for _, result := range []string{"processed", "retry", "dead"} {
 			m.processed.WithLabelValues(provider, result)
 		}

@@ -10,40 +10,6 @@ import (
 	"inboxd/internal/pgtest"
 )
 
-// TestEventListPlans: on 200,000 events of which 20 are dead, each filter of the
-// events list reads an index in id order, in the generic plan too: listing dead
-// events walks their small partial index, never the whole table.
-func TestEventListPlans(t *testing.T) {
-	t.Parallel()
-	pool, _ := newDB(t)
-	if _, err := pool.Exec(context.Background(), `
-INSERT INTO inbound_events (provider, external_id, payload, state, processed_at)
-SELECT CASE WHEN g % 3 = 0 THEN 'twilio' ELSE 'generic' END, 'e-' || g, '{}',
-       CASE WHEN g % 10000 = 0 THEN 'dead' ELSE 'processed' END, now()
-FROM generate_series(1, 200000) AS g;
-ANALYZE inbound_events`); err != nil {
-		t.Fatal(err)
-	}
-	for name, c := range map[string]struct {
-		f     EventFilter
-		index string
-	}{
-		"events":                 {EventFilter{Limit: 51}, "inbound_events_pkey"},
-		"events, next page":      {EventFilter{Limit: 51, Before: 150000}, "inbound_events_pkey"},
-		"dead events":            {EventFilter{Limit: 51, State: "dead"}, "inbound_events_dead"},
-		"dead events, next page": {EventFilter{Limit: 51, State: "dead", Before: 150000}, "inbound_events_dead"},
-		"a provider's events":    {EventFilter{Limit: 51, Provider: "twilio"}, "inbound_events_pkey"},
-		"a provider's processed": {EventFilter{Limit: 51, Provider: "twilio", State: "processed"}, "inbound_events_pkey"},
-	} {
-		sql, args := eventsQuery(c.f)
-		for _, generic := range []bool{false, true} {
-			if p := pgtest.Plan(t, pool, generic, sql, args...); strings.Contains(p, "Seq Scan") || strings.Contains(p, "Sort") || !strings.Contains(p, c.index) {
-				t.Errorf("%s (generic plan: %v): %s, want an in-order scan of %s", name, generic, p, c.index)
-			}
-		}
-	}
-}
-
 // TestProcessorPlans: each statement of a claim or an apply, planned generic (as
 // plan_cache_mode force_generic_plan has it, session.go) on tables the planner has
 // never seen filled, reads its tables through an index: the arrays' size is unknown
@@ -63,7 +29,7 @@ func TestProcessorPlans(t *testing.T) {
 	}
 	defer pool.Close()
 	for name, sql := range map[string]string{
-		"claimDue": claimDue, "rescueExpired": rescueExpired, "finish": finish, "markDone": markDone, "readEvents": readEvents,
+		"claimDue": claimDue, "rescueExpired": rescueExpired, "finish": finish,
 		"ensureConversations": ensureConversations, "insertMessages": insertMessages,
 		"applyStatuses": applyStatuses, "touchConversations": touchConversations,
 	} {

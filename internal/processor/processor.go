@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/registry"
 	"inboxd/internal/store"
 )
 
@@ -64,7 +67,7 @@ type Config struct {
 	DeadRetention time.Duration
 	// Normalizers maps provider names to their Normalizer; nil means
 	// DefaultNormalizers. Tests replace it to inject failures.
-	Normalizers map[string]Normalizer
+	Normalizers map[string]provider.Normalizer
 	// Tracing makes the spans of processing (trace.go); nil: none.
 	Tracing trace.TracerProvider
 	// PollOnly runs no LISTEN connection: the sweep (and this process's own ingest
@@ -79,6 +82,19 @@ type Config struct {
 	BatchWait time.Duration
 }
 
+// The defaults of Config (and of the service's settings, docs/configuration.md).
+const (
+	DefaultBatchSize       = 64
+	DefaultMaxAttempts     = 12
+	DefaultLease           = 30 * time.Second
+	DefaultSweepInterval   = time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// DefaultWorkers is the default of Config.Workers: four batches per CPU, since a
+// batch spends most of its time waiting on the database.
+var DefaultWorkers = 4 * runtime.NumCPU()
+
 // DefaultBatchWait is INBOX_BATCH_WAIT's default: events that other processes commit
 // (or that a replay requeues) wait at most this long to share a claim with others.
 // An event after a quiet spell is claimed at once.
@@ -86,29 +102,29 @@ const DefaultBatchWait = 10 * time.Millisecond
 
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
-		c.Workers = 8
+		c.Workers = DefaultWorkers
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 64
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 12
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
+		c.Lease = DefaultLease
 	}
 	if c.SweepInterval <= 0 {
-		c.SweepInterval = time.Second
+		c.SweepInterval = DefaultSweepInterval
 	}
 	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = 10 * time.Second
+		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
 		c.ID = fmt.Sprintf("%s/%d/%04x", host, os.Getpid(), rand.N(1<<16))
 	}
 	if c.Normalizers == nil {
-		c.Normalizers = DefaultNormalizers()
+		c.Normalizers = registry.Normalizers()
 	}
 	if c.Tracing == nil {
 		c.Tracing = noop.NewTracerProvider()

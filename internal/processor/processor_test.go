@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 	"os/exec"
 	"strings"
 	"sync"
@@ -20,8 +23,8 @@ func TestExactlyOnce(t *testing.T) {
 	const n = 5000
 	var mu sync.Mutex
 	handled := map[string]int{}
-	counting := func(payload []byte, at time.Time) (Normalized, error) {
-		norm, err := NormalizeGeneric(payload, at)
+	counting := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		norm, err := generic.Normalize(payload, at)
 		if err == nil {
 			mu.Lock()
 			handled[norm.Message.ID]++
@@ -30,7 +33,7 @@ func TestExactlyOnce(t *testing.T) {
 		return norm, err
 	}
 	for range 4 {
-		start(t, url, Config{Workers: 4, BatchSize: 32, Normalizers: map[string]Normalizer{"generic": counting}})
+		start(t, url, Config{Workers: 4, BatchSize: 32, Normalizers: map[string]provider.Normalizer{"generic": counting}})
 	}
 	base := time.Now()
 	payloads := make([]string, 0, 500)
@@ -67,16 +70,22 @@ func TestExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestNotifyWakesWorkers: with the sweep an hour away, only LISTEN/NOTIFY can have
-// woken the processor.
+// TestNotifyWakesWorkers: with the sweep an hour away and every worker idle, an event
+// another process commits (an INSERT here: nothing calls Committed) is processed,
+// which only its NOTIFY can have caused. The first event and the idle check make sure
+// the start-up pass is over before the second arrives.
 func TestNotifyWakesWorkers(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
 	p := start(t, url, Config{SweepInterval: time.Hour})
-	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
-	time.Sleep(50 * time.Millisecond) // the start-up pass has run
-	insertEvents(t, pool, received("m-1", "hi", time.Now()))
+	pgtest.Eventually(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	insertEvents(t, pool, received("m-0", "first", time.Now()))
 	waitSettled(t, pool, 10*time.Second)
+	pgtest.Eventually(t, "every worker idle", 10*time.Second, func() (bool, error) { return p.active.Load() == 0, nil })
+	insertEvents(t, pool, received("m-1", "woken by NOTIFY", time.Now()))
+	if counts := waitSettled(t, pool, 10*time.Second); counts["processed"] != 2 {
+		t.Errorf("queue %v, want both events processed", counts)
+	}
 }
 
 // TestListenerLoss: the listening backend is terminated; events are still processed
@@ -85,7 +94,7 @@ func TestListenerLoss(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
 	p := start(t, url, Config{SweepInterval: 200 * time.Millisecond})
-	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	pgtest.Eventually(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
 	listenerPID := func() (int, error) {
 		var pid int
 		err := pool.QueryRow(context.Background(), `
@@ -101,7 +110,7 @@ SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query IL
 	}
 	insertEvents(t, pool, received("m-1", "during the gap", time.Now()))
 	waitSettled(t, pool, 10*time.Second)
-	waitFor(t, "listener back on a new backend", 15*time.Second, func() (bool, error) {
+	pgtest.Eventually(t, "listener back on a new backend", 15*time.Second, func() (bool, error) {
 		after, err := listenerPID()
 		return err == nil && after != before && p.ListenerConnected(), err
 	})
@@ -116,18 +125,18 @@ func TestRetryThenSuccess(t *testing.T) {
 	pool, url := newDB(t)
 	var mu sync.Mutex
 	calls := 0
-	flaky := func(payload []byte, at time.Time) (Normalized, error) {
+	flaky := func(payload []byte, at time.Time) (provider.Normalized, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
 		if calls <= 2 {
-			return Normalized{}, fmt.Errorf("upstream hiccup %d", calls)
+			return provider.Normalized{}, fmt.Errorf("upstream hiccup %d", calls)
 		}
-		return NormalizeGeneric(payload, at)
+		return generic.Normalize(payload, at)
 	}
-	start(t, url, Config{Normalizers: map[string]Normalizer{"generic": flaky}})
+	start(t, url, Config{Normalizers: map[string]provider.Normalizer{"generic": flaky}})
 	insertEvents(t, pool, received("m-1", "hi", time.Now()))
-	waitFor(t, "processed after retries", 20*time.Second, func() (bool, error) {
+	pgtest.Eventually(t, "processed after retries", 20*time.Second, func() (bool, error) {
 		var state string
 		err := pool.QueryRow(context.Background(), "SELECT state FROM inbound_events").Scan(&state)
 		return state == "processed", err
@@ -147,20 +156,20 @@ func TestRetryThenSuccess(t *testing.T) {
 func TestPoisonGoesDeadWithoutBlocking(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
-	panicky := func(payload []byte, at time.Time) (Normalized, error) {
-		n, err := NormalizeGeneric(payload, at)
+	panicky := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		n, err := generic.Normalize(payload, at)
 		if err == nil && n.Message != nil && n.Message.Text == "panic" {
 			panic("normalizer bug")
 		}
 		return n, err
 	}
-	start(t, url, Config{MaxAttempts: 2, Normalizers: map[string]Normalizer{"generic": panicky}})
+	start(t, url, Config{MaxAttempts: 2, Normalizers: map[string]provider.Normalizer{"generic": panicky}})
 	now := time.Now()
 	insertEvents(t, pool,
 		`{"type":"message.received","data":{}}`, // can never parse: no message id
 		received("m-panic", "panic", now),
 		received("m-1", "a", now), received("m-2", "b", now), received("m-3", "c", now))
-	waitFor(t, "three messages while poison is around", 10*time.Second, func() (bool, error) {
+	pgtest.Eventually(t, "three messages while poison is around", 10*time.Second, func() (bool, error) {
 		var n int
 		err := pool.QueryRow(context.Background(), "SELECT count(*) FROM messages").Scan(&n)
 		return n == 3, err
@@ -381,13 +390,13 @@ func TestGracefulStopReleases(t *testing.T) {
 			t.Parallel()
 			pool, url := newDB(t)
 			entered := make(chan struct{}, 1)
-			slow := func(payload []byte, at time.Time) (Normalized, error) {
+			slow := func(payload []byte, at time.Time) (provider.Normalized, error) {
 				entered <- struct{}{}
 				time.Sleep(500 * time.Millisecond)
-				return NormalizeGeneric(payload, at)
+				return generic.Normalize(payload, at)
 			}
 			p := New(pool, url, Config{ShutdownTimeout: tc.timeout, SweepInterval: time.Hour,
-				Normalizers: map[string]Normalizer{"generic": slow}}, zapNop(), NewMetrics(nil))
+				Normalizers: map[string]provider.Normalizer{"generic": slow}}, zapNop(), NewMetrics(nil))
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()
@@ -413,8 +422,8 @@ func TestGracefulStopReleases(t *testing.T) {
 func TestBadEventInBatchCostsOnlyItself(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
-	withNUL := func(payload []byte, at time.Time) (Normalized, error) {
-		n, err := NormalizeGeneric(payload, at)
+	withNUL := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		n, err := generic.Normalize(payload, at)
 		if err == nil && n.Message != nil && n.Message.Text == "nul" {
 			n.Message.Text = "a\x00b"
 		}
@@ -426,7 +435,7 @@ func TestBadEventInBatchCostsOnlyItself(t *testing.T) {
 		payloads = append(payloads, received(fmt.Sprintf("m-%d", i), "fine", t0))
 	}
 	insertEvents(t, pool, payloads...) // before the processor starts: one batch
-	start(t, url, Config{BatchSize: 64, Normalizers: map[string]Normalizer{"generic": withNUL}})
+	start(t, url, Config{BatchSize: 64, Normalizers: map[string]provider.Normalizer{"generic": withNUL}})
 	counts := waitSettled(t, pool, 10*time.Second)
 	var retried int
 	var lastErr string
@@ -443,7 +452,7 @@ func TestNotificationBurstIsNotAQueryStorm(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
 	p, reg := startWithRegistry(t, url, Config{BatchSize: 64, SweepInterval: time.Hour})
-	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	pgtest.Eventually(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
 	t0 := time.Now()
 	payloads := make([]string, 10000)
 	for i := range payloads {

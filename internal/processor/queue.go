@@ -17,12 +17,14 @@ import (
 //	processing ──rescue (lease expired)──▶ processing (another holder) | dead (out of attempts)
 //	processing ──release (graceful stop)──▶ pending (attempt not counted)
 //	processed | dead ──Requeue (replay)──▶ pending (fresh attempts)
-//	pending ──markDone (another queue applied it: ApplyEvents)──▶ processed | dead
 //
 // A holder's write is fenced: finish and release change a row only while it is still
 // processing, held by this process (locked_by) for this attempt (attempts). locked_by
 // stops a process whose lease was taken over by another; attempts stops a process's
 // own late write after its own sweep rescued the event.
+
+// States are the states of inbound_events.state.
+var States = []string{"pending", "processing", "processed", "dead"}
 
 // claimed is an event this process holds a lease on.
 type claimed struct {
@@ -214,18 +216,6 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 	return nil
 }
 
-// markDone records what another queue's job did with events (ApplyEvents, used by
-// the River baseline of the benchmark): processed, or dead with the reason. Events
-// already finished are left alone; the attempt is counted here, there being no claim.
-const markDone = `
-UPDATE inbound_events e
-SET state        = o.state,
-    attempts     = e.attempts + 1,
-    processed_at = CASE WHEN o.state = 'processed' THEN clock_timestamp() END,
-    last_error   = NULLIF(o.last_error, '')
-FROM unnest($1::bigint[], $2::text[], $3::text[]) AS o(id, state, last_error)
-WHERE e.id = o.id AND e.state IN ('pending', 'processing')`
-
 // Parameters carry explicit casts throughout the processor's SQL: with
 // default_query_exec_mode=simple_protocol (a choice behind a pooler) pgx writes them
 // into the statement as untyped literals, and a function like cardinality() cannot
@@ -265,69 +255,13 @@ func Requeue(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int64, error
 	return n, nil
 }
 
-// RequeueState replays up to limit events in state (dead or processed), of provider
-// if it is not empty, oldest first, and returns how many it requeued.
+// RequeueState replays up to limit events in state (dead or processed: others match
+// nothing), of provider if it is not empty, oldest first, and returns how many it
+// requeued. Callers validate the filter (readmodel.ReplayFilter).
 func RequeueState(ctx context.Context, pool *pgxpool.Pool, state, provider string, limit int) (int64, error) {
-	if err := (EventFilter{State: state, Provider: provider, Limit: limit}).Validate(); err != nil {
-		return 0, err
-	}
-	if state != "dead" && state != "processed" {
-		return 0, fmt.Errorf("%w: only dead or processed events can be replayed, got %q", ErrBadFilter, state)
-	}
 	var n int64
 	if err := pool.QueryRow(ctx, requeue, []int64{}, state, provider, limit).Scan(&n); err != nil {
 		return 0, fmt.Errorf("requeue %s events: %w", state, err)
 	}
 	return n, nil
-}
-
-// Stats is the queue at a glance (GET /v1/stats).
-type Stats struct {
-	Pending                 int64    `json:"pending"`
-	Processing              int64    `json:"processing"`
-	Dead                    int64    `json:"dead"`
-	ProcessedEstimate       int64    `json:"processed_estimate"`
-	ProcessedExact          bool     `json:"processed_exact"`
-	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
-	ReceivedLastMinute      int64    `json:"received_last_minute"`
-	ProcessedLastMinute     int64    `json:"processed_last_minute"`
-}
-
-// lastMinute counts what arrived in the last minute, and what was processed in it
-// among the events received in the last hour (a retry of something older that
-// finished this minute is not in it), through the BRIN index on received_at.
-const lastMinute = `
-SELECT count(*) FILTER (WHERE received_at > now() - interval '1 minute'),
-       count(*) FILTER (WHERE processed_at > now() - interval '1 minute')
-FROM inbound_events WHERE received_at > now() - interval '1 hour'`
-
-// ReadStats reads the queue's Stats: the states from inbox_queue_stats (exact for
-// the live queue, an estimate of the processed history on large tables), and the
-// last minute's throughput.
-func ReadStats(ctx context.Context, pool *pgxpool.Pool) (Stats, error) {
-	states, err := ReadQueue(ctx, pool)
-	if err != nil {
-		return Stats{}, err
-	}
-	var s Stats
-	for _, q := range states {
-		switch q.State {
-		case "pending":
-			s.Pending = q.Count
-			if q.Count > 0 {
-				age := q.OldestAge.Seconds()
-				s.OldestPendingAgeSeconds = &age
-			}
-		case "processing":
-			s.Processing = q.Count
-		case "dead":
-			s.Dead = q.Count
-		case "processed":
-			s.ProcessedEstimate, s.ProcessedExact = q.Count, q.Exact
-		}
-	}
-	if err := pool.QueryRow(ctx, lastMinute).Scan(&s.ReceivedLastMinute, &s.ProcessedLastMinute); err != nil {
-		return Stats{}, fmt.Errorf("queue stats: %w", err)
-	}
-	return s, nil
 }

@@ -3,6 +3,9 @@ package processor
 import (
 	"context"
 	"fmt"
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/registry"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -106,7 +109,7 @@ func TestTimedOutBatchIsRetriedWithBackoff(t *testing.T) {
 	p := start(t, url, Config{Lease: time.Second, SweepInterval: 100 * time.Millisecond})
 	insertEvents(t, pool, received("m-1", "hi", time.Now()))
 	var lastErr string
-	waitFor(t, "a retry recorded while the table is locked", 10*time.Second, func() (bool, error) {
+	pgtest.Eventually(t, "a retry recorded while the table is locked", 10*time.Second, func() (bool, error) {
 		err := pool.QueryRow(context.Background(), "SELECT COALESCE(last_error, '') FROM inbound_events WHERE state = 'pending' AND attempts = 1").Scan(&lastErr)
 		return err == nil, err
 	})
@@ -138,7 +141,7 @@ func TestMessageAndStatusRace(t *testing.T) {
 			insertEvents(t, pool, sent("m-1", "+15552223333", t0), status("m-1", "delivered", t0.Add(time.Second)))
 			evs := mustClaim(t, holder(t, pool, "a", time.Minute), 2)
 			msg, st := evs[0], evs[1]
-			if n, _ := normalize(DefaultNormalizers(), msg); n.Message == nil {
+			if n, _ := normalize(registry.Normalizers(), msg); n.Message == nil {
 				msg, st = st, msg
 			}
 			if statusFirst {
@@ -171,13 +174,13 @@ func TestMessageAndStatusRace(t *testing.T) {
 func apply(t *testing.T, pool *pgxpool.Pool, ev claimed) func() func() error {
 	return func() func() error {
 		ctx := context.Background()
-		n, err := normalize(DefaultNormalizers(), ev)
+		n, err := normalize(registry.Normalizers(), ev)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tx, err := pool.Begin(ctx)
 		if err == nil {
-			err = sendApply(ctx, tx, []claimed{ev}, []Normalized{n}, nil)
+			err = sendApply(ctx, tx, []claimed{ev}, []provider.Normalized{n}, nil)
 		}
 		if err != nil {
 			return func() error { return err }
@@ -255,12 +258,12 @@ func TestNoLostWakeUp(t *testing.T) {
 					}
 				}
 			})
-			waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
-			waitFor(t, "workers idle", 10*time.Second, func() (bool, error) { return p.active.Load() == 0 && len(p.wake) == 0, nil })
+			pgtest.Eventually(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+			pgtest.Eventually(t, "workers idle", 10*time.Second, func() (bool, error) { return p.active.Load() == 0 && len(p.wake) == 0, nil })
 			armed.Store(true)
 			insertEvents(t, pool, received("now", "hi", t0))
-			waitFor(t, "the hook fired", 10*time.Second, func() (bool, error) { return fired.Load(), nil })
-			waitFor(t, "the event that became due is processed without a sweep", 5*time.Second, func() (bool, error) {
+			pgtest.Eventually(t, "the hook fired", 10*time.Second, func() (bool, error) { return fired.Load(), nil })
+			pgtest.Eventually(t, "the event that became due is processed without a sweep", 5*time.Second, func() (bool, error) {
 				var n int
 				err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'processed'").Scan(&n)
 				return n == 2, err
@@ -279,8 +282,8 @@ func TestBatchWait(t *testing.T) {
 	ctx := context.Background()
 	pool, url := newDB(t)
 	p, reg := startWithRegistry(t, url, Config{BatchSize: 4, BatchWait: time.Hour, SweepInterval: time.Hour})
-	waitFor(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
-	waitFor(t, "the first claim at start", 10*time.Second, func() (bool, error) { return p.claimedAt.Load() != 0, nil })
+	pgtest.Eventually(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
+	pgtest.Eventually(t, "the first claim at start", 10*time.Second, func() (bool, error) { return p.claimedAt.Load() != 0, nil })
 	t0 := time.Now()
 	processed := func() int {
 		var n int
@@ -297,12 +300,12 @@ func TestBatchWait(t *testing.T) {
 		t.Fatalf("%d of 3 notified events processed within BatchWait, want them waiting for a batch's worth", n)
 	}
 	insertEvents(t, pool, received("m-3", "hi", t0))
-	waitFor(t, "a batch's worth claimed at once", 5*time.Second, func() (bool, error) { return processed() == 4, nil })
+	pgtest.Eventually(t, "a batch's worth claimed at once", 5*time.Second, func() (bool, error) { return processed() == 4, nil })
 	if full := counter(t, reg, "inbox_claims_total", "events"); full != 1 {
 		t.Errorf("%v claims found events, want the four in one", full)
 	}
 
 	insertEvents(t, pool, received("m-4", "committed here", t0))
 	p.Committed(1)
-	waitFor(t, "an event this process committed claimed at once", 5*time.Second, func() (bool, error) { return processed() == 5, nil })
+	pgtest.Eventually(t, "an event this process committed claimed at once", 5*time.Second, func() (bool, error) { return processed() == 5, nil })
 }

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"inboxd/internal/pgtest"
 	"testing"
 	"time"
 
@@ -172,16 +173,19 @@ SELECT 'generic', 'e-' || g, '{}', CASE WHEN g % 1000 = 0 THEN 'dead' WHEN g % 1
 FROM generate_series(1, 150000) AS g`); err != nil {
 		t.Fatal(err)
 	}
-	var s Stats
-	waitFor(t, "the statistics see the rows", 10*time.Second, func() (bool, error) {
-		var err error
-		s, err = ReadStats(ctx, pool)
-		return err == nil && !s.ProcessedExact, err
+	s := map[string]QueueState{}
+	pgtest.Eventually(t, "the statistics see the rows", 10*time.Second, func() (bool, error) {
+		states, err := ReadQueue(ctx, pool)
+		for _, q := range states {
+			s[q.State] = q
+		}
+		return err == nil && !s["processed"].Exact, err
 	})
-	if s.Pending != 150 || s.Dead != 150 || s.Processing != 0 {
+	if s["pending"].Count != 150 || s["dead"].Count != 150 || s["processing"].Count != 0 ||
+		!s["pending"].Exact || !s["dead"].Exact {
 		t.Errorf("live states %+v, want 150 pending and 150 dead, exactly", s)
 	}
-	if want := int64(149700); s.ProcessedEstimate < want*9/10 || s.ProcessedEstimate > want*11/10 {
-		t.Errorf("processed estimate %d, want within 10%% of %d", s.ProcessedEstimate, want)
+	if want, got := int64(149700), s["processed"].Count; got < want*9/10 || got > want*11/10 {
+		t.Errorf("processed estimate %d, want within 10%% of %d", got, want)
 	}
 }

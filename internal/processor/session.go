@@ -60,6 +60,10 @@ func settings(lease time.Duration) string {
 	)
 }
 
+// TxSettings is the statement that gives a transaction the processor's settings
+// with the lease as its timeouts (for QueueApply's callers).
+func TxSettings(lease time.Duration) string { return settings(lease) }
+
 // batch returns a batch that starts with the processor's settings.
 func (p *Processor) batch() *pgx.Batch {
 	b := &pgx.Batch{}

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 )
 
 // TestTransactionSettings: the processor's transactions (claims, applies with
@@ -33,14 +35,14 @@ func TestTransactionSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	withNUL := func(payload []byte, at time.Time) (Normalized, error) {
-		n, err := NormalizeGeneric(payload, at)
+	withNUL := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		n, err := generic.Normalize(payload, at)
 		if err == nil && n.Message != nil && n.Message.Text == "nul" {
 			n.Message.Text = "a\x00b" // Postgres refuses it: the batch falls back to one by one
 		}
 		return n, err
 	}
-	p := New(pool, url, Config{BatchSize: 4, Workers: 1, Normalizers: map[string]Normalizer{"generic": withNUL}},
+	p := New(pool, url, Config{BatchSize: 4, Workers: 1, Normalizers: map[string]provider.Normalizer{"generic": withNUL}},
 		zapNop(), NewMetrics(prometheus.NewRegistry()))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

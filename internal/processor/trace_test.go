@@ -3,6 +3,8 @@ package processor
 import (
 	"context"
 	"errors"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -45,10 +47,10 @@ func TestProcessSpans(t *testing.T) {
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	var failed atomic.Bool
-	flaky := func(payload []byte, at time.Time) (Normalized, error) {
-		n, err := NormalizeGeneric(payload, at)
+	flaky := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		n, err := generic.Normalize(payload, at)
 		if err == nil && n.Message.Text == "flaky" && failed.CompareAndSwap(false, true) {
-			return Normalized{}, errors.New("upstream hiccup")
+			return provider.Normalized{}, errors.New("upstream hiccup")
 		}
 		return n, err
 	}
@@ -57,7 +59,7 @@ func TestProcessSpans(t *testing.T) {
 	if _, err := pool.Exec(ctx, "UPDATE inbound_events SET traceparent = $1", sendContext); err != nil {
 		t.Fatal(err)
 	}
-	start(t, url, Config{Tracing: tp, Normalizers: map[string]Normalizer{"generic": flaky}})
+	start(t, url, Config{Tracing: tp, Normalizers: map[string]provider.Normalizer{"generic": flaky}})
 	waitSettled(t, pool, 20*time.Second)
 	var ids []string
 	rows, _ := pool.Query(ctx, "SELECT id::text FROM inbound_events ORDER BY id")

@@ -79,20 +79,12 @@ func TestMigrationsNeverBlockIngest(t *testing.T) {
 // lock.
 func waitForLockWait(t *testing.T, conn *pgx.Conn, pattern string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	pgtest.Eventually(t, "a statement like "+pattern+" waits on a lock", 20*time.Second, func() (bool, error) {
 		var waiting bool
 		err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 WHERE datname = current_database() AND query LIKE $1 AND wait_event_type = 'Lock')`, pattern).Scan(&waiting)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if waiting {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no statement like %q waited on a lock within 20s", pattern)
-		}
-	}
+		return waiting, err
+	})
 }
 
 // TestMigrationsFollowTheLockRules reads every migration: an index on a table the

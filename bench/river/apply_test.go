@@ -1,12 +1,17 @@
-package processor
+package main
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"inboxd/internal/pgtest"
 )
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestApplyEvents: what another queue's job does with event ids (the River baseline):
 // the events' messages and statuses are written, each event is marked processed with
@@ -15,17 +20,26 @@ import (
 func TestApplyEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, _ := newDB(t)
-	t0 := time.Now()
-	insertEvents(t, pool, sent("m-1", "+15552223333", t0), status("m-1", "read", t0), received("m-2", "hi", t0),
-		`{"type":"message.received","data":{}}`) // no message id: permanent
+	pool, _ := pgtest.NewPool(t)
+	at := time.Now().UTC().Format(time.RFC3339)
+	_, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload)
+SELECT 'generic', 'evt-' || n, payload::jsonb FROM unnest($1::text[]) WITH ORDINALITY AS t(payload, n)`, []string{
+		`{"type":"message.sent","timestamp":"` + at + `","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"out"}}`,
+		`{"type":"message.status","timestamp":"` + at + `","data":{"message_id":"m-1","status":"read"}}`,
+		`{"type":"message.received","timestamp":"` + at + `","data":{"message_id":"m-2","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`,
+		`{"type":"message.received","data":{}}`, // no message id: permanent
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rows, _ := pool.Query(ctx, "SELECT id FROM inbound_events ORDER BY id")
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := ApplyEvents(ctx, pool, ids); err != nil {
+		if err := applyEvents(ctx, pool, ids); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,12 +1,12 @@
-package processor
+package provider
 
 import (
 	"encoding/json"
-	"errors"
+	"strings"
 	"time"
 )
 
-// Normalized is what one event means: a message, or a status of a message.
+// Normalized is what one stored event means: a message, or a status of a message.
 // Exactly one of Message and Status is set.
 type Normalized struct {
 	Message *Message
@@ -54,15 +54,21 @@ type Status struct {
 // payloads carry none (Twilio).
 type Normalizer func(payload []byte, receivedAt time.Time) (Normalized, error)
 
-// ErrPermanent marks a payload that no retry can fix.
-var ErrPermanent = errors.New("permanent")
+// NullIfEmpty returns raw, or nil when it is empty or JSON null.
+func NullIfEmpty(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
 
-// DefaultNormalizers maps each provider name (inbound_events.provider) to its
-// normalizer. A new provider adds one file with its function and one line here.
-func DefaultNormalizers() map[string]Normalizer {
-	return map[string]Normalizer{
-		"generic": NormalizeGeneric,
-		"twilio":  NormalizeTwilio,
-		"meta":    NormalizeMeta,
+// MediaKind maps a MIME type to a message type: image, audio, video or document.
+func MediaKind(contentType string) string {
+	major, _, _ := strings.Cut(contentType, "/")
+	switch major {
+	case "image", "audio", "video":
+		return major
+	default:
+		return "document"
 	}
 }

@@ -1,15 +1,17 @@
-package processor
+package meta
 
 import (
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
+
+	"inboxd/internal/provider"
 )
 
-// metaEvent is what ingest stores for one WhatsApp Cloud API message or status
-// (ingest.MetaEvent): the item with its envelope's metadata and contacts.
-type metaEvent struct {
+// stored is an Event (parse.go) as Normalize reads it: the item with its envelope's
+// metadata and contacts.
+type stored struct {
 	Metadata struct {
 		PhoneNumberID      string `json:"phone_number_id"`
 		DisplayPhoneNumber string `json:"display_phone_number"`
@@ -64,33 +66,33 @@ type metaStatus struct {
 	Errors          json.RawMessage `json:"errors"`
 }
 
-// NormalizeMeta reads one WhatsApp Cloud API message or status. The conversation is
+// Normalize reads one WhatsApp Cloud API message or status. The conversation is
 // our phone_number_id plus the contact's number (wa_id, as E.164), or the
 // business-scoped user id when Meta withholds the number. Message types we do not
 // model are kept as type "unsupported" with the raw object: nothing is dropped.
-func NormalizeMeta(payload []byte, receivedAt time.Time) (Normalized, error) {
-	var e metaEvent
+func Normalize(payload []byte, receivedAt time.Time) (provider.Normalized, error) {
+	var e stored
 	if err := json.Unmarshal(payload, &e); err != nil {
-		return Normalized{}, fmt.Errorf("%w: meta payload: %v", ErrPermanent, err)
+		return provider.Normalized{}, fmt.Errorf("%w: meta payload: %v", provider.ErrPermanent, err)
 	}
 	if len(e.Status) > 0 {
 		return normalizeMetaStatus(e.Status, receivedAt)
 	}
 	var msg metaMessage
 	if err := json.Unmarshal(e.Message, &msg); err != nil || msg.ID == "" {
-		return Normalized{}, fmt.Errorf("%w: meta message without an id (%v)", ErrPermanent, err)
+		return provider.Normalized{}, fmt.Errorf("%w: meta message without an id (%v)", provider.ErrPermanent, err)
 	}
 	channel := e.Metadata.PhoneNumberID
 	contact, name := metaContact(e, msg)
 	if channel == "" || contact == "" {
-		return Normalized{}, fmt.Errorf("%w: meta message %s without phone_number_id or sender", ErrPermanent, msg.ID)
+		return provider.Normalized{}, fmt.Errorf("%w: meta message %s without phone_number_id or sender", provider.ErrPermanent, msg.ID)
 	}
-	m := &Message{
+	m := &provider.Message{
 		ID: msg.ID, Direction: "inbound", Type: msg.Type, Channel: channel, Contact: contact, ContactName: name,
 		Sender: contact, Recipient: channel, SentAt: unixOr(msg.Timestamp, receivedAt), Status: "received",
 	}
 	fillMetaContent(m, msg, e.Message)
-	return Normalized{Message: m}, nil
+	return provider.Normalized{Message: m}, nil
 }
 
 // metaContact: the sender's E.164 number, else their business-scoped user id; and
@@ -102,7 +104,7 @@ func NormalizeMeta(payload []byte, receivedAt time.Time) (Normalized, error) {
 // join them before the user_changed_user_id / number system messages, which are kept
 // as unsupported messages for an operator to act on. An envelope with one contact
 // names the sender even if the ids are spelled differently.
-func metaContact(e metaEvent, msg metaMessage) (contact, name string) {
+func metaContact(e stored, msg metaMessage) (contact, name string) {
 	for _, c := range e.Contacts {
 		if (msg.From != "" && c.WaID == msg.From) || (msg.FromUserID != "" && c.UserID == msg.FromUserID) || len(e.Contacts) == 1 {
 			name = c.Profile.Name
@@ -113,14 +115,14 @@ func metaContact(e metaEvent, msg metaMessage) (contact, name string) {
 	}
 	switch {
 	case msg.From != "":
-		return e164(msg.From), name
+		return provider.E164(msg.From), name
 	default:
 		return msg.FromUserID, name
 	}
 }
 
 // fillMetaContent sets type, text, media and content from the message's type object.
-func fillMetaContent(m *Message, msg metaMessage, raw json.RawMessage) {
+func fillMetaContent(m *provider.Message, msg metaMessage, raw json.RawMessage) {
 	media := map[string]*metaMedia{"image": msg.Image, "audio": msg.Audio, "video": msg.Video, "document": msg.Document, "sticker": msg.Sticker}
 	switch {
 	case msg.Type == "text" && msg.Text != nil:
@@ -128,7 +130,7 @@ func fillMetaContent(m *Message, msg metaMessage, raw json.RawMessage) {
 	case media[msg.Type] != nil:
 		md := media[msg.Type]
 		m.Text = md.Caption
-		m.Media = []Media{{ID: md.ID, ContentType: md.MimeType, Caption: md.Caption}}
+		m.Media = []provider.Media{{ID: md.ID, ContentType: md.MimeType, Caption: md.Caption}}
 		if md.Filename != "" {
 			m.Content, _ = json.Marshal(map[string]string{"filename": md.Filename})
 		}
@@ -147,12 +149,12 @@ func fillMetaContent(m *Message, msg metaMessage, raw json.RawMessage) {
 	}
 }
 
-func normalizeMetaStatus(raw json.RawMessage, receivedAt time.Time) (Normalized, error) {
+func normalizeMetaStatus(raw json.RawMessage, receivedAt time.Time) (provider.Normalized, error) {
 	var s metaStatus
 	if err := json.Unmarshal(raw, &s); err != nil || s.ID == "" || s.Status == "" {
-		return Normalized{}, fmt.Errorf("%w: meta status without id or status (%v)", ErrPermanent, err)
+		return provider.Normalized{}, fmt.Errorf("%w: meta status without id or status (%v)", provider.ErrPermanent, err)
 	}
-	return Normalized{Status: &Status{MessageID: s.ID, Status: s.Status, At: unixOr(s.Timestamp, receivedAt), Error: nullIfEmpty(s.Errors)}}, nil
+	return provider.Normalized{Status: &provider.Status{MessageID: s.ID, Status: s.Status, At: unixOr(s.Timestamp, receivedAt), Error: provider.NullIfEmpty(s.Errors)}}, nil
 }
 
 // rawField returns one field of a JSON object, raw.

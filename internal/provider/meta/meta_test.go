@@ -1,4 +1,4 @@
-package ingest
+package meta
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
 )
 
 // Meta publishes no signature vector for X-Hub-Signature-256; GitHub uses the identical
@@ -26,16 +26,16 @@ func TestVerifyMeta(t *testing.T) {
 		wantErr                    error
 	}{
 		{"GitHub docs vector", githubSecret, githubSig, githubBody, nil},
-		{"wrong secret", "It's a Secret to Nobody", githubSig, githubBody, errBadSignature},
-		{"tampered body", githubSecret, githubSig, "Hello, World?", errBadSignature},
-		{"sha1 header", githubSecret, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d", githubBody, errBadSignature},
-		{"no prefix", githubSecret, githubSig[7:], githubBody, errBadSignature},
-		{"not hex", githubSecret, "sha256=zz", githubBody, errBadSignature},
-		{"missing header", githubSecret, "", githubBody, errNoSignature},
+		{"wrong secret", "It's a Secret to Nobody", githubSig, githubBody, provider.ErrBadSignature},
+		{"tampered body", githubSecret, githubSig, "Hello, World?", provider.ErrBadSignature},
+		{"sha1 header", githubSecret, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d", githubBody, provider.ErrBadSignature},
+		{"no prefix", githubSecret, githubSig[7:], githubBody, provider.ErrBadSignature},
+		{"not hex", githubSecret, "sha256=zz", githubBody, provider.ErrBadSignature},
+		{"missing header", githubSecret, "", githubBody, provider.ErrNoSignature},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := verifyMeta(tt.secret, tt.header, []byte(tt.body))
+			err := verify(tt.secret, tt.header, []byte(tt.body))
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 				t.Errorf("verifyMeta = %v, want %v", err, tt.wantErr)
 			}
@@ -48,12 +48,12 @@ func TestParseMeta(t *testing.T) {
 		file string
 		want []string // external ids, in order
 	}{
-		{"meta/text.json", []string{"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="}},
-		{"meta/batch.json", []string{"wamid.batch-1", "wamid.batch-2", "wamid.out-1:delivered", "wamid.out-1:read", "wamid.out-2:failed"}},
-		{"meta/no_messages.json", nil},
+		{"text.json", []string{"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="}},
+		{"batch.json", []string{"wamid.batch-1", "wamid.batch-2", "wamid.out-1:delivered", "wamid.out-1:read", "wamid.out-2:failed"}},
+		{"no_messages.json", nil},
 	}
 	for _, tt := range tests {
-		events, err := parseMeta(readTestdata(t, tt.file))
+		events, err := parse(readTestdata(t, tt.file))
 		if err != nil {
 			t.Errorf("%s: %v", tt.file, err)
 			continue
@@ -73,8 +73,8 @@ func TestParseMeta(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{`{`, `{"object":"page","entry":[]}`} {
-		if _, err := parseMeta([]byte(bad)); !errors.Is(err, errMalformed) {
-			t.Errorf("parseMeta(%s) = %v, want errMalformed", bad, err)
+		if _, err := parse([]byte(bad)); !errors.Is(err, provider.ErrMalformed) {
+			t.Errorf("parse(%s) = %v, want provider.ErrMalformed", bad, err)
 		}
 	}
 }
@@ -83,7 +83,7 @@ func FuzzVerifyMeta(f *testing.F) {
 	f.Add(githubSig, []byte(githubBody))
 	f.Add("sha256=", []byte{})
 	f.Fuzz(func(t *testing.T, header string, body []byte) {
-		if verifyMeta(githubSecret, header, body) == nil && string(body) != githubBody {
+		if verify(githubSecret, header, body) == nil && string(body) != githubBody {
 			// Only an HMAC collision could get here; report it with its inputs.
 			t.Errorf("verified header %q for body %q", header, body)
 		}
@@ -91,13 +91,13 @@ func FuzzVerifyMeta(f *testing.F) {
 }
 
 func FuzzParseMeta(f *testing.F) {
-	for _, name := range []string{"meta/text.json", "meta/batch.json", "meta/media.json", "meta/no_messages.json"} {
+	for _, name := range []string{"text.json", "batch.json", "media.json", "no_messages.json"} {
 		f.Add(readTestdata(f, name))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		events, err := parseMeta(body)
-		if err != nil && !errors.Is(err, errMalformed) {
-			t.Errorf("error %v does not wrap errMalformed", err)
+		events, err := parse(body)
+		if err != nil && !errors.Is(err, provider.ErrMalformed) {
+			t.Errorf("error %v does not wrap provider.ErrMalformed", err)
 		}
 		for _, e := range events {
 			if e.ExternalID == "" || len(e.Payload) == 0 {
@@ -134,14 +134,14 @@ func bigMetaPost(n, c int) []byte {
 // store about what was posted, not 300 copies of the list.
 func TestParseMetaKeepsOnlyTheSendersContact(t *testing.T) {
 	body := bigMetaPost(300, 400)
-	events, err := parseMeta(body)
+	events, err := parse(body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stored := 0
 	for i, e := range events {
 		stored += len(e.Payload)
-		var p MetaEvent
+		var p Event
 		if err := json.Unmarshal(e.Payload, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -152,19 +152,5 @@ func TestParseMetaKeepsOnlyTheSendersContact(t *testing.T) {
 	}
 	if stored > 2*len(body) {
 		t.Errorf("a %d-byte POST became %d bytes of payloads, want at most twice the POST", len(body), stored)
-	}
-}
-
-// TestMetaEventCap: a POST with more events than one request may carry is refused
-// with a message that says the limit.
-func TestMetaEventCap(t *testing.T) {
-	t.Parallel()
-	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 4 << 20})
-	status, body := s.postMeta(t, string(bigMetaPost(maxEventsPerRequest+1, 1)))
-	if status != 400 || !strings.Contains(body, fmt.Sprint(maxEventsPerRequest)) {
-		t.Errorf("POST of %d messages: %d %s, want 400 naming the limit", maxEventsPerRequest+1, status, body)
-	}
-	if status, body := s.postMeta(t, string(bigMetaPost(maxEventsPerRequest, 1))); status != 200 {
-		t.Errorf("POST of %d messages: %d %s, want 200", maxEventsPerRequest, status, body)
 	}
 }

@@ -1,0 +1,28 @@
+package pgtest
+
+import (
+	"testing"
+	"time"
+)
+
+// Eventually polls cond until it holds, and fails the test if it does not within
+// the given time (a deadline, never a bare sleep: on a busy machine a condition takes
+// as long as it takes, up to a wide bound). An error from cond does not stop the wait
+// (a database restarting, say), but the last one is reported if time runs out.
+func Eventually(t testing.TB, what string, within time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				t.Fatalf("%s: not true after %s (last error: %v)", what, within, err)
+			}
+			t.Fatalf("%s: not true after %s", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

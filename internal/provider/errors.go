@@ -1,0 +1,73 @@
+package provider
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// The reasons a webhook is refused. Ingest maps each to its status code
+// (docs/webhooks.md): ErrNoSignature, ErrBadSignature and ErrStale to 401,
+// ErrMalformed to 400.
+var (
+	ErrNoSignature  = errors.New("signature header missing")
+	ErrBadSignature = errors.New("signature does not match")
+	ErrStale        = errors.New("timestamp outside tolerance")
+	ErrMalformed    = errors.New("malformed payload")
+)
+
+// ErrPermanent marks a stored payload that no retry can make Normalize understand:
+// the event goes dead at once.
+var ErrPermanent = errors.New("permanent")
+
+// TimestampTolerance bounds replays for the schemes that sign a timestamp: older or
+// future-dated requests are refused.
+const TimestampTolerance = 5 * time.Minute
+
+// MaxExternalIDBytes bounds an external id (a webhook id, a MessageSid, a Meta
+// message id): real ones are under 100 bytes, and a key over ~2,700 bytes does not
+// fit the unique index at all.
+const MaxExternalIDBytes = 256
+
+// RequireHeaders refuses a request that lacks any of the named signature headers.
+func RequireHeaders(h http.Header, names ...string) error {
+	for _, name := range names {
+		if h.Get(name) == "" {
+			return fmt.Errorf("%w: %s", ErrNoSignature, name)
+		}
+	}
+	return nil
+}
+
+// CheckID refuses an external id that is empty or longer than MaxExternalIDBytes,
+// naming the field it came from.
+func CheckID(field, id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: %s is required", ErrMalformed, field)
+	case len(id) > MaxExternalIDBytes:
+		return fmt.Errorf("%w: %s is %d bytes; the limit is %d", ErrMalformed, field, len(id), MaxExternalIDBytes)
+	}
+	return nil
+}
+
+// CheckTimestamp checks a signed Unix-seconds timestamp (from the header named
+// header) against now, within TimestampTolerance.
+func CheckTimestamp(header, ts string, now time.Time) error {
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: %s %q is not a Unix time in seconds", ErrBadSignature, header, ts)
+	}
+	// A sender that writes milliseconds is a common mistake: say so rather than
+	// print a duration of 300 million years.
+	if sec > now.Unix()*100 {
+		return fmt.Errorf("%w: %s %s looks like milliseconds; it must be Unix seconds", ErrStale, header, ts)
+	}
+	d := now.Sub(time.Unix(sec, 0))
+	if d > TimestampTolerance || d < -TimestampTolerance {
+		return fmt.Errorf("%w: %s is %s from this server's clock, more than ±%s", ErrStale, header, d.Round(time.Second), TimestampTolerance)
+	}
+	return nil
+}

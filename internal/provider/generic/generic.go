@@ -1,0 +1,142 @@
+// Package generic is the Standard Webhooks provider (https://www.standardwebhooks.com):
+// any sender that signs the standard way, Svix-powered senders included, with the
+// normalized payload described in docs/webhooks.md.
+package generic
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"inboxd/internal/provider"
+)
+
+// Name is the provider's name (the path /webhooks/generic).
+const Name = "generic"
+
+// SecretsKey is the setting that enables the provider: whsec_ secrets and whpk_
+// public keys, comma-separated.
+const SecretsKey = "GENERIC_SECRETS"
+
+// Provider is the Standard Webhooks provider.
+var Provider = &provider.Provider{
+	Name: Name,
+	Settings: []provider.Setting{{
+		Key:    SecretsKey,
+		Usage:  "Standard Webhooks secrets (whsec_…) and public keys (whpk_…), comma-separated; enables /webhooks/generic",
+		Secret: true,
+	}},
+	Enable:    []string{SecretsKey},
+	Open:      open,
+	Normalize: Normalize,
+	Describe:  describe,
+	Example:   Example,
+	Sign:      sign,
+}
+
+func open(c provider.Config) (*provider.Webhook, error) {
+	raw := c.List(SecretsKey)
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	keys, err := ParseKeys(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.SettingName(SecretsKey), err)
+	}
+	return &provider.Webhook{
+		KeepHeaders: []string{"Webhook-Id", "Webhook-Timestamp", "Svix-Id", "Svix-Timestamp"},
+		MediaTypes:  []string{"application/json"},
+		Headers:     checkHeaders,
+		Verify: func(r *http.Request, body []byte, now time.Time) error {
+			return keys.Verify(readHeaders(r.Header), body, now)
+		},
+		Parse: func(r *http.Request, body []byte) ([]provider.Event, error) {
+			if err := validate(body); err != nil {
+				return nil, err
+			}
+			return []provider.Event{{ExternalID: readHeaders(r.Header).ID, Payload: body}}, nil
+		},
+	}, nil
+}
+
+// checkHeaders requires a whole set of signature headers, standard or Svix's, and a
+// webhook id within limits, before the body is read.
+func checkHeaders(h http.Header) error {
+	sh := readHeaders(h)
+	if sh.names == "" {
+		return provider.RequireHeaders(h, headerNames[0][:]...)
+	}
+	return provider.CheckID("the "+sh.names+"-id header", sh.ID)
+}
+
+// body is a generic payload (docs/webhooks.md).
+type body struct {
+	Type      string `json:"type"`
+	Timestamp string `json:"timestamp"`
+	Data      *struct {
+		MessageID string           `json:"message_id"`
+		Channel   string           `json:"channel"`
+		Contact   string           `json:"contact"`
+		Text      string           `json:"text"`
+		Status    string           `json:"status"`
+		Media     []provider.Media `json:"media"`
+		Error     json.RawMessage  `json:"error"`
+	} `json:"data"`
+}
+
+// validate refuses what could never become a message, so that the sender hears
+// about it now (400) instead of the event dying later. Normalize relies on what it
+// checks, and refuses the same payloads (stored before this check existed, or
+// replayed by hand) as permanent.
+func validate(raw []byte) error {
+	_, _, err := read(raw)
+	if err != nil {
+		return fmt.Errorf("%w: %v", provider.ErrMalformed, err)
+	}
+	return nil
+}
+
+// read parses and checks a payload: the one reading that ingest (validate) and the
+// processor (Normalize) share.
+func read(raw []byte) (body, time.Time, error) {
+	var b body
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return b, time.Time{}, fmt.Errorf("body is not JSON: %v", err)
+	}
+	at, err := time.Parse(time.RFC3339, b.Timestamp)
+	if err != nil {
+		return b, time.Time{}, fmt.Errorf("timestamp must be RFC 3339, got %q", b.Timestamp)
+	}
+	if b.Data == nil || b.Data.MessageID == "" {
+		return b, at, fmt.Errorf("data.message_id is required")
+	}
+	switch b.Type {
+	case "message.received", "message.sent":
+		if b.Data.Channel == "" || b.Data.Contact == "" {
+			return b, at, fmt.Errorf("%s needs data.channel and data.contact", b.Type)
+		}
+	case "message.status":
+		if b.Data.Status == "" {
+			return b, at, fmt.Errorf("message.status needs data.status")
+		}
+	default:
+		return b, at, fmt.Errorf("type must be message.received, message.sent or message.status, got %q", b.Type)
+	}
+	return b, at, nil
+}
+
+// describe is the payload's type.
+func describe(payload []byte) string {
+	var b struct{ Type string }
+	if json.Unmarshal(payload, &b) != nil || b.Type == "" {
+		return "?"
+	}
+	return b.Type
+}
+
+// Example is an inbound text message with message id id.
+func Example(id string, now time.Time) []byte {
+	return fmt.Appendf(nil, `{"type":"message.received","timestamp":%q,"data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"hello from inboxd sign"}}`,
+		now.UTC().Format(time.RFC3339), id)
+}

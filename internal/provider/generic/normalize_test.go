@@ -1,0 +1,75 @@
+package generic_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/providertest"
+)
+
+func TestNormalize(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		payload string
+		want    provider.Normalized
+		wantErr error
+	}{
+		{
+			name:    "received (the documented example)",
+			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"hi","media":[{"url":"https://example.com/a.jpg","content_type":"image/jpeg"}]}}`,
+			want: provider.Normalized{Message: &provider.Message{ID: "m-1", Direction: "inbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
+				Sender: "+15552223333", Recipient: "+15550001111", Text: "hi", SentAt: at, Status: "received",
+				Media: []provider.Media{{URL: "https://example.com/a.jpg", ContentType: "image/jpeg"}}}},
+		},
+		{
+			name:    "sent",
+			payload: `{"type":"message.sent","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-2","channel":"+15550001111","contact":"+15552223333","text":"yo"}}`,
+			want: provider.Normalized{Message: &provider.Message{ID: "m-2", Direction: "outbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
+				Sender: "+15550001111", Recipient: "+15552223333", Text: "yo", SentAt: at, Status: "sent"}},
+		},
+		{
+			name:    "media only",
+			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-3","channel":"c","contact":"k","media":[{"url":"u"}]}}`,
+			want: provider.Normalized{Message: &provider.Message{ID: "m-3", Direction: "inbound", Type: "media", Channel: "c", Contact: "k",
+				Sender: "k", Recipient: "c", SentAt: at, Status: "received", Media: []provider.Media{{URL: "u"}}}},
+		},
+		{
+			name:    "status with error",
+			payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"failed","error":{"code":30003}}}`,
+			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
+		},
+		{name: "not JSON", payload: `{`, wantErr: provider.ErrPermanent},
+		{name: "no message id", payload: `{"type":"message.received","data":{"channel":"c","contact":"k"}}`, wantErr: provider.ErrPermanent},
+		{name: "status without status", payload: `{"type":"message.status","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
+		{name: "message without contact", payload: `{"type":"message.sent","data":{"message_id":"m","channel":"c"}}`, wantErr: provider.ErrPermanent},
+		{name: "unknown type", payload: `{"type":"message.deleted","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := generic.Normalize([]byte(tt.payload), at)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("NormalizeGeneric error = %v, want %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); tt.wantErr == nil && diff != "" {
+				t.Errorf("NormalizeGeneric mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func FuzzNormalize(f *testing.F) {
+	f.Add([]byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+1","contact":"+2","text":"hi"}}`))
+	f.Add([]byte(`{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"read"}}`))
+	f.Add([]byte(`{"type":"message.sent","data":{"message_id":"m","channel":"c","contact":"k","media":[{}]}}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		n, err := generic.Normalize(payload, time.Unix(1764064800, 0))
+		providertest.CheckNormalized(t, n, err)
+	})
+}

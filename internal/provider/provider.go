@@ -1,0 +1,140 @@
+// Package provider is the seam between inboxd's mechanics and the providers it
+// understands. A provider (one package under internal/provider/, listed in
+// internal/provider/registry) owns everything about its webhooks: the settings that
+// enable it, the signature check, parsing a POST into events, normalizing a stored
+// event into a message or a status, describing it for `inboxd tail`, and signing an
+// example the way the provider signs (`inboxd sign`, tests and the benchmark).
+//
+// Ingest and the processor know no provider by name: ingest runs every webhook
+// through one pipeline and calls the Webhook's functions; the processor looks a
+// stored event's provider up in a map of Normalize functions. docs/architecture.md
+// has the recipe for adding a provider.
+//
+// Polymorphism is a struct of functions, not an interface hierarchy: a provider fills
+// in what it has, and a test can build one in a line.
+package provider
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Provider describes one provider. Every field but Handshake and Describe is
+// required.
+type Provider struct {
+	// Name is the provider's name: the path /webhooks/<Name>, the provider column of
+	// inbound_events, conversations and messages, and the label of its metrics.
+	Name string
+	// Settings are the settings the provider reads (Config.Get); cmd/inboxd offers
+	// each as a variable and a flag. Enable names the ones that turn it on (any of
+	// them; all of them with EnableAll), for the "not configured" answer.
+	Settings  []Setting
+	Enable    []string
+	EnableAll bool
+	// Open builds the provider's webhook from its settings. It returns nil and no
+	// error when the provider is not configured (disabled), and an error that names
+	// the setting when one is set but invalid.
+	Open func(c Config) (*Webhook, error)
+	// Normalize reads a stored event (see Normalizer).
+	Normalize Normalizer
+	// Describe names what a stored event is in a few words ("message text",
+	// "status delivered"), for `inboxd tail`; it must not return personal data.
+	Describe func(payload []byte) string
+	// Example returns an example inbound message with message id id, as the provider
+	// would POST it (`inboxd sign` without --file).
+	Example func(id string, now time.Time) []byte
+	// Sign returns the headers (Content-Type included) with which the provider would
+	// POST body to endpoint (the full URL), signed with secret: the value of the
+	// provider's first Enable setting, or a key of its own. id is the delivery id
+	// where the scheme has one.
+	Sign func(secret, endpoint, id string, body []byte, now time.Time) (http.Header, error)
+}
+
+// Webhook is a configured provider's endpoint.
+type Webhook struct {
+	// MediaTypes are the content types accepted; anything else is answered 415
+	// before the body is read.
+	MediaTypes []string
+	// Headers checks what the headers alone tell (signature headers present, header
+	// ids within limits), before the body is read.
+	Headers func(h http.Header) error
+	// Verify checks the signature over the raw body, received at now. It returns an
+	// error wrapping ErrNoSignature, ErrBadSignature or ErrStale.
+	Verify func(r *http.Request, body []byte, now time.Time) error
+	// Parse turns a verified body into the events to store (at least one), or an
+	// error wrapping ErrMalformed.
+	Parse func(r *http.Request, body []byte) ([]Event, error)
+	// Ack is the body of the 200 answer, with AckType as its content type; nil
+	// answers the JSON list of stored events.
+	Ack     []byte
+	AckType string
+	// Handshake, if set, serves GET on the webhook's path (Meta's verification).
+	Handshake http.HandlerFunc
+	// KeepHeaders are request headers worth storing with each event (ids, idempotency
+	// tokens), besides Content-Type and User-Agent. Never a signature or credential.
+	KeepHeaders []string
+}
+
+// Event is one event a webhook carries, ready to be stored.
+type Event struct {
+	// ExternalID is the provider's id of the event: a redelivery carries the same
+	// one, and (provider, ExternalID) is unique in inbound_events.
+	ExternalID string
+	// Payload is the JSON document stored in inbound_events.payload and read by
+	// Normalize.
+	Payload []byte
+}
+
+// Setting is a setting a provider reads. Key is its name without the service's
+// prefix: cmd/inboxd turns "TWILIO_AUTH_TOKEN" into the variable
+// INBOX_TWILIO_AUTH_TOKEN and the flag --twilio-auth-token.
+type Setting struct {
+	Key    string
+	Usage  string
+	Secret bool // never echoed
+}
+
+// Config is what Open reads: the values of the provider's settings, by key, and the
+// settings every provider may use.
+type Config struct {
+	// PublicURL is the base URL providers call (Twilio signs it).
+	PublicURL string
+	// Values maps setting keys to their values (empty: unset).
+	Values map[string]string
+	// Name returns the name an operator knows a setting by (its variable), for
+	// error messages; nil uses the key.
+	Name func(key string) string
+}
+
+// Get returns the value of the setting key, trimmed.
+func (c Config) Get(key string) string { return strings.TrimSpace(c.Values[key]) }
+
+// List returns the comma-separated values of the setting key, blanks left out
+// (several values allow rotation: "new,old").
+func (c Config) List(key string) []string {
+	var out []string
+	for _, v := range strings.Split(c.Values[key], ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// SettingName returns the name an operator knows key by.
+func (c Config) SettingName(key string) string {
+	if c.Name == nil {
+		return key
+	}
+	return c.Name(key)
+}
+
+// Endpoint is a provider as configured: its webhook, or nil and how to enable it.
+type Endpoint struct {
+	*Provider
+	Webhook *Webhook // nil: not configured
+	// Hint says how to enable a provider that is not configured ("set
+	// INBOX_GENERIC_SECRETS"), for its 404 answer.
+	Hint string
+}

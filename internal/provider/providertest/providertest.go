@@ -1,0 +1,115 @@
+// Package providertest helps tests sign requests the way each provider does, with
+// one set of test credentials that enables every provider of the registry.
+package providertest
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+	"time"
+
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/meta"
+	"inboxd/internal/provider/registry"
+	"inboxd/internal/provider/twilio"
+)
+
+// Test credentials. The generic secret is the Standard Webhooks reference vector's.
+const (
+	GenericSecret   = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	TwilioToken     = "twilio-test-token"
+	MetaSecret      = "meta-test-secret"
+	MetaVerifyToken = "meta-verify-token"
+)
+
+// Settings enables every provider with the test credentials, by setting key.
+func Settings() map[string]string {
+	return map[string]string{
+		generic.SecretsKey:  GenericSecret,
+		twilio.TokensKey:    TwilioToken,
+		meta.AppSecretKey:   MetaSecret,
+		meta.VerifyTokenKey: MetaVerifyToken,
+	}
+}
+
+// Env is Settings as the service's variables.
+func Env() map[string]string {
+	env := map[string]string{}
+	for k, v := range Settings() {
+		env[SettingName(k)] = v
+	}
+	return env
+}
+
+// SettingName names a setting key as the service does (its variable), so that tests
+// see the messages operators see.
+func SettingName(key string) string { return "INBOX_" + key }
+
+// Secret is the signing secret of the named provider's test credentials.
+func Secret(name string) string {
+	return map[string]string{
+		generic.Name: GenericSecret, twilio.Name: TwilioToken, meta.Name: MetaSecret,
+	}[name]
+}
+
+// Endpoints opens every provider with the test credentials for publicURL, with
+// override on top (an empty value disables what it enabled).
+func Endpoints(t testing.TB, publicURL string, override map[string]string) []provider.Endpoint {
+	t.Helper()
+	values := Settings()
+	for k, v := range override {
+		values[k] = v
+	}
+	endpoints, err := registry.Open(provider.Config{PublicURL: publicURL, Values: values, Name: SettingName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return endpoints
+}
+
+// Request builds a POST of body to the named provider's webhook under base (the
+// address the test server listens on), signed with secret (Secret(name) when
+// empty) at now as the provider signs: over publicURL (what Twilio signs; base
+// when empty).
+func Request(t testing.TB, name, base, publicURL, secret, id string, body []byte, now time.Time) *http.Request {
+	t.Helper()
+	p, err := registry.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret == "" {
+		secret = Secret(name)
+	}
+	if publicURL == "" {
+		publicURL = base
+	}
+	h, err := p.Sign(secret, publicURL+"/webhooks/"+name, id, body, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", base+"/webhooks/"+name, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h
+	return req
+}
+
+// CheckNormalized checks what every Normalize promises: an error, or exactly one of
+// message and status with the fields the tables require.
+func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
+	t.Helper()
+	if err != nil {
+		return
+	}
+	switch {
+	case (n.Message == nil) == (n.Status == nil):
+		t.Fatalf("want exactly one of message and status, got %+v", n)
+	case n.Message != nil && (n.Message.ID == "" || n.Message.Channel == "" || n.Message.Contact == "" ||
+		(n.Message.Direction != "inbound" && n.Message.Direction != "outbound")):
+		t.Fatalf("message lacks a required field: %+v", n.Message)
+	case n.Status != nil && (n.Status.MessageID == "" || n.Status.Status == ""):
+		t.Fatalf("status lacks a required field: %+v", n.Status)
+	}
+}

@@ -1,0 +1,197 @@
+package readmodel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/provider"
+)
+
+// ErrNotFound: no conversation has that id.
+var ErrNotFound = errors.New("not found")
+
+// Conversation is one conversation as the API shows it.
+type Conversation struct {
+	ID             int64     `json:"id"`
+	Provider       string    `json:"provider"`
+	ChannelAddress string    `json:"channel_address"`
+	ContactAddress string    `json:"contact_address"`
+	ContactName    *string   `json:"contact_name"`
+	CreatedAt      time.Time `json:"created_at"`
+	LastMessageAt  time.Time `json:"last_message_at"`
+}
+
+// Message is one message as the API shows it.
+type Message struct {
+	ID                int64           `json:"id"`
+	ConversationID    int64           `json:"conversation_id"`
+	Provider          string          `json:"provider"`
+	ProviderMessageID string          `json:"provider_message_id"`
+	Direction         string          `json:"direction"`
+	Type              string          `json:"type"`
+	Sender            string          `json:"sender"`
+	Recipient         string          `json:"recipient"`
+	Text              *string         `json:"text"`
+	Media             json.RawMessage `json:"media"`
+	Content           json.RawMessage `json:"content"`
+	Status            string          `json:"status"`
+	StatusAt          *time.Time      `json:"status_at"`
+	Error             json.RawMessage `json:"error"`
+	SentAt            time.Time       `json:"sent_at"`
+	CreatedAt         time.Time       `json:"created_at"`
+}
+
+// Key is a keyset position: the sort key of the last row a page returned.
+//
+// Pagination is keyset, never OFFSET: the next page is "rows after that key", read
+// from the index in order. A page costs the same however deep it is, and rows
+// inserted meanwhile cannot shift what the next page returns (OFFSET would skip or
+// repeat rows).
+type Key struct {
+	T  time.Time
+	ID int64
+}
+
+// ConversationFilter selects conversations, latest activity first.
+type ConversationFilter struct {
+	Provider string    // empty: all
+	Contact  string    // a contact address, normalized as stored (NormalizeContact)
+	Since    time.Time // zero: no bound
+	After    *Key      // nil: the first page
+	Limit    int
+}
+
+const conversationColumns = `id, provider, channel_address, contact_address, contact_name, created_at, last_message_at`
+
+// NormalizeContact turns a contact address as people type it into the form addresses
+// are stored in: a phone number in E.164 ("+1 555 123 4567", "15551234567" and
+// "+15551234567" are one number), anything else as it is. A leading space before
+// digits is a "+" that a client sent unencoded in a query string.
+func NormalizeContact(s string) string {
+	if strings.HasPrefix(s, " ") && len(s) > 1 && s[1] >= '0' && s[1] <= '9' {
+		s = "+" + s[1:]
+	}
+	return provider.E164(s)
+}
+
+// conversationsQuery builds the list query for f. Only the filters given become
+// conditions, so each query shape gets a plan that uses its index
+// (conversations_latest, conversations_contact) rather than one generic plan full of
+// "$n IS NULL OR".
+func conversationsQuery(f ConversationFilter) (string, []any) {
+	var where []string
+	args := []any{f.Limit}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Provider != "" {
+		add("provider = $%d", f.Provider)
+	}
+	if f.Contact != "" {
+		add("contact_address = $%d", NormalizeContact(f.Contact))
+	}
+	if !f.Since.IsZero() {
+		add("last_message_at >= $%d", f.Since)
+	}
+	if f.After != nil {
+		args = append(args, f.After.T, f.After.ID)
+		where = append(where, fmt.Sprintf("(last_message_at, id) < ($%d, $%d)", len(args)-1, len(args)))
+	}
+	sql := "SELECT " + conversationColumns + " FROM conversations"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	return sql + " ORDER BY last_message_at DESC, id DESC LIMIT $1", args
+}
+
+// ListConversations lists the conversations f selects, latest activity first.
+func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFilter) ([]Conversation, error) {
+	if err := CheckProvider(f.Provider); err != nil {
+		return nil, err
+	}
+	sql, args := conversationsQuery(f)
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list conversations: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Conversation])
+	if err != nil {
+		return nil, fmt.Errorf("list conversations: %w", err)
+	}
+	return list, nil
+}
+
+// FindConversation returns one conversation.
+func FindConversation(ctx context.Context, pool *pgxpool.Pool, id int64) (Conversation, error) {
+	rows, _ := pool.Query(ctx, "SELECT "+conversationColumns+" FROM conversations WHERE id = $1", id)
+	c, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Conversation])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Conversation{}, fmt.Errorf("conversation %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Conversation{}, fmt.Errorf("get conversation %d: %w", id, err)
+	}
+	return c, nil
+}
+
+// Messages of a conversation by (sent_at, id), ascending or descending; the
+// messages_conversation index serves both directions. New messages have later
+// sent_at, so a client walking forward meets them on later pages, each once.
+const messageColumns = `
+SELECT id, conversation_id, provider, provider_message_id, direction, type, sender, recipient, text, media,
+       content, status, status_at, error, sent_at, created_at`
+
+const (
+	messagesAsc = messageColumns + `
+FROM messages
+WHERE conversation_id = $1 AND (sent_at, id) > ($2, $3)
+ORDER BY sent_at, id
+LIMIT $4`
+	messagesDesc = messageColumns + `
+FROM messages
+WHERE conversation_id = $1 AND (sent_at, id) < ($2, $3)
+ORDER BY sent_at DESC, id DESC
+LIMIT $4`
+)
+
+// MessageFilter selects a conversation's messages.
+type MessageFilter struct {
+	Conversation int64
+	Desc         bool // newest first
+	After        *Key // nil: the first page
+	Limit        int
+}
+
+// ListMessages lists a conversation's messages; an unknown conversation is
+// ErrNotFound, not an empty list (a client that mistyped an id must be told so).
+func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]Message, error) {
+	// Without a cursor, the first page starts from a key before (or, descending,
+	// after) every row, so one SQL statement per direction serves every page.
+	sql, start := messagesAsc, Key{T: time.Unix(-62135596800, 0), ID: 0}
+	if f.Desc {
+		sql, start = messagesDesc, Key{T: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), ID: 1<<63 - 1}
+	}
+	if f.After != nil {
+		start = *f.After
+	}
+	if _, err := FindConversation(ctx, pool, f.Conversation); err != nil {
+		return nil, err
+	}
+	rows, err := pool.Query(ctx, sql, f.Conversation, start.T, start.ID, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Message])
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	return list, nil
+}

@@ -1,0 +1,174 @@
+package readmodel
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestEventListPlans: on 200,000 events of which 20 are dead, each filter of the
+// events list reads an index in id order, in the generic plan too: listing dead
+// events walks their small partial index, never the whole table.
+func TestEventListPlans(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	if _, err := pool.Exec(context.Background(), `
+INSERT INTO inbound_events (provider, external_id, payload, state, processed_at)
+SELECT CASE WHEN g % 3 = 0 THEN 'twilio' ELSE 'generic' END, 'e-' || g, '{}',
+       CASE WHEN g % 10000 = 0 THEN 'dead' ELSE 'processed' END, now()
+FROM generate_series(1, 200000) AS g;
+ANALYZE inbound_events`); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		f     EventFilter
+		index string
+	}{
+		"events":                 {EventFilter{Limit: 51}, "inbound_events_pkey"},
+		"events, next page":      {EventFilter{Limit: 51, Before: 150000}, "inbound_events_pkey"},
+		"dead events":            {EventFilter{Limit: 51, State: "dead"}, "inbound_events_dead"},
+		"dead events, next page": {EventFilter{Limit: 51, State: "dead", Before: 150000}, "inbound_events_dead"},
+		"a provider's events":    {EventFilter{Limit: 51, Provider: "twilio"}, "inbound_events_pkey"},
+		"a provider's processed": {EventFilter{Limit: 51, Provider: "twilio", State: "processed"}, "inbound_events_pkey"},
+	} {
+		sql, args := eventsQuery(c.f)
+		for _, generic := range []bool{false, true} {
+			if p := pgtest.Plan(t, pool, generic, sql, args...); strings.Contains(p, "Seq Scan") || strings.Contains(p, "Sort") || !strings.Contains(p, c.index) {
+				t.Errorf("%s (generic plan: %v): %s, want an in-order scan of %s", name, generic, p, c.index)
+			}
+		}
+	}
+}
+
+func TestNormalizeContact(t *testing.T) {
+	for in, want := range map[string]string{
+		"+15551234567":      "+15551234567",
+		" 15551234567":      "+15551234567", // a "+" sent unencoded in a query string
+		"15551234567":       "+15551234567",
+		"+1 555 123 4567":   "+15551234567",
+		"+1 (555) 123-4567": "+15551234567",
+		"US.1349120865":     "US.1349120865",
+		" abc":              "abc",
+	} {
+		if got := NormalizeContact(in); got != want {
+			t.Errorf("NormalizeContact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestFiltersNameTheValidValues: an unknown state or provider is refused with the
+// values that are valid, before any query.
+func TestFiltersNameTheValidValues(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{EventFilter{State: "deadd", Limit: 1}.Validate(), "pending, processing, processed, dead"},
+		{EventFilter{Provider: "twillio", Limit: 1}.Validate(), "generic, twilio, meta"},
+		{ReplayFilter{State: "pending", Limit: 1}.Validate(), "dead or processed"},
+		{ReplayFilter{State: "dead", Limit: MaxReplay + 1}.Validate(), "from 1 to"},
+		{CheckProvider("nope"), "generic, twilio"},
+	} {
+		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) || !errorsIs(tc.err) {
+			t.Errorf("error %v, want ErrBadFilter naming %q", tc.err, tc.want)
+		}
+	}
+	if err := (EventFilter{State: "dead", Provider: "meta", Limit: 1}).Validate(); err != nil {
+		t.Errorf("valid filter refused: %v", err)
+	}
+}
+
+func errorsIs(err error) bool { return errors.Is(err, ErrBadFilter) }
+
+// TestShowEvent: an event in full carries the message it became, found through the
+// provider's message id.
+func TestShowEvent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.NewPool(t)
+	var eventID, convID int64
+	err := pool.QueryRow(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state) VALUES ('generic', 'evt-1',
+ '{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"+15550001111","contact":"+15552223333","text":"hi"}}',
+ 'processed') RETURNING id`).Scan(&eventID)
+	if err == nil {
+		err = pool.QueryRow(ctx, `INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ('generic', '+15550001111', '+15552223333', now()) RETURNING id`).Scan(&convID)
+	}
+	if err == nil {
+		_, err = pool.Exec(ctx, `INSERT INTO messages (provider, provider_message_id, conversation_id, direction, type, sender, recipient, text, media, status, sent_at, inbound_event_id)
+VALUES ('generic', 'm-1', $1, 'inbound', 'text', '+15552223333', '+15550001111', 'hi', '[]', 'received', now(), $2)`, convID, eventID)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ShowEvent(ctx, pool, eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Message == nil || d.Message.ProviderMessageID != "m-1" || d.Meaning != "inbound text message" || len(d.Payload) == 0 {
+		t.Errorf("ShowEvent = %+v (message %+v), want the payload and message m-1", d, d.Message)
+	}
+	if _, err := ShowEvent(ctx, pool, eventID+100); !errors.Is(err, ErrNoEvent) {
+		t.Errorf("ShowEvent(unknown) = %v, want ErrNoEvent", err)
+	}
+}
+
+// TestListQueriesUseIndexes: on 200,000 messages in 2,000 conversations, every list
+// query reads its index in order: no sequential scan of a big table, no sort.
+func TestListQueriesUseIndexes(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	for _, sql := range []string{
+		`INSERT INTO inbound_events (provider, external_id, payload, state) VALUES ('generic', 'seed', '{}', 'processed')`,
+		`INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+SELECT CASE WHEN c % 2 = 0 THEN 'generic' ELSE 'twilio' END, '+15550001111', '+1555' || lpad(c::text, 7, '0'),
+       timestamptz '2026-11-25 10:00:00Z' + c * interval '1 minute'
+FROM generate_series(1, 2000) AS c`,
+		`INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+SELECT c.provider, c.id || '-' || m, c.id, 'inbound', c.contact_address, c.channel_address, 'message ' || m, 'received',
+       timestamptz '2026-11-25 09:00:00Z' + (m / 3) * interval '1 second', (SELECT id FROM inbound_events LIMIT 1)
+FROM conversations c CROSS JOIN generate_series(1, 100) AS m`,
+		"ANALYZE",
+	} {
+		if _, err := pool.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	after := &Key{T: at, ID: 500}
+	type plan struct {
+		sql   string
+		args  []any
+		index string
+	}
+	cases := map[string]plan{}
+	for name, f := range map[string]ConversationFilter{
+		"conversations":            {Limit: 51},
+		"conversations, next page": {Limit: 51, After: after},
+		"conversations by contact": {Limit: 51, Contact: "+15550000042"},
+		"conversations since":      {Limit: 51, Since: at.Add(4 * time.Hour), After: after},
+	} {
+		sql, args := conversationsQuery(f)
+		index := "conversations_latest"
+		if f.Contact != "" {
+			index = "conversations_contact"
+		}
+		cases[name] = plan{sql, args, index}
+	}
+	cases["messages"] = plan{messagesAsc, []any{int64(42), at, int64(0), 51}, "messages_conversation"}
+	cases["messages, newest first"] = plan{messagesDesc, []any{int64(42), at, int64(1 << 62), 51}, "messages_conversation"}
+	for name, c := range cases {
+		joined := pgtest.Plan(t, pool, false, c.sql, c.args...)
+		if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || !strings.Contains(joined, c.index) {
+			t.Errorf("%s: plan %s, want an in-order scan of %s", name, joined, c.index)
+		}
+	}
+}
