@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"inboxd/internal/provider/providertest"
 	"os"
 	"regexp"
 	"strings"
@@ -24,7 +25,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 func TestLoadConfigEnvThenFlags(t *testing.T) {
 	env := map[string]string{"INBOX_GENERIC_SECRETS": "whsec_YQ==, whsec_Yg==", "INBOX_WORKERS": "3", "INBOX_ADDR": ":1"}
-	c, err := loadConfig("serve", []string{"--addr", ":2", "--meta-app-secret", "s", "--meta-verify-token", "v"},
+	c, err := loadConfig("serve", []string{"--addr", ":2", "--telnyx-public-key", providertest.TelnyxPublicKey},
 		func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -38,19 +39,19 @@ func TestLoadConfigEnvThenFlags(t *testing.T) {
 			enabled = append(enabled, e.Name)
 		}
 	}
-	if got := strings.Join(enabled, ","); got != "generic,meta" {
-		t.Errorf("enabled providers %q, want generic,meta (a provider's setting is a flag too)", got)
+	if got := strings.Join(enabled, ","); got != "generic,telnyx" {
+		t.Errorf("enabled providers %q, want generic,telnyx (a provider's setting is a flag too)", got)
 	}
 }
 
 // Every bad variable is reported at once, and secrets are not echoed.
 func TestLoadConfigReportsEveryError(t *testing.T) {
 	env := map[string]string{"INBOX_WORKERS": "many", "INBOX_LEASE": "soon", "INBOX_LOG_FORMAT": "xml",
-		"INBOX_ADDR": "localhost", "INBOX_GENERIC_SECRETS": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"INBOX_ADDR": "localhost", "INBOX_GENERIC_SECRETS": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "INBOX_TELNYX_PUBLIC_KEY": "c2hvcnQ=",
 		"INBOX_META_APP_SECRET": "s3cret-value"}
 	_, err := loadConfig("serve", nil, func(k string) string { return env[k] }, &bytes.Buffer{})
 	for _, want := range []string{"INBOX_WORKERS", "INBOX_LEASE", "INBOX_LOG_FORMAT", "INBOX_ADDR", "INBOX_GENERIC_SECRETS",
-		"INBOX_META_VERIFY_TOKEN"} {
+		"INBOX_TELNYX_PUBLIC_KEY", "INBOX_META_VERIFY_TOKEN"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}

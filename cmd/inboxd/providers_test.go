@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -45,7 +46,8 @@ func startProviders(t *testing.T, env map[string]string) string {
 		"INBOX_ADDR": "127.0.0.1:0", "INBOX_PUBLIC_URL": publicURL,
 		"INBOX_TWILIO_AUTH_TOKEN": "old-token," + twilioToken, "INBOX_META_APP_SECRET": metaSecret,
 		"INBOX_META_VERIFY_TOKEN": metaVerify, "INBOX_GENERIC_SECRETS": testSecret,
-		"INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token",
+		"INBOX_TELNYX_PUBLIC_KEY": providertest.TelnyxPublicKey,
+		"INBOX_API_TOKENS":        "read-token", "INBOX_ADMIN_TOKENS": "admin-token",
 	}
 	for k, v := range env {
 		all[k] = v
@@ -220,10 +222,11 @@ var signers = map[string]struct{ secret, wrong string }{
 	"generic": {testSecret, "whsec_c2VjcmV0LW51bWJlci10d28="},
 	"twilio":  {twilioToken, "not-the-token"},
 	"meta":    {metaSecret, "not-the-secret"},
+	"telnyx":  {providertest.TelnyxPrivateKey, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))},
 }
 
 // signsTime: the providers whose signature covers a timestamp (refused when stale).
-var signsTime = map[string]bool{"generic": true}
+var signsTime = map[string]bool{"generic": true, "telnyx": true}
 
 // TestProviderContract runs every provider of the registry through the same contract
 // on the real binary: its example (what `inboxd sign` posts) is accepted and becomes
@@ -271,11 +274,13 @@ func TestProviderContract(t *testing.T) {
 		"generic|contract-generic-nul|bad \uFFFD text",
 		"meta|contract-meta|hello from inboxd sign",
 		"meta|contract-meta-nul|bad \uFFFD text",
+		"telnyx|contract-telnyx|hello from inboxd sign",
+		"telnyx|contract-telnyx-nul|bad \uFFFD text",
 		"twilio|contract-twilio|hello from inboxd sign",
 		"twilio|contract-twilio-nul|bad \uFFFD text",
 	})
 	wantRows(t, "events", rows(t, pool, `SELECT provider, count(*), count(*) FILTER (WHERE state = 'processed') FROM inbound_events GROUP BY provider ORDER BY provider`), []string{
-		"generic|2|2", "meta|2|2", "twilio|2|2",
+		"generic|2|2", "meta|2|2", "telnyx|2|2", "twilio|2|2",
 	})
 }
 
@@ -286,6 +291,36 @@ func poisonText(example []byte) (old, bad string) {
 		return "hello from inboxd sign", `bad \u0000 text`
 	}
 	return "hello+from+inboxd+sign", "bad+%00+text"
+}
+
+// TestTelnyxStatuses: an outbound message's outcome (message.finalized) applies once
+// the message is there, whichever arrives first, and never goes back.
+func TestTelnyxStatuses(t *testing.T) {
+	t.Parallel()
+	base, pool := providerEnv(t)
+	post := func(file string, edit func(string) string) {
+		t.Helper()
+		body := []byte(edit(string(fixture(t, "telnyx/"+file))))
+		if status, _, b := do(t, providertest.Request(t, "telnyx", base, "", providertest.TelnyxPrivateKey, "", body, time.Now())); status != 200 {
+			t.Fatalf("%s: %d %s", file, status, b)
+		}
+	}
+	same := func(s string) string { return s }
+	post("message_finalized.json", same) // before its message: parked
+	settle(t, pool)
+	post("message_sent.json", same)
+	settle(t, pool)
+	post("message_finalized.json", func(s string) string { // a late, lower outcome
+		s = strings.Replace(s, "6dd7e2a7-5d2f-4a3c-9c6c-1a2b3c4d5e6f", "6dd7e2a7-late", 1)
+		return strings.Replace(s, `"status": "delivered"`, `"status": "delivery_unconfirmed"`, 1)
+	})
+	settle(t, pool)
+	wantRows(t, "messages", rows(t, pool, `SELECT provider_message_id, direction, type, status FROM messages`), []string{
+		"40385f64-5717-4562-b3fc-2c963f66afa6|outbound|image|delivered",
+	})
+	wantRows(t, "conversations", rows(t, pool, `SELECT provider, channel_address, contact_address FROM conversations`), []string{
+		"telnyx|+15550001111|+15552223333",
+	})
 }
 
 func TestTwilioRejects(t *testing.T) {

@@ -71,7 +71,7 @@ func TestFiltersNameTheValidValues(t *testing.T) {
 		want string
 	}{
 		{EventFilter{State: "deadd", Limit: 1}.Validate(), "pending, processing, processed, dead"},
-		{EventFilter{Provider: "twillio", Limit: 1}.Validate(), "generic, twilio, meta"},
+		{EventFilter{Provider: "twillio", Limit: 1}.Validate(), "generic, twilio, meta, telnyx"},
 		{ReplayFilter{State: "pending", Limit: 1}.Validate(), "dead or processed"},
 		{ReplayFilter{State: "dead", Limit: MaxReplay + 1}.Validate(), "from 1 to"},
 		{CheckProvider("nope"), "generic, twilio"},
@@ -80,7 +80,7 @@ func TestFiltersNameTheValidValues(t *testing.T) {
 			t.Errorf("error %v, want ErrBadFilter naming %q", tc.err, tc.want)
 		}
 	}
-	if err := (EventFilter{State: "dead", Provider: "meta", Limit: 1}).Validate(); err != nil {
+	if err := (EventFilter{State: "dead", Provider: "telnyx", Limit: 1}).Validate(); err != nil {
 		t.Errorf("valid filter refused: %v", err)
 	}
 }

@@ -4,6 +4,8 @@ package providertest
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"net/http"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"inboxd/internal/provider/generic"
 	"inboxd/internal/provider/meta"
 	"inboxd/internal/provider/registry"
+	"inboxd/internal/provider/telnyx"
 	"inboxd/internal/provider/twilio"
 )
 
@@ -23,6 +26,15 @@ const (
 	MetaVerifyToken = "meta-verify-token"
 )
 
+// telnyxKey is a fixed Ed25519 key pair standing for a Telnyx account's.
+var telnyxKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+// TelnyxPrivateKey signs as Telnyx would (base64); TelnyxPublicKey verifies it.
+var (
+	TelnyxPrivateKey = base64.StdEncoding.EncodeToString(telnyxKey)
+	TelnyxPublicKey  = base64.StdEncoding.EncodeToString(telnyxKey.Public().(ed25519.PublicKey))
+)
+
 // Settings enables every provider with the test credentials, by setting key.
 func Settings() map[string]string {
 	return map[string]string{
@@ -30,6 +42,7 @@ func Settings() map[string]string {
 		twilio.TokensKey:    TwilioToken,
 		meta.AppSecretKey:   MetaSecret,
 		meta.VerifyTokenKey: MetaVerifyToken,
+		telnyx.PublicKeyKey: TelnyxPublicKey,
 	}
 }
 
@@ -49,7 +62,7 @@ func SettingName(key string) string { return "INBOX_" + key }
 // Secret is the signing secret of the named provider's test credentials.
 func Secret(name string) string {
 	return map[string]string{
-		generic.Name: GenericSecret, twilio.Name: TwilioToken, meta.Name: MetaSecret,
+		generic.Name: GenericSecret, twilio.Name: TwilioToken, meta.Name: MetaSecret, telnyx.Name: TelnyxPrivateKey,
 	}[name]
 }
 

@@ -13,6 +13,7 @@ import (
 	"inboxd/internal/provider"
 	"inboxd/internal/provider/generic"
 	"inboxd/internal/provider/meta"
+	"inboxd/internal/provider/telnyx"
 	"inboxd/internal/provider/twilio"
 )
 
@@ -21,6 +22,7 @@ var All = []*provider.Provider{
 	generic.Provider,
 	twilio.Provider,
 	meta.Provider,
+	telnyx.Provider,
 }
 
 // Names lists the providers' names.

@@ -1,0 +1,25 @@
+package telnyx_test
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"inboxd/internal/provider/providertest"
+	"inboxd/internal/provider/telnyx"
+)
+
+func FuzzNormalize(f *testing.F) {
+	for _, name := range []string{"message_received.json", "message_sent.json", "message_finalized.json"} {
+		b, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"data":{"event_type":"message.received","payload":{"id":"x","from":{"phone_number":"a"},"to":[]}}}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		n, err := telnyx.Normalize(payload, time.Unix(1764064800, 0))
+		providertest.CheckNormalized(t, n, err)
+	})
+}
