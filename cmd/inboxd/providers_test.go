@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -428,4 +429,78 @@ func TestMetaVerifyHandshake(t *testing.T) {
 			t.Errorf("GET ?%s = %d %q, want %d %q", tc.query, resp.StatusCode, b, tc.wantStatus, tc.wantBody)
 		}
 	}
+}
+
+// TestOfficialLibrarySchemes: requests signed the way the providers' own libraries
+// sign are acknowledged and processed by the binary, in every scheme, and the same
+// with a wrong key is a 401 whose reason names the scheme. Twilio's are replayed as
+// twilio-node made them (testdata/vectors.json: no timestamp, so they stay valid);
+// Standard Webhooks' carry a time, so they are signed now by the generic signer,
+// which TestLibraryVectors shows makes the libraries' very signatures.
+func TestOfficialLibrarySchemes(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	whsk := "whsk_" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{5}, 32))
+	whpk := "whpk_" + base64.StdEncoding.EncodeToString(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, 32)).Public().(ed25519.PublicKey))
+	base := startProviders(t, map[string]string{
+		"DATABASE_URL": url, "INBOX_GENERIC_SECRETS": testSecret + "," + whpk,
+		"INBOX_TWILIO_AUTH_TOKEN":  "twilio-vector-auth-token",
+		"INBOX_TWILIO_SHARED_KEYS": "the-next-shared-key,twilio-vector-shared-key-secret",
+	})
+
+	var vectors []struct {
+		Name, URL, Body string
+		Valid           bool
+		Headers         map[string]string
+	}
+	if err := json.Unmarshal(fixture(t, "twilio/vectors.json"), &vectors); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vectors {
+		req, _ := http.NewRequest("POST", base+strings.TrimPrefix(v.URL, publicURL), strings.NewReader(v.Body))
+		for k, val := range v.Headers {
+			req.Header.Set(k, val)
+		}
+		status, _, body := do(t, req)
+		if want := map[bool]int{true: 200, false: 401}[v.Valid]; status != want {
+			t.Errorf("twilio %s: %d %s, want %d", v.Name, status, body, want)
+		}
+		if !v.Valid && !strings.Contains(body, map[bool]string{true: "SharedKey", false: "INBOX_TWILIO_AUTH_TOKEN"}[v.Headers["X-Twilio-Webhooks-Signature-Settings"] != ""]) {
+			t.Errorf("twilio %s refused with %s: the reason does not name the scheme", v.Name, body)
+		}
+	}
+
+	svix := func(h http.Header) {
+		for _, n := range []string{"id", "timestamp", "signature"} {
+			h.Set("svix-"+n, h.Get("webhook-"+n))
+			h.Del("webhook-" + n)
+		}
+	}
+	for _, tc := range []struct {
+		name, secret string
+		rename       func(http.Header)
+		want         int
+		reason       string
+	}{
+		{"v1", testSecret, nil, 200, ""},
+		{"v1 as svix-*", testSecret, svix, 200, ""},
+		{"v1a", whsk, nil, 200, ""},
+		{"v1, wrong key", "whsec_c2VjcmV0LW51bWJlci10d28=", nil, 401, "v1"},
+		{"v1a, wrong key", "whsk_" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{6}, 32)), nil, 401, "v1a"},
+	} {
+		id := "lib-" + strings.NewReplacer(" ", "-", ",", "", "*", "").Replace(tc.name)
+		body := fmt.Appendf(nil, `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":%q,"channel":"+15550001111","contact":"+15552223333","text":"héllo 👋"}}`, id)
+		req := providertest.Request(t, "generic", base, "", tc.secret, id, body, time.Now())
+		if tc.rename != nil {
+			tc.rename(req.Header)
+		}
+		if status, _, b := do(t, req); status != tc.want || !strings.Contains(b, tc.reason) {
+			t.Errorf("generic %s: %d %s, want %d naming %q", tc.name, status, b, tc.want, tc.reason)
+		}
+	}
+	settle(t, pool)
+	wantRows(t, "messages", rows(t, pool, `SELECT provider, provider_message_id FROM messages ORDER BY 1, 2`), []string{
+		"generic|lib-v1", "generic|lib-v1-as-svix-", "generic|lib-v1a",
+		"twilio|SMvector00000000000000000000000001", "twilio|SMvector00000000000000000000000002",
+	})
 }

@@ -21,8 +21,8 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stderr)
 	names := strings.Join(registry.Names(), ", ")
 	prov := fs.String("provider", "generic", names)
-	secret := fs.String("secret", "", "the signing secret (default: the provider's first setting's first value, e.g. INBOX_GENERIC_SECRETS);\n"+
-		"generic: whsec_… signs v1, whsk_… (an Ed25519 private key) signs v1a")
+	secret := fs.String("secret", "", "the signing secret or private key (default: the provider's first setting's first value, e.g. INBOX_GENERIC_SECRETS);\n"+
+		"docs/webhooks.md says what each provider signs with")
 	id := fs.String("id", fmt.Sprintf("msg_%d", time.Now().UnixNano()), "the delivery's id where the scheme has one, and the example's message id")
 	base := fs.String("url", strings.TrimRight(or(getenv(settingName("PUBLIC_URL")), "http://localhost:8080"), "/"), "inboxd's base URL (Twilio signs it: it must be INBOX_PUBLIC_URL)")
 	file := fs.String("file", "", "payload file ('-' for stdin; default: an example inbound message)")
