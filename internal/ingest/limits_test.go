@@ -112,8 +112,8 @@ func TestInFlightCap(t *testing.T) {
 	slow, slowR := s.rawConn(t, signedHead("evt_slow", 50), `{"type"`)
 	pgtest.Eventually(t, "the slow request holds its slot", 10*time.Second, func() (bool, error) { return len(s.h.slots) == 1, nil })
 	status, body, header := s.postFull(t, "evt_next", sampleGeneric("m"))
-	if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "INBOX_MAX_INFLIGHT") {
-		t.Errorf("with every slot taken: %d %s (Retry-After %q), want 503 naming INBOX_MAX_INFLIGHT with Retry-After", status, body, header.Get("Retry-After"))
+	if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "SETTING_MAX_INFLIGHT") {
+		t.Errorf("with every slot taken: %d %s (Retry-After %q), want 503 naming the in-flight setting with Retry-After", status, body, header.Get("Retry-After"))
 	}
 	slow.Close()
 	_, _ = slowR.ReadByte()

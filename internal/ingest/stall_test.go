@@ -59,8 +59,8 @@ func TestStalledDatabaseAnswers503InTime(t *testing.T) {
 			start := time.Now()
 			status, body, header := s.postFull(t, fmt.Sprintf("evt_%d", i), sampleGeneric(fmt.Sprint(i)))
 			took := time.Since(start)
-			if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "INBOX_INGEST_TIMEOUT") {
-				t.Errorf("webhook during the lock: %d %s (Retry-After %q), want 503 naming INBOX_INGEST_TIMEOUT", status, body, header.Get("Retry-After"))
+			if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(body, "SETTING_INGEST_TIMEOUT") {
+				t.Errorf("webhook during the lock: %d %s (Retry-After %q), want 503 naming the ingest timeout setting", status, body, header.Get("Retry-After"))
 			}
 			if took > timeout+2*time.Second {
 				t.Errorf("webhook during the lock answered after %s, want about %s", took, timeout)

@@ -70,7 +70,7 @@ func commitSizes(t *testing.T, reg *prometheus.Registry) map[float64]uint64 {
 }
 
 // TestCommitWait: a request after a quiet spell is committed at once; requests that
-// follow within INBOX_COMMIT_WAIT of that commit wait for it to pass and share one
+// follow within CommitWait of that commit wait for it to pass and share one
 // commit. The wait here is long (2 s) so that neither outcome can be a matter of timing.
 // No commit draws a notice from the server (its settings are set_config, not SET
 // LOCAL in an implicit transaction), and a redelivery finds the stored event's id.

@@ -54,8 +54,8 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string) int {
 	return n
 }
 
-// TestRetention: processed events and parked statuses past INBOX_RETENTION and dead
-// events past INBOX_DEAD_RETENTION are deleted, in batches, and counted; messages,
+// TestRetention: processed events and parked statuses past Retention and dead
+// events past DeadRetention are deleted, in batches, and counted; messages,
 // pending events and everything recent stay.
 func TestRetention(t *testing.T) {
 	t.Parallel()
@@ -97,10 +97,10 @@ func TestRetentionZeroKeeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'processed'") + count(t, pool, "SELECT count(*) FROM pending_statuses"); got != 10 {
-		t.Errorf("with INBOX_RETENTION=0, %d processed events and parked statuses left, want all 10", got)
+		t.Errorf("with Retention 0, %d processed events and parked statuses left, want all 10", got)
 	}
 	if got := count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'dead'"); got != 0 {
-		t.Errorf("%d dead events left past INBOX_DEAD_RETENTION, want 0", got)
+		t.Errorf("%d dead events left past DeadRetention, want 0", got)
 	}
 }
 

@@ -62,7 +62,10 @@ func open(c provider.Config) (*provider.Webhook, error) {
 		MediaTypes: []string{"application/json"},
 		Headers:    func(h http.Header) error { return provider.RequireHeaders(h, SignatureHeader) },
 		Verify: func(r *http.Request, body []byte, _ time.Time) error {
-			return verify(secret, r.Header.Get(SignatureHeader), body)
+			if err := verify(secret, r.Header.Get(SignatureHeader), body); err != nil {
+				return fmt.Errorf("%w: check %s (the app's secret, not a token)", err, c.SettingName(AppSecretKey))
+			}
+			return nil
 		},
 		Parse:     func(_ *http.Request, body []byte) ([]provider.Event, error) { return parse(body) },
 		Handshake: handshake(token, c.SettingName(VerifyTokenKey)),
@@ -97,7 +100,7 @@ func verify(secret, header string, body []byte) error {
 	}
 	want, _ := hex.DecodeString(strings.TrimPrefix(Sign(secret, body), "sha256="))
 	if !hmac.Equal(got, want) {
-		return fmt.Errorf("%w: check the app secret (META_APP_SECRET's value is the app's, not a token)", provider.ErrBadSignature)
+		return provider.ErrBadSignature
 	}
 	return nil
 }

@@ -55,9 +55,10 @@ func Env() map[string]string {
 	return env
 }
 
-// SettingName names a setting key as the service does (its variable), so that tests
-// see the messages operators see.
-func SettingName(key string) string { return "INBOX_" + key }
+// SettingName names a setting key for the libraries' messages in tests: a marker
+// prefix, so that a test sees the name went through the naming function (cmd/inboxd
+// names them by their variables).
+func SettingName(key string) string { return "SETTING_" + key }
 
 // Secret is the signing secret of the named provider's test credentials.
 func Secret(name string) string {

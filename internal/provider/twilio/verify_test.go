@@ -189,7 +189,7 @@ func formRequest(body []byte) *http.Request {
 // testVerifier is a verifier of requests to https://inbox.example.com.
 func testVerifier(tokens, shared []string) verifier {
 	return verifier{tokens: tokens, sharedKeys: shared, base: "https://inbox.example.com",
-		tokenName: "INBOX_TWILIO_AUTH_TOKEN", sharedName: "INBOX_TWILIO_SHARED_KEYS", urlName: "INBOX_PUBLIC_URL"}
+		tokenName: TokensKey, sharedName: SharedKeysKey, urlName: "PUBLIC_URL"}
 }
 
 // TestSharedKey: a SharedKey signature (the settings header) is checked with the
@@ -208,12 +208,12 @@ func TestSharedKey(t *testing.T) {
 		{"HMAC_SHA256", "key=KS1,algorithm=HMAC_SHA256", SignShared("shared-1", "HMAC_SHA256", full, params), testVerifier(nil, []string{"shared-1"}), nil, ""},
 		{"HMAC_SHA1", "key=KS1, algorithm=HMAC_SHA1", SignShared("shared-1", "HMAC_SHA1", full, params), testVerifier(nil, []string{"shared-1"}), nil, ""},
 		{"second key during rotation", "key=KS2,algorithm=HMAC_SHA256", SignShared("shared-2", "HMAC_SHA256", full, params), testVerifier(nil, []string{"shared-1", "shared-2"}), nil, ""},
-		{"wrong key", "key=KS9,algorithm=HMAC_SHA256", SignShared("nope", "HMAC_SHA256", full, params), testVerifier([]string{"tok"}, []string{"shared-1"}), provider.ErrBadSignature, "INBOX_TWILIO_SHARED_KEYS"},
+		{"wrong key", "key=KS9,algorithm=HMAC_SHA256", SignShared("nope", "HMAC_SHA256", full, params), testVerifier([]string{"tok"}, []string{"shared-1"}), provider.ErrBadSignature, "TWILIO_SHARED_KEYS"},
 		{"algorithm mismatch", "key=KS1,algorithm=HMAC_SHA256", SignShared("shared-1", "HMAC_SHA1", full, params), testVerifier(nil, []string{"shared-1"}), provider.ErrBadSignature, "HMAC_SHA256"},
 		{"unknown algorithm", "key=KS1,algorithm=HMAC_MD5", Sign("shared-1", full, params), testVerifier(nil, []string{"shared-1"}), provider.ErrBadSignature, "HMAC_MD5"},
-		{"no shared key configured", "key=KS1,algorithm=HMAC_SHA256", SignShared("shared-1", "HMAC_SHA256", full, params), testVerifier([]string{"tok"}, nil), provider.ErrBadSignature, "INBOX_TWILIO_SHARED_KEYS is not set"},
+		{"no shared key configured", "key=KS1,algorithm=HMAC_SHA256", SignShared("shared-1", "HMAC_SHA256", full, params), testVerifier([]string{"tok"}, nil), provider.ErrBadSignature, "TWILIO_SHARED_KEYS is not set"},
 		{"auth token signature still works beside shared keys", "", Sign("tok", full, params), testVerifier([]string{"tok"}, []string{"shared-1"}), nil, ""},
-		{"wrong auth token names the token first", "", Sign("wrong", full, params), testVerifier([]string{"tok"}, nil), provider.ErrBadSignature, "check INBOX_TWILIO_AUTH_TOKEN (the account's auth token), then that INBOX_PUBLIC_URL"},
+		{"wrong auth token names the token first", "", Sign("wrong", full, params), testVerifier([]string{"tok"}, nil), provider.ErrBadSignature, "check TWILIO_AUTH_TOKEN (the account's auth token), then that PUBLIC_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,7 +230,7 @@ func TestSharedKey(t *testing.T) {
 			if err != nil && !strings.Contains(err.Error(), tt.wantReason) {
 				t.Errorf("reason %q does not say %q", err, tt.wantReason)
 			}
-			if err != nil && tt.settings != "" && strings.Contains(err.Error(), "INBOX_PUBLIC_URL") {
+			if err != nil && tt.settings != "" && strings.Contains(err.Error(), "PUBLIC_URL") {
 				t.Errorf("a SharedKey failure blames the URL: %q", err)
 			}
 		})
