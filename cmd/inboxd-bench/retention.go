@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,22 +57,9 @@ func benchRetention(ctx context.Context, pool *pgxpool.Pool, dbURL string, o ben
 // deletedSoFar reads inbox_retention_deleted_total{what="processed_events"} from the
 // target's /metrics.
 func deletedSoFar(base string) (int64, error) {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, `inbox_retention_deleted_total{what="processed_events"} `); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			return int64(f), err
-		}
-	}
-	return 0, nil // nothing deleted yet: the counter appears with its first deletion
+	// The counter appears with its first deletion: until then, nothing was deleted.
+	v, _, err := bench.Metric(base, `inbox_retention_deleted_total{what="processed_events"}`)
+	return int64(v), err
 }
 
 // benchGrowth runs steady load with a short INBOX_RETENTION (--retention) and samples

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"inboxd/internal/bench"
 	"inboxd/internal/pgtest"
 )
 
@@ -32,7 +31,7 @@ func TestStopWithAStalledClient(t *testing.T) {
 	fmt.Fprintf(conn, "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
 		"webhook-id: evt\r\nwebhook-timestamp: %d\r\nwebhook-signature: v1,AAAA\r\nContent-Length: 100\r\n\r\n{\"type\"", time.Now().Unix())
 	pgtest.Eventually(t, "the request is in its handler", 10*time.Second, func() (bool, error) {
-		v, err := metric(base, "inbox_ingest_in_flight")
+		v, _, err := bench.Metric(base, "inbox_ingest_in_flight")
 		return v == 1, err
 	})
 	start := time.Now()
@@ -90,23 +89,4 @@ func TestCLINeverPrintsAPassword(t *testing.T) {
 			t.Errorf("inboxd %v printed the password:\n%s\n%v", args, out.String(), err)
 		}
 	}
-}
-
-// metric reads an unlabelled series' value from base's /metrics.
-func metric(base, name string) (float64, error) {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, fmt.Errorf("/metrics has no %s", name)
 }
