@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"inboxd/internal/provider/providertest"
+	"inboxd/internal/provider/registry"
 	"os"
 	"regexp"
 	"strings"
@@ -112,5 +113,31 @@ func TestConfigurationDocListsEverySetting(t *testing.T) {
 	}
 	for v := range documented {
 		t.Errorf("docs/configuration.md lists %s, which the binary does not accept", v)
+	}
+}
+
+// TestEveryProviderIsDocumented: each provider of the registry has its section and
+// a row of the signature table in docs/webhooks.md, and its path in the OpenAPI
+// document.
+func TestEveryProviderIsDocumented(t *testing.T) {
+	webhooks, err := os.ReadFile("../../docs/webhooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	openapi, err := os.ReadFile("../../internal/api/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range registry.All {
+		path := "/webhooks/" + p.Name
+		if !strings.Contains(string(webhooks), "## `POST "+path+"`") && !strings.Contains(string(webhooks), "`POST "+path+"` —") {
+			t.Errorf("docs/webhooks.md has no section for %s", path)
+		}
+		if !strings.Contains(string(webhooks), "| `"+path+"` |") {
+			t.Errorf("docs/webhooks.md's signature table has no row for %s", path)
+		}
+		if !strings.Contains(string(openapi), "\n  "+path+":") {
+			t.Errorf("openapi.yaml has no path %s", path)
+		}
 	}
 }
