@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"inboxd/internal/bench"
 	"inboxd/internal/pgtest"
 )
 
@@ -106,6 +107,11 @@ func TestPollOnly(t *testing.T) {
 WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&listening)
 	if listening != 0 {
 		t.Errorf("%d LISTEN connections with INBOX_POLL_ONLY, want none", listening)
+	}
+	connected, _, err1 := bench.Metric(base, "inbox_listener_connected")
+	pollOnly, _, err2 := bench.Metric(base, "inbox_poll_only")
+	if err1 != nil || err2 != nil || connected != 0 || pollOnly != 1 {
+		t.Errorf("metrics with INBOX_POLL_ONLY: inbox_listener_connected %v, inbox_poll_only %v (%v %v), want 0 and 1", connected, pollOnly, err1, err2)
 	}
 	if _, err := pool.Exec(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload)
 VALUES ('generic', 'from-elsewhere', '{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-e","channel":"+1","contact":"+2"}}')`); err != nil {

@@ -38,7 +38,8 @@ func commands() []command {
 		{"migrate", "create the database if missing and apply migrations; says which it applied", migrateCmd},
 		{"tail", "print each event as it arrives (LISTEN inbound_events): time, id, provider, external id, type", tailCmd},
 		{"stats", "show the queue: events per state and the oldest of each (--watch to follow it)", statsCmd},
-		{"events", "list events (--state dead, --provider); `events replay ID…|--state dead` requeues them", eventsCmd},
+		{"conversations", "list conversations (--contact +1555…, --provider)", conversationsCmd},
+		{"events", "list events (--state dead, --provider); `events show ID` one in full; `events replay ID…|--state dead` requeues them", eventsCmd},
 		{"sign", "print a signed curl command that posts a webhook, to try an endpoint by hand", signCmd},
 		{"help", "list the commands", nil},
 	}

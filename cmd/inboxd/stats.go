@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -21,7 +22,7 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 	var watch bool
 	var interval time.Duration
 	fs := cliFlags("stats", "Shows how many events are in each state and how old the oldest is.", stderr)
-	fs.BoolVar(&watch, "watch", false, "redraw in place every --interval until interrupted")
+	fs.BoolVar(&watch, "watch", false, "redraw in place every --interval until interrupted (to a pipe or a file: one line per interval)")
 	fs.DurationVar(&interval, "interval", 2*time.Second, "with --watch: how often")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -31,17 +32,21 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer pool.Close()
+	redraw := watch && isTerminal(stdout)
 	for {
 		states, err := processor.ReadQueue(ctx, pool)
 		if err != nil {
 			return dbAdvice(err)
 		}
-		if watch {
+		switch {
+		case redraw:
 			fmt.Fprint(stdout, "\x1b[H\x1b[2J") // cursor home, clear: redraw in place
 			fmt.Fprintf(stdout, "inboxd queue at %s (every %s; Ctrl-C stops)\n\n", time.Now().Format(time.TimeOnly), interval)
-		}
-		printQueue(stdout, states)
-		if !watch {
+			printQueue(stdout, states)
+		case watch:
+			printQueueLine(stdout, time.Now(), states) // a log a program or a file can take
+		default:
+			printQueue(stdout, states)
 			return nil
 		}
 		select {
@@ -64,6 +69,31 @@ func printQueue(w io.Writer, states []processor.QueueState) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", q.State, count, q.OldestAge.Round(time.Millisecond))
 	}
 	tw.Flush()
+}
+
+// printQueueLine writes the states as one line: the time, then state=count (an
+// estimate marked ~) and the oldest of each.
+func printQueueLine(w io.Writer, at time.Time, states []processor.QueueState) {
+	line := at.UTC().Format(time.RFC3339)
+	for _, q := range states {
+		op := "="
+		if !q.Exact {
+			op = "~"
+		}
+		line += fmt.Sprintf(" %s%s%d oldest_%s=%s", q.State, op, q.Count, q.State, q.OldestAge.Round(time.Millisecond))
+	}
+	fmt.Fprintln(w, line)
+}
+
+// isTerminal reports whether w is a terminal (a character device), where escape
+// sequences redraw; a pipe or a file gets none.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
 // cliFlags starts the flag set of an operator command, with --database-url.

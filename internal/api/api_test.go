@@ -238,7 +238,14 @@ func TestConversations(t *testing.T) {
 	}{
 		{"provider=twilio", 15},
 		{"contact=%2B15550000007", 1},
+		{"contact=+15550000007", 1}, // the "+" unencoded, as most clients send it: a space
+		{"contact=15550000007", 1},
+		{"contact=%2B1%20555%20000%200007", 1},
 		{"since=2026-11-25T10:25:00Z", 6},
+		{"since=2026-11-25t10:25:00z", 6},
+		{"since=2026-11-25%2010:25:00Z", 6},
+		{"since=2026-11-25T11:25:00+01:00", 6}, // "+" unencoded: a space
+		{"since=2026-11-25T11:25:00%2B01:00", 6},
 		{"provider=generic&since=2026-11-25T10:25:00Z", 3},
 	} {
 		status, body := a.get(t, "/v1/conversations?limit=200&"+tc.query, readToken)
@@ -264,6 +271,7 @@ func TestConversations(t *testing.T) {
 		"/v1/conversations?limit=201":           400,
 		"/v1/conversations?cursor=garbage":      400,
 		"/v1/conversations?since=yesterday":     400,
+		"/v1/conversations?provider=twillio":    400,
 		"/v1/conversations/999999/messages":     404,
 		"/v1/conversations/1/messages?order=up": 400,
 	} {

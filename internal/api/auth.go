@@ -14,7 +14,7 @@ import (
 func requireToken(tokens []string, kind, envHint string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := bearer(r.Header.Get("Authorization"))
 			match := 0
 			for _, t := range tokens {
 				match |= subtle.ConstantTimeCompare([]byte(got), []byte(t))
@@ -28,4 +28,14 @@ func requireToken(tokens []string, kind, envHint string) func(http.Handler) http
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// bearer reads the token of an "Authorization: Bearer <token>" header; the scheme's
+// name is case-insensitive (RFC 9110 §11.1), so "bearer" and "BEARER" are fine.
+func bearer(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
 }

@@ -18,6 +18,7 @@ import (
 	"inboxd/internal/pgtest"
 	"inboxd/internal/provider/generic"
 	"inboxd/internal/provider/providertest"
+	"inboxd/internal/readmodel"
 )
 
 // TestRequestIDs: every response carries X-Request-Id, the client's when it is short
@@ -153,4 +154,43 @@ func (a *testAPI) postGeneric(t *testing.T, id string, body []byte) (int, []byte
 		kv = append(kv, k, h.Get(k))
 	}
 	return a.call(t, "POST", "/webhooks/generic", "", body, kv...)
+}
+
+// TestFirstHourAnswers: what a newcomer gets wrong is answered plainly: the bearer
+// scheme in any case works; an unknown filter value is a 400 naming the valid ones;
+// a cursor from another list is a 400 saying so; every answer carries nosniff.
+func TestFirstHourAnswers(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	a.seed(t, 3, 2)
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER"} {
+		req, _ := http.NewRequest("GET", a.url+"/v1/conversations", nil)
+		req.Header.Set("Authorization", scheme+" "+readToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("Authorization: %s <token>: %d (nosniff %q), want 200 with nosniff", scheme, resp.StatusCode, resp.Header.Get("X-Content-Type-Options"))
+		}
+	}
+	for path, want := range map[string]string{
+		"/v1/events?state=deadd":       "pending, processing, processed, dead",
+		"/v1/events?provider=twillio":  "generic, twilio, meta",
+		"/v1/conversations?provider=x": "generic, twilio, meta",
+	} {
+		status, body := a.get(t, path, adminToken)
+		if status != 400 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d %s, want 400 naming %s", path, status, body, want)
+		}
+	}
+	_, body := a.get(t, "/v1/conversations?limit=1", readToken)
+	next := decode[page[readmodel.Conversation]](t, body).NextCursor
+	if next == nil {
+		t.Fatal("no next cursor on a page of 1 of 3")
+	}
+	if status, body := a.get(t, "/v1/events?cursor="+*next, adminToken); status != 400 || !strings.Contains(string(body), "belongs to the conversations list") {
+		t.Errorf("a conversations cursor on /v1/events = %d %s, want 400 saying whose it is", status, body)
+	}
 }

@@ -81,15 +81,24 @@ func idParam(r *http.Request) (int64, error) {
 	return id, nil
 }
 
-// timeParam reads an RFC 3339 time; zero when absent.
+// timeParam reads an RFC 3339 time; zero when absent. Every form RFC 3339 allows is
+// taken: a lower-case "t" or "z", and a space in place of "T" (RFC 3339 §5.6 NOTE),
+// which also stands for a "+" sent unencoded in a query string ("…10:00:00 01:00").
 func timeParam(r *http.Request, name string) (time.Time, error) {
 	s := r.URL.Query().Get(name)
 	if s == "" {
 		return time.Time{}, nil
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
+	norm := strings.ToUpper(s)
+	if len(norm) > 10 && norm[10] == ' ' {
+		norm = norm[:10] + "T" + norm[11:]
+	}
+	if i := strings.LastIndexByte(norm, ' '); i > 10 { // an offset whose "+" arrived as a space
+		norm = norm[:i] + "+" + norm[i+1:]
+	}
+	t, err := time.Parse(time.RFC3339Nano, norm)
 	if err != nil {
-		return time.Time{}, badParam("%s must be an RFC 3339 time such as 2026-11-25T10:00:00Z, got %q", name, s)
+		return time.Time{}, badParam("%s must be an RFC 3339 time such as 2026-11-25T10:00:00Z (or with an offset, %%2B01:00 in a URL), got %q", name, clip(s))
 	}
 	return t, nil
 }

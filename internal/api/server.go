@@ -64,7 +64,7 @@ func NewRouter(d Deps) http.Handler {
 	return r
 }
 
-// requestID gives every request an id: the client's X-Request-Id when it is short and
+// requestID gives every request an id (and every answer nosniff): the client's X-Request-Id when it is short and
 // plain (a load balancer's id, so that the logs of both join up), else a new one. The
 // id is sent back in X-Request-Id on every response, and goes on the request's log
 // lines and on the events it stored (inbound_events.request_id), so that an operator
@@ -77,6 +77,9 @@ func requestID(next http.Handler) http.Handler {
 			id = fmt.Sprintf("%016x", rand.Uint64())
 		}
 		w.Header().Set(middleware.RequestIDHeader, id)
+		// Every answer says what it is: no browser may guess a type (an echoed Meta
+		// challenge, a text error) and run it.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, id)))
 	})
 }

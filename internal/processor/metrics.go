@@ -12,6 +12,7 @@ type metrics struct {
 	latency    prometheus.Histogram
 	queueDepth *prometheus.GaugeVec
 	listener   prometheus.Gauge
+	pollOnly   prometheus.Gauge
 	batchSize  prometheus.Histogram
 	claims     *prometheus.CounterVec
 	oldestAge  *prometheus.GaugeVec
@@ -64,7 +65,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"state"}),
 		listener: f.NewGauge(prometheus.GaugeOpts{
 			Name: "inbox_listener_connected",
-			Help: "1 while the LISTEN connection on channel inbound_events is up, else 0.",
+			Help: "1 while the LISTEN connection on channel inbound_events is up, else 0 (also in poll-only mode, which inbox_poll_only shows).",
+		}),
+		pollOnly: f.NewGauge(prometheus.GaugeOpts{
+			Name: "inbox_poll_only",
+			Help: "1 when this process runs without LISTEN by design (poll-only mode: the sweep drives processing), else 0.",
 		}),
 		oldestAge: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "inbox_queue_oldest_age_seconds",

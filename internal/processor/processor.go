@@ -172,7 +172,7 @@ func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *m
 		claimNow: make(chan struct{}, 1), tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease)}
 	p.listener = newListener(listenURL, p.notify, p.Wake, log, m)
 	if cfg.PollOnly {
-		m.listener.Set(1) // nothing to hear: no LISTEN connection is missing
+		m.pollOnly.Set(1) // no LISTEN connection by design; the listener gauge stays 0
 	}
 	m.retention.WithLabelValues("processed_events").Set(cfg.Retention.Seconds())
 	m.retention.WithLabelValues("dead_events").Set(cfg.DeadRetention.Seconds())
