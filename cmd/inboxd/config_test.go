@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"inboxd/internal/pgtest"
 	"inboxd/internal/provider/providertest"
 	"inboxd/internal/provider/registry"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -138,6 +143,47 @@ func TestEveryProviderIsDocumented(t *testing.T) {
 		}
 		if !strings.Contains(string(openapi), "\n  "+path+":") {
 			t.Errorf("openapi.yaml has no path %s", path)
+		}
+	}
+}
+
+// TestBadSettingsTouchNothing: the binary started with a bad setting exits 2 with a
+// line naming it, before anything is touched: the database it was pointed at is not
+// created.
+func TestBadSettingsTouchNothing(t *testing.T) {
+	t.Parallel()
+	binary := filepath.Join(t.TempDir(), "inboxd")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for i, bad := range []map[string]string{
+		{"INBOX_ADDR": "localhost"},
+		{"INBOX_PUBLIC_URL": "inbox.example.com"},
+		{"INBOX_WORKERS": "0"},
+		{"INBOX_LEASE": "soon"},
+		{"INBOX_GENERIC_SECRETS": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, // no whsec_ prefix
+		{"INBOX_META_APP_SECRET": "only-half"},
+		{"INBOX_TELNYX_PUBLIC_KEY": "c2hvcnQ="},
+		{"INBOX_LOG_LEVEL": "loud"},
+	} {
+		name := fmt.Sprintf("inboxd_badcfg_%d_%d", time.Now().UnixNano(), i)
+		t.Cleanup(func() { pgtest.DropDatabase(t, name) })
+		// A start that got past the check would serve until stopped: wide bound.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, binary)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+pgtest.DatabaseURL(name))
+		var variable string
+		for k, v := range bad {
+			cmd.Env, variable = append(cmd.Env, k+"="+v), k
+		}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), variable) {
+			t.Errorf("%v: %v, output %q; want exit status 2 naming %s", bad, err, out, variable)
+		}
+		if pgtest.DatabaseExists(t, name) {
+			t.Errorf("%v: the database was created before the setting was checked", bad)
 		}
 	}
 }

@@ -5,7 +5,8 @@
 //	inboxd migrate   create the database if missing and apply migrations
 //	inboxd tail      print each event as it arrives
 //	inboxd stats     show the queue (--watch to follow it)
-//	inboxd events    list events; inboxd events replay requeues them
+//	inboxd conversations  list conversations (--contact finds a contact's)
+//	inboxd events    list events; events show ID shows one; events replay requeues them
 //	inboxd sign      print a signed curl command to try an endpoint
 //	inboxd help      list the commands
 //

@@ -144,6 +144,20 @@ func dropDatabase(ctx context.Context, name string) error {
 	return err
 }
 
+// DatabaseExists reports whether database name exists on the test server.
+func DatabaseExists(t testing.TB, name string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := connect(t, ctx)
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		t.Fatalf("pgtest: look for database %s: %v", name, err)
+	}
+	return exists
+}
+
 // DatabaseURL is the connection string of database name on the test server.
 func DatabaseURL(name string) string {
 	u, err := url.Parse(ServerURL())
