@@ -189,8 +189,11 @@ func lockTable(t *testing.T, s setup, held time.Duration) {
 	time.Sleep(held / 2)
 	unlock()
 	c := l.verify(t)
-	if limit := timeout + 1500*time.Millisecond; time.Duration(c.MaxAnswerMS)*time.Millisecond > limit {
-		t.Errorf("a webhook waited %d ms for its answer, want at most %s", c.MaxAnswerMS, limit)
+	// A webhook left hanging would wait for the lock to go: up to held. The bound
+	// is the timeout and a wide margin for a busy machine's scheduling (the answer
+	// is measured by the load generator, on the same cores), well short of that.
+	if limit := timeout + held/4; time.Duration(c.MaxAnswerMS)*time.Millisecond > limit {
+		t.Errorf("a webhook waited %d ms for its answer, want at most %s (the lock was held %s)", c.MaxAnswerMS, limit, held)
 	}
 	if c.Statuses[503] == 0 {
 		t.Error("no webhook was answered 503 during the lock: the test proves nothing")
@@ -242,11 +245,14 @@ func TestSlowClients(t *testing.T) {
 	}
 	c := l.verify(t)
 	wg.Wait()
-	if limit := readTimeout + 1500*time.Millisecond; slowest > limit {
+	// Bounds wide enough for a busy machine, far short of what they guard against: a
+	// slow client never cut off holds its connection for minutes, and a request stuck
+	// behind one waits at least as long as the slow client may take.
+	if limit := readTimeout + 3*time.Second; slowest > limit {
 		t.Errorf("a slow client kept its connection for %s, want at most %s", slowest, limit)
 	}
-	if c.Retried > 0 || c.MaxAnswerMS > 1000 {
-		t.Errorf("with slow clients around, %d requests were retried and the longest answer took %d ms; want none and under a second", c.Retried, c.MaxAnswerMS)
+	if c.Retried > 0 || time.Duration(c.MaxAnswerMS)*time.Millisecond >= readTimeout {
+		t.Errorf("with slow clients around, %d requests were retried and the longest answer took %d ms; want none and less than the %s a slow client may take", c.Retried, c.MaxAnswerMS, readTimeout)
 	}
 	t.Logf("slow clients were disconnected within %s", slowest.Round(time.Millisecond))
 }
