@@ -52,6 +52,8 @@ type config struct {
 	LogLevel      string
 	LogFormat     string
 	DebugAddr     string
+	// TrustTraceparent: webhook spans join the caller's trace (trusted callers only).
+	TrustTraceparent bool
 }
 
 // option ties a flag to its environment variable and default.
@@ -121,6 +123,7 @@ func coreOptions(c *config) []option {
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
 		{"log-level", "INBOX_LOG_LEVEL", "info", "debug, info, warn or error", false, oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "INBOX_LOG_FORMAT", "json", "json or console", false, oneOf(&c.LogFormat, "json", "console")},
+		{"trust-traceparent", "INBOX_TRUST_TRACEPARENT", "false", "webhook spans join the trace a caller's traceparent names (only for callers inside your network; by default a new trace links to it)", false, boolean(&c.TrustTraceparent)},
 		{"debug-addr", "INBOX_DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this address; keep it private, e.g. 127.0.0.1:6060", false, str(&c.DebugAddr)},
 	}
 }

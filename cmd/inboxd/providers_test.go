@@ -428,6 +428,9 @@ func TestMetaVerifyHandshake(t *testing.T) {
 		if resp.StatusCode != tc.wantStatus || (tc.wantBody != "" && string(b) != tc.wantBody) {
 			t.Errorf("GET ?%s = %d %q, want %d %q", tc.query, resp.StatusCode, b, tc.wantStatus, tc.wantBody)
 		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET ?%s: no X-Content-Type-Options: nosniff (the challenge is echoed as sent)", tc.query)
+		}
 	}
 }
 

@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,20 +64,30 @@ func attr(s *tracepb.Span, key string) string {
 }
 
 // TestTracesEndToEnd: with OTEL_EXPORTER_OTLP_ENDPOINT set, one signed webhook that
-// arrives with a provider's traceparent yields its HTTP server span in that trace, an
-// ingest "send" span under it, and a "process" span linked to the send span carrying
-// messaging.message.id = the event id; all exported over OTLP/HTTP.
+// arrives with a provider's traceparent yields its HTTP server span (in a trace of its
+// own linked to the provider's, or, with INBOX_TRUST_TRACEPARENT, in the provider's),
+// an ingest "send" span under it, and a "process" span linked to the send span
+// carrying messaging.message.id = the event id; all exported over OTLP/HTTP. What a
+// client sent is cut to 256 bytes in attributes.
 func TestTracesEndToEnd(t *testing.T) {
+	t.Parallel()
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trust traceparent %v", trust), func(t *testing.T) { traceEndToEnd(t, trust) })
+	}
+}
+
+func traceEndToEnd(t *testing.T, trust bool) {
 	t.Parallel()
 	receiver := newOTLPReceiver(t)
 	base, _, stop := startServeStoppable(t, map[string]string{
 		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
-		"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.URL,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.URL, "INBOX_TRUST_TRACEPARENT": strconv.FormatBool(trust),
 	})
 	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-t","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
 	req := providertest.Request(t, "generic", base, "", testSecret, "evt-t", []byte(body), time.Now())
 	const providerTrace = "0af7651916cd43dd8448eb211c80319c"
 	req.Header.Set("traceparent", "00-"+providerTrace+"-b7ad6b7169203331-01")
+	req.Header.Set("User-Agent", strings.Repeat("u", 16<<10))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("POST: %v %v", resp, err)
@@ -99,8 +111,21 @@ func TestTracesEndToEnd(t *testing.T) {
 	if len(server) != 1 || len(send) != 1 {
 		t.Fatalf("spans %v, want one server span and one send span", byName)
 	}
-	if got := hex.EncodeToString(server[0].TraceId); got != providerTrace {
-		t.Errorf("server span in trace %s, want the provider's %s", got, providerTrace)
+	inProviders := hex.EncodeToString(server[0].TraceId) == providerTrace
+	var linkedToProvider bool
+	for _, l := range server[0].Links {
+		linkedToProvider = linkedToProvider || hex.EncodeToString(l.TraceId) == providerTrace
+	}
+	switch {
+	case trust && !inProviders:
+		t.Errorf("with INBOX_TRUST_TRACEPARENT the server span is in trace %x, want the provider's %s", server[0].TraceId, providerTrace)
+	case !trust && (inProviders || !linkedToProvider):
+		t.Errorf("server span in trace %x (linked to the provider's: %v), want a trace of its own linked to %s", server[0].TraceId, linkedToProvider, providerTrace)
+	}
+	for _, a := range server[0].Attributes {
+		if v := a.GetValue().GetStringValue(); len(v) > 256 {
+			t.Errorf("server span attribute %s holds %d bytes, want at most 256", a.Key, len(v))
+		}
 	}
 	if !equalBytes(send[0].ParentSpanId, server[0].SpanId) || attr(send[0], "messaging.message.id") != eventID {
 		t.Errorf("send span: parent %x (server %x), message id %q (event %s)", send[0].ParentSpanId, server[0].SpanId, attr(send[0], "messaging.message.id"), eventID)

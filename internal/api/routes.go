@@ -55,12 +55,20 @@ func routes(r chi.Router, d Deps) {
 	})
 }
 
-// traced gives a webhook route its HTTP server span when tracing is on, continuing a
-// trace context the provider sent (traceparent). Off, the handler runs bare.
+// traced gives a webhook route its HTTP server span when tracing is on. The route is
+// public: anyone may send a traceparent, so by default the span starts a trace of its
+// own, linked to the one the client named, rather than joining it (a client must not
+// choose the stored trace id, nor, through a parent-based sampler, whether its request
+// is sampled). TrustTraceparent, for callers inside the operator's network, makes the
+// span the child of the caller's. Off, the handler runs bare.
 func traced(d Deps, name string, h http.Handler) http.Handler {
 	if d.Tracing == nil {
 		return h
 	}
-	return otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(d.Tracing),
-		otelhttp.WithPropagators(tracing.Propagator), otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
+	opts := []otelhttp.Option{otelhttp.WithTracerProvider(d.Tracing),
+		otelhttp.WithPropagators(tracing.Propagator), otelhttp.WithMeterProvider(metricnoop.NewMeterProvider())}
+	if !d.TrustTraceparent {
+		opts = append(opts, otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return true }))
+	}
+	return otelhttp.NewHandler(h, name, opts...)
 }

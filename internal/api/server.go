@@ -40,6 +40,9 @@ type Deps struct {
 	// Tracing, when set, gives each webhook request a server span (W3C trace context
 	// from the provider's headers honoured); nil when tracing is off.
 	Tracing trace.TracerProvider
+	// TrustTraceparent makes a webhook's span the child of the trace context the
+	// caller sent, instead of a new trace linked to it (see traced).
+	TrustTraceparent bool
 	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:
 	// the key.
 	SettingName func(key string) string

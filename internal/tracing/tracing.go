@@ -43,6 +43,26 @@ var Queue = []attribute.KeyValue{
 	semconv.MessagingDestinationName("inbound_events"),
 }
 
+// MaxQueuedSpans bounds the spans waiting for the exporter: when the collector is away
+// the queue fills and further spans are dropped (the SDK never blocks a request on
+// it). With Limits, what a full queue holds is bounded: a few megabytes.
+const MaxQueuedSpans = 2048
+
+// Limits bounds what one span may hold. Attribute values are cut to 256 bytes: some
+// come from what a client sent before it was authenticated (its User-Agent, the Host
+// it named), and an unlimited value let 300 unsigned requests with a 1 MB User-Agent
+// hold hundreds of megabytes in the export queue.
+func Limits() sdktrace.SpanLimits {
+	l := sdktrace.NewSpanLimits()
+	l.AttributeValueLengthLimit = 256
+	l.AttributeCountLimit = 64
+	l.EventCountLimit = 16
+	l.LinkCountLimit = 256 // a batch links to each event's ingest span
+	l.AttributePerEventCountLimit = 16
+	l.AttributePerLinkCountLimit = 16
+	return l
+}
+
 // Propagator reads and writes the W3C trace context (traceparent, tracestate): in
 // the headers of a webhook a provider sent, and with each stored event.
 var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
@@ -75,7 +95,10 @@ func Setup(ctx context.Context, getenv func(string) string, log *zap.Logger) (tp
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		sampled.Warn("traces could not be exported; check OTEL_EXPORTER_OTLP_ENDPOINT and the collector", zap.Error(err))
 	}))
-	provider := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	provider := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(MaxQueuedSpans)),
+		sdktrace.WithRawSpanLimits(Limits()),
+		sdktrace.WithResource(res))
 	log.Info("exporting traces", zap.String("endpoint", endpoint))
 	return provider, provider.Shutdown, nil
 }
