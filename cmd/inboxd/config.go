@@ -18,6 +18,10 @@ import (
 	"inboxd/internal/provider/registry"
 )
 
+// defaultMaxConnections bounds the HTTP connections open at once: well above what
+// providers and readers open (a few dozen), well below what exhausts a process.
+const defaultMaxConnections = 4096
+
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/inboxd?sslmode=disable"
 
 // config is every setting (docs/configuration.md). Each comes from an environment variable and
@@ -31,27 +35,28 @@ type config struct {
 	PublicURL   string
 	// Providers holds each provider's settings by key (provider.Setting), as
 	// registry.Open reads them.
-	Providers     map[string]string
-	Endpoints     []provider.Endpoint // the providers as configured (check)
-	APITokens     []string
-	AdminTokens   []string
-	Workers       int
-	BatchSize     int
-	BatchWait     time.Duration
-	MaxBodyBytes  int
-	MaxAttempts   int
-	SweepInterval time.Duration
-	Lease         time.Duration
-	Retention     time.Duration
-	DeadRetention time.Duration
-	IngestTimeout time.Duration
-	CommitWait    time.Duration
-	ReadTimeout   time.Duration
-	MaxInFlight   int
-	Migrate       bool
-	LogLevel      string
-	LogFormat     string
-	DebugAddr     string
+	Providers      map[string]string
+	Endpoints      []provider.Endpoint // the providers as configured (check)
+	APITokens      []string
+	AdminTokens    []string
+	Workers        int
+	BatchSize      int
+	BatchWait      time.Duration
+	MaxBodyBytes   int
+	MaxAttempts    int
+	SweepInterval  time.Duration
+	Lease          time.Duration
+	Retention      time.Duration
+	DeadRetention  time.Duration
+	IngestTimeout  time.Duration
+	CommitWait     time.Duration
+	ReadTimeout    time.Duration
+	MaxInFlight    int
+	MaxConnections int
+	Migrate        bool
+	LogLevel       string
+	LogFormat      string
+	DebugAddr      string
 	// TrustTraceparent: webhook spans join the caller's trace (trusted callers only).
 	TrustTraceparent bool
 }
@@ -115,6 +120,7 @@ func coreOptions(c *config) []option {
 		{"commit-wait", "INBOX_COMMIT_WAIT", shortDuration(ingest.DefaultCommitWait), "longest a webhook waits for others to share its commit when webhooks come closer together than this; 0 commits at once", false, durationOrZero(&c.CommitWait)},
 		{"read-timeout", "INBOX_READ_TIMEOUT", shortDuration(ingest.DefaultReadTimeout), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
 		{"max-inflight", "INBOX_MAX_INFLIGHT", strconv.Itoa(ingest.DefaultMaxInFlight), "webhook requests handled at once; more are answered 503 with Retry-After", false, positive(&c.MaxInFlight)},
+		{"max-connections", "INBOX_MAX_CONNECTIONS", strconv.Itoa(defaultMaxConnections), "HTTP connections open at once; more wait to be accepted until one closes", false, positive(&c.MaxConnections)},
 		{"max-attempts", "INBOX_MAX_ATTEMPTS", strconv.Itoa(processor.DefaultMaxAttempts), "attempts before an event is dead", false, positive(&c.MaxAttempts)},
 		{"sweep-interval", "INBOX_SWEEP_INTERVAL", shortDuration(processor.DefaultSweepInterval), "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
 		{"lease", "INBOX_LEASE", shortDuration(processor.DefaultLease), "how long a claim is held before others may take it over", false, duration(&c.Lease)},

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"inboxd/internal/api"
@@ -145,6 +146,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
 	}
+	// At most INBOX_MAX_CONNECTIONS open at once: the next waits in the kernel's
+	// backlog until one closes, so a crowd of idle or slow clients costs a bounded
+	// number of goroutines and buffers.
+	ln = netutil.LimitListener(ln, cfg.MaxConnections)
 	log.Info("inboxd started", zap.String("addr", ln.Addr().String()), zap.Strings("providers", svc.providers),
 		zap.Int("workers", cfg.Workers), zap.Int("batch_size", cfg.BatchSize))
 	if len(svc.providers) == 0 {
@@ -175,6 +180,9 @@ func serveDebug(addr string, log *zap.Logger) {
 		log.Error("pprof server", zap.Error(err))
 	}
 }
+
+// maxHeaderBytes bounds a request's headers (Go's default is 1 MiB).
+const maxHeaderBytes = 32 << 10
 
 // service is inboxd's long-lived parts, wired.
 type service struct {
@@ -222,14 +230,19 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 	}))
 	router := api.NewRouter(deps)
 	// Nothing a client does holds a connection for ever: its headers must arrive within
-	// the read timeout (webhook bodies get their own deadline, see ingest), and no
-	// response may take longer to write than the longest a webhook can legitimately
-	// take (body, then commit) plus a margin. The /v1 handlers time out sooner.
+	// the read timeout, and the whole request too on every route (webhook bodies get a
+	// deadline of their own from the handler, see ingest: headers, then body, each
+	// within the read timeout); no response may take longer to write than the longest a
+	// webhook can legitimately take (body, then commit) plus a margin, and the /v1
+	// handlers time out sooner. Headers are capped at 32 KiB (431 beyond): no provider
+	// sends more than a few, and a header is read before anyone is authenticated.
 	srv := &http.Server{
 		Handler:           router,
 		ReadHeaderTimeout: cfg.ReadTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout + cfg.IngestTimeout + 5*time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
 	return &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled(),
 		stopGrace: cfg.IngestTimeout + time.Second, log: log}, nil

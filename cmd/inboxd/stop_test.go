@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,67 @@ func TestCLINeverPrintsAPassword(t *testing.T) {
 		if strings.Contains(out.String(), secret) || (err != nil && strings.Contains(err.Error(), secret)) {
 			t.Errorf("inboxd %v printed the password:\n%s\n%v", args, out.String(), err)
 		}
+	}
+}
+
+// TestHTTPLimits: what a client can hold before anyone knows who it is is bounded:
+// headers over 32 KiB are refused with 431; a request on any route whose body stalls
+// is cut off at INBOX_READ_TIMEOUT (it held /healthz and /v1 connections for
+// minutes); past INBOX_MAX_CONNECTIONS a new connection waits until one closes.
+func TestHTTPLimits(t *testing.T) {
+	t.Parallel()
+	base, _ := startServe(t, map[string]string{
+		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_READ_TIMEOUT": "500ms",
+		"INBOX_MAX_CONNECTIONS": "3", "INBOX_API_TOKENS": "t",
+	})
+	addr := strings.TrimPrefix(base, "http://")
+
+	req, _ := http.NewRequest("GET", base+"/healthz", nil)
+	req.Header.Set("User-Agent", strings.Repeat("u", 64<<10))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("64 KiB of headers: %v %v, want 431", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	for _, path := range []string{"/healthz", "/v1/conversations"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", path)
+		start := time.Now()
+		conn.SetReadDeadline(start.Add(10 * time.Second))
+		io.ReadAll(conn) // until the server closes it
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("GET %s with a stalled body held its connection %s, want it closed near 500ms", path, took)
+		}
+		conn.Close()
+	}
+
+	var held []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") // served, then kept alive
+		bufio.NewReader(c).ReadString('\n')
+		held = append(held, c)
+	}
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := client.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a fourth connection past INBOX_MAX_CONNECTIONS=3 was served at once")
+	}
+	held[0].Close()
+	client.Timeout = 10 * time.Second
+	if resp, err := client.Get(base + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("after one of the three closed: %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, c := range held[1:] {
+		c.Close()
 	}
 }
