@@ -43,6 +43,7 @@ type config struct {
 	BatchSize      int
 	BatchWait      time.Duration
 	MaxBodyBytes   int
+	BodyMemory     int
 	MaxAttempts    int
 	SweepInterval  time.Duration
 	Lease          time.Duration
@@ -116,6 +117,7 @@ func coreOptions(c *config) []option {
 		{"batch-size", "INBOX_BATCH_SIZE", strconv.Itoa(processor.DefaultBatchSize), "events claimed and applied per transaction", false, positive(&c.BatchSize)},
 		{"batch-wait", "INBOX_BATCH_WAIT", shortDuration(processor.DefaultBatchWait), "longest an event another process committed waits for others to share its claim, when events come closer together than this; 0 claims at once", false, durationOrZero(&c.BatchWait)},
 		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", strconv.Itoa(ingest.DefaultMaxBodyBytes), "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
+		{"body-memory", "INBOX_BODY_MEMORY", strconv.Itoa(ingest.DefaultBodyMemory), "bytes of webhook bodies being received at once, all requests together (bodies are buffered before their signatures are checked); more are answered 503 with Retry-After", false, positive(&c.BodyMemory)},
 		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
 		{"commit-wait", "INBOX_COMMIT_WAIT", shortDuration(ingest.DefaultCommitWait), "longest a webhook waits for others to share its commit when webhooks come closer together than this; 0 commits at once", false, durationOrZero(&c.CommitWait)},
 		{"read-timeout", "INBOX_READ_TIMEOUT", shortDuration(ingest.DefaultReadTimeout), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},

@@ -211,7 +211,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg),
 		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed, SettingName: settingName})
 	hooks := ingest.NewHandlers(ingest.Config{
-		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), ReadTimeout: cfg.ReadTimeout,
+		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), BodyMemory: int64(cfg.BodyMemory), ReadTimeout: cfg.ReadTimeout,
 		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName,
 	}, writer, log.Named("ingest"))
 	deps := api.Deps{

@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/semaphore"
 
 	"inboxd/internal/jsonhttp"
 	"inboxd/internal/provider"
@@ -58,8 +59,15 @@ const maxEventsPerRequest = 1000
 const retryAfter = "1"
 
 // DefaultMaxBodyBytes is the default of the largest body accepted: Meta sends up to
-// 3 MB.
+// 3 MB. A provider may set a smaller limit of its own (provider.Webhook.MaxBodyBytes).
 const DefaultMaxBodyBytes = 4 << 20
+
+// DefaultBodyMemory is the default of the bytes of webhook bodies being received at
+// once, all requests together. Bodies are buffered before their signatures can be
+// checked, so this is what anyone can make a process hold: a request announcing a
+// body reserves its length (or its provider's limit when it does not say), and one
+// that finds no room left is answered 503 at once.
+const DefaultBodyMemory = 64 << 20
 
 // Config holds the providers' endpoints and the request limits. Zero limits take the
 // defaults.
@@ -68,6 +76,7 @@ type Config struct {
 	// webhook answers 404 with its hint.
 	Endpoints    []provider.Endpoint
 	MaxBodyBytes int64
+	BodyMemory   int64 // bytes of bodies received at once, all requests together
 	ReadTimeout  time.Duration
 	MaxInFlight  int
 	// Tracing makes the spans of stored webhooks (internal/tracing); nil: none.
@@ -92,7 +101,8 @@ type Handlers struct {
 	log     *zap.Logger
 	noisy   *zap.Logger // rate-limited: lines an attacker or an outage could multiply
 	metrics *metrics
-	slots   chan struct{} // a token per webhook request in flight
+	slots   chan struct{}       // a token per webhook request in flight
+	bodies  *semaphore.Weighted // bytes of bodies being received or held
 	tracer  trace.Tracer
 	now     func() time.Time
 }
@@ -101,6 +111,9 @@ type Handlers struct {
 func NewHandlers(cfg Config, w *Writer, log *zap.Logger) *Handlers {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.BodyMemory <= 0 {
+		cfg.BodyMemory = DefaultBodyMemory
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
@@ -114,7 +127,8 @@ func NewHandlers(cfg Config, w *Writer, log *zap.Logger) *Handlers {
 	return &Handlers{
 		tracer: cfg.Tracing.Tracer("inboxd/ingest"),
 		cfg:    cfg, writer: w, log: log, metrics: w.metrics, now: time.Now,
-		slots: make(chan struct{}, cfg.MaxInFlight),
+		slots:  make(chan struct{}, cfg.MaxInFlight),
+		bodies: semaphore.NewWeighted(cfg.BodyMemory),
 		// At most 20 lines a second of each message and level; the rest are counted
 		// in inbox_log_lines_dropped_total (and every request in
 		// inbox_ingest_requests_total).
@@ -233,7 +247,7 @@ func (h *Handlers) accept(w http.ResponseWriter, r *http.Request, e provider.End
 	if err == nil {
 		defer release()
 		var body []byte
-		if body, err = h.readBody(w, r); err == nil {
+		if body, err = h.readBody(w, r, h.bodyLimit(e)); err == nil {
 			_ = rc.SetReadDeadline(time.Time{})
 			return h.store(r, e, body)
 		}
@@ -304,31 +318,57 @@ func (h *Handlers) admit(r *http.Request, e provider.Endpoint) (release func(), 
 		return nil, fmt.Errorf("%w: got %q, want %s", errContentType, truncate(r.Header.Get("Content-Type"), 100),
 			strings.Join(e.Webhook.MediaTypes, " or "))
 	}
-	if r.ContentLength > h.cfg.MaxBodyBytes {
-		return nil, h.tooLarge()
+	limit := h.bodyLimit(e)
+	if r.ContentLength > limit {
+		return nil, h.tooLarge(limit)
 	}
 	if err := e.Webhook.Headers(r.Header); err != nil {
 		return nil, err
 	}
+	reserve := limit // a body of unannounced length may take the whole limit
+	if r.ContentLength >= 0 {
+		reserve = r.ContentLength
+	}
+	if !h.bodies.TryAcquire(reserve) {
+		return nil, fmt.Errorf("%w: webhook bodies being received take %d bytes at most (%s); retry shortly",
+			errBusy, h.cfg.BodyMemory, h.cfg.name("BODY_MEMORY"))
+	}
 	select {
 	case h.slots <- struct{}{}:
 		h.metrics.inFlight.Inc()
-		return func() { h.metrics.inFlight.Dec(); <-h.slots }, nil
+		h.metrics.bodyBytes.Add(float64(reserve))
+		return func() {
+			h.metrics.bodyBytes.Sub(float64(reserve))
+			h.metrics.inFlight.Dec()
+			<-h.slots
+			h.bodies.Release(reserve)
+		}, nil
 	default:
+		h.bodies.Release(reserve)
 		return nil, fmt.Errorf("%w: %d at once is the limit (%s); retry shortly", errBusy, cap(h.slots), h.cfg.name("MAX_INFLIGHT"))
 	}
 }
 
-// readBody reads the body under the deadline accept set, at most MaxBodyBytes.
-func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+// bodyLimit is the largest body e accepts: its provider's limit, within the service's.
+func (h *Handlers) bodyLimit(e provider.Endpoint) int64 {
+	if l := e.Webhook.MaxBodyBytes; l > 0 && l < h.cfg.MaxBodyBytes {
+		return l
+	}
+	return h.cfg.MaxBodyBytes
+}
+
+// readBody reads the body under the deadline accept set, at most limit bytes. A body
+// of announced length is read into a buffer of that length (io.ReadAll would grow
+// its buffer to twice the body, past what admit reserved).
+func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	var tooLarge *http.MaxBytesError
 	var timeout interface{ Timeout() bool }
 	switch {
 	case err == nil:
 		return body, nil
 	case errors.As(err, &tooLarge):
-		return nil, h.tooLarge()
+		return nil, h.tooLarge(limit)
 	case errors.As(err, &timeout) && timeout.Timeout():
 		return nil, fmt.Errorf("%w: the body did not arrive within %s (%s)", errReadTimeout, h.cfg.ReadTimeout, h.cfg.name("READ_TIMEOUT"))
 	default:
@@ -336,8 +376,27 @@ func (h *Handlers) readBody(w http.ResponseWriter, r *http.Request) ([]byte, err
 	}
 }
 
-func (h *Handlers) tooLarge() error {
-	return fmt.Errorf("%w: limit is %d bytes (%s)", errTooLarge, h.cfg.MaxBodyBytes, h.cfg.name("MAX_BODY_BYTES"))
+func (h *Handlers) tooLarge(limit int64) error {
+	if limit < h.cfg.MaxBodyBytes {
+		return fmt.Errorf("%w: this provider's limit is %d bytes", errTooLarge, limit)
+	}
+	return fmt.Errorf("%w: limit is %d bytes (%s)", errTooLarge, limit, h.cfg.name("MAX_BODY_BYTES"))
+}
+
+// readAll reads r to its end; with the length known (≥ 0), into a buffer of exactly
+// that length.
+func readAll(r io.Reader, length int64) ([]byte, error) {
+	if length < 0 {
+		return io.ReadAll(r)
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("the body ended before its Content-Length: %w", err)
+		}
+		return nil, err
+	}
+	return body, nil
 }
 
 // reject answers an error from accept with its status (docs/webhooks.md) and logs it

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -120,6 +121,45 @@ func TestInFlightCap(t *testing.T) {
 	pgtest.Eventually(t, "the slot is free", 10*time.Second, func() (bool, error) { return len(s.h.slots) == 0, nil })
 	if status, body, _ := s.postFull(t, "evt_next", sampleGeneric("m")); status != 200 {
 		t.Errorf("after the slot is free: %d %s", status, body)
+	}
+}
+
+// TestBodyMemory: bodies being received reserve their announced length, all requests
+// together within BodyMemory: while stalled bodies hold it, the next webhook is
+// answered 503 at once (not read into memory), and served once they are gone. A
+// provider's own limit is enforced before its body is read.
+func TestBodyMemory(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{BodyMemory: 2500, ReadTimeout: time.Minute})
+	var stalled []net.Conn
+	for i := range 2 {
+		c, _ := s.rawConn(t, signedHead(fmt.Sprintf("evt_stall_%d", i), 1000), `{"type"`)
+		stalled = append(stalled, c)
+	}
+	pgtest.Eventually(t, "two stalled bodies hold 2,000 bytes", 10*time.Second, func() (bool, error) {
+		return testutil.ToFloat64(s.h.metrics.bodyBytes) == 2000, nil
+	})
+	body := sampleGeneric("m") // about 150 bytes: 2,150 fit, 2,000 + a 1,000 announced do not
+	if status, got, _ := s.postFull(t, "evt_small", body); status != 200 {
+		t.Errorf("a small body beside them: %d %s, want 200", status, got)
+	}
+	big := strings.Replace(body, `"hi"`, `"`+strings.Repeat("x", 900)+`"`, 1)
+	status, got, header := s.postFull(t, "evt_big", big)
+	if status != 503 || header.Get("Retry-After") == "" || !strings.Contains(got, "SETTING_BODY_MEMORY") {
+		t.Errorf("past the body memory: %d %s, want 503 naming the setting", status, got)
+	}
+	for _, c := range stalled {
+		c.Close()
+	}
+	pgtest.Eventually(t, "the reservations are released", 10*time.Second, func() (bool, error) {
+		return testutil.ToFloat64(s.h.metrics.bodyBytes) == 0, nil
+	})
+	if status, got, _ := s.postFull(t, "evt_big", big); status != 200 {
+		t.Errorf("once the stalled bodies are gone: %d %s, want 200", status, got)
+	}
+	form := url.Values{"MessageSid": {"SM1"}, "From": {"+1"}, "To": {"+2"}, "Body": {strings.Repeat("x", 70<<10)}}
+	if status, got := s.postTwilio(t, form); status != 413 || !strings.Contains(got, "provider's limit") {
+		t.Errorf("a 70 KiB Twilio post: %d %s, want 413 naming the provider's limit", status, got)
 	}
 }
 

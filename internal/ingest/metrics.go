@@ -14,6 +14,7 @@ type metrics struct {
 	ackLatency *prometheus.HistogramVec
 	logDropped prometheus.Counter
 	inFlight   prometheus.Gauge
+	bodyBytes  prometheus.Gauge
 }
 
 // NewMetrics registers ingest's metrics with reg. Every provider's series exist from
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "inbox_ingest_in_flight",
 			Help: "Webhook requests being handled now (their bodies being read or their commits awaited); past the in-flight limit more are refused with 503.",
+		}),
+		bodyBytes: f.NewGauge(prometheus.GaugeOpts{
+			Name: "inbox_ingest_body_bytes",
+			Help: "Bytes reserved for the bodies of webhook requests in flight (their announced lengths); past the body memory limit more are refused with 503.",
 		}),
 		batchSize: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "inbox_ingest_commit_requests",

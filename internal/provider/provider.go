@@ -71,6 +71,10 @@ type Webhook struct {
 	AckType string
 	// Handshake, if set, serves GET on the webhook's path (Meta's verification).
 	Handshake http.HandlerFunc
+	// MaxBodyBytes is the largest body the provider sends, with a margin (0: the
+	// service's limit). A body is buffered before its signature can be checked, so
+	// this is memory any client can make the service hold.
+	MaxBodyBytes int64
 	// KeepHeaders are request headers worth storing with each event (ids, idempotency
 	// tokens), besides Content-Type and User-Agent. Never a signature or credential.
 	KeepHeaders []string

@@ -45,9 +45,10 @@ func open(c provider.Config) (*provider.Webhook, error) {
 		return nil, fmt.Errorf("%s: %w", c.SettingName(SecretsKey), err)
 	}
 	return &provider.Webhook{
-		KeepHeaders: []string{"Webhook-Id", "Webhook-Timestamp", "Svix-Id", "Svix-Timestamp"},
-		MediaTypes:  []string{"application/json"},
-		Headers:     checkHeaders,
+		KeepHeaders:  []string{"Webhook-Id", "Webhook-Timestamp", "Svix-Id", "Svix-Timestamp"},
+		MaxBodyBytes: 1 << 20, // a generic event is one message
+		MediaTypes:   []string{"application/json"},
+		Headers:      checkHeaders,
 		Verify: func(r *http.Request, body []byte, now time.Time) error {
 			return keys.Verify(readHeaders(r.Header), body, now)
 		},

@@ -63,9 +63,10 @@ func open(c provider.Config) (*provider.Webhook, error) {
 		keys = append(keys, key)
 	}
 	return &provider.Webhook{
-		KeepHeaders: []string{TimestampHeader},
-		MediaTypes:  []string{"application/json"},
-		Headers:     func(h http.Header) error { return provider.RequireHeaders(h, SignatureHeader, TimestampHeader) },
+		KeepHeaders:  []string{TimestampHeader},
+		MaxBodyBytes: 256 << 10, // a Telnyx webhook is one message: a few kilobytes
+		MediaTypes:   []string{"application/json"},
+		Headers:      func(h http.Header) error { return provider.RequireHeaders(h, SignatureHeader, TimestampHeader) },
 		Verify: func(r *http.Request, body []byte, now time.Time) error {
 			return verify(keys, r.Header.Get(TimestampHeader), r.Header.Get(SignatureHeader), body, now)
 		},

@@ -69,13 +69,14 @@ func open(c provider.Config) (*provider.Webhook, error) {
 		return nil, nil
 	}
 	return &provider.Webhook{
-		KeepHeaders: []string{"I-Twilio-Idempotency-Token", "X-Home-Region"},
-		MediaTypes:  []string{formType, jsonType},
-		Headers:     func(h http.Header) error { return provider.RequireHeaders(h, SignatureHeader) },
-		Verify:      v.verify,
-		Parse:       parse,
-		Ack:         ack,
-		AckType:     "text/xml",
+		KeepHeaders:  []string{"I-Twilio-Idempotency-Token", "X-Home-Region"},
+		MaxBodyBytes: 64 << 10, // Twilio posts a few kilobytes (an SMS is at most 1,600 characters)
+		MediaTypes:   []string{formType, jsonType},
+		Headers:      func(h http.Header) error { return provider.RequireHeaders(h, SignatureHeader) },
+		Verify:       v.verify,
+		Parse:        parse,
+		Ack:          ack,
+		AckType:      "text/xml",
 	}, nil
 }
 
