@@ -219,11 +219,12 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		SettingName: settingName, TrustTraceparent: cfg.TrustTraceparent,
 	}
+	deps.Readiness = api.NewReadiness(deps)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "inbox_ready",
 		Help: "1 when /readyz would answer 200 (database reachable, webhooks being committed, LISTEN connected), else 0; sampled at each scrape.",
 	}, func() float64 {
-		if ok, _ := api.Ready(context.Background(), deps); ok {
+		if ok, _ := deps.Readiness.Check(context.Background()); ok {
 			return 1
 		}
 		return 0

@@ -27,7 +27,7 @@ func routes(r chi.Router, d Deps) {
 	log := d.Log
 
 	r.Get("/healthz", healthz)
-	r.Get("/readyz", readyz(d))
+	r.Get("/readyz", readyz(d.Readiness))
 	r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 	r.Get("/openapi.yaml", openapiDocument)
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -43,6 +44,8 @@ type Deps struct {
 	// TrustTraceparent makes a webhook's span the child of the trace context the
 	// caller sent, instead of a new trace linked to it (see traced).
 	TrustTraceparent bool
+	// Readiness is the shared readiness check (nil: the router makes its own).
+	Readiness *Readiness
 	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:
 	// the key.
 	SettingName func(key string) string
@@ -60,6 +63,12 @@ func (d Deps) name(key string) string {
 func NewRouter(d Deps) http.Handler {
 	if d.ReadPool == nil {
 		d.ReadPool = d.Pool
+	}
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.Readiness == nil {
+		d.Readiness = NewReadiness(d)
 	}
 	r := chi.NewRouter()
 	r.Use(requestID, accessLog(d.Log), recoverer(d.Log))
@@ -146,33 +155,60 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	jsonhttp.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// Ready reports whether this process can do its work, and each part's state: the
-// database answers, webhooks are being committed (not failing, not stalled: a locked
-// table answers a ping but stores nothing), and the processor hears notifications.
-// /readyz serves it, and the inbox_ready metric samples it.
-func Ready(ctx context.Context, d Deps) (bool, map[string]string) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+// Readiness answers /readyz and the inbox_ready gauge. The database is pinged at most
+// once a second (the endpoint is open to anyone, and a flood of it must not become a
+// flood of pings); the other parts are read from memory each time. Its answer is
+// fixed words; the reasons behind them go to the log.
+type Readiness struct {
+	d        Deps
+	mu       sync.Mutex
+	pingedAt time.Time
+	dbErr    error
+}
+
+// NewReadiness returns the readiness check of d.
+func NewReadiness(d Deps) *Readiness { return &Readiness{d: d} }
+
+// Check reports whether inboxd is ready (database reachable, webhooks being
+// committed, LISTEN connected unless unused), and each part's state in fixed words.
+func (r *Readiness) Check(ctx context.Context) (bool, map[string]string) {
 	parts := map[string]string{"database": "ok", "ingest": "ok", "listener": "connected"}
-	if err := d.Pool.Ping(ctx); err != nil {
+	if err := r.ping(ctx); err != nil {
 		parts["database"] = "unreachable"
 	}
-	if err := d.Webhooks.Ready(); err != nil {
-		parts["ingest"] = err.Error()
+	if err := r.d.Webhooks.Ready(); err != nil {
+		parts["ingest"] = "failing"
+		r.d.Log.Debug("not ready: webhooks are not being committed", zap.Error(err))
 	}
 	switch {
-	case d.PollOnly:
+	case r.d.PollOnly:
 		parts["listener"] = "not used"
-	case d.Listening != nil && !d.Listening():
+	case r.d.Listening != nil && !r.d.Listening():
 		parts["listener"] = "disconnected"
 	}
 	return parts["database"] == "ok" && parts["ingest"] == "ok" && parts["listener"] != "disconnected", parts
 }
 
-func readyz(d Deps) http.HandlerFunc {
+// ping pings the database, or answers what the last ping within a second found.
+func (r *Readiness) ping(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.pingedAt) < time.Second {
+		return r.dbErr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r.dbErr, r.pingedAt = r.d.Pool.Ping(ctx), time.Now()
+	if r.dbErr != nil {
+		r.d.Log.Warn("not ready: the database does not answer", zap.Error(r.dbErr))
+	}
+	return r.dbErr
+}
+
+func readyz(ready *Readiness) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		status := http.StatusOK
-		ok, parts := Ready(r.Context(), d)
+		ok, parts := ready.Check(r.Context())
 		if !ok {
 			status = http.StatusServiceUnavailable
 		}

@@ -436,11 +436,18 @@ func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, name string, sta
 	if status >= 500 {
 		level = zap.WarnLevel
 	}
+	// What a client sent can be in a reason (a content type, an id): bounded, in the log
+	// and in the answer alike; what the request was checked against is logged only.
+	reason := truncate(err.Error(), 512)
 	if ce := h.noisy.Check(level, "webhook rejected"); ce != nil {
-		ce.Write(zap.String("provider", name), zap.Int("status", status), zap.String("code", code),
-			zap.String("reason", err.Error()), zap.String("request_id", middleware.GetReqID(r.Context())))
+		fields := []zap.Field{zap.String("provider", name), zap.Int("status", status), zap.String("code", code),
+			zap.String("reason", reason), zap.String("request_id", middleware.GetReqID(r.Context()))}
+		if d := provider.LogDetail(err); d != "" {
+			fields = append(fields, zap.String("detail", truncate(d, 512)))
+		}
+		ce.Write(fields...)
 	}
-	jsonhttp.Error(w, status, code, err.Error())
+	jsonhttp.Error(w, status, code, reason)
 }
 
 func resultLabel(r Result) string {

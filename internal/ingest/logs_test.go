@@ -31,7 +31,7 @@ func TestRejectionLogs(t *testing.T) {
 	}
 	f := lines[0].ContextMap()
 	if f["provider"] != "twilio" || f["status"] != int64(401) || f["request_id"] == "" ||
-		!strings.Contains(f["reason"].(string), "signed URL: "+s.URL+"/webhooks/twilio") {
+		!strings.Contains(f["detail"].(string), "signed URL: "+s.URL+"/webhooks/twilio") {
 		t.Errorf("rejection line %v, want provider, status, request id and the URL the signature was checked for", f)
 	}
 	if lines[0].Level != zapcore.InfoLevel {
@@ -44,5 +44,27 @@ func TestRejectionLogs(t *testing.T) {
 	dropped := testutil.ToFloat64(s.h.metrics.logDropped)
 	if n > 40 || dropped == 0 || float64(n)+dropped != 61 {
 		t.Errorf("61 rejections: %d lines and %v dropped, want at most 20 a second and the rest counted", n, dropped)
+	}
+}
+
+// TestRejectionsAreBounded: a refused request's answer does not echo what it was
+// checked against (the URL, with a query the client chose), and neither the answer
+// nor the log line grows with what the client sent.
+func TestRejectionsAreBounded(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := newTestServerLog(t, pgtest.NewDB(t), Config{}, 0, zap.New(core))
+	query := strings.Repeat("q", 20<<10)
+	form := url.Values{"MessageSid": {"SM1"}, "From": {"+15552223333"}, "To": {"+15550001111"}}
+	status, body := s.postRaw(t, "/webhooks/twilio?x="+query, "application/x-www-form-urlencoded", form.Encode(), "X-Twilio-Signature", "bm90IGl0")
+	if status != 401 || strings.Contains(body, "qqqq") || strings.Contains(body, s.URL) {
+		t.Errorf("answer %d %s: want 401 without the URL it was checked against", status, body)
+	}
+	for _, e := range logs.FilterMessage("webhook rejected").All() {
+		for k, v := range e.ContextMap() {
+			if s, ok := v.(string); ok && len(s) > 600 {
+				t.Errorf("log field %s holds %d bytes, want it bounded", k, len(s))
+			}
+		}
 	}
 }

@@ -71,3 +71,24 @@ func CheckTimestamp(header, ts string, now time.Time) error {
 	}
 	return nil
 }
+
+// WithLogDetail attaches to a refusal a detail for the operator's log only (what the
+// request was checked against, such as the URL a signature was computed over): the
+// answer to the client carries err's reason without it.
+func WithLogDetail(err error, detail string) error { return detailed{err, detail} }
+
+// LogDetail returns the detail WithLogDetail attached to err, or "".
+func LogDetail(err error) string {
+	var d detailed
+	if errors.As(err, &d) {
+		return d.detail
+	}
+	return ""
+}
+
+type detailed struct {
+	error
+	detail string
+}
+
+func (d detailed) Unwrap() error { return d.error }

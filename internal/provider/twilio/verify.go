@@ -124,8 +124,8 @@ func (v verifier) verify(r *http.Request, body []byte, _ time.Time) error {
 	if err := check(sha1.New, v.tokens, fullURL, params, header); err != nil {
 		// The signature cannot tell which of the two is wrong; the token is the
 		// likelier, so it comes first.
-		return fmt.Errorf("%w: check %s (the account's auth token), then that %s is the URL Twilio calls (signed URL: %s)",
-			err, v.tokenName, v.urlName, truncate(fullURL, 200))
+		return provider.WithLogDetail(fmt.Errorf("%w: check %s (the account's auth token), then that %s is the URL Twilio calls",
+			err, v.tokenName, v.urlName), "signed URL: "+truncate(fullURL, 200))
 	}
 	return nil
 }
