@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +14,8 @@ import (
 
 	"inboxd/internal/bench"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestThroughPgBouncer: inboxd behind PgBouncer in transaction mode (its defaults: no
@@ -72,6 +76,30 @@ WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&listening)
 			}
 		})
 	}
+	// Without default_query_exec_mode, pgx's named prepared statements are lost between
+	// the pooler's server connections: it must not limp along silently.
+	t.Run("misconfigured", func(t *testing.T) {
+		env := providertest.Env()
+		env["DATABASE_URL"], env["INBOX_LISTEN_DATABASE_URL"] = bouncer.URL("inboxd_bad"), cluster.URL("inboxd_bad")
+		env["INBOX_ADDR"], env["INBOX_PUBLIC_URL"] = "127.0.0.1:0", publicURL
+		base, logs := startServe(t, env)
+		pgtest.Eventually(t, "readyz says the database is misconfigured", 60*time.Second, func() (bool, error) {
+			for i := range 20 { // enough traffic for statements to meet other server connections
+				do(t, providertest.Request(t, "generic", base, "", providertest.GenericSecret, fmt.Sprintf("bad-%d-%d", time.Now().UnixNano(), i),
+					generic.Example(fmt.Sprint(i), time.Now()), time.Now()))
+			}
+			resp, err := http.Get(base + "/readyz")
+			if err != nil {
+				return false, err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode == 503 && strings.Contains(string(b), `"database":"misconfigured"`), nil
+		})
+		if !strings.Contains(logs.String(), "default_query_exec_mode=exec") {
+			t.Errorf("no log line names the fix:\n%s", logs)
+		}
+	})
 }
 
 // admin calls an admin endpoint and returns the body, failing on anything but 200.

@@ -124,6 +124,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// take the connections webhooks need.
 	procPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
 		processor.ConfigurePool(c, cfg.Workers)
+		watchStatements(c, log)
 	})
 	if err != nil {
 		return dbAdvice(err)
@@ -217,6 +218,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 	deps := api.Deps{
 		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
+		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
 		SettingName: settingName, TrustTraceparent: cfg.TrustTraceparent,
 	}
 	deps.Readiness = api.NewReadiness(deps)
@@ -302,11 +304,21 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
 		pc.MaxConns = 16 // ingest's committers and the API's readers
+		watchStatements(pc, log)
 	})
 	if err != nil {
 		return nil, dbAdvice(err)
 	}
 	return pool, nil
+}
+
+// watchStatements makes a pool of DATABASE_URL say, once a minute while it lasts,
+// that a transaction-mode pooler is losing its prepared statements, and how to fix
+// it; /readyz reports it too (store.Misconfigured).
+func watchStatements(c *pgxpool.Config, log *zap.Logger) {
+	store.WatchStatements(c, func(err error) {
+		log.Error("DATABASE_URL is misconfigured: "+store.ErrPoolerMisconfigured.Error(), zap.Error(err))
+	})
 }
 
 // dbAdvice adds what to do when no server answered, or the database is not set up.

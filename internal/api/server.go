@@ -44,6 +44,9 @@ type Deps struct {
 	// TrustTraceparent makes a webhook's span the child of the trace context the
 	// caller sent, instead of a new trace linked to it (see traced).
 	TrustTraceparent bool
+	// Misconfigured reports a misconfiguration the database's pools have seen (a
+	// pooler losing prepared statements); nil: none is watched.
+	Misconfigured func() error
 	// Readiness is the shared readiness check (nil: the router makes its own).
 	Readiness *Readiness
 	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:
@@ -175,6 +178,8 @@ func (r *Readiness) Check(ctx context.Context) (bool, map[string]string) {
 	parts := map[string]string{"database": "ok", "ingest": "ok", "listener": "connected"}
 	if err := r.ping(ctx); err != nil {
 		parts["database"] = "unreachable"
+	} else if r.d.Misconfigured != nil && r.d.Misconfigured() != nil {
+		parts["database"] = "misconfigured" // the log says how to fix it
 	}
 	if err := r.d.Webhooks.Ready(); err != nil {
 		parts["ingest"] = "failing"
