@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,15 +80,19 @@ WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&listening)
 	// Without default_query_exec_mode, pgx's named prepared statements are lost between
 	// the pooler's server connections: it must not limp along silently.
 	t.Run("misconfigured", func(t *testing.T) {
-		env := providertest.Env()
-		env["DATABASE_URL"], env["INBOX_LISTEN_DATABASE_URL"] = bouncer.URL("inboxd_bad"), cluster.URL("inboxd_bad")
-		env["INBOX_ADDR"], env["INBOX_PUBLIC_URL"] = "127.0.0.1:0", publicURL
-		base, logs := startServe(t, env)
+		base, logs, _ := launchServe(t, map[string]string{
+			"DATABASE_URL": bouncer.URL("inboxd_bad"), "INBOX_LISTEN_DATABASE_URL": cluster.URL("inboxd_bad"),
+			"INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		})
 		pgtest.Eventually(t, "readyz says the database is misconfigured", 60*time.Second, func() (bool, error) {
-			for i := range 20 { // enough traffic for statements to meet other server connections
-				do(t, providertest.Request(t, "generic", base, "", providertest.GenericSecret, fmt.Sprintf("bad-%d-%d", time.Now().UnixNano(), i),
-					generic.Example(fmt.Sprint(i), time.Now()), time.Now()))
+			var wg sync.WaitGroup
+			for i := range 50 { // concurrent: the pooler spreads them over several server connections
+				wg.Go(func() {
+					do(t, providertest.Request(t, "generic", base, "", testSecret, fmt.Sprintf("bad-%d-%d", time.Now().UnixNano(), i),
+						generic.Example(fmt.Sprint(i), time.Now()), time.Now()))
+				})
 			}
+			wg.Wait()
 			resp, err := http.Get(base + "/readyz")
 			if err != nil {
 				return false, err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -154,7 +155,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("inboxd started", zap.String("addr", ln.Addr().String()), zap.Strings("providers", svc.providers),
 		zap.Int("workers", cfg.Workers), zap.Int("batch_size", cfg.BatchSize))
 	if len(svc.providers) == 0 {
-		log.Warn("no provider is configured: every webhook answers 404; set INBOX_GENERIC_SECRETS, INBOX_TWILIO_AUTH_TOKEN or INBOX_META_APP_SECRET")
+		var hints []string
+		for _, e := range cfg.Endpoints {
+			hints = append(hints, e.Name+": "+e.Hint)
+		}
+		log.Warn("no provider is configured: every webhook answers 404; " + strings.Join(hints, "; "))
 	}
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -219,7 +224,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
-		SettingName: settingName, TrustTraceparent: cfg.TrustTraceparent,
+		SettingName:   settingName, TrustTraceparent: cfg.TrustTraceparent,
 	}
 	deps.Readiness = api.NewReadiness(deps)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -46,15 +46,6 @@ func Settings() map[string]string {
 	}
 }
 
-// Env is Settings as the service's variables.
-func Env() map[string]string {
-	env := map[string]string{}
-	for k, v := range Settings() {
-		env[SettingName(k)] = v
-	}
-	return env
-}
-
 // SettingName names a setting key for the libraries' messages in tests: a marker
 // prefix, so that a test sees the name went through the naming function (cmd/inboxd
 // names them by their variables).
