@@ -90,7 +90,7 @@ func (o benchOptions) start(ctx context.Context, t target, dbURL string) (*serve
 		}
 		cmd = exec.Command(bin, "serve")
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr,
-			"INBOX_GENERIC_SECRETS="+benchSecret, "INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
+			"INBOX_GENERIC_SECRETS="+benchSecret, "INBOX_DEV=true", "INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
 		cmd.Env = append(cmd.Env, t.env...)
 	} else {
 		bin, err := lookPath("--river", o.river, "cd bench/river && go build -o ../../river-bench .")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -60,6 +61,8 @@ type config struct {
 	DebugAddr      string
 	// TrustTraceparent: webhook spans join the caller's trace (trusted callers only).
 	TrustTraceparent bool
+	// Dev allows the README's sample secrets (local trials only).
+	Dev bool
 }
 
 // option ties a flag to its environment variable and default.
@@ -131,6 +134,7 @@ func coreOptions(c *config) []option {
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
 		{"log-level", "INBOX_LOG_LEVEL", "info", "debug, info, warn or error", false, oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "INBOX_LOG_FORMAT", "json", "json or console", false, oneOf(&c.LogFormat, "json", "console")},
+		{"dev", "INBOX_DEV", "false", "allow the README's sample secrets and tokens, for trying inboxd locally; never in a deployment", false, boolean(&c.Dev)},
 		{"trust-traceparent", "INBOX_TRUST_TRACEPARENT", "false", "webhook spans join the trace a caller's traceparent names (only for callers inside your network; by default a new trace links to it)", false, boolean(&c.TrustTraceparent)},
 		{"debug-addr", "INBOX_DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this address; keep it private, e.g. 127.0.0.1:6060", false, str(&c.DebugAddr)},
 	}
@@ -193,11 +197,40 @@ func (c *config) check() []error {
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("INBOX_PUBLIC_URL (--public-url) = %q: want the base URL providers call, such as https://inbox.example.com", c.PublicURL))
 	}
+	if !c.Dev {
+		errs = append(errs, c.samples()...)
+	}
 	endpoints, err := registry.Open(c.providerConfig())
 	if err != nil {
 		errs = append(errs, err)
 	}
 	c.Endpoints = endpoints
+	return errs
+}
+
+// sampleSecrets are the secrets and tokens the README and compose.yaml show (the
+// generic one is also the Standard Webhooks reference vector's): anyone can sign with
+// them or read with them, so a service that runs with one is open to all.
+var sampleSecrets = []string{
+	"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "dev-read-token", "dev-admin-token", "dev-twilio", "dev-meta", "dev-verify",
+}
+
+// samples refuses a sample secret, naming where it is, unless INBOX_DEV is set.
+func (c *config) samples() []error {
+	values := map[string][]string{envPrefix + "API_TOKENS": c.APITokens, envPrefix + "ADMIN_TOKENS": c.AdminTokens}
+	for key, v := range c.Providers {
+		values[settingName(key)] = strings.Split(v, ",")
+	}
+	var errs []error
+	for name, vs := range values {
+		for _, v := range vs {
+			if slices.Contains(sampleSecrets, strings.TrimSpace(v)) {
+				errs = append(errs, fmt.Errorf("%s holds a sample value from the README, which anyone can use: set a secret of your own, or INBOX_DEV=true to try inboxd locally", name))
+				break
+			}
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errs
 }
 

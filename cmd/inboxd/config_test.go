@@ -165,6 +165,7 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 		{"INBOX_META_APP_SECRET": "only-half"},
 		{"INBOX_TELNYX_PUBLIC_KEY": "c2hvcnQ="},
 		{"INBOX_LOG_LEVEL": "loud"},
+		{"INBOX_ADMIN_TOKENS": "dev-admin-token"}, // the README's sample, without INBOX_DEV
 	} {
 		name := fmt.Sprintf("inboxd_badcfg_%d_%d", time.Now().UnixNano(), i)
 		t.Cleanup(func() { pgtest.DropDatabase(t, name) })
@@ -185,5 +186,21 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 		if pgtest.DatabaseExists(t, name) {
 			t.Errorf("%v: the database was created before the setting was checked", bad)
 		}
+	}
+}
+
+// TestSampleSecretsNeedDev: the README's sample secrets and tokens start a service
+// only with INBOX_DEV=true; the error names every variable that holds one.
+func TestSampleSecretsNeedDev(t *testing.T) {
+	env := map[string]string{"INBOX_GENERIC_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "INBOX_API_TOKENS": "mine,dev-read-token"}
+	_, err := loadConfig("serve", nil, func(k string) string { return env[k] }, &bytes.Buffer{})
+	for _, want := range []string{"INBOX_GENERIC_SECRETS", "INBOX_API_TOKENS", "INBOX_DEV=true"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	env["INBOX_DEV"] = "true"
+	if _, err := loadConfig("serve", nil, func(k string) string { return env[k] }, &bytes.Buffer{}); err != nil {
+		t.Errorf("with INBOX_DEV=true: %v", err)
 	}
 }

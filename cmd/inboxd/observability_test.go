@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -99,5 +100,38 @@ func readFile(t *testing.T, path string, decode func([]byte) error) {
 	}
 	if err := decode(b); err != nil {
 		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestComposeIsSafeByDefault: compose.yaml publishes every port on 127.0.0.1 only (a
+// port on all interfaces goes around host firewalls) and takes every secret from the
+// environment, refusing to start without it: no secret is written in the file, and
+// Grafana's anonymous users may look but not administer.
+func TestComposeIsSafeByDefault(t *testing.T) {
+	var compose struct {
+		Services map[string]struct {
+			Ports       []string          `yaml:"ports"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	readFile(t, "../../compose.yaml", func(b []byte) error { return yaml.Unmarshal(b, &compose) })
+	secret := regexp.MustCompile(`(?i)(PASSWORD|SECRET|TOKEN)`)
+	for name, svc := range compose.Services {
+		for _, p := range svc.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q: want it bound to 127.0.0.1", name, p)
+			}
+		}
+		for k, v := range svc.Environment {
+			if secret.MatchString(k) && !strings.HasPrefix(v, "${") {
+				t.Errorf("service %s sets %s in the file: want ${%s:?…} from the environment", name, k, k)
+			}
+			if k == "GF_AUTH_ANONYMOUS_ORG_ROLE" && v != "Viewer" {
+				t.Errorf("Grafana's anonymous role is %s, want Viewer", v)
+			}
+		}
+	}
+	if url := compose.Services["inboxd"].Environment["DATABASE_URL"]; !strings.Contains(url, "${POSTGRES_PASSWORD") {
+		t.Errorf("inboxd's DATABASE_URL %q has no password from the environment", url)
 	}
 }

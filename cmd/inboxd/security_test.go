@@ -64,7 +64,7 @@ func startBinary(t *testing.T, env map[string]string) string {
 	cmd := exec.CommandContext(ctx, inboxdBinary(t))
 	// GOGC=10: collect often, so that the heap in use is close to what is live (these
 	// tests read it to see what a client can make the process hold).
-	cmd.Env = append(os.Environ(), "INBOX_ADDR="+addr, "GOGC=10")
+	cmd.Env = append(os.Environ(), "INBOX_ADDR="+addr, "GOGC=10", "INBOX_DEV=true")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -102,6 +102,7 @@ func newFixture(t *testing.T, s setup) *fixture {
 	f := &fixture{t: t, cluster: c, dbURL: c.URL("inboxd"), env: map[string]string{
 		"INBOX_GENERIC_SECRETS": genericSecret, "INBOX_TWILIO_AUTH_TOKEN": twilioToken,
 		"INBOX_META_APP_SECRET": metaSecret, "INBOX_META_VERIFY_TOKEN": "verify", "INBOX_PUBLIC_URL": publicURL,
+		"INBOX_DEV":            "true", // the generic secret is the reference vector's
 		"INBOX_SWEEP_INTERVAL": "200ms", "INBOX_LEASE": "3s", "INBOX_LOG_LEVEL": "info",
 		"DATABASE_URL": c.URL("inboxd"),
 	}}
