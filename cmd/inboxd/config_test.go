@@ -30,13 +30,13 @@ func TestLoadConfigDefaults(t *testing.T) {
 }
 
 func TestLoadConfigEnvThenFlags(t *testing.T) {
-	env := map[string]string{"INBOX_GENERIC_SECRETS": "whsec_YQ==, whsec_Yg==", "INBOX_WORKERS": "3", "INBOX_ADDR": ":1"}
+	env := map[string]string{"INBOX_GENERIC_SECRETS": "whsec_c2VjcmV0LW51bWJlci1vbmU=, whsec_c2VjcmV0LW51bWJlci10d28=", "INBOX_WORKERS": "3", "INBOX_ADDR": ":1"}
 	c, err := loadConfig("serve", []string{"--addr", ":2", "--telnyx-public-key", providertest.TelnyxPublicKey},
 		func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Providers["GENERIC_SECRETS"]; got != "whsec_YQ==, whsec_Yg==" || c.Workers != 3 || c.Addr != ":2" {
+	if got := c.Providers["GENERIC_SECRETS"]; got != "whsec_c2VjcmV0LW51bWJlci1vbmU=, whsec_c2VjcmV0LW51bWJlci10d28=" || c.Workers != 3 || c.Addr != ":2" {
 		t.Errorf("secrets %q workers %d addr %q; want the two secrets, 3, :2 (flag beats env)", got, c.Workers, c.Addr)
 	}
 	var enabled []string
@@ -165,6 +165,7 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 		{"INBOX_META_APP_SECRET": "only-half"},
 		{"INBOX_TELNYX_PUBLIC_KEY": "c2hvcnQ="},
 		{"INBOX_LOG_LEVEL": "loud"},
+		{"INBOX_GENERIC_SECRETS": "whsec_YQ=="}, // a 1-byte secret
 		{"INBOX_ADMIN_TOKENS": "dev-admin-token"}, // the README's sample, without INBOX_DEV
 	} {
 		name := fmt.Sprintf("inboxd_badcfg_%d_%d", time.Now().UnixNano(), i)

@@ -51,6 +51,10 @@ func readHeaders(h http.Header) signedHeaders {
 	return signedHeaders{}
 }
 
+// minSecretBytes is the shortest whsec_ secret accepted: 128 bits. (Not 32 bytes:
+// Svix, where the format began, issues 24-byte secrets.)
+const minSecretBytes = 16
+
 // Keys are the secrets and public keys a request may be signed with.
 type Keys struct {
 	secrets [][]byte            // v1
@@ -68,6 +72,10 @@ func ParseKeys(raw []string) (Keys, error) {
 			key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whsec_"))
 			if err != nil || len(key) == 0 {
 				return Keys{}, fmt.Errorf("value #%d: whsec_ must be followed by base64", i+1)
+			}
+			if len(key) < minSecretBytes {
+				return Keys{}, fmt.Errorf("value #%d: the whsec_ secret is %d bytes; at least %d are needed (a short secret can be guessed): take the sender's, or make one with `openssl rand -base64 32`",
+					i+1, len(key), minSecretBytes)
 			}
 			k.secrets = append(k.secrets, key)
 		case strings.HasPrefix(s, "whpk_"):

@@ -140,7 +140,8 @@ func TestSvixHeaders(t *testing.T) {
 }
 
 func TestParseKeys(t *testing.T) {
-	for _, bad := range []string{"whsec_", "whsec_not base64!", "", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whpk_c2hvcnQ=", edSecret} {
+	for _, bad := range []string{"whsec_", "whsec_not base64!", "", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whpk_c2hvcnQ=", edSecret,
+		"whsec_YQ==", "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 15))} { // 1 and 15 bytes: too short
 		if _, err := ParseKeys([]string{bad}); err == nil {
 			t.Errorf("ParseKeys(%q) = nil error, want one", bad)
 		}
