@@ -1,6 +1,6 @@
 module inboxd
 
-go 1.26.8
+go 1.27.3
 
 require (
 	github.com/go-chi/chi/v5 v5.5.0

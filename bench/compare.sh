@@ -16,6 +16,7 @@
 # Postgres must run on this machine for the CPU figures (they are read from /proc);
 # bench/pgcluster.sh starts a throwaway one with the server's default settings.
 set -euo pipefail
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} # the Go release go.mod asks for
 cd "$(dirname "$0")/.."
 DB=${INBOXD_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 EVENTS=${EVENTS:-50000}        # drain backlog

@@ -5,6 +5,7 @@
 #   bench/pgcluster.sh start DIR [PORT]   # initdb + start; prints the connection URL
 #   bench/pgcluster.sh stop DIR           # stop and delete DIR
 set -euo pipefail
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} # the Go release go.mod asks for
 cmd=${1:?usage: pgcluster.sh start DIR [PORT] | stop DIR}
 dir=${2:?usage: pgcluster.sh start DIR [PORT] | stop DIR}
 port=${3:-55433}
