@@ -165,7 +165,7 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 		{"INBOX_META_APP_SECRET": "only-half"},
 		{"INBOX_TELNYX_PUBLIC_KEY": "c2hvcnQ="},
 		{"INBOX_LOG_LEVEL": "loud"},
-		{"INBOX_GENERIC_SECRETS": "whsec_YQ=="}, // a 1-byte secret
+		{"INBOX_GENERIC_SECRETS": "whsec_YQ=="},   // a 1-byte secret
 		{"INBOX_ADMIN_TOKENS": "dev-admin-token"}, // the README's sample, without INBOX_DEV
 	} {
 		name := fmt.Sprintf("inboxd_badcfg_%d_%d", time.Now().UnixNano(), i)
