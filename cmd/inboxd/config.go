@@ -33,6 +33,7 @@ type config struct {
 	ReadURL     string // default: DatabaseURL
 	PollOnly    bool
 	Addr        string
+	AdminAddr   string // internal listener for readiness, metrics and admin; empty: Addr serves all
 	PublicURL   string
 	// Providers holds each provider's settings by key (provider.Setting), as
 	// registry.Open reads them.
@@ -113,6 +114,7 @@ func coreOptions(c *config) []option {
 		{"read-database-url", "INBOX_READ_DATABASE_URL", "", "connection string the /v1 read endpoints use, e.g. a replica (default: DATABASE_URL)", false, str(&c.ReadURL)},
 		{"poll-only", "INBOX_POLL_ONLY", "false", "no LISTEN at all: the sweep drives processing (latency up to INBOX_SWEEP_INTERVAL)", false, boolean(&c.PollOnly)},
 		{"addr", "INBOX_ADDR", ":8080", "HTTP listen address (webhooks, API, /metrics, /healthz)", false, str(&c.Addr)},
+		{"admin-addr", "INBOX_ADMIN_ADDR", "", "serve /readyz, /metrics and the admin endpoints on this address instead of INBOX_ADDR (a private one, e.g. 127.0.0.1:9091); INBOX_ADDR then serves the webhooks and the /v1 reads", false, str(&c.AdminAddr)},
 		{"public-url", "INBOX_PUBLIC_URL", "http://localhost:8080", "base URL providers call; Twilio signs it", false, str(&c.PublicURL)},
 		{"api-tokens", "INBOX_API_TOKENS", "", "bearer tokens for /v1 reads, comma-separated", true, list(&c.APITokens)},
 		{"admin-tokens", "INBOX_ADMIN_TOKENS", "", "bearer tokens for admin endpoints, comma-separated", true, list(&c.AdminTokens)},
@@ -193,6 +195,9 @@ func (c *config) check() []error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("INBOX_ADDR (--addr) = %q: want host:port or :port, such as :8080 or 127.0.0.1:8080", c.Addr))
+	}
+	if _, _, err := net.SplitHostPort(c.AdminAddr); c.AdminAddr != "" && err != nil {
+		errs = append(errs, fmt.Errorf("INBOX_ADMIN_ADDR (--admin-addr) = %q: want host:port, such as 127.0.0.1:9091", c.AdminAddr))
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("INBOX_PUBLIC_URL (--public-url) = %q: want the base URL providers call, such as https://inbox.example.com", c.PublicURL))

@@ -164,10 +164,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
+	var adminLn net.Listener
+	if svc.admin != nil {
+		if adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (INBOX_ADMIN_ADDR): %w", cfg.AdminAddr, err)
+		}
+		log.Info("readiness, metrics and admin endpoints on their own address", zap.String("admin_addr", adminLn.Addr().String()))
+	}
 	if cfg.DebugAddr != "" {
 		go serveDebug(cfg.DebugAddr, log)
 	}
-	err = svc.run(ctx, ln)
+	err = svc.run(ctx, ln, adminLn)
 	log.Info("inboxd stopped")
 	return err
 }
@@ -195,6 +203,7 @@ type service struct {
 	writer    *ingest.Writer
 	proc      *processor.Processor
 	http      *http.Server
+	admin     *http.Server // readiness, metrics and admin on INBOX_ADMIN_ADDR; nil: http serves them
 	providers []string
 	// stopGrace is how long requests in flight get at stop: enough for a webhook
 	// waiting on its commit to hear the outcome. What is left after it is closed.
@@ -236,7 +245,10 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 		}
 		return 0
 	}))
-	router := api.NewRouter(deps)
+	router, internal := api.NewRouter(deps), http.Handler(nil)
+	if cfg.AdminAddr != "" {
+		router, internal = api.NewRouters(deps)
+	}
 	// Nothing a client does holds a connection for ever: its headers must arrive within
 	// the read timeout, and the whole request too on every route (webhook bodies get a
 	// deadline of their own from the handler, see ingest: headers, then body, each
@@ -252,15 +264,22 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.Trace
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	return &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled(),
-		stopGrace: cfg.IngestTimeout + time.Second, log: log}, nil
+	s := &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled(),
+		stopGrace: cfg.IngestTimeout + time.Second, log: log}
+	if internal != nil {
+		s.admin = &http.Server{ // the same limits: operators' requests are small too
+			Handler: internal, ReadHeaderTimeout: srv.ReadHeaderTimeout, ReadTimeout: srv.ReadTimeout,
+			WriteTimeout: srv.WriteTimeout, IdleTimeout: srv.IdleTimeout, MaxHeaderBytes: srv.MaxHeaderBytes,
+		}
+	}
+	return s, nil
 }
 
 // run serves on ln until ctx ends, then stops in order: HTTP first (no new requests;
 // in-flight ones finish, and so does the commit they wait for), then the writer,
 // while the processor finishes or releases its batches. Shutdown gets a fresh
 // deadline: ctx is already cancelled by then.
-func (s *service) run(ctx context.Context, ln net.Listener) error {
+func (s *service) run(ctx context.Context, ln, adminLn net.Listener) error {
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWriter()
 	g, gctx := errgroup.WithContext(ctx)
@@ -272,6 +291,14 @@ func (s *service) run(ctx context.Context, ln net.Listener) error {
 		}
 		return nil
 	})
+	if s.admin != nil {
+		g.Go(func() error {
+			if err := s.admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin http server: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.stopHTTP(ctx)
@@ -287,9 +314,15 @@ func (s *service) run(ctx context.Context, ln net.Listener) error {
 func (s *service) stopHTTP(ctx context.Context) {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.stopGrace)
 	defer cancel()
+	if s.admin != nil {
+		go s.admin.Shutdown(shutdownCtx) // nothing there waits on a commit
+	}
 	if err := s.http.Shutdown(shutdownCtx); err != nil {
 		s.log.Warn("requests still open at the stop deadline were closed", zap.Duration("grace", s.stopGrace), zap.Error(err))
 		_ = s.http.Close()
+	}
+	if s.admin != nil {
+		_ = s.admin.Close()
 	}
 }
 

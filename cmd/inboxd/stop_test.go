@@ -14,6 +14,7 @@ import (
 
 	"inboxd/internal/bench"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestStopWithAStalledClient: a client that sent its headers and stalls its body does
@@ -152,5 +153,52 @@ func TestHTTPLimits(t *testing.T) {
 	}
 	for _, c := range held[1:] {
 		c.Close()
+	}
+}
+
+// TestAdminAddr: with INBOX_ADMIN_ADDR, readiness, metrics and the admin endpoints
+// move to that address, and the public one serves only webhooks and the /v1 reads.
+func TestAdminAddr(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	ln.Close()
+	base, _, _ := launchServe(t, map[string]string{
+		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_ADMIN_ADDR": adminAddr,
+		"INBOX_GENERIC_SECRETS": testSecret, "INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token",
+	})
+	internal := "http://" + adminAddr
+	get := func(url, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pgtest.Eventually(t, "the admin address is ready", 10*time.Second, func() (bool, error) { return get(internal+"/readyz", "") == 200, nil })
+	for url, want := range map[string]int{
+		base + "/readyz": 404, base + "/metrics": 404, base + "/v1/stats": 404, base + "/v1/events": 404,
+		base + "/v1/conversations": 200, base + "/healthz": 200,
+		internal + "/metrics": 200, internal + "/v1/stats": 200, internal + "/v1/events": 200,
+		internal + "/v1/conversations": 404, internal + "/healthz": 200,
+	} {
+		token := "admin-token"
+		if got := get(url, token); got != want {
+			t.Errorf("GET %s = %d, want %d", url, got, want)
+		}
+	}
+	body := []byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-adm","channel":"+1555000111","contact":"+1555000222"}}`)
+	if status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-adm", body, time.Now())); status != 200 {
+		t.Errorf("webhook on the public address: %d %s", status, b)
+	}
+	if status, _, _ := do(t, providertest.Request(t, "generic", internal, "", testSecret, "evt-adm2", body, time.Now())); status != 404 {
+		t.Errorf("webhook on the admin address: %d, want 404", status)
 	}
 }

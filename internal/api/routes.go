@@ -13,39 +13,55 @@ import (
 	"inboxd/internal/tracing"
 )
 
+// routeSet says which routes a router serves (NewRouters).
+type routeSet int
+
+const (
+	every routeSet = iota
+	publicRoutes
+	internalRoutes
+)
+
 // routes lists every route of inboxd, one line each. The /v1 reads go to ReadPool
 // (a replica when the read database setting names one: a message may show there a moment
 // after it is processed); the admin endpoints stay on the primary. Webhooks carry their own
 // authentication (signatures) and no request timeout of ours: the provider's client
 // has one, and cutting a request short would only turn a commit in progress into a
 // retry. The /v1 routes get bearer tokens and a 10 s timeout; admin tokens may also
-// read. Health, metrics and the OpenAPI document are open.
-func routes(r chi.Router, d Deps) {
+// read. Health, metrics and the OpenAPI document are open. which picks the public or
+// the internal share of them, or every route (NewRouters).
+func routes(r chi.Router, d Deps, which routeSet) {
+	public, internal := which != internalRoutes, which != publicRoutes
 	read := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", d.name("API_TOKENS")+" (or "+d.name("ADMIN_TOKENS")+")")
 	admin := requireToken(d.AdminTokens, "admin", d.name("ADMIN_TOKENS"))
 	api := middleware.Timeout(10 * time.Second)
 	log := d.Log
 
 	r.Get("/healthz", healthz)
-	r.Get("/readyz", readyz(d.Readiness))
-	r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 	r.Get("/openapi.yaml", openapiDocument)
-
-	for _, hook := range d.Webhooks.Routes() { // one per provider (internal/provider/registry)
-		r.Method("POST", hook.Path, traced(d, "POST "+hook.Path, hook.Post))
-		if hook.Handshake != nil {
-			r.Get(hook.Path, hook.Handshake)
-		}
+	if internal {
+		r.Get("/readyz", readyz(d.Readiness))
+		r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 	}
 
-	r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, log))
-	r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
-	r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
-	r.With(api, admin).Get("/v1/events", listEvents(d.Pool, log))
-	r.With(api, admin).Post("/v1/events/replay", replayEvents(d.Pool, log))
-	r.With(api, admin).Get("/v1/events/{id}", getEvent(d.Pool, log))
-	r.With(api, admin).Post("/v1/events/{id}/replay", replayEvent(d.Pool, log))
-	r.With(api, admin).Get("/v1/stats", stats(d.Pool, log))
+	if public {
+		for _, hook := range d.Webhooks.Routes() { // one per provider (internal/provider/registry)
+			r.Method("POST", hook.Path, traced(d, "POST "+hook.Path, hook.Post))
+			if hook.Handshake != nil {
+				r.Get(hook.Path, hook.Handshake)
+			}
+		}
+		r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, log))
+		r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
+		r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
+	}
+	if internal {
+		r.With(api, admin).Get("/v1/events", listEvents(d.Pool, log))
+		r.With(api, admin).Post("/v1/events/replay", replayEvents(d.Pool, log))
+		r.With(api, admin).Get("/v1/events/{id}", getEvent(d.Pool, log))
+		r.With(api, admin).Post("/v1/events/{id}/replay", replayEvent(d.Pool, log))
+		r.With(api, admin).Get("/v1/stats", stats(d.Pool, log))
+	}
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", "no such endpoint; GET /openapi.yaml lists them all")

@@ -63,7 +63,19 @@ func (d Deps) name(key string) string {
 }
 
 // NewRouter returns the handler for every route (routes.go lists them).
-func NewRouter(d Deps) http.Handler {
+func NewRouter(d Deps) http.Handler { return newRouter(d.defaults(), every) }
+
+// NewRouters returns two handlers that share the routes between them: public, the
+// webhooks and the /v1 reads (what providers and consumers reach); internal,
+// readiness, metrics and the admin endpoints (what operators and Prometheus reach,
+// served on a private address: INBOX_ADMIN_ADDR). Both answer /healthz and
+// /openapi.yaml.
+func NewRouters(d Deps) (public, internal http.Handler) {
+	d = d.defaults()
+	return newRouter(d, publicRoutes), newRouter(d, internalRoutes)
+}
+
+func (d Deps) defaults() Deps {
 	if d.ReadPool == nil {
 		d.ReadPool = d.Pool
 	}
@@ -73,9 +85,13 @@ func NewRouter(d Deps) http.Handler {
 	if d.Readiness == nil {
 		d.Readiness = NewReadiness(d)
 	}
+	return d
+}
+
+func newRouter(d Deps, which routeSet) http.Handler {
 	r := chi.NewRouter()
 	r.Use(requestID, accessLog(d.Log), recoverer(d.Log))
-	routes(r, d)
+	routes(r, d, which)
 	return r
 }
 
