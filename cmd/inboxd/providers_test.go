@@ -507,3 +507,27 @@ func TestOfficialLibrarySchemes(t *testing.T) {
 		"twilio|SMvector00000000000000000000000001", "twilio|SMvector00000000000000000000000002",
 	})
 }
+
+// TestGenericSenders: with per-sender keys, two senders that use the same webhook id
+// are two events (neither suppresses the other), stored and processed under
+// generic:<name>, in conversations of their own.
+func TestGenericSenders(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	const acme, beta = "whsec_c2VjcmV0LW51bWJlci1vbmU=", "whsec_c2VjcmV0LW51bWJlci10d28="
+	base, _ := startServe(t, map[string]string{
+		"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0",
+		"INBOX_GENERIC_SENDERS": "acme:" + acme + ",beta:" + beta,
+	})
+	body := []byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-same","channel":"+15550001111","contact":"+15552223333","text":"same ids"}}`)
+	for _, secret := range []string{acme, beta} {
+		if status, _, b := do(t, providertest.Request(t, "generic", base, "", secret, "evt-same", body, time.Now())); status != 200 || strings.Contains(b, `"duplicate":true`) {
+			t.Errorf("sender with %s…: %d %s, want a new event", secret[:10], status, b)
+		}
+	}
+	settle(t, pool)
+	wantRows(t, "events", rows(t, pool, `SELECT provider, external_id, state FROM inbound_events ORDER BY provider`), []string{
+		"generic:acme|evt-same|processed", "generic:beta|evt-same|processed",
+	})
+	wantRows(t, "conversations", rows(t, pool, `SELECT provider FROM conversations ORDER BY provider`), []string{"generic:acme", "generic:beta"})
+}

@@ -277,7 +277,7 @@ func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]R
 	events := make([]Event, len(parsed))
 	for i, pe := range parsed {
 		events[i] = Event{
-			Provider: e.Name, ExternalID: pe.ExternalID, Payload: storable(pe.Payload),
+			Provider: provider.Stored(e.Name, pe.Sender), ExternalID: pe.ExternalID, Payload: storable(pe.Payload),
 			Headers: headers, RequestID: requestID, Traceparent: traceparent,
 		}
 	}

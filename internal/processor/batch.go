@@ -66,7 +66,7 @@ func normalize(normalizers map[string]provider.Normalizer, ev claimed) (n provid
 			err = fmt.Errorf("normalizer panicked: %v", r)
 		}
 	}()
-	fn, ok := normalizers[ev.Provider]
+	fn, ok := normalizers[provider.Base(ev.Provider)]
 	if !ok {
 		return provider.Normalized{}, fmt.Errorf("%w: no normalizer for provider %q", provider.ErrPermanent, ev.Provider)
 	}

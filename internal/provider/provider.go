@@ -88,6 +88,24 @@ type Event struct {
 	// Payload is the JSON document stored in inbound_events.payload and read by
 	// Normalize.
 	Payload []byte
+	// Sender names who sent it, when the provider tells its senders apart (generic's
+	// named keys): the event is stored under the provider name "<provider>:<sender>"
+	// (Stored), so that senders' ids never collide. Empty for most.
+	Sender string
+}
+
+// Stored is the provider name an event of provider from sender is stored under.
+func Stored(provider, sender string) string {
+	if sender == "" {
+		return provider
+	}
+	return provider + ":" + sender
+}
+
+// Base is the provider a stored provider name belongs to ("generic:acme" → generic).
+func Base(stored string) string {
+	name, _, _ := strings.Cut(stored, ":")
+	return name
 }
 
 // Setting is a setting a provider reads. Key is its name without the service's

@@ -15,9 +15,14 @@ import (
 // Name is the provider's name (the path /webhooks/generic).
 const Name = "generic"
 
-// SecretsKey is the setting that enables the provider: whsec_ secrets and whpk_
-// public keys, comma-separated.
-const SecretsKey = "GENERIC_SECRETS"
+// SecretsKey and SendersKey are the settings that enable the provider: whsec_
+// secrets and whpk_ public keys, comma-separated, shared by every sender (SecretsKey)
+// or each naming one sender (SendersKey: name:whsec_…), whose events are then stored
+// apart, under the provider name generic:name.
+const (
+	SecretsKey = "GENERIC_SECRETS"
+	SendersKey = "GENERIC_SENDERS"
+)
 
 // Provider is the Standard Webhooks provider.
 var Provider = &provider.Provider{
@@ -26,8 +31,12 @@ var Provider = &provider.Provider{
 		Key:    SecretsKey,
 		Usage:  "Standard Webhooks secrets (whsec_…) and public keys (whpk_…), comma-separated; enables /webhooks/generic",
 		Secret: true,
+	}, {
+		Key:    SendersKey,
+		Usage:  "per-sender Standard Webhooks keys, name:whsec_… or name:whpk_…, comma-separated; each sender's events are stored apart (provider generic:name), so one cannot suppress another's by reusing an id; also enables /webhooks/generic",
+		Secret: true,
 	}},
-	Enable:    []string{SecretsKey},
+	Enable:    []string{SecretsKey, SendersKey},
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,
@@ -36,14 +45,19 @@ var Provider = &provider.Provider{
 }
 
 func open(c provider.Config) (*provider.Webhook, error) {
-	raw := c.List(SecretsKey)
-	if len(raw) == 0 {
+	shared, named := c.List(SecretsKey), c.List(SendersKey)
+	if len(shared) == 0 && len(named) == 0 {
 		return nil, nil
 	}
-	keys, err := ParseKeys(raw)
+	keys, err := ParseKeys(shared)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.SettingName(SecretsKey), err)
 	}
+	senders, err := ParseSenders(named)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.SettingName(SendersKey), err)
+	}
+	keys = keys.join(senders)
 	return &provider.Webhook{
 		KeepHeaders:  []string{"Webhook-Id", "Webhook-Timestamp", "Svix-Id", "Svix-Timestamp"},
 		MaxBodyBytes: 1 << 20, // a generic event is one message
@@ -56,7 +70,8 @@ func open(c provider.Config) (*provider.Webhook, error) {
 			if err := validate(body); err != nil {
 				return nil, err
 			}
-			return []provider.Event{{ExternalID: readHeaders(r.Header).ID, Payload: body}}, nil
+			sh := readHeaders(r.Header)
+			return []provider.Event{{ExternalID: sh.ID, Payload: body, Sender: keys.Sender(sh, body)}}, nil
 		},
 	}, nil
 }

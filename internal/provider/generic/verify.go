@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,40 +57,78 @@ func readHeaders(h http.Header) signedHeaders {
 // Svix, where the format began, issues 24-byte secrets.)
 const minSecretBytes = 16
 
-// Keys are the secrets and public keys a request may be signed with.
+// Keys are the secrets and public keys a request may be signed with, each with the
+// sender it identifies ("" for the shared INBOX_GENERIC_SECRETS).
 type Keys struct {
-	secrets [][]byte            // v1
-	public  []ed25519.PublicKey // v1a
+	secrets []secret    // v1
+	public  []publicKey // v1a
 }
+
+type secret struct {
+	key    []byte
+	sender string
+}
+
+type publicKey struct {
+	key    ed25519.PublicKey
+	sender string
+}
+
+// senderName is what a sender may be called: it becomes part of the stored provider
+// name ("generic:acme").
+var senderName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
 // ParseKeys decodes "whsec_<base64>" secrets and "whpk_<base64>" Ed25519 public keys.
 // A value without either prefix is refused: the prefix says which scheme it is for.
 func ParseKeys(raw []string) (Keys, error) {
 	var k Keys
+	return k, k.add(raw, false)
+}
+
+// ParseSenders decodes "name:whsec_…" and "name:whpk_…" entries: keys that each
+// identify one sender, whose events are stored apart (provider "generic:name").
+func ParseSenders(raw []string) (Keys, error) {
+	var k Keys
+	return k, k.add(raw, true)
+}
+
+func (k *Keys) add(raw []string, named bool) error {
 	for i, s := range raw {
 		s = strings.TrimSpace(s)
+		sender := ""
+		if named {
+			var ok bool
+			if sender, s, ok = strings.Cut(s, ":"); !ok || !senderName.MatchString(sender) {
+				return fmt.Errorf("value #%d: want name:whsec_… or name:whpk_…, the name 1 to 32 lower-case letters, digits, - or _", i+1)
+			}
+		}
 		switch {
 		case strings.HasPrefix(s, "whsec_"):
 			key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whsec_"))
 			if err != nil || len(key) == 0 {
-				return Keys{}, fmt.Errorf("value #%d: whsec_ must be followed by base64", i+1)
+				return fmt.Errorf("value #%d: whsec_ must be followed by base64", i+1)
 			}
 			if len(key) < minSecretBytes {
-				return Keys{}, fmt.Errorf("value #%d: the whsec_ secret is %d bytes; at least %d are needed (a short secret can be guessed): take the sender's, or make one with `openssl rand -base64 32`",
+				return fmt.Errorf("value #%d: the whsec_ secret is %d bytes; at least %d are needed (a short secret can be guessed): take the sender's, or make one with `openssl rand -base64 32`",
 					i+1, len(key), minSecretBytes)
 			}
-			k.secrets = append(k.secrets, key)
+			k.secrets = append(k.secrets, secret{key, sender})
 		case strings.HasPrefix(s, "whpk_"):
 			key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whpk_"))
 			if err != nil || len(key) != ed25519.PublicKeySize {
-				return Keys{}, fmt.Errorf("value #%d: whpk_ must be followed by the base64 of a %d-byte Ed25519 public key", i+1, ed25519.PublicKeySize)
+				return fmt.Errorf("value #%d: whpk_ must be followed by the base64 of a %d-byte Ed25519 public key", i+1, ed25519.PublicKeySize)
 			}
-			k.public = append(k.public, ed25519.PublicKey(key))
+			k.public = append(k.public, publicKey{ed25519.PublicKey(key), sender})
 		default:
-			return Keys{}, fmt.Errorf("value #%d is neither a whsec_ secret nor a whpk_ public key (copy it with its prefix, as the sender shows it)", i+1)
+			return fmt.Errorf("value #%d is neither a whsec_ secret nor a whpk_ public key (copy it with its prefix, as the sender shows it)", i+1)
 		}
 	}
-	return k, nil
+	return nil
+}
+
+// join returns the keys of both.
+func (k Keys) join(o Keys) Keys {
+	return Keys{secrets: append(slices.Clone(k.secrets), o.secrets...), public: append(slices.Clone(k.public), o.public...)}
 }
 
 // Verify checks the signature headers against body at time now.
@@ -99,12 +139,26 @@ func (k Keys) Verify(sh signedHeaders, body []byte, now time.Time) error {
 	if err := provider.CheckTimestamp(sh.names+"-timestamp", sh.Timestamp, now); err != nil {
 		return err
 	}
+	if _, versions, ok := k.match(sh, body); !ok {
+		return fmt.Errorf("%w: no signature of %s matches a configured key (%d whsec_ for v1, %d whpk_ for v1a)",
+			provider.ErrBadSignature, strings.Join(versions, ", "), len(k.secrets), len(k.public))
+	}
+	return nil
+}
+
+// Sender names the sender whose key signed the request ("" for a shared key, or none).
+func (k Keys) Sender(sh signedHeaders, body []byte) string {
+	sender, _, _ := k.match(sh, body)
+	return sender
+}
+
+// match finds the key that made one of the signatures, and lists their versions.
+func (k Keys) match(sh signedHeaders, body []byte) (sender string, versions []string, ok bool) {
 	content := signedContent(sh.ID, sh.Timestamp, body)
 	var macs [][]byte
 	for _, s := range k.secrets {
-		macs = append(macs, mac(s, content))
+		macs = append(macs, mac(s.key, content))
 	}
-	var versions []string
 	for _, sig := range strings.Fields(sh.Signature) {
 		version, b64, _ := strings.Cut(sig, ",")
 		versions = append(versions, version)
@@ -114,21 +168,20 @@ func (k Keys) Verify(sh signedHeaders, body []byte, now time.Time) error {
 		}
 		switch version {
 		case "v1":
-			for _, want := range macs {
+			for i, want := range macs {
 				if hmac.Equal(got, want) {
-					return nil
+					return k.secrets[i].sender, versions, true
 				}
 			}
 		case "v1a":
 			for _, pub := range k.public {
-				if ed25519.Verify(pub, content, got) {
-					return nil
+				if ed25519.Verify(pub.key, content, got) {
+					return pub.sender, versions, true
 				}
 			}
 		}
 	}
-	return fmt.Errorf("%w: no signature of %s matches a configured key (%d whsec_ for v1, %d whpk_ for v1a)",
-		provider.ErrBadSignature, strings.Join(versions, ", "), len(k.secrets), len(k.public))
+	return "", versions, false
 }
 
 func signedContent(id, ts string, body []byte) []byte {

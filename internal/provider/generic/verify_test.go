@@ -190,3 +190,31 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// TestSenders: a named key identifies its sender; a shared one, nobody; names and
+// keys are checked.
+func TestSenders(t *testing.T) {
+	acme, err := ParseSenders([]string{"acme:" + vectorSecret, "beta:" + edPublic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := mustKeys(t, "whsec_c2VjcmV0LW51bWJlci10d28=").join(acme)
+	at := time.Unix(vectorTS, 0)
+	if err := keys.Verify(headers(vectorID, "1614265330", vectorSig), []byte(vectorBody), at); err != nil {
+		t.Fatal(err)
+	}
+	for sig, want := range map[string]string{vectorSig: "acme", edVectorSig: "beta"} {
+		if got := keys.Sender(headers(vectorID, "1614265330", sig), []byte(vectorBody)); got != want {
+			t.Errorf("Sender(%s…) = %q, want %q", sig[:8], got, want)
+		}
+	}
+	shared, _ := Signature("whsec_c2VjcmV0LW51bWJlci10d28=", vectorID, vectorTS, []byte(vectorBody))
+	if got := keys.Sender(headers(vectorID, "1614265330", shared), []byte(vectorBody)); got != "" {
+		t.Errorf("Sender(shared key) = %q, want none", got)
+	}
+	for _, bad := range []string{vectorSecret, "Acme:" + vectorSecret, "a b:" + vectorSecret, "acme:whsec_YQ==", ":" + vectorSecret} {
+		if _, err := ParseSenders([]string{bad}); err == nil {
+			t.Errorf("ParseSenders(%q) = nil error, want one", bad)
+		}
+	}
+}

@@ -34,18 +34,19 @@ func Names() []string {
 	return names
 }
 
-// Lookup returns the provider called name, or an error that lists the valid names.
+// Lookup returns the provider called name (or, for a stored name such as
+// "generic:acme", the provider it belongs to), or an error that lists the valid names.
 func Lookup(name string) (*provider.Provider, error) {
 	for _, p := range All {
-		if p.Name == name {
+		if p.Name == provider.Base(name) {
 			return p, nil
 		}
 	}
 	return nil, fmt.Errorf("unknown provider %q: want one of %s", name, strings.Join(Names(), ", "))
 }
 
-// Known reports whether name is a provider's name.
-func Known(name string) bool { return slices.Contains(Names(), name) }
+// Known reports whether name is a provider's name, or a stored name of one.
+func Known(name string) bool { return slices.Contains(Names(), provider.Base(name)) }
 
 // Normalizers maps each provider's name to its Normalize.
 func Normalizers() map[string]provider.Normalizer {
