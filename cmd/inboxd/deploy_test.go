@@ -24,6 +24,8 @@ import (
 // prepared statements in 1.18): every provider's webhooks are stored and processed,
 // read back through the API, replayed and counted; LISTEN and migrations use the
 // direct connection. Each query mode that needs no named prepared statement works.
+// inboxd runs as the least-privilege runtime role (deploy/postgres/roles.sql), the
+// database migrated beforehand by the owner role, as a deployment should.
 func TestThroughPgBouncer(t *testing.T) {
 	t.Parallel()
 	cluster := pgtest.StartCluster(t)
@@ -32,9 +34,11 @@ func TestThroughPgBouncer(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			db := "inboxd_" + mode
 			direct := cluster.URL(db)
+			migrateAsOwner(t, cluster, db)
 			base := startProviders(t, map[string]string{
-				"DATABASE_URL":              bouncer.URL(db) + "&default_query_exec_mode=" + mode,
-				"INBOX_LISTEN_DATABASE_URL": direct,
+				"DATABASE_URL":              asRole("inboxd_runtime", bouncer.URL(db)) + "&default_query_exec_mode=" + mode,
+				"INBOX_LISTEN_DATABASE_URL": asRole("inboxd_runtime", direct),
+				"INBOX_MIGRATE":             "false",
 			})
 			pool, err := pgxpool.New(context.Background(), direct)
 			if err != nil {

@@ -23,16 +23,8 @@ import (
 func TestLeastPrivilegeRoles(t *testing.T) {
 	t.Parallel()
 	cluster := pgtest.StartCluster(t)
-	as := func(role, db string) string { return strings.Replace(cluster.URL(db), "postgres@", role+"@", 1) }
-	if out, err := exec.Command("psql", "-X", "-q", "-v", "db=inboxd", "-f", "../../deploy/postgres/roles.sql", cluster.URL("postgres")).CombinedOutput(); err != nil {
-		t.Fatalf("roles.sql: %v\n%s", err, out)
-	}
-	var out syncBuffer
-	if err := run(context.Background(), []string{"migrate"}, func(k string) string {
-		return map[string]string{"DATABASE_URL": as("inboxd_owner", "inboxd")}[k]
-	}, &out, &out); err != nil {
-		t.Fatalf("migrate as inboxd_owner: %v\n%s", err, out.String())
-	}
+	as := func(role, db string) string { return asRole(role, cluster.URL(db)) }
+	migrateAsOwner(t, cluster, "inboxd")
 
 	base, _ := startServe(t, map[string]string{
 		"DATABASE_URL": as("inboxd_runtime", "inboxd"), "INBOX_READ_DATABASE_URL": as("inboxd_reader", "inboxd"),
@@ -76,4 +68,24 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	defer reader.Close(context.Background())
 	denied("inboxd_reader", reader, "DELETE FROM messages")
 	denied("inboxd_reader", reader, "UPDATE inbound_events SET state = 'dead'")
+}
+
+// migrateAsOwner applies deploy/postgres/roles.sql to database db of cluster (which it
+// creates, owned by inboxd_owner) and migrates it as the owner.
+func migrateAsOwner(t *testing.T, cluster *pgtest.Cluster, db string) {
+	t.Helper()
+	if out, err := exec.Command("psql", "-X", "-q", "-v", "db="+db, "-f", "../../deploy/postgres/roles.sql", cluster.URL("postgres")).CombinedOutput(); err != nil {
+		t.Fatalf("roles.sql: %v\n%s", err, out)
+	}
+	var out syncBuffer
+	if err := run(context.Background(), []string{"migrate"}, func(k string) string {
+		return map[string]string{"DATABASE_URL": asRole("inboxd_owner", cluster.URL(db))}[k]
+	}, &out, &out); err != nil {
+		t.Fatalf("migrate as inboxd_owner: %v\n%s", err, out.String())
+	}
+}
+
+// asRole is url with its user replaced by role.
+func asRole(role, url string) string {
+	return strings.Replace(url, "postgres://postgres@", "postgres://"+role+"@", 1)
 }

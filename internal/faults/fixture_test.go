@@ -96,21 +96,26 @@ var deployments = []struct {
 
 // newFixture starts a cluster and the processes of s, with the suite's defaults
 // (short sweep and lease, so that takeovers happen within a scenario).
+//
+// The processes run as they should in production: as the least-privilege runtime role
+// of deploy/postgres/roles.sql (no CREATE, no DDL), the schema migrated beforehand by
+// the owner role (runtime).
 func newFixture(t *testing.T, s setup) *fixture {
 	t.Helper()
 	c := pgtest.StartCluster(t)
+	runtime := migrateAsOwner(t, c)
 	f := &fixture{t: t, cluster: c, dbURL: c.URL("inboxd"), env: map[string]string{
 		"INBOX_GENERIC_SECRETS": genericSecret, "INBOX_TWILIO_AUTH_TOKEN": twilioToken,
 		"INBOX_META_APP_SECRET": metaSecret, "INBOX_META_VERIFY_TOKEN": "verify", "INBOX_PUBLIC_URL": publicURL,
 		"INBOX_DEV":            "true", // the generic secret is the reference vector's
 		"INBOX_SWEEP_INTERVAL": "200ms", "INBOX_LEASE": "3s", "INBOX_LOG_LEVEL": "info",
-		"DATABASE_URL": c.URL("inboxd"),
+		"DATABASE_URL": runtime(c.URL("inboxd")), "INBOX_MIGRATE": "false",
 	}}
 	switch {
 	case s.pgbouncer:
 		b := pgtest.StartPgBouncer(t, c)
-		f.env["DATABASE_URL"] = b.URL("inboxd") + "&default_query_exec_mode=exec"
-		f.env["INBOX_LISTEN_DATABASE_URL"] = c.URL("inboxd")
+		f.env["DATABASE_URL"] = runtime(b.URL("inboxd")) + "&default_query_exec_mode=exec"
+		f.env["INBOX_LISTEN_DATABASE_URL"] = runtime(c.URL("inboxd"))
 	case s.standby:
 		f.standby = c.StartStandby()
 		if s.sync {
@@ -118,7 +123,7 @@ func newFixture(t *testing.T, s setup) *fixture {
 		}
 		both := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/inboxd?sslmode=disable&target_session_attrs=read-write",
 			c.Port(), f.standby.Port())
-		f.env["DATABASE_URL"], f.dbURL = both, both
+		f.env["DATABASE_URL"], f.dbURL = runtime(both), both
 	}
 	for k, v := range s.env {
 		f.env[k] = v
@@ -133,6 +138,26 @@ func newFixture(t *testing.T, s setup) *fixture {
 	t.Cleanup(pool.Close)
 	f.pool = pool
 	return f
+}
+
+// migrateAsOwner applies deploy/postgres/roles.sql to c, migrates database inboxd as
+// its owner role, and returns what turns a connection string into the runtime role's.
+func migrateAsOwner(t *testing.T, c *pgtest.Cluster) (runtime func(url string) string) {
+	t.Helper()
+	as := func(role string) func(string) string {
+		return func(url string) string {
+			return strings.Replace(url, "postgres://postgres@", "postgres://"+role+"@", 1)
+		}
+	}
+	if out, err := exec.Command("psql", "-X", "-q", "-v", "db=inboxd", "-f", "../../deploy/postgres/roles.sql", c.URL("postgres")).CombinedOutput(); err != nil {
+		t.Fatalf("roles.sql: %v\n%s", err, out)
+	}
+	migrate := exec.Command(binary, "migrate")
+	migrate.Env = append(os.Environ(), "DATABASE_URL="+as("inboxd_owner")(c.URL("inboxd")))
+	if out, err := migrate.CombinedOutput(); err != nil {
+		t.Fatalf("inboxd migrate as inboxd_owner: %v\n%s", err, out)
+	}
+	return as("inboxd_runtime")
 }
 
 // syncReplication makes every commit on the primary wait for the standby. Set after

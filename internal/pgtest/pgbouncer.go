@@ -60,7 +60,9 @@ server_reset_query =
 logfile = %s/pgbouncer.log
 pidfile = %s/pgbouncer.pid
 `, c.port, b.port, dir, dir, dir, dir)
-	for name, content := range map[string]string{"pgbouncer.ini": ini, "users.txt": `"postgres" ""` + "\n"} {
+	// The superuser, and the least-privilege roles of deploy/postgres/roles.sql.
+	users := `"postgres" ""` + "\n" + `"inboxd_owner" ""` + "\n" + `"inboxd_runtime" ""` + "\n" + `"inboxd_reader" ""` + "\n"
+	for name, content := range map[string]string{"pgbouncer.ini": ini, "users.txt": users} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
