@@ -299,3 +299,24 @@ func TestStatsWatch(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIStripsControlCharacters: what a provider or a client put in an event (an
+// external id, an error) reaches the operator's terminal without its control
+// characters: no escape sequence can repaint it.
+func TestCLIStripsControlCharacters(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	_, err := pool.Exec(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload, state, last_error)
+VALUES ('generic', E'evil\x1b[2J\x1b]0;pwned\x07id', '{}', 'dead', E'broke\x1b[31m red')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"events", "--state", "dead"}, getenv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), "evil[2J]0;pwnedid") {
+		t.Errorf("events printed %q, want the id without its control characters", out.String())
+	}
+}

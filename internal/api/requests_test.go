@@ -194,3 +194,21 @@ func TestFirstHourAnswers(t *testing.T) {
 		t.Errorf("a conversations cursor on /v1/events = %d %s, want 400 saying whose it is", status, body)
 	}
 }
+
+// TestReadinessPingsOncePerSecond: however often /readyz and the gauge ask, the
+// database is pinged at most once a second (the endpoint is open to anyone).
+func TestReadinessPingsOncePerSecond(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{})
+	r := NewReadiness(Deps{Pool: pool, Log: zap.NewNop(), Webhooks: ingest.NewHandlers(ingest.Config{}, w, zap.NewNop())})
+	before := pool.Stat().AcquireCount()
+	start := time.Now()
+	for range 200 {
+		r.Check(context.Background())
+	}
+	pings := pool.Stat().AcquireCount() - before
+	if limit := int64(time.Since(start)/time.Second) + 1; pings > limit {
+		t.Errorf("200 checks in %s pinged the database %d times, want at most %d", time.Since(start), pings, limit)
+	}
+}
