@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/net/netutil"
@@ -104,14 +103,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer log.Sync()
-	traces, stopTracing, err := tracing.Setup(ctx, getenv, log)
+	traces, err := tracing.Setup(ctx, getenv, log)
 	if err != nil {
 		return usageError{err}
 	}
 	defer func() {
 		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := stopTracing(flushCtx); err != nil {
+		if err := traces.Shutdown(flushCtx); err != nil {
 			log.Warn("flush traces", zap.Error(err))
 		}
 	}()
@@ -212,10 +211,15 @@ type service struct {
 }
 
 // wire builds the parts: metrics, processor, ingest writer and handlers, router.
-// traces is nil when tracing is off.
-func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, traces trace.TracerProvider, log *zap.Logger) (*service, error) {
+// t.Provider is nil when tracing is off.
+func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces, log *zap.Logger) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "inbox_trace_spans_dropped_total",
+		Help: "Spans left out of the export queue because it was full (the trace collector away or too slow).",
+	}, func() float64 { return float64(t.Dropped()) }))
+	traces := t.Provider
 	proc := processor.New(procPool, cfg.ListenURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,

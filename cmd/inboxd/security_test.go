@@ -201,3 +201,58 @@ func TestSpanFloodHoldsBoundedMemory(t *testing.T) {
 		t.Errorf("the heap grew by %.0f MiB, want at most 16", growth)
 	}
 }
+
+// TestSpanQueueDropsAndCounts: with a trace collector that takes connections and
+// never answers (the export waits on it), spans beyond the export queue are dropped,
+// never waited for by a request, and counted in inbox_trace_spans_dropped_total.
+func TestSpanQueueDropsAndCounts(t *testing.T) {
+	t.Parallel()
+	stuck, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	go func() { // accept and hold every connection, answering nothing
+		var held []net.Conn
+		for {
+			c, err := stuck.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	base := startBinary(t, map[string]string{
+		"DATABASE_URL": pgtest.NewDB(t), "INBOX_GENERIC_SECRETS": testSecret,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + stuck.Addr().String(),
+	})
+	client := &http.Client{Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				req, _ := http.NewRequest("POST", base+"/webhooks/generic", strings.NewReader(`{}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("webhook-id", fmt.Sprintf("q-%d-%d", w, i))
+				req.Header.Set("webhook-timestamp", fmt.Sprint(time.Now().Unix()))
+				req.Header.Set("webhook-signature", "v1,AAAA")
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	dropped, ok, err := bench.Metric(base, "inbox_trace_spans_dropped_total")
+	if err != nil || !ok || dropped == 0 {
+		t.Errorf("after 4,000 spans with the collector away: %v dropped (served %v, %v), want some, counted", dropped, ok, err)
+	}
+	t.Logf("4,000 requests with the collector stuck: %.0f spans dropped", dropped)
+}

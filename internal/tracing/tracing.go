@@ -44,8 +44,8 @@ var Queue = []attribute.KeyValue{
 }
 
 // MaxQueuedSpans bounds the spans waiting for the exporter: when the collector is away
-// the queue fills and further spans are dropped (the SDK never blocks a request on
-// it). With Limits, what a full queue holds is bounded: a few megabytes.
+// the queue fills and further spans are dropped and counted (a request never waits
+// for it). With Limits, what a full queue holds is bounded: a few megabytes.
 const MaxQueuedSpans = 2048
 
 // Limits bounds what one span may hold. Attribute values are cut to 256 bytes: some
@@ -75,32 +75,51 @@ var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 // is OTEL_TRACES_SAMPLER (the SDK reads it, and the other OTEL_* settings of the
 // exporter and the batch processor, from the process environment). shutdown flushes
 // what is buffered.
-func Setup(ctx context.Context, getenv func(string) string, log *zap.Logger) (tp trace.TracerProvider, shutdown func(context.Context) error, err error) {
+func Setup(ctx context.Context, getenv func(string) string, log *zap.Logger) (*Traces, error) {
 	endpoint := first(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
 	if endpoint == "" || strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
-		return nil, func(context.Context) error { return nil }, nil
+		return &Traces{Shutdown: func(context.Context) error { return nil }}, nil
 	}
 	exp, err := exporter(ctx, getenv, endpoint)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(first(getenv("OTEL_SERVICE_NAME"), "inboxd"))),
 		resource.WithFromEnv(), resource.WithTelemetrySDK(), resource.WithHost())
 	if err != nil {
-		return nil, nil, fmt.Errorf("OpenTelemetry resource: %w", err)
+		return nil, fmt.Errorf("OpenTelemetry resource: %w", err)
 	}
 	// Export failures (a collector that is down) must not flood the log: one a minute.
 	sampled := log.WithOptions(zap.WrapCore(everyMinute))
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		sampled.Warn("traces could not be exported; check OTEL_EXPORTER_OTLP_ENDPOINT and the collector", zap.Error(err))
 	}))
+	queue := newDroppingQueue(sdktrace.NewBatchSpanProcessor(exp, sdktrace.WithBlocking(), sdktrace.WithMaxQueueSize(512)), MaxQueuedSpans)
 	provider := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(MaxQueuedSpans)),
+		sdktrace.WithSpanProcessor(queue),
 		sdktrace.WithRawSpanLimits(Limits()),
 		sdktrace.WithResource(res))
 	log.Info("exporting traces", zap.String("endpoint", endpoint))
-	return provider, provider.Shutdown, nil
+	return &Traces{Provider: provider, Shutdown: provider.Shutdown, queue: queue}, nil
+}
+
+// Traces is tracing as Setup configured it.
+type Traces struct {
+	// Provider makes the spans; nil when tracing is off.
+	Provider trace.TracerProvider
+	// Shutdown flushes what is queued and stops the exporter.
+	Shutdown func(context.Context) error
+	queue    *droppingQueue
+}
+
+// Dropped counts the spans left out because the export queue was full (the collector
+// away or too slow).
+func (t *Traces) Dropped() uint64 {
+	if t.queue == nil {
+		return 0
+	}
+	return t.queue.dropped.Load()
 }
 
 // exporter builds the OTLP exporter for the configured protocol. The endpoint is
