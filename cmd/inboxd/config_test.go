@@ -11,7 +11,6 @@ import (
 	"inboxd/internal/provider/registry"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -152,10 +151,7 @@ func TestEveryProviderIsDocumented(t *testing.T) {
 // created.
 func TestBadSettingsTouchNothing(t *testing.T) {
 	t.Parallel()
-	binary := filepath.Join(t.TempDir(), "inboxd")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	binary := inboxdBinary(t)
 	for i, bad := range []map[string]string{
 		{"INBOX_ADDR": "localhost"},
 		{"INBOX_PUBLIC_URL": "inbox.example.com"},

@@ -47,8 +47,7 @@ func inboxdBinary(t *testing.T) string {
 	if binaryErr != nil {
 		t.Fatal(binaryErr)
 	}
-	t.Cleanup(func() {}) // the binary is removed with the OS temp dir; it is shared by the run
-	return binaryPath
+	return binaryPath // shared by the run's tests; in the OS's temp dir
 }
 
 // startBinary runs the binary with env until t ends and returns its base URL.
