@@ -196,6 +196,9 @@ func (c *config) check() []error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("INBOX_ADDR (--addr) = %q: want host:port or :port, such as :8080 or 127.0.0.1:8080", c.Addr))
 	}
+	if c.BodyMemory < c.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("INBOX_BODY_MEMORY (--body-memory) = %d is below INBOX_MAX_BODY_BYTES = %d: a body that large could never be received; raise it or lower INBOX_MAX_BODY_BYTES", c.BodyMemory, c.MaxBodyBytes))
+	}
 	if _, _, err := net.SplitHostPort(c.AdminAddr); c.AdminAddr != "" && err != nil {
 		errs = append(errs, fmt.Errorf("INBOX_ADMIN_ADDR (--admin-addr) = %q: want host:port, such as 127.0.0.1:9091", c.AdminAddr))
 	}
