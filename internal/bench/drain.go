@@ -80,7 +80,7 @@ func Drain(ctx context.Context, system string, pool *pgxpool.Pool, n int, cpu *C
 
 // QueueEmpty is Drain's done for every system: no event pending or processing, asked
 // through the queue's partial index (River's jobs record their outcome there too,
-// processor.ApplyEvents).
+// applyEvents in bench/river, on processor.QueueApply).
 func QueueEmpty(pool *pgxpool.Pool) func(context.Context) (bool, error) {
 	return func(ctx context.Context) (bool, error) {
 		var open bool

@@ -66,7 +66,7 @@ type Config struct {
 	Retention     time.Duration
 	DeadRetention time.Duration
 	// Normalizers maps provider names to their Normalizer; nil means
-	// DefaultNormalizers. Tests replace it to inject failures.
+	// registry.Normalizers(). Tests replace it to inject failures.
 	Normalizers map[string]provider.Normalizer
 	// Tracing makes the spans of processing (trace.go); nil: none.
 	Tracing trace.TracerProvider
