@@ -62,6 +62,7 @@ const minSecretBytes = 16
 type Keys struct {
 	secrets []secret    // v1
 	public  []publicKey // v1a
+	named   bool        // some key names a sender
 }
 
 type secret struct {
@@ -96,6 +97,7 @@ func (k *Keys) add(raw []string, named bool) error {
 	for i, s := range raw {
 		s = strings.TrimSpace(s)
 		sender := ""
+		k.named = k.named || named
 		if named {
 			var ok bool
 			if sender, s, ok = strings.Cut(s, ":"); !ok || !senderName.MatchString(sender) {
@@ -128,7 +130,7 @@ func (k *Keys) add(raw []string, named bool) error {
 
 // join returns the keys of both.
 func (k Keys) join(o Keys) Keys {
-	return Keys{secrets: append(slices.Clone(k.secrets), o.secrets...), public: append(slices.Clone(k.public), o.public...)}
+	return Keys{secrets: append(slices.Clone(k.secrets), o.secrets...), public: append(slices.Clone(k.public), o.public...), named: k.named || o.named}
 }
 
 // Verify checks the signature headers against body at time now.
@@ -148,6 +150,9 @@ func (k Keys) Verify(sh signedHeaders, body []byte, now time.Time) error {
 
 // Sender names the sender whose key signed the request ("" for a shared key, or none).
 func (k Keys) Sender(sh signedHeaders, body []byte) string {
+	if !k.named {
+		return "" // every key is shared: nothing to tell apart (and no second check)
+	}
 	sender, _, _ := k.match(sh, body)
 	return sender
 }
