@@ -17,6 +17,7 @@ import (
 	"inboxd/internal/processor"
 	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"
+	"inboxd/internal/redact"
 )
 
 // defaultMaxConnections bounds the HTTP connections open at once: well above what
@@ -63,7 +64,11 @@ type config struct {
 	// TrustTraceparent: webhook spans join the caller's trace (trusted callers only).
 	TrustTraceparent bool
 	// Dev allows the README's sample secrets (local trials only).
-	Dev bool
+	Dev            bool
+	Redact         []string // INBOX_REDACT rules
+	RedactDefaults bool
+	RedactionKey   string
+	Redaction      *redact.Policy // the rules in force (check)
 }
 
 // option ties a flag to its environment variable and default.
@@ -136,6 +141,9 @@ func coreOptions(c *config) []option {
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
 		{"log-level", "INBOX_LOG_LEVEL", "info", "debug, info, warn or error", false, oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "INBOX_LOG_FORMAT", "json", "json or console", false, oneOf(&c.LogFormat, "json", "console")},
+		{"redact", "INBOX_REDACT", "", "redaction rules provider:selector=action, comma-separated (action remove, mask or hash; docs/privacy.md)", false, list(&c.Redact)},
+		{"redact-defaults", "INBOX_REDACT_DEFAULTS", "on", "on: each provider's documented fields (location, device metadata) are removed at ingest; off: kept", false, onOff(&c.RedactDefaults)},
+		{"redaction-key", "INBOX_REDACTION_KEY", "", "the key of the hash action (HMAC-SHA256); at least 16 bytes", true, str(&c.RedactionKey)},
 		{"dev", "INBOX_DEV", "false", "allow the README's sample secrets and tokens, for trying inboxd locally; never in a deployment", false, boolean(&c.Dev)},
 		{"trust-traceparent", "INBOX_TRUST_TRACEPARENT", "false", "webhook spans join the trace a caller's traceparent names (only for callers inside your network; by default a new trace links to it)", false, boolean(&c.TrustTraceparent)},
 		{"debug-addr", "INBOX_DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this address; keep it private, e.g. 127.0.0.1:6060", false, str(&c.DebugAddr)},
@@ -208,6 +216,11 @@ func (c *config) check() []error {
 	if !c.Dev {
 		errs = append(errs, c.samples()...)
 	}
+	policy, err := c.redaction()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Redaction = policy
 	endpoints, err := registry.Open(c.providerConfig())
 	if err != nil {
 		errs = append(errs, err)
@@ -240,6 +253,38 @@ func (c *config) samples() []error {
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errs
+}
+
+// redaction builds the redaction policy: each provider's defaults (unless off), then
+// INBOX_REDACT's rules, each checked against what the provider cannot do without.
+func (c *config) redaction() (*redact.Policy, error) {
+	var rules []redact.Rule
+	var errs []error
+	protect := map[string]redact.Protection{}
+	for _, p := range registry.All {
+		protect[p.Name] = p.Protected
+		if c.RedactDefaults {
+			for _, sel := range p.RedactDefaults {
+				rules = append(rules, redact.Rule{Provider: p.Name, Path: redact.Pointer(sel), Action: redact.Remove, Text: p.Name + ":" + sel + "=remove (default)"})
+			}
+		}
+	}
+	for _, text := range c.Redact {
+		r, err := redact.ParseRule(text)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("INBOX_REDACT: %w", err))
+			continue
+		}
+		rules = append(rules, r)
+	}
+	if c.RedactionKey != "" && len(c.RedactionKey) < 16 {
+		errs = append(errs, errors.New("INBOX_REDACTION_KEY: at least 16 bytes (a short key lets anyone hash candidate numbers and find the stored ones)"))
+	}
+	policy, err := redact.NewPolicy(rules, protect, []byte(c.RedactionKey))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("INBOX_REDACT: %w", err))
+	}
+	return policy, errors.Join(errs...)
 }
 
 // providerConfig is what the providers read.
@@ -320,6 +365,20 @@ func durationOrZero(p *time.Duration) func(string) error {
 			return errors.New("want a duration such as 168h or 30m, or 0 to turn it off")
 		}
 		*p = d
+		return nil
+	}
+}
+
+func onOff(p *bool) func(string) error {
+	return func(s string) error {
+		switch s {
+		case "on":
+			*p = true
+		case "off":
+			*p = false
+		default:
+			return errors.New("want on or off")
+		}
 		return nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -530,4 +531,49 @@ func TestGenericSenders(t *testing.T) {
 		"generic:acme|evt-same|processed", "generic:beta|evt-same|processed",
 	})
 	wantRows(t, "conversations", rows(t, pool, `SELECT provider FROM conversations ORDER BY provider`), []string{"generic:acme", "generic:beta"})
+}
+
+// TestRedaction: what the policy removes is in no stored row (Twilio's location
+// fields, by default); a hashed contact still makes one conversation of two
+// messages; masked text is what the message says; a rule against an id refuses to
+// start.
+func TestRedaction(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := pgtest.NewPool(t)
+	base, _ := startServe(t, map[string]string{
+		"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_PUBLIC_URL": publicURL,
+		"INBOX_GENERIC_SECRETS": testSecret, "INBOX_TWILIO_AUTH_TOKEN": twilioToken,
+		"INBOX_REDACT":        "generic:/data/contact=hash, generic:/data/text=mask",
+		"INBOX_REDACTION_KEY": "a redaction key of 32 bytes.....",
+	})
+	form := url.Values{"MessageSid": {"SMzip"}, "From": {"+15552223333"}, "To": {"+15550001111"}, "Body": {"hi"},
+		"FromCity": {"SAN FRANCISCO"}, "FromZip": {"94105"}, "ToState": {"CA"}}
+	if status, _, b := postTwilio(t, base, []byte(form.Encode())); status != 200 {
+		t.Fatalf("twilio: %d %s", status, b)
+	}
+	for i, id := range []string{"m-h1", "m-h2"} {
+		body := fmt.Appendf(nil, `{"type":"message.received","timestamp":"2026-11-25T10:00:0%dZ","data":{"message_id":%q,"channel":"+15550001111","contact":"+15557654321","text":"secret words"}}`, i, id)
+		if status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-"+id, body, time.Now())); status != 200 {
+			t.Fatalf("generic: %d %s", status, b)
+		}
+	}
+	settle(t, pool)
+	for _, leaked := range []string{"94105", "SAN FRANCISCO", "+15557654321", "secret words"} {
+		if got := rows(t, pool, fmt.Sprintf(`SELECT id FROM inbound_events WHERE payload::text LIKE '%%%s%%'
+UNION ALL SELECT id FROM messages WHERE concat(text, sender, recipient) LIKE '%%%s%%'
+UNION ALL SELECT id FROM conversations WHERE contact_address LIKE '%%%s%%'`, leaked, leaked, leaked)); len(got) > 0 {
+			t.Errorf("%q is stored: rows %v", leaked, got)
+		}
+	}
+	wantRows(t, "generic conversations", rows(t, pool, `SELECT count(*), min(contact_address) LIKE 'hmac-sha256:%' FROM conversations WHERE provider = 'generic'`), []string{"1|true"})
+	wantRows(t, "generic messages", rows(t, pool, `SELECT text FROM messages WHERE provider = 'generic' ORDER BY id`), []string{"[redacted]", "[redacted]"})
+
+	var out syncBuffer
+	err := run(context.Background(), []string{"serve"}, func(k string) string {
+		return map[string]string{"DATABASE_URL": dbURL, "INBOX_GENERIC_SECRETS": testSecret, "INBOX_DEV": "true", "INBOX_REDACT": "generic:/data/message_id=remove"}[k]
+	}, &out, &out)
+	var usage usageError
+	if !errors.As(err, &usage) || !strings.Contains(err.Error(), "generic:/data/message_id=remove") {
+		t.Errorf("a rule against the message id: %v, want a usage error naming the rule", err)
+	}
 }

@@ -231,7 +231,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed, SettingName: settingName})
 	hooks := ingest.NewHandlers(ingest.Config{
 		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), BodyMemory: int64(cfg.BodyMemory), ReadTimeout: cfg.ReadTimeout,
-		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName,
+		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName, Redaction: cfg.Redaction,
 	}, writer, log.Named("ingest"))
 	deps := api.Deps{
 		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,

@@ -36,6 +36,7 @@ import (
 
 	"inboxd/internal/jsonhttp"
 	"inboxd/internal/provider"
+	"inboxd/internal/redact"
 	"inboxd/internal/tracing"
 )
 
@@ -84,6 +85,8 @@ type Config struct {
 	// SettingName names a setting in answers ("MAX_BODY_BYTES" → the service's
 	// variable for it); nil: the key.
 	SettingName func(key string) string
+	// Redaction rewrites each event's payload before it is stored; nil: none.
+	Redaction *redact.Policy
 }
 
 // name is the name of the setting key, for messages.
@@ -277,7 +280,7 @@ func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]R
 	events := make([]Event, len(parsed))
 	for i, pe := range parsed {
 		events[i] = Event{
-			Provider: provider.Stored(e.Name, pe.Sender), ExternalID: pe.ExternalID, Payload: storable(pe.Payload),
+			Provider: provider.Stored(e.Name, pe.Sender), ExternalID: pe.ExternalID, Payload: storable(h.redact(e.Name, pe.Payload)),
 			Headers: headers, RequestID: requestID, Traceparent: traceparent,
 		}
 	}
@@ -286,6 +289,14 @@ func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]R
 		traceSend(span, e.Name, results, err)
 	}
 	return results, err
+}
+
+// redact applies the redaction policy to a payload: after the signature was checked
+// over the raw bytes and the events parsed (their ids are taken), before anything is
+// written, so the redacted value is the only one stored.
+func (h *Handlers) redact(provider string, payload []byte) []byte {
+	out, _ := h.cfg.Redaction.Apply(provider, payload)
+	return out
 }
 
 // traceSend describes a commit on its span (messaging conventions: a "send" to

@@ -44,6 +44,16 @@ type Provider struct {
 	// Example returns an example inbound message with message id id, as the provider
 	// would POST it (`inboxd sign` without --file).
 	Example func(id string, now time.Time) []byte
+	// RedactDefaults are the fields removed from every stored payload unless the
+	// operator turns the defaults off (INBOX_REDACT_DEFAULTS=off): what the inbox never
+	// uses and need not keep (location, device and carrier metadata). Selectors as in
+	// internal/redact.
+	RedactDefaults []string
+	// Protected are the fields the dedupe key or normalization cannot do without,
+	// each with the redaction actions it tolerates (none for an id; "hash" for an
+	// address, which still groups conversations hashed): a rule that would otherwise
+	// touch one refuses to start.
+	Protected map[string][]string
 	// Sign returns the headers (Content-Type included) with which the provider would
 	// POST body to endpoint (the full URL), signed with secret: the value of the
 	// provider's first Enable setting, or a key of its own. id is the delivery id

@@ -36,7 +36,11 @@ var Provider = &provider.Provider{
 		Usage:  "per-sender Standard Webhooks keys, name:whsec_… or name:whpk_…, comma-separated; each sender's events are stored apart (provider generic:name), so one cannot suppress another's by reusing an id; also enables /webhooks/generic",
 		Secret: true,
 	}},
-	Enable:    []string{SecretsKey, SendersKey},
+	Enable: []string{SecretsKey, SendersKey},
+	Protected: map[string][]string{
+		"/type": nil, "/timestamp": nil, "/data/message_id": nil, "/data/status": nil,
+		"/data/channel": {"hash"}, "/data/contact": {"hash"},
+	},
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,

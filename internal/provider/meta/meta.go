@@ -37,6 +37,11 @@ var Provider = &provider.Provider{
 	},
 	Enable:    []string{AppSecretKey, VerifyTokenKey},
 	EnableAll: true,
+	Protected: map[string][]string{
+		"/message/id": nil, "/status/id": nil, "/status/status": nil, "/message/type": nil,
+		"/metadata/phone_number_id": {"hash"}, "/message/from": {"hash"}, "/message/from_user_id": {"hash"},
+		"/contacts/*/wa_id": {"hash"}, "/contacts/*/user_id": {"hash"},
+	},
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,

@@ -38,7 +38,13 @@ var Provider = &provider.Provider{
 		Key:   PublicKeyKey,
 		Usage: "Telnyx public keys (Ed25519, base64), comma-separated; enables /webhooks/telnyx",
 	}},
-	Enable:    []string{PublicKeyKey},
+	Enable: []string{PublicKeyKey},
+	// Carrier and line type of each number: Telnyx looks them up; the inbox never uses them.
+	RedactDefaults: []string{"/data/payload/from/carrier", "/data/payload/from/line_type", "/data/payload/to/*/carrier", "/data/payload/to/*/line_type"},
+	Protected: map[string][]string{
+		"/data/id": nil, "/data/event_type": nil, "/data/payload/id": nil, "/data/payload/to/*/status": nil,
+		"/data/payload/from/phone_number": {"hash"}, "/data/payload/to/*/phone_number": {"hash"},
+	},
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,

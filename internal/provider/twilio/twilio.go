@@ -34,7 +34,13 @@ var Provider = &provider.Provider{
 		{Key: TokensKey, Usage: "Twilio auth tokens, comma-separated (primary,secondary); enables /webhooks/twilio", Secret: true},
 		{Key: SharedKeysKey, Usage: "Twilio SharedKey webhook signing secrets, comma-separated (several during a rotation); also enables /webhooks/twilio", Secret: true},
 	},
-	Enable:    []string{TokensKey, SharedKeysKey},
+	Enable: []string{TokensKey, SharedKeysKey},
+	// Where the numbers are (Twilio looks it up; the inbox never uses it).
+	RedactDefaults: []string{"FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip", "ToCountry"},
+	Protected: map[string][]string{
+		"MessageSid": nil, "SmsSid": nil, "MessageStatus": nil,
+		"From": {"hash"}, "To": {"hash"},
+	},
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,

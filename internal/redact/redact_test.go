@@ -1,0 +1,110 @@
+package redact
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var protect = map[string]Protection{
+	"generic": {"/data/message_id": nil, "/data/contact": {Hash}},
+	"twilio":  {"MessageSid": nil, "From": {Hash}},
+	"meta":    {"/message/id": nil},
+}
+
+func policy(t *testing.T, rules ...string) *Policy {
+	t.Helper()
+	var rs []Rule
+	for _, text := range rules {
+		r, err := ParseRule(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	p, err := NewPolicy(rs, protect, []byte("a redaction key of 32 bytes....."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestApply(t *testing.T) {
+	tests := []struct {
+		name, provider, payload, want string
+		rules                         []string
+		changed                       []string
+	}{
+		{"remove a form field", "twilio", `{"MessageSid":"SM1","FromZip":"94105","Body":"hi"}`, `{"Body":"hi","MessageSid":"SM1"}`,
+			[]string{"twilio:FromZip=remove"}, []string{"/FromZip"}},
+		{"mask with wildcards", "meta", `{"contacts":[{"profile":{"name":"Ann"}},{"profile":{"name":"Bo"}}],"message":{"id":"w1"}}`,
+			`{"contacts":[{"profile":{"name":"[redacted]"}},{"profile":{"name":"[redacted]"}}],"message":{"id":"w1"}}`,
+			[]string{"meta:/contacts/*/profile/name=mask"}, []string{"/contacts/0/profile/name", "/contacts/1/profile/name"}},
+		{"hash is stable and keyed", "generic", `{"data":{"contact":"+15551234567","message_id":"m"}}`,
+			`{"data":{"contact":"hmac-sha256:` + policy(t).hex("+15551234567") + `","message_id":"m"}}`,
+			[]string{"generic:/data/contact=hash"}, []string{"/data/contact"}},
+		{"numbers keep their digits", "generic", `{"data":{"n":12345678901234567890,"text":"x","message_id":"m"}}`, `{"data":{"message_id":"m","n":12345678901234567890,"text":"[redacted]"}}`,
+			[]string{"generic:/data/text=mask"}, []string{"/data/text"}},
+		{"nothing to change: the payload as is", "generic", `{"data":{"message_id":"m"}}`, `{"data":{"message_id":"m"}}`,
+			[]string{"generic:/data/text=mask"}, nil},
+		{"another provider's rules do not apply", "twilio", `{"FromZip":"1"}`, `{"FromZip":"1"}`,
+			[]string{"generic:/data/text=mask"}, nil},
+		{"escaped pointer", "generic", `{"data":{"a/b":"x","message_id":"m"}}`, `{"data":{"message_id":"m"}}`,
+			[]string{"generic:/data/a~1b=remove"}, []string{"/data/a~1b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, changed := policy(t, tt.rules...).Apply(tt.provider, []byte(tt.payload))
+			if string(got) != tt.want || !cmp.Equal(changed, tt.changed) {
+				t.Errorf("Apply = %s %v, want %s %v", got, changed, tt.want, tt.changed)
+			}
+		})
+	}
+}
+
+// TestRefusedRules: a rule against what the dedupe key or normalization needs, an
+// unknown provider, a malformed rule or a hash without a key is refused, naming it.
+func TestRefusedRules(t *testing.T) {
+	for text, want := range map[string]string{
+		"generic:/data/message_id=remove": "cannot do without",
+		"generic:/data=remove":            "cannot do without", // contains the message id
+		"generic:/data/contact=mask":      "hash it instead",
+		"twilio:MessageSid=hash":          "cannot do without",
+		"meta:/message/*=mask":            "cannot do without",
+		"nobody:/x=remove":                "no provider",
+	} {
+		r, err := ParseRule(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewPolicy([]Rule{r}, protect, []byte("k")); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), text) {
+			t.Errorf("NewPolicy(%s) = %v, want an error naming the rule and %q", text, err, want)
+		}
+	}
+	for _, bad := range []string{"twilio FromZip", "twilio:FromZip=shred", ":x=remove", "twilio:=remove"} {
+		if _, err := ParseRule(bad); err == nil {
+			t.Errorf("ParseRule(%q) = nil error", bad)
+		}
+	}
+	r, _ := ParseRule("generic:/data/contact=hash")
+	if _, err := NewPolicy([]Rule{r}, protect, nil); err == nil || !strings.Contains(err.Error(), "key") {
+		t.Errorf("hash without a key: %v, want an error", err)
+	}
+}
+
+func FuzzApply(f *testing.F) {
+	f.Add([]byte(`{"data":{"contact":"+1","message_id":"m","list":[1,{"contact":2}]}}`))
+	f.Add([]byte(`[1,2,3]`))
+	f.Add([]byte(`not json`))
+	p := &Policy{rules: map[string][]Rule{"generic": {
+		{Provider: "generic", Path: Pointer("/data/*"), Action: Mask},
+		{Provider: "generic", Path: Pointer("/data/list/*/contact"), Action: Remove},
+	}}, key: []byte("k")}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		out, changed := p.Apply("generic", payload)
+		if len(changed) == 0 && string(out) != string(payload) {
+			t.Errorf("nothing changed but the payload did: %s -> %s", payload, out)
+		}
+	})
+}
