@@ -284,6 +284,9 @@ func (c *config) redaction() (*redact.Policy, error) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("INBOX_REDACT: %w", err))
 	}
+	if c.RedactionKey == "" && slices.ContainsFunc(rules, func(r redact.Rule) bool { return r.Action == redact.Hash }) {
+		errs = append(errs, errors.New("INBOX_REDACTION_KEY: unset, and INBOX_REDACT has a hash rule: set a key of at least 16 bytes"))
+	}
 	return policy, errors.Join(errs...)
 }
 

@@ -96,7 +96,7 @@ func NewPolicy(rules []Rule, protect map[string]Protection, key []byte) (*Policy
 			continue
 		}
 		if r.Action == Hash && len(key) == 0 {
-			errs = append(errs, fmt.Errorf("rule %q: hash needs a key (INBOX_REDACTION_KEY)", r.Text))
+			errs = append(errs, fmt.Errorf("rule %q: hash needs a key, and none is set", r.Text))
 		}
 		for selector, allowed := range prot {
 			if overlaps(r.Path, Pointer(selector)) && !slices.Contains(allowed, r.Action) {
