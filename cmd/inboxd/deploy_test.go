@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,8 +12,6 @@ import (
 
 	"inboxd/internal/bench"
 	"inboxd/internal/pgtest"
-	"inboxd/internal/provider/generic"
-	"inboxd/internal/provider/providertest"
 )
 
 // TestThroughPgBouncer: inboxd behind PgBouncer in transaction mode (its defaults: no
@@ -81,34 +76,6 @@ WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&listening)
 			}
 		})
 	}
-	// Without default_query_exec_mode, pgx's named prepared statements are lost between
-	// the pooler's server connections: it must not limp along silently.
-	t.Run("misconfigured", func(t *testing.T) {
-		base, logs, _ := launchServe(t, map[string]string{
-			"DATABASE_URL": bouncer.URL("inboxd_bad"), "INBOX_LISTEN_DATABASE_URL": cluster.URL("inboxd_bad"),
-			"INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
-		})
-		pgtest.Eventually(t, "readyz says the database is misconfigured", 60*time.Second, func() (bool, error) {
-			var wg sync.WaitGroup
-			for i := range 50 { // concurrent: the pooler spreads them over several server connections
-				wg.Go(func() {
-					do(t, providertest.Request(t, "generic", base, "", testSecret, fmt.Sprintf("bad-%d-%d", time.Now().UnixNano(), i),
-						generic.Example(fmt.Sprint(i), time.Now()), time.Now()))
-				})
-			}
-			wg.Wait()
-			resp, err := http.Get(base + "/readyz")
-			if err != nil {
-				return false, err
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			return resp.StatusCode == 503 && strings.Contains(string(b), `"database":"misconfigured"`), nil
-		})
-		if !strings.Contains(logs.String(), "default_query_exec_mode=exec") {
-			t.Errorf("no log line names the fix:\n%s", logs)
-		}
-	})
 }
 
 // admin calls an admin endpoint and returns the body, failing on anything but 200.

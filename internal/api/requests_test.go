@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"inboxd/internal/provider/generic"
 	"inboxd/internal/provider/providertest"
 	"inboxd/internal/readmodel"
+	"inboxd/internal/store"
 )
 
 // TestRequestIDs: every response carries X-Request-Id, the client's when it is short
@@ -210,5 +212,28 @@ func TestReadinessPingsOncePerSecond(t *testing.T) {
 	pings := pool.Stat().AcquireCount() - before
 	if limit := int64(time.Since(start)/time.Second) + 1; pings > limit {
 		t.Errorf("200 checks in %s pinged the database %d times, want at most %d", time.Since(start), pings, limit)
+	}
+}
+
+// TestReadyzReportsAMisconfiguredPooler: while the pools report lost prepared
+// statements, readiness fails with database: misconfigured (the log names the fix).
+func TestReadyzReportsAMisconfiguredPooler(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	var lost atomic.Bool
+	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{})
+	r := NewReadiness(Deps{Pool: pool, Log: zap.NewNop(), Webhooks: ingest.NewHandlers(ingest.Config{}, w, zap.NewNop()),
+		Misconfigured: func() error {
+			if lost.Load() {
+				return store.ErrPoolerMisconfigured
+			}
+			return nil
+		}})
+	if ok, parts := r.Check(context.Background()); !ok || parts["database"] != "ok" {
+		t.Errorf("ready = %v %v, want ready", ok, parts)
+	}
+	lost.Store(true)
+	if ok, parts := r.Check(context.Background()); ok || parts["database"] != "misconfigured" {
+		t.Errorf("with statements lost: ready = %v %v, want not ready, database misconfigured", ok, parts)
 	}
 }

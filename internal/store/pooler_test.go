@@ -1,0 +1,42 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/store"
+)
+
+// TestWatchStatements: a pool made with WatchStatements reports, once, the error a
+// transaction-mode pooler gives to a lost prepared statement (SQLSTATE 26000, here
+// from Postgres itself), and is Misconfigured from then on; other errors do not count.
+func TestWatchStatements(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	var told []error
+	pool, err := store.Open(context.Background(), url, func(c *pgxpool.Config) {
+		store.WatchStatements(c, func(err error) { told = append(told, err) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx := context.Background()
+	pool.Exec(ctx, "SELECT * FROM no_such_table") // another error
+	if err := store.Misconfigured(pool); err != nil || len(told) != 0 {
+		t.Fatalf("after an unrelated error: %v (told %v), want nothing", err, told)
+	}
+	for range 3 {
+		pool.Exec(ctx, "EXECUTE stmtcache_gone") // 26000: prepared statement does not exist
+	}
+	if err := store.Misconfigured(pool); !errors.Is(err, store.ErrPoolerMisconfigured) {
+		t.Errorf("after lost prepared statements: %v, want ErrPoolerMisconfigured", err)
+	}
+	if len(told) != 1 {
+		t.Errorf("told %d times, want once for the spell", len(told))
+	}
+}
