@@ -139,10 +139,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer readPool.Close()
 	}
 
-	svc, err := wire(cfg, pool, procPool, readPool, traces, log)
-	if err != nil {
-		return err
-	}
+	svc := wire(cfg, pool, procPool, readPool, traces, log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
@@ -212,7 +209,7 @@ type service struct {
 
 // wire builds the parts: metrics, processor, ingest writer and handlers, router.
 // t.Provider is nil when tracing is off.
-func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces, log *zap.Logger) (*service, error) {
+func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces, log *zap.Logger) *service {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -276,7 +273,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 			WriteTimeout: srv.WriteTimeout, IdleTimeout: srv.IdleTimeout, MaxHeaderBytes: srv.MaxHeaderBytes,
 		}
 	}
-	return s, nil
+	return s
 }
 
 // run serves on ln until ctx ends, then stops in order: HTTP first (no new requests;

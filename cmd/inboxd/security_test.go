@@ -52,12 +52,7 @@ func inboxdBinary(t *testing.T) string {
 // startBinary runs the binary with env until t ends and returns its base URL.
 func startBinary(t *testing.T, env map[string]string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, inboxdBinary(t))
 	// GOGC=10: collect often, so that the heap in use is close to what is live (these
@@ -82,6 +77,17 @@ func startBinary(t *testing.T, env map[string]string) string {
 		return resp.StatusCode == 200, nil
 	})
 	return base
+}
+
+// freeAddr returns a loopback address no one listens on now (the OS's pick).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // heap reads the binary's heap in use, after a collection has had a chance to run.

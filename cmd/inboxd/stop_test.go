@@ -160,12 +160,7 @@ func TestHTTPLimits(t *testing.T) {
 // move to that address, and the public one serves only webhooks and the /v1 reads.
 func TestAdminAddr(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminAddr := ln.Addr().String()
-	ln.Close()
+	adminAddr := freeAddr(t)
 	base, _, _ := launchServe(t, map[string]string{
 		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_ADMIN_ADDR": adminAddr,
 		"INBOX_GENERIC_SECRETS": testSecret, "INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token",

@@ -118,15 +118,7 @@ func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFi
 		return nil, err
 	}
 	sql, args := conversationsQuery(f)
-	rows, err := pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list conversations: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Conversation])
-	if err != nil {
-		return nil, fmt.Errorf("list conversations: %w", err)
-	}
-	return list, nil
+	return list(ctx, pool, "list conversations", pgx.RowToStructByPos[Conversation], sql, args...)
 }
 
 // FindConversation returns one conversation.
@@ -185,13 +177,5 @@ func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]M
 	if _, err := FindConversation(ctx, pool, f.Conversation); err != nil {
 		return nil, err
 	}
-	rows, err := pool.Query(ctx, sql, f.Conversation, start.T, start.ID, f.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Message])
-	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
-	}
-	return list, nil
+	return list(ctx, pool, "list messages", pgx.RowToStructByPos[Message], sql, f.Conversation, start.T, start.ID, f.Limit)
 }

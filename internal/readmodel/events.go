@@ -116,15 +116,21 @@ func ListEvents(ctx context.Context, pool *pgxpool.Pool, f EventFilter) ([]Event
 		return nil, err
 	}
 	sql, args := eventsQuery(f)
+	return list(ctx, pool, "list events", pgx.RowToStructByNameLax[Event], sql, args...)
+}
+
+// list runs a list query and collects its rows with to; what names the query in an
+// error.
+func list[T any](ctx context.Context, pool *pgxpool.Pool, what string, to pgx.RowToFunc[T], sql string, args ...any) ([]T, error) {
 	rows, err := pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	events, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[Event])
+	out, err := pgx.CollectRows(rows, to)
 	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return events, nil
+	return out, nil
 }
 
 // ErrNoEvent: no event has that id.

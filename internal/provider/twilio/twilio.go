@@ -115,13 +115,11 @@ func parse(r *http.Request, body []byte) ([]provider.Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", provider.ErrMalformed, err)
 	}
-	var p params
-	_ = json.Unmarshal(payload, &p) // it was just marshalled
-	id, err := externalID(p)
+	id, err := externalID(form.Get)
 	if err != nil {
 		return nil, err
 	}
-	if p.get("MessageStatus") == "" && (p.get("From") == "" || p.get("To") == "") {
+	if form.Get("MessageStatus") == "" && (form.Get("From") == "" || form.Get("To") == "") {
 		return nil, fmt.Errorf("%w: an inbound message needs From and To", provider.ErrMalformed)
 	}
 	return []provider.Event{{ExternalID: id, Payload: payload}}, nil
@@ -132,24 +130,28 @@ func parseJSON(body []byte) ([]provider.Event, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, fmt.Errorf("%w: body is not a JSON object: %v", provider.ErrMalformed, err)
 	}
-	if p.get("MessageSid") == "" && p.get("SmsSid") == "" {
+	if p.sid() == "" {
 		sum := sha256.Sum256(body)
 		return []provider.Event{{ExternalID: "json:" + hex.EncodeToString(sum[:16]), Payload: body}}, nil
 	}
-	id, err := externalID(p)
+	id, err := externalID(p.get)
 	if err != nil {
 		return nil, err
 	}
 	return []provider.Event{{ExternalID: id, Payload: body}}, nil
 }
 
-// externalID is MessageSid, with ":status" for a status callback.
-func externalID(p params) (string, error) {
-	sid := p.sid()
+// externalID is MessageSid (or the older SmsSid), with ":status" for a status
+// callback; get reads a field of the form or of the JSON body.
+func externalID(get func(string) string) (string, error) {
+	sid := get("MessageSid")
+	if sid == "" {
+		sid = get("SmsSid")
+	}
 	if err := provider.CheckID("MessageSid", sid); err != nil {
 		return "", err
 	}
-	if st := p.get("MessageStatus"); st != "" {
+	if st := get("MessageStatus"); st != "" {
 		return sid + ":" + st, nil
 	}
 	return sid, nil
