@@ -284,6 +284,11 @@ func TestBatchWait(t *testing.T) {
 	p, reg := startWithRegistry(t, url, Config{BatchSize: 4, BatchWait: time.Hour, SweepInterval: time.Hour})
 	pgtest.Eventually(t, "listener connected", 10*time.Second, func() (bool, error) { return p.ListenerConnected(), nil })
 	pgtest.Eventually(t, "the first claim at start", 10*time.Second, func() (bool, error) { return p.claimedAt.Load() != 0, nil })
+	// Begun is not done: a start-up claim whose query ran after the first insert would
+	// take that event. Wait until it has come back empty.
+	pgtest.Eventually(t, "the start-up claim is over", 10*time.Second, func() (bool, error) {
+		return counter(t, reg, "inbox_claims_total", "empty") >= 1, nil
+	})
 	t0 := time.Now()
 	processed := func() int {
 		var n int
