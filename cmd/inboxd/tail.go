@@ -87,6 +87,9 @@ type tailer struct {
 	last      int64 // the highest id printed (or seen at start)
 	gap       bool  // reconnected: print everything after last
 	connected bool
+	// gapped are the ids the last reconnection's listing printed: their notifications,
+	// which can come after the listing, are not printed again.
+	gapped map[int64]bool
 }
 
 // HandleNotification queues the announced id ({"id":N,"provider":"…"}).
@@ -137,7 +140,11 @@ func (t *tailer) print(ctx context.Context) {
 		var err error
 		if gap {
 			arrivals, err = readmodel.ArrivalsAfter(ctx, t.pool, after, 10000)
-		} else if len(ids) > 0 {
+			t.gapped = map[int64]bool{}
+			for _, a := range arrivals {
+				t.gapped[a.ID] = true
+			}
+		} else if ids = slices.DeleteFunc(ids, func(id int64) bool { return t.gapped[id] }); len(ids) > 0 {
 			arrivals, err = readmodel.Arrivals(ctx, t.pool, ids)
 		}
 		if err != nil {
