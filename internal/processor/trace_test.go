@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"inboxd/internal/pgtest"
 	"inboxd/internal/provider"
 	"inboxd/internal/provider/generic"
 	"strings"
@@ -61,6 +62,21 @@ func TestProcessSpans(t *testing.T) {
 	}
 	start(t, url, Config{Tracing: tp, Normalizers: map[string]provider.Normalizer{"generic": flaky}})
 	waitSettled(t, pool, 20*time.Second)
+	// A batch's spans end after its commit: wait for the three outcomes' spans
+	// (m-1 processed, m-2 retried then processed) and the batch that holds the last.
+	pgtest.Eventually(t, "every outcome's span ended", 10*time.Second, func() (bool, error) {
+		var events, batches int
+		for _, s := range spans.GetSpans() {
+			if s.Name == "process inbound_events" {
+				if attrs(s.Attributes)["messaging.message.id"] != "" {
+					events++
+				} else {
+					batches++
+				}
+			}
+		}
+		return events == 3 && batches >= 2, nil
+	})
 	var ids []string
 	rows, _ := pool.Query(ctx, "SELECT id::text FROM inbound_events ORDER BY id")
 	for rows.Next() {
