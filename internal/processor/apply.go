@@ -1,7 +1,9 @@
 package processor
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"time"
@@ -20,7 +22,12 @@ import (
 // statements and one-element arrays: one SQL path, two granularities.
 //
 // Lock discipline (why many workers on one conversation never deadlock):
-//  1. First, one transaction-scoped advisory lock per (provider, message id), all in
+//  0. First, a shared advisory lock per contact address the batch touches, in
+//     ascending order (LockContacts). Applies share it; an erasure takes it
+//     exclusively, so a contact's conversation is never deleted between the statement
+//     that finds it and the one that inserts into it, and what an erasure's batch
+//     sees of that contact is every apply committed or none begun.
+//  1. Then one transaction-scoped advisory lock per (provider, message id), all in
 //     ascending order. A message and the statuses about it are thus serialized: the
 //     status sees the message or the message sees the parked status, never neither.
 //  2. New conversations are inserted sorted by key (uniqueness waits in one order).
@@ -29,6 +36,46 @@ import (
 //     as short a time as possible.
 // Every transaction takes advisory locks before row locks and each kind in ascending
 // order, so no cycle of waits can form.
+
+// lockContacts takes the shared contact locks, in the order of the array (sorted by
+// the caller). The two-integer form keeps them apart from the message locks.
+const lockContacts = `SELECT count(pg_advisory_xact_lock_shared($1::int, k)) FROM unnest($2::int[]) AS t(k)`
+
+// contactLockSpace is the first key of every contact lock ("inbx").
+const contactLockSpace = 0x696e6278
+
+// contactLockID hashes a contact address into the second key of its lock. A collision
+// only makes an erasure wait for an unrelated apply.
+func contactLockID(address string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(address))
+	return int32(h.Sum32())
+}
+
+// contactLockIDs returns the lock keys of addresses, sorted and without repeats.
+func contactLockIDs(addresses []string) []int32 {
+	keys := make([]int32, 0, len(addresses))
+	for _, a := range addresses {
+		if a != "" {
+			keys = append(keys, contactLockID(a))
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// LockContacts takes, in tx, the exclusive lock of each address (as
+// conversations.contact_address spells it; see the lock discipline above): until tx
+// ends, no apply that touches one of these contacts runs, and every apply that did
+// has committed. Erasure calls it before each of its batches.
+func LockContacts(ctx context.Context, tx pgx.Tx, addresses []string) error {
+	_, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS t(k)`,
+		contactLockSpace, contactLockIDs(addresses))
+	if err != nil {
+		return fmt.Errorf("lock %d contact addresses: %w", len(addresses), err)
+	}
+	return nil
+}
 
 // lockMessages takes the advisory locks in the order of the array (sorted by the caller).
 const lockMessages = `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)`
@@ -156,10 +203,12 @@ func QueueApply(b *pgx.Batch, events []Applied) error {
 // error) in one go.
 func queueApply(b *pgx.Batch, events []claimed, norms []provider.Normalized) error {
 	var keys []int64
+	var contacts []string
 	var m messageCols
 	var s statusCols
 	for i, ev := range events {
 		n := norms[i]
+		contacts = append(contacts, n.Contact())
 		if n.Message != nil {
 			keys = append(keys, messageLockID(ev.Provider, n.Message.ID))
 			if err := m.add(ev, n.Message); err != nil {
@@ -169,6 +218,9 @@ func queueApply(b *pgx.Batch, events []claimed, norms []provider.Normalized) err
 			keys = append(keys, messageLockID(ev.Provider, n.Status.MessageID))
 			s.add(ev, n.Status)
 		}
+	}
+	if locks := contactLockIDs(contacts); len(locks) > 0 {
+		b.Queue(lockContacts, contactLockSpace, locks)
 	}
 	slices.Sort(keys)
 	b.Queue(lockMessages, slices.Compact(keys))

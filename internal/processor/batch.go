@@ -89,6 +89,7 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []pr
 		outs[i] = p.decide(events[i], errs[i])
 		if errs[i] == nil {
 			good = append(good, i)
+			outs[i].contact = norms[i].Contact()
 		}
 	}
 	var finished []int64
@@ -105,6 +106,7 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []pr
 	err = pgx.BeginTxFunc(ctx, p.pool, p.begin(), func(tx pgx.Tx) error {
 		for _, i := range good {
 			outs[i] = p.decide(events[i], applyAlone(ctx, tx, events[i], norms[i]))
+			outs[i].contact = norms[i].Contact()
 		}
 		b := &pgx.Batch{}
 		queueFinish(b, p.finishArgs(outs), &finished)

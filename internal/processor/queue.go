@@ -115,6 +115,7 @@ type outcome struct {
 	state    string        // processed, pending (retry) or dead
 	delay    time.Duration // for pending: the backoff
 	err      string        // last_error, empty when processed
+	contact  string        // the event's contact, when it was read (inbound_events.contact)
 }
 
 // finish records outcomes, inside the transaction that applied the events, so that an
@@ -130,23 +131,28 @@ SET state        = o.state,
     last_error   = COALESCE(o.last_error, e.last_error),
     processed_at = CASE WHEN o.state = 'processed' THEN clock_timestamp() END,
     locked_until = NULL,
-    locked_by    = NULL
-FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::text[])
-     AS o(id, attempts, state, delay_ms, last_error)
+    locked_by    = NULL,
+    contact      = COALESCE(o.contact, e.contact)
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::text[], $7::text[])
+     AS o(id, attempts, state, delay_ms, last_error, contact)
 WHERE e.id = o.id AND e.attempts = o.attempts AND e.state = 'processing' AND e.locked_by = $6
 RETURNING e.id`
 
 // finishArgs lays outcomes out as the columns finish takes.
 func (p *Processor) finishArgs(outs []outcome) []any {
 	n := len(outs)
-	ids, attempts, states, delays, errs := make([]int64, n), make([]int32, n), make([]string, n), make([]int64, n), make([]*string, n)
+	ids, attempts, states, delays := make([]int64, n), make([]int32, n), make([]string, n), make([]int64, n)
+	errs, contacts := make([]*string, n), make([]*string, n)
 	for i, o := range outs {
 		ids[i], attempts[i], states[i], delays[i] = o.id, int32(o.attempts), o.state, o.delay.Milliseconds()
 		if o.err != "" {
 			errs[i] = &o.err
 		}
+		if o.contact != "" && o.state != "pending" {
+			contacts[i] = &o.contact
+		}
 	}
-	return []any{ids, attempts, states, delays, errs, p.cfg.ID}
+	return []any{ids, attempts, states, delays, errs, p.cfg.ID, contacts}
 }
 
 // release hands unfinished claims back without counting the attempt: used at graceful
@@ -224,7 +230,10 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 // requeue puts finished events (dead or processed) back to pending with a fresh set of
 // attempts, and announces each on the inbound_events channel so that processors wake
 // at once (an UPDATE does not fire the insert trigger). Events that are pending or
-// processing are left alone: replaying twice changes nothing more than once.
+// processing are left alone: replaying twice changes nothing more than once. An
+// erased event (a tombstone) is never replayed; a replayed event's contact is cleared
+// until it is read again, so that an erasure never empties a payload that a processor
+// may be holding (it leaves events that wait to be processed alone).
 // Normalization is idempotent, so replaying a processed event rewrites nothing that
 // exists; it re-runs what failed.
 const requeue = `
@@ -237,9 +246,10 @@ WITH picked AS (
 ),
 requeued AS (
     UPDATE inbound_events e
-    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL
+    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL,
+        contact = NULL
     FROM picked
-    WHERE e.id = picked.id AND e.state IN ('dead', 'processed')
+    WHERE e.id = picked.id AND e.state IN ('dead', 'processed') AND e.erased_at IS NULL
     RETURNING e.id, e.provider
 )
 SELECT count(pg_notify('inbound_events', inbox_notification(id, provider)))

@@ -13,6 +13,18 @@ type Normalized struct {
 	Status  *Status
 }
 
+// Contact is the address of the person the event is about (empty if a status does
+// not say).
+func (n Normalized) Contact() string {
+	switch {
+	case n.Message != nil:
+		return n.Message.Contact
+	case n.Status != nil:
+		return n.Status.Contact
+	}
+	return ""
+}
+
 // Message is a message in provider-neutral form.
 type Message struct {
 	ID          string // the provider's message id
@@ -41,6 +53,10 @@ type Media struct {
 // Status is a delivery status report for a message.
 type Status struct {
 	MessageID string
+	// Contact is the other party's address, as a Message of the same provider
+	// would name it, when the status names it (empty otherwise). It ties the event
+	// to its contact for erasure and export; statuses are applied by message id.
+	Contact string
 	Status    string
 	At        time.Time
 	Error     json.RawMessage

@@ -54,6 +54,12 @@ type Provider struct {
 	// address, which still groups conversations hashed): a rule that would otherwise
 	// touch one refuses to start.
 	Protected map[string][]string
+	// Spellings, if set, returns the ways the provider writes a contact address
+	// (as conversations store it) in its payloads, where they differ from the address
+	// itself ("whatsapp:+1555…", Meta's digits without "+"). A hash rule hashes the
+	// payload's spelling; erasure and export hash each one to find a contact whose
+	// address is stored hashed.
+	Spellings func(address string) []string
 	// Sign returns the headers (Content-Type included) with which the provider would
 	// POST body to endpoint (the full URL), signed with secret: the value of the
 	// provider's first Enable setting, or a key of its own. id is the delivery id

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/provider"
+	"inboxd/internal/redact"
 )
 
 // ErrNotFound: no conversation has that id.
@@ -26,6 +28,14 @@ type Conversation struct {
 	ContactName    *string   `json:"contact_name"`
 	CreatedAt      time.Time `json:"created_at"`
 	LastMessageAt  time.Time `json:"last_message_at"`
+	// Redacted names the fields a redaction rule wrote (masked or hashed), so that a
+	// client does not mistake "[redacted]" for what the contact typed.
+	Redacted []string `json:"redacted" db:"-"`
+}
+
+// MarkRedacted fills in Redacted.
+func (c *Conversation) MarkRedacted() {
+	c.Redacted = redactedFields(map[string]*string{"contact_address": &c.ContactAddress, "contact_name": c.ContactName})
 }
 
 // Message is one message as the API shows it.
@@ -46,6 +56,24 @@ type Message struct {
 	Error             json.RawMessage `json:"error"`
 	SentAt            time.Time       `json:"sent_at"`
 	CreatedAt         time.Time       `json:"created_at"`
+	Redacted          []string        `json:"redacted" db:"-"` // as Conversation.Redacted
+}
+
+// MarkRedacted fills in Redacted.
+func (m *Message) MarkRedacted() {
+	m.Redacted = redactedFields(map[string]*string{"sender": &m.Sender, "recipient": &m.Recipient, "text": m.Text})
+}
+
+// redactedFields lists the fields (sorted) whose value a redaction rule wrote; never nil.
+func redactedFields(fields map[string]*string) []string {
+	out := []string{}
+	for name, v := range fields {
+		if v != nil && redact.IsRedacted(*v) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Key is a keyset position: the sort key of the last row a page returned.
@@ -118,7 +146,11 @@ func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFi
 		return nil, err
 	}
 	sql, args := conversationsQuery(f)
-	return list(ctx, pool, "list conversations", pgx.RowToStructByPos[Conversation], sql, args...)
+	cs, err := list(ctx, pool, "list conversations", pgx.RowToStructByPos[Conversation], sql, args...)
+	for i := range cs {
+		cs[i].MarkRedacted()
+	}
+	return cs, err
 }
 
 // FindConversation returns one conversation.
@@ -131,23 +163,25 @@ func FindConversation(ctx context.Context, pool *pgxpool.Pool, id int64) (Conver
 	if err != nil {
 		return Conversation{}, fmt.Errorf("get conversation %d: %w", id, err)
 	}
+	c.MarkRedacted()
 	return c, nil
 }
+
+// MessageColumns selects the columns of Message, in order; FROM messages follows.
+const MessageColumns = `
+SELECT id, conversation_id, provider, provider_message_id, direction, type, sender, recipient, text, media,
+       content, status, status_at, error, sent_at, created_at`
 
 // Messages of a conversation by (sent_at, id), ascending or descending; the
 // messages_conversation index serves both directions. New messages have later
 // sent_at, so a client walking forward meets them on later pages, each once.
-const messageColumns = `
-SELECT id, conversation_id, provider, provider_message_id, direction, type, sender, recipient, text, media,
-       content, status, status_at, error, sent_at, created_at`
-
 const (
-	messagesAsc = messageColumns + `
+	messagesAsc = MessageColumns + `
 FROM messages
 WHERE conversation_id = $1 AND (sent_at, id) > ($2, $3)
 ORDER BY sent_at, id
 LIMIT $4`
-	messagesDesc = messageColumns + `
+	messagesDesc = MessageColumns + `
 FROM messages
 WHERE conversation_id = $1 AND (sent_at, id) < ($2, $3)
 ORDER BY sent_at DESC, id DESC
@@ -177,5 +211,9 @@ func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]M
 	if _, err := FindConversation(ctx, pool, f.Conversation); err != nil {
 		return nil, err
 	}
-	return list(ctx, pool, "list messages", pgx.RowToStructByPos[Message], sql, f.Conversation, start.T, start.ID, f.Limit)
+	ms, err := list(ctx, pool, "list messages", pgx.RowToStructByPos[Message], sql, f.Conversation, start.T, start.ID, f.Limit)
+	for i := range ms {
+		ms[i].MarkRedacted()
+	}
+	return ms, err
 }

@@ -35,11 +35,12 @@ type Event struct {
 	ReceivedAt  time.Time       `json:"received_at" db:"received_at"`
 	ProcessedAt *time.Time      `json:"processed_at" db:"processed_at"`
 	RequestID   *string         `json:"request_id" db:"request_id"`
+	ErasedAt    *time.Time      `json:"erased_at" db:"erased_at"` // the payload was erased (a tombstone)
 	Headers     json.RawMessage `json:"headers,omitempty" db:"headers"`
 	Payload     json.RawMessage `json:"payload,omitempty" db:"payload"`
 }
 
-const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at, request_id`
+const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at, request_id, erased_at`
 
 // EventFilter selects events for ListEvents: newest first, before an id (0: from the
 // newest), at most Limit.
@@ -223,6 +224,10 @@ func ShowEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (EventDetail, 
 	}
 	d := EventDetail{Event: e}
 	messageID := ""
+	if e.ErasedAt != nil {
+		d.Meaning = "erased (a tombstone: its payload was erased on request)"
+		return d, nil
+	}
 	if p, err := registry.Lookup(e.Provider); err != nil {
 		d.Meaning = err.Error()
 	} else if n, err := p.Normalize(e.Payload, e.ReceivedAt); err != nil {
@@ -235,13 +240,14 @@ func ShowEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (EventDetail, 
 	if messageID == "" {
 		return d, nil
 	}
-	rows, _ := pool.Query(ctx, messageColumns+" FROM messages WHERE provider = $1 AND provider_message_id = $2", e.Provider, messageID)
+	rows, _ := pool.Query(ctx, MessageColumns+" FROM messages WHERE provider = $1 AND provider_message_id = $2", e.Provider, messageID)
 	msgs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Message])
 	if err != nil {
 		return EventDetail{}, fmt.Errorf("event %d's message: %w", id, err)
 	}
 	if len(msgs) == 1 {
 		d.Message = &msgs[0]
+		d.Message.MarkRedacted()
 	}
 	err = pool.QueryRow(ctx, `SELECT status FROM pending_statuses
 WHERE provider = $1 AND provider_message_id = $2 AND inbound_event_id = $3`, e.Provider, messageID, id).Scan(&d.ParkedStatus)

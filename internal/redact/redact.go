@@ -177,12 +177,12 @@ func (p *Policy) apply(v any, path []string, action, at string, changed *[]strin
 				node[k] = p.apply(child, rest, action, here, changed)
 				continue
 			}
-			*changed = append(*changed, here)
 			if action == Remove {
 				delete(node, k)
-			} else {
-				node[k] = p.value(action, child)
+			} else if node[k] = p.value(action, child); node[k] == child {
+				continue // already so: applying a policy twice changes nothing
 			}
+			*changed = append(*changed, here)
 		}
 	case []any:
 		for i, child := range node {
@@ -194,15 +194,22 @@ func (p *Policy) apply(v any, path []string, action, at string, changed *[]strin
 				node[i] = p.apply(child, rest, action, here, changed)
 				continue
 			}
+			if node[i] = p.value(action, child); node[i] == child { // an array keeps its length: remove masks
+				continue
+			}
 			*changed = append(*changed, here)
-			node[i] = p.value(action, child) // an array keeps its length: remove masks
 		}
 	}
 	return v
 }
 
-// value is what mask or hash writes in place of v.
+// value is what mask or hash writes in place of v. A value already redacted stays as
+// it is (a hash is not hashed again), so that rewriting stored payloads under a policy
+// is idempotent.
 func (p *Policy) value(action string, v any) any {
+	if s, ok := v.(string); ok && (s == Masked || strings.HasPrefix(s, HashPrefix)) {
+		return v
+	}
 	if action != Hash {
 		return Masked
 	}
@@ -214,7 +221,33 @@ func (p *Policy) value(action string, v any) any {
 		b, _ := json.Marshal(x)
 		text = string(b)
 	}
-	return "hmac-sha256:" + p.hex(text)
+	return HashPrefix + p.hex(text)
+}
+
+// HashPrefix starts every hashed value.
+const HashPrefix = "hmac-sha256:"
+
+// Hashed returns what a hash rule writes in place of text, and false when the policy
+// has no key (no hash rule can be in force).
+func (p *Policy) Hashed(text string) (string, bool) {
+	if p == nil || len(p.key) == 0 {
+		return "", false
+	}
+	return HashPrefix + p.hex(text), true
+}
+
+// IsRedacted reports whether a stored value is what a rule wrote: the mask, a hash,
+// or a hash's hex alone (what a provider that reads "kind:value" addresses keeps of
+// a hashed one, as Twilio's "whatsapp:+1555…" parsing does).
+func IsRedacted(v string) bool {
+	if v == Masked || strings.HasPrefix(v, HashPrefix) {
+		return true
+	}
+	if len(v) != sha256.Size*2 {
+		return false
+	}
+	_, err := hex.DecodeString(v)
+	return err == nil && strings.ToLower(v) == v
 }
 
 // hex is the keyed hash of text, in hex.

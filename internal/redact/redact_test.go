@@ -108,3 +108,37 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// TestApplyTwice: rewriting a stored payload under the same policy again changes
+// nothing and reports nothing (inboxd redact --apply is idempotent: a hash is not
+// hashed again, a mask not masked again).
+func TestApplyTwice(t *testing.T) {
+	p := policy(t, "generic:/data/contact=hash", "generic:/data/text=mask", "generic:/data/zip=remove")
+	once, changed := p.Apply("generic", []byte(`{"data":{"message_id":"m","contact":"+15551234567","text":"hi","zip":"1","n":[1,{"a":2}]}}`))
+	if len(changed) != 3 {
+		t.Fatalf("first pass changed %v, want 3 fields", changed)
+	}
+	twice, changed := p.Apply("generic", once)
+	if len(changed) != 0 || string(twice) != string(once) {
+		t.Errorf("second pass changed %v: %s, want %s unchanged", changed, twice, once)
+	}
+	if h, ok := p.Hashed("+15551234567"); !ok || !strings.Contains(string(once), h) {
+		t.Errorf("Hashed = %q, %v; not what the rule wrote in %s", h, ok, once)
+	}
+}
+
+func TestIsRedacted(t *testing.T) {
+	p := policy(t)
+	h, _ := p.Hashed("x")
+	for v, want := range map[string]bool{
+		Masked: true, h: true, strings.TrimPrefix(h, "hmac-sha256:"): true,
+		"hello": false, "+15551234567": false, strings.ToUpper(strings.TrimPrefix(h, "hmac-sha256:")): false,
+	} {
+		if got := IsRedacted(v); got != want {
+			t.Errorf("IsRedacted(%q) = %v, want %v", v, got, want)
+		}
+	}
+	if _, ok := (&Policy{}).Hashed("x"); ok {
+		t.Error("Hashed without a key = ok")
+	}
+}

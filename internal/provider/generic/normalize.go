@@ -16,7 +16,7 @@ func Normalize(payload []byte, _ time.Time) (provider.Normalized, error) {
 	}
 	d := b.Data
 	if b.Type == "message.status" {
-		return provider.Normalized{Status: &provider.Status{MessageID: d.MessageID, Status: d.Status, At: at, Error: provider.NullIfEmpty(d.Error)}}, nil
+		return provider.Normalized{Status: &provider.Status{MessageID: d.MessageID, Contact: d.Contact, Status: d.Status, At: at, Error: provider.NullIfEmpty(d.Error)}}, nil
 	}
 	m := &provider.Message{
 		ID: d.MessageID, Type: "text", Channel: d.Channel, Contact: d.Contact,

@@ -41,8 +41,8 @@ func TestNormalize(t *testing.T) {
 		},
 		{
 			name:    "status with error",
-			payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"failed","error":{"code":30003}}}`,
-			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
+			payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","contact":"+15552223333","status":"failed","error":{"code":30003}}}`,
+			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Contact: "+15552223333", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
 		},
 		{name: "not JSON", payload: `{`, wantErr: provider.ErrPermanent},
 		{name: "no message id", payload: `{"type":"message.received","data":{"channel":"c","contact":"k"}}`, wantErr: provider.ErrPermanent},

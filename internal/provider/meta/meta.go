@@ -42,6 +42,8 @@ var Provider = &provider.Provider{
 		"/metadata/phone_number_id": {"hash"}, "/message/from": {"hash"}, "/message/from_user_id": {"hash"},
 		"/contacts/*/wa_id": {"hash"}, "/contacts/*/user_id": {"hash"},
 	},
+	// wa_id is the number's digits, without "+".
+	Spellings: func(address string) []string { return []string{strings.TrimPrefix(address, "+")} },
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,

@@ -154,7 +154,11 @@ func normalizeMetaStatus(raw json.RawMessage, receivedAt time.Time) (provider.No
 	if err := json.Unmarshal(raw, &s); err != nil || s.ID == "" || s.Status == "" {
 		return provider.Normalized{}, fmt.Errorf("%w: meta status without id or status (%v)", provider.ErrPermanent, err)
 	}
-	return provider.Normalized{Status: &provider.Status{MessageID: s.ID, Status: s.Status, At: unixOr(s.Timestamp, receivedAt), Error: provider.NullIfEmpty(s.Errors)}}, nil
+	contact := s.RecipientUserID
+	if s.RecipientID != "" {
+		contact = provider.E164(s.RecipientID)
+	}
+	return provider.Normalized{Status: &provider.Status{MessageID: s.ID, Contact: contact, Status: s.Status, At: unixOr(s.Timestamp, receivedAt), Error: provider.NullIfEmpty(s.Errors)}}, nil
 }
 
 // rawField returns one field of a JSON object, raw.

@@ -18,3 +18,19 @@ func FuzzNormalize(f *testing.F) {
 		providertest.CheckNormalized(t, n, err)
 	})
 }
+
+// TestStatusContact: a status names its recipient as a message names its sender
+// (E.164 from recipient_id, else the business-scoped user id), so that erasure and
+// export find it.
+func TestStatusContact(t *testing.T) {
+	for payload, want := range map[string]string{
+		`{"status":{"id":"w1","status":"read","timestamp":"1","recipient_id":"447700900123"}}`:                 "+447700900123",
+		`{"status":{"id":"w1","status":"read","timestamp":"1","recipient_user_id":"US.13491208655302741918"}}`: "US.13491208655302741918",
+		`{"status":{"id":"w1","status":"read","timestamp":"1"}}`:                                               "",
+	} {
+		n, err := meta.Normalize([]byte(payload), time.Now())
+		if err != nil || n.Status == nil || n.Status.Contact != want {
+			t.Errorf("Normalize(%s) = %+v, %v; want contact %q", payload, n.Status, err, want)
+		}
+	}
+}

@@ -60,7 +60,7 @@ func Normalize(payload []byte, receivedAt time.Time) (provider.Normalized, error
 			return provider.Normalized{}, fmt.Errorf("%w: telnyx message.finalized %s without a known to[].status", provider.ErrPermanent, m.ID)
 		}
 		return provider.Normalized{Status: &provider.Status{
-			MessageID: m.ID, Status: statuses[m.To[0].Status], At: timeOr(m.CompletedAt, at), Error: provider.NullIfEmpty(emptyList(m.Errors)),
+			MessageID: m.ID, Contact: provider.E164(m.To[0].PhoneNumber), Status: statuses[m.To[0].Status], At: timeOr(m.CompletedAt, at), Error: provider.NullIfEmpty(emptyList(m.Errors)),
 		}}, nil
 	default:
 		return provider.Normalized{}, fmt.Errorf("%w: unsupported telnyx event type %q (the payload is kept)", provider.ErrPermanent, w.Data.EventType)

@@ -119,7 +119,7 @@ func TestNormalize(t *testing.T) {
 			Media:  []provider.Media{{URL: "https://example.com/cat.jpg", ContentType: "image/jpeg"}},
 			SentAt: received.Add(time.Minute), Status: "sent"}}},
 		{"message_finalized.json", provider.Normalized{Status: &provider.Status{
-			MessageID: "40385f64-5717-4562-b3fc-2c963f66afa6", Status: "delivered", At: received.Add(64 * time.Second)}}},
+			MessageID: "40385f64-5717-4562-b3fc-2c963f66afa6", Contact: "+15552223333", Status: "delivered", At: received.Add(64 * time.Second)}}},
 	}
 	for _, tt := range tests {
 		got, err := Normalize(readTestdata(t, tt.file), time.Now())

@@ -58,7 +58,9 @@ func Normalize(payload []byte, receivedAt time.Time) (provider.Normalized, error
 	// SmsStatus=received). Twilio's documented values are lower case already;
 	// lowering guards the rank lookup against a sender that capitalizes.
 	if st := p.get("MessageStatus"); st != "" {
-		return provider.Normalized{Status: &provider.Status{MessageID: sid, Status: strings.ToLower(st), At: receivedAt, Error: twilioError(p)}}, nil
+		// A status reports on a message we sent: its To is the contact.
+		_, contact := Address(p.get("To"))
+		return provider.Normalized{Status: &provider.Status{MessageID: sid, Contact: contact, Status: strings.ToLower(st), At: receivedAt, Error: twilioError(p)}}, nil
 	}
 	kind, contact := Address(p.get("From"))
 	toKind, ours := Address(p.get("To"))

@@ -43,8 +43,8 @@ func TestNormalizeJSON(t *testing.T) {
 	if err != nil || n.Message == nil || n.Message.Text != "hi" || len(n.Message.Media) != 1 || n.Message.Contact != "+15551234567" {
 		t.Errorf("Normalize(JSON message) = %+v, %v", n.Message, err)
 	}
-	n, err = twilio.Normalize([]byte(`{"MessageSid":"SM1","MessageStatus":"Delivered"}`), at)
-	if err != nil || n.Status == nil || n.Status.Status != "delivered" {
+	n, err = twilio.Normalize([]byte(`{"MessageSid":"SM1","MessageStatus":"Delivered","From":"+15557778888","To":"whatsapp:+15551234567"}`), at)
+	if err != nil || n.Status == nil || n.Status.Status != "delivered" || n.Status.Contact != "+15551234567" {
 		t.Errorf("Normalize(JSON status) = %+v, %v", n.Status, err)
 	}
 	if _, err := twilio.Normalize([]byte(`{"EventType":"something.new"}`), at); err == nil {

@@ -41,6 +41,8 @@ var Provider = &provider.Provider{
 		"MessageSid": nil, "SmsSid": nil, "MessageStatus": nil,
 		"From": {"hash"}, "To": {"hash"},
 	},
+	// WhatsApp numbers come as "whatsapp:+1555…" (Address).
+	Spellings: func(address string) []string { return []string{"whatsapp:" + address} },
 	Open:      open,
 	Normalize: Normalize,
 	Describe:  describe,

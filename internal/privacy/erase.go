@@ -1,0 +1,357 @@
+package privacy
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"inboxd/internal/processor"
+	"inboxd/internal/redact"
+)
+
+// An erasure removes a contact's conversations, messages and parked statuses, and
+// empties the payloads of their events, which stay as tombstones until retention (a
+// late redelivery still answers duplicate:true and stores nothing). It works in
+// batches of DefaultBatch rows, each its own short transaction, so it never holds
+// more than a batch's row locks and never blocks ingest, which takes none of them.
+//
+// Safe under a stream of that contact's webhooks: each batch first takes the
+// contact's locks exclusively (processor.LockContacts), which every apply of an
+// event about that contact takes shared from before it looks for the conversation
+// until it commits. So a batch sees each apply whole or not at all: a message and
+// its event's contact are committed together (the outcome is recorded in the apply's
+// transaction), and the batch deletes the message and empties the event together.
+// The last batch is the one that finds nothing left; under the same locks it deletes
+// the conversations, which no apply can be adding to. Hence the rule the receipt
+// stands on: whatever was applied before the erasure's last batch committed is
+// erased, message and payload; whatever is applied after it is kept whole, in a new
+// conversation. Events still waiting to be processed (or being processed) when a
+// batch runs are left for later batches if they are applied meanwhile, and kept if
+// they are applied after the end: the processor may hold their payload, and emptying
+// it under its feet would lose the message rather than erase it.
+//
+// What an erasure cannot find: an event inboxd could not read (dead because its
+// payload made no sense) is tied to no contact; it goes with INBOX_DEAD_RETENTION.
+
+// DefaultBatch is the number of messages, and of events, one batch handles.
+const DefaultBatch = 1000
+
+// Counts are the rows an erasure removed (or, for a dry run, would remove).
+type Counts struct {
+	Conversations   int64 `json:"conversations"`
+	Messages        int64 `json:"messages"`
+	Events          int64 `json:"events"`
+	PendingStatuses int64 `json:"pending_statuses"`
+}
+
+func (c *Counts) add(o Counts) {
+	c.Conversations += o.Conversations
+	c.Messages += o.Messages
+	c.Events += o.Events
+	c.PendingStatuses += o.PendingStatuses
+}
+
+// Receipt is an erasure as GET /v1/erasures/{id} shows it. The address is not in
+// it: ContactHash is its keyed hash (HashAddress), which proves what was erased to
+// someone who knows the address.
+type Receipt struct {
+	ID          int64      `json:"id"`
+	State       string     `json:"state"` // running or done
+	Provider    *string    `json:"provider"`
+	ContactHash string     `json:"contact_hash"`
+	Counts      Counts     `json:"counts"`
+	RequestedAt time.Time  `json:"requested_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+}
+
+// ErrNotFound: no erasure has that id.
+var ErrNotFound = errors.New("not found")
+
+// Eraser runs erasures.
+type Eraser struct {
+	pool   *pgxpool.Pool
+	log    *zap.Logger
+	policy *redact.Policy // to find addresses stored hashed; may be nil
+	id     string         // this process, for leases
+	Batch  int            // rows a batch handles; 0: DefaultBatch
+	wake   chan struct{}
+}
+
+// NewEraser returns an Eraser. id names this process in erasure leases.
+func NewEraser(pool *pgxpool.Pool, log *zap.Logger, policy *redact.Policy, id string) *Eraser {
+	return &Eraser{pool: pool, log: log, policy: policy, id: id, wake: make(chan struct{}, 1)}
+}
+
+func (e *Eraser) batch() int {
+	if e.Batch > 0 {
+		return e.Batch
+	}
+	return DefaultBatch
+}
+
+// Subject checks an address as a user typed it, under the Eraser's policy.
+func (e *Eraser) Subject(address, provider string) (Subject, error) {
+	return NewSubject(address, provider, e.policy)
+}
+
+// HashAddress is the keyed hash a receipt stores for address (as Subject.Address):
+// HMAC-SHA-256 under the database's own erasure key (made by migration 010).
+func HashAddress(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, address string) (string, error) {
+	var key []byte
+	if err := q.QueryRow(ctx, `SELECT value FROM inbox_keys WHERE name = 'erasure'`).Scan(&key); err != nil {
+		return "", fmt.Errorf("read the erasure key: %w", err)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(address))
+	return hex.EncodeToString(m.Sum(nil)), nil
+}
+
+// Start records an erasure of s (state running) and wakes this process's runner.
+// The caller answers with the receipt at once; Work does the erasing.
+func (e *Eraser) Start(ctx context.Context, s Subject) (Receipt, error) {
+	hash, err := HashAddress(ctx, e.pool, s.Address)
+	if err != nil {
+		return Receipt{}, err
+	}
+	rows, _ := e.pool.Query(ctx, `
+INSERT INTO erasures (contact, contact_hash, provider) VALUES ($1, $2, NULLIF($3, ''))
+RETURNING `+receiptColumns, s.Address, hash, s.Provider)
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Receipt])
+	if err != nil {
+		return Receipt{}, fmt.Errorf("record erasure: %w", err)
+	}
+	e.log.Info("erasure requested", zap.Int64("erasure_id", r.ID), zap.Stringp("provider", r.Provider))
+	e.Wake()
+	return r, nil
+}
+
+const receiptColumns = `id, state, provider, contact_hash, counts, requested_at, finished_at`
+
+// Find returns erasure id's receipt.
+func (e *Eraser) Find(ctx context.Context, id int64) (Receipt, error) {
+	rows, _ := e.pool.Query(ctx, `SELECT `+receiptColumns+` FROM erasures WHERE id = $1`, id)
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Receipt])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Receipt{}, fmt.Errorf("erasure %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Receipt{}, fmt.Errorf("get erasure %d: %w", id, err)
+	}
+	return r, nil
+}
+
+// Wake makes Work look for erasures now.
+func (e *Eraser) Wake() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// lease is how long a runner holds an erasure between batches; another process
+// resumes it once the lease runs out (the runner died).
+const lease = time.Minute
+
+// Work runs erasures until ctx ends: those this process started at once (Wake),
+// and any other process left unfinished every poll.
+func (e *Eraser) Work(ctx context.Context, poll time.Duration) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		for ctx.Err() == nil {
+			ran, err := e.RunNext(ctx)
+			if err != nil {
+				e.log.Error("erasure failed; it will be resumed", zap.Error(err))
+				break
+			}
+			if !ran {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// RunNext claims one running erasure whose lease is free and runs it to the end. It
+// reports whether there was one.
+func (e *Eraser) RunNext(ctx context.Context) (bool, error) {
+	var id int64
+	var address, prov string
+	err := e.pool.QueryRow(ctx, `
+UPDATE erasures SET locked_by = $1, locked_until = now() + $2::bigint * interval '1 millisecond'
+WHERE id = (SELECT id FROM erasures
+            WHERE state = 'running' AND (locked_until IS NULL OR locked_until < now())
+            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id, contact, COALESCE(provider, '')`, e.id, lease.Milliseconds()).Scan(&id, &address, &prov)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("claim an erasure: %w", err)
+	}
+	s, err := e.Subject(address, prov)
+	if err != nil {
+		return true, fmt.Errorf("erasure %d: %w", id, err)
+	}
+	return true, e.run(ctx, id, s)
+}
+
+// run erases in batches until one finds nothing left.
+func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
+	start := time.Now()
+	var total Counts
+	for {
+		c, done, err := e.step(ctx, id, s)
+		if err != nil {
+			return fmt.Errorf("erasure %d: %w", id, err)
+		}
+		total.add(c)
+		if done {
+			e.log.Info("erasure done", zap.Int64("erasure_id", id), zap.Duration("took", time.Since(start)),
+				zap.Int64("messages", total.Messages), zap.Int64("events", total.Events),
+				zap.Int64("conversations", total.Conversations), zap.Int64("pending_statuses", total.PendingStatuses))
+			return nil
+		}
+	}
+}
+
+// eraseMessages deletes up to $3 of the contact's messages and returns the events
+// that created them (their payloads go too, in the same transaction).
+const eraseMessages = `
+WITH doomed AS (
+    SELECT m.id, m.inbound_event_id
+    FROM conversations c
+    JOIN messages m ON m.conversation_id = c.id
+    WHERE c.contact_address = ANY($1::text[])
+      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+    LIMIT $3::int
+)
+DELETE FROM messages m USING doomed d
+WHERE m.id = d.id
+RETURNING d.inbound_event_id`
+
+// eraseEvents empties the payloads of up to $3 of the contact's events (and of the
+// events in $4), keeping the rows as tombstones, and deletes the statuses they
+// parked. Only finished events: one waiting or being processed is left (see above).
+const eraseEvents = `
+WITH picked AS (
+    (SELECT id FROM inbound_events
+     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND state IN ('processed', 'dead')
+       AND ($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)
+     LIMIT $3::int)
+    UNION
+    SELECT unnest($4::bigint[])
+),
+erased AS (
+    UPDATE inbound_events e
+    SET payload = '{}', headers = '{}', contact = NULL, erased_at = now()
+    FROM picked
+    WHERE e.id = picked.id AND e.erased_at IS NULL AND e.state IN ('processed', 'dead')
+    RETURNING e.id
+),
+parked AS (
+    DELETE FROM pending_statuses p USING erased
+    WHERE p.inbound_event_id = erased.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
+
+// eraseConversations deletes the contact's conversations, which have no messages
+// left (the caller holds the contact's locks: no apply can be adding one).
+const eraseConversations = `
+DELETE FROM conversations c
+WHERE c.contact_address = ANY($1::text[])
+  AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)`
+
+// step runs one batch in one transaction: messages and the events that created them,
+// then the contact's other events; when both found nothing, the conversations, and
+// the erasure is done. The receipt's counts move in the same transaction, under the
+// lease's fence: a runner that lost its lease changes nothing.
+func (e *Eraser) step(ctx context.Context, id int64, s Subject) (c Counts, done bool, err error) {
+	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		c, done = Counts{}, false
+		if err := processor.LockContacts(ctx, tx, s.Forms); err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, eraseMessages, s.Forms, s.Provider, e.batch())
+		created, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return fmt.Errorf("erase messages: %w", err)
+		}
+		c.Messages = int64(len(created))
+		if err := tx.QueryRow(ctx, eraseEvents, s.Forms, s.Provider, e.batch(), created).Scan(&c.Events, &c.PendingStatuses); err != nil {
+			return fmt.Errorf("erase events: %w", err)
+		}
+		if c.Messages == 0 && c.Events == 0 {
+			tag, err := tx.Exec(ctx, eraseConversations, s.Forms, s.Provider)
+			if err != nil {
+				return fmt.Errorf("erase conversations: %w", err)
+			}
+			c.Conversations, done = tag.RowsAffected(), true
+		}
+		tag, err := tx.Exec(ctx, `
+UPDATE erasures
+SET counts = jsonb_build_object(
+        'conversations', COALESCE((counts->>'conversations')::bigint, 0) + $3,
+        'messages', COALESCE((counts->>'messages')::bigint, 0) + $4,
+        'events', COALESCE((counts->>'events')::bigint, 0) + $5,
+        'pending_statuses', COALESCE((counts->>'pending_statuses')::bigint, 0) + $6),
+    state        = CASE WHEN $7 THEN 'done' ELSE state END,
+    contact      = CASE WHEN $7 THEN NULL ELSE contact END,
+    finished_at  = CASE WHEN $7 THEN now() END,
+    locked_until = CASE WHEN $7 THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END
+WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
+			id, e.id, c.Conversations, c.Messages, c.Events, c.PendingStatuses, done, lease.Milliseconds())
+		if err != nil {
+			return fmt.Errorf("record progress: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("lost the lease: another process resumed it")
+		}
+		return nil
+	})
+	return c, done, err
+}
+
+// DryRun counts what erasing s would remove now, changing nothing.
+func DryRun(ctx context.Context, pool *pgxpool.Pool, s Subject) (Counts, error) {
+	var c Counts
+	err := pool.QueryRow(ctx, `
+WITH convs AS (
+    SELECT id FROM conversations c
+    WHERE c.contact_address = ANY($1::text[])
+      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+),
+msgs AS (SELECT m.inbound_event_id FROM messages m JOIN convs ON m.conversation_id = convs.id),
+evs AS (
+    SELECT id FROM inbound_events
+    WHERE erased_at IS NULL AND state IN ('processed', 'dead') AND id IN (SELECT inbound_event_id FROM msgs)
+    UNION
+    SELECT id FROM inbound_events
+    WHERE erased_at IS NULL AND state IN ('processed', 'dead') AND contact = ANY($1::text[])
+      AND ($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)
+)
+SELECT (SELECT count(*) FROM convs), (SELECT count(*) FROM msgs), (SELECT count(*) FROM evs),
+       (SELECT count(*) FROM pending_statuses WHERE inbound_event_id IN (SELECT id FROM evs))`,
+		s.Forms, s.Provider).Scan(&c.Conversations, &c.Messages, &c.Events, &c.PendingStatuses)
+	if err != nil {
+		return Counts{}, fmt.Errorf("count what an erasure would remove: %w", err)
+	}
+	return c, nil
+}

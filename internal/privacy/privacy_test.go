@@ -1,0 +1,339 @@
+package privacy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/processor"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+const (
+	alice   = "+15552223333"
+	bob     = "+15559998888"
+	channel = "+15550001111"
+)
+
+// startProcessor runs a processor on url until the test ends.
+func startProcessor(t *testing.T, url string) {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := processor.New(pool, url, processor.Config{SweepInterval: 50 * time.Millisecond, BatchSize: 20},
+		zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), processor.NewMetrics(prometheus.NewRegistry()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+		pool.Close()
+	})
+}
+
+var seq atomic.Int64
+
+// insert stores generic events as ingest would, each payload a JSON object.
+func insert(t testing.TB, pool *pgxpool.Pool, payloads ...string) []string {
+	t.Helper()
+	ids, err := store(pool, payloads...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func store(pool *pgxpool.Pool, payloads ...string) ([]string, error) {
+	ids := make([]string, len(payloads))
+	for i := range payloads {
+		ids[i] = fmt.Sprintf("evt-%d", seq.Add(1))
+	}
+	_, err := pool.Exec(context.Background(), `
+INSERT INTO inbound_events (provider, external_id, payload)
+SELECT 'generic', id, payload::jsonb FROM unnest($1::text[], $2::text[]) AS t(id, payload)`, ids, payloads)
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	return ids, nil
+}
+
+func message(kind, id, contact, text string) string {
+	return fmt.Sprintf(`{"type":%q,"timestamp":%q,"data":{"message_id":%q,"channel":%q,"contact":%q,"text":%q}}`,
+		kind, time.Now().UTC().Format(time.RFC3339Nano), id, channel, contact, text)
+}
+
+func status(id, contact, st string) string {
+	return fmt.Sprintf(`{"type":"message.status","timestamp":%q,"data":{"message_id":%q,"contact":%q,"status":%q}}`,
+		time.Now().UTC().Format(time.RFC3339Nano), id, contact, st)
+}
+
+// settle waits until no event waits or is being processed.
+func settle(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	pgtest.Eventually(t, "every event processed", time.Minute, func() (bool, error) {
+		var n int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM inbound_events WHERE state IN ('pending', 'processing')`).Scan(&n)
+		return n == 0, err
+	})
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// leftAbout counts the rows anywhere that hold address or text.
+func leftAbout(t *testing.T, pool *pgxpool.Pool, needles ...string) int {
+	t.Helper()
+	n := 0
+	for _, s := range needles {
+		n += count(t, pool, `SELECT
+  (SELECT count(*) FROM inbound_events WHERE payload::text LIKE '%' || $1 || '%' OR contact = $1)
++ (SELECT count(*) FROM conversations WHERE contact_address = $1)
++ (SELECT count(*) FROM messages WHERE concat(sender, recipient, text) LIKE '%' || $1 || '%')
++ (SELECT count(*) FROM pending_statuses p JOIN inbound_events e ON e.id = p.inbound_event_id WHERE e.payload::text LIKE '%' || $1 || '%')
++ (SELECT count(*) FROM erasures WHERE contact = $1)`, s)
+	}
+	return n
+}
+
+// runErasure starts an erasure of address and runs it to the end.
+func runErasure(t *testing.T, e *Eraser, address, prov string) Receipt {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.Subject(address, prov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := e.RunNext(ctx); !ran || err != nil {
+		t.Fatalf("RunNext = %v, %v; want the erasure run", ran, err)
+	}
+	r, err = e.Find(ctx, r.ID)
+	if err != nil || r.State != "done" || r.FinishedAt == nil {
+		t.Fatalf("receipt = %+v, %v; want done", r, err)
+	}
+	return r
+}
+
+// TestErase: everything about one contact goes (conversation, messages with their
+// statuses, a status parked for a message never stored, every payload), the events
+// stay as tombstones so that redeliveries remain duplicates, the receipt counts what
+// went and keeps only a keyed hash of the address, and another contact is untouched.
+// Export before and after shows the same from outside.
+func TestErase(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	ctx := context.Background()
+	ids := insert(t, pool,
+		message("message.received", "a1", alice, "alice's secret"),
+		message("message.sent", "a2", alice, "to alice"),
+		message("message.received", "b1", bob, "bob's words"),
+	)
+	insert(t, pool, status("a2", alice, "delivered"), status("gone", alice, "read"))
+	settle(t, pool)
+
+	var before bytes.Buffer
+	s, _ := NewSubject(alice, "", nil)
+	if err := Export(ctx, pool, s, &before); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Conversations []struct {
+			Messages []map[string]any `json:"messages"`
+		} `json:"conversations"`
+		Events          []map[string]any `json:"events"`
+		PendingStatuses []map[string]any `json:"pending_statuses"`
+	}
+	if err := json.Unmarshal(before.Bytes(), &doc); err != nil {
+		t.Fatalf("export is not JSON: %v\n%s", err, before.String())
+	}
+	if len(doc.Conversations) != 1 || len(doc.Conversations[0].Messages) != 2 || len(doc.Events) != 4 || len(doc.PendingStatuses) != 1 ||
+		strings.Contains(before.String(), "bob") {
+		t.Fatalf("export before = %s; want alice's one conversation, 2 messages, 4 events, 1 parked status, nothing of bob's", before.String())
+	}
+	if got, err := DryRun(ctx, pool, s); err != nil || got != (Counts{Conversations: 1, Messages: 2, Events: 4, PendingStatuses: 1}) {
+		t.Errorf("DryRun = %+v, %v", got, err)
+	}
+
+	e := NewEraser(pool, zaptest.NewLogger(t), nil, "test")
+	e.Batch = 1 // several batches
+	r := runErasure(t, e, "+1 555 222 3333", "")
+	if r.Counts != (Counts{Conversations: 1, Messages: 2, Events: 4, PendingStatuses: 1}) {
+		t.Errorf("receipt counts = %+v", r.Counts)
+	}
+	if want, _ := HashAddress(ctx, pool, alice); r.ContactHash != want || strings.Contains(r.ContactHash, "5552223333") {
+		t.Errorf("receipt hash = %q, want the keyed hash %q", r.ContactHash, want)
+	}
+	if n := leftAbout(t, pool, alice, "alice's secret", "to alice"); n != 0 {
+		t.Errorf("%d rows still hold alice's data", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE erased_at IS NOT NULL AND payload = '{}'`); n != 4 {
+		t.Errorf("%d tombstones, want 4", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE external_id = $1 AND payload::text LIKE '%bob''s words%'`, ids[2]); n != 1 {
+		t.Error("bob's event was touched")
+	}
+	if n := count(t, pool, `SELECT count(*) FROM messages WHERE sender = $1`, bob); n != 1 {
+		t.Error("bob's message was erased")
+	}
+	// A redelivery meets the tombstone: nothing is stored again.
+	if n := count(t, pool, `WITH ins AS (INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', $1, '{}')
+ON CONFLICT (provider, external_id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins`, ids[0]); n != 0 {
+		t.Error("a redelivery of an erased event was stored")
+	}
+	// A tombstone is never replayed.
+	if n, err := processor.RequeueState(ctx, pool, "processed", "", 100); err != nil || n != 1 {
+		t.Errorf("replaying every processed event requeued %d, %v; want 1 (bob's), no tombstone", n, err)
+	}
+
+	var after bytes.Buffer
+	if err := Export(ctx, pool, s, &after); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(after.Bytes(), &doc); err != nil || len(doc.Conversations)+len(doc.Events)+len(doc.PendingStatuses) != 0 {
+		t.Errorf("export after = %s, %v; want nothing", after.String(), err)
+	}
+	// Erasing again is harmless, and a new message starts a new conversation.
+	if r := runErasure(t, e, alice, ""); r.Counts != (Counts{}) {
+		t.Errorf("second erasure counts = %+v, want zeros", r.Counts)
+	}
+	insert(t, pool, message("message.received", "a3", alice, "hello again"))
+	settle(t, pool)
+	if n := count(t, pool, `SELECT count(*) FROM conversations WHERE contact_address = $1`, alice); n != 1 {
+		t.Errorf("%d conversations for a new message after erasure, want 1", n)
+	}
+}
+
+// TestEraseUnderStream: while an erasure runs, in small batches, the contact's
+// messages and statuses keep arriving and being processed. Afterwards each of their
+// events is either erased with its message, or kept with its message, in a
+// conversation that did not exist before the erasure ended: never a message without
+// its payload, nor a payload whose message was erased. Without the contact locks, a
+// message committed between a batch and the next lands in a conversation the next
+// batch deletes, and is lost with its payload intact.
+func TestEraseUnderStream(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	startProcessor(t, url)
+	ctx := context.Background()
+	for i := range 200 {
+		insert(t, pool, message("message.received", fmt.Sprintf("pre-%d", i), alice, "old"))
+	}
+	settle(t, pool)
+	var first int64
+	if err := pool.QueryRow(ctx, `SELECT id FROM conversations WHERE contact_address = $1`, alice).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var streamErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := fmt.Sprintf("live-%d", i)
+			if _, streamErr = store(pool, message("message.received", id, alice, "live"), status(id, alice, "read")); streamErr != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	stopStream := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopStream)
+	e := NewEraser(pool, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), nil, "test")
+	e.Batch = 7
+	for range 3 {
+		runErasure(t, e, alice, "")
+	}
+	stopStream()
+	if streamErr != nil {
+		t.Fatal(streamErr)
+	}
+	settle(t, pool)
+
+	// Every message event: erased and no message, or kept with its message.
+	rows, err := pool.Query(ctx, `
+SELECT e.external_id, e.erased_at IS NOT NULL, m.id IS NOT NULL, COALESCE(m.conversation_id, 0)
+FROM inbound_events e
+LEFT JOIN messages m ON m.provider = 'generic' AND m.provider_message_id = e.payload->'data'->>'message_id'
+WHERE e.payload->>'type' = 'message.received' OR e.erased_at IS NOT NULL`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	kept, erased := 0, 0
+	for rows.Next() {
+		var ext string
+		var isErased, hasMessage bool
+		var conv int64
+		if err := rows.Scan(&ext, &isErased, &hasMessage, &conv); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case isErased && !hasMessage:
+			erased++
+		case !isErased && hasMessage && conv != first:
+			kept++
+		default:
+			t.Errorf("event %s: erased %v, message %v in conversation %d (the erased one is %d): half of each", ext, isErased, hasMessage, conv, first)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM conversations WHERE id = $1`, first); n != 0 {
+		t.Error("the erased conversation is still there")
+	}
+	t.Logf("%d events erased, %d kept (arrived after an erasure ended)", erased, kept)
+}
+
+func TestNewSubject(t *testing.T) {
+	for _, c := range []struct{ address, provider, err string }{
+		{"", "", "contact is required"},
+		{strings.Repeat("1", 300), "", "at most 256"},
+		{alice, "smoke-signals", "provider must be one of"},
+	} {
+		if _, err := NewSubject(c.address, c.provider, nil); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("NewSubject(%.20q, %q) = %v, want %q", c.address, c.provider, err, c.err)
+		}
+	}
+	s, err := NewSubject(" +1 (555) 222-3333 ", "twilio", nil)
+	if err != nil || s.Address != alice || len(s.Forms) != 1 {
+		t.Errorf("NewSubject = %+v, %v; want %s and no hashed forms without a key", s, err, alice)
+	}
+}
