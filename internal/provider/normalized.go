@@ -57,9 +57,9 @@ type Status struct {
 	// would name it, when the status names it (empty otherwise). It ties the event
 	// to its contact for erasure and export; statuses are applied by message id.
 	Contact string
-	Status    string
-	At        time.Time
-	Error     json.RawMessage
+	Status  string
+	At      time.Time
+	Error   json.RawMessage
 }
 
 // Normalizer turns one stored payload into its meaning. It is pure (no I/O), so it is
