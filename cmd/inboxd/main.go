@@ -7,6 +7,9 @@
 //	inboxd stats     show the queue (--watch to follow it)
 //	inboxd conversations  list conversations (--contact finds a contact's)
 //	inboxd events    list events; events show ID shows one; events replay requeues them
+//	inboxd erase     erase everything held about a contact (--dry-run counts it)
+//	inboxd export    print everything held about a contact as JSON
+//	inboxd redact    check the redaction policy on a payload, or apply it to stored ones
 //	inboxd sign      print a signed curl command to try an endpoint
 //	inboxd help      list the commands
 //

@@ -22,6 +22,7 @@ import (
 
 	"inboxd/internal/api"
 	"inboxd/internal/ingest"
+	"inboxd/internal/privacy"
 	"inboxd/internal/processor"
 	"inboxd/internal/store"
 	"inboxd/internal/tracing"
@@ -41,6 +42,9 @@ func commands() []command {
 		{"stats", "show the queue: events per state and the oldest of each (--watch to follow it)", statsCmd},
 		{"conversations", "list conversations (--contact +1555…, --provider)", conversationsCmd},
 		{"events", "list events (--state dead, --provider); `events show ID` one in full; `events replay ID…|--state dead` requeues them", eventsCmd},
+		{"erase", "erase everything held about a contact (--contact +1555…, --dry-run); prints the receipt", eraseCmd},
+		{"export", "print everything held about a contact as one JSON document (--contact +1555…)", exportCmd},
+		{"redact", "show what the redaction policy does to a payload (--check), or rewrite stored payloads under it (--apply --before)", redactCmd},
 		{"sign", "print a signed curl command that posts a webhook, to try an endpoint by hand", signCmd},
 		{"help", "list the commands", nil},
 	}
@@ -198,6 +202,7 @@ const maxHeaderBytes = 32 << 10
 type service struct {
 	writer    *ingest.Writer
 	proc      *processor.Processor
+	eraser    *privacy.Eraser
 	http      *http.Server
 	admin     *http.Server // readiness, metrics and admin on INBOX_ADMIN_ADDR; nil: http serves them
 	providers []string
@@ -230,8 +235,10 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), BodyMemory: int64(cfg.BodyMemory), ReadTimeout: cfg.ReadTimeout,
 		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName, Redaction: cfg.Redaction,
 	}, writer, log.Named("ingest"))
+	eraser := privacy.NewEraser(pool, log.Named("privacy"), cfg.Redaction, proc.ID())
 	deps := api.Deps{
-		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
+		Eraser: eraser,
+		Pool:   pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
 		SettingName:   settingName, TrustTraceparent: cfg.TrustTraceparent,
@@ -265,7 +272,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	s := &service{writer: writer, proc: proc, http: srv, providers: hooks.Enabled(),
+	s := &service{writer: writer, proc: proc, eraser: eraser, http: srv, providers: hooks.Enabled(),
 		stopGrace: cfg.IngestTimeout + time.Second, log: log}
 	if internal != nil {
 		s.admin = &http.Server{ // the same limits: operators' requests are small too
@@ -275,6 +282,10 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 	}
 	return s
 }
+
+// erasurePoll is how often a process looks for erasures another one left unfinished
+// (it died); those it accepts itself start at once.
+const erasurePoll = 30 * time.Second
 
 // run serves on ln until ctx ends, then stops in order: HTTP first (no new requests;
 // in-flight ones finish, and so does the commit they wait for), then the writer,
@@ -286,6 +297,7 @@ func (s *service) run(ctx context.Context, ln, adminLn net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.writer.Run(writerCtx) })
 	g.Go(func() error { return s.proc.Run(gctx) })
+	g.Go(func() error { s.eraser.Work(gctx, erasurePoll); return nil })
 	g.Go(func() error {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)

@@ -22,6 +22,7 @@ import (
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/privacy"
 	"inboxd/internal/processor"
 	"inboxd/internal/provider/providertest"
 	"inboxd/internal/readmodel"
@@ -71,12 +72,14 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(ctx) })
+	eraser := privacy.NewEraser(pool, zap.NewNop(), nil, "api-test")
 	if withProcessor {
 		wg.Go(func() { proc.Run(ctx) })
+		wg.Go(func() { eraser.Work(ctx, time.Second) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	srv := httptest.NewServer(NewRouter(Deps{
-		Pool: pool, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
+		Eraser: eraser, Pool: pool, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
 		APITokens: []string{readToken}, AdminTokens: []string{adminToken}, Log: zap.NewNop(),
 	}))
 	t.Cleanup(srv.Close)

@@ -32,6 +32,10 @@ type page[T any] struct {
 // respondErr maps an error to its status and the JSON error shape; unexpected errors
 // are logged once, here, with the request id.
 func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	if status, code, ok := privacyErr(err); ok {
+		jsonhttp.Error(w, status, code, err.Error())
+		return
+	}
 	switch {
 	case errors.Is(err, readmodel.ErrNotFound), errors.Is(err, readmodel.ErrNoEvent):
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
@@ -42,7 +46,7 @@ func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err err
 		// caught it, and it is still the request's fault, not an outage.
 		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", "a parameter holds a value the database cannot compare: "+err.Error())
 	default:
-		log.Error("api request", zap.String("path", r.URL.Path), zap.String("request_id", middleware.GetReqID(r.Context())), zap.Error(err))
+		log.Error("api request", zap.String("route", route(r)), zap.String("request_id", reqID(r)), zap.Error(err))
 		w.Header().Set("Retry-After", "1")
 		jsonhttp.Error(w, http.StatusServiceUnavailable, "unavailable", "the database could not answer; retry later")
 	}
@@ -169,6 +173,13 @@ func respond(log *zap.Logger, h func(*http.Request) (any, error)) http.HandlerFu
 			respondErr(log, w, r, err)
 			return
 		}
+		if s, ok := v.(withStatus); ok {
+			jsonhttp.Write(w, s.status, s.body)
+			return
+		}
 		jsonhttp.Write(w, http.StatusOK, v)
 	}
 }
+
+// reqID is the request's id, for log lines.
+func reqID(r *http.Request) string { return middleware.GetReqID(r.Context()) }

@@ -25,6 +25,7 @@ import (
 
 	"inboxd/internal/ingest"
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/privacy"
 )
 
 // Deps is what the router needs.
@@ -47,6 +48,9 @@ type Deps struct {
 	// Misconfigured reports a misconfiguration the database's pools have seen (a
 	// pooler losing prepared statements); nil: none is watched.
 	Misconfigured func() error
+	// Eraser runs erasures and checks addresses for exports (the privacy
+	// endpoints); nil serves none of them.
+	Eraser *privacy.Eraser
 	// Readiness is the shared readiness check (nil: the router makes its own).
 	Readiness *Readiness
 	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:
@@ -143,12 +147,22 @@ func accessLog(log *zap.Logger) func(http.Handler) http.Handler {
 				level = zap.WarnLevel
 			}
 			if ce := log.Check(level, "http request"); ce != nil {
-				ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+				ce.Write(zap.String("method", r.Method), zap.String("route", route(r)),
 					zap.Int("status", ww.Status()), zap.Duration("took", time.Since(start)),
 					zap.String("request_id", middleware.GetReqID(r.Context())))
 			}
 		})
 	}
+}
+
+// route is the pattern of the route r matched ("/v1/contacts/{address}/export"),
+// or "(no route)": logs name the route, never the path, because a path may hold a
+// contact's address.
+func route(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+		return rc.RoutePattern()
+	}
+	return "(no route)"
 }
 
 // recoverer turns a handler panic into a logged 500 with the JSON error shape.
@@ -160,7 +174,7 @@ func recoverer(log *zap.Logger) func(http.Handler) http.Handler {
 					if v == http.ErrAbortHandler {
 						panic(v)
 					}
-					log.Error("handler panicked", zap.Any("panic", v), zap.String("path", r.URL.Path),
+					log.Error("handler panicked", zap.Any("panic", v), zap.String("route", route(r)),
 						zap.String("request_id", middleware.GetReqID(r.Context())), zap.Stack("stack"))
 					jsonhttp.Error(w, http.StatusInternalServerError, "internal", "internal error; the request id is in the logs")
 				}

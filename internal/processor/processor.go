@@ -179,6 +179,9 @@ func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *m
 	return p
 }
 
+// ID is this process's name in locked_by (and in the leases of other work it runs).
+func (p *Processor) ID() string { return p.cfg.ID }
+
 // Wake asks the workers for a claim pass. It never blocks. While a worker is claiming
 // it only sets pending, which that worker checks before it goes idle (work); only
 // when none is does it wake an idle one. A notification per event thus costs no

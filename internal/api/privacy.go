@@ -1,0 +1,124 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"inboxd/internal/privacy"
+)
+
+// maxErasureBody bounds POST /v1/erasures' body: an address and a provider name.
+const maxErasureBody = 4 << 10
+
+// startErasure: POST /v1/erasures {"contact": …, "provider": …} answers 202 with the
+// receipt (running); the erasure runs in the background (privacy.Eraser.Work).
+func startErasure(e *privacy.Eraser, log *zap.Logger) http.HandlerFunc {
+	return respond(log, func(r *http.Request) (any, error) {
+		var req struct {
+			Contact  string `json:"contact"`
+			Provider string `json:"provider"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxErasureBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return nil, badParam(`the body must be JSON {"contact": "+15551234567", "provider": "twilio"} (provider optional), at most %d bytes: %v`, maxErasureBody, err)
+		}
+		s, err := e.Subject(req.Contact, req.Provider)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := e.Start(r.Context(), s)
+		if err != nil {
+			return nil, err
+		}
+		return withStatus{http.StatusAccepted, rec}, nil
+	})
+}
+
+// getErasure: GET /v1/erasures/{id}, the receipt.
+func getErasure(e *privacy.Eraser, log *zap.Logger) http.HandlerFunc {
+	return respond(log, func(r *http.Request) (any, error) {
+		id, err := idParam(r)
+		if err != nil {
+			return nil, err
+		}
+		return e.Find(r.Context(), id)
+	})
+}
+
+// exportContact: GET /v1/contacts/{address}/export streams everything held about
+// the address (URL-escaped: %2B for "+") as one JSON document. ?provider= limits it
+// to one provider. An error before the first byte is answered as usual; after it,
+// the document is left unfinished (and the error logged), which no JSON reader
+// takes for a complete one.
+func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		address, err := url.PathUnescape(chi.URLParam(r, "address"))
+		if err != nil {
+			respondErr(log, w, r, badParam("the address in the path is not URL-escaped correctly: %v", err))
+			return
+		}
+		prov, err := textParam(r, "provider")
+		if err != nil {
+			respondErr(log, w, r, err)
+			return
+		}
+		s, err := e.Subject(address, prov)
+		if err != nil {
+			respondErr(log, w, r, err)
+			return
+		}
+		// The server's write deadline is sized for webhooks; an export takes as long as
+		// the contact's history (the client's hang-up still ends it, through ctx).
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		out := &lazyJSON{w: w}
+		if err := privacy.Export(r.Context(), pool, s, out); err != nil {
+			if !out.started {
+				respondErr(log, w, r, err)
+				return
+			}
+			log.Error("export cut short", zap.String("request_id", reqID(r)), zap.Error(err))
+		}
+	}
+}
+
+// lazyJSON sends the 200 and its headers at the first write, so that an error before
+// it can still be answered with its own status.
+type lazyJSON struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (l *lazyJSON) Write(p []byte) (int, error) {
+	if !l.started {
+		l.started = true
+		l.w.Header().Set("Content-Type", "application/json")
+		l.w.Header().Set("Cache-Control", "no-store")
+		l.w.WriteHeader(http.StatusOK)
+	}
+	return l.w.Write(p)
+}
+
+// privacyErr maps the privacy package's errors onto the API's.
+func privacyErr(err error) (int, string, bool) {
+	switch {
+	case errors.Is(err, privacy.ErrBadRequest):
+		return http.StatusBadRequest, "bad_parameter", true
+	case errors.Is(err, privacy.ErrNotFound):
+		return http.StatusNotFound, "not_found", true
+	}
+	return 0, "", false
+}
+
+// withStatus is a response with a status other than 200.
+type withStatus struct {
+	status int
+	body   any
+}

@@ -1,0 +1,106 @@
+package api
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/privacy"
+	"inboxd/internal/provider/providertest"
+	"inboxd/internal/readmodel"
+)
+
+// TestErasureAndExport drives the privacy endpoints as an operator would: export a
+// contact (the "+" URL-escaped), erase them, poll the receipt to done, export again
+// (empty), and see a redelivery answered duplicate; bad requests are 400 with a
+// reason, API tokens are refused, and nothing answers with the address.
+func TestErasureAndExport(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, true)
+	post := func(id, contact, text string) (int, []byte) {
+		body := fmt.Appendf(nil, `{"type":"message.received","timestamp":%q,"data":{"message_id":%q,"channel":"+15550001111","contact":%q,"text":%q}}`,
+			time.Now().UTC().Format(time.RFC3339), id, contact, text)
+		resp, err := http.DefaultClient.Do(providertest.Request(t, "generic", a.url, "", "", "evt-"+id, body, time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, readAll(t, resp)
+	}
+	for i, c := range []string{"+15552223333", "+15552223333", "+15559998888"} {
+		if status, _ := post(fmt.Sprint("m", i), c, "words "+c); status != 200 {
+			t.Fatalf("webhook: %d", status)
+		}
+	}
+	pgtest.Eventually(t, "messages stored", 30*time.Second, func() (bool, error) {
+		var n int
+		err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM messages`).Scan(&n)
+		return n == 3, err
+	})
+
+	status, body := a.get(t, "/v1/contacts/%2B15552223333/export", adminToken)
+	exp := decode[struct {
+		Contact       string
+		Conversations []struct{ Messages []readmodel.Message }
+		Events        []struct{ Payload map[string]any }
+	}](t, body)
+	if status != 200 || exp.Contact != "+15552223333" || len(exp.Conversations) != 1 || len(exp.Conversations[0].Messages) != 2 || len(exp.Events) != 2 {
+		t.Fatalf("export = %d %s", status, body)
+	}
+	if status, _ := a.get(t, "/v1/contacts/%2B15552223333/export", readToken); status != 401 {
+		t.Errorf("export with an API token = %d, want 401", status)
+	}
+
+	for _, bad := range []string{`{}`, `{"contact":"+1555","extra":1}`, `not json`, `{"contact":"+15552223333","provider":"pigeon"}`} {
+		if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(bad)); status != 400 || !strings.Contains(string(body), "bad_parameter") {
+			t.Errorf("POST /v1/erasures %s = %d %s, want 400", bad, status, body)
+		}
+	}
+	status, body = a.call(t, "POST", "/v1/erasures", adminToken, []byte(`{"contact":"+1 555 222 3333"}`))
+	rec := decode[privacy.Receipt](t, body)
+	if status != 202 || rec.State != "running" || strings.Contains(string(body), "5552223333") {
+		t.Fatalf("POST /v1/erasures = %d %s, want 202 running without the address", status, body)
+	}
+	pgtest.Eventually(t, "erasure done", 30*time.Second, func() (bool, error) {
+		_, body := a.get(t, fmt.Sprint("/v1/erasures/", rec.ID), adminToken)
+		rec = decode[privacy.Receipt](t, body)
+		return rec.State == "done", nil
+	})
+	if rec.Counts != (privacy.Counts{Conversations: 1, Messages: 2, Events: 2}) || rec.FinishedAt == nil {
+		t.Errorf("receipt = %+v", rec)
+	}
+	if status, _ := a.get(t, "/v1/erasures/999999", adminToken); status != 404 {
+		t.Errorf("unknown erasure = %d, want 404", status)
+	}
+	_, body = a.get(t, "/v1/contacts/%2B15552223333/export", adminToken)
+	if strings.Contains(string(body), "words") || !strings.Contains(string(body), `"conversations":[]`) {
+		t.Errorf("export after erasure = %s, want nothing", body)
+	}
+	_, body = a.get(t, "/v1/contacts/+15559998888/export", adminToken) // "+" unescaped in a path is a plus
+	if !strings.Contains(string(body), "words +15559998888") {
+		t.Errorf("the other contact's export = %s, want their message", body)
+	}
+	// The erased events stay as tombstones: a redelivery is a duplicate.
+	resp, err := http.DefaultClient.Do(providertest.Request(t, "generic", a.url, "", "", "evt-m0",
+		[]byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m0","channel":"+15550001111","contact":"+15552223333","text":"again"}}`), time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := decode[struct{ Events []struct{ Duplicate bool } }](t, readAll(t, resp))
+	if len(ack.Events) != 1 || !ack.Events[0].Duplicate {
+		t.Errorf("redelivery after erasure = %+v, want duplicate", ack)
+	}
+}
+
+func readAll(t *testing.T, resp *http.Response) []byte {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
