@@ -5,7 +5,7 @@
 // the product, not in it: it drops and recreates its database, and runs the binaries
 // it is pointed at (--inboxd, --river) as server subprocesses.
 //
-//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|growth [flags]
+//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|erasure|growth [flags]
 //	inboxd-bench report [--svg chart.svg] FILE.json…
 package main
 
@@ -46,7 +46,7 @@ func main() {
 	}
 }
 
-var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "growth", "report"}
+var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "growth", "report"}
 
 // run runs the mode named by args[0] (compare by default).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -69,7 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	slo := fs.Float64("slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
 	events := fs.Int("events", 50000, "drain: backlog size")
 	noopJobs := fs.Int("noop-jobs", 200000, "noop: River no-op jobs to burn down")
-	rows := fs.Int("rows", 5000000, "retention: processed events older than INBOX_RETENTION stored before the run")
+	rows := fs.Int("rows", 5000000, "retention: processed events older than INBOX_RETENTION stored before the run; erasure: events of other contacts")
+	contactMessages := fs.Int("contact-messages", 100000, "erasure: messages of the contact erased during the run")
 	retention := fs.Duration("retention", time.Minute, "growth: INBOX_RETENTION of the run")
 	clients := fs.Int("clients", 16, "ceiling: concurrent connections")
 	binary := fs.String("inboxd", "", "the inboxd binary to measure (go build -o inboxd ./cmd/inboxd)")
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	o := benchOptions{
 		server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
 		rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
-		river: *river, rows: *rows, retention: *retention, progress: stderr, noopJobs: *noopJobs, repeat: max(*repeat, 1),
+		river: *river, rows: *rows, contactMessages: *contactMessages, retention: *retention, progress: stderr, noopJobs: *noopJobs, repeat: max(*repeat, 1),
 	}
 	var err error
 	if o.targets, err = parseTargets(*targets); err != nil {
@@ -141,7 +142,7 @@ type benchOptions struct {
 	events, clients, workers, batch    int
 	noopJobs, repeat                   int
 	binary, river                      string // the binaries to run
-	rows                               int
+	rows, contactMessages              int
 	retention                          time.Duration
 	progress                           io.Writer
 }
@@ -151,7 +152,7 @@ type benchOptions struct {
 // no-op; the cost at --cost-rates; a ramp each (River at its fastest MaxWorkers).
 func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result, error) {
 	switch mode {
-	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "growth":
+	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "growth":
 	default:
 		return nil, fmt.Errorf("unknown bench mode %q: want one of %v", mode, modes)
 	}
@@ -188,6 +189,11 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 				return benchRetention(ctx, pool, dbURL, o, o.progress)
 			})
 		}},
+		{"erasure", func() ([]bench.Result, error) {
+			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				return benchErasure(ctx, pool, dbURL, o, o.progress)
+			})
+		}},
 		{"growth", func() ([]bench.Result, error) {
 			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
 				return one(benchGrowth(ctx, pool, dbURL, o, o.progress))
@@ -195,7 +201,7 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 		}},
 	}
 	for _, s := range steps {
-		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "growth"
+		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "erasure" && s.mode != "growth"
 		if mode != s.mode && (mode != "compare" || !inCompare) {
 			continue
 		}
