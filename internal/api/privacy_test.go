@@ -69,7 +69,7 @@ func TestErasureAndExport(t *testing.T) {
 		rec = decode[privacy.Receipt](t, body)
 		return rec.State == "done", nil
 	})
-	if rec.Counts != (privacy.Counts{Conversations: 1, Messages: 2, Events: 2}) || rec.FinishedAt == nil {
+	if rec.Counts != (privacy.Counts{Conversations: 1, Messages: 2, Events: 2, Changes: 3}) || rec.FinishedAt == nil {
 		t.Errorf("receipt = %+v", rec)
 	}
 	if status, _ := a.get(t, "/v1/erasures/999999", adminToken); status != 404 {

@@ -29,8 +29,10 @@ import (
 // until it commits. So a batch sees each apply whole or not at all: a message and
 // its event's contact are committed together (the outcome is recorded in the apply's
 // transaction), and the batch deletes the message and empties the event together.
-// The last batch is the one that finds nothing left; under the same locks it deletes
-// the conversations, which no apply can be adding to. Hence the rule the receipt
+// The last batch is the first that does not fill up (it found all there was); under
+// the same locks it deletes the conversations, which no apply can be adding to. A
+// contact whose messages keep coming cannot keep an erasure running: it ends at the
+// first batch that outruns them. Hence the rule the receipt
 // stands on: whatever was applied before the erasure's last batch committed is
 // erased, message and payload; whatever is applied after it is kept whole, in a new
 // conversation. Events still waiting to be processed (or being processed) when a
@@ -50,6 +52,7 @@ type Counts struct {
 	Messages        int64 `json:"messages"`
 	Events          int64 `json:"events"`
 	PendingStatuses int64 `json:"pending_statuses"`
+	Changes         int64 `json:"changes"` // of the change feed, with their pending deliveries
 }
 
 func (c *Counts) add(o Counts) {
@@ -57,6 +60,7 @@ func (c *Counts) add(o Counts) {
 	c.Messages += o.Messages
 	c.Events += o.Events
 	c.PendingStatuses += o.PendingStatuses
+	c.Changes += o.Changes
 }
 
 // Receipt is an erasure as GET /v1/erasures/{id} shows it. The address is not in
@@ -224,7 +228,8 @@ func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 		if done {
 			e.log.Info("erasure done", zap.Int64("erasure_id", id), zap.Duration("took", time.Since(start)),
 				zap.Int64("messages", total.Messages), zap.Int64("events", total.Events),
-				zap.Int64("conversations", total.Conversations), zap.Int64("pending_statuses", total.PendingStatuses))
+				zap.Int64("conversations", total.Conversations), zap.Int64("pending_statuses", total.PendingStatuses),
+				zap.Int64("changes", total.Changes))
 			return nil
 		}
 	}
@@ -271,17 +276,45 @@ parked AS (
 )
 SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
 
+// eraseChanges deletes up to $3 of the change feed's entries about the contact's
+// conversations (they carry its messages), with the deliveries not yet made of them.
+const eraseChanges = `
+WITH convs AS (
+    SELECT id FROM conversations c
+    WHERE c.contact_address = ANY($1::text[])
+      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+),
+gone AS (
+    DELETE FROM changes ch
+    USING (SELECT xid, seq FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased' LIMIT $3::int) d
+    WHERE ch.xid = d.xid AND ch.seq = d.seq
+    RETURNING 1
+),
+undelivered AS (
+    DELETE FROM deliveries
+    WHERE id IN (SELECT id FROM deliveries WHERE conversation_id IN (SELECT id FROM convs) AND state <> 'delivered' LIMIT $3::int)
+)
+SELECT count(*) FROM gone`
+
 // eraseConversations deletes the contact's conversations, which have no messages
-// left (the caller holds the contact's locks: no apply can be adding one).
+// left (the caller holds the contact's locks: no apply can be adding one), and tells
+// the change feed's consumers (contact.erased, one per conversation) so that they
+// erase their copies.
 const eraseConversations = `
-DELETE FROM conversations c
-WHERE c.contact_address = ANY($1::text[])
-  AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
-  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)`
+WITH gone AS (
+    DELETE FROM conversations c
+    WHERE c.contact_address = ANY($1::text[])
+      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)
+    RETURNING c.id
+)
+INSERT INTO changes (type, conversation_id, data)
+SELECT 'contact.erased', id, jsonb_build_object('conversation_id', id, 'erasure_id', $3::bigint)
+FROM gone ORDER BY id`
 
 // step runs one batch in one transaction: messages and the events that created them,
-// then the contact's other events; when both found nothing, the conversations, and
-// the erasure is done. The receipt's counts move in the same transaction, under the
+// then the contact's other events; when neither filled the batch, the conversations,
+// and the erasure is done. The receipt's counts move in the same transaction, under the
 // lease's fence: a runner that lost its lease changes nothing.
 func (e *Eraser) step(ctx context.Context, id int64, s Subject) (c Counts, done bool, err error) {
 	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
@@ -298,8 +331,14 @@ func (e *Eraser) step(ctx context.Context, id int64, s Subject) (c Counts, done 
 		if err := tx.QueryRow(ctx, eraseEvents, s.Forms, s.Provider, e.batch(), created).Scan(&c.Events, &c.PendingStatuses); err != nil {
 			return fmt.Errorf("erase events: %w", err)
 		}
-		if c.Messages == 0 && c.Events == 0 {
-			tag, err := tx.Exec(ctx, eraseConversations, s.Forms, s.Provider)
+		// A batch that did not fill up found everything there was: under the locks,
+		// nothing more can come, so this is the last batch. (Waiting for a batch that
+		// finds nothing would never end while the contact's messages keep coming.)
+		if err := tx.QueryRow(ctx, eraseChanges, s.Forms, s.Provider, e.batch()).Scan(&c.Changes); err != nil {
+			return fmt.Errorf("erase changes: %w", err)
+		}
+		if full := int64(e.batch()); c.Messages < full && c.Events < full && c.Changes < full {
+			tag, err := tx.Exec(ctx, eraseConversations, s.Forms, s.Provider, id)
 			if err != nil {
 				return fmt.Errorf("erase conversations: %w", err)
 			}
@@ -311,13 +350,14 @@ SET counts = jsonb_build_object(
         'conversations', COALESCE((counts->>'conversations')::bigint, 0) + $3,
         'messages', COALESCE((counts->>'messages')::bigint, 0) + $4,
         'events', COALESCE((counts->>'events')::bigint, 0) + $5,
-        'pending_statuses', COALESCE((counts->>'pending_statuses')::bigint, 0) + $6),
+        'pending_statuses', COALESCE((counts->>'pending_statuses')::bigint, 0) + $6,
+        'changes', COALESCE((counts->>'changes')::bigint, 0) + $9),
     state        = CASE WHEN $7 THEN 'done' ELSE state END,
     contact      = CASE WHEN $7 THEN NULL ELSE contact END,
     finished_at  = CASE WHEN $7 THEN now() END,
     locked_until = CASE WHEN $7 THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END
 WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
-			id, e.id, c.Conversations, c.Messages, c.Events, c.PendingStatuses, done, lease.Milliseconds())
+			id, e.id, c.Conversations, c.Messages, c.Events, c.PendingStatuses, done, lease.Milliseconds(), c.Changes)
 		if err != nil {
 			return fmt.Errorf("record progress: %w", err)
 		}
@@ -348,8 +388,9 @@ evs AS (
       AND ($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)
 )
 SELECT (SELECT count(*) FROM convs), (SELECT count(*) FROM msgs), (SELECT count(*) FROM evs),
-       (SELECT count(*) FROM pending_statuses WHERE inbound_event_id IN (SELECT id FROM evs))`,
-		s.Forms, s.Provider).Scan(&c.Conversations, &c.Messages, &c.Events, &c.PendingStatuses)
+       (SELECT count(*) FROM pending_statuses WHERE inbound_event_id IN (SELECT id FROM evs)),
+       (SELECT count(*) FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased')`,
+		s.Forms, s.Provider).Scan(&c.Conversations, &c.Messages, &c.Events, &c.PendingStatuses, &c.Changes)
 	if err != nil {
 		return Counts{}, fmt.Errorf("count what an erasure would remove: %w", err)
 	}

@@ -80,23 +80,38 @@ func LockContacts(ctx context.Context, tx pgx.Tx, addresses []string) error {
 // lockMessages takes the advisory locks in the order of the array (sorted by the caller).
 const lockMessages = `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)`
 
-// ensureConversations creates missing conversations. DO NOTHING takes no lock on an
-// existing row; last_message_at is moved forward at the end (touchConversations).
-const ensureConversations = `
-INSERT INTO conversations (provider, channel_address, contact_address, contact_name, last_message_at)
-SELECT DISTINCT ON (provider, channel, contact) provider, channel, contact, NULLIF(name, ''), at
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS t(provider, channel, contact, name, at)
-ORDER BY provider, channel, contact, at DESC
-ON CONFLICT (provider, channel_address, contact_address) DO NOTHING`
+// Changes (the change feed, migration 012) are written by the statements that make
+// them, from what those statements return: data is the row as the API serves it
+// (to_jsonb of the row; a message without its internal inbound_event_id). In one
+// transaction they follow the statements' order: a conversation's creation before its
+// first message, a message before its statuses.
 
-// insertMessages stores messages (a reprocessed event's message exists: DO NOTHING).
-// Statuses that arrived before their message are taken out of pending_statuses and
-// the best one (highest rank, first arrived among equals) is applied on insert.
+// ensureConversations creates missing conversations (and their conversation.created
+// changes). DO NOTHING takes no lock on an existing row; last_message_at is moved
+// forward at the end (touchConversations).
+const ensureConversations = `
+WITH created AS (
+    INSERT INTO conversations (provider, channel_address, contact_address, contact_name, last_message_at)
+    SELECT DISTINCT ON (provider, channel, contact) provider, channel, contact, NULLIF(name, ''), at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS t(provider, channel, contact, name, at)
+    ORDER BY provider, channel, contact, at DESC
+    ON CONFLICT (provider, channel_address, contact_address) DO NOTHING
+    RETURNING *
+)
+INSERT INTO changes (type, conversation_id, data)
+SELECT 'conversation.created', c.id, to_jsonb(c) FROM created c ORDER BY c.id`
+
+// insertMessages stores messages (a reprocessed event's message exists: DO NOTHING)
+// and their message.created changes. Statuses that arrived before their message are
+// taken out of pending_statuses and the best one (highest rank, first arrived among
+// equals) is applied on insert.
 const insertMessages = `
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::bigint[])
-        AS t(provider, message_id, channel, contact, direction, type, sender, recipient, body, media, content, status, sent_at, event_id)
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::bigint[],
+                         $15::text[])
+        AS t(provider, message_id, channel, contact, direction, type, sender, recipient, body, media, content, status, sent_at, event_id,
+             traceparent)
 ),
 parked AS (
     DELETE FROM pending_statuses p USING input i
@@ -106,7 +121,8 @@ parked AS (
 best AS (
     SELECT DISTINCT ON (provider, provider_message_id) * FROM parked
     ORDER BY provider, provider_message_id, inbox_status_rank(status) DESC, inbound_event_id
-)
+),
+inserted AS (
 INSERT INTO messages (provider, provider_message_id, conversation_id, direction, type, sender, recipient,
                       text, media, content, status, status_at, error, sent_at, inbound_event_id)
 SELECT i.provider, i.message_id, c.id, i.direction, i.type, i.sender, i.recipient,
@@ -120,16 +136,23 @@ JOIN conversations c
   ON c.provider = i.provider AND c.channel_address = i.channel AND c.contact_address = i.contact
 LEFT JOIN best b ON b.provider = i.provider AND b.provider_message_id = i.message_id
 ORDER BY i.provider, i.message_id, i.event_id
-ON CONFLICT (provider, provider_message_id) DO NOTHING`
+ON CONFLICT (provider, provider_message_id) DO NOTHING
+RETURNING *
+)
+INSERT INTO changes (type, conversation_id, data, traceparent)
+SELECT 'message.created', m.conversation_id, to_jsonb(m) - 'inbound_event_id', i.traceparent
+FROM inserted m JOIN input i ON i.event_id = m.inbound_event_id AND i.message_id = m.provider_message_id
+ORDER BY m.id`
 
 // applyStatuses moves messages' statuses forward (never back: a lower or equal rank
 // changes nothing; among a batch's statuses for one message the highest rank wins,
-// the first arrived among equals), and parks statuses whose message is not stored
-// yet. Messages inserted earlier in this transaction are visible here.
+// the first arrived among equals), with a message.status_changed change for each
+// message moved, and parks statuses whose message is not stored yet. Messages
+// inserted earlier in this transaction are visible here.
 const applyStatuses = `
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])
-        AS t(provider, message_id, status, at, error, event_id)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
+        AS t(provider, message_id, status, at, error, event_id, traceparent)
 ),
 best AS (
     SELECT DISTINCT ON (provider, message_id) * FROM input
@@ -141,6 +164,12 @@ moved AS (
     FROM best b
     WHERE m.provider = b.provider AND m.provider_message_id = b.message_id
       AND inbox_status_rank(b.status) > inbox_status_rank(m.status)
+    RETURNING m.*, b.traceparent AS tp
+),
+changed AS (
+    INSERT INTO changes (type, conversation_id, data, traceparent)
+    SELECT 'message.status_changed', mv.conversation_id, to_jsonb(mv) - 'inbound_event_id' - 'tp', mv.tp
+    FROM moved mv ORDER BY mv.id
 )
 INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, status, status_at, error)
 SELECT i.provider, i.message_id, i.event_id, i.status, i.at, i.error::jsonb
@@ -227,10 +256,10 @@ func queueApply(b *pgx.Batch, events []claimed, norms []provider.Normalized) err
 	if len(m.provider) > 0 {
 		b.Queue(ensureConversations, m.provider, m.channel, m.contact, m.name, m.sentAt)
 		b.Queue(insertMessages, m.provider, m.id, m.channel, m.contact, m.direction, m.typ, m.sender, m.recipient,
-			m.text, m.media, m.content, m.status, m.sentAt, m.eventID)
+			m.text, m.media, m.content, m.status, m.sentAt, m.eventID, m.traceparent)
 	}
 	if len(s.provider) > 0 {
-		b.Queue(applyStatuses, s.provider, s.messageID, s.status, s.at, s.err, s.eventID)
+		b.Queue(applyStatuses, s.provider, s.messageID, s.status, s.at, s.err, s.eventID, s.traceparent)
 	}
 	if len(m.provider) > 0 {
 		b.Queue(touchConversations, m.provider, m.channel, m.contact, m.name, m.sentAt)
@@ -241,7 +270,7 @@ func queueApply(b *pgx.Batch, events []claimed, norms []provider.Normalized) err
 // messageCols holds a batch's messages as columns, the shape unnest takes.
 type messageCols struct {
 	provider, id, channel, contact, name, direction, typ, sender, recipient, text, media, status []string
-	content                                                                                      []*string
+	content, traceparent                                                                         []*string
 	sentAt                                                                                       []time.Time
 	eventID                                                                                      []int64
 }
@@ -266,13 +295,14 @@ func (c *messageCols) add(ev claimed, m *provider.Message) error {
 	c.status = append(c.status, m.Status)
 	c.sentAt = append(c.sentAt, m.SentAt)
 	c.eventID = append(c.eventID, ev.ID)
+	c.traceparent = append(c.traceparent, ev.Traceparent)
 	return nil
 }
 
 // statusCols holds a batch's statuses as columns.
 type statusCols struct {
 	provider, messageID, status []string
-	err                         []*string
+	err, traceparent            []*string
 	at                          []time.Time
 	eventID                     []int64
 }
@@ -284,6 +314,7 @@ func (c *statusCols) add(ev claimed, s *provider.Status) {
 	c.at = append(c.at, s.At)
 	c.err = append(c.err, jsonOrNil(s.Error))
 	c.eventID = append(c.eventID, ev.ID)
+	c.traceparent = append(c.traceparent, ev.Traceparent)
 }
 
 func nonNil(m []provider.Media) []provider.Media {

@@ -38,6 +38,10 @@ import (
 //     after a deployment, a TRUNCATE or a burst, the planner believes the tables tiny
 //     and joins a batch's unnest() to a sequential scan, a cost that grows with every
 //     row. The setting only penalizes sequential scans; it forbids nothing.
+//   - jit off. With sequential scans penalized, any plan that still needs one (a
+//     trigger's join on a small table) is costed in the billions, far past
+//     jit_above_cost, and JIT compilation then costs 100 ms a statement. The
+//     processor's statements are short index lookups: JIT never pays for them.
 //   - plan_cache_mode force_generic_plan. The statements are prepared (pgx's statement
 //     cache) and their parameters are arrays, whose size the planner cannot see in a
 //     generic plan; under the default (auto) it kept choosing a custom plan, so every
@@ -54,6 +58,7 @@ func settings(lease time.Duration) string {
 	return store.SetLocal(
 		"synchronous_commit", "off",
 		"enable_seqscan", "off",
+		"jit", "off",
 		"plan_cache_mode", "force_generic_plan",
 		"statement_timeout", ms,
 		"idle_in_transaction_session_timeout", ms,
