@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"inboxd/internal/api"
+	"inboxd/internal/feed"
 	"inboxd/internal/ingest"
 	"inboxd/internal/privacy"
 	"inboxd/internal/processor"
@@ -222,10 +223,11 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 		Help: "Spans left out of the export queue because it was full (the trace collector away or too slow).",
 	}, func() float64 { return float64(t.Dropped()) }))
 	traces := t.Provider
+	changes := feed.NewHub()
 	proc := processor.New(procPool, cfg.ListenURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
-		Tracing: traces, PollOnly: cfg.PollOnly,
+		Tracing: traces, PollOnly: cfg.PollOnly, Also: map[string]func(){feed.Channel: changes.Notify},
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
@@ -237,8 +239,8 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 	}, writer, log.Named("ingest"))
 	eraser := privacy.NewEraser(pool, log.Named("privacy"), cfg.Redaction, proc.ID())
 	deps := api.Deps{
-		Eraser: eraser,
-		Pool:   pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
+		Eraser: eraser, Changes: changes,
+		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
 		SettingName:   settingName, TrustTraceparent: cfg.TrustTraceparent,

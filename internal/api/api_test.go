@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"inboxd/internal/feed"
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/privacy"
@@ -66,7 +67,9 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	t.Helper()
 	pool, url := pgtest.NewPool(t)
 	reg := prometheus.NewRegistry()
-	proc := processor.New(pool, url, processor.Config{SweepInterval: 100 * time.Millisecond}, zap.NewNop(), processor.NewMetrics(reg))
+	hub := feed.NewHub()
+	proc := processor.New(pool, url, processor.Config{SweepInterval: 100 * time.Millisecond, Also: map[string]func(){feed.Channel: hub.Notify}},
+		zap.NewNop(), processor.NewMetrics(reg))
 	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), ingest.WriterConfig{OnCommit: proc.Committed})
 	hooks := ingest.NewHandlers(ingest.Config{Endpoints: providertest.Endpoints(t, "http://x", map[string]string{"TWILIO_AUTH_TOKEN": ""})}, w, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,7 +82,7 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	srv := httptest.NewServer(NewRouter(Deps{
-		Eraser: eraser, Pool: pool, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
+		Eraser: eraser, Changes: hub, Pool: pool, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
 		APITokens: []string{readToken}, AdminTokens: []string{adminToken}, Log: zap.NewNop(),
 	}))
 	t.Cleanup(srv.Close)

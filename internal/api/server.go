@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"inboxd/internal/feed"
 	"inboxd/internal/ingest"
 	"inboxd/internal/jsonhttp"
 	"inboxd/internal/privacy"
@@ -48,6 +49,9 @@ type Deps struct {
 	// Misconfigured reports a misconfiguration the database's pools have seen (a
 	// pooler losing prepared statements); nil: none is watched.
 	Misconfigured func() error
+	// Changes wakes the change feed's long polls and streams (fed by the LISTEN
+	// connection); nil serves no feed.
+	Changes *feed.Hub
 	// Eraser runs erasures and checks addresses for exports (the privacy
 	// endpoints); nil serves none of them.
 	Eraser *privacy.Eraser

@@ -26,6 +26,7 @@ type listener struct {
 	wake      func() // (re)connected: anything may have arrived
 	log       *zap.Logger
 	metrics   *metrics
+	also      map[string]func() // other channels (Config.Also)
 	connected atomic.Bool
 	failures  int // consecutive failed connects, for backoff; used by Connect only
 }
@@ -48,6 +49,9 @@ func (l *listener) run(ctx context.Context) error {
 		ReconnectDelay: time.Second,
 	}
 	pl.Handle(Channel, l)
+	for channel, f := range l.also {
+		pl.Handle(channel, alsoHandler(f))
+	}
 	err := pl.Listen(ctx)
 	l.setConnected(false)
 	if errors.Is(err, context.Canceled) {
@@ -89,6 +93,19 @@ func (l *listener) HandleBacklog(context.Context, string, *pgx.Conn) error {
 	l.setConnected(true)
 	l.log.Info("listening", zap.String("channel", Channel))
 	l.wake()
+	return nil
+}
+
+// alsoHandler calls f on each notification, and on each new connection.
+type alsoHandler func()
+
+func (f alsoHandler) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
+	f()
+	return nil
+}
+
+func (f alsoHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+	f()
 	return nil
 }
 

@@ -80,6 +80,10 @@ type Config struct {
 	// (Committed) are claimed at once. 0 claims at once; DefaultBatchWait is the
 	// service's default.
 	BatchWait time.Duration
+	// Also are other channels the LISTEN connection listens on, each with what to
+	// call on its notifications and whenever the connection is (re)established
+	// (anything may have been missed): the change feed's (internal/feed).
+	Also map[string]func()
 }
 
 // The defaults of Config (and of the service's settings, docs/configuration.md).
@@ -171,6 +175,7 @@ func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *m
 	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1),
 		claimNow: make(chan struct{}, 1), tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease)}
 	p.listener = newListener(listenURL, p.notify, p.Wake, log, m)
+	p.listener.also = cfg.Also
 	if cfg.PollOnly {
 		m.pollOnly.Set(1) // no LISTEN connection by design; the listener gauge stays 0
 	}

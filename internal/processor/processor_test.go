@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"inboxd/internal/pgtest"
-	"inboxd/internal/provider"
-	"inboxd/internal/provider/generic"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 )
 
 // TestExactlyOnce: 5,000 events and four processors, each with its own pool as
@@ -476,5 +479,36 @@ func TestNotificationBurstIsNotAQueryStorm(t *testing.T) {
 	// 10,000 / 64 = 157 full batches, plus the empty claims that end each loop.
 	if claims < 157 || claims > 1000 {
 		t.Errorf("%v claim queries for a burst of 10,000 notifications, want between 157 and 1,000", claims)
+	}
+}
+
+// TestChangesOncePerChange: applying events writes one change per change made (the
+// conversation's creation, each message, each status that moved one forward), and
+// replaying every event, which changes nothing, writes none.
+func TestChangesOncePerChange(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	t0 := time.Now()
+	insertEvents(t, pool, received("c1", "hi", t0), sent("c2", "+15552223333", t0), status("c2", "delivered", t0), status("c2", "sent", t0))
+	start(t, url, Config{})
+	waitSettled(t, pool, 20*time.Second)
+	want := []string{"conversation.created|", "message.created|c1", "message.created|c2", "message.status_changed|c2"}
+	changes := func() []string {
+		rows, _ := pool.Query(context.Background(), `SELECT type || '|' || COALESCE(data->>'provider_message_id', '') FROM changes ORDER BY 1`)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := changes(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("changes = %v, want %v", got, want)
+	}
+	if n, err := RequeueState(context.Background(), pool, "processed", "", 100); err != nil || n != 4 {
+		t.Fatalf("replay = %d, %v", n, err)
+	}
+	waitSettled(t, pool, 20*time.Second)
+	if got := changes(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after replaying everything, changes = %v, want the same %v", got, want)
 	}
 }

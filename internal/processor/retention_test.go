@@ -29,6 +29,12 @@ FROM generate_series(1, $1) AS g, unnest(ARRAY['processed', 'dead', 'pending']) 
 			t.Fatal(err)
 		}
 		_, err = pool.Exec(ctx, `
+INSERT INTO changes (type, conversation_id, data, occurred_at)
+SELECT 'contact.erased', g, '{}', now() - $2::interval FROM generate_series(1, $1) AS g`, age.n, age.ago)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pool.Exec(ctx, `
 INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, status, status_at, created_at)
 SELECT 'generic', 'unseen-' || $2 || '-' || g, g, 'delivered', now(), now() - $2::interval FROM generate_series(1, $1) AS g`, age.n, age.ago)
 		if err != nil {
@@ -54,7 +60,8 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string) int {
 	return n
 }
 
-// TestRetention: processed events and parked statuses past Retention and dead
+// TestRetention: processed events, parked statuses and the feed's changes past
+// Retention and dead
 // events past DeadRetention are deleted, in batches, and counted; messages,
 // pending events and everything recent stay.
 func TestRetention(t *testing.T) {
@@ -74,13 +81,14 @@ func TestRetention(t *testing.T) {
 		{"dead events", "SELECT count(*) FROM inbound_events WHERE state = 'dead'", 10},
 		{"pending events (never deleted)", "SELECT count(*) FROM inbound_events WHERE state = 'pending'", 2510},
 		{"parked statuses", "SELECT count(*) FROM pending_statuses", 10},
+		{"changes of the feed", "SELECT count(*) FROM changes", 10},
 		{"messages (the product: kept)", "SELECT count(*) FROM messages", 2510},
 	} {
 		if got := count(t, pool, c.sql); got != c.want {
 			t.Errorf("%s after retention: %d, want %d", c.what, got, c.want)
 		}
 	}
-	for what, want := range map[string]float64{"processed_events": 2500, "dead_events": 2500, "parked_statuses": 2500} {
+	for what, want := range map[string]float64{"processed_events": 2500, "dead_events": 2500, "parked_statuses": 2500, "changes": 2500} {
 		if got := testutil.ToFloat64(p.metrics.retained.WithLabelValues(what)); got != want {
 			t.Errorf("inbox_retention_deleted_total{what=%q} = %v, want %v", what, got, want)
 		}

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/provider/providertest"
+)
+
+type changesResponse struct {
+	Data []struct {
+		ID             string
+		Type           string
+		ConversationID int64 `json:"conversation_id"`
+		Data           map[string]any
+	}
+	NextCursor string `json:"next_cursor"`
+}
+
+// TestChangeFeed: a consumer long-polls the feed, a webhook's message arrives as
+// conversation.created then message.created (the objects as the API serves them),
+// its status as message.status_changed; the stream resumes after Last-Event-ID with
+// the same changes as events; bad parameters are 400 with a reason.
+func TestChangeFeed(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, true)
+	post := func(id, body string) time.Time {
+		resp, err := http.DefaultClient.Do(providertest.Request(t, "generic", a.url, "", "", "evt-"+id, []byte(body), time.Now()))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("webhook: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		return time.Now()
+	}
+	status, body := a.get(t, "/v1/changes", readToken)
+	if first := decode[changesResponse](t, body); status != 200 || len(first.Data) != 0 || first.NextCursor != "0.0" {
+		t.Fatalf("empty feed = %d %s", status, body)
+	}
+
+	type polled struct {
+		page changesResponse
+		at   time.Time
+	}
+	got := make(chan polled, 1)
+	go func() {
+		_, body := a.get(t, "/v1/changes?wait=30s", readToken)
+		got <- polled{decode[changesResponse](t, body), time.Now()}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	acked := post("m1", `{"type":"message.sent","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m1","channel":"+15550001111","contact":"+15552223333","text":"hello"}}`)
+	var page changesResponse
+	select {
+	case p := <-got:
+		page = p.page
+		t.Logf("the long poll returned %v after the webhook's acknowledgement", p.at.Sub(acked))
+	case <-time.After(25 * time.Second):
+		t.Fatal("the long poll did not return")
+	}
+	if len(page.Data) == 1 { // the message may follow its conversation in the next page
+		_, body = a.get(t, "/v1/changes?wait=10s&after="+page.NextCursor, readToken)
+		more := decode[changesResponse](t, body)
+		page.Data, page.NextCursor = append(page.Data, more.Data...), more.NextCursor
+	}
+	if len(page.Data) != 2 || page.Data[0].Type != "conversation.created" || page.Data[1].Type != "message.created" ||
+		page.Data[1].Data["text"] != "hello" || page.Data[0].Data["contact_address"] != "+15552223333" {
+		t.Fatalf("changes = %+v", page.Data)
+	}
+	firstID := page.Data[0].ID
+
+	post("s1", `{"type":"message.status","timestamp":"2026-11-25T10:00:05Z","data":{"message_id":"m1","status":"delivered"}}`)
+	_, body = a.get(t, "/v1/changes?wait=10s&after="+page.NextCursor, readToken)
+	if next := decode[changesResponse](t, body); len(next.Data) != 1 || next.Data[0].Type != "message.status_changed" || next.Data[0].Data["status"] != "delivered" {
+		t.Errorf("after the status: %s", body)
+	}
+
+	req, _ := http.NewRequest("GET", a.url+"/v1/changes/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	req.Header.Set("Last-Event-ID", firstID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	var events []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && len(events) < 2 {
+		if line := sc.Text(); strings.HasPrefix(line, "event: ") {
+			events = append(events, strings.TrimPrefix(line, "event: "))
+		} else if strings.HasPrefix(line, "id: ") && strings.TrimPrefix(line, "id: ") == firstID {
+			t.Error("the stream repeated the Last-Event-ID change")
+		}
+	}
+	if fmt.Sprint(events) != "[message.created message.status_changed]" {
+		t.Errorf("stream events after %s = %v", firstID, events)
+	}
+
+	for _, bad := range []string{"/v1/changes?after=nonsense", "/v1/changes?wait=5m", "/v1/changes?wait=soon"} {
+		if status, body := a.get(t, bad, readToken); status != 400 {
+			t.Errorf("%s = %d %s, want 400", bad, status, body)
+		}
+	}
+	if status, _ := a.get(t, "/v1/changes", ""); status != 401 {
+		t.Errorf("no token = %d, want 401", status)
+	}
+}

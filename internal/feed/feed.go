@@ -1,0 +1,206 @@
+// Package feed serves the change feed (docs/consumers.md): the changes the processor
+// writes in the transaction that applies each event (migration 012), read in an order
+// that never skips one, as pages (GET /v1/changes, with long polling) or as a stream
+// of server-sent events.
+//
+// # Why a follower never misses a change
+//
+// A change's seq comes from a sequence when it is inserted, but becomes visible when
+// its transaction commits, so a reader that has seen seq 1001 may later find a 1000
+// that committed late; "seq > cursor" would skip it. Instead each change records the
+// id of the transaction that wrote it (xid), and a read returns only changes whose xid
+// is below the xmin of the read's own snapshot, in (xid, seq) order, after the cursor
+// (the (xid, seq) of the last change returned). The proof:
+//
+//  1. Every transaction with an xid below xmin has ended (that is what xmin is), so
+//     the set of changes with xid < xmin is final: none can be added to it later, and
+//     the read sees all of it (the committed ones are in its snapshot, the aborted
+//     ones never will be).
+//  2. Xmin never goes backwards between a follower's reads (a later snapshot's xmin
+//     is at least an earlier one's), and the read returns that final set in (xid, seq)
+//     order from the cursor on.
+//  3. So when a read returns a change (x, s), every change with a smaller (xid, seq)
+//     was already final and was returned by this or an earlier read; the next read
+//     starts after (x, s) and cannot meet an older one. No change is skipped, and none
+//     is returned twice.
+//
+// The price: a change is held back while any transaction that took its xid earlier
+// is still running, anywhere on the server (a long transaction delays the feed,
+// never loses a change). TestOutOfOrderCommits commits two overlapping
+// transactions in the "wrong" order and fails if the read is replaced by seq >
+// cursor.
+package feed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/readmodel"
+)
+
+// Channel is what the changes trigger notifies on, once per transaction that added
+// changes.
+const Channel = "inbox_changes"
+
+// Types are the change types.
+var Types = []string{"conversation.created", "message.created", "message.status_changed", "contact.erased"}
+
+// Cursor is a position in the feed: the (xid, seq) of the last change read. The zero
+// Cursor is the beginning of what is kept.
+type Cursor struct {
+	XID uint64
+	Seq int64
+}
+
+// String is the cursor as clients see it, which is also the change's id.
+func (c Cursor) String() string { return fmt.Sprintf("%d.%d", c.XID, c.Seq) }
+
+// ErrBadCursor: a cursor this service did not hand out.
+var ErrBadCursor = errors.New("bad cursor")
+
+// ParseCursor reads a cursor or change id ("" is the beginning).
+func ParseCursor(s string) (Cursor, error) {
+	if s == "" {
+		return Cursor{}, nil
+	}
+	x, q, ok := strings.Cut(s, ".")
+	xid, err1 := strconv.ParseUint(x, 10, 64)
+	seq, err2 := strconv.ParseInt(q, 10, 64)
+	if !ok || err1 != nil || err2 != nil || seq < 0 {
+		return Cursor{}, fmt.Errorf("%w: %q is not a change id or cursor this API returned; start again without it", ErrBadCursor, clip(s))
+	}
+	return Cursor{XID: xid, Seq: seq}, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// Change is one change as consumers see it.
+type Change struct {
+	ID             string          `json:"id"`
+	Type           string          `json:"type"`
+	OccurredAt     time.Time       `json:"occurred_at"`
+	ConversationID int64           `json:"conversation_id"`
+	Data           json.RawMessage `json:"data"`
+	// Traceparent is the trace context of the webhook behind it, for deliveries'
+	// spans; not shown to consumers.
+	Traceparent *string `json:"-"`
+	cursor      Cursor
+}
+
+// Cursor is the change's position.
+func (c Change) Cursor() Cursor { return c.cursor }
+
+// read returns the final changes after the cursor (see the package comment). The
+// watermark is a subquery, computed once from the statement's own snapshot.
+const read = `
+SELECT xid::text::bigint, seq, type, occurred_at, conversation_id, data, traceparent
+FROM changes
+WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+  AND (xid, seq) > ($1::text::xid8, $2::bigint)
+ORDER BY xid, seq
+LIMIT $3`
+
+// Read returns up to limit changes after c, oldest first.
+func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Change, error) {
+	rows, err := pool.Query(ctx, read, strconv.FormatUint(c.XID, 10), c.Seq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read changes: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
+		var ch Change
+		var xid int64
+		err := row.Scan(&xid, &ch.cursor.Seq, &ch.Type, &ch.OccurredAt, &ch.ConversationID, &ch.Data, &ch.Traceparent)
+		ch.cursor.XID = uint64(xid)
+		ch.ID = ch.cursor.String()
+		return ch, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read changes: %w", err)
+	}
+	for i := range out {
+		if out[i].Data, err = render(out[i].Type, out[i].Data); err != nil {
+			return nil, fmt.Errorf("change %s: %w", out[i].ID, err)
+		}
+	}
+	return out, nil
+}
+
+// render gives a change's object the shape the API serves (the read model's types,
+// with their redaction marks).
+func render(typ string, data json.RawMessage) (json.RawMessage, error) {
+	switch typ {
+	case "conversation.created":
+		var c readmodel.Conversation
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, err
+		}
+		c.MarkRedacted()
+		return json.Marshal(c)
+	case "message.created", "message.status_changed":
+		var m readmodel.Message
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, err
+		}
+		m.MarkRedacted()
+		return json.Marshal(m)
+	}
+	return data, nil
+}
+
+// heldBack reports whether committed changes after the cursor wait for the
+// watermark: a transaction that took its xid earlier is still running.
+const heldBack = `
+SELECT EXISTS (SELECT FROM changes
+               WHERE xid >= (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+                 AND (xid, seq) > ($1::text::xid8, $2::bigint))`
+
+// Wait reads changes after c like Read; when there are none, it waits up to wait for
+// some, reading again each time hub says changes were committed. When committed
+// changes are held back by the watermark (see the package comment), the transaction
+// holding them back may end without a notification, so it reads again after 5 ms,
+// then twice as long each time, up to a second; otherwise at least every second.
+func Wait(ctx context.Context, pool *pgxpool.Pool, hub *Hub, c Cursor, limit int, wait time.Duration) ([]Change, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	backoff := 5 * time.Millisecond
+	for {
+		next := hub.Next() // before the read: a commit during it is not missed
+		changes, err := Read(ctx, pool, c, limit)
+		if err != nil || len(changes) > 0 {
+			return changes, err
+		}
+		again := recheck
+		var held bool
+		if err := pool.QueryRow(ctx, heldBack, strconv.FormatUint(c.XID, 10), c.Seq).Scan(&held); err != nil {
+			return nil, fmt.Errorf("read changes: %w", err)
+		}
+		if held {
+			again, backoff = backoff, min(2*backoff, recheck)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, nil
+		case <-next:
+		case <-time.After(again):
+		}
+	}
+}
+
+// recheck bounds how long a change that became readable without a notification waits
+// to be seen.
+const recheck = time.Second

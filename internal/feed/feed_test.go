@@ -1,0 +1,192 @@
+package feed
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// addChange inserts one change in tx, as the processor's apply does.
+func addChange(t *testing.T, tx pgx.Tx, conversation int64) {
+	t.Helper()
+	if _, err := tx.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', $1, jsonb_build_object('conversation_id', $1::bigint))`, conversation); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func begin(t *testing.T, pool *pgxpool.Pool) pgx.Tx {
+	t.Helper()
+	tx, err := pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(context.Background()) })
+	return tx
+}
+
+// follower reads the feed as a consumer following next_cursor does.
+type follower struct {
+	cursor Cursor
+	seen   []int64 // conversation ids, in the order read
+}
+
+func (f *follower) poll(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	changes, err := Read(context.Background(), pool, f.cursor, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes {
+		f.seen = append(f.seen, c.ConversationID)
+		f.cursor = c.Cursor()
+	}
+}
+
+// TestOutOfOrderCommits: transaction 1 writes a change first, transaction 2 writes
+// one after it and commits first. A follower reading between the commits must not
+// move past transaction 1's change: afterwards it has read both, once each, 1 before
+// 2. A reader of "seq > cursor" reads 2, then never 1.
+func TestOutOfOrderCommits(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	var f follower
+	t1 := begin(t, pool)
+	addChange(t, t1, 1)
+	t2 := begin(t, pool)
+	addChange(t, t2, 2)
+	if err := t2.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.poll(t, pool)
+	if len(f.seen) != 0 {
+		t.Errorf("read %v while the earlier transaction is open, want nothing yet", f.seen)
+	}
+	if err := t1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.poll(t, pool)
+	f.poll(t, pool)
+	if fmt.Sprint(f.seen) != "[1 2]" {
+		t.Errorf("follower read %v, want [1 2]: each change once, the earlier transaction's first", f.seen)
+	}
+}
+
+// TestFollowersMissNothing: eight writers commit changes in random overlapping
+// transactions while a follower polls; it reads every committed change exactly once
+// (rolled-back ones never).
+func TestFollowersMissNothing(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	const writers, each = 8, 60
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				tx, err := pool.Begin(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				id := int64(w*1000 + i)
+				tx.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', $1, '{}')`, id)
+				time.Sleep(time.Duration(i%3) * time.Millisecond)
+				if i%10 == 9 {
+					tx.Rollback(ctx)
+					continue
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var f follower
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		f.poll(t, pool)
+	}
+	f.poll(t, pool)
+	seen := map[int64]int{}
+	for _, id := range f.seen {
+		seen[id]++
+	}
+	for w := range writers {
+		for i := range each {
+			id, want := int64(w*1000+i), 1
+			if i%10 == 9 {
+				want = 0
+			}
+			if seen[id] != want {
+				t.Errorf("change of conversation %d read %d times, want %d", id, seen[id], want)
+			}
+		}
+	}
+}
+
+// TestWaitWakesOnCommit: a long poll with nothing to read returns with the change
+// as soon as the hub is notified of its commit, long before its wait ends.
+func TestWaitWakesOnCommit(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	hub := NewHub()
+	got := make(chan []Change, 1)
+	start := time.Now()
+	go func() {
+		changes, err := Wait(context.Background(), pool, hub, Cursor{}, 10, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- changes
+	}()
+	time.Sleep(50 * time.Millisecond)
+	tx := begin(t, pool)
+	addChange(t, tx, 7)
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	hub.Notify()
+	select {
+	case changes := <-got:
+		if len(changes) != 1 || changes[0].ConversationID != 7 {
+			t.Errorf("Wait = %+v, want the change", changes)
+		}
+		t.Logf("returned %v after the commit (waited %v in all)", time.Since(committed), time.Since(start))
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return on the notification")
+	}
+}
+
+func TestParseCursor(t *testing.T) {
+	for in, ok := range map[string]bool{"": true, "12.34": true, "0.0": true, "abc": false, "1": false, "1.-2": false, "x.1": false} {
+		if _, err := ParseCursor(in); (err == nil) != ok {
+			t.Errorf("ParseCursor(%q) = %v", in, err)
+		}
+	}
+	c := Cursor{XID: 123, Seq: 45}
+	if back, err := ParseCursor(c.String()); err != nil || back != c {
+		t.Errorf("round trip %v = %v, %v", c, back, err)
+	}
+	if _, err := ParseCursor(strings.Repeat("9", 100)); err == nil {
+		t.Error("a huge cursor parsed")
+	}
+}
