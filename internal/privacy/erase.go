@@ -52,7 +52,7 @@ type Counts struct {
 	Messages        int64 `json:"messages"`
 	Events          int64 `json:"events"`
 	PendingStatuses int64 `json:"pending_statuses"`
-	Changes         int64 `json:"changes"` // of the change feed, with their pending deliveries
+	Changes         int64 `json:"changes"` // of the change feed
 }
 
 func (c *Counts) add(o Counts) {
@@ -277,7 +277,7 @@ parked AS (
 SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
 
 // eraseChanges deletes up to $3 of the change feed's entries about the contact's
-// conversations (they carry its messages), with the deliveries not yet made of them.
+// conversations (they carry its messages).
 const eraseChanges = `
 WITH convs AS (
     SELECT id FROM conversations c
@@ -289,10 +289,6 @@ gone AS (
     USING (SELECT xid, seq FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased' LIMIT $3::int) d
     WHERE ch.xid = d.xid AND ch.seq = d.seq
     RETURNING 1
-),
-undelivered AS (
-    DELETE FROM deliveries
-    WHERE id IN (SELECT id FROM deliveries WHERE conversation_id IN (SELECT id FROM convs) AND state <> 'delivered' LIMIT $3::int)
 )
 SELECT count(*) FROM gone`
 
