@@ -43,12 +43,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"inboxd/internal/processor"
 	"inboxd/internal/readmodel"
 )
 
-// Channel is what the changes trigger notifies on, once per transaction that added
-// changes.
-const Channel = "inbox_changes"
+// Channel is what processes notify on after committing changes
+// (processor.ChangesChannel).
+const Channel = processor.ChangesChannel
 
 // Types are the change types.
 var Types = []string{"conversation.created", "message.created", "message.status_changed", "contact.erased"}

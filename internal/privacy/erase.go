@@ -306,7 +306,8 @@ WITH gone AS (
 )
 INSERT INTO changes (type, conversation_id, data)
 SELECT 'contact.erased', id, jsonb_build_object('conversation_id', id, 'erasure_id', $3::bigint)
-FROM gone ORDER BY id`
+FROM gone ORDER BY id
+RETURNING pg_notify('` + processor.ChangesChannel + `', '')`
 
 // step runs one batch in one transaction: messages and the events that created them,
 // then the contact's other events; when neither filled the batch, the conversations,

@@ -45,6 +45,9 @@ func (p *Processor) process(ctx context.Context, events []claimed) error {
 		return p.failBatch(trace.ContextWithSpan(rec, trace.SpanFromContext(ctx)), events, err, start)
 	}
 	p.report(ctx, events, outs, finished, start)
+	if len(finished) > 0 {
+		signal(p.changed)
+	}
 	return nil
 }
 

@@ -149,6 +149,7 @@ type Processor struct {
 	metrics *metrics
 	wake    chan struct{} // capacity 1: a pending signal covers any that arrive
 	peer    chan struct{} // capacity 1: a full batch asks one more worker to claim
+	changed chan struct{} // capacity 1: changes were committed (notifyChanges)
 	active  atomic.Int32  // workers in their claim loop
 	pending atomic.Bool   // a wake-up arrived since the last claim began
 	// gather's state: when the last claim began (unix ns), how many events were
@@ -172,7 +173,7 @@ type Processor struct {
 // (INBOX_LISTEN_DATABASE_URL, by default DATABASE_URL).
 func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *metrics) *Processor {
 	cfg.setDefaults()
-	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1),
+	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		claimNow: make(chan struct{}, 1), tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease)}
 	p.listener = newListener(listenURL, p.notify, p.Wake, log, m)
 	p.listener.also = cfg.Also
@@ -183,6 +184,35 @@ func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *m
 	m.retention.WithLabelValues("dead_events").Set(cfg.DeadRetention.Seconds())
 	return p
 }
+
+// ChangesChannel is the channel on which processes hear that changes were committed
+// to the change feed (internal/feed).
+const ChangesChannel = "inbox_changes"
+
+// notifyChanges sends NOTIFY inbox_changes after batches that processed events
+// committed (changesCommitted), in a transaction of its own: in the apply transaction
+// it would make that commit wait for the server-wide notification lock, which
+// ingest's commits hold while they flush the WAL. Signals that arrive while one is
+// sent are coalesced into the next. This process's own listeners are called at once.
+func (p *Processor) notifyChanges(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.changed:
+		}
+		if f := p.cfg.Also[ChangesChannel]; f != nil {
+			f()
+		}
+		if _, err := p.pool.Exec(ctx, notifyChangesSQL); err != nil && ctx.Err() == nil {
+			p.log.Warn("notify of new changes failed; long polls elsewhere see them at their next recheck", zap.Error(err))
+		}
+	}
+}
+
+// notifyChangesSQL has no parameter, so that its prepared plan is generic without the
+// processor's settings (session.go).
+const notifyChangesSQL = "SELECT pg_notify('" + ChangesChannel + "', '')"
 
 // ID is this process's name in locked_by (and in the leases of other work it runs).
 func (p *Processor) ID() string { return p.cfg.ID }
@@ -228,6 +258,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { p.sweep(ctx); return nil })
 	g.Go(func() error { p.retain(ctx); return nil })
+	g.Go(func() error { p.notifyChanges(ctx); return nil })
 	for range p.cfg.Workers {
 		g.Go(func() error { p.work(ctx); return nil })
 	}
