@@ -50,18 +50,23 @@ func subjectFlags(fs *flag.FlagSet) (contact, prov *string) {
 	return contact, prov
 }
 
-// subjectOf checks the contact flags before connecting (a typo is not a database
-// problem) under the policy in force.
-func subjectOf(getenv func(string) string, contact, prov string) (privacy.Subject, *redact.Policy, error) {
+// contactCommand parses a contact command's flags (fs holds subjectFlags' contact and
+// prov), checks the contact under the policy in force before connecting (a typo is
+// not a database problem), and connects. The caller closes the pool.
+func contactCommand(ctx context.Context, fs *flag.FlagSet, args []string, getenv func(string) string, contact, prov *string) (privacy.Subject, *redact.Policy, *pgxpool.Pool, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return privacy.Subject{}, nil, nil, err
+	}
 	policy, err := redactionFromEnv(getenv)
 	if err != nil {
-		return privacy.Subject{}, nil, err
+		return privacy.Subject{}, nil, nil, err
 	}
-	s, err := privacy.NewSubject(contact, prov, policy)
+	s, err := privacy.NewSubject(*contact, *prov, policy)
 	if err != nil {
-		return privacy.Subject{}, nil, usageError{err}
+		return privacy.Subject{}, nil, nil, usageError{err}
 	}
-	return s, policy, nil
+	pool, err := cliPool(ctx, fs, getenv)
+	return s, policy, pool, err
 }
 
 // eraseCmd erases a contact, or with --dry-run counts what that would remove.
@@ -69,14 +74,7 @@ func eraseCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs := cliFlags("erase", "Erases everything held about a contact: conversations, messages, parked statuses and the payloads of\ntheir events (kept as tombstones until retention). Prints the receipt. docs/privacy.md has the guarantees.\n  inboxd erase --contact +15551234567 --dry-run", stderr)
 	contact, prov := subjectFlags(fs)
 	dry := fs.Bool("dry-run", false, "count what would be erased; change nothing")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	s, policy, err := subjectOf(getenv, *contact, *prov)
-	if err != nil {
-		return err
-	}
-	pool, err := cliPool(ctx, fs, getenv)
+	s, policy, pool, err := contactCommand(ctx, fs, args, getenv, contact, prov)
 	if err != nil {
 		return err
 	}
@@ -126,14 +124,7 @@ func runUntilDone(ctx context.Context, e *privacy.Eraser, id int64) (privacy.Rec
 func exportCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := cliFlags("export", "Prints everything held about a contact as one JSON document (conversations with their messages,\nevent payloads as stored, parked statuses), streamed.\n  inboxd export --contact +15551234567 > export.json", stderr)
 	contact, prov := subjectFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	s, _, err := subjectOf(getenv, *contact, *prov)
-	if err != nil {
-		return err
-	}
-	pool, err := cliPool(ctx, fs, getenv)
+	s, _, pool, err := contactCommand(ctx, fs, args, getenv, contact, prov)
 	if err != nil {
 		return err
 	}
