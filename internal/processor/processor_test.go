@@ -512,3 +512,39 @@ func TestChangesOncePerChange(t *testing.T) {
 		t.Errorf("after replaying everything, changes = %v, want the same %v", got, want)
 	}
 }
+
+// TestChangesAnnounced: after a batch commits, the processor sends NOTIFY
+// inbox_changes (which other processes' change feeds wait on), and its LISTEN
+// connection passes that channel's notifications to Config.Also.
+func TestChangesAnnounced(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	ctx := context.Background()
+	listen, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Close(ctx)
+	if _, err := listen.Exec(ctx, "LISTEN "+ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
+	heard := make(chan struct{}, 100)
+	start(t, url, Config{Also: map[string]func(){ChangesChannel: func() { heard <- struct{}{} }}})
+	insertEvents(t, pool, received("ann", "hi", time.Now()))
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := listen.WaitForNotification(waitCtx); err != nil {
+		t.Fatalf("no NOTIFY %s after the batch: %v", ChangesChannel, err)
+	}
+	for len(heard) > 0 { // the listener's (re)connection and the local wake-up
+		<-heard
+	}
+	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-heard:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a notification on the changes channel did not reach Config.Also")
+	}
+}
