@@ -177,7 +177,15 @@ func TestAdminAddr(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	pgtest.Eventually(t, "the admin address is ready", 10*time.Second, func() (bool, error) { return get(internal+"/readyz", "") == 200, nil })
+	// launchServe returns once the public address listens; the admin one may follow.
+	pgtest.Eventually(t, "the admin address is ready", 10*time.Second, func() (bool, error) {
+		resp, err := http.Get(internal + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, nil
+	})
 	for url, want := range map[string]int{
 		base + "/readyz": 404, base + "/metrics": 404, base + "/v1/stats": 404, base + "/v1/events": 404,
 		base + "/v1/conversations": 200, base + "/healthz": 200,
