@@ -50,7 +50,15 @@ func startServe(t *testing.T, env map[string]string) (string, *syncBuffer) {
 func startServeStoppable(t *testing.T, env map[string]string) (string, *syncBuffer, func() error) {
 	t.Helper()
 	base, logs, stop := launchServe(t, env)
-	pgtest.Eventually(t, "/readyz says ready", 10*time.Second, func() (bool, error) {
+	waitReady(t, base, 10*time.Second)
+	return base, logs, stop
+}
+
+// waitReady waits until base/readyz answers 200; a refused connection (not listening
+// yet) is waited out too.
+func waitReady(t *testing.T, base string, within time.Duration) {
+	t.Helper()
+	pgtest.Eventually(t, base+"/readyz says ready", within, func() (bool, error) {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false, nil
@@ -58,7 +66,6 @@ func startServeStoppable(t *testing.T, env map[string]string) (string, *syncBuff
 		resp.Body.Close()
 		return resp.StatusCode == 200, nil
 	})
-	return base, logs, stop
 }
 
 // launchServe runs `inboxd serve` with env and returns once it listens, ready or not.

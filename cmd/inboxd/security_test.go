@@ -68,14 +68,7 @@ func startBinary(t *testing.T, env map[string]string) string {
 	}
 	t.Cleanup(func() { cancel(); cmd.Wait() })
 	base := "http://" + addr
-	pgtest.Eventually(t, "the binary is ready", 60*time.Second, func() (bool, error) {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, nil
-	})
+	waitReady(t, base, 60*time.Second)
 	return base
 }
 

@@ -177,15 +177,7 @@ func TestAdminAddr(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	// launchServe returns once the public address listens; the admin one may follow.
-	pgtest.Eventually(t, "the admin address is ready", 10*time.Second, func() (bool, error) {
-		resp, err := http.Get(internal + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, nil
-	})
+	waitReady(t, internal, 10*time.Second) // launchServe returns once the public address listens; the admin one may follow
 	for url, want := range map[string]int{
 		base + "/readyz": 404, base + "/metrics": 404, base + "/v1/stats": 404, base + "/v1/events": 404,
 		base + "/v1/conversations": 200, base + "/healthz": 200,

@@ -33,7 +33,7 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 	page := respond(log, func(r *http.Request) (any, error) {
 		after, err := feed.ParseCursor(r.URL.Query().Get("after"))
 		if err != nil {
-			return nil, badParam("after: %v", err)
+			return nil, badParam("after = %q: %v", clip(r.URL.Query().Get("after")), err)
 		}
 		limit, err := limitParam(r)
 		if err != nil {
@@ -76,7 +76,7 @@ func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Hand
 		}
 		cursor, err := feed.ParseCursor(from)
 		if err != nil {
-			respondErr(log, w, r, badParam("Last-Event-ID: %v", err))
+			respondErr(log, w, r, badParam("Last-Event-ID = %q: %v", clip(from), err))
 			return
 		}
 		rc := http.NewResponseController(w)

@@ -76,16 +76,9 @@ func ParseCursor(s string) (Cursor, error) {
 	xid, err1 := strconv.ParseUint(x, 10, 64)
 	seq, err2 := strconv.ParseInt(q, 10, 64)
 	if !ok || err1 != nil || err2 != nil || seq < 0 {
-		return Cursor{}, fmt.Errorf("%w: %q is not a change id or cursor this API returned; start again without it", ErrBadCursor, clip(s))
+		return Cursor{}, fmt.Errorf("%w: not a change id or cursor this API returned; start again without it", ErrBadCursor)
 	}
 	return Cursor{XID: xid, Seq: seq}, nil
-}
-
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // Change is one change as consumers see it.
@@ -95,10 +88,7 @@ type Change struct {
 	OccurredAt     time.Time       `json:"occurred_at"`
 	ConversationID int64           `json:"conversation_id"`
 	Data           json.RawMessage `json:"data"`
-	// Traceparent is the trace context of the webhook behind it, for deliveries'
-	// spans; not shown to consumers.
-	Traceparent *string `json:"-"`
-	cursor      Cursor
+	cursor         Cursor
 }
 
 // Cursor is the change's position.
@@ -107,7 +97,7 @@ func (c Change) Cursor() Cursor { return c.cursor }
 // read returns the final changes after the cursor (see the package comment). The
 // watermark is a subquery, computed once from the statement's own snapshot.
 const read = `
-SELECT xid::text::bigint, seq, type, occurred_at, conversation_id, data, traceparent
+SELECT xid::text::bigint, seq, type, occurred_at, conversation_id, data
 FROM changes
 WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
   AND (xid, seq) > ($1::text::xid8, $2::bigint)
@@ -123,7 +113,7 @@ func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Chang
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
 		var ch Change
 		var xid int64
-		err := row.Scan(&xid, &ch.cursor.Seq, &ch.Type, &ch.OccurredAt, &ch.ConversationID, &ch.Data, &ch.Traceparent)
+		err := row.Scan(&xid, &ch.cursor.Seq, &ch.Type, &ch.OccurredAt, &ch.ConversationID, &ch.Data)
 		ch.cursor.XID = uint64(xid)
 		ch.ID = ch.cursor.String()
 		return ch, err

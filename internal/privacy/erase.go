@@ -108,11 +108,9 @@ func (e *Eraser) Subject(address, provider string) (Subject, error) {
 
 // HashAddress is the keyed hash a receipt stores for address (as Subject.Address):
 // HMAC-SHA-256 under the database's own erasure key (made by migration 010).
-func HashAddress(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, address string) (string, error) {
+func HashAddress(ctx context.Context, pool *pgxpool.Pool, address string) (string, error) {
 	var key []byte
-	if err := q.QueryRow(ctx, `SELECT value FROM inbox_keys WHERE name = 'erasure'`).Scan(&key); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT value FROM inbox_keys WHERE name = 'erasure'`).Scan(&key); err != nil {
 		return "", fmt.Errorf("read the erasure key: %w", err)
 	}
 	m := hmac.New(sha256.New, key)
@@ -239,11 +237,8 @@ func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 // that created them (their payloads go too, in the same transaction).
 const eraseMessages = `
 WITH doomed AS (
-    SELECT m.id, m.inbound_event_id
-    FROM conversations c
-    JOIN messages m ON m.conversation_id = c.id
-    WHERE c.contact_address = ANY($1::text[])
-      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+    SELECT id, inbound_event_id FROM messages
+    WHERE conversation_id IN (` + subjectConversations + `)
     LIMIT $3::int
 )
 DELETE FROM messages m USING doomed d
@@ -256,8 +251,7 @@ RETURNING d.inbound_event_id`
 const eraseEvents = `
 WITH picked AS (
     (SELECT id FROM inbound_events
-     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND state IN ('processed', 'dead')
-       AND ($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)
+     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND state IN ('processed', 'dead') AND ` + ofProvider + `
      LIMIT $3::int)
     UNION
     SELECT unnest($4::bigint[])
@@ -279,14 +273,11 @@ SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
 // eraseChanges deletes up to $3 of the change feed's entries about the contact's
 // conversations (they carry its messages).
 const eraseChanges = `
-WITH convs AS (
-    SELECT id FROM conversations c
-    WHERE c.contact_address = ANY($1::text[])
-      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
-),
-gone AS (
+WITH gone AS (
     DELETE FROM changes ch
-    USING (SELECT xid, seq FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased' LIMIT $3::int) d
+    USING (SELECT xid, seq FROM changes
+           WHERE conversation_id IN (` + subjectConversations + `) AND type <> 'contact.erased'
+           LIMIT $3::int) d
     WHERE ch.xid = d.xid AND ch.seq = d.seq
     RETURNING 1
 )
@@ -299,8 +290,7 @@ SELECT count(*) FROM gone`
 const eraseConversations = `
 WITH gone AS (
     DELETE FROM conversations c
-    WHERE c.contact_address = ANY($1::text[])
-      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
+    WHERE c.id IN (` + subjectConversations + `)
       AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)
     RETURNING c.id
 )
@@ -366,27 +356,22 @@ WHERE id = $1 AND locked_by = $2 AND state = 'running'`,
 	return c, done, err
 }
 
+// dryRun counts what an erasure of the subject would remove.
+const dryRun = `
+WITH convs AS (` + subjectConversations + `),
+evs AS (
+    SELECT id FROM inbound_events
+    WHERE erased_at IS NULL AND state IN ('processed', 'dead') AND id IN (` + subjectEvents + `)
+)
+SELECT (SELECT count(*) FROM convs), (SELECT count(*) FROM messages WHERE conversation_id IN (SELECT id FROM convs)),
+       (SELECT count(*) FROM evs),
+       (SELECT count(*) FROM pending_statuses WHERE inbound_event_id IN (SELECT id FROM evs)),
+       (SELECT count(*) FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased')`
+
 // DryRun counts what erasing s would remove now, changing nothing.
 func DryRun(ctx context.Context, pool *pgxpool.Pool, s Subject) (Counts, error) {
 	var c Counts
-	err := pool.QueryRow(ctx, `
-WITH convs AS (
-    SELECT id FROM conversations c
-    WHERE c.contact_address = ANY($1::text[])
-      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
-),
-msgs AS (SELECT m.inbound_event_id FROM messages m JOIN convs ON m.conversation_id = convs.id),
-evs AS (
-    SELECT id FROM inbound_events
-    WHERE erased_at IS NULL AND state IN ('processed', 'dead') AND id IN (SELECT inbound_event_id FROM msgs)
-    UNION
-    SELECT id FROM inbound_events
-    WHERE erased_at IS NULL AND state IN ('processed', 'dead') AND contact = ANY($1::text[])
-      AND ($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)
-)
-SELECT (SELECT count(*) FROM convs), (SELECT count(*) FROM msgs), (SELECT count(*) FROM evs),
-       (SELECT count(*) FROM pending_statuses WHERE inbound_event_id IN (SELECT id FROM evs)),
-       (SELECT count(*) FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased')`,
+	err := pool.QueryRow(ctx, dryRun,
 		s.Forms, s.Provider).Scan(&c.Conversations, &c.Messages, &c.Events, &c.PendingStatuses, &c.Changes)
 	if err != nil {
 		return Counts{}, fmt.Errorf("count what an erasure would remove: %w", err)

@@ -67,7 +67,7 @@ func (ex *exporter) document(ctx context.Context) error {
 		return err
 	}
 	ex.w.WriteString(`],"events":[`)
-	if err := ex.stream(ctx, exportEvents, func(rows pgx.Rows, first bool) error {
+	if err := ex.stream(ctx, exportEvents, []any{ex.s.Forms, ex.s.Provider}, func(rows pgx.Rows, first bool) error {
 		var e exportedEvent
 		if err := rows.Scan(&e.ID, &e.Provider, &e.ExternalID, &e.State, &e.ReceivedAt, &e.ProcessedAt, &e.Payload); err != nil {
 			return err
@@ -77,7 +77,7 @@ func (ex *exporter) document(ctx context.Context) error {
 		return fmt.Errorf("events: %w", err)
 	}
 	ex.w.WriteString(`],"pending_statuses":[`)
-	if err := ex.stream(ctx, exportParked, func(rows pgx.Rows, first bool) error {
+	if err := ex.stream(ctx, exportParked, []any{ex.s.Forms, ex.s.Provider}, func(rows pgx.Rows, first bool) error {
 		var p parkedStatus
 		if err := rows.Scan(&p.Provider, &p.ProviderMessageID, &p.EventID, &p.Status, &p.StatusAt, &p.Error); err != nil {
 			return err
@@ -94,11 +94,8 @@ func (ex *exporter) document(ctx context.Context) error {
 // conversations (one per channel and provider), so they are read first; each one's
 // messages are streamed.
 func (ex *exporter) conversations(ctx context.Context) error {
-	rows, _ := ex.tx.Query(ctx, `SELECT id, provider, channel_address, contact_address, contact_name, created_at, last_message_at
-FROM conversations c
-WHERE c.contact_address = ANY($1::text[])
-  AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
-ORDER BY id`, ex.s.Forms, ex.s.Provider)
+	rows, _ := ex.tx.Query(ctx, "SELECT "+readmodel.ConversationColumns+" FROM conversations WHERE id IN ("+subjectConversations+") ORDER BY id",
+		ex.s.Forms, ex.s.Provider)
 	convs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[readmodel.Conversation])
 	if err != nil {
 		return fmt.Errorf("conversations: %w", err)
@@ -111,25 +108,16 @@ ORDER BY id`, ex.s.Forms, ex.s.Provider)
 		}
 		ex.w.Write(head[:len(head)-1])
 		ex.w.WriteString(`,"messages":[`)
-		rows, err := ex.tx.Query(ctx, readmodel.MessageColumns+" FROM messages WHERE conversation_id = $1 ORDER BY sent_at, id", c.ID)
+		err := ex.stream(ctx, readmodel.MessageColumns+" FROM messages WHERE conversation_id = $1 ORDER BY sent_at, id", []any{c.ID},
+			func(rows pgx.Rows, first bool) error {
+				m, err := pgx.RowToStructByPos[readmodel.Message](rows)
+				if err != nil {
+					return err
+				}
+				m.MarkRedacted()
+				return ex.put(first, m)
+			})
 		if err != nil {
-			return fmt.Errorf("messages of conversation %d: %w", c.ID, err)
-		}
-		first := true
-		for rows.Next() {
-			m, err := pgx.RowToStructByPos[readmodel.Message](rows)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("messages of conversation %d: %w", c.ID, err)
-			}
-			m.MarkRedacted()
-			if err := ex.put(first, m); err != nil {
-				rows.Close()
-				return err
-			}
-			first = false
-		}
-		if err := rows.Err(); err != nil {
 			return fmt.Errorf("messages of conversation %d: %w", c.ID, err)
 		}
 		ex.w.WriteString("]}")
@@ -137,9 +125,9 @@ ORDER BY id`, ex.s.Forms, ex.s.Provider)
 	return nil
 }
 
-// stream runs sql with the subject's forms and provider and writes each row.
-func (ex *exporter) stream(ctx context.Context, sql string, write func(pgx.Rows, bool) error) error {
-	rows, err := ex.tx.Query(ctx, sql, ex.s.Forms, ex.s.Provider)
+// stream runs sql with args and writes each row as it is read (first: the first row).
+func (ex *exporter) stream(ctx context.Context, sql string, args []any, write func(rows pgx.Rows, first bool) error) error {
+	rows, err := ex.tx.Query(ctx, sql, args...)
 	if err != nil {
 		return err
 	}
@@ -153,18 +141,6 @@ func (ex *exporter) stream(ctx context.Context, sql string, write func(pgx.Rows,
 	}
 	return rows.Err()
 }
-
-// subjectEvents are the ids of the events about the subject: those that created its
-// messages, and those the processor tied to it (statuses included).
-const subjectEvents = `
-    SELECT m.inbound_event_id AS id
-    FROM conversations c JOIN messages m ON m.conversation_id = c.id
-    WHERE c.contact_address = ANY($1::text[])
-      AND ($2::text = '' OR c.provider = $2::text OR split_part(c.provider, ':', 1) = $2::text)
-    UNION
-    SELECT id FROM inbound_events
-    WHERE contact = ANY($1::text[])
-      AND ($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)`
 
 const exportEvents = `
 SELECT e.id, e.provider, e.external_id, e.state, e.received_at, e.processed_at, e.payload

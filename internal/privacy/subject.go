@@ -13,6 +13,7 @@ import (
 
 	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"
+	"inboxd/internal/readmodel"
 	"inboxd/internal/redact"
 )
 
@@ -48,7 +49,7 @@ func NewSubject(address, providerName string, policy *redact.Policy) (Subject, e
 	case providerName != "" && !registry.Known(providerName):
 		return Subject{}, fmt.Errorf("%w: provider must be one of %s, got %q", ErrBadRequest, strings.Join(registry.Names(), ", "), providerName)
 	}
-	s := Subject{Address: provider.E164(address), Provider: providerName}
+	s := Subject{Address: readmodel.NormalizeContact(address), Provider: providerName}
 	s.Forms = []string{s.Address}
 	spellings := []string{s.Address, strings.TrimPrefix(s.Address, "+")}
 	for _, p := range registry.All {
@@ -68,3 +69,17 @@ func NewSubject(address, providerName string, policy *redact.Policy) (Subject, e
 	s.Forms = slices.Compact(s.Forms)
 	return s, nil
 }
+
+// The subject in SQL: $1 is its Forms, $2 its Provider ("" for all; a stored name
+// such as "generic:acme" belongs to its provider, "generic").
+const (
+	// ofProvider is the provider condition on a column named provider.
+	ofProvider = `($2::text = '' OR provider = $2::text OR split_part(provider, ':', 1) = $2::text)`
+	// subjectConversations selects the ids of the subject's conversations.
+	subjectConversations = `SELECT id FROM conversations WHERE contact_address = ANY($1::text[]) AND ` + ofProvider
+	// subjectEvents selects the ids of the events about the subject: those that
+	// created its messages, and those the processor tied to it (statuses included).
+	subjectEvents = `SELECT m.inbound_event_id FROM messages m WHERE m.conversation_id IN (` + subjectConversations + `)
+UNION
+SELECT id FROM inbound_events WHERE contact = ANY($1::text[]) AND ` + ofProvider
+)

@@ -231,9 +231,7 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 // attempts, and announces each on the inbound_events channel so that processors wake
 // at once (an UPDATE does not fire the insert trigger). Events that are pending or
 // processing are left alone: replaying twice changes nothing more than once. An
-// erased event (a tombstone) is never replayed; a replayed event's contact is cleared
-// until it is read again, so that an erasure never empties a payload that a processor
-// may be holding (it leaves events that wait to be processed alone).
+// erased event (a tombstone) is never replayed.
 // Normalization is idempotent, so replaying a processed event rewrites nothing that
 // exists; it re-runs what failed.
 const requeue = `
@@ -246,8 +244,7 @@ WITH picked AS (
 ),
 requeued AS (
     UPDATE inbound_events e
-    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL,
-        contact = NULL
+    SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL
     FROM picked
     WHERE e.id = picked.id AND e.state IN ('dead', 'processed') AND e.erased_at IS NULL
     RETURNING e.id, e.provider

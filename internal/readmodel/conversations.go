@@ -96,7 +96,8 @@ type ConversationFilter struct {
 	Limit    int
 }
 
-const conversationColumns = `id, provider, channel_address, contact_address, contact_name, created_at, last_message_at`
+// ConversationColumns are the columns of Conversation, in order.
+const ConversationColumns = `id, provider, channel_address, contact_address, contact_name, created_at, last_message_at`
 
 // NormalizeContact turns a contact address as people type it into the form addresses
 // are stored in: a phone number in E.164 ("+1 555 123 4567", "15551234567" and
@@ -133,7 +134,7 @@ func conversationsQuery(f ConversationFilter) (string, []any) {
 		args = append(args, f.After.T, f.After.ID)
 		where = append(where, fmt.Sprintf("(last_message_at, id) < ($%d, $%d)", len(args)-1, len(args)))
 	}
-	sql := "SELECT " + conversationColumns + " FROM conversations"
+	sql := "SELECT " + ConversationColumns + " FROM conversations"
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -155,7 +156,7 @@ func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFi
 
 // FindConversation returns one conversation.
 func FindConversation(ctx context.Context, pool *pgxpool.Pool, id int64) (Conversation, error) {
-	rows, _ := pool.Query(ctx, "SELECT "+conversationColumns+" FROM conversations WHERE id = $1", id)
+	rows, _ := pool.Query(ctx, "SELECT "+ConversationColumns+" FROM conversations WHERE id = $1", id)
 	c, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Conversation])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Conversation{}, fmt.Errorf("conversation %d: %w", id, ErrNotFound)

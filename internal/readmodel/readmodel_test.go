@@ -3,6 +3,7 @@ package readmodel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -170,5 +171,34 @@ FROM conversations c CROSS JOIN generate_series(1, 100) AS m`,
 		if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || !strings.Contains(joined, c.index) {
 			t.Errorf("%s: plan %s, want an in-order scan of %s", name, joined, c.index)
 		}
+	}
+}
+
+// TestRedactedMarks: the lists say which fields a redaction rule wrote (a masked
+// text, a hashed address, a Twilio-parsed hash's hex), and nothing for plain values.
+func TestRedactedMarks(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	hex := strings.Repeat("ab", 32)
+	var conv int64
+	if err := pool.QueryRow(ctx, `
+INSERT INTO conversations (provider, channel_address, contact_address, contact_name, last_message_at)
+VALUES ('generic', '+15550001111', 'hmac-sha256:' || $1, 'Ann', now()) RETURNING id`, hex).Scan(&conv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+VALUES ('generic', 'm1', $1, 'inbound', $2, '+15550001111', '[redacted]', 'received', now(), 1),
+       ('generic', 'm2', $1, 'inbound', '+15552223333', '+15550001111', 'plain', 'received', now() + interval '1 second', 2)`, conv, hex); err != nil {
+		t.Fatal(err)
+	}
+	convs, err := ListConversations(ctx, pool, ConversationFilter{Limit: 10})
+	if err != nil || len(convs) != 1 || fmt.Sprint(convs[0].Redacted) != "[contact_address]" {
+		t.Errorf("conversations = %+v, %v; want contact_address marked", convs, err)
+	}
+	msgs, err := ListMessages(ctx, pool, MessageFilter{Conversation: conv, Limit: 10})
+	if err != nil || len(msgs) != 2 || fmt.Sprint(msgs[0].Redacted) != "[sender text]" || fmt.Sprint(msgs[1].Redacted) != "[]" {
+		t.Errorf("messages = %+v, %v; want [sender text] then []", msgs, err)
 	}
 }
