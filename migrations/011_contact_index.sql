@@ -1,7 +1,7 @@
 ---- tern: disable-tx ----
 -- Erasure and export find a contact's events by inbound_events.contact (migration
--- 010). Partial: only events that were read carry a contact, and the claim, which
--- leaves contact as it is, adds no entry. Built CONCURRENTLY (see migration 003).
+-- 010). Partial: only events that were read carry a contact, and an event's first
+-- claim (before it was read) adds no entry. Built CONCURRENTLY (see migration 003).
 SET lock_timeout = '10s';
 
 DROP INDEX CONCURRENTLY IF EXISTS inbound_events_contact;
