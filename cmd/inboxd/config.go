@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"inboxd/internal/ingest"
+	"inboxd/internal/delivery"
 	"inboxd/internal/processor"
 	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"
@@ -69,6 +70,10 @@ type config struct {
 	RedactDefaults bool
 	RedactionKey   string
 	Redaction      *redact.Policy // the rules in force (check)
+	// Outbound webhooks (internal/delivery).
+	DeliveryTimeout      time.Duration
+	DeliveryGiveUp       time.Duration
+	DeliveryAllowPrivate bool
 }
 
 // option ties a flag to its environment variable and default.
@@ -144,6 +149,9 @@ func coreOptions(c *config) []option {
 		{"redact", "INBOX_REDACT", "", "redaction rules provider:selector=action, comma-separated (action remove, mask or hash; docs/privacy.md)", false, list(&c.Redact)},
 		{"redact-defaults", "INBOX_REDACT_DEFAULTS", "on", "on: each provider's documented fields (location, device metadata) are removed at ingest; off: kept", false, onOff(&c.RedactDefaults)},
 		{"redaction-key", "INBOX_REDACTION_KEY", "", "the key of the hash action (HMAC-SHA256); at least 16 bytes", true, str(&c.RedactionKey)},
+		{"delivery-timeout", "INBOX_DELIVERY_TIMEOUT", shortDuration(delivery.DefaultTimeout), "longest one attempt to deliver a change to a subscriber may take; then it is retried", false, duration(&c.DeliveryTimeout)},
+		{"delivery-give-up", "INBOX_DELIVERY_GIVE_UP", shortDuration(delivery.DefaultGiveUp), "how long a delivery is retried before it is dead (listed, replayable)", false, duration(&c.DeliveryGiveUp)},
+		{"delivery-allow-private", "INBOX_DELIVERY_ALLOW_PRIVATE", "false", "let subscriptions deliver to loopback, private and link-local addresses (refused by default)", false, boolean(&c.DeliveryAllowPrivate)},
 		{"dev", "INBOX_DEV", "false", "allow the README's sample secrets and tokens, for trying inboxd locally; never in a deployment", false, boolean(&c.Dev)},
 		{"trust-traceparent", "INBOX_TRUST_TRACEPARENT", "false", "webhook spans join the trace a caller's traceparent names (only for callers inside your network; by default a new trace links to it)", false, boolean(&c.TrustTraceparent)},
 		{"debug-addr", "INBOX_DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this address; keep it private, e.g. 127.0.0.1:6060", false, str(&c.DebugAddr)},

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"inboxd/internal/api"
+	"inboxd/internal/delivery"
 	"inboxd/internal/feed"
 	"inboxd/internal/ingest"
 	"inboxd/internal/privacy"
@@ -144,7 +145,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer readPool.Close()
 	}
 
-	svc := wire(cfg, pool, procPool, readPool, traces, log)
+	// Deliveries to subscribers have a pool of their own too: a slow endpoint's
+	// backlog must not take connections from ingest or processing.
+	deliveryPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
+		c.MaxConns = 8
+		watchStatements(c, log)
+	})
+	if err != nil {
+		return dbAdvice(err)
+	}
+	defer deliveryPool.Close()
+
+	svc := wire(cfg, pools{pool, procPool, readPool, deliveryPool}, traces, log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
@@ -204,6 +216,7 @@ type service struct {
 	writer    *ingest.Writer
 	proc      *processor.Processor
 	eraser    *privacy.Eraser
+	deliverer *delivery.Deliverer
 	http      *http.Server
 	admin     *http.Server // readiness, metrics and admin on INBOX_ADMIN_ADDR; nil: http serves them
 	providers []string
@@ -213,9 +226,15 @@ type service struct {
 	log       *zap.Logger
 }
 
-// wire builds the parts: metrics, processor, ingest writer and handlers, router.
-// t.Provider is nil when tracing is off.
-func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces, log *zap.Logger) *service {
+// pools are the service's connection pools.
+type pools struct {
+	main, proc, read, delivery *pgxpool.Pool
+}
+
+// wire builds the parts: metrics, processor, deliverer, ingest writer and handlers,
+// router. t.Provider is nil when tracing is off.
+func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
+	pool, procPool, readPool := ps.main, ps.proc, ps.read
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -224,10 +243,16 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 	}, func() float64 { return float64(t.Dropped()) }))
 	traces := t.Provider
 	changes := feed.NewHub()
+	procID := processor.NewID()
+	deliverer := delivery.New(ps.delivery, delivery.Config{
+		Timeout: cfg.DeliveryTimeout, GiveUp: cfg.DeliveryGiveUp, AllowPrivate: cfg.DeliveryAllowPrivate,
+		SweepInterval: cfg.SweepInterval, ID: procID, Tracing: traces,
+	}, log.Named("delivery"), delivery.NewMetrics(reg))
+	committed := func() { changes.Notify(); deliverer.Wake() }
 	proc := processor.New(procPool, cfg.ListenURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, MaxAttempts: cfg.MaxAttempts,
 		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
-		Tracing: traces, PollOnly: cfg.PollOnly, Also: map[string]func(){feed.Channel: changes.Notify},
+		Tracing: traces, PollOnly: cfg.PollOnly, Also: map[string]func(){feed.Channel: committed}, ID: procID,
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
@@ -240,6 +265,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 	eraser := privacy.NewEraser(pool, log.Named("privacy"), cfg.Redaction, proc.ID())
 	deps := api.Deps{
 		Eraser: eraser, Changes: changes,
+		Deliveries: &api.Deliveries{AllowPrivate: cfg.DeliveryAllowPrivate, Wake: deliverer.Wake},
 		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
@@ -274,7 +300,7 @@ func wire(cfg config, pool, procPool, readPool *pgxpool.Pool, t *tracing.Traces,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	s := &service{writer: writer, proc: proc, eraser: eraser, http: srv, providers: hooks.Enabled(),
+	s := &service{writer: writer, proc: proc, eraser: eraser, deliverer: deliverer, http: srv, providers: hooks.Enabled(),
 		stopGrace: cfg.IngestTimeout + time.Second, log: log}
 	if internal != nil {
 		s.admin = &http.Server{ // the same limits: operators' requests are small too
@@ -300,6 +326,7 @@ func (s *service) run(ctx context.Context, ln, adminLn net.Listener) error {
 	g.Go(func() error { return s.writer.Run(writerCtx) })
 	g.Go(func() error { return s.proc.Run(gctx) })
 	g.Go(func() error { s.eraser.Work(gctx, erasurePoll); return nil })
+	g.Go(func() error { return s.deliverer.Run(gctx) })
 	g.Go(func() error {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"inboxd/internal/delivery"
 	"inboxd/internal/privacy"
 )
 
@@ -109,9 +110,9 @@ func (l *lazyJSON) Write(p []byte) (int, error) {
 // privacyErr maps the privacy package's errors onto the API's.
 func privacyErr(err error) (int, string, bool) {
 	switch {
-	case errors.Is(err, privacy.ErrBadRequest):
+	case errors.Is(err, privacy.ErrBadRequest), errors.Is(err, delivery.ErrBadRequest):
 		return http.StatusBadRequest, "bad_parameter", true
-	case errors.Is(err, privacy.ErrNotFound):
+	case errors.Is(err, privacy.ErrNotFound), errors.Is(err, delivery.ErrNotFound):
 		return http.StatusNotFound, "not_found", true
 	}
 	return 0, "", false

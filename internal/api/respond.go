@@ -173,7 +173,10 @@ func respond(log *zap.Logger, h func(*http.Request) (any, error)) http.HandlerFu
 			respondErr(log, w, r, err)
 			return
 		}
-		if s, ok := v.(withStatus); ok {
+		if s, ok := v.(withStatus); ok && s.status == http.StatusNoContent {
+			w.WriteHeader(s.status)
+			return
+		} else if ok {
 			jsonhttp.Write(w, s.status, s.body)
 			return
 		}

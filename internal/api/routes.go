@@ -72,6 +72,16 @@ func routes(r chi.Router, d Deps, which routeSet) {
 			// No 10 s timeout: an export streams for as long as the contact's history takes.
 			r.With(admin).Get("/v1/contacts/{address}/export", exportContact(d.Pool, d.Eraser, log))
 		}
+		if dl := d.Deliveries; dl != nil {
+			r.With(api, admin).Post("/v1/subscriptions", createSubscription(d.Pool, dl.AllowPrivate, dl.Wake, log))
+			r.With(api, admin).Get("/v1/subscriptions", listSubscriptions(d.Pool, log))
+			r.With(api, admin).Get("/v1/subscriptions/{id}", getSubscription(d.Pool, log))
+			r.With(api, admin).Delete("/v1/subscriptions/{id}", deleteSubscription(d.Pool, log))
+			r.With(api, admin).Post("/v1/subscriptions/{id}/pause", pauseSubscription(d.Pool, log))
+			r.With(api, admin).Post("/v1/subscriptions/{id}/resume", resumeSubscription(d.Pool, dl.Wake, log))
+			r.With(api, admin).Post("/v1/subscriptions/{id}/replay", replaySubscription(d.Pool, dl.Wake, log))
+			r.With(api, admin).Get("/v1/subscriptions/{id}/deliveries", listDeliveries(d.Pool, log))
+		}
 	}
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

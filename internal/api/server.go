@@ -55,11 +55,19 @@ type Deps struct {
 	// Eraser runs erasures and checks addresses for exports (the privacy
 	// endpoints); nil serves none of them.
 	Eraser *privacy.Eraser
+	// Deliveries serves the subscription endpoints (internal/delivery) when set.
+	Deliveries *Deliveries
 	// Readiness is the shared readiness check (nil: the router makes its own).
 	Readiness *Readiness
 	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:
 	// the key.
 	SettingName func(key string) string
+}
+
+// Deliveries is what the subscription endpoints need besides the pool.
+type Deliveries struct {
+	AllowPrivate bool   // INBOX_DELIVERY_ALLOW_PRIVATE: subscriptions may name private addresses
+	Wake         func() // this process's deliverer has work
 }
 
 // name is the name of the setting key, for answers.

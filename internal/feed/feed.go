@@ -94,15 +94,18 @@ type Change struct {
 // Cursor is the change's position.
 func (c Change) Cursor() Cursor { return c.cursor }
 
-// read returns the final changes after the cursor (see the package comment). The
-// watermark is a subquery, computed once from the statement's own snapshot.
-const read = `
-SELECT xid::text::bigint, seq, type, occurred_at, conversation_id, data
+// final selects the final changes after the cursor ($1, $2), up to $3, in feed order
+// (see the package comment). The watermark is a subquery, computed once from the
+// statement's own snapshot.
+const final = `
 FROM changes
 WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
   AND (xid, seq) > ($1::text::xid8, $2::bigint)
 ORDER BY xid, seq
 LIMIT $3`
+
+// read returns the final changes after the cursor.
+const read = `SELECT xid::text::bigint, seq, type, occurred_at, conversation_id, data` + final
 
 // Read returns up to limit changes after c, oldest first.
 func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Change, error) {
@@ -111,20 +114,64 @@ func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Chang
 		return nil, fmt.Errorf("read changes: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
-		var ch Change
-		var xid int64
-		err := row.Scan(&xid, &ch.cursor.Seq, &ch.Type, &ch.OccurredAt, &ch.ConversationID, &ch.Data)
-		ch.cursor.XID = uint64(xid)
-		ch.ID = ch.cursor.String()
-		return ch, err
+		var xid, seq, conversation int64
+		var typ string
+		var at time.Time
+		var data []byte
+		if err := row.Scan(&xid, &seq, &typ, &at, &conversation, &data); err != nil {
+			return Change{}, err
+		}
+		return NewChange(Cursor{XID: uint64(xid), Seq: seq}, typ, at, conversation, data)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read changes: %w", err)
 	}
-	for i := range out {
-		if out[i].Data, err = render(out[i].Type, out[i].Data); err != nil {
-			return nil, fmt.Errorf("change %s: %w", out[i].ID, err)
-		}
+	return out, nil
+}
+
+// NewChange makes a change as consumers see it from a row of the changes table (its
+// data as stored): the feed's pages and the outbound deliveries (internal/delivery)
+// send the same object.
+func NewChange(c Cursor, typ string, occurredAt time.Time, conversationID int64, data []byte) (Change, error) {
+	rendered, err := render(typ, data)
+	if err != nil {
+		return Change{}, fmt.Errorf("change %s: %w", c, err)
+	}
+	return Change{ID: c.String(), Type: typ, OccurredAt: occurredAt, ConversationID: conversationID, Data: rendered, cursor: c}, nil
+}
+
+// positions is read without the objects: where each change is and what it is about.
+const positions = `SELECT xid::text::bigint, seq, type, conversation_id` + final
+
+// Position is a change without its object.
+type Position struct {
+	Cursor         Cursor
+	Type           string
+	ConversationID int64
+}
+
+// Querier is a pool, a connection or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Positions returns up to limit changes after c in feed order, like Read, without
+// their objects: for outbound deliveries' fan-out (internal/delivery), which reads in
+// its own transaction.
+func Positions(ctx context.Context, q Querier, c Cursor, limit int) ([]Position, error) {
+	rows, err := q.Query(ctx, positions, strconv.FormatUint(c.XID, 10), c.Seq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read change positions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Position, error) {
+		var p Position
+		var xid int64
+		err := row.Scan(&xid, &p.Cursor.Seq, &p.Type, &p.ConversationID)
+		p.Cursor.XID = uint64(xid)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read change positions: %w", err)
 	}
 	return out, nil
 }

@@ -165,7 +165,7 @@ func (p *Processor) decide(ev claimed, err error) outcome {
 	case ev.Attempts >= p.cfg.MaxAttempts:
 		o.state, o.err = "dead", fmt.Sprintf("attempt %d of %d: %v", ev.Attempts, p.cfg.MaxAttempts, err)
 	default:
-		o.state, o.err, o.delay = "pending", err.Error(), backoff(ev.Attempts)
+		o.state, o.err, o.delay = "pending", err.Error(), Backoff(ev.Attempts)
 	}
 	return o
 }

@@ -124,8 +124,7 @@ func (c *Config) setDefaults() {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.ID == "" {
-		host, _ := os.Hostname()
-		c.ID = fmt.Sprintf("%s/%d/%04x", host, os.Getpid(), rand.N(1<<16))
+		c.ID = NewID()
 	}
 	if c.Normalizers == nil {
 		c.Normalizers = registry.Normalizers()
@@ -133,6 +132,13 @@ func (c *Config) setDefaults() {
 	if c.Tracing == nil {
 		c.Tracing = noop.NewTracerProvider()
 	}
+}
+
+// NewID is a process's name in locked_by: host, pid and a random suffix (a pid is
+// reused after a restart, and in containers every process is pid 1).
+func NewID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%04x", host, os.Getpid(), rand.N(1<<16))
 }
 
 // ConfigurePool sizes a pool for the processor: a connection for every worker, plus

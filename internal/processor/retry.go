@@ -13,10 +13,11 @@ const (
 	backoffCap  = 10 * time.Minute
 )
 
-// backoff is how long to wait after the given attempt (1-based) failed: exponential
+// Backoff is how long to wait after the given attempt (1-based) failed: exponential
 // from a second, capped at ten minutes, with "equal jitter" (half fixed, half random)
-// so that events that failed together do not retry together.
-func backoff(attempt int) time.Duration {
+// so that events that failed together do not retry together. Outbound deliveries
+// (internal/delivery) retry on the same schedule.
+func Backoff(attempt int) time.Duration {
 	half := backoffCeiling(attempt) / 2
 	return half + rand.N(half+1)
 }

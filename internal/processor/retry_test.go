@@ -17,8 +17,8 @@ func TestBackoff(t *testing.T) {
 		{40, 5 * time.Minute, 10 * time.Minute},
 	} {
 		for range 100 {
-			if d := backoff(tc.attempt); d < tc.low || d > tc.top {
-				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", tc.attempt, d, tc.low, tc.top)
+			if d := Backoff(tc.attempt); d < tc.low || d > tc.top {
+				t.Fatalf("Backoff(%d) = %v, want within [%v, %v]", tc.attempt, d, tc.low, tc.top)
 			}
 		}
 	}

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"inboxd/internal/delivery"
+)
+
+// Subscriptions are the admin endpoints of outbound webhooks (internal/delivery):
+// they change rows; this process's deliverer is woken after a change that gives it
+// work (wake), the others see it at their next pass.
+
+// maxSubscriptionBody bounds a subscription request's body: a URL and a few types.
+const maxSubscriptionBody = 16 << 10
+
+// decodeBody reads a small JSON body into v, refusing unknown fields; example shows
+// the shape in the error.
+func decodeBody(r *http.Request, limit int64, v any, example string) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badParam("the body must be JSON %s, at most %d bytes: %v", example, limit, err)
+	}
+	return nil
+}
+
+// createSubscription: POST /v1/subscriptions {"url", "types"} answers 201 with the
+// subscription and its secret.
+func createSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log *zap.Logger) http.HandlerFunc {
+	return respond(log, func(r *http.Request) (any, error) {
+		var req struct {
+			URL   string   `json:"url"`
+			Types []string `json:"types"`
+		}
+		if err := decodeBody(r, maxSubscriptionBody, &req, `{"url": "https://crm.example.com/hooks/inboxd", "types": ["message.created"]}`); err != nil {
+			return nil, err
+		}
+		s, err := delivery.Create(r.Context(), pool, req.URL, req.Types, allowPrivate)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("subscription created", zap.Int64("subscription_id", s.ID), zap.Strings("types", s.Types))
+		wake()
+		return withStatus{http.StatusCreated, s}, nil
+	})
+}
+
+// listSubscriptions: GET /v1/subscriptions, without secrets.
+func listSubscriptions(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return respond(log, func(r *http.Request) (any, error) {
+		subs, err := delivery.List(r.Context(), pool)
+		if err != nil {
+			return nil, err
+		}
+		if subs == nil {
+			subs = []delivery.Subscription{}
+		}
+		return map[string]any{"data": subs}, nil
+	})
+}
+
+// subscriptionAction is a handler of /v1/subscriptions/{id}…: do runs with the id.
+func subscriptionAction(log *zap.Logger, do func(r *http.Request, id int64) (any, error)) http.HandlerFunc {
+	return respond(log, func(r *http.Request) (any, error) {
+		id, err := idParam(r)
+		if err != nil {
+			return nil, err
+		}
+		return do(r, id)
+	})
+}
+
+func getSubscription(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		return delivery.Get(r.Context(), pool, id)
+	})
+}
+
+func deleteSubscription(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		if err := delivery.Delete(r.Context(), pool, id); err != nil {
+			return nil, err
+		}
+		log.Info("subscription deleted", zap.Int64("subscription_id", id))
+		return withStatus{status: http.StatusNoContent}, nil
+	})
+}
+
+func pauseSubscription(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		return delivery.Pause(r.Context(), pool, id)
+	})
+}
+
+func resumeSubscription(pool *pgxpool.Pool, wake func(), log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		s, err := delivery.Resume(r.Context(), pool, id)
+		wake()
+		return s, err
+	})
+}
+
+// replaySubscription: POST /v1/subscriptions/{id}/replay {"from": change id}.
+func replaySubscription(pool *pgxpool.Pool, wake func(), log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		var req struct {
+			From *string `json:"from"`
+		}
+		if err := decodeBody(r, maxSubscriptionBody, &req, `{"from": "<change id>"} ("" replays everything kept)`); err != nil {
+			return nil, err
+		}
+		if req.From == nil {
+			return nil, badParam(`from is required: the change id after which to deliver again (a dead delivery's change_id, say), or "" for everything kept`)
+		}
+		s, err := delivery.Replay(r.Context(), pool, id, *req.From)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("subscription replay", zap.Int64("subscription_id", id), zap.String("from", *req.From))
+		wake()
+		return s, nil
+	})
+}
+
+// listDeliveries: GET /v1/subscriptions/{id}/deliveries?state=&before=&limit=, newest
+// first; next_cursor is the before= of the next page.
+func listDeliveries(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		limit, err := limitParam(r)
+		if err != nil {
+			return nil, err
+		}
+		var before int64
+		if s := r.URL.Query().Get("before"); s != "" {
+			if before, err = strconv.ParseInt(s, 10, 64); err != nil || before < 1 {
+				return nil, badParam("before must be a delivery id from a previous page's next_cursor, got %q", clip(s))
+			}
+		}
+		ds, err := delivery.Deliveries(r.Context(), pool, id, r.URL.Query().Get("state"), before, limit)
+		if err != nil {
+			return nil, err
+		}
+		p := page[delivery.Delivery]{Data: ds}
+		if p.Data == nil {
+			p.Data = []delivery.Delivery{}
+		}
+		if len(ds) == limit {
+			next := strconv.FormatInt(ds[len(ds)-1].ID, 10)
+			p.NextCursor = &next
+		}
+		return p, nil
+	})
+}

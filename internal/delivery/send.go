@@ -1,0 +1,342 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"inboxd/internal/feed"
+	"inboxd/internal/processor"
+	"inboxd/internal/provider/generic"
+	"inboxd/internal/tracing"
+)
+
+// claimed is a delivery this process holds a lease on, with what sending it needs.
+type claimed struct {
+	ID             int64
+	Subscription   int64
+	XID            int64
+	Seq            int64
+	ConversationID int64
+	Attempts       int // including the one now under way
+	URL            string
+	Secret         string
+	Type           string
+	OccurredAt     time.Time
+	Data           []byte
+	Traceparent    *string
+}
+
+// claimDue leases up to $1 due pending deliveries: per active subscription whose
+// breaker is closed (or whose open period has passed), as many as it has room for
+// ($4 in flight across processes, or 1, a probe, while its failures are at the
+// breaker's threshold $5), oldest first, subscriptions in random order so that none
+// is always served first. The attempt is counted in the claim's commit, and run_at
+// becomes the lease's end, which the sweep's rescue looks for.
+const claimDue = `
+WITH subs AS (
+    SELECT s.id,
+           CASE WHEN s.failures >= $5 THEN 1 ELSE $4 END
+             - (SELECT count(*) FROM deliveries f
+                WHERE f.subscription_id = s.id AND f.state = 'delivering' AND f.run_at > now()) AS room
+    FROM subscriptions s
+    WHERE s.state = 'active' AND (s.blocked_until IS NULL OR s.blocked_until <= now())
+    ORDER BY random()
+),
+due AS MATERIALIZED (
+    SELECT p.id
+    FROM subs, LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE d.subscription_id = subs.id AND d.state = 'pending' AND d.run_at <= now()
+        ORDER BY d.run_at
+        LIMIT greatest(subs.room, 0)
+        FOR UPDATE SKIP LOCKED
+    ) p
+    LIMIT $1
+)
+UPDATE deliveries d
+SET state = 'delivering', attempts = d.attempts + 1,
+    run_at = now() + $2 * interval '1 millisecond', locked_by = $3
+FROM due, subscriptions s, changes c
+WHERE d.id = due.id AND s.id = d.subscription_id AND c.xid = d.change_xid AND c.seq = d.change_seq
+RETURNING d.id, d.subscription_id, d.change_xid::text::bigint, d.change_seq, d.conversation_id, d.attempts,
+          s.url, s.secret, c.type, c.occurred_at, c.data, c.traceparent`
+
+func (d *Deliverer) claim(ctx context.Context, limit int) ([]claimed, error) {
+	b := d.batch()
+	var out []claimed
+	b.Queue(claimDue, limit, d.cfg.lease().Milliseconds(), d.cfg.ID, d.cfg.PerSubscription, breakerAfter).Query(func(rows pgx.Rows) error {
+		var err error
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[claimed])
+		return err
+	})
+	if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// result is what one attempt got.
+type result struct {
+	status     int           // the response's status; 0 when there was none
+	err        string        // why it failed; empty when delivered
+	retry      bool          // worth another attempt
+	retryAfter time.Duration // the endpoint's Retry-After, if it sent one
+}
+
+// responseCap is how much of a response body is read: a snippet for last_error, and
+// enough to let the connection be reused for a short answer. The rest is not read.
+const responseCap = 4 << 10
+
+// deliver sends one claimed delivery and records its outcome.
+func (d *Deliverer) deliver(ctx context.Context, c claimed) {
+	ctx, span := d.startSpan(ctx, c)
+	r := d.send(ctx, c)
+	d.endSpan(span, r)
+	if err := d.finish(ctx, c, r); err != nil {
+		d.log.Warn("recording a delivery's outcome failed; its lease will end and it will be sent again",
+			zap.Int64("delivery_id", c.ID), zap.Int64("subscription_id", c.Subscription), zap.Error(err))
+		return
+	}
+	d.metrics.observe(c, r)
+}
+
+// send makes the attempt: the change as the feed serves it, signed with the
+// subscription's secret (Standard Webhooks; webhook-id is the change id, the same on
+// every attempt).
+func (d *Deliverer) send(ctx context.Context, c claimed) result {
+	change, err := feed.NewChange(feed.Cursor{XID: uint64(c.XID), Seq: c.Seq}, c.Type, c.OccurredAt, c.ConversationID, c.Data)
+	if err != nil {
+		return result{err: err.Error()}
+	}
+	body, err := json.Marshal(change)
+	if err != nil {
+		return result{err: err.Error()}
+	}
+	headers, err := generic.Headers(c.Secret, change.ID, time.Now(), body)
+	if err != nil {
+		return result{err: "the subscription's secret cannot sign: " + err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(body))
+	if err != nil {
+		return result{err: "bad url: " + err.Error()}
+	}
+	req.Header = headers
+	req.Header.Set("User-Agent", "inboxd")
+	tracing.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return transportFailure(err, d.cfg.Timeout)
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, responseCap))
+	return classify(resp.StatusCode, resp.Header.Get("Retry-After"), snippet, time.Now())
+}
+
+// transportFailure: no response. A refused address is final; a timeout or a network
+// error is worth another try.
+func transportFailure(err error, timeout time.Duration) result {
+	if errors.Is(err, ErrRefused) {
+		return result{err: err.Error()}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return result{err: fmt.Sprintf("no answer within %s (INBOX_DELIVERY_TIMEOUT)", timeout), retry: true}
+	}
+	return result{err: err.Error(), retry: true}
+}
+
+// classify reads a response: 2xx is delivered; 408, 429 and 5xx are retried (after
+// Retry-After when the endpoint sent one); anything else will not change by sending
+// it again (a 3xx is not followed: see newClient), so it is dead at once, to be
+// replayed when the endpoint is fixed.
+func classify(status int, retryAfter string, body []byte, now time.Time) result {
+	if status >= 200 && status < 300 {
+		return result{status: status}
+	}
+	r := result{status: status, err: fmt.Sprintf("answered %d %s", status, http.StatusText(status))}
+	if s := strings.TrimSpace(strings.ToValidUTF8(string(body), "")); s != "" {
+		r.err += ": " + truncate(s, 200)
+	}
+	switch {
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
+		r.retry = true
+		r.retryAfter = parseRetryAfter(retryAfter, now)
+	case status >= 300 && status < 400:
+		r.err += " (redirects are not followed: subscribe the final URL)"
+	}
+	return r
+}
+
+// parseRetryAfter reads Retry-After: seconds, or an HTTP date; 0 when absent or bad.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// maxRetryAfter caps what an endpoint's Retry-After can ask for: past it, the
+// delivery is retried anyway (and gives up at the give-up time).
+const maxRetryAfter = time.Hour
+
+// delay is how long to wait before the next attempt.
+func (r result) delay(attempts int) time.Duration {
+	return max(processor.Backoff(attempts), min(r.retryAfter, maxRetryAfter))
+}
+
+// finishDelivery records one attempt's outcome, fenced by lease ($1 id, $2 holder, $3
+// attempt): delivered, pending again after $6 ms ($5: retry), or dead (not worth a
+// retry, or the next attempt would come after the give-up time $7 ms from since).
+// When the delivery is done (delivered or dead), the next waiting delivery of its
+// (subscription, conversation) becomes pending, unless another is already pending
+// (a replay). It returns whether the outcome was recorded, and the state recorded.
+const finishDelivery = `
+WITH done AS (
+    UPDATE deliveries
+    SET state = CASE WHEN $4::text IS NULL THEN 'delivered'
+                     WHEN $5 AND since + $7 * interval '1 millisecond' > now() + $6 * interval '1 millisecond' THEN 'pending'
+                     ELSE 'dead' END,
+        run_at = now() + $6 * interval '1 millisecond',
+        delivered_at = CASE WHEN $4::text IS NULL THEN now() END,
+        last_status = $8, last_error = $4, locked_by = NULL
+    WHERE id = $1 AND state = 'delivering' AND locked_by = $2 AND attempts = $3
+    RETURNING state, subscription_id, conversation_id
+),
+promoted AS (
+    UPDATE deliveries
+    SET state = 'pending', run_at = now()
+    WHERE id = (SELECT w.id FROM deliveries w, done
+                WHERE done.state IN ('delivered', 'dead')
+                  AND w.subscription_id = done.subscription_id AND w.conversation_id = done.conversation_id
+                  AND w.state = 'waiting'
+                  AND NOT EXISTS (SELECT FROM deliveries o
+                                  WHERE o.subscription_id = done.subscription_id AND o.conversation_id = done.conversation_id
+                                    AND o.state IN ('pending', 'delivering') AND o.id <> $1)
+                ORDER BY w.change_xid, w.change_seq
+                LIMIT 1)
+    RETURNING id
+)
+SELECT (SELECT state FROM done), EXISTS (SELECT FROM promoted)`
+
+// The breaker's bookkeeping, per outcome: a success closes it (written only when it
+// was not closed already, so the common case does not touch the subscription's row);
+// a failure counts, and at the threshold opens it for a second, doubling after each
+// further failure, up to breakerCap.
+const (
+	breakerSuccess = `UPDATE subscriptions SET failures = 0, blocked_until = NULL
+WHERE id = $1 AND (failures <> 0 OR blocked_until IS NOT NULL)`
+	breakerFailure = `UPDATE subscriptions
+SET failures = failures + 1,
+    blocked_until = CASE WHEN failures + 1 >= $2
+                         THEN now() + least(interval '1 second' * power(2, least(failures + 1 - $2, 20)), $3 * interval '1 millisecond') END
+WHERE id = $1`
+)
+
+// finish records r for c in one implicit transaction: the order lock of its
+// conversation (so that a fan-out adding to the conversation and this promotion see
+// each other), the fenced outcome and promotion, and the breaker.
+func (d *Deliverer) finish(ctx context.Context, c claimed, r result) error {
+	b := d.batch()
+	b.Queue(lockOrders, []int32{orderKey(c.Subscription, c.ConversationID)}, orderLockSpace)
+	var errText *string
+	if r.err != "" {
+		errText = &r.err
+	}
+	var status *int
+	if r.status != 0 {
+		status = &r.status
+	}
+	var state *string
+	b.Queue(finishDelivery, c.ID, d.cfg.ID, c.Attempts, errText, r.retry, r.delay(c.Attempts).Milliseconds(),
+		d.cfg.GiveUp.Milliseconds(), status).QueryRow(func(row pgx.Row) error {
+		var promoted bool
+		return row.Scan(&state, &promoted)
+	})
+	if r.err == "" {
+		b.Queue(breakerSuccess, c.Subscription)
+	} else {
+		b.Queue(breakerFailure, c.Subscription, breakerAfter, breakerCap.Milliseconds())
+	}
+	if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("finish delivery %d: %w", c.ID, err)
+	}
+	switch {
+	case state == nil:
+		d.log.Info("delivery was taken over after its lease ended; its outcome is the new holder's",
+			zap.Int64("delivery_id", c.ID), zap.Int("attempt", c.Attempts))
+	case *state == "dead":
+		d.log.Warn("delivery is dead: replay it once the endpoint is fixed", zap.Int64("delivery_id", c.ID),
+			zap.Int64("subscription_id", c.Subscription), zap.Int("attempt", c.Attempts), zap.String("error", r.err))
+	case *state == "pending":
+		d.log.Debug("delivery will be retried", zap.Int64("delivery_id", c.ID),
+			zap.Int64("subscription_id", c.Subscription), zap.Int("attempt", c.Attempts), zap.String("error", r.err))
+	}
+	return nil
+}
+
+// ---- tracing ----
+
+// startSpan starts the span of one attempt, linked to the trace of the webhook whose
+// event made the change (ingest → process → deliver), and propagated to the endpoint
+// in traceparent.
+func (d *Deliverer) startSpan(ctx context.Context, c claimed) (context.Context, trace.Span) {
+	ctx, span := d.tracer.Start(ctx, "deliver changes", trace.WithSpanKind(trace.SpanKindProducer))
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	tp := ""
+	if c.Traceparent != nil {
+		tp = *c.Traceparent
+	}
+	if link, ok := tracing.Link(tp); ok {
+		span.AddLink(link)
+	}
+	span.SetAttributes(semconv.MessagingSystemKey.String("inboxd"), semconv.MessagingDestinationName("changes"),
+		semconv.MessagingOperationTypeSend, semconv.MessagingMessageID(feed.Cursor{XID: uint64(c.XID), Seq: c.Seq}.String()),
+		attribute.Int64("inboxd.subscription.id", c.Subscription), attribute.Int64("inboxd.delivery.id", c.ID),
+		tracing.AttemptKey.Int(c.Attempts))
+	return ctx, span
+}
+
+func (d *Deliverer) endSpan(span trace.Span, r result) {
+	defer span.End()
+	if !span.IsRecording() {
+		return
+	}
+	if r.status != 0 {
+		span.SetAttributes(semconv.HTTPResponseStatusCode(r.status))
+	}
+	if r.err != "" {
+		span.SetStatus(codes.Error, truncate(r.err, 300))
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,258 @@
+package delivery
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/feed"
+)
+
+// What the API and the CLI do with subscriptions. Every function takes the pool of
+// the primary.
+
+// ErrBadRequest wraps what a caller got wrong (a URL, a type, a cursor); ErrNotFound,
+// an id that names no subscription.
+var (
+	ErrBadRequest = errors.New("bad request")
+	ErrNotFound   = errors.New("not found")
+)
+
+// States are the states of deliveries.state.
+var States = []string{"waiting", "pending", "delivering", "delivered", "dead"}
+
+// Subscription is a subscription as the API shows it. Secret is shown by Create and
+// Get, never in a list.
+type Subscription struct {
+	ID           int64            `json:"id"`
+	URL          string           `json:"url"`
+	Types        []string         `json:"types"`
+	Secret       string           `json:"secret,omitempty"`
+	State        string           `json:"state"`
+	CreatedAt    time.Time        `json:"created_at"`
+	Cursor       string           `json:"cursor"`
+	Failures     int              `json:"consecutive_failures"`
+	BlockedUntil *time.Time       `json:"blocked_until"`
+	Deliveries   map[string]int64 `json:"deliveries,omitempty"`
+}
+
+const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until`
+
+func scanSubscription(row pgx.CollectableRow) (Subscription, error) {
+	var s Subscription
+	err := row.Scan(&s.ID, &s.URL, &s.Types, &s.Secret, &s.State, &s.CreatedAt, &s.Cursor, &s.Failures, &s.BlockedUntil)
+	return s, err
+}
+
+// newSecret is a whsec_ secret: 32 random bytes, as Standard Webhooks libraries take.
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return "whsec_" + base64.StdEncoding.EncodeToString(b)
+}
+
+// checkTypes: at least one type, each a change type.
+func checkTypes(types []string) error {
+	if len(types) == 0 {
+		return fmt.Errorf("%w: types must name at least one of %s", ErrBadRequest, strings.Join(feed.Types, ", "))
+	}
+	for _, t := range types {
+		if !slices.Contains(feed.Types, t) {
+			return fmt.Errorf("%w: types: %q is not a change type; use %s", ErrBadRequest, clip(t), strings.Join(feed.Types, ", "))
+		}
+	}
+	return nil
+}
+
+// createSubscription starts the subscription at the feed's head: it gets the
+// changes that become final after it is made (POST …/replay goes back further).
+const createSubscription = `
+INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq)
+SELECT $1, $2, $3, coalesce(h.xid, '0'::xid8), coalesce(h.seq, 0)
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (SELECT xid, seq FROM changes
+                   WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+                   ORDER BY xid DESC, seq DESC LIMIT 1) h ON true
+RETURNING ` + subscriptionColumns
+
+// Create makes a subscription of url to the given change types, with a new secret.
+// The URL must be public unless allowPrivate (CheckURL).
+func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string, allowPrivate bool) (Subscription, error) {
+	if err := CheckURL(ctx, url, allowPrivate); err != nil {
+		return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if err := checkTypes(types); err != nil {
+		return Subscription{}, err
+	}
+	types = slices.Compact(slices.Sorted(slices.Values(types)))
+	rows, _ := pool.Query(ctx, createSubscription, url, types, newSecret())
+	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
+	if err != nil {
+		return Subscription{}, fmt.Errorf("create subscription: %w", err)
+	}
+	return s, nil
+}
+
+// countDeliveries counts a subscription's deliveries by state.
+const countDeliveries = `SELECT state, count(*) FROM deliveries WHERE subscription_id = $1 GROUP BY state`
+
+// Get returns a subscription with its secret and its deliveries counted by state.
+func Get(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error) {
+	s, err := one(ctx, pool, `SELECT `+subscriptionColumns+` FROM subscriptions WHERE id = $1`, id)
+	if err != nil {
+		return s, err
+	}
+	rows, _ := pool.Query(ctx, countDeliveries, id)
+	s.Deliveries = map[string]int64{}
+	for _, st := range States {
+		s.Deliveries[st] = 0
+	}
+	var state string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error { s.Deliveries[state] = n; return nil }); err != nil {
+		return s, fmt.Errorf("count deliveries: %w", err)
+	}
+	return s, nil
+}
+
+func one(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (Subscription, error) {
+	rows, _ := pool.Query(ctx, sql, args...)
+	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, fmt.Errorf("%w: no subscription %v; GET /v1/subscriptions lists them", ErrNotFound, args[0])
+	}
+	if err != nil {
+		return s, fmt.Errorf("subscription %v: %w", args[0], err)
+	}
+	return s, nil
+}
+
+// List returns every subscription, without secrets.
+func List(ctx context.Context, pool *pgxpool.Pool) ([]Subscription, error) {
+	rows, _ := pool.Query(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions ORDER BY id`)
+	subs, err := pgx.CollectRows(rows, scanSubscription)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	for i := range subs {
+		subs[i].Secret = ""
+	}
+	return subs, nil
+}
+
+// Delete removes a subscription and its deliveries; deliveries in flight finish
+// without effect.
+func Delete(ctx context.Context, pool *pgxpool.Pool, id int64) error {
+	tag, err := pool.Exec(ctx, `DELETE FROM subscriptions WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete subscription %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: no subscription %d; GET /v1/subscriptions lists them", ErrNotFound, id)
+	}
+	return nil
+}
+
+// Pause stops fan-out and sends for a subscription; what is in flight finishes.
+// Changes committed while it is paused are delivered after Resume.
+func Pause(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error) {
+	return one(ctx, pool, `UPDATE subscriptions SET state = 'paused' WHERE id = $1 RETURNING `+subscriptionColumns, id)
+}
+
+// resume restarts a paused subscription with a closed breaker, and restarts the
+// give-up clock of what waited while it was paused.
+const resume = `
+WITH s AS (
+    UPDATE subscriptions SET state = 'active', failures = 0, blocked_until = NULL
+    WHERE id = $1 RETURNING ` + subscriptionColumns + `
+), clock AS (
+    UPDATE deliveries SET since = now()
+    WHERE subscription_id = $1 AND state IN ('waiting', 'pending') AND EXISTS (SELECT FROM s)
+)
+SELECT * FROM s`
+
+// Resume restarts a paused subscription (and closes an active one's breaker).
+func Resume(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error) {
+	return one(ctx, pool, resume, id)
+}
+
+// replay moves the subscription's cursor back to $2.$3 (never forward): fan-out
+// then makes deliveries of every change after it again, those delivered or dead
+// included (each keeps its webhook-id, so consumers that dedupe see no duplicates).
+const replay = `
+UPDATE subscriptions SET cursor_xid = $2::text::xid8, cursor_seq = $3
+WHERE id = $1 AND (cursor_xid, cursor_seq) >= ($2::text::xid8, $3)
+RETURNING ` + subscriptionColumns
+
+// Replay sends again every change after from (a change id or cursor; "" is the
+// oldest change kept). It returns the subscription, its cursor moved back.
+func Replay(ctx context.Context, pool *pgxpool.Pool, id int64, from string) (Subscription, error) {
+	c, err := feed.ParseCursor(from)
+	if err != nil {
+		return Subscription{}, fmt.Errorf("%w: from: %w", ErrBadRequest, err)
+	}
+	s, err := one(ctx, pool, replay, id, strconv.FormatUint(c.XID, 10), c.Seq)
+	if errors.Is(err, ErrNotFound) {
+		if _, gerr := Get(ctx, pool, id); gerr == nil {
+			return s, fmt.Errorf("%w: from = %s is after the subscription's position, so there is nothing to replay; pass an earlier change id (a dead delivery's change_id, say)", ErrBadRequest, c)
+		}
+	}
+	return s, err
+}
+
+// Delivery is a delivery as the API lists it.
+type Delivery struct {
+	ID             int64      `json:"id"`
+	ChangeID       string     `json:"change_id"`
+	ConversationID int64      `json:"conversation_id"`
+	State          string     `json:"state"`
+	Attempts       int        `json:"attempts"`
+	NextAttemptAt  *time.Time `json:"next_attempt_at"`
+	LastStatus     *int       `json:"last_status"`
+	LastError      *string    `json:"last_error"`
+	DeliveredAt    *time.Time `json:"delivered_at"`
+	Since          time.Time  `json:"since"`
+}
+
+// listDeliveries lists a subscription's deliveries, newest first, in one state or all
+// ('' for all), before the id $3 (0: from the newest).
+const listDeliveries = `
+SELECT id, change_xid::text || '.' || change_seq, conversation_id, state, attempts,
+       CASE WHEN state = 'pending' THEN run_at END, last_status, last_error, delivered_at, since
+FROM deliveries
+WHERE subscription_id = $1 AND ($2 = '' OR state = $2) AND ($3 = 0 OR id < $3)
+ORDER BY id DESC
+LIMIT $4`
+
+// Deliveries lists a subscription's deliveries in a state ("" for all), newest
+// first, before the delivery id before (0: the newest).
+func Deliveries(ctx context.Context, pool *pgxpool.Pool, id int64, state string, before int64, limit int) ([]Delivery, error) {
+	if state != "" && !slices.Contains(States, state) {
+		return nil, fmt.Errorf("%w: state must be one of %s, got %q", ErrBadRequest, strings.Join(States, ", "), clip(state))
+	}
+	if _, err := one(ctx, pool, `SELECT `+subscriptionColumns+` FROM subscriptions WHERE id = $1`, id); err != nil {
+		return nil, err
+	}
+	rows, _ := pool.Query(ctx, listDeliveries, id, state, before, limit)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Delivery])
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	return out, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

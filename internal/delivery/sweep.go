@@ -1,0 +1,124 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// The sweep, every SweepInterval: deliveries whose lease ended (their process died or
+// hung) become pending again; undelivered deliveries past the give-up time are dead
+// (an endpoint whose breaker kept it closed for that long is given up on too); and
+// the lag gauges are read. Due retries need no sweep of their own: each sweep is
+// followed by a claim pass.
+
+// rescueExpired makes deliveries whose lease ended pending again, at once: their
+// attempt was counted at the claim, and the endpoint may or may not have got it.
+const rescueExpired = `
+WITH expired AS MATERIALIZED (
+    SELECT id FROM deliveries
+    WHERE state = 'delivering' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE deliveries d
+SET state = 'pending', run_at = now(), locked_by = NULL,
+    last_error = format('lease of %s expired during attempt %s: the process stopped (crash, kill or hang) before recording the outcome', d.locked_by, d.attempts)
+FROM expired
+WHERE d.id = expired.id`
+
+// giveUpCandidates are the (subscription, conversation) pairs with undelivered
+// deliveries past the give-up time ($1 ms since they were made), of active
+// subscriptions (a paused one's clock restarts when it resumes).
+const giveUpCandidates = `
+SELECT DISTINCT d.subscription_id, d.conversation_id
+FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id AND s.state = 'active'
+WHERE d.state IN ('waiting', 'pending') AND d.since <= now() - $1 * interval '1 millisecond'
+LIMIT 1000`
+
+// giveUp declares one pair's expired deliveries dead, under its order lock, and
+// promotes its next waiting delivery when nothing is left pending or in flight.
+const giveUp = `
+WITH dead AS (
+    UPDATE deliveries
+    SET state = 'dead', locked_by = NULL,
+        last_error = coalesce(last_error || '; ', '') || format('given up: not delivered within %s (INBOX_DELIVERY_GIVE_UP)', $4::text)
+    WHERE subscription_id = $1 AND conversation_id = $2 AND state IN ('waiting', 'pending')
+      AND since <= now() - $3 * interval '1 millisecond'
+    RETURNING id
+)
+UPDATE deliveries
+SET state = 'pending', run_at = now()
+WHERE id = (SELECT w.id FROM deliveries w
+            WHERE w.subscription_id = $1 AND w.conversation_id = $2 AND w.state = 'waiting'
+              AND w.id NOT IN (SELECT id FROM dead)
+              AND NOT EXISTS (SELECT FROM deliveries o
+                              WHERE o.subscription_id = $1 AND o.conversation_id = $2
+                                AND o.state IN ('pending', 'delivering') AND o.id NOT IN (SELECT id FROM dead))
+            ORDER BY w.change_xid, w.change_seq
+            LIMIT 1)`
+
+func (d *Deliverer) sweep(ctx context.Context) {
+	tag, err := d.pool.Exec(ctx, rescueExpired)
+	if err != nil {
+		d.warnSweep(ctx, "rescue expired deliveries", err)
+	} else if n := tag.RowsAffected(); n > 0 {
+		d.log.Warn("deliveries whose lease expired are pending again", zap.Int64("deliveries", n))
+	}
+	if err := d.giveUpExpired(ctx); err != nil {
+		d.warnSweep(ctx, "give up on old deliveries", err)
+	}
+	if err := d.metrics.readLag(ctx, d.pool); err != nil {
+		d.warnSweep(ctx, "read delivery lag", err)
+	}
+}
+
+func (d *Deliverer) warnSweep(ctx context.Context, what string, err error) {
+	if ctx.Err() == nil {
+		d.log.Warn("delivery sweep: "+what+" failed; the next sweep tries again", zap.Error(err))
+	}
+}
+
+func (d *Deliverer) giveUpExpired(ctx context.Context) error {
+	rows, err := d.pool.Query(ctx, giveUpCandidates, d.cfg.GiveUp.Milliseconds())
+	if err != nil {
+		return err
+	}
+	pairs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([2]int64, error) {
+		var p [2]int64
+		return p, row.Scan(&p[0], &p[1])
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range pairs {
+		b := d.batch()
+		b.Queue(lockOrders, []int32{orderKey(p[0], p[1])}, orderLockSpace)
+		b.Queue(giveUp, p[0], p[1], d.cfg.GiveUp.Milliseconds(), d.cfg.GiveUp.String())
+		if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("subscription %d: %w", p[0], err)
+		}
+	}
+	if len(pairs) > 0 {
+		d.log.Warn("deliveries not delivered within the give-up time are dead; list them with inboxd subscriptions deliveries --state dead, replay them once the endpoint is back",
+			zap.Int("conversations", len(pairs)), zap.Duration("give_up", d.cfg.GiveUp))
+	}
+	return nil
+}
+
+// lagSQL is, per subscription, the age of its oldest undelivered change (0 when it
+// has none): the first undelivered delivery by id in each undelivered state (three
+// index probes), joined to its change.
+const lagSQL = `
+SELECT s.id, coalesce(extract(epoch FROM now() - min(c.occurred_at)), 0)::float8
+FROM subscriptions s
+CROSS JOIN unnest(ARRAY['waiting', 'pending', 'delivering']) AS st(state)
+LEFT JOIN LATERAL (SELECT d.change_xid, d.change_seq FROM deliveries d
+                   WHERE d.subscription_id = s.id AND d.state = st.state
+                   ORDER BY d.id LIMIT 1) o ON true
+LEFT JOIN changes c ON c.xid = o.change_xid AND c.seq = o.change_seq
+GROUP BY s.id`
+
