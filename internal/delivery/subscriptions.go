@@ -188,8 +188,9 @@ func Resume(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, er
 // replay moves the subscription's cursor back to $2.$3 (never forward): fan-out
 // then makes deliveries of every change after it again, those delivered or dead
 // included (each keeps its webhook-id, so consumers that dedupe see no duplicates).
+// It closes the breaker: a replay is what an operator does once the endpoint is fixed.
 const replay = `
-UPDATE subscriptions SET cursor_xid = $2::text::xid8, cursor_seq = $3
+UPDATE subscriptions SET cursor_xid = $2::text::xid8, cursor_seq = $3, failures = 0, blocked_until = NULL
 WHERE id = $1 AND (cursor_xid, cursor_seq) >= ($2::text::xid8, $3)
 RETURNING ` + subscriptionColumns
 

@@ -1,0 +1,400 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"inboxd/internal/delivery/deliverytest"
+	"inboxd/internal/feed"
+	"inboxd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// allTypes subscribes to every change type.
+var allTypes = feed.Types
+
+// addChanges commits one change per conversation given, each in its own transaction
+// (as the processor's batches do), and returns their ids in feed order.
+func addChanges(t *testing.T, pool *pgxpool.Pool, conversations ...int64) {
+	t.Helper()
+	for _, c := range conversations {
+		if _, err := pool.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', $1, jsonb_build_object('conversation_id', $1::bigint))`, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// changeIDs lists the ids of the changes kept, in feed order, by conversation.
+func changeIDs(t *testing.T, pool *pgxpool.Pool) map[int64][]string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT conversation_id, xid::text || '.' || seq FROM changes ORDER BY xid, seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[int64][]string{}
+	for rows.Next() {
+		var c int64
+		var id string
+		if err := rows.Scan(&c, &id); err != nil {
+			t.Fatal(err)
+		}
+		out[c] = append(out[c], id)
+	}
+	return out
+}
+
+// start runs a deliverer (a process) until the test ends.
+func start(t *testing.T, pool *pgxpool.Pool, cfg Config) *Deliverer {
+	t.Helper()
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = 100 * time.Millisecond
+	}
+	d := New(pool, cfg, zaptest.NewLogger(t), NewMetrics(prometheus.NewRegistry()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return d
+}
+
+// subscribe makes a subscription of the receiver.
+func subscribe(t *testing.T, pool *pgxpool.Pool, rc *deliverytest.Receiver, types ...string) Subscription {
+	t.Helper()
+	if len(types) == 0 {
+		types = allTypes
+	}
+	s, err := Create(context.Background(), pool, rc.URL+"/hooks", types, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.SetSecret(s.Secret)
+	return s
+}
+
+func waitDelivered(t *testing.T, rc *deliverytest.Receiver, n int, within time.Duration) {
+	t.Helper()
+	pgtest.Eventually(t, fmt.Sprintf("%d changes delivered", n), within, func() (bool, error) {
+		return len(rc.Delivered()) >= n, nil
+	})
+}
+
+// checkOrder fails unless each conversation's changes were delivered (first 2xx)
+// in feed order, every one of them, each signed with the subscription's secret.
+func checkOrder(t *testing.T, rc *deliverytest.Receiver, want map[int64][]string) {
+	t.Helper()
+	got := map[int64][]string{}
+	for _, r := range rc.Delivered() {
+		got[r.ConversationID] = append(got[r.ConversationID], r.ID)
+		if !r.Verified {
+			t.Errorf("change %s: the Standard Webhooks library did not verify its signature", r.ID)
+		}
+	}
+	for c, ids := range want {
+		if !slices.Equal(got[c], ids) {
+			t.Errorf("conversation %d: delivered %v, want %v (feed order, each once)", c, got[c], ids)
+		}
+	}
+}
+
+// TestInOrderPerConversation: two processes deliver changes of ten conversations to
+// an endpoint that is slow at random and fails a third of first attempts. Every
+// change arrives, signed, and each conversation's changes are acknowledged in feed
+// order (a retried change holds back its conversation's later ones, not the others),
+// each once: a finish is fenced, a fan-out by two processes makes one delivery.
+func TestInOrderPerConversation(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	rc.Answer(func(r *http.Request, id string, attempt int) (int, http.Header) {
+		time.Sleep(time.Duration(rand.N(15)) * time.Millisecond)
+		if attempt == 1 && rand.N(3) == 0 {
+			return http.StatusInternalServerError, nil
+		}
+		return http.StatusOK, nil
+	})
+	subscribe(t, pool, rc)
+	d1, d2 := start(t, pool, Config{AllowPrivate: true}), start(t, pool, Config{AllowPrivate: true})
+	const total = 200
+	for i := range total / 10 {
+		var convs []int64
+		for c := range 10 {
+			convs = append(convs, int64((c+i)%10+1))
+		}
+		addChanges(t, pool, convs...)
+		d1.Wake()
+		d2.Wake()
+	}
+	waitDelivered(t, rc, total, 2*time.Minute)
+	checkOrder(t, rc, changeIDs(t, pool))
+	counts := map[string]int{}
+	for _, r := range rc.Got() {
+		if r.Status/100 == 2 {
+			counts[r.ID]++
+		}
+	}
+	for id, n := range counts {
+		if n != 1 {
+			t.Errorf("change %s acknowledged %d times, want once (nothing crashed)", id, n)
+		}
+	}
+}
+
+// newIdle is a deliverer that does not run: the test drives it (a process that
+// claims and then stops, say).
+func newIdle(t *testing.T, pool *pgxpool.Pool, cfg Config) *Deliverer {
+	t.Helper()
+	return New(pool, cfg, zaptest.NewLogger(t), NewMetrics(prometheus.NewRegistry()))
+}
+
+func deliveryState(t *testing.T, pool *pgxpool.Pool, id int64) (state string, attempts int) {
+	t.Helper()
+	if err := pool.QueryRow(context.Background(), `SELECT state, attempts FROM deliveries WHERE id = $1`, id).Scan(&state, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	return state, attempts
+}
+
+// TestExpiredLeaseIsTakenOver: a process claims a delivery and stops (kill -9) before
+// it records an outcome; when the lease ends, another process's sweep makes it
+// pending and delivers it. The first process's late outcome is then refused (the
+// fence), so it cannot turn the delivered change back into a retry.
+func TestExpiredLeaseIsTakenOver(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	subscribe(t, pool, rc)
+	addChanges(t, pool, 1)
+	dead := newIdle(t, pool, Config{AllowPrivate: true, ID: "dead-process"})
+	if err := dead.fanOutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := dead.claim(ctx, 10)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v, %d claimed, want 1", err, len(claimed))
+	}
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET run_at = now() - interval '1 second' WHERE id = $1`, claimed[0].ID); err != nil {
+		t.Fatal(err) // the lease ends
+	}
+	start(t, pool, Config{AllowPrivate: true, ID: "live-process"})
+	waitDelivered(t, rc, 1, time.Minute)
+	pgtest.Eventually(t, "the delivery recorded as delivered", time.Minute, func() (bool, error) {
+		state, _ := deliveryState(t, pool, claimed[0].ID)
+		return state == "delivered", nil
+	})
+	if err := dead.finish(ctx, claimed[0], result{err: "late failure", retry: true}); err != nil {
+		t.Fatal(err)
+	}
+	if state, attempts := deliveryState(t, pool, claimed[0].ID); state != "delivered" || attempts != 2 {
+		t.Errorf("after the first holder's late outcome: %s after %d attempts, want delivered after 2", state, attempts)
+	}
+}
+
+// TestRetryAfter: an endpoint that answers 429 with Retry-After: 2 is not called
+// again for that change before two seconds have passed (Backoff alone would retry
+// within one), and the change is then delivered with the same webhook-id.
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	rc.Answer(func(r *http.Request, id string, attempt int) (int, http.Header) {
+		if attempt == 1 {
+			return http.StatusTooManyRequests, http.Header{"Retry-After": {"2"}}
+		}
+		return http.StatusOK, nil
+	})
+	subscribe(t, pool, rc)
+	addChanges(t, pool, 1)
+	start(t, pool, Config{AllowPrivate: true})
+	waitDelivered(t, rc, 1, time.Minute)
+	got := rc.Got()
+	if len(got) != 2 || got[0].ID != got[1].ID {
+		t.Fatalf("got %+v, want a 429 and then a 2xx of the same change", got)
+	}
+	if gap := got[1].At.Sub(got[0].At); gap < 2*time.Second {
+		t.Errorf("retried %v after the 429, want at least Retry-After's 2s", gap)
+	}
+}
+
+// TestBreaker: an endpoint that fails everything gets its first failures, and then
+// is left alone (the breaker opens) instead of receiving one attempt per pending
+// change: 40 conversations' changes, at most 2 in flight, cost it a handful of
+// requests in the first second, not 40.
+func TestBreaker(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	rc.Answer(func(*http.Request, string, int) (int, http.Header) { return http.StatusServiceUnavailable, nil })
+	subscribe(t, pool, rc)
+	var convs []int64
+	for c := range 40 {
+		convs = append(convs, int64(c+1))
+	}
+	addChanges(t, pool, convs...)
+	started := time.Now()
+	start(t, pool, Config{AllowPrivate: true, PerSubscription: 2})
+	pgtest.Eventually(t, "the breaker to open", time.Minute, func() (bool, error) {
+		var open bool
+		err := pool.QueryRow(context.Background(), `SELECT blocked_until > now() FROM subscriptions`).Scan(&open)
+		return open, err
+	})
+	time.Sleep(time.Second - time.Since(started)) // the first second, at least
+	n := 0
+	for _, r := range rc.Got() {
+		if r.At.Sub(started) < time.Second {
+			n++
+		}
+	}
+	if n > breakerAfter+2 {
+		t.Errorf("the failing endpoint got %d requests in the first second, want at most %d (the breaker's threshold and what was in flight)", n, breakerAfter+2)
+	}
+	// A success closes it.
+	rc.Answer(nil)
+	waitDelivered(t, rc, 40, 2*time.Minute)
+}
+
+// TestGiveUpAndReplay: an endpoint down for longer than the give-up time gets its
+// deliveries declared dead (listed as such, their conversations' later changes
+// included, and those its open breaker kept from being tried at all); once it is
+// back, a replay from before them delivers every change again, in order.
+func TestGiveUpAndReplay(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	rc.Answer(func(*http.Request, string, int) (int, http.Header) { return http.StatusBadGateway, nil })
+	sub := subscribe(t, pool, rc)
+	convs := []int64{1, 2, 1, 3, 1}
+	for c := range 12 {
+		convs = append(convs, int64(c+4))
+	}
+	addChanges(t, pool, convs...)
+	start(t, pool, Config{AllowPrivate: true, GiveUp: 1500 * time.Millisecond})
+	pgtest.Eventually(t, "every delivery dead", 20*time.Second, func() (bool, error) {
+		dead, err := Deliveries(ctx, pool, sub.ID, "dead", 0, 100)
+		return len(dead) == len(convs), err
+	})
+	if len(rc.Delivered()) != 0 {
+		t.Fatalf("delivered %v through an endpoint that answers 502", rc.Delivered())
+	}
+	rc.Answer(nil)
+	if _, err := Replay(ctx, pool, sub.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, rc, len(convs), time.Minute)
+	checkOrder(t, rc, changeIDs(t, pool))
+}
+
+// TestPauseResume: nothing is sent while a subscription is paused, neither what was
+// fanned out before the pause nor what was committed during it; all of it is
+// delivered after it resumes.
+func TestPauseResume(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	sub := subscribe(t, pool, rc)
+	addChanges(t, pool, 1)
+	if err := newIdle(t, pool, Config{AllowPrivate: true}).fanOutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Pause(ctx, pool, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, pool, Config{AllowPrivate: true})
+	addChanges(t, pool, 1, 2)
+	d.Wake()
+	time.Sleep(500 * time.Millisecond) // several sweeps
+	if got := rc.Got(); len(got) != 0 {
+		t.Fatalf("a paused subscription was sent %v", got)
+	}
+	if _, err := Resume(ctx, pool, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	d.Wake()
+	waitDelivered(t, rc, 3, time.Minute)
+	checkOrder(t, rc, changeIDs(t, pool))
+}
+
+// TestTypesFilter: a subscription gets the types it asked for, no others.
+func TestTypesFilter(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	subscribe(t, pool, rc, "message.created")
+	addChanges(t, pool, 1) // contact.erased
+	if _, err := pool.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data) VALUES ('message.created', 1, '{"id": 7}')`); err != nil {
+		t.Fatal(err)
+	}
+	start(t, pool, Config{AllowPrivate: true})
+	waitDelivered(t, rc, 1, time.Minute)
+	time.Sleep(300 * time.Millisecond)
+	for _, r := range rc.Got() {
+		if r.Type != "message.created" {
+			t.Errorf("delivered a %s to a subscription of message.created only", r.Type)
+		}
+	}
+}
+
+// TestPrivateAddressesRefused: without AllowPrivate, a subscription of a loopback
+// URL is refused when made, and a delivery whose address turned private (a URL
+// stored before, or a DNS name that now resolves to one) is refused when sent, dead
+// with the reason; a redirect is not followed.
+func TestPrivateAddressesRefused(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	if _, err := Create(ctx, pool, rc.URL, allTypes, false); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "INBOX_DELIVERY_ALLOW_PRIVATE") {
+		t.Fatalf("Create(%s) = %v, want a refusal naming INBOX_DELIVERY_ALLOW_PRIVATE", rc.URL, err)
+	}
+	sub := subscribe(t, pool, rc) // allowed here, refused by the deliverer below
+	addChanges(t, pool, 1)
+	start(t, pool, Config{AllowPrivate: false})
+	pgtest.Eventually(t, "the delivery dead", time.Minute, func() (bool, error) {
+		dead, err := Deliveries(ctx, pool, sub.ID, "dead", 0, 10)
+		if len(dead) == 1 && (dead[0].LastError == nil || !strings.Contains(*dead[0].LastError, "address refused")) {
+			return false, fmt.Errorf("dead with %v, want address refused", dead[0].LastError)
+		}
+		return len(dead) == 1, err
+	})
+	if got := rc.Got(); len(got) != 0 {
+		t.Errorf("the private endpoint was called: %v", got)
+	}
+}
+
+// TestRedirectNotFollowed: a 3xx is an answer, dead at once, never followed.
+func TestRedirectNotFollowed(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	target := deliverytest.New(t)
+	rc := deliverytest.New(t)
+	rc.Answer(func(*http.Request, string, int) (int, http.Header) {
+		return http.StatusTemporaryRedirect, http.Header{"Location": {target.URL}}
+	})
+	sub := subscribe(t, pool, rc)
+	addChanges(t, pool, 1)
+	start(t, pool, Config{AllowPrivate: true})
+	pgtest.Eventually(t, "the delivery dead", time.Minute, func() (bool, error) {
+		dead, err := Deliveries(ctx, pool, sub.ID, "dead", 0, 10)
+		return len(dead) == 1, err
+	})
+	if got := target.Got(); len(got) != 0 {
+		t.Errorf("the redirect was followed: %v", got)
+	}
+}

@@ -1,0 +1,117 @@
+// Package deliverytest is a subscriber's endpoint for tests: it verifies each
+// delivery's signature with the Standard Webhooks reference library (as a consumer
+// would), records what it got, and answers what the test tells it to.
+package deliverytest
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+// Received is one request the endpoint got.
+type Received struct {
+	ID             string // webhook-id: the change id
+	Type           string
+	ConversationID int64
+	At             time.Time
+	Status         int  // what the endpoint answered
+	Verified       bool // the signature checked out with the subscription's secret
+	Traceparent    string
+}
+
+// Receiver is the endpoint. Answer decides each request's response (nil: 204); it
+// may block (a hanging endpoint) until the request's context ends.
+type Receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	secret   string
+	got      []Received
+	answer   func(r *http.Request, id string, attempt int) (status int, header http.Header)
+	attempts map[string]int
+}
+
+// New starts a receiver; the test's cleanup closes it.
+func New(t testing.TB) *Receiver {
+	rc := &Receiver{attempts: map[string]int{}}
+	rc.Server = httptest.NewServer(http.HandlerFunc(rc.serve))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// SetSecret tells the receiver the subscription's secret (from its 201).
+func (rc *Receiver) SetSecret(s string) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.secret = s
+}
+
+// Answer sets how the receiver answers: status and headers for a change id's nth
+// attempt (1-based, as this receiver counted them).
+func (rc *Receiver) Answer(f func(r *http.Request, id string, attempt int) (int, http.Header)) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.answer = f
+}
+
+func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	id := r.Header.Get("webhook-id")
+	var change struct {
+		ID             string `json:"id"`
+		Type           string `json:"type"`
+		ConversationID int64  `json:"conversation_id"`
+	}
+	_ = json.Unmarshal(body, &change)
+	rc.mu.Lock()
+	rc.attempts[id]++
+	attempt, answer, secret := rc.attempts[id], rc.answer, rc.secret
+	rc.mu.Unlock()
+
+	verified := false
+	if wh, err := standardwebhooks.NewWebhook(secret); err == nil {
+		verified = wh.Verify(body, r.Header) == nil && change.ID == id
+	}
+	status, header := http.StatusNoContent, http.Header(nil)
+	if answer != nil {
+		status, header = answer(r, id, attempt)
+	}
+	rc.mu.Lock()
+	rc.got = append(rc.got, Received{ID: id, Type: change.Type, ConversationID: change.ConversationID, At: time.Now(),
+		Status: status, Verified: verified, Traceparent: r.Header.Get("traceparent")})
+	rc.mu.Unlock()
+	if r.Context().Err() != nil {
+		return // the sender gave up (a hanging endpoint)
+	}
+	for k, v := range header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(status)
+}
+
+// Got returns what the receiver got so far, in arrival order.
+func (rc *Receiver) Got() []Received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]Received(nil), rc.got...)
+}
+
+// Delivered returns the change ids answered 2xx, each once, in the order of their
+// first 2xx.
+func (rc *Receiver) Delivered() []Received {
+	var out []Received
+	seen := map[string]bool{}
+	for _, g := range rc.Got() {
+		if g.Status/100 == 2 && !seen[g.ID] {
+			seen[g.ID] = true
+			out = append(out, g)
+		}
+	}
+	return out
+}
