@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"inboxd/internal/ingest"
 	"inboxd/internal/delivery"
+	"inboxd/internal/ingest"
 	"inboxd/internal/processor"
 	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"

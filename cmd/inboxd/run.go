@@ -266,7 +266,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	deps := api.Deps{
 		Eraser: eraser, Changes: changes,
 		Deliveries: &api.Deliveries{AllowPrivate: cfg.DeliveryAllowPrivate, Wake: deliverer.Wake},
-		Pool: pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
+		Pool:       pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
 		SettingName:   settingName, TrustTraceparent: cfg.TrustTraceparent,

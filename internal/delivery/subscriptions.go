@@ -225,7 +225,7 @@ type Delivery struct {
 }
 
 // listDeliveries lists a subscription's deliveries, newest first, in one state or all
-// ('' for all), before the id $3 (0: from the newest).
+// (” for all), before the id $3 (0: from the newest).
 const listDeliveries = `
 SELECT id, change_xid::text || '.' || change_seq, conversation_id, state, attempts,
        CASE WHEN state = 'pending' THEN run_at END, last_status, last_error, delivered_at, since

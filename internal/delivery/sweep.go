@@ -121,4 +121,3 @@ LEFT JOIN LATERAL (SELECT d.change_xid, d.change_seq FROM deliveries d
                    ORDER BY d.id LIMIT 1) o ON true
 LEFT JOIN changes c ON c.xid = o.change_xid AND c.seq = o.change_seq
 GROUP BY s.id`
-
