@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"inboxd/internal/delivery"
 	"inboxd/internal/feed"
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
@@ -68,7 +69,9 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	pool, url := pgtest.NewPool(t)
 	reg := prometheus.NewRegistry()
 	hub := feed.NewHub()
-	proc := processor.New(pool, url, processor.Config{SweepInterval: 100 * time.Millisecond, Also: map[string]func(){feed.Channel: hub.Notify}},
+	deliverer := delivery.New(pool, delivery.Config{AllowPrivate: true, SweepInterval: 100 * time.Millisecond}, zap.NewNop(), delivery.NewMetrics(reg))
+	committed := func() { hub.Notify(); deliverer.Wake() }
+	proc := processor.New(pool, url, processor.Config{SweepInterval: 100 * time.Millisecond, Also: map[string]func(){feed.Channel: committed}},
 		zap.NewNop(), processor.NewMetrics(reg))
 	w := ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(reg), ingest.WriterConfig{OnCommit: proc.Committed})
 	hooks := ingest.NewHandlers(ingest.Config{Endpoints: providertest.Endpoints(t, "http://x", map[string]string{"TWILIO_AUTH_TOKEN": ""})}, w, zap.NewNop())
@@ -79,10 +82,11 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	if withProcessor {
 		wg.Go(func() { proc.Run(ctx) })
 		wg.Go(func() { eraser.Work(ctx, time.Second) })
+		wg.Go(func() { deliverer.Run(ctx) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	srv := httptest.NewServer(NewRouter(Deps{
-		Eraser: eraser, Changes: hub, Pool: pool, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
+		Eraser: eraser, Changes: hub, Pool: pool, Deliveries: &Deliveries{AllowPrivate: true, Wake: deliverer.Wake}, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
 		APITokens: []string{readToken}, AdminTokens: []string{adminToken}, Log: zap.NewNop(),
 	}))
 	t.Cleanup(srv.Close)

@@ -105,7 +105,8 @@ func resumeSubscription(pool *pgxpool.Pool, wake func(), log *zap.Logger) http.H
 	})
 }
 
-// replaySubscription: POST /v1/subscriptions/{id}/replay {"from": change id}.
+// replaySubscription: POST /v1/subscriptions/{id}/replay {"from": change id}, that
+// change included.
 func replaySubscription(pool *pgxpool.Pool, wake func(), log *zap.Logger) http.HandlerFunc {
 	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
 		var req struct {
@@ -115,7 +116,7 @@ func replaySubscription(pool *pgxpool.Pool, wake func(), log *zap.Logger) http.H
 			return nil, err
 		}
 		if req.From == nil {
-			return nil, badParam(`from is required: the change id after which to deliver again (a dead delivery's change_id, say), or "" for everything kept`)
+			return nil, badParam(`from is required: the change id to deliver again from, itself included (a dead delivery's change_id, say), or "" for everything kept`)
 		}
 		s, err := delivery.Replay(r.Context(), pool, id, *req.From)
 		if err != nil {

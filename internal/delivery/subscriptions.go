@@ -194,17 +194,22 @@ UPDATE subscriptions SET cursor_xid = $2::text::xid8, cursor_seq = $3, failures 
 WHERE id = $1 AND (cursor_xid, cursor_seq) >= ($2::text::xid8, $3)
 RETURNING ` + subscriptionColumns
 
-// Replay sends again every change after from (a change id or cursor; "" is the
-// oldest change kept). It returns the subscription, its cursor moved back.
+// Replay sends again the change from (a change id; "" is the oldest change kept)
+// and every change after it. It returns the subscription, its cursor moved back to
+// just before from: (xid, seq-1) is below (xid, seq) and above every change before
+// it, since seq is unique.
 func Replay(ctx context.Context, pool *pgxpool.Pool, id int64, from string) (Subscription, error) {
 	c, err := feed.ParseCursor(from)
 	if err != nil {
 		return Subscription{}, fmt.Errorf("%w: from: %w", ErrBadRequest, err)
 	}
+	if from != "" && c.Seq > 0 {
+		c.Seq--
+	}
 	s, err := one(ctx, pool, replay, id, strconv.FormatUint(c.XID, 10), c.Seq)
 	if errors.Is(err, ErrNotFound) {
 		if _, gerr := Get(ctx, pool, id); gerr == nil {
-			return s, fmt.Errorf("%w: from = %s is after the subscription's position, so there is nothing to replay; pass an earlier change id (a dead delivery's change_id, say)", ErrBadRequest, c)
+			return s, fmt.Errorf("%w: from = %s is after the subscription's position, so there is nothing to replay; pass an earlier change id (a dead delivery's change_id, say)", ErrBadRequest, from)
 		}
 	}
 	return s, err

@@ -1,0 +1,123 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/delivery"
+	"inboxd/internal/delivery/deliverytest"
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
+)
+
+// TestSubscriptions: an admin subscribes an endpoint; a webhook's message reaches it
+// as conversation.created then message.created, signed with the secret the 201
+// showed; the subscription's endpoints list, count, pause, resume, replay and delete,
+// every answer as openapi.yaml describes it, and mistakes are 400s that say what to do.
+func TestSubscriptions(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, true)
+	rc := deliverytest.New(t)
+
+	for _, tc := range []struct{ body, want string }{
+		{`{"url": "` + rc.URL + `", "types": []}`, "at least one of"},
+		{`{"url": "` + rc.URL + `", "types": ["message.deleted"]}`, "not a change type"},
+		{`{"url": "ftp://example.com", "types": ["message.created"]}`, "http://"},
+		{`{"url": "` + rc.URL + `", "types": ["message.created"], "secret": "mine"}`, "unknown field"},
+		{`not json`, "must be JSON"},
+	} {
+		status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(tc.body))
+		if status != 400 || !strings.Contains(string(body), tc.want) {
+			t.Errorf("POST %s = %d %s, want 400 saying %q", tc.body, status, body, tc.want)
+		}
+	}
+	if status, _ := a.call(t, "POST", "/v1/subscriptions", readToken, []byte(`{}`)); status != 401 {
+		t.Errorf("POST with a read token = %d, want 401", status)
+	}
+
+	status, body := a.call(t, "POST", "/v1/subscriptions", adminToken,
+		[]byte(`{"url": "`+rc.URL+`/hooks", "types": ["message.created", "conversation.created"]}`))
+	sub := decode[delivery.Subscription](t, body)
+	if status != 201 || !strings.HasPrefix(sub.Secret, "whsec_") || sub.State != "active" {
+		t.Fatalf("POST /v1/subscriptions = %d %s", status, body)
+	}
+	rc.SetSecret(sub.Secret)
+	path := "/v1/subscriptions/" + itoa(sub.ID)
+
+	resp, err := http.DefaultClient.Do(providertest.Request(t, "generic", a.url, "", "", "evt-sub-1",
+		[]byte(`{"type":"message.sent","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m1","channel":"+15550001111","contact":"+15552223333","text":"hello"}}`), time.Now()))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("webhook: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	pgtest.Eventually(t, "two changes delivered", time.Minute, func() (bool, error) { return len(rc.Delivered()) == 2, nil })
+	got := rc.Delivered()
+	if got[0].Type != "conversation.created" || got[1].Type != "message.created" || !got[0].Verified || !got[1].Verified {
+		t.Fatalf("delivered %+v, want conversation.created then message.created, both verified", got)
+	}
+
+	status, body = a.get(t, "/v1/subscriptions", adminToken)
+	if status != 200 || strings.Contains(string(body), "whsec_") || !strings.Contains(string(body), rc.URL) {
+		t.Errorf("GET /v1/subscriptions = %d %s, want the subscription without its secret", status, body)
+	}
+	pgtest.Eventually(t, "the deliveries recorded", time.Minute, func() (bool, error) {
+		_, body = a.get(t, path, adminToken)
+		one := decode[delivery.Subscription](t, body)
+		return one.Deliveries["delivered"] == 2 && one.Secret == sub.Secret, nil
+	})
+	status, body = a.get(t, path+"/deliveries?state=delivered&limit=1", adminToken)
+	first := decode[page[delivery.Delivery]](t, body)
+	if status != 200 || len(first.Data) != 1 || first.Data[0].ChangeID != got[1].ID || first.NextCursor == nil || *first.Data[0].LastStatus != 204 {
+		t.Fatalf("deliveries = %d %s", status, body)
+	}
+	status, body = a.get(t, path+"/deliveries?state=delivered&before="+*first.NextCursor, adminToken)
+	if rest := decode[page[delivery.Delivery]](t, body); status != 200 || len(rest.Data) != 1 || rest.Data[0].ChangeID != got[0].ID {
+		t.Errorf("second page = %d %s", status, body)
+	}
+	if status, body = a.get(t, path+"/deliveries?state=lost", adminToken); status != 400 || !strings.Contains(string(body), "dead") {
+		t.Errorf("state=lost = %d %s, want 400 listing the states", status, body)
+	}
+
+	if status, body = a.call(t, "POST", path+"/pause", adminToken, nil); status != 200 || decode[delivery.Subscription](t, body).State != "paused" {
+		t.Errorf("pause = %d %s", status, body)
+	}
+	if status, body = a.call(t, "POST", path+"/resume", adminToken, nil); status != 200 || decode[delivery.Subscription](t, body).State != "active" {
+		t.Errorf("resume = %d %s", status, body)
+	}
+
+	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{}`)); status != 400 || !strings.Contains(string(body), "from is required") {
+		t.Errorf("replay without from = %d %s", status, body)
+	}
+	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{"from": "99999999.1"}`)); status != 400 || !strings.Contains(string(body), "after the subscription's position") {
+		t.Errorf("replay from the future = %d %s", status, body)
+	}
+	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{"from": "`+got[1].ID+`"}`)); status != 200 {
+		t.Fatalf("replay = %d %s", status, body)
+	}
+	pgtest.Eventually(t, "the replayed change delivered again", time.Minute, func() (bool, error) {
+		n := 0
+		for _, r := range rc.Got() {
+			if r.ID == got[1].ID && r.Status/100 == 2 {
+				n++
+			}
+		}
+		return n == 2, nil
+	})
+	for _, r := range rc.Got() {
+		if r.ID == got[0].ID && r.At.After(got[1].At) {
+			t.Errorf("the change before from was delivered again")
+		}
+	}
+
+	if status, _ = a.call(t, "DELETE", path, adminToken, nil); status != 204 {
+		t.Errorf("DELETE = %d, want 204", status)
+	}
+	if status, _ = a.get(t, path, adminToken); status != 404 {
+		t.Errorf("GET after DELETE = %d, want 404", status)
+	}
+	if status, _ = a.call(t, "POST", path+"/pause", adminToken, nil); status != 404 {
+		t.Errorf("pause after DELETE = %d, want 404", status)
+	}
+}
