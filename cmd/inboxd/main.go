@@ -9,6 +9,7 @@
 //	inboxd events    list events; events show ID shows one; events replay requeues them
 //	inboxd erase     erase everything held about a contact (--dry-run counts it)
 //	inboxd export    print everything held about a contact as JSON
+//	inboxd subscriptions  manage outbound webhooks (create, deliveries, replay, …)
 //	inboxd redact    check the redaction policy on a payload, or apply it to stored ones
 //	inboxd sign      print a signed curl command to try an endpoint
 //	inboxd help      list the commands

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"inboxd/internal/delivery"
+	"inboxd/internal/feed"
+)
+
+// subscriptionsUsage is the help of `inboxd subscriptions`.
+const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints that get the change feed.
+  inboxd subscriptions                                  list them, with their state and breaker
+  inboxd subscriptions create --url URL --types T,…     subscribe an endpoint; prints its whsec_ secret
+  inboxd subscriptions show ID                          one subscription, its secret, deliveries by state
+  inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
+  inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
+  inboxd subscriptions pause|resume|delete ID
+Change types: ` + "conversation.created, message.created, message.status_changed, contact.erased"
+
+// subscriptionsCmd manages subscriptions from the command line, on the database (the
+// service need not run; a running one picks the change up at its next pass).
+func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	verb := "list"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		verb, args = args[0], args[1:]
+	}
+	fs := cliFlags("subscriptions "+verb, subscriptionsUsage, stderr)
+	url := fs.String("url", "", "create: the endpoint's http(s) URL")
+	types := fs.String("types", "", "create: change types, comma-separated")
+	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE)")
+	state := fs.String("state", "", "deliveries: only this state: "+strings.Join(delivery.States, ", "))
+	limit := fs.Int("limit", 20, "deliveries: how many, at most")
+	from := fs.String("from", "", "replay: the change id to deliver again from, itself included")
+	asJSON := fs.Bool("json", false, "list, deliveries: print JSON lines instead of a table")
+	// The id comes first or after the flags: `replay 3 --from X` and `replay --from X 3`.
+	var idArg string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		idArg, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if idArg == "" && fs.NArg() > 0 {
+		idArg = fs.Arg(0)
+	}
+	var id int64
+	switch verb {
+	case "list", "create":
+	case "show", "deliveries", "replay", "pause", "resume", "delete":
+		n, err := strconv.ParseInt(idArg, 10, 64)
+		if err != nil || n < 1 {
+			return usageError{fmt.Errorf("inboxd subscriptions %s needs a subscription id (`inboxd subscriptions` lists them), got %q", verb, idArg)}
+		}
+		id = n
+	default:
+		return usageError{fmt.Errorf("unknown subcommand %q\n%s", verb, subscriptionsUsage)}
+	}
+	if verb == "replay" && !flagSet(fs.Visit, "from") {
+		return usageError{errors.New(`replay needs --from: the change id to deliver again from (a dead delivery's change_id), or --from "" for everything kept`)}
+	}
+	pool, err := cliPool(ctx, fs, getenv)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	cliErr := func(err error) error {
+		if errors.Is(err, delivery.ErrBadRequest) || errors.Is(err, delivery.ErrNotFound) {
+			return usageError{err}
+		}
+		return dbAdvice(err)
+	}
+	switch verb {
+	case "list":
+		subs, err := delivery.List(ctx, pool)
+		if err != nil {
+			return cliErr(err)
+		}
+		if *asJSON {
+			return printLines(stdout, subs)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "id\tstate\turl\ttypes\tfailures\tblocked_until")
+		for _, s := range subs {
+			blocked := ""
+			if s.BlockedUntil != nil && s.BlockedUntil.After(time.Now()) {
+				blocked = s.BlockedUntil.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", s.ID, s.State, printable(s.URL), strings.Join(s.Types, ","), s.Failures, blocked)
+		}
+		return tw.Flush()
+	case "create":
+		if *url == "" || *types == "" {
+			return usageError{fmt.Errorf("create needs --url and --types, e.g. --url https://crm.example.com/hooks --types %s", strings.Join(feed.Types[:2], ","))}
+		}
+		s, err := delivery.Create(ctx, pool, *url, strings.Split(*types, ","), *allowPrivate)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	case "show":
+		s, err := delivery.Get(ctx, pool, id)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	case "deliveries":
+		ds, err := delivery.Deliveries(ctx, pool, id, *state, 0, *limit)
+		if err != nil {
+			return cliErr(err)
+		}
+		if *asJSON {
+			return printLines(stdout, ds)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "id\tchange_id\tconversation\tstate\tattempts\tlast_status\tlast_error")
+		for _, d := range ds {
+			status, lastErr := "", ""
+			if d.LastStatus != nil {
+				status = strconv.Itoa(*d.LastStatus)
+			}
+			if d.LastError != nil {
+				lastErr = *d.LastError
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.ChangeID, d.ConversationID, d.State, d.Attempts, status, printable(lastErr))
+		}
+		return tw.Flush()
+	case "replay":
+		s, err := delivery.Replay(ctx, pool, id, *from)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	case "pause", "resume":
+		f := delivery.Pause
+		if verb == "resume" {
+			f = delivery.Resume
+		}
+		s, err := f(ctx, pool, id)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	default: // delete
+		if err := delivery.Delete(ctx, pool, id); err != nil {
+			return cliErr(err)
+		}
+		fmt.Fprintf(stdout, "subscription %d deleted\n", id)
+		return nil
+	}
+}
+
+// flagSet reports whether the flag was given (visit is a parsed FlagSet's Visit).
+func flagSet(visit func(func(*flag.Flag)), name string) bool {
+	set := false
+	visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// printLines prints each value as a JSON line.
+func printLines[T any](w io.Writer, vs []T) error {
+	enc := json.NewEncoder(w)
+	for _, v := range vs {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

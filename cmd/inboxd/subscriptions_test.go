@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/delivery"
+	"inboxd/internal/delivery/deliverytest"
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
+)
+
+// TestSubscriptionsCommand: `inboxd subscriptions` makes a subscription that the
+// running service delivers to (the wiring: the processor's commits wake the
+// deliverer), lists it, shows its deliveries, and refuses mistakes with exit 2 and a
+// reason: a private URL without the setting, a replay without --from, an unknown
+// subcommand, a missing id.
+func TestSubscriptionsCommand(t *testing.T) {
+	t.Parallel()
+	_, dbURL := pgtest.NewPool(t)
+	env := map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		"INBOX_DELIVERY_ALLOW_PRIVATE": "true"}
+	base, _ := startServe(t, env)
+	rc := deliverytest.New(t)
+	cli := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	usage := func(err error) bool { var u usageError; return errors.As(err, &u) }
+
+	delete(env, "INBOX_DELIVERY_ALLOW_PRIVATE")
+	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created"); !usage(err) || !strings.Contains(err.Error(), "INBOX_DELIVERY_ALLOW_PRIVATE") {
+		t.Errorf("create of a loopback URL without the setting: %v %s, want exit 2 naming INBOX_DELIVERY_ALLOW_PRIVATE", err, out)
+	}
+	out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created,conversation.created", "--allow-private")
+	if err != nil {
+		t.Fatalf("create: %v %s", err, out)
+	}
+	var sub delivery.Subscription
+	if err := json.Unmarshal([]byte(out), &sub); err != nil || !strings.HasPrefix(sub.Secret, "whsec_") {
+		t.Fatalf("create printed %s (%v)", out, err)
+	}
+	rc.SetSecret(sub.Secret)
+	id := strconv.FormatInt(sub.ID, 10)
+
+	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m1","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
+	if status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-1", []byte(body), time.Now())); status != 200 {
+		t.Fatalf("webhook: %d %s", status, b)
+	}
+	pgtest.Eventually(t, "the message delivered by the service", 30*time.Second, func() (bool, error) { return len(rc.Delivered()) == 2, nil })
+
+	if out, err = cli("subscriptions"); err != nil || !strings.Contains(out, rc.URL) || strings.Contains(out, "whsec_") {
+		t.Errorf("list: %v %s", err, out)
+	}
+	if out, err = cli("subscriptions", "show", id); err != nil || !strings.Contains(out, sub.Secret) {
+		t.Errorf("show: %v %s", err, out)
+	}
+	pgtest.Eventually(t, "both deliveries listed as delivered", 30*time.Second, func() (bool, error) {
+		out, err = cli("subscriptions", "deliveries", id, "--state", "delivered")
+		return strings.Count(out, "delivered") == 2, err
+	})
+	for _, args := range [][]string{
+		{"subscriptions", "replay", id},
+		{"subscriptions", "frobnicate"},
+		{"subscriptions", "pause"},
+		{"subscriptions", "deliveries", id, "--state", "lost"},
+		{"subscriptions", "show", "999999"},
+	} {
+		if out, err := cli(args...); !usage(err) {
+			t.Errorf("%v: %v %s, want exit 2 with a reason", args, err, out)
+		}
+	}
+	if out, err = cli("subscriptions", "replay", id, "--from", ""); err != nil {
+		t.Errorf("replay --from \"\": %v %s", err, out)
+	}
+	pgtest.Eventually(t, "both changes delivered again", 30*time.Second, func() (bool, error) {
+		n := 0
+		for _, r := range rc.Got() {
+			if r.Status/100 == 2 {
+				n++
+			}
+		}
+		return n == 4, nil
+	})
+	for _, verb := range []string{"pause", "resume", "delete"} {
+		if out, err := cli("subscriptions", verb, id); err != nil {
+			t.Errorf("%s: %v %s", verb, err, out)
+		}
+	}
+}
