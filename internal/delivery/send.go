@@ -243,8 +243,10 @@ SELECT (SELECT state FROM done), EXISTS (SELECT FROM promoted)`
 
 // The breaker's bookkeeping, per outcome: a success closes it (written only when it
 // was not closed already, so the common case does not touch the subscription's row);
-// a failure counts, and at the threshold opens it for a second, doubling after each
-// further failure, up to breakerCap.
+// a failure counts, and at the threshold opens it for a second, doubling with each
+// failed probe after that, up to breakerCap. Failures of attempts that were in flight
+// when it opened are not counted: they would stretch the first period for what was
+// one outage.
 const (
 	breakerSuccess = `UPDATE subscriptions SET failures = 0, blocked_until = NULL
 WHERE id = $1 AND (failures <> 0 OR blocked_until IS NOT NULL)`
@@ -252,7 +254,7 @@ WHERE id = $1 AND (failures <> 0 OR blocked_until IS NOT NULL)`
 SET failures = failures + 1,
     blocked_until = CASE WHEN failures + 1 >= $2
                          THEN now() + least(interval '1 second' * power(2, least(failures + 1 - $2, 20)), $3 * interval '1 millisecond') END
-WHERE id = $1`
+WHERE id = $1 AND (blocked_until IS NULL OR blocked_until <= now())`
 )
 
 // finish records r for c in one implicit transaction: the order lock of its

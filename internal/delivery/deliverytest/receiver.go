@@ -21,7 +21,7 @@ type Received struct {
 	Type           string
 	ConversationID int64
 	At             time.Time
-	Status         int  // what the endpoint answered
+	Status         int  // what the endpoint answered; 0 when the sender had hung up
 	Verified       bool // the signature checked out with the subscription's secret
 	Traceparent    string
 }
@@ -53,7 +53,8 @@ func (rc *Receiver) SetSecret(s string) {
 }
 
 // Answer sets how the receiver answers: status and headers for a change id's nth
-// attempt (1-based, as this receiver counted them).
+// attempt (1-based, as this receiver counted them). It may block until r's context
+// ends, to hang.
 func (rc *Receiver) Answer(f func(r *http.Request, id string, attempt int) (int, http.Header)) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -81,6 +82,9 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	status, header := http.StatusNoContent, http.Header(nil)
 	if answer != nil {
 		status, header = answer(r, id, attempt)
+	}
+	if r.Context().Err() != nil {
+		status = 0 // the sender gave up (a hanging endpoint): nothing was answered
 	}
 	rc.mu.Lock()
 	rc.got = append(rc.got, Received{ID: id, Type: change.Type, ConversationID: change.ConversationID, At: time.Now(),
