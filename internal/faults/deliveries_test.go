@@ -168,7 +168,11 @@ func TestDeliveriesGiveUpAndReplay(t *testing.T) {
 	l2 := f.newLoad()
 	l2.run(60, 30, func(i int) event { return newEvent("gu", i) })
 	l2.wait()
-	var dead struct{ Data []struct{ ChangeID string `json:"change_id"` } }
+	var dead struct {
+		Data []struct {
+			ChangeID string `json:"change_id"`
+		}
+	}
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		survivor.api(t, "GET", path+"/deliveries?state=dead&limit=200", "", &dead)
 		var undelivered int
