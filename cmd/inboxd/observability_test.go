@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,11 +10,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
+	"inboxd/internal/delivery/deliverytest"
 	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
 )
 
 // TestDashboardAndAlertsNameServedMetrics parses every PromQL expression of the Grafana
@@ -66,15 +70,30 @@ func TestDashboardAndAlertsNameServedMetrics(t *testing.T) {
 		})
 	}
 
-	base, _ := startServe(t, map[string]string{"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret})
+	dbURL := pgtest.NewDB(t)
+	base, _ := startServe(t, map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		"INBOX_DELIVERY_ALLOW_PRIVATE": "true"})
+	// The per-subscription series exist once a subscription has had a delivery and
+	// a sweep has read its lag.
+	consumer := deliverytest.New(t)
+	if err := run(context.Background(), []string{"subscriptions", "create", "--url", consumer.URL, "--types", "message.created", "--allow-private", "--database-url", dbURL},
+		func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-o","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
+	if status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-o", []byte(body), time.Now())); status != 200 {
+		t.Fatalf("webhook: %d %s", status, b)
+	}
+	pgtest.Eventually(t, "the message delivered", 30*time.Second, func() (bool, error) { return len(consumer.Delivered()) == 1, nil })
+	time.Sleep(1500 * time.Millisecond) // a sweep reads the lag
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
+	scraped, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	served := map[string]bool{"up": true} // up is Prometheus's own, for every target
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(string(scraped), "\n") {
 		if line != "" && !strings.HasPrefix(line, "#") {
 			served[strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0]] = true
 		}

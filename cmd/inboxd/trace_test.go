@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"inboxd/internal/delivery/deliverytest"
 	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/provider/providertest"
@@ -79,10 +82,19 @@ func TestTracesEndToEnd(t *testing.T) {
 func traceEndToEnd(t *testing.T, trust bool) {
 	t.Parallel()
 	receiver := newOTLPReceiver(t)
+	dbURL := pgtest.NewDB(t)
 	base, _, stop := startServeStoppable(t, map[string]string{
-		"DATABASE_URL": pgtest.NewDB(t), "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.URL, "INBOX_TRUST_TRACEPARENT": strconv.FormatBool(trust),
+		"INBOX_DELIVERY_ALLOW_PRIVATE": "true",
 	})
+	// A subscriber, so that the story goes on: ingest → process → deliver.
+	consumer := deliverytest.New(t)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"subscriptions", "create", "--url", consumer.URL, "--types", "message.created", "--allow-private", "--database-url", dbURL},
+		func(string) string { return "" }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-t","channel":"+15550001111","contact":"+15552223333","text":"hi"}}`
 	req := providertest.Request(t, "generic", base, "", testSecret, "evt-t", []byte(body), time.Now())
 	const providerTrace = "0af7651916cd43dd8448eb211c80319c"
@@ -96,7 +108,10 @@ func traceEndToEnd(t *testing.T, trust bool) {
 	json.NewDecoder(resp.Body).Decode(&ack)
 	resp.Body.Close()
 	eventID := strconv.FormatInt(ack.Events[0].ID, 10)
-	time.Sleep(500 * time.Millisecond) // processed (milliseconds) well before the stop
+	pgtest.Eventually(t, "the message delivered to the subscriber", 30*time.Second, func() (bool, error) {
+		return len(consumer.Delivered()) == 1, nil
+	})
+	time.Sleep(200 * time.Millisecond) // the delivery's outcome recorded, its span ended
 	if err := stop(); err != nil {     // the stop flushes the spans
 		t.Fatal(err)
 	}
@@ -141,6 +156,20 @@ func traceEndToEnd(t *testing.T, trust bool) {
 	}
 	if !linked {
 		t.Errorf("no process span with messaging.message.id %s links to the send span; spans: %v", eventID, byName)
+	}
+	deliver := byName["deliver changes"]
+	if len(deliver) != 1 {
+		t.Fatalf("%d deliver spans, want 1", len(deliver))
+	}
+	linked = false
+	for _, l := range deliver[0].Links {
+		linked = linked || equalBytes(l.SpanId, send[0].SpanId)
+	}
+	got := consumer.Delivered()[0]
+	if !linked || attr(deliver[0], "messaging.message.id") != got.ID ||
+		!strings.Contains(got.Traceparent, hex.EncodeToString(deliver[0].TraceId)) {
+		t.Errorf("deliver span: linked to the send span %v, message id %q (change %s), its trace %x in the subscriber's traceparent %q",
+			linked, attr(deliver[0], "messaging.message.id"), got.ID, deliver[0].TraceId, got.Traceparent)
 	}
 }
 
