@@ -149,7 +149,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Deliveries to subscribers have a pool of their own too: a slow endpoint's
 	// backlog must not take connections from ingest or processing.
 	deliveryPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
-		c.MaxConns = 8
+		c.MaxConns = 4 // each held for a claim or a finish of a few milliseconds
 		watchStatements(c, log)
 	})
 	if err != nil {
