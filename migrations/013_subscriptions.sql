@@ -57,9 +57,11 @@ CREATE TABLE deliveries (
 -- Claims: due pending deliveries of a subscription, oldest first; rescues: delivering
 -- past its lease (run_at is the lease's end then).
 CREATE INDEX deliveries_due ON deliveries (subscription_id, run_at) WHERE state IN ('pending', 'delivering');
--- Order per conversation: the undelivered deliveries of a (subscription, conversation).
-CREATE INDEX deliveries_undelivered ON deliveries (subscription_id, conversation_id, change_xid, change_seq)
-    WHERE state IN ('waiting', 'pending', 'delivering');
+-- Order per conversation: the head of a (subscription, conversation), at most one
+-- row (two after a replay), and the waiting ones behind it in feed order, so that a
+-- finish finds the next without reading the conversation's backlog.
+CREATE INDEX deliveries_head ON deliveries (subscription_id, conversation_id) WHERE state IN ('pending', 'delivering');
+CREATE INDEX deliveries_waiting ON deliveries (subscription_id, conversation_id, change_xid, change_seq) WHERE state = 'waiting';
 -- Listing by state, newest first (GET /v1/subscriptions/{id}/deliveries?state=).
 CREATE INDEX deliveries_listing ON deliveries (subscription_id, state, id);
 

@@ -5,7 +5,7 @@
 // the product, not in it: it drops and recreates its database, and runs the binaries
 // it is pointed at (--inboxd, --river) as server subprocesses.
 //
-//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|erasure|growth [flags]
+//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|erasure|deliver|growth [flags]
 //	inboxd-bench report [--svg chart.svg] FILE.json…
 package main
 
@@ -46,7 +46,7 @@ func main() {
 	}
 }
 
-var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "growth", "report"}
+var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth", "report"}
 
 // run runs the mode named by args[0] (compare by default).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rampStep := fs.Int("ramp-step", 1000, "ramp: increase per step")
 	rampMax := fs.Int("ramp-max", 10000, "ramp: highest rate tried")
 	slo := fs.Float64("slo-p99-ms", 100, "ramp: end-to-end p99 a step must stay under")
-	events := fs.Int("events", 50000, "drain: backlog size")
+	events := fs.Int("events", 50000, "drain: backlog size; deliver: changes replayed to a subscription")
 	noopJobs := fs.Int("noop-jobs", 200000, "noop: River no-op jobs to burn down")
 	rows := fs.Int("rows", 5000000, "retention: processed events older than INBOX_RETENTION stored before the run; erasure: events of other contacts")
 	contactMessages := fs.Int("contact-messages", 100000, "erasure: messages of the contact erased during the run")
@@ -152,7 +152,7 @@ type benchOptions struct {
 // no-op; the cost at --cost-rates; a ramp each (River at its fastest MaxWorkers).
 func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result, error) {
 	switch mode {
-	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "growth":
+	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth":
 	default:
 		return nil, fmt.Errorf("unknown bench mode %q: want one of %v", mode, modes)
 	}
@@ -194,6 +194,11 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 				return benchErasure(ctx, pool, dbURL, o, o.progress)
 			})
 		}},
+		{"deliver", func() ([]bench.Result, error) {
+			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				return benchDeliver(ctx, pool, dbURL, o, o.progress)
+			})
+		}},
 		{"growth", func() ([]bench.Result, error) {
 			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
 				return one(benchGrowth(ctx, pool, dbURL, o, o.progress))
@@ -201,7 +206,7 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 		}},
 	}
 	for _, s := range steps {
-		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "erasure" && s.mode != "growth"
+		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "erasure" && s.mode != "deliver" && s.mode != "growth"
 		if mode != s.mode && (mode != "compare" || !inCompare) {
 			continue
 		}

@@ -70,6 +70,12 @@ type Result struct {
 	Ack          Latency `json:"ack_latency"`           // scheduled send → acknowledgement
 	EndToEnd     Latency `json:"e2e_latency"`           // acknowledgement → processed commit
 	FromSchedule Latency `json:"e2e_from_schedule"`     // scheduled send → processed commit
+	// with a subscriber (deliver): scheduled send → the subscriber's receipt of the
+	// message.created change, and the new messages it did not receive within 30 s
+	Delivered        Latency `json:"delivered_latency,omitzero"`
+	Undelivered      int     `json:"undelivered,omitempty"`
+	Deliveries       int     `json:"deliveries,omitempty"` // deliver: changes delivered in the drain
+	DeliveriesPerSec float64 `json:"deliveries_per_sec,omitempty"`
 
 	// rate and drain: what it cost (nil when Postgres is not on this machine)
 	CPU *CPU `json:"cpu,omitempty"`

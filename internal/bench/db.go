@@ -45,7 +45,7 @@ func CreateDatabase(ctx context.Context, server, name string) (string, *pgxpool.
 // Reset empties inboxd's tables between runs, and River's jobs when River's tables
 // are there.
 func Reset(ctx context.Context, pool *pgxpool.Pool) error {
-	_, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses RESTART IDENTITY CASCADE")
+	_, err := pool.Exec(ctx, "TRUNCATE inbound_events, conversations, messages, pending_statuses, changes RESTART IDENTITY CASCADE")
 	if err == nil {
 		_, err = pool.Exec(ctx, `DO $$ BEGIN IF to_regclass('river_job') IS NOT NULL THEN TRUNCATE river_job; END IF; END $$`)
 	}

@@ -32,6 +32,11 @@ type RateConfig struct {
 	// CPU, when set, measures the measured part's cost: from its first request to
 	// the last event processed.
 	CPU *CPUMeter
+	// Delivered, when set, returns when a subscriber's endpoint first received the
+	// message.created change of each message id given, waiting up to the given time
+	// for them: the run then reports the latency from the scheduled send to that
+	// receipt (the whole path: ingest, processing, fan-out, delivery).
+	Delivered func(ctx context.Context, messageIDs []string, within time.Duration) map[string]time.Time
 }
 
 // sent is one request's record.
@@ -41,6 +46,7 @@ type sent struct {
 	id        int64
 	duplicate bool
 	err       bool
+	messageID string // the new message's id, when the request carries one
 }
 
 // RunRate sends signed generic webhooks at cfg.Rate per second, on schedule whatever
@@ -81,6 +87,9 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 	res := Result{System: cfg.System, Mode: "rate", TargetRate: cfg.Rate}
 	if err := finishRate(ctx, cfg.Pool, records, sendTime, &res); err != nil {
 		return res, err
+	}
+	if cfg.Delivered != nil {
+		finishDelivered(ctx, cfg, records, &res)
 	}
 	if cfg.CPU != nil {
 		c, err := cfg.CPU.Stop(res.EndToEnd.N)
@@ -125,7 +134,7 @@ func openLoop(ctx context.Context, client *http.Client, gen *generator, cfg Rate
 			break
 		}
 		reqs[i] = gen.next(cfg.URL + "/webhooks/generic")
-		records[i].scheduled = due
+		records[i].scheduled, records[i].messageID = due, reqs[i].messageID
 		queue <- i
 	}
 	close(queue)
@@ -207,6 +216,33 @@ func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTim
 	return nil
 }
 
+// finishDelivered reads when the subscriber received each new message of the run
+// (a redelivery's message was received for its first request: it is left out).
+func finishDelivered(ctx context.Context, cfg RateConfig, records []sent, res *Result) {
+	seen := map[string]bool{}
+	var ids []string
+	for _, r := range records {
+		if r.messageID != "" && !r.err && !r.duplicate && !r.scheduled.IsZero() && !seen[r.messageID] {
+			seen[r.messageID] = true
+			ids = append(ids, r.messageID)
+		}
+	}
+	got := cfg.Delivered(ctx, ids, 30*time.Second)
+	var lat []time.Duration
+	for _, r := range records {
+		if !seen[r.messageID] {
+			continue
+		}
+		delete(seen, r.messageID)
+		if at, ok := got[r.messageID]; ok {
+			lat = append(lat, at.Sub(r.scheduled))
+		} else {
+			res.Undelivered++
+		}
+	}
+	res.Delivered = summarize(lat)
+}
+
 func waitProcessed(ctx context.Context, pool *pgxpool.Pool, ids []int64, within time.Duration) (map[int64]time.Time, error) {
 	deadline := time.Now().Add(within)
 	for {
@@ -262,9 +298,10 @@ func progress(w io.Writer, label string, total int, done, failed, inFlight *atom
 
 // request is a ready-to-send webhook.
 type request struct {
-	url    string
-	body   []byte
-	header http.Header
+	url       string
+	body      []byte
+	header    http.Header
+	messageID string // a new message's id ("" for statuses and redeliveries)
 }
 
 // generator makes a realistic mix: 30% messages from new contacts, 45% replies in
@@ -290,7 +327,7 @@ func newGenerator(secret string) *generator {
 // collide.
 func (g *generator) next(url string) request {
 	g.n++
-	id, body := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), g.n), ""
+	id, body, msgID := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), g.n), "", ""
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	switch roll := g.rng.IntN(100); {
 	case roll < 5 && len(g.history) > 0:
@@ -302,23 +339,23 @@ func (g *generator) next(url string) request {
 		body = fmt.Sprintf(`{"type":"message.status","timestamp":%q,"data":{"message_id":%q,"status":%q}}`, now, msg, status)
 	case roll < 55:
 		g.contacts = append(g.contacts, fmt.Sprintf("+1555%07d", len(g.contacts)))
-		body = g.message("message.received", g.contacts[len(g.contacts)-1], now)
+		body, msgID = g.message("message.received", g.contacts[len(g.contacts)-1], now)
 	default:
 		typ := []string{"message.received", "message.sent"}[g.rng.IntN(2)]
-		body = g.message(typ, g.contacts[g.rng.IntN(len(g.contacts))], now)
+		body, msgID = g.message(typ, g.contacts[g.rng.IntN(len(g.contacts))], now)
 	}
 	if len(g.history) < 10000 {
 		g.history = append(g.history, struct{ id, body string }{id, body})
 	}
 	h, _ := generic.Headers(g.secret, id, time.Now(), []byte(body)) // the secret was checked in RunRate
-	return request{url: url, body: []byte(body), header: h}
+	return request{url: url, body: []byte(body), header: h, messageID: msgID}
 }
 
-func (g *generator) message(typ, contact, now string) string {
-	msgID := fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), g.n)
+func (g *generator) message(typ, contact, now string) (body, msgID string) {
+	msgID = fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), g.n)
 	if typ == "message.sent" && len(g.outbound) < 10000 {
 		g.outbound = append(g.outbound, msgID)
 	}
 	return fmt.Sprintf(`{"type":%q,"timestamp":%q,"data":{"message_id":%q,"channel":"+15550001111","contact":%q,"text":"hello, this is message %d of the benchmark"}}`,
-		typ, now, msgID, contact, g.n)
+		typ, now, msgID, contact, g.n), msgID
 }

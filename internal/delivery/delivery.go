@@ -159,7 +159,8 @@ type Deliverer struct {
 	client   *http.Client
 	tracer   trace.Tracer
 	settings string
-	wake     chan struct{} // capacity 1
+	wake     chan struct{} // capacity 1: changes were committed (fan out, then claim)
+	freed    chan struct{} // capacity 1: a delivery finished (claim: a slot is free, its successor may be due)
 	slots    chan struct{} // a token per delivery in flight in this process
 	inflight sync.WaitGroup
 }
@@ -169,13 +170,16 @@ func New(pool *pgxpool.Pool, cfg Config, log *zap.Logger, m *Metrics) *Deliverer
 	cfg.setDefaults()
 	return &Deliverer{pool: pool, cfg: cfg, log: log, metrics: m, client: newClient(cfg.AllowPrivate),
 		tracer: cfg.Tracing.Tracer("inboxd/delivery"), settings: processor.TxSettings(cfg.lease()),
-		wake: make(chan struct{}, 1), slots: make(chan struct{}, cfg.InFlight)}
+		wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), slots: make(chan struct{}, cfg.InFlight)}
 }
 
-// Wake asks for a fan-out and a claim. It never blocks.
-func (d *Deliverer) Wake() {
+// Wake asks for a fan-out and a claim: changes were committed, or a subscription
+// changed. It never blocks.
+func (d *Deliverer) Wake() { signal(d.wake) }
+
+func signal(c chan struct{}) {
 	select {
-	case d.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -187,26 +191,31 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	sweep := time.NewTimer(0)
 	defer sweep.Stop()
 	for {
+		fanOut := true
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.wake:
 			time.Sleep(gatherWait)
+		case <-d.freed:
+			fanOut = false
 		case <-sweep.C:
 			d.sweep(ctx)
 			sweep.Reset(jitter(d.cfg.SweepInterval))
 		}
-		if err := d.pass(ctx); err != nil && ctx.Err() == nil {
+		if err := d.pass(ctx, fanOut); err != nil && ctx.Err() == nil {
 			d.log.Warn("delivery pass failed; the next wake-up or sweep tries again", zap.Error(err))
 		}
 	}
 }
 
-// pass fans out what was committed, then claims and starts deliveries while there
-// are due ones and room for them.
-func (d *Deliverer) pass(ctx context.Context) error {
-	if err := d.fanOutAll(ctx); err != nil {
-		return err
+// pass fans out what was committed (unless only a delivery finished), then claims
+// and starts deliveries while there are due ones and room for them.
+func (d *Deliverer) pass(ctx context.Context, fanOut bool) error {
+	if fanOut {
+		if err := d.fanOutAll(ctx); err != nil {
+			return err
+		}
 	}
 	for {
 		room := cap(d.slots) - len(d.slots)
@@ -224,7 +233,7 @@ func (d *Deliverer) pass(ctx context.Context) error {
 				defer d.inflight.Done()
 				d.deliver(context.WithoutCancel(ctx), c)
 				<-d.slots
-				d.Wake() // a slot is free, and the conversation's next may be due
+				signal(d.freed) // a slot is free, and the conversation's next may be due
 			}()
 		}
 	}
@@ -288,7 +297,9 @@ SELECT $1, t.x::text::xid8, t.s, t.c,
        CASE WHEN row_number() OVER (PARTITION BY t.c ORDER BY t.x, t.s) = 1
              AND NOT EXISTS (SELECT FROM deliveries u
                              WHERE u.subscription_id = $1 AND u.conversation_id = t.c
-                               AND u.state IN ('waiting', 'pending', 'delivering'))
+                               AND u.state IN ('pending', 'delivering'))
+             AND NOT EXISTS (SELECT FROM deliveries u
+                             WHERE u.subscription_id = $1 AND u.conversation_id = t.c AND u.state = 'waiting')
             THEN 'pending' ELSE 'waiting' END
 FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS t(x, s, c)
 ON CONFLICT (change_xid, change_seq, subscription_id) DO UPDATE

@@ -180,13 +180,17 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	subscribe(t, pool, rc)
 	addChanges(t, pool, 1)
 	dead := newIdle(t, pool, Config{AllowPrivate: true, ID: "dead-process"})
-	if err := dead.fanOutAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	claimed, err := dead.claim(ctx, 10)
-	if err != nil || len(claimed) != 1 {
-		t.Fatalf("claim: %v, %d claimed, want 1", err, len(claimed))
-	}
+	var claimed []claimed
+	// The change is final once every older transaction on the server has ended
+	// (other tests' included): fan out and claim until it is.
+	pgtest.Eventually(t, "the change fanned out and claimed", time.Minute, func() (bool, error) {
+		if err := dead.fanOutAll(ctx); err != nil {
+			return false, err
+		}
+		var err error
+		claimed, err = dead.claim(ctx, 10)
+		return len(claimed) == 1, err
+	})
 	if _, err := pool.Exec(ctx, `UPDATE deliveries SET run_at = now() - interval '1 second' WHERE id = $1`, claimed[0].ID); err != nil {
 		t.Fatal(err) // the lease ends
 	}
@@ -309,9 +313,15 @@ func TestPauseResume(t *testing.T) {
 	rc := deliverytest.New(t)
 	sub := subscribe(t, pool, rc)
 	addChanges(t, pool, 1)
-	if err := newIdle(t, pool, Config{AllowPrivate: true}).fanOutAll(ctx); err != nil {
-		t.Fatal(err)
-	}
+	idle := newIdle(t, pool, Config{AllowPrivate: true})
+	pgtest.Eventually(t, "the change fanned out", time.Minute, func() (bool, error) {
+		if err := idle.fanOutAll(ctx); err != nil {
+			return false, err
+		}
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries`).Scan(&n)
+		return n == 1, err
+	})
 	if _, err := Pause(ctx, pool, sub.ID); err != nil {
 		t.Fatal(err)
 	}
