@@ -51,13 +51,7 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return dbAdvice(err)
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, e := range events {
-			if err := enc.Encode(e); err != nil {
-				return err
-			}
-		}
-		return nil
+		return printLines(stdout, events)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "id\tprovider\texternal_id\tstate\tattempts\treceived_at\tlast_error")

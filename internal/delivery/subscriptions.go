@@ -67,7 +67,7 @@ func checkTypes(types []string) error {
 	}
 	for _, t := range types {
 		if !slices.Contains(feed.Types, t) {
-			return fmt.Errorf("%w: types: %q is not a change type; use %s", ErrBadRequest, clip(t), strings.Join(feed.Types, ", "))
+			return fmt.Errorf("%w: types: %q is not a change type; use %s", ErrBadRequest, truncate(t, 64), strings.Join(feed.Types, ", "))
 		}
 	}
 	return nil
@@ -243,7 +243,7 @@ LIMIT $4`
 // first, before the delivery id before (0: the newest).
 func Deliveries(ctx context.Context, pool *pgxpool.Pool, id int64, state string, before int64, limit int) ([]Delivery, error) {
 	if state != "" && !slices.Contains(States, state) {
-		return nil, fmt.Errorf("%w: state must be one of %s, got %q", ErrBadRequest, strings.Join(States, ", "), clip(state))
+		return nil, fmt.Errorf("%w: state must be one of %s, got %q", ErrBadRequest, strings.Join(States, ", "), truncate(state, 64))
 	}
 	if _, err := one(ctx, pool, `SELECT `+subscriptionColumns+` FROM subscriptions WHERE id = $1`, id); err != nil {
 		return nil, err
@@ -254,11 +254,4 @@ func Deliveries(ctx context.Context, pool *pgxpool.Pool, id int64, state string,
 		return nil, fmt.Errorf("list deliveries: %w", err)
 	}
 	return out, nil
-}
-
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
