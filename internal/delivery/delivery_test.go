@@ -408,3 +408,31 @@ func TestRedirectNotFollowed(t *testing.T) {
 		t.Errorf("the redirect was followed: %v", got)
 	}
 }
+
+// TestSlowSubscriberDoesNotDelayAnother: one endpoint hangs until the attempt's
+// timeout, another answers at once; the second gets all its changes while the first
+// still holds its attempts, because one subscription never takes more than
+// PerSubscription of a process's slots.
+func TestSlowSubscriberDoesNotDelayAnother(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	slow, fast := deliverytest.New(t), deliverytest.New(t)
+	slow.Answer(func(r *http.Request, _ string, _ int) (int, http.Header) {
+		<-r.Context().Done()
+		return 0, nil
+	})
+	subscribe(t, pool, slow)
+	subscribe(t, pool, fast)
+	var convs []int64
+	for c := range 40 {
+		convs = append(convs, int64(c+1))
+	}
+	addChanges(t, pool, convs...)
+	const timeout = 6 * time.Second
+	started := time.Now()
+	start(t, pool, Config{AllowPrivate: true, Timeout: timeout, InFlight: 20, PerSubscription: 16})
+	waitDelivered(t, fast, 40, time.Minute)
+	if took := time.Since(started); took >= timeout {
+		t.Errorf("the fast endpoint got its changes after %v, not before the slow one's attempts timed out (%v)", took, timeout)
+	}
+}
