@@ -20,9 +20,10 @@
 //     status decides (2xx delivered; timeouts, network errors, 408, 429 and 5xx are
 //     retried after Backoff or Retry-After; any other answer, a redirect included, is
 //     dead at once, since sending it again would get the same answer).
-//  4. Finish: the outcome, fenced by lease (state, holder, attempt), and the promotion
-//     of the conversation's next delivery when this one is done; a retry keeps its
-//     place at the head, so its conversation's later changes wait for it.
+//  4. Finish (finish.go, in batches): the outcome, fenced by lease (state, holder,
+//     attempt), and the promotion of the conversation's next delivery when this one
+//     is done; a retry keeps its place at the head, so its conversation's later
+//     changes wait for it.
 //
 // A process that dies mid-delivery leaves the delivery 'delivering' until its lease
 // ends (the timeout plus a margin); the sweep then makes it pending again, and the
@@ -162,6 +163,7 @@ type Deliverer struct {
 	wake     chan struct{} // capacity 1: changes were committed (fan out, then claim)
 	freed    chan struct{} // capacity 1: a delivery finished (claim: a slot is free, its successor may be due)
 	slots    chan struct{} // a token per delivery in flight in this process
+	results  chan attempt  // attempts made, for the finisher
 	inflight sync.WaitGroup
 }
 
@@ -170,7 +172,7 @@ func New(pool *pgxpool.Pool, cfg Config, log *zap.Logger, m *Metrics) *Deliverer
 	cfg.setDefaults()
 	return &Deliverer{pool: pool, cfg: cfg, log: log, metrics: m, client: newClient(cfg.AllowPrivate),
 		tracer: cfg.Tracing.Tracer("inboxd/delivery"), settings: processor.TxSettings(cfg.lease()),
-		wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), slots: make(chan struct{}, cfg.InFlight)}
+		wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), slots: make(chan struct{}, cfg.InFlight), results: make(chan attempt, cfg.InFlight)}
 }
 
 // Wake asks for a fan-out and a claim: changes were committed, or a subscription
@@ -185,9 +187,17 @@ func signal(c chan struct{}) {
 }
 
 // Run delivers until ctx ends, then waits for the deliveries in flight (each bounded
-// by the timeout); what it could not finish is taken over when its lease ends.
+// by the timeout) and records their outcomes; what it could not finish is taken over
+// when its lease ends.
 func (d *Deliverer) Run(ctx context.Context) error {
-	defer d.inflight.Wait()
+	finishCtx, stopFinisher := context.WithCancel(context.WithoutCancel(ctx))
+	finished := make(chan struct{})
+	go func() { defer close(finished); d.finisher(finishCtx) }()
+	defer func() {
+		d.inflight.Wait() // the finisher has recorded every attempt
+		stopFinisher()
+		<-finished
+	}()
 	sweep := time.NewTimer(0)
 	defer sweep.Stop()
 	for {
@@ -229,12 +239,7 @@ func (d *Deliverer) pass(ctx context.Context, fanOut bool) error {
 		for _, c := range claimed {
 			d.slots <- struct{}{}
 			d.inflight.Add(1)
-			go func() {
-				defer d.inflight.Done()
-				d.deliver(context.WithoutCancel(ctx), c)
-				<-d.slots
-				signal(d.freed) // a slot is free, and the conversation's next may be due
-			}()
+			go d.deliver(context.WithoutCancel(ctx), c) // the finisher frees its slot
 		}
 	}
 }

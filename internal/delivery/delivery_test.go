@@ -200,7 +200,7 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 		state, _ := deliveryState(t, pool, claimed[0].ID)
 		return state == "delivered", nil
 	})
-	if err := dead.finish(ctx, claimed[0], result{err: "late failure", retry: true}); err != nil {
+	if err := dead.finish(ctx, []attempt{{claimed[0], result{err: "late failure", retry: true}}}); err != nil {
 		t.Fatal(err)
 	}
 	if state, attempts := deliveryState(t, pool, claimed[0].ID); state != "delivered" || attempts != 2 {

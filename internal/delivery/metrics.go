@@ -48,12 +48,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(c claimed, r result) {
+func (m *Metrics) observe(c claimed, r result, now time.Time) {
 	sub := strconv.FormatInt(c.Subscription, 10)
 	switch {
 	case r.err == "":
 		m.attempts.WithLabelValues(sub, "delivered").Inc()
-		m.latency.Observe(time.Since(c.OccurredAt).Seconds())
+		m.latency.Observe(now.Sub(c.OccurredAt).Seconds())
 	case r.retry:
 		m.attempts.WithLabelValues(sub, "retry").Inc()
 	default:

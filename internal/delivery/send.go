@@ -18,7 +18,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/zap"
 
 	"inboxd/internal/feed"
 	"inboxd/internal/processor"
@@ -103,17 +102,12 @@ type result struct {
 // enough to let the connection be reused for a short answer. The rest is not read.
 const responseCap = 4 << 10
 
-// deliver sends one claimed delivery and records its outcome.
+// deliver sends one claimed delivery and hands its outcome to the finisher.
 func (d *Deliverer) deliver(ctx context.Context, c claimed) {
 	ctx, span := d.startSpan(ctx, c)
 	r := d.send(ctx, c)
 	d.endSpan(span, r)
-	if err := d.finish(ctx, c, r); err != nil {
-		d.log.Warn("recording a delivery's outcome failed; its lease will end and it will be sent again",
-			zap.Int64("delivery_id", c.ID), zap.Int64("subscription_id", c.Subscription), zap.Error(err))
-		return
-	}
-	d.metrics.observe(c, r)
+	d.results <- attempt{c, r}
 }
 
 // send makes the attempt: the change as the feed serves it, signed with the
@@ -205,98 +199,6 @@ const maxRetryAfter = time.Hour
 // delay is how long to wait before the next attempt.
 func (r result) delay(attempts int) time.Duration {
 	return max(processor.Backoff(attempts), min(r.retryAfter, maxRetryAfter))
-}
-
-// finishDelivery records one attempt's outcome, fenced by lease ($1 id, $2 holder, $3
-// attempt): delivered, pending again after $6 ms ($5: retry), or dead (not worth a
-// retry, or the next attempt would come after the give-up time $7 ms from since).
-// When the delivery is done (delivered or dead), the next waiting delivery of its
-// (subscription, conversation) becomes pending, unless another is already pending
-// (a replay). It returns whether the outcome was recorded, and the state recorded.
-const finishDelivery = `
-WITH done AS (
-    UPDATE deliveries
-    SET state = CASE WHEN $4::text IS NULL THEN 'delivered'
-                     WHEN $5 AND since + $7 * interval '1 millisecond' > now() + $6 * interval '1 millisecond' THEN 'pending'
-                     ELSE 'dead' END,
-        run_at = now() + $6 * interval '1 millisecond',
-        delivered_at = CASE WHEN $4::text IS NULL THEN now() END,
-        last_status = $8, last_error = $4, locked_by = NULL
-    WHERE id = $1 AND state = 'delivering' AND locked_by = $2 AND attempts = $3
-    RETURNING state, subscription_id, conversation_id
-),
-promoted AS (
-    UPDATE deliveries
-    SET state = 'pending', run_at = now()
-    WHERE id = (SELECT w.id FROM deliveries w, done
-                WHERE done.state IN ('delivered', 'dead')
-                  AND w.subscription_id = done.subscription_id AND w.conversation_id = done.conversation_id
-                  AND w.state = 'waiting'
-                  AND NOT EXISTS (SELECT FROM deliveries o
-                                  WHERE o.subscription_id = done.subscription_id AND o.conversation_id = done.conversation_id
-                                    AND o.state IN ('pending', 'delivering') AND o.id <> $1)
-                ORDER BY w.change_xid, w.change_seq
-                LIMIT 1)
-    RETURNING id
-)
-SELECT (SELECT state FROM done), EXISTS (SELECT FROM promoted)`
-
-// The breaker's bookkeeping, per outcome: a success closes it (written only when it
-// was not closed already, so the common case does not touch the subscription's row);
-// a failure counts, and at the threshold opens it for a second, doubling with each
-// failed probe after that, up to breakerCap. Failures of attempts that were in flight
-// when it opened are not counted: they would stretch the first period for what was
-// one outage.
-const (
-	breakerSuccess = `UPDATE subscriptions SET failures = 0, blocked_until = NULL
-WHERE id = $1 AND (failures <> 0 OR blocked_until IS NOT NULL)`
-	breakerFailure = `UPDATE subscriptions
-SET failures = failures + 1,
-    blocked_until = CASE WHEN failures + 1 >= $2
-                         THEN now() + least(interval '1 second' * power(2, least(failures + 1 - $2, 20)), $3 * interval '1 millisecond') END
-WHERE id = $1 AND (blocked_until IS NULL OR blocked_until <= now())`
-)
-
-// finish records r for c in one implicit transaction: the order lock of its
-// conversation (so that a fan-out adding to the conversation and this promotion see
-// each other), the fenced outcome and promotion, and the breaker.
-func (d *Deliverer) finish(ctx context.Context, c claimed, r result) error {
-	b := d.batch()
-	b.Queue(lockOrders, []int32{orderKey(c.Subscription, c.ConversationID)}, orderLockSpace)
-	var errText *string
-	if r.err != "" {
-		errText = &r.err
-	}
-	var status *int
-	if r.status != 0 {
-		status = &r.status
-	}
-	var state *string
-	b.Queue(finishDelivery, c.ID, d.cfg.ID, c.Attempts, errText, r.retry, r.delay(c.Attempts).Milliseconds(),
-		d.cfg.GiveUp.Milliseconds(), status).QueryRow(func(row pgx.Row) error {
-		var promoted bool
-		return row.Scan(&state, &promoted)
-	})
-	if r.err == "" {
-		b.Queue(breakerSuccess, c.Subscription)
-	} else {
-		b.Queue(breakerFailure, c.Subscription, breakerAfter, breakerCap.Milliseconds())
-	}
-	if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("finish delivery %d: %w", c.ID, err)
-	}
-	switch {
-	case state == nil:
-		d.log.Info("delivery was taken over after its lease ended; its outcome is the new holder's",
-			zap.Int64("delivery_id", c.ID), zap.Int("attempt", c.Attempts))
-	case *state == "dead":
-		d.log.Warn("delivery is dead: replay it once the endpoint is fixed", zap.Int64("delivery_id", c.ID),
-			zap.Int64("subscription_id", c.Subscription), zap.Int("attempt", c.Attempts), zap.String("error", r.err))
-	case *state == "pending":
-		d.log.Debug("delivery will be retried", zap.Int64("delivery_id", c.ID),
-			zap.Int64("subscription_id", c.Subscription), zap.Int("attempt", c.Attempts), zap.String("error", r.err))
-	}
-	return nil
 }
 
 // ---- tracing ----
