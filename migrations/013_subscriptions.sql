@@ -54,9 +54,14 @@ CREATE TABLE deliveries (
     UNIQUE (change_xid, change_seq, subscription_id)
 );
 
--- Claims: due pending deliveries of a subscription, oldest first; rescues: delivering
--- past its lease (run_at is the lease's end then).
-CREATE INDEX deliveries_due ON deliveries (subscription_id, run_at) WHERE state IN ('pending', 'delivering');
+-- Claims: due pending deliveries of a subscription, oldest first.
+CREATE INDEX deliveries_due ON deliveries (subscription_id, run_at) WHERE state = 'pending';
+-- Leases: deliveries in flight (run_at is the lease's end), counted per subscription
+-- by claims and rescued by the sweep when their lease has ended.
+CREATE INDEX deliveries_leases ON deliveries (subscription_id, run_at) WHERE state = 'delivering';
+-- Give-up: undelivered deliveries by when their clock started, so that the sweep
+-- reads only the expired ones.
+CREATE INDEX deliveries_since ON deliveries (since) WHERE state IN ('waiting', 'pending');
 -- Order per conversation: the head of a (subscription, conversation), at most one
 -- row (two after a replay), and the waiting ones behind it in feed order, so that a
 -- finish finds the next without reading the conversation's backlog.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
 
@@ -61,12 +62,17 @@ WHERE id = (SELECT w.id FROM deliveries w
             ORDER BY w.change_xid, w.change_seq
             LIMIT 1)`
 
+// The sweep's statements run with the processor's settings (d.batch), like claims:
+// they are index scans of the partial indexes of migration 013 (leases, since), and
+// the table's statistics are as stale as a queue's.
 func (d *Deliverer) sweep(ctx context.Context) {
-	tag, err := d.pool.Exec(ctx, rescueExpired)
-	if err != nil {
+	b := d.batch()
+	var rescued int64
+	b.Queue(rescueExpired).Exec(func(tag pgconn.CommandTag) error { rescued = tag.RowsAffected(); return nil })
+	if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
 		d.warnSweep(ctx, "rescue expired deliveries", err)
-	} else if n := tag.RowsAffected(); n > 0 {
-		d.log.Warn("deliveries whose lease expired are pending again", zap.Int64("deliveries", n))
+	} else if rescued > 0 {
+		d.log.Warn("deliveries whose lease expired are pending again", zap.Int64("deliveries", rescued))
 	}
 	if err := d.giveUpExpired(ctx); err != nil {
 		d.warnSweep(ctx, "give up on old deliveries", err)
@@ -83,15 +89,17 @@ func (d *Deliverer) warnSweep(ctx context.Context, what string, err error) {
 }
 
 func (d *Deliverer) giveUpExpired(ctx context.Context) error {
-	rows, err := d.pool.Query(ctx, giveUpCandidates, d.cfg.GiveUp.Milliseconds())
-	if err != nil {
+	var pairs [][2]int64
+	b := d.batch()
+	b.Queue(giveUpCandidates, d.cfg.GiveUp.Milliseconds()).Query(func(rows pgx.Rows) error {
+		var err error
+		pairs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) ([2]int64, error) {
+			var p [2]int64
+			return p, row.Scan(&p[0], &p[1])
+		})
 		return err
-	}
-	pairs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([2]int64, error) {
-		var p [2]int64
-		return p, row.Scan(&p[0], &p[1])
 	})
-	if err != nil {
+	if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
 	for _, p := range pairs {

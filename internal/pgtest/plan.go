@@ -45,7 +45,10 @@ func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...an
 			}
 		}
 		defer conn.Exec(ctx, "RESET plan_cache_mode; DEALLOCATE generic_plan")
-		explain, args = "EXPLAIN (FORMAT JSON) EXECUTE generic_plan("+strings.Join(literals, ", ")+")", nil
+		explain, args = "EXPLAIN (FORMAT JSON) EXECUTE generic_plan", nil
+		if len(literals) > 0 {
+			explain += "(" + strings.Join(literals, ", ") + ")"
+		}
 	}
 	var raw []byte
 	if err := conn.QueryRow(ctx, explain, args...).Scan(&raw); err != nil {
@@ -71,4 +74,26 @@ func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...an
 	}
 	walk(plans[0].Plan)
 	return strings.Join(out, " | ")
+}
+
+// GenericPlan is Plan, generic, with NULL for each of sql's parameters ($1 … $n):
+// for checking which indexes a statement's cached plan reads, whatever the values.
+func GenericPlan(t testing.TB, pool *pgxpool.Pool, sql string) string {
+	t.Helper()
+	n := 0
+	for i := 0; i < len(sql); i++ {
+		if sql[i] != '$' {
+			continue
+		}
+		v := 0
+		for j := i + 1; j < len(sql) && sql[j] >= '0' && sql[j] <= '9'; j++ {
+			v = v*10 + int(sql[j]-'0')
+		}
+		n = max(n, v)
+	}
+	nulls := make([]any, n)
+	for i := range nulls {
+		nulls[i] = Literal("NULL")
+	}
+	return Plan(t, pool, true, sql, nulls...)
 }
