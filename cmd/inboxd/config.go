@@ -70,6 +70,9 @@ type config struct {
 	RedactDefaults bool
 	RedactionKey   string
 	Redaction      *redact.Policy // the rules in force (check)
+	// The console (internal/console).
+	ConsoleReadTokens []string
+	ConsoleTraceURL   string
 	// Outbound webhooks (internal/delivery).
 	DeliveryTimeout      time.Duration
 	DeliveryGiveUp       time.Duration
@@ -149,6 +152,8 @@ func coreOptions(c *config) []option {
 		{"redact", "INBOX_REDACT", "", "redaction rules provider:selector=action, comma-separated (action remove, mask or hash; docs/privacy.md)", false, list(&c.Redact)},
 		{"redact-defaults", "INBOX_REDACT_DEFAULTS", "on", "on: each provider's documented fields (location, device metadata) are removed at ingest; off: kept", false, onOff(&c.RedactDefaults)},
 		{"redaction-key", "INBOX_REDACTION_KEY", "", "the key of the hash action (HMAC-SHA256); at least 16 bytes", true, str(&c.RedactionKey)},
+		{"console-read-tokens", "INBOX_CONSOLE_READ_TOKENS", "", "tokens that log in to the web console (/console) to look only, comma-separated (INBOX_ADMIN_TOKENS log in with every right)", true, list(&c.ConsoleReadTokens)},
+		{"console-trace-url", "INBOX_CONSOLE_TRACE_URL", "", "the console links an event's trace id with this pattern, e.g. http://localhost:16686/trace/{trace_id} (Jaeger)", false, str(&c.ConsoleTraceURL)},
 		{"delivery-timeout", "INBOX_DELIVERY_TIMEOUT", shortDuration(delivery.DefaultTimeout), "longest one attempt to deliver a change to a subscriber may take; then it is retried", false, duration(&c.DeliveryTimeout)},
 		{"delivery-give-up", "INBOX_DELIVERY_GIVE_UP", shortDuration(delivery.DefaultGiveUp), "how long a delivery is retried before it is dead (listed, replayable)", false, duration(&c.DeliveryGiveUp)},
 		{"delivery-allow-private", "INBOX_DELIVERY_ALLOW_PRIVATE", "false", "let subscriptions deliver to loopback, private and link-local addresses (refused by default)", false, boolean(&c.DeliveryAllowPrivate)},

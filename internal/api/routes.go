@@ -72,6 +72,10 @@ func routes(r chi.Router, d Deps, which routeSet) {
 			// No 10 s timeout: an export streams for as long as the contact's history takes.
 			r.With(admin).Get("/v1/contacts/{address}/export", exportContact(d.Pool, d.Eraser, log))
 		}
+		if d.Console != nil {
+			// Its own login, sessions and CSRF tokens (internal/console).
+			r.Mount("/console", d.Console)
+		}
 		if dl := d.Deliveries; dl != nil {
 			r.With(api, admin).Post("/v1/subscriptions", createSubscription(d.Pool, dl.AllowPrivate, dl.Wake, log))
 			r.With(api, admin).Get("/v1/subscriptions", listSubscriptions(d.Pool, log))

@@ -57,6 +57,9 @@ type Deps struct {
 	Eraser *privacy.Eraser
 	// Deliveries serves the subscription endpoints (internal/delivery) when set.
 	Deliveries *Deliveries
+	// Console is the operators' web console (internal/console), mounted at /console
+	// with the admin endpoints; nil: none.
+	Console http.Handler
 	// Readiness is the shared readiness check (nil: the router makes its own).
 	Readiness *Readiness
 	// SettingName names a setting in answers ("API_TOKENS" → its variable); nil:

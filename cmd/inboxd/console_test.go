@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider/providertest"
+)
+
+const (
+	consoleAdmin = "console-test-admin-token-0123456789"
+	consoleRead  = "console-test-read-token-0123456789"
+)
+
+// chromium finds Debian's chromium; CI installs it (.ci/run), elsewhere the browser
+// test is skipped with a note.
+func chromium(t *testing.T) string {
+	for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("no chromium binary: .ci/run installs Debian's chromium package")
+	}
+	t.Skip("no chromium binary (apt-get install chromium); the console's browser test needs it")
+	return ""
+}
+
+// screenshots is where the browser test writes its screenshots:
+// INBOXD_CONSOLE_SCREENSHOTS (docs/console is where the current ones are kept), or
+// the test's temporary directory.
+func screenshots(t *testing.T) string {
+	if d := os.Getenv("INBOXD_CONSOLE_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// TestConsoleInBrowser drives the console in headless Chromium against the running
+// service: log in, see the overview, filter the events to a dead one, see its cause
+// on the failures page, open it, replay it, watch it become processed, log out.
+func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
+	exe := chromium(t)
+	pool, dbURL := pgtest.NewPool(t)
+	base, _ := startServe(t, map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		"INBOX_ADMIN_TOKENS": consoleAdmin, "INBOX_CONSOLE_READ_TOKENS": consoleRead,
+		"INBOX_CONSOLE_TRACE_URL": "http://localhost:16686/trace/{trace_id}"})
+	id := deadEvent(t, base, pool)
+	dir := screenshots(t)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			png, err := chromedp.FullScreenshot(100)(ctx, tg) // 100: PNG
+			if err != nil {
+				return chromedp.Void{}, err
+			}
+			return chromedp.Void{}, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return v
+	}
+	browse := func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first Run starts the browser; it must not run under a timeout of its own.
+	browse(chromedp.Navigate(base+"/console"), chromedp.WaitVisible(chromedp.ID("token")), shot("login"))
+	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelTimeout()
+	browse(chromedp.SendKeys(chromedp.ID("token"), consoleAdmin), chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.ID("queue")), shot("overview"))
+	browse(chromedp.Navigate(base+"/console/failures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("failures"))
+	if f := text("main table tbody"); !strings.Contains(f, "simulated outage") {
+		t.Errorf("failures page: %q, want the dead event's cause", f)
+	}
+	link := chromedp.CSS(`a[href="/console/events/` + id + `"]`)
+	browse(chromedp.Navigate(base+"/console/events"), chromedp.SetValue(chromedp.ID("state"), "dead"), chromedp.Submit(chromedp.ID("state")),
+		chromedp.WaitVisible(link), shot("events"),
+		chromedp.Click(link), chromedp.WaitVisible(chromedp.ID("event-state")), shot("event"))
+	if state := text("#event-state"); state != "dead" {
+		t.Fatalf("the event page shows %q, want dead", state)
+	}
+	browse(chromedp.Click(chromedp.ID("replay")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	pgtest.Eventually(t, "the replayed event shown processed", time.Minute, func() (bool, error) {
+		err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("event-state")))
+		return err == nil && text("#event-state") == "processed", err
+	})
+	browse(shot("event-replayed"), chromedp.Click(chromedp.CSS(`header button[type="submit"]`)), chromedp.WaitVisible(chromedp.ID("token")))
+	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || !strings.HasPrefix(title, "Log in") {
+		t.Errorf("after logging out the page is %q (%v), want the login page", title, err)
+	}
+	browse(chromedp.Navigate(base+"/console/overview"), chromedp.WaitVisible(chromedp.ID("token"))) // logged out: sent to log in
+}
+
+// deadEvent stores a message and makes its event dead, as a provider outage would
+// have, and returns its id.
+func deadEvent(t *testing.T, base string, pool *pgxpool.Pool) string {
+	t.Helper()
+	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-console","channel":"+15550001111","contact":"+15552223333","text":"hello from the console test"}}`
+	if status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-console", []byte(body), time.Now())); status != 200 {
+		t.Fatalf("webhook: %d %s", status, b)
+	}
+	settle(t, pool)
+	var id int64
+	err := pool.QueryRow(context.Background(), `UPDATE inbound_events SET state = 'dead', processed_at = NULL,
+  last_error = 'simulated outage: the provider answered 503' WHERE external_id = 'evt-console' RETURNING id`).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.FormatInt(id, 10)
+}
+
+// consoleClient logs in with token and returns a client holding the session.
+func consoleClient(t *testing.T, base, token string) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err := c.PostForm(base+"/console/login", url.Values{"token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Request.URL.Path != "/console/overview" {
+		t.Fatalf("login with %q ended at %s (%s)", token[:8], resp.Request.URL, resp.Status)
+	}
+	return c
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// page GETs a console page and returns its status, body and the CSRF token it shows.
+func page(t *testing.T, c *http.Client, u string) (int, string, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+		t.Errorf("%s: Content-Security-Policy %q", u, csp)
+	}
+	m := csrfField.FindStringSubmatch(string(b))
+	if m == nil {
+		return resp.StatusCode, string(b), ""
+	}
+	return resp.StatusCode, string(b), m[1]
+}
+
+// TestConsoleRoles: the session cookie is HttpOnly and SameSite=Strict; a read-only
+// session sees the event but no replay button, and its replay is refused (403) even
+// with its CSRF token; an admin's replay without the CSRF token is refused (403) and
+// changes nothing; a wrong token does not log in; a page without a session sends to
+// the login page.
+func TestConsoleRoles(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := pgtest.NewPool(t)
+	base, _ := startServe(t, map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
+		"INBOX_ADMIN_TOKENS": consoleAdmin, "INBOX_CONSOLE_READ_TOKENS": consoleRead})
+	id := deadEvent(t, base, pool)
+	eventURL := base + "/console/events/" + id
+
+	resp, err := http.PostForm(base+"/console/login", url.Values{"token": {consoleAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// The redirect's answer carried the cookie; ask for it without following.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.PostForm(base+"/console/login", url.Values{"token": {consoleAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ck := resp.Header.Get("Set-Cookie"); !strings.Contains(ck, "HttpOnly") || !strings.Contains(ck, "SameSite=Strict") {
+		t.Errorf("session cookie %q, want HttpOnly and SameSite=Strict", ck)
+	}
+	resp, err = noFollow.PostForm(base+"/console/login", url.Values{"token": {"not-a-token"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("Set-Cookie") != "" {
+		t.Errorf("a wrong token: %s, cookie %q; want 401 and no session", resp.Status, resp.Header.Get("Set-Cookie"))
+	}
+	resp, err = noFollow.Get(eventURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/" {
+		t.Errorf("a page without a session: %s to %q, want 303 to the login page", resp.Status, resp.Header.Get("Location"))
+	}
+
+	reader := consoleClient(t, base, consoleRead)
+	status, body, csrf := page(t, reader, eventURL)
+	if status != 200 || !strings.Contains(body, "simulated outage") || strings.Contains(body, `id="replay"`) || csrf == "" {
+		t.Fatalf("read-only event page: %d, replay button shown: %v", status, strings.Contains(body, `id="replay"`))
+	}
+	resp, err = reader.PostForm(eventURL+"/replay", url.Values{"csrf": {csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("read-only replay: %s, want 403", resp.Status)
+	}
+
+	admin := consoleClient(t, base, consoleAdmin)
+	resp, err = admin.PostForm(eventURL+"/replay", url.Values{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("replay without the CSRF token: %s, want 403", resp.Status)
+	}
+	var state string
+	if err := pool.QueryRow(context.Background(), `SELECT state FROM inbound_events WHERE id = $1`, id).Scan(&state); err != nil || state != "dead" {
+		t.Errorf("after the refused replays the event is %q (%v), want dead", state, err)
+	}
+	_, _, csrf = page(t, admin, eventURL)
+	resp, err = admin.PostForm(eventURL+"/replay", url.Values{"csrf": {csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Request.URL.RawQuery, "requeued=1") {
+		t.Errorf("admin replay with the CSRF token: %s at %s", resp.Status, resp.Request.URL)
+	}
+	settle(t, pool)
+}

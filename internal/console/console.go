@@ -1,0 +1,407 @@
+// Package console is the operators' web console (docs/console.md), served by inboxd
+// itself at /console from embedded files: server-rendered HTML, one stylesheet, no
+// script on the pages built so far, readable with JavaScript off. Behind the admin
+// tokens (everything) and INBOX_CONSOLE_READ_TOKENS (reading only), through a login
+// form and a session cookie (session.go); every state change is a POST with the
+// session's CSRF token; every answer carries a Content-Security-Policy without
+// inline scripts or styles. Nothing personal goes in a URL: pages are addressed by
+// event ids and enumerated filters.
+//
+// It reads through internal/readmodel and replays through it (which goes through
+// the processor's Requeue); it owns no table.
+package console
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"inboxd/internal/processor"
+	"inboxd/internal/provider/registry"
+	"inboxd/internal/readmodel"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Config is what the console needs.
+type Config struct {
+	Pool        *pgxpool.Pool
+	AdminTokens []string
+	ReadTokens  []string // INBOX_CONSOLE_READ_TOKENS
+	// TraceURL links an event's trace id: a pattern with {trace_id}, such as
+	// http://localhost:16686/trace/{trace_id} (Jaeger); empty: the id is shown
+	// without a link.
+	TraceURL string
+	// Health reports the service's readiness and each part's state for the overview.
+	Health func(ctx context.Context) (ready bool, parts map[string]string)
+	Log    *zap.Logger
+}
+
+// contentSecurityPolicy: the pages' own stylesheet and nothing else; no scripts run
+// on a page until the console ships one, and then only its own files ('self').
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// console serves the pages.
+type console struct {
+	cfg   Config
+	creds []credential
+	pages map[string]*template.Template
+	now   func() time.Time
+}
+
+// New returns the console's handler, to be mounted at /console.
+func New(cfg Config) http.Handler {
+	c := &console{cfg: cfg, pages: parsePages(), now: time.Now}
+	for _, t := range cfg.AdminTokens {
+		c.creds = append(c.creds, newCredential(roleAdmin, t))
+	}
+	for _, t := range cfg.ReadTokens {
+		c.creds = append(c.creds, newCredential(roleRead, t))
+	}
+	r := chi.NewRouter()
+	r.Use(headers)
+	static, _ := fs.Sub(staticFS, "static")
+	r.Handle("/static/*", http.StripPrefix("/console/static/", http.FileServer(http.FS(static))))
+	r.Get("/", c.loginPage)
+	r.Post("/login", c.login)
+	r.Group(func(r chi.Router) {
+		r.Use(c.requireSession)
+		r.Post("/logout", c.logout)
+		r.Get("/overview", c.overview)
+		r.Get("/events", c.events)
+		r.Get("/events/{id}", c.event)
+		r.Post("/events/{id}/replay", c.replay)
+		r.Get("/failures", c.failures)
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		c.fail(w, r, nil, http.StatusNotFound, "No such page.")
+	})
+	return r
+}
+
+// headers are on every answer: the CSP, no framing, no caching of pages that show
+// payloads, no referrer leaving the console.
+func headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Content-Type-Options", "nosniff")
+		if !strings.HasPrefix(r.URL.Path, "/console/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type sessionKey struct{}
+
+func sessionOf(r *http.Request) session {
+	s, _ := r.Context().Value(sessionKey{}).(session)
+	return s
+}
+
+// requireSession sends a request without a valid session to the login page, and
+// refuses a POST without the session's CSRF token (403).
+func (c *console) requireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := readSession(r, c.creds, c.now())
+		if !ok {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/console/", http.StatusSeeOther)
+				return
+			}
+			c.fail(w, r, nil, http.StatusForbidden, "Your session has ended: log in again.")
+			return
+		}
+		if r.Method == http.MethodPost && !validCSRF(s, r.PostFormValue("csrf")) {
+			c.fail(w, r, &s, http.StatusForbidden, "This form is out of date or did not come from the console (no valid CSRF token). Go back, reload the page and try again.")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
+	})
+}
+
+func validCSRF(s session, got string) bool {
+	return got != "" && got == s.csrf()
+}
+
+// view is what every page's template gets.
+type view struct {
+	Title   string
+	Nav     string // the current section
+	Session *session
+	CSRF    string
+	Admin   bool
+	Flash   string
+	Error   string
+	Data    any
+}
+
+func (c *console) render(w http.ResponseWriter, r *http.Request, status int, page string, v view) {
+	if s, ok := r.Context().Value(sessionKey{}).(session); ok && v.Session == nil {
+		v.Session = &s
+	}
+	if v.Session != nil {
+		v.CSRF, v.Admin = v.Session.csrf(), v.Session.admin()
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := c.pages[page].ExecuteTemplate(w, "layout", v); err != nil {
+		c.cfg.Log.Warn("console page", zap.String("page", page), zap.Error(err))
+	}
+}
+
+// fail answers an error page that says what happened and what to do.
+func (c *console) fail(w http.ResponseWriter, r *http.Request, s *session, status int, msg string) {
+	c.render(w, r, status, "error", view{Title: http.StatusText(status), Session: s, Error: msg})
+}
+
+// dbFail answers a database error: the operator sees that it is one, the log has it.
+func (c *console) dbFail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, readmodel.ErrNotFound) || errors.Is(err, readmodel.ErrNoEvent) {
+		c.fail(w, r, nil, http.StatusNotFound, err.Error())
+		return
+	}
+	if errors.Is(err, readmodel.ErrBadFilter) {
+		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
+		return
+	}
+	c.cfg.Log.Error("console", zap.String("route", chi.RouteContext(r.Context()).RoutePattern()), zap.Error(err))
+	c.fail(w, r, nil, http.StatusServiceUnavailable, "The database did not answer; reload in a moment. (The service's log has the error.)")
+}
+
+// ---- login ----
+
+func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
+	if _, ok := readSession(r, c.creds, c.now()); ok {
+		http.Redirect(w, r, "/console/overview", http.StatusSeeOther)
+		return
+	}
+	c.render(w, r, http.StatusOK, "login", view{Title: "Log in"})
+}
+
+func (c *console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	cred, ok := login(c.creds, r.PostFormValue("token"))
+	if !ok {
+		msg := "That token is not one of INBOX_ADMIN_TOKENS or INBOX_CONSOLE_READ_TOKENS."
+		if len(c.creds) == 0 {
+			msg = "No token is configured: set INBOX_ADMIN_TOKENS (or INBOX_CONSOLE_READ_TOKENS to look only) and restart."
+		}
+		c.render(w, r, http.StatusUnauthorized, "login", view{Title: "Log in", Error: msg})
+		return
+	}
+	_, ck := newSession(cred, c.now(), secure(r))
+	http.SetCookie(w, ck)
+	c.cfg.Log.Info("console login", zap.String("role", cred.role))
+	http.Redirect(w, r, "/console/overview", http.StatusSeeOther)
+}
+
+func (c *console) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, sessionCookie("", -1, secure(r)))
+	http.Redirect(w, r, "/console/", http.StatusSeeOther)
+}
+
+// ---- pages ----
+
+type overviewData struct {
+	Stats  readmodel.Stats
+	Ready  bool
+	Parts  map[string]string
+	Oldest string
+}
+
+func (c *console) overview(w http.ResponseWriter, r *http.Request) {
+	st, err := readmodel.ReadStats(r.Context(), c.cfg.Pool)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	d := overviewData{Stats: st, Oldest: "none pending"}
+	if st.OldestPendingAgeSeconds != nil {
+		d.Oldest = (time.Duration(*st.OldestPendingAgeSeconds * float64(time.Second))).Round(time.Millisecond).String()
+	}
+	if c.cfg.Health != nil {
+		d.Ready, d.Parts = c.cfg.Health(r.Context())
+	}
+	c.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Data: d})
+}
+
+type eventsData struct {
+	Filter    readmodel.EventFilter
+	States    []string
+	Providers []string
+	Events    []readmodel.Event
+	Next      string // the next page's URL, empty on the last
+}
+
+func (c *console) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := readmodel.EventFilter{State: q.Get("state"), Provider: q.Get("provider"), Limit: 50}
+	if s := q.Get("before"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			c.fail(w, r, nil, http.StatusBadRequest, "before must be an event id (the next page's link has one).")
+			return
+		}
+		f.Before = n
+	}
+	if err := f.Validate(); err != nil {
+		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
+		return
+	}
+	evs, err := readmodel.ListEvents(r.Context(), c.cfg.Pool, f)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	d := eventsData{Filter: f, States: processor.States, Providers: registry.Names(), Events: evs}
+	if len(evs) == f.Limit {
+		next := url.Values{"before": {strconv.FormatInt(evs[len(evs)-1].ID, 10)}}
+		if f.State != "" {
+			next.Set("state", f.State)
+		}
+		if f.Provider != "" {
+			next.Set("provider", f.Provider)
+		}
+		d.Next = "/console/events?" + next.Encode()
+	}
+	c.render(w, r, http.StatusOK, "events", view{Title: "Events", Nav: "events", Data: d})
+}
+
+type eventData struct {
+	Event    readmodel.EventDetail
+	Payload  string
+	Headers  string
+	Message  string
+	TraceID  string
+	TraceURL string
+}
+
+func (c *console) event(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id < 1 {
+		c.fail(w, r, nil, http.StatusBadRequest, "An event id is a positive whole number.")
+		return
+	}
+	e, err := readmodel.ShowEvent(r.Context(), c.cfg.Pool, id)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	d := eventData{Event: e, Payload: pretty(e.Payload), Headers: pretty(e.Headers)}
+	if e.Message != nil {
+		b, _ := json.MarshalIndent(e.Message, "", "  ")
+		d.Message = string(b)
+	}
+	var tp *string
+	if err := c.cfg.Pool.QueryRow(r.Context(), `SELECT traceparent FROM inbound_events WHERE id = $1`, id).Scan(&tp); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		c.dbFail(w, r, err)
+		return
+	}
+	if tp != nil {
+		if parts := strings.Split(*tp, "-"); len(parts) == 4 {
+			d.TraceID = parts[1]
+			if c.cfg.TraceURL != "" {
+				d.TraceURL = strings.ReplaceAll(c.cfg.TraceURL, "{trace_id}", d.TraceID)
+			}
+		}
+	}
+	v := view{Title: "Event " + strconv.FormatInt(id, 10), Nav: "events", Data: d}
+	if r.URL.Query().Get("requeued") == "1" {
+		v.Flash = "Requeued: it is pending again and will be processed in a moment (reload to see)."
+	}
+	c.render(w, r, http.StatusOK, "event", v)
+}
+
+func pretty(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return string(raw)
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
+}
+
+// replay requeues one dead or processed event (admin only).
+func (c *console) replay(w http.ResponseWriter, r *http.Request) {
+	s := sessionOf(r)
+	if !s.admin() {
+		c.fail(w, r, &s, http.StatusForbidden, "A read-only console session cannot replay: log in with an admin token (INBOX_ADMIN_TOKENS).")
+		return
+	}
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id < 1 {
+		c.fail(w, r, &s, http.StatusBadRequest, "An event id is a positive whole number.")
+		return
+	}
+	n, err := readmodel.Replay(r.Context(), c.cfg.Pool, []int64{id})
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	c.cfg.Log.Info("console replay", zap.Int64("event_id", id), zap.Int64("requeued", n))
+	http.Redirect(w, r, "/console/events/"+strconv.FormatInt(id, 10)+"?requeued=1", http.StatusSeeOther)
+}
+
+// failureGroup is the dead events of one provider with one error.
+type failureGroup struct {
+	Provider  string
+	Error     string
+	Count     int64
+	FirstSeen time.Time
+	LastSeen  time.Time
+	LatestID  int64
+}
+
+// failureGroups groups the dead events by provider and error, through the partial
+// index of dead events (their number is bounded by INBOX_DEAD_RETENTION).
+const failureGroups = `
+SELECT provider, coalesce(last_error, ''), count(*), min(received_at), max(received_at), max(id)
+FROM inbound_events
+WHERE state = 'dead'
+GROUP BY 1, 2
+ORDER BY 3 DESC, 6 DESC
+LIMIT 200`
+
+func (c *console) failures(w http.ResponseWriter, r *http.Request) {
+	rows, err := c.cfg.Pool.Query(r.Context(), failureGroups)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	var groups []failureGroup
+	var g failureGroup
+	_, err = pgx.ForEachRow(rows, []any{&g.Provider, &g.Error, &g.Count, &g.FirstSeen, &g.LastSeen, &g.LatestID}, func() error {
+		groups = append(groups, g)
+		return nil
+	})
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "failures", view{Title: "Failures", Nav: "failures", Data: groups})
+}

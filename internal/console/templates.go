@@ -1,0 +1,37 @@
+package console
+
+import (
+	"html/template"
+	"strings"
+	"time"
+)
+
+// pageNames are the templates/*.html pages; each is parsed with layout.html.
+var pageNames = []string{"login", "error", "overview", "events", "event", "failures"}
+
+var funcs = template.FuncMap{
+	"ago": func(t time.Time) string {
+		return time.Since(t).Round(time.Second).String() + " ago"
+	},
+	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+	"deref": func(s *string) string {
+		if s == nil {
+			return ""
+		}
+		return *s
+	},
+	"clip": func(s string, n int) string {
+		if len(s) <= n {
+			return s
+		}
+		return strings.ToValidUTF8(s[:n], "") + "…"
+	},
+}
+
+func parsePages() map[string]*template.Template {
+	pages := map[string]*template.Template{}
+	for _, p := range pageNames {
+		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html"))
+	}
+	return pages
+}
