@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -120,6 +121,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("event-state")))
 		return err == nil && text("#event-state") == "processed", err
 	})
+	// Live: an arrival appears by itself; paused, the next one is held back and counted.
+	browse(chromedp.Navigate(base+"/console/live"), chromedp.WaitVisible(chromedp.ID("pause")))
+	liveID := postEvent(t, base, "evt-live-1")
+	browse(chromedp.WaitVisible(chromedp.CSS(`#arrivals a[href="/console/events/`+liveID+`"]`)), shot("live"),
+		chromedp.Click(chromedp.ID("pause")))
+	heldID := postEvent(t, base, "evt-live-2")
+	pgtest.Eventually(t, "the paused page to count the held arrival", 30*time.Second, func() (bool, error) {
+		return strings.Contains(text("#pause"), "1 new"), nil
+	})
+	held := chromedp.CSS(`#arrivals a[href="/console/events/` + heldID + `"]`)
+	if n, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#arrivals a[href="/console/events/`+heldID+`"]`), chromedp.AtLeast(0))); err != nil || len(n) != 0 {
+		t.Errorf("while paused the arrival is shown (%d nodes, %v)", len(n), err)
+	}
+	browse(chromedp.Click(chromedp.ID("pause")), chromedp.WaitVisible(held))
 	browse(shot("event-replayed"), chromedp.Click(chromedp.CSS(`header button[type="submit"]`)), chromedp.WaitVisible(chromedp.ID("token")))
 	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || !strings.HasPrefix(title, "Log in") {
 		t.Errorf("after logging out the page is %q (%v), want the login page", title, err)
@@ -143,6 +158,21 @@ func deadEvent(t *testing.T, base string, pool *pgxpool.Pool) string {
 		t.Fatal(err)
 	}
 	return strconv.FormatInt(id, 10)
+}
+
+// postEvent posts a message event and returns its id.
+func postEvent(t *testing.T, base, externalID string) string {
+	t.Helper()
+	body := `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"` + externalID + `","channel":"+15550001111","contact":"+15552223333","text":"live"}}`
+	status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, externalID, []byte(body), time.Now()))
+	if status != 200 {
+		t.Fatalf("webhook: %d %s", status, b)
+	}
+	var ack struct{ Events []struct{ ID int64 } }
+	if err := json.Unmarshal([]byte(b), &ack); err != nil || len(ack.Events) != 1 {
+		t.Fatalf("webhook answer %s", b)
+	}
+	return strconv.FormatInt(ack.Events[0].ID, 10)
 }
 
 // consoleClient logs in with token and returns a client holding the session.

@@ -1,6 +1,7 @@
 // Package console is the operators' web console (docs/console.md), served by inboxd
 // itself at /console from embedded files: server-rendered HTML, one stylesheet, no
-// script on the pages built so far, readable with JavaScript off. Behind the admin
+// inline script (the live page loads one file of its own), readable with JavaScript
+// off. Behind the admin
 // tokens (everything) and INBOX_CONSOLE_READ_TOKENS (reading only), through a login
 // form and a session cookie (session.go); every state change is a POST with the
 // session's CSRF token; every answer carries a Content-Security-Policy without
@@ -51,11 +52,14 @@ type Config struct {
 	TraceURL string
 	// Health reports the service's readiness and each part's state for the overview.
 	Health func(ctx context.Context) (ready bool, parts map[string]string)
+	// Changes returns a channel closed when the processor next commits (the change
+	// feed's hub, feed.Hub.Next): it wakes the live page's stream. nil: it polls.
+	Changes func() <-chan struct{}
 	Log    *zap.Logger
 }
 
-// contentSecurityPolicy: the pages' own stylesheet and nothing else; no scripts run
-// on a page until the console ships one, and then only its own files ('self').
+// contentSecurityPolicy: the pages' own stylesheet and scripts (static/), nothing
+// inline, nothing from elsewhere; the live stream is same-origin (connect-src).
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
@@ -90,6 +94,8 @@ func New(cfg Config) http.Handler {
 		r.Get("/events/{id}", c.event)
 		r.Post("/events/{id}/replay", c.replay)
 		r.Get("/failures", c.failures)
+		r.Get("/live", c.live)
+		r.Get("/live/stream", c.liveStream)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, http.StatusNotFound, "No such page.")
@@ -155,6 +161,7 @@ type view struct {
 	Flash   string
 	Error   string
 	Data    any
+	Script  string // a script of the console's own (static/), for the pages that have one
 }
 
 func (c *console) render(w http.ResponseWriter, r *http.Request, status int, page string, v view) {

@@ -7,7 +7,7 @@ import (
 )
 
 // pageNames are the templates/*.html pages; each is parsed with layout.html.
-var pageNames = []string{"login", "error", "overview", "events", "event", "failures"}
+var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures"}
 
 var funcs = template.FuncMap{
 	"ago": func(t time.Time) string {
