@@ -55,7 +55,7 @@ type Config struct {
 	// Changes returns a channel closed when the processor next commits (the change
 	// feed's hub, feed.Hub.Next): it wakes the live page's stream. nil: it polls.
 	Changes func() <-chan struct{}
-	Log    *zap.Logger
+	Log     *zap.Logger
 }
 
 // contentSecurityPolicy: the pages' own stylesheet and scripts (static/), nothing
