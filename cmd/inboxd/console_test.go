@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"inboxd/internal/delivery/deliverytest"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/provider/providertest"
 )
@@ -65,7 +66,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	pool, dbURL := pgtest.NewPool(t)
 	base, _ := startServe(t, map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"INBOX_ADMIN_TOKENS": consoleAdmin, "INBOX_CONSOLE_READ_TOKENS": consoleRead,
-		"INBOX_CONSOLE_TRACE_URL": "http://localhost:16686/trace/{trace_id}"})
+		"INBOX_CONSOLE_TRACE_URL": "http://localhost:16686/trace/{trace_id}", "INBOX_DELIVERY_ALLOW_PRIVATE": "true"})
+	// Something on every page: a subscriber (it gets the message below) and an erasure
+	// of another contact.
+	consumer := deliverytest.New(t)
+	for _, args := range [][]string{
+		{"subscriptions", "create", "--url", consumer.URL, "--types", "message.created,conversation.created", "--allow-private", "--database-url", dbURL},
+		{"erase", "--contact", "+15559990000", "--database-url", dbURL},
+	} {
+		if err := run(context.Background(), args, func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
 	id := deadEvent(t, base, pool)
 	dir := screenshots(t)
 
@@ -121,6 +133,28 @@ func TestConsoleInBrowser(t *testing.T) {
 		err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("event-state")))
 		return err == nil && text("#event-state") == "processed", err
 	})
+	// Conversations: a contact found by any spelling (sent in the body, not the URL),
+	// then the thread; the subscriptions and erasures pages answer.
+	browse(chromedp.Navigate(base+"/console/conversations"), chromedp.SendKeys(chromedp.ID("contact"), "+1 (555) 222-3333"),
+		chromedp.Submit(chromedp.ID("contact")), chromedp.WaitVisible(chromedp.CSS(`a[href="/console/conversations/1"]`)), shot("conversations"),
+		chromedp.Click(chromedp.CSS(`a[href="/console/conversations/1"]`)), chromedp.WaitVisible(chromedp.CSS(".thread")), shot("conversation"))
+	if thread := text(".thread"); !strings.Contains(thread, "hello from the console test") {
+		t.Errorf("thread: %q", thread)
+	}
+	if loc, err := chromedp.Run(ctx, chromedp.Location()); err != nil || strings.Contains(loc, "555") {
+		t.Errorf("the contact is in the URL %q (%v)", loc, err)
+	}
+	pgtest.Eventually(t, "the subscriber's deliveries", 30*time.Second, func() (bool, error) { return len(consumer.Delivered()) == 2, nil })
+	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("subscriptions"),
+		chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.CSS("main table")), shot("deliveries"))
+	if ds := text("main table tbody"); strings.Count(ds, "delivered") != 2 {
+		t.Errorf("deliveries page: %q, want the two deliveries", ds)
+	}
+	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("erasures"))
+	if es := text("main table tbody"); !strings.Contains(es, "done") {
+		t.Errorf("erasures page: %q, want the receipt", es)
+	}
+
 	// Live: an arrival appears by itself; paused, the next one is held back and counted.
 	browse(chromedp.Navigate(base+"/console/live"), chromedp.WaitVisible(chromedp.ID("pause")))
 	liveID := postEvent(t, base, "evt-live-1")

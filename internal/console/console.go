@@ -94,6 +94,12 @@ func New(cfg Config) http.Handler {
 		r.Get("/events/{id}", c.event)
 		r.Post("/events/{id}/replay", c.replay)
 		r.Get("/failures", c.failures)
+		r.Get("/conversations", c.conversations)
+		r.Post("/conversations", c.conversations) // a contact search: the address stays out of the URL
+		r.Get("/conversations/{id}", c.conversation)
+		r.Get("/subscriptions", c.subscriptions)
+		r.Get("/subscriptions/{id}/deliveries", c.deliveries)
+		r.Get("/erasures", c.erasures)
 		r.Get("/live", c.live)
 		r.Get("/live/stream", c.liveStream)
 	})

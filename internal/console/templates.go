@@ -7,13 +7,24 @@ import (
 )
 
 // pageNames are the templates/*.html pages; each is parsed with layout.html.
-var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures"}
+var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "deliveries", "erasures"}
 
 var funcs = template.FuncMap{
 	"ago": func(t time.Time) string {
 		return time.Since(t).Round(time.Second).String() + " ago"
 	},
-	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+	// when shows a time (or a *time.Time, nil as nothing) in UTC.
+	"when": func(v any) string {
+		switch t := v.(type) {
+		case time.Time:
+			return t.UTC().Format("2006-01-02 15:04:05Z")
+		case *time.Time:
+			if t != nil {
+				return t.UTC().Format("2006-01-02 15:04:05Z")
+			}
+		}
+		return ""
+	},
 	"deref": func(s *string) string {
 		if s == nil {
 			return ""

@@ -152,6 +152,17 @@ func (e *Eraser) Find(ctx context.Context, id int64) (Receipt, error) {
 	return r, nil
 }
 
+// Receipts returns the newest erasures' receipts, newest first (the console's
+// erasures page).
+func Receipts(ctx context.Context, pool *pgxpool.Pool, limit int) ([]Receipt, error) {
+	rows, _ := pool.Query(ctx, `SELECT `+receiptColumns+` FROM erasures ORDER BY id DESC LIMIT $1`, limit)
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Receipt])
+	if err != nil {
+		return nil, fmt.Errorf("list erasures: %w", err)
+	}
+	return rs, nil
+}
+
 // Wake makes Work look for erasures now.
 func (e *Eraser) Wake() {
 	select {

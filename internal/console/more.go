@@ -1,0 +1,135 @@
+package console
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"inboxd/internal/delivery"
+	"inboxd/internal/privacy"
+	"inboxd/internal/readmodel"
+)
+
+// Conversations: the latest conversations, or a contact's, found through a POST form
+// so that the address stays out of URLs, browser history and access logs; and one
+// conversation's thread with each message's status.
+
+type conversationsData struct {
+	Contact       string
+	Conversations []readmodel.Conversation
+}
+
+func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
+	f := readmodel.ConversationFilter{Limit: 50}
+	d := conversationsData{}
+	if r.Method == http.MethodPost {
+		d.Contact = r.PostFormValue("contact")
+		f.Contact = readmodel.NormalizeContact(d.Contact)
+	}
+	cs, err := readmodel.ListConversations(r.Context(), c.cfg.Pool, f)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	d.Conversations = cs
+	c.render(w, r, http.StatusOK, "conversations", view{Title: "Conversations", Nav: "conversations", Data: d})
+}
+
+type threadData struct {
+	Conversation readmodel.Conversation
+	Messages     []readmodel.Message
+}
+
+func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id < 1 {
+		c.fail(w, r, nil, http.StatusBadRequest, "A conversation id is a positive whole number.")
+		return
+	}
+	conv, err := readmodel.FindConversation(r.Context(), c.cfg.Pool, id)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	// The newest 200 messages, shown oldest first as a thread reads.
+	ms, err := readmodel.ListMessages(r.Context(), c.cfg.Pool, readmodel.MessageFilter{Conversation: id, Desc: true, Limit: 200})
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	for i, j := 0, len(ms)-1; i < j; i, j = i+1, j-1 {
+		ms[i], ms[j] = ms[j], ms[i]
+	}
+	c.render(w, r, http.StatusOK, "conversation", view{Title: "Conversation " + strconv.FormatInt(id, 10), Nav: "conversations",
+		Data: threadData{Conversation: conv, Messages: ms}})
+}
+
+// Subscriptions (outbound webhooks): each with its breaker and deliveries by state,
+// and a subscription's dead deliveries with their errors.
+
+type subscriptionsData struct {
+	Subscriptions []delivery.Subscription
+}
+
+func (c *console) subscriptions(w http.ResponseWriter, r *http.Request) {
+	subs, err := delivery.List(r.Context(), c.cfg.Pool)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	for i := range subs {
+		full, err := delivery.Get(r.Context(), c.cfg.Pool, subs[i].ID)
+		if err != nil {
+			c.dbFail(w, r, err)
+			return
+		}
+		subs[i].Deliveries = full.Deliveries // the secret stays out of the page
+	}
+	c.render(w, r, http.StatusOK, "subscriptions", view{Title: "Subscriptions", Nav: "subscriptions", Data: subscriptionsData{subs}})
+}
+
+type deliveriesData struct {
+	Subscription int64
+	State        string
+	Deliveries   []delivery.Delivery
+}
+
+func (c *console) deliveries(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id < 1 {
+		c.fail(w, r, nil, http.StatusBadRequest, "A subscription id is a positive whole number.")
+		return
+	}
+	state := r.URL.Query().Get("state")
+	ds, err := delivery.Deliveries(r.Context(), c.cfg.Pool, id, state, 0, 100)
+	if err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "deliveries", view{Title: "Deliveries", Nav: "subscriptions",
+		Data: deliveriesData{Subscription: id, State: state, Deliveries: ds}})
+}
+
+func (c *console) deliveryFail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, delivery.ErrNotFound):
+		c.fail(w, r, nil, http.StatusNotFound, err.Error())
+	case errors.Is(err, delivery.ErrBadRequest):
+		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
+	default:
+		c.dbFail(w, r, err)
+	}
+}
+
+// Erasures: the receipts, newest first (an erasure keeps no address once done; a
+// receipt shows the address's keyed hash).
+func (c *console) erasures(w http.ResponseWriter, r *http.Request) {
+	rs, err := privacy.Receipts(r.Context(), c.cfg.Pool, 100)
+	if err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "erasures", view{Title: "Erasures", Nav: "erasures", Data: rs})
+}
