@@ -318,6 +318,12 @@ func TestConsoleRoles(t *testing.T) {
 	if err := pool.QueryRow(context.Background(), `SELECT state FROM inbound_events WHERE id = $1`, id).Scan(&state); err != nil || state != "dead" {
 		t.Errorf("after the refused replays the event is %q (%v), want dead", state, err)
 	}
+	if status, body, _ := page(t, admin, base+"/console/events?provider=generic&external_id=evt-console"); status != 200 || !strings.Contains(body, `href="/console/events/`+id+`"`) {
+		t.Errorf("events by external id: %d, the event listed: %v", status, strings.Contains(body, `href="/console/events/`+id+`"`))
+	}
+	if status, body, _ := page(t, admin, base+"/console/events?external_id=evt-console"); status != 400 || !strings.Contains(body, "choose the provider too") {
+		t.Errorf("an external id without a provider: %d, want 400 saying what to do", status)
+	}
 	_, _, csrf = page(t, admin, eventURL)
 	resp, err = admin.PostForm(eventURL+"/replay", url.Values{"csrf": {csrf}})
 	if err != nil {

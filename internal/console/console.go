@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
@@ -270,7 +271,7 @@ type eventsData struct {
 
 func (c *console) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := readmodel.EventFilter{State: q.Get("state"), Provider: q.Get("provider"), Limit: 50}
+	f := readmodel.EventFilter{State: q.Get("state"), Provider: q.Get("provider"), ExternalID: strings.TrimSpace(q.Get("external_id")), Limit: 50}
 	if s := q.Get("before"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 1 {
@@ -278,6 +279,10 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.Before = n
+	}
+	if len(f.ExternalID) > 256 || !utf8.ValidString(f.ExternalID) || strings.ContainsRune(f.ExternalID, 0) {
+		c.fail(w, r, nil, http.StatusBadRequest, "An external id is at most 256 bytes of text.")
+		return
 	}
 	if err := f.Validate(); err != nil {
 		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
@@ -296,6 +301,9 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 		}
 		if f.Provider != "" {
 			next.Set("provider", f.Provider)
+		}
+		if f.ExternalID != "" {
+			next.Set("external_id", f.ExternalID)
 		}
 		d.Next = "/console/events?" + next.Encode()
 	}

@@ -47,8 +47,11 @@ const eventColumns = `id, provider, external_id, state, attempts, run_at, locked
 type EventFilter struct {
 	State    string // one of processor.States, or empty
 	Provider string
-	Before   int64
-	Limit    int
+	// ExternalID is the provider's id of the delivery (a Twilio MessageSid, a
+	// webhook-id); it needs Provider, whose unique index it is read through.
+	ExternalID string
+	Before     int64
+	Limit      int
 }
 
 // ErrBadFilter wraps every reason Validate refuses a filter.
@@ -61,6 +64,9 @@ func (f EventFilter) Validate() error {
 	}
 	if err := CheckProvider(f.Provider); err != nil {
 		return err
+	}
+	if f.ExternalID != "" && f.Provider == "" {
+		return fmt.Errorf("%w: an external id is looked up within a provider: choose the provider too", ErrBadFilter)
 	}
 	if f.Limit < 1 {
 		return fmt.Errorf("%w: limit must be at least 1, got %d", ErrBadFilter, f.Limit)
@@ -100,6 +106,10 @@ func eventsQuery(f EventFilter) (string, []any) {
 		args = append(args, f.Provider)
 		where = append(where, fmt.Sprintf("provider = $%d", len(args)))
 	}
+	if f.ExternalID != "" {
+		args = append(args, f.ExternalID)
+		where = append(where, fmt.Sprintf("external_id = $%d", len(args)))
+	}
 	if f.Before > 0 {
 		args = append(args, f.Before)
 		where = append(where, fmt.Sprintf("id < $%d", len(args)))
@@ -107,6 +117,9 @@ func eventsQuery(f EventFilter) (string, []any) {
 	sql := "SELECT " + eventColumns + " FROM inbound_events"
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	if f.ExternalID != "" {
+		return sql + " LIMIT $1", args // (provider, external_id) is unique: one row at most
 	}
 	return sql + " ORDER BY id DESC LIMIT $1", args
 }

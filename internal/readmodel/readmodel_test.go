@@ -38,6 +38,8 @@ ANALYZE inbound_events`); err != nil {
 		"dead events, next page": {EventFilter{Limit: 51, State: "dead", Before: 150000}, "inbound_events_dead"},
 		"a provider's events":    {EventFilter{Limit: 51, Provider: "twilio"}, "inbound_events_pkey"},
 		"a provider's processed": {EventFilter{Limit: 51, Provider: "twilio", State: "processed"}, "inbound_events_pkey"},
+		"an external id":         {EventFilter{Limit: 51, Provider: "twilio", ExternalID: "e-3"}, "inbound_events_provider_external_id_key"},
+		"an external id, dead":   {EventFilter{Limit: 51, Provider: "twilio", ExternalID: "e-3", State: "dead"}, "inbound_events_provider_external_id_key"},
 	} {
 		sql, args := eventsQuery(c.f)
 		for _, generic := range []bool{false, true} {
@@ -73,6 +75,7 @@ func TestFiltersNameTheValidValues(t *testing.T) {
 	}{
 		{EventFilter{State: "deadd", Limit: 1}.Validate(), "pending, processing, processed, dead"},
 		{EventFilter{Provider: "twillio", Limit: 1}.Validate(), "generic, twilio, meta, telnyx"},
+		{EventFilter{ExternalID: "SM123", Limit: 1}.Validate(), "choose the provider too"},
 		{ReplayFilter{State: "pending", Limit: 1}.Validate(), "dead or processed"},
 		{ReplayFilter{State: "dead", Limit: MaxReplay + 1}.Validate(), "from 1 to"},
 		{CheckProvider("nope"), "generic, twilio"},

@@ -1,0 +1,80 @@
+package console
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func withCookie(value string) *http.Request {
+	r := httptest.NewRequest("GET", "/console/overview", nil)
+	r.AddCookie(&http.Cookie{Name: cookieName, Value: value})
+	return r
+}
+
+// TestSessions: a session's cookie is accepted by a process with the same tokens and
+// refused when tampered with (another role, a later expiry, another signature),
+// expired, or signed with a token no longer configured; its CSRF token differs from
+// another session's.
+func TestSessions(t *testing.T) {
+	admin, read := newCredential(roleAdmin, "admin-token-0123456789"), newCredential(roleRead, "read-token-0123456789")
+	creds := []credential{admin, read}
+	now := time.Now()
+	s, ck := newSession(read, now, false)
+	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/console" {
+		t.Errorf("cookie %+v, want HttpOnly, SameSite=Strict, Path=/console", ck)
+	}
+	got, ok := readSession(withCookie(ck.Value), creds, now)
+	if !ok || got.role != roleRead || got.csrf() != s.csrf() {
+		t.Fatalf("own cookie: %+v %v", got, ok)
+	}
+	other, _ := newSession(read, now, false)
+	if other.csrf() == s.csrf() {
+		t.Error("two sessions share a CSRF token")
+	}
+	parts := strings.SplitN(ck.Value, ".", 2)
+	for name, v := range map[string]string{
+		"role raised":     "admin." + parts[1],
+		"expiry extended": strings.Replace(ck.Value, strings.Split(ck.Value, ".")[1], "99999999999", 1),
+		"signature cut":   ck.Value[:strings.LastIndexByte(ck.Value, '.')],
+		"signature other": ck.Value[:strings.LastIndexByte(ck.Value, '.')+1] + "AAAA",
+		"empty":           "",
+		"garbage":         "....",
+	} {
+		if _, ok := readSession(withCookie(v), creds, now); ok {
+			t.Errorf("%s: accepted %q", name, v)
+		}
+	}
+	if _, ok := readSession(withCookie(ck.Value), creds, now.Add(sessionLength+time.Minute)); ok {
+		t.Error("an expired session is accepted")
+	}
+	if _, ok := readSession(withCookie(ck.Value), []credential{admin}, now); ok {
+		t.Error("a session of a token no longer configured is accepted")
+	}
+	if _, ok := login(creds, ""); ok {
+		t.Error("an empty token logs in")
+	}
+	if c, ok := login(creds, "admin-token-0123456789"); !ok || c.role != roleAdmin {
+		t.Error("the admin token does not log in as admin")
+	}
+}
+
+// FuzzReadSession: any cookie value is refused or accepted without a panic, and only
+// a value this process signed is accepted.
+func FuzzReadSession(f *testing.F) {
+	cred := newCredential(roleAdmin, "admin-token-0123456789")
+	_, ck := newSession(cred, time.Now(), false)
+	f.Add(ck.Value)
+	f.Add("admin.1.x.y")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, v string) {
+		if (&http.Cookie{Name: cookieName, Value: v}).Valid() != nil {
+			return // not a value a browser would send
+		}
+		if _, ok := readSession(withCookie(v), []credential{cred}, time.Now()); ok && v != ck.Value {
+			t.Fatalf("accepted a cookie not signed here: %q", v)
+		}
+	})
+}
