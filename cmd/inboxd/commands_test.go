@@ -276,16 +276,17 @@ func TestCommandsOnAnUnsetDatabase(t *testing.T) {
 	}
 }
 
-// TestStatsWatch redraws in place until interrupted.
+// TestStatsWatch redraws in place until interrupted: it is interrupted once it has
+// written three lines (or after a minute, on a machine too busy to say anything).
 func TestStatsWatch(t *testing.T) {
 	t.Parallel()
 	_, url := pgtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var out bytes.Buffer
+	out := &linesThenCancel{want: 3, cancel: cancel}
 	err := run(ctx, []string{"stats", "--watch", "--interval", "50ms"}, func(k string) string {
 		return map[string]string{"DATABASE_URL": url}[k]
-	}, &out, &out)
+	}, out, out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,4 +320,19 @@ VALUES ('generic', E'evil\x1b[2J\x1b]0;pwned\x07id', '{}', 'dead', E'broke\x1b[3
 	if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), "evil[2J]0;pwnedid") {
 		t.Errorf("events printed %q, want the id without its control characters", out.String())
 	}
+}
+
+// linesThenCancel is a buffer that calls cancel once want lines were written.
+type linesThenCancel struct {
+	bytes.Buffer
+	want   int
+	cancel func()
+}
+
+func (w *linesThenCancel) Write(p []byte) (int, error) {
+	n, err := w.Buffer.Write(p)
+	if strings.Count(w.String(), "\n") >= w.want {
+		w.cancel()
+	}
+	return n, err
 }
