@@ -204,6 +204,16 @@ func (c *console) dbFail(w http.ResponseWriter, r *http.Request, err error) {
 	c.fail(w, r, nil, http.StatusServiceUnavailable, "The database did not answer; reload in a moment. (The service's log has the error.)")
 }
 
+// pathID reads the page's {id}, answering 400 when it is not one.
+func (c *console) pathID(w http.ResponseWriter, r *http.Request, what string) (int64, bool) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id < 1 {
+		c.fail(w, r, nil, http.StatusBadRequest, "The "+what+" id in the address must be a positive whole number.")
+		return 0, false
+	}
+	return id, true
+}
+
 // ---- login ----
 
 func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -320,9 +330,8 @@ type eventData struct {
 }
 
 func (c *console) event(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id < 1 {
-		c.fail(w, r, nil, http.StatusBadRequest, "An event id is a positive whole number.")
+	id, ok := c.pathID(w, r, "event")
+	if !ok {
 		return
 	}
 	e, err := readmodel.ShowEvent(r.Context(), c.cfg.Pool, id)
@@ -374,9 +383,8 @@ func (c *console) replay(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, &s, http.StatusForbidden, "A read-only console session cannot replay: log in with an admin token (INBOX_ADMIN_TOKENS).")
 		return
 	}
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id < 1 {
-		c.fail(w, r, &s, http.StatusBadRequest, "An event id is a positive whole number.")
+	id, ok := c.pathID(w, r, "event")
+	if !ok {
 		return
 	}
 	n, err := readmodel.Replay(r.Context(), c.cfg.Pool, []int64{id})

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/go-chi/chi/v5"
 
 	"inboxd/internal/delivery"
 	"inboxd/internal/privacy"
@@ -43,9 +42,8 @@ type threadData struct {
 }
 
 func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id < 1 {
-		c.fail(w, r, nil, http.StatusBadRequest, "A conversation id is a positive whole number.")
+	id, ok := c.pathID(w, r, "conversation")
+	if !ok {
 		return
 	}
 	conv, err := readmodel.FindConversation(r.Context(), c.cfg.Pool, id)
@@ -97,9 +95,8 @@ type deliveriesData struct {
 }
 
 func (c *console) deliveries(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id < 1 {
-		c.fail(w, r, nil, http.StatusBadRequest, "A subscription id is a positive whole number.")
+	id, ok := c.pathID(w, r, "subscription")
+	if !ok {
 		return
 	}
 	state := r.URL.Query().Get("state")
