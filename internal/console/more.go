@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 
-
 	"inboxd/internal/delivery"
 	"inboxd/internal/privacy"
 	"inboxd/internal/readmodel"
