@@ -126,6 +126,9 @@ func headers(next http.Handler) http.Handler {
 	})
 }
 
+// maxFormBytes bounds a console form's body (a token, a CSRF token, a contact).
+const maxFormBytes = 16 << 10
+
 type sessionKey struct{}
 
 func sessionOf(r *http.Request) session {
@@ -145,6 +148,9 @@ func (c *console) requireSession(next http.Handler) http.Handler {
 			}
 			c.fail(w, r, nil, http.StatusForbidden, "Your session has ended: log in again.")
 			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes) // a form of a few fields
 		}
 		if r.Method == http.MethodPost && !validCSRF(s, r.PostFormValue("csrf")) {
 			c.fail(w, r, &s, http.StatusForbidden, "This form is out of date or did not come from the console (no valid CSRF token). Go back, reload the page and try again.")
@@ -225,7 +231,7 @@ func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	cred, ok := login(c.creds, r.PostFormValue("token"))
 	if !ok {
 		msg := "That token is not one of INBOX_ADMIN_TOKENS or INBOX_CONSOLE_READ_TOKENS."
