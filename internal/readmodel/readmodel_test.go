@@ -39,7 +39,6 @@ ANALYZE inbound_events`); err != nil {
 		"a provider's events":    {EventFilter{Limit: 51, Provider: "twilio"}, "inbound_events_pkey"},
 		"a provider's processed": {EventFilter{Limit: 51, Provider: "twilio", State: "processed"}, "inbound_events_pkey"},
 		"an external id":         {EventFilter{Limit: 51, Provider: "twilio", ExternalID: "e-3"}, "inbound_events_provider_external_id_key"},
-		"an external id, dead":   {EventFilter{Limit: 51, Provider: "twilio", ExternalID: "e-3", State: "dead"}, "inbound_events_provider_external_id_key"},
 	} {
 		sql, args := eventsQuery(c.f)
 		for _, generic := range []bool{false, true} {
