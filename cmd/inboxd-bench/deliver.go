@@ -51,7 +51,7 @@ func benchDeliver(ctx context.Context, pool *pgxpool.Pool, dbURL string, o bench
 		cfg := bench.RateConfig{System: label, URL: srv.base, Secret: benchSecret, Rate: o.rate,
 			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress}
 		if subscribed {
-			if err := subscribe(srv.base, token, rc.url); err != nil {
+			if _, err := subscribeID(srv.base, token, rc.url); err != nil {
 				srv.stop()
 				return results, err
 			}
@@ -126,11 +126,6 @@ FROM generate_series(1, $1) g`, o.events); err != nil {
 	}
 	fmt.Fprintf(progress, "%s: %.0f deliveries/s\n", label, r.DeliveriesPerSec)
 	return append(results, r), nil
-}
-
-func subscribe(base, token, url string) error {
-	_, err := subscribeID(base, token, url)
-	return err
 }
 
 func subscribeID(base, token, url string) (int64, error) {

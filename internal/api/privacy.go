@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -26,10 +25,8 @@ func startErasure(e *privacy.Eraser, log *zap.Logger) http.HandlerFunc {
 			Contact  string `json:"contact"`
 			Provider string `json:"provider"`
 		}
-		dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxErasureBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return nil, badParam(`the body must be JSON {"contact": "+15551234567", "provider": "twilio"} (provider optional), at most %d bytes: %v`, maxErasureBody, err)
+		if err := decodeBody(r, maxErasureBody, &req, `{"contact": "+15551234567", "provider": "twilio"} (provider optional)`); err != nil {
+			return nil, err
 		}
 		s, err := e.Subject(req.Contact, req.Provider)
 		if err != nil {

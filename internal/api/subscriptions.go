@@ -19,7 +19,7 @@ import (
 const maxSubscriptionBody = 16 << 10
 
 // decodeBody reads a small JSON body into v, refusing unknown fields; example shows
-// the shape in the error.
+// the shape in the error. Every JSON request body of the admin API goes through it.
 func decodeBody(r *http.Request, limit int64, v any, example string) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()

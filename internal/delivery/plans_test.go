@@ -1,11 +1,9 @@
 package delivery
 
 import (
-	"context"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/pgtest"
 )
@@ -18,16 +16,7 @@ import (
 func TestDeliveryPlans(t *testing.T) {
 	t.Parallel()
 	_, url := pgtest.NewPool(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off" // as the processor's settings have it
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.PlanPool(t, url)
 	// The sweep's statements run every second in every process: each must read only
 	// what it is after, not walk every undelivered delivery.
 	wantIndex := map[string]string{"rescueExpired": "deliveries_leases", "giveUpCandidates": "deliveries_since"}

@@ -97,3 +97,21 @@ func GenericPlan(t testing.TB, pool *pgxpool.Pool, sql string) string {
 	}
 	return Plan(t, pool, true, sql, nulls...)
 }
+
+// PlanPool is a pool on url whose sessions plan as the processor's transactions do
+// (enable_seqscan off: session.go), closed when t ends: for checking the plans of
+// statements that run with those settings.
+func PlanPool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}

@@ -1,11 +1,9 @@
 package processor
 
 import (
-	"context"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/pgtest"
 )
@@ -18,16 +16,7 @@ import (
 func TestProcessorPlans(t *testing.T) {
 	t.Parallel()
 	_, url := newDB(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off" // as settings() has it
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.PlanPool(t, url)
 	for name, sql := range map[string]string{
 		"claimDue": claimDue, "rescueExpired": rescueExpired, "finish": finish,
 		"ensureConversations": ensureConversations, "insertMessages": insertMessages,
