@@ -27,6 +27,7 @@ import (
 	"inboxd/internal/ingest"
 	"inboxd/internal/privacy"
 	"inboxd/internal/processor"
+	"inboxd/internal/replay"
 	"inboxd/internal/store"
 	"inboxd/internal/tracing"
 )
@@ -218,6 +219,7 @@ type service struct {
 	writer    *ingest.Writer
 	proc      *processor.Processor
 	eraser    *privacy.Eraser
+	replays   *replay.Runner
 	deliverer *delivery.Deliverer
 	http      *http.Server
 	admin     *http.Server // readiness, metrics and admin on INBOX_ADMIN_ADDR; nil: http serves them
@@ -265,6 +267,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName, Redaction: cfg.Redaction,
 	}, writer, log.Named("ingest"))
 	eraser := privacy.NewEraser(pool, log.Named("privacy"), cfg.Redaction, proc.ID())
+	replays := replay.NewRunner(pool, log.Named("replay"), proc.ID())
 	deps := api.Deps{
 		Eraser: eraser, Changes: changes,
 		Deliveries: &api.Deliveries{AllowPrivate: cfg.DeliveryAllowPrivate, Wake: deliverer.Wake},
@@ -275,7 +278,8 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	}
 	deps.Readiness = api.NewReadiness(deps)
 	deps.Console = console.New(console.Config{Pool: pool, AdminTokens: cfg.AdminTokens, ReadTokens: cfg.ConsoleReadTokens,
-		TraceURL: cfg.ConsoleTraceURL, Health: deps.Readiness.Check, Changes: changes.Next, Log: log.Named("console")})
+		TraceURL: cfg.ConsoleTraceURL, Health: deps.Readiness.Check, Changes: changes.Next, Redaction: cfg.Redaction,
+		Retention: cfg.Retention, DeadRetention: cfg.DeadRetention, WakeReplays: replays.Wake, Log: log.Named("console")})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "inbox_ready",
 		Help: "1 when /readyz would answer 200 (database reachable, webhooks being committed, LISTEN connected), else 0; sampled at each scrape.",
@@ -304,7 +308,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	s := &service{writer: writer, proc: proc, eraser: eraser, deliverer: deliverer, http: srv, providers: hooks.Enabled(),
+	s := &service{writer: writer, proc: proc, eraser: eraser, replays: replays, deliverer: deliverer, http: srv, providers: hooks.Enabled(),
 		stopGrace: cfg.IngestTimeout + time.Second, log: log}
 	if internal != nil {
 		s.admin = &http.Server{ // the same limits: operators' requests are small too
@@ -315,8 +319,8 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	return s
 }
 
-// erasurePoll is how often a process looks for erasures another one left unfinished
-// (it died); those it accepts itself start at once.
+// erasurePoll is how often a process looks for erasures and bulk replays another one
+// left unfinished (it died); those it accepts itself start at once.
 const erasurePoll = 30 * time.Second
 
 // run serves on ln until ctx ends, then stops in order: HTTP first (no new requests;
@@ -330,6 +334,7 @@ func (s *service) run(ctx context.Context, ln, adminLn net.Listener) error {
 	g.Go(func() error { return s.writer.Run(writerCtx) })
 	g.Go(func() error { return s.proc.Run(gctx) })
 	g.Go(func() error { s.eraser.Work(gctx, erasurePoll); return nil })
+	g.Go(func() error { s.replays.Work(gctx, erasurePoll); return nil })
 	g.Go(func() error { return s.deliverer.Run(gctx) })
 	g.Go(func() error {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -20,11 +20,9 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
@@ -32,8 +30,8 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/processor"
-	"inboxd/internal/provider/registry"
 	"inboxd/internal/readmodel"
+	"inboxd/internal/redact"
 )
 
 //go:embed templates/*.html
@@ -56,7 +54,14 @@ type Config struct {
 	// Changes returns a channel closed when the processor next commits (the change
 	// feed's hub, feed.Hub.Next): it wakes the live page's stream. nil: it polls.
 	Changes func() <-chan struct{}
-	Log     *zap.Logger
+	// Redaction is the redaction policy, so that a contact filter finds addresses
+	// stored hashed; nil: none.
+	Redaction *redact.Policy
+	// Retention and DeadRetention are the settings, shown on the overview.
+	Retention, DeadRetention time.Duration
+	// WakeReplays makes this process's replay runner start a job just confirmed.
+	WakeReplays func()
+	Log         *zap.Logger
 }
 
 // contentSecurityPolicy: the pages' own stylesheet and scripts (static/), nothing
@@ -92,6 +97,7 @@ func New(cfg Config) http.Handler {
 		r.Post("/logout", c.logout)
 		r.Get("/overview", c.overview)
 		r.Get("/events", c.events)
+		r.Post("/events", c.events) // a filter with a contact or payload text: kept out of the URL
 		r.Get("/events/{id}", c.event)
 		r.Post("/events/{id}/replay", c.replay)
 		r.Get("/failures", c.failures)
@@ -101,6 +107,11 @@ func New(cfg Config) http.Handler {
 		r.Get("/subscriptions", c.subscriptions)
 		r.Get("/subscriptions/{id}/deliveries", c.deliveries)
 		r.Get("/erasures", c.erasures)
+		r.Post("/replays/preview", c.replayPreview)
+		r.Post("/replays", c.replayStart)
+		r.Get("/replays", c.replays)
+		r.Get("/replays/{id}", c.replayJob)
+		r.Post("/replays/{id}/cancel", c.replayCancel)
 		r.Get("/live", c.live)
 		r.Get("/live/stream", c.liveStream)
 	})
@@ -175,6 +186,7 @@ type view struct {
 	Error   string
 	Data    any
 	Script  string // a script of the console's own (static/), for the pages that have one
+	Refresh int    // seconds after which the page reloads itself (a running job's progress); 0: never
 }
 
 func (c *console) render(w http.ResponseWriter, r *http.Request, status int, page string, v view) {
@@ -259,6 +271,21 @@ type overviewData struct {
 	Ready  bool
 	Parts  map[string]string
 	Oldest string
+	Charts []chart
+	// Retention: the settings and the oldest event kept.
+	Retention, DeadRetention string
+	OldestKept               *time.Time
+}
+
+// duration shows a retention setting.
+func duration(d time.Duration) string {
+	if d <= 0 {
+		return "off (kept for ever)"
+	}
+	if d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + " days"
+	}
+	return d.String()
 }
 
 func (c *console) overview(w http.ResponseWriter, r *http.Request) {
@@ -274,56 +301,20 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 	if c.cfg.Health != nil {
 		d.Ready, d.Parts = c.cfg.Health(r.Context())
 	}
-	c.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Data: d})
-}
-
-type eventsData struct {
-	Filter    readmodel.EventFilter
-	States    []string
-	Providers []string
-	Events    []readmodel.Event
-	Next      string // the next page's URL, empty on the last
-}
-
-func (c *console) events(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := readmodel.EventFilter{State: q.Get("state"), Provider: q.Get("provider"), ExternalID: strings.TrimSpace(q.Get("external_id")), Limit: 50}
-	if s := q.Get("before"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 1 {
-			c.fail(w, r, nil, http.StatusBadRequest, "before must be an event id (the next page's link has one).")
-			return
-		}
-		f.Before = n
-	}
-	if len(f.ExternalID) > 256 || !utf8.ValidString(f.ExternalID) || strings.ContainsRune(f.ExternalID, 0) {
-		c.fail(w, r, nil, http.StatusBadRequest, "An external id is at most 256 bytes of text.")
-		return
-	}
-	if err := f.Validate(); err != nil {
-		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
-		return
-	}
-	evs, err := readmodel.ListEvents(r.Context(), c.cfg.Pool, f)
+	now := c.now()
+	ms, err := processor.ReadMinutes(r.Context(), c.cfg.Pool, now.Add(-chartMinutes*time.Minute))
 	if err != nil {
 		c.dbFail(w, r, err)
 		return
 	}
-	d := eventsData{Filter: f, States: processor.States, Providers: registry.Names(), Events: evs}
-	if len(evs) == f.Limit {
-		next := url.Values{"before": {strconv.FormatInt(evs[len(evs)-1].ID, 10)}}
-		if f.State != "" {
-			next.Set("state", f.State)
-		}
-		if f.Provider != "" {
-			next.Set("provider", f.Provider)
-		}
-		if f.ExternalID != "" {
-			next.Set("external_id", f.ExternalID)
-		}
-		d.Next = "/console/events?" + next.Encode()
+	slots := minuteSlots(ms, now, chartMinutes)
+	d.Charts = []chart{throughputChart(slots), latencyChart(slots)}
+	d.Retention, d.DeadRetention = duration(c.cfg.Retention), duration(c.cfg.DeadRetention)
+	if err := c.cfg.Pool.QueryRow(r.Context(), `SELECT received_at FROM inbound_events ORDER BY id LIMIT 1`).Scan(&d.OldestKept); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		c.dbFail(w, r, err)
+		return
 	}
-	c.render(w, r, http.StatusOK, "events", view{Title: "Events", Nav: "events", Data: d})
+	c.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Data: d})
 }
 
 type eventData struct {
@@ -384,9 +375,7 @@ func pretty(raw json.RawMessage) string {
 
 // replay requeues one dead or processed event (admin only).
 func (c *console) replay(w http.ResponseWriter, r *http.Request) {
-	s := sessionOf(r)
-	if !s.admin() {
-		c.fail(w, r, &s, http.StatusForbidden, "A read-only console session cannot replay: log in with an admin token (INBOX_ADMIN_TOKENS).")
+	if !c.requireAdmin(w, r, "replay") {
 		return
 	}
 	id, ok := c.pathID(w, r, "event")

@@ -7,10 +7,18 @@ import (
 )
 
 // pageNames are the templates/*.html pages; each is parsed with layout.html.
-var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "deliveries", "erasures"}
+var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "deliveries", "erasures", "replay-preview", "replays", "replay"}
 
 var funcs = template.FuncMap{
-	"ago": func(t time.Time) string {
+	// ago shows how long ago a time (or a non-nil *time.Time) was.
+	"ago": func(v any) string {
+		t, ok := v.(time.Time)
+		if p, isPtr := v.(*time.Time); isPtr && p != nil {
+			t, ok = *p, true
+		}
+		if !ok {
+			return ""
+		}
 		return time.Since(t).Round(time.Second).String() + " ago"
 	},
 	// when shows a time (or a *time.Time, nil as nothing) in UTC.
@@ -42,7 +50,8 @@ var funcs = template.FuncMap{
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
 	for _, p := range pageNames {
-		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html"))
+		pages[p] = template.Must(template.New(p).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html", "templates/"+p+".html"))
+
 	}
 	return pages
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -35,6 +36,14 @@ func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...an
 				literals[i] = string(v)
 			case string:
 				literals[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+			case time.Time:
+				literals[i] = "'" + v.UTC().Format(time.RFC3339Nano) + "'"
+			case []string:
+				quoted := make([]string, len(v))
+				for j, s := range v {
+					quoted[j] = `"` + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `"`, `\"`) + `"`
+				}
+				literals[i] = "'{" + strings.ReplaceAll(strings.Join(quoted, ","), "'", "''") + "}'"
 			default:
 				literals[i] = fmt.Sprint(v)
 			}

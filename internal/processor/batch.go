@@ -221,6 +221,7 @@ func (p *Processor) report(ctx context.Context, events []claimed, outs []outcome
 			p.log.Warn("outcome not recorded: the lease was taken over meanwhile", append(fields, zap.String("outcome", o.state))...)
 			continue
 		}
+		p.rollup.observe(now, o.state, now.Sub(ev.ReceivedAt))
 		switch o.state {
 		case "processed":
 			p.metrics.processed.WithLabelValues(ev.Provider, "processed").Inc()

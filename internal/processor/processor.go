@@ -164,6 +164,7 @@ type Processor struct {
 	notified  atomic.Int64
 	claimNow  chan struct{} // capacity 1
 	listener  *listener
+	rollup    rollup // the per-minute counts for the console (rollup.go)
 	tracer    trace.Tracer
 	settings  string // the settings of every transaction (session.go)
 	// afterClaim, when set (tests only), runs after each claim pass with the number
@@ -265,6 +266,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	g.Go(func() error { p.sweep(ctx); return nil })
 	g.Go(func() error { p.retain(ctx); return nil })
 	g.Go(func() error { p.notifyChanges(ctx); return nil })
+	g.Go(func() error { p.keepRollup(ctx); return nil })
 	for range p.cfg.Workers {
 		g.Go(func() error { p.work(ctx); return nil })
 	}

@@ -252,11 +252,17 @@ requeued AS (
 SELECT count(pg_notify('inbound_events', inbox_notification(id, provider)))
 FROM requeued`
 
+// Querier runs a statement on a pool or in a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Requeue replays the given events (those dead or processed; others are left alone)
-// and returns how many it requeued.
-func Requeue(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int64, error) {
+// and returns how many it requeued. On a transaction (a bulk replay's batch), the
+// requeue commits with whatever else the transaction records.
+func Requeue(ctx context.Context, q Querier, ids []int64) (int64, error) {
 	var n int64
-	if err := pool.QueryRow(ctx, requeue, ids, "", "", len(ids)).Scan(&n); err != nil {
+	if err := q.QueryRow(ctx, requeue, ids, "", "", len(ids)).Scan(&n); err != nil {
 		return 0, fmt.Errorf("requeue %d events: %w", len(ids), err)
 	}
 	return n, nil

@@ -10,14 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"inboxd/internal/processor"
 	"inboxd/internal/provider/registry"
 )
 
@@ -41,97 +38,6 @@ type Event struct {
 }
 
 const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at, request_id, erased_at`
-
-// EventFilter selects events for ListEvents: newest first, before an id (0: from the
-// newest), at most Limit.
-type EventFilter struct {
-	State    string // one of processor.States, or empty
-	Provider string
-	// ExternalID is the provider's id of the delivery (a Twilio MessageSid, a
-	// webhook-id); it needs Provider, whose unique index it is read through.
-	ExternalID string
-	Before     int64
-	Limit      int
-}
-
-// ErrBadFilter wraps every reason Validate refuses a filter.
-var ErrBadFilter = errors.New("bad filter")
-
-// Validate checks a filter as every caller must: a known state, a known provider.
-func (f EventFilter) Validate() error {
-	if f.State != "" && !slices.Contains(processor.States, f.State) {
-		return fmt.Errorf("%w: state must be one of %s, got %q", ErrBadFilter, strings.Join(processor.States, ", "), quoted(f.State))
-	}
-	if err := CheckProvider(f.Provider); err != nil {
-		return err
-	}
-	if f.ExternalID != "" && f.Provider == "" {
-		return fmt.Errorf("%w: an external id is looked up within a provider: choose the provider too", ErrBadFilter)
-	}
-	if f.Limit < 1 {
-		return fmt.Errorf("%w: limit must be at least 1, got %d", ErrBadFilter, f.Limit)
-	}
-	return nil
-}
-
-// CheckProvider refuses a provider filter that names no provider (empty is no
-// filter), listing the valid names.
-func CheckProvider(name string) error {
-	if name != "" && !registry.Known(name) {
-		return fmt.Errorf("%w: provider must be one of %s, got %q", ErrBadFilter, strings.Join(registry.Names(), ", "), quoted(name))
-	}
-	return nil
-}
-
-// quoted shortens a value a client sent before it is echoed in an error.
-func quoted(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
-}
-
-// eventsQuery builds the list query for f. Only the filters given become conditions,
-// so that each shape gets its own plan, and the state (one of four values, checked)
-// is written into the SQL rather than passed: a generic plan for "state = $n" could
-// not use the partial index of dead events, and pgx's statement cache makes generic
-// plans likely.
-func eventsQuery(f EventFilter) (string, []any) {
-	where := []string{}
-	args := []any{f.Limit}
-	if f.State != "" {
-		where = append(where, "state = '"+f.State+"'")
-	}
-	if f.Provider != "" {
-		args = append(args, f.Provider)
-		where = append(where, fmt.Sprintf("provider = $%d", len(args)))
-	}
-	if f.ExternalID != "" {
-		args = append(args, f.ExternalID)
-		where = append(where, fmt.Sprintf("external_id = $%d", len(args)))
-	}
-	if f.Before > 0 {
-		args = append(args, f.Before)
-		where = append(where, fmt.Sprintf("id < $%d", len(args)))
-	}
-	sql := "SELECT " + eventColumns + " FROM inbound_events"
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
-	}
-	if f.ExternalID != "" {
-		return sql + " LIMIT $1", args // (provider, external_id) is unique: one row at most
-	}
-	return sql + " ORDER BY id DESC LIMIT $1", args
-}
-
-// ListEvents lists the events f selects, newest first, without payloads.
-func ListEvents(ctx context.Context, pool *pgxpool.Pool, f EventFilter) ([]Event, error) {
-	if err := f.Validate(); err != nil {
-		return nil, err
-	}
-	sql, args := eventsQuery(f)
-	return list(ctx, pool, "list events", pgx.RowToStructByNameLax[Event], sql, args...)
-}
 
 // list runs a list query and collects its rows with to; what names the query in an
 // error.

@@ -1,0 +1,347 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap/zaptest"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/readmodel"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// deadEvents inserts n dead events, oldest first; event i's contact is contacts[i %
+// len(contacts)] (nil: unknown) and its payload says whether i is even.
+func deadEvents(t *testing.T, pool *pgxpool.Pool, n int, contacts []*string) []int64 {
+	t.Helper()
+	var ids []int64
+	for i := range n {
+		var id int64
+		payload := `{"n": "odd"}`
+		if i%2 == 0 {
+			payload = `{"n": "even"}`
+		}
+		err := pool.QueryRow(context.Background(), `
+INSERT INTO inbound_events (provider, external_id, payload, state, attempts, last_error, contact)
+VALUES ('generic', 'r-' || $1::int, $2, 'dead', 5, 'boom', $3) RETURNING id`, i, payload, contacts[i%len(contacts)]).Scan(&id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func ptr(s string) *string { return &s }
+
+// processInRandomOrder stands in for the processor, adversarially: until ctx ends it
+// takes any pending event, at random, and marks it processed, recording the order
+// in which each contact's events were applied and how often each event was.
+type randomProcessor struct {
+	mu        sync.Mutex
+	byContact map[string][]int64
+	times     map[int64]int
+}
+
+func (p *randomProcessor) run(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
+	p.byContact, p.times = map[string][]int64{}, map[int64]int{}
+	for ctx.Err() == nil {
+		var id int64
+		var contact *string
+		err := pool.QueryRow(ctx, `
+UPDATE inbound_events SET state = 'processed', attempts = attempts + 1, processed_at = now()
+WHERE id = (SELECT id FROM inbound_events WHERE state = 'pending' ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id, contact`).Scan(&id, &contact)
+		if errors.Is(err, pgx.ErrNoRows) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				t.Error(err)
+			}
+			return
+		}
+		p.mu.Lock()
+		p.times[id]++
+		if contact != nil {
+			p.byContact[*contact] = append(p.byContact[*contact], id)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func start(t *testing.T, pool *pgxpool.Pool, f readmodel.EventFilter, rate int) int64 {
+	t.Helper()
+	upTo, n, _, err := readmodel.Matching(context.Background(), pool, f, MaxEvents, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := Start(context.Background(), pool, f, upTo, n, rate, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func waitState(t *testing.T, pool *pgxpool.Pool, id int64, want string) Job {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		j, err := Get(context.Background(), pool, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == want {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replay %d is %s after 2 minutes, want %s (%+v)", id, j.State, want, j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestInOrderPerContact: a replay of 120 dead events of four contacts (and some of
+// no known contact) requeues each once, and each contact's events are applied in the
+// order they were received, although the stand-in processor takes pending events in
+// a random order.
+func TestInOrderPerContact(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	contacts := []*string{ptr("+15550001"), ptr("+15550002"), nil, ptr("+15550003"), ptr("+15550001"), ptr("+15550004")}
+	ids := deadEvents(t, pool, 120, contacts)
+	var proc randomProcessor
+	var wg sync.WaitGroup
+	wg.Go(func() { proc.run(ctx, t, pool) })
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, MaxRate)
+	r.Wake()
+	j := waitState(t, pool, id, "done")
+	if j.Requeued != 120 || j.Total != 120 {
+		t.Errorf("requeued %d of %d, want 120 of 120", j.Requeued, j.Total)
+	}
+	// Wait for the last batch to be processed, then stop the stand-in.
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state <> 'processed'`).Scan(&n); err != nil || n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	for _, id := range ids {
+		if proc.times[id] != 1 {
+			t.Errorf("event %d applied %d times, want once", id, proc.times[id])
+		}
+	}
+	for c, got := range proc.byContact {
+		if !slices.IsSorted(got) {
+			t.Errorf("contact %s's events applied out of order: %v", c, got)
+		}
+	}
+	var private *string
+	if err := pool.QueryRow(context.Background(), `SELECT private::text FROM replays WHERE id = $1`, id).Scan(&private); err != nil || private != nil {
+		t.Errorf("a finished replay keeps its private filter: %v %v", private, err)
+	}
+}
+
+// TestRateCap: 60 events at 40 a second take at least the time the rate allows
+// (a bound below: a slow machine only makes it longer).
+func TestRateCap(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadEvents(t, pool, 60, []*string{nil})
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	began := time.Now()
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, 40)
+	r.Wake()
+	waitState(t, pool, id, "done")
+	// The last batch (of 4) goes when the first 56 have had their 1.4 s.
+	if took := time.Since(began); took < 1400*time.Millisecond {
+		t.Errorf("60 events at 40/s took %s, want at least 1.4 s", took)
+	}
+}
+
+// TestPayloadFilter: a replay takes only the events whose payload matches.
+func TestPayloadFilter(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ids := deadEvents(t, pool, 30, []*string{nil})
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	id := start(t, pool, readmodel.EventFilter{State: "dead", Path: `$.n ? (@ == "even")`}, MaxRate)
+	r.Wake()
+	if j := waitState(t, pool, id, "done"); j.Requeued != 15 || j.Total != 15 {
+		t.Errorf("requeued %d of %d, want the 15 even ones", j.Requeued, j.Total)
+	}
+	rows, _ := pool.Query(ctx, `SELECT id FROM inbound_events WHERE state = 'dead' ORDER BY id`)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var odd []int64
+	for i, id := range ids {
+		if i%2 == 1 {
+			odd = append(odd, id)
+		}
+	}
+	if !slices.Equal(left, odd) {
+		t.Errorf("still dead: %v, want the odd ones %v", left, odd)
+	}
+}
+
+// TestCancel: a cancelled replay requeues nothing more, and forgets its filter.
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadEvents(t, pool, 200, []*string{nil})
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	id := start(t, pool, readmodel.EventFilter{State: "dead", Text: "n"}, 20) // batches of 2, ten a second
+	r.Wake()
+	for {
+		j, err := Get(ctx, pool, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Requeued > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ok, err := Cancel(ctx, pool, id); err != nil || !ok {
+		t.Fatalf("cancel: %v %v", ok, err)
+	}
+	j := waitState(t, pool, id, "cancelled")
+	time.Sleep(500 * time.Millisecond) // five batches' time at its rate
+	var requeued int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state <> 'dead'`).Scan(&requeued); err != nil {
+		t.Fatal(err)
+	}
+	if requeued != j.Requeued || requeued >= 200 {
+		t.Errorf("after the cancel %d events left dead state, the replay recorded %d", requeued, j.Requeued)
+	}
+	var private *string
+	if err := pool.QueryRow(ctx, `SELECT private::text FROM replays WHERE id = $1`, id).Scan(&private); err != nil || private != nil {
+		t.Errorf("a cancelled replay keeps its private filter: %v %v", private, err)
+	}
+	if ok, _ := Cancel(ctx, pool, id); ok {
+		t.Error("cancelling twice: the second reported a running replay")
+	}
+}
+
+// TestResumedOnceEach: a runner stopped in the middle (its process died) leaves the
+// job to another once the lease runs out; between them every event is requeued
+// once, and a runner that lost the lease records nothing.
+func TestResumedOnceEach(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ids := deadEvents(t, pool, 100, []*string{ptr("+15550001"), ptr("+15550002"), nil})
+	var proc randomProcessor
+	var wg sync.WaitGroup
+	wg.Go(func() { proc.run(ctx, t, pool) })
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, 100) // batches of 10
+	a := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	actx, stopA := context.WithCancel(ctx)
+	go a.RunNext(actx)
+	for {
+		j, err := Get(ctx, pool, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Requeued >= 20+int64(rand.IntN(20)) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopA()
+	// A's lease runs out; B takes over.
+	if _, err := pool.Exec(ctx, `UPDATE replays SET locked_until = now() - interval '1 second' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	b := NewRunner(pool, zaptest.NewLogger(t), "runner-b")
+	go b.Work(ctx, 50*time.Millisecond)
+	for {
+		var holder *string
+		if err := pool.QueryRow(ctx, `SELECT locked_by FROM replays WHERE id = $1`, id).Scan(&holder); err != nil {
+			t.Fatal(err)
+		}
+		if holder != nil && *holder == "runner-b" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The runner that lost the job records nothing while the other runs it.
+	if _, err := a.step(ctx, id, []int64{ids[0]}, ids[0]); !errors.Is(err, errLost) {
+		t.Errorf("a step by the runner that lost the lease: %v, want errLost", err)
+	}
+	j := waitState(t, pool, id, "done")
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state <> 'processed'`).Scan(&n); err != nil || n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if j.Requeued != 100 {
+		t.Errorf("requeued %d, want 100", j.Requeued)
+	}
+	for _, id := range ids {
+		if proc.times[id] != 1 {
+			t.Errorf("event %d applied %d times, want once", id, proc.times[id])
+		}
+	}
+}
+
+// TestChecks: what a replay refuses.
+func TestChecks(t *testing.T) {
+	for _, tc := range []struct {
+		f     readmodel.EventFilter
+		total int64
+		rate  int
+	}{
+		{readmodel.EventFilter{State: "pending"}, 1, 10},
+		{readmodel.EventFilter{}, 1, 10},
+		{readmodel.EventFilter{State: "dead"}, MaxEvents + 1, 10},
+		{readmodel.EventFilter{State: "dead"}, 0, 10},
+		{readmodel.EventFilter{State: "dead"}, 1, MaxRate + 1},
+		{readmodel.EventFilter{State: "dead"}, 1, 0},
+		{readmodel.EventFilter{State: "dead", Provider: "nope"}, 1, 10},
+	} {
+		if _, err := Start(context.Background(), nil, tc.f, 1, tc.total, tc.rate, "admin"); err == nil {
+			t.Errorf("%+v, %d events at %d/s: accepted", tc.f, tc.total, tc.rate)
+		}
+	}
+}
