@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -134,6 +135,40 @@ func TestConsoleInBrowser(t *testing.T) {
 		err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("event-state")))
 		return err == nil && text("#event-state") == "processed", err
 	})
+	// A bulk replay: three dead events found by their payload's text, confirmed with
+	// their count, replayed in the background, watched to the end.
+	var bulk []string
+	for i := range 3 {
+		bulk = append(bulk, postEvent(t, base, fmt.Sprintf("evt-bulk-%d", i)))
+	}
+	settle(t, pool)
+	if _, err := pool.Exec(context.Background(), `UPDATE inbound_events SET state = 'dead', processed_at = NULL,
+  last_error = 'simulated outage: the provider answered 503' WHERE external_id LIKE 'evt-bulk-%'`); err != nil {
+		t.Fatal(err)
+	}
+	browse(chromedp.Navigate(base+"/console/events"), chromedp.SetValue(chromedp.ID("state"), "dead"),
+		chromedp.SendKeys(chromedp.ID("text"), "evt-bulk"), chromedp.Submit(chromedp.ID("text")),
+		chromedp.WaitVisible(chromedp.CSS(`a[href="/console/events/`+bulk[2]+`"]`)), shot("events-filtered"),
+		chromedp.Click(chromedp.ID("replay-all")), chromedp.WaitVisible(chromedp.ID("replay-count")), shot("replay-preview"))
+	if n := text("#replay-count"); n != "3" {
+		t.Errorf("the bulk replay's confirmation counts %s events, want 3", n)
+	}
+	browse(chromedp.Click(chromedp.ID("replay-confirm")), chromedp.WaitVisible(chromedp.ID("replay-state")))
+	pgtest.Eventually(t, "the bulk replay shown done", time.Minute, func() (bool, error) {
+		err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("replay-state")))
+		return err == nil && text("#replay-state") == "done", err
+	})
+	browse(shot("replay"))
+	if n := text("#replay-requeued"); n != "3" {
+		t.Errorf("the bulk replay requeued %s events, want 3", n)
+	}
+	settle(t, pool)
+	var dead int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM inbound_events WHERE external_id LIKE 'evt-bulk-%' AND state <> 'processed'`).Scan(&dead); err != nil || dead != 0 {
+		t.Errorf("after the bulk replay %d of its events are not processed (%v)", dead, err)
+	}
+	browse(chromedp.Navigate(base+"/console/replays"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("replays"))
+
 	// Conversations: a contact found by any spelling (sent in the body, not the URL),
 	// then the thread; the subscriptions and erasures pages answer.
 	browse(chromedp.Navigate(base+"/console/conversations"), chromedp.SendKeys(chromedp.ID("contact"), "+1 (555) 222-3333"),
@@ -145,11 +180,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if loc, err := chromedp.Run(ctx, chromedp.Location()); err != nil || strings.Contains(loc, "555") {
 		t.Errorf("the contact is in the URL %q (%v)", loc, err)
 	}
-	pgtest.Eventually(t, "the subscriber's deliveries", 30*time.Second, func() (bool, error) { return len(consumer.Delivered()) == 2, nil })
+	pgtest.Eventually(t, "the subscriber's deliveries", 30*time.Second, func() (bool, error) { return len(consumer.Delivered()) == 5, nil })
 	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("subscriptions"),
 		chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.CSS("main table")), shot("deliveries"))
-	if ds := text("main table tbody"); strings.Count(ds, "delivered") != 2 {
-		t.Errorf("deliveries page: %q, want the two deliveries", ds)
+	// The conversation and its four messages (the first event's and the bulk replay's).
+	if ds := text("main table tbody"); strings.Count(ds, "delivered") != 5 {
+		t.Errorf("deliveries page: %q, want the five deliveries", ds)
 	}
 	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("erasures"))
 	if es := text("main table tbody"); !strings.Contains(es, "done") {
@@ -170,6 +206,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("while paused the arrival is shown (%d nodes, %v)", len(n), err)
 	}
 	browse(chromedp.Click(chromedp.ID("pause")), chromedp.WaitVisible(held))
+	// The overview's charts, once the processor's rollup has the minute.
+	pgtest.Eventually(t, "the rollup to have the minute", time.Minute, func() (bool, error) {
+		var n int64
+		err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(processed), 0) FROM queue_minutes`).Scan(&n)
+		return n > 0, err
+	})
+	browse(chromedp.Navigate(base+"/console/overview"), chromedp.WaitVisible(chromedp.ID("throughput")), shot("overview"))
+	if n, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#throughput rect.outer[height]:not([height="0"])`), chromedp.AtLeast(0))); err != nil || len(n) == 0 {
+		t.Errorf("the throughput chart has no bar (%d, %v)", len(n), err)
+	}
 	browse(shot("event-replayed"), chromedp.Click(chromedp.CSS(`header button[type="submit"]`)), chromedp.WaitVisible(chromedp.ID("token")))
 	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || !strings.HasPrefix(title, "Log in") {
 		t.Errorf("after logging out the page is %q (%v), want the login page", title, err)
@@ -245,6 +291,18 @@ func page(t *testing.T, c *http.Client, u string) (int, string, string) {
 		return resp.StatusCode, string(b), ""
 	}
 	return resp.StatusCode, string(b), m[1]
+}
+
+// post POSTs a console form and returns the status and body (after redirects).
+func post(t *testing.T, c *http.Client, u string, form url.Values) (int, string) {
+	t.Helper()
+	resp, err := c.PostForm(u, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestConsoleRoles: the session cookie is HttpOnly and SameSite=Strict; a read-only
@@ -324,6 +382,44 @@ func TestConsoleRoles(t *testing.T) {
 	}
 	if status, body, _ := page(t, admin, base+"/console/events?external_id=evt-console"); status != 400 || !strings.Contains(body, "choose the provider too") {
 		t.Errorf("an external id without a provider: %d, want 400 saying what to do", status)
+	}
+	// The filters a URL must not carry are POSTed: a contact (in any spelling),
+	// payload text, a JSON path; a bad path is a 400 that says so.
+	_, _, csrf = page(t, admin, base+"/console/events")
+	for _, tc := range []struct {
+		form   url.Values
+		status int
+		listed bool
+	}{
+		{url.Values{"contact": {"+1 (555) 222-3333"}}, 200, true},
+		{url.Values{"contact": {"+15550000000"}}, 200, false},
+		{url.Values{"text": {"HELLO from the console"}, "state": {"dead"}}, 200, true},
+		{url.Values{"path": {`$.data ? (@.text like_regex "console")`}}, 200, true},
+		{url.Values{"path": {`$.data ==`}}, 400, false},
+		{url.Values{"from": {time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04")}}, 200, true},
+		{url.Values{"to": {time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04")}}, 200, false},
+		{url.Values{"from": {"yesterday"}}, 400, false},
+	} {
+		tc.form.Set("csrf", csrf)
+		status, body := post(t, admin, base+"/console/events", tc.form)
+		if status != tc.status || strings.Contains(body, `href="/console/events/`+id+`"`) != tc.listed {
+			t.Errorf("events filtered by %v: %d, listed: %v; want %d, %v", tc.form, status, !tc.listed, tc.status, tc.listed)
+		}
+	}
+	// A bulk replay: a read-only session may not ask; a state that cannot be replayed
+	// is refused with what to do; the admin's confirmation shows the count.
+	_, _, rcsrf := page(t, reader, base+"/console/events")
+	if status, _ := post(t, reader, base+"/console/replays/preview", url.Values{"csrf": {rcsrf}, "state": {"dead"}}); status != http.StatusForbidden {
+		t.Errorf("read-only bulk replay: %d, want 403", status)
+	}
+	if status, _ := post(t, reader, base+"/console/replays", url.Values{"csrf": {rcsrf}, "state": {"dead"}, "up_to": {"100"}, "total": {"1"}, "rate": {"10"}}); status != http.StatusForbidden {
+		t.Errorf("read-only bulk replay start: %d, want 403", status)
+	}
+	if status, body := post(t, admin, base+"/console/replays/preview", url.Values{"csrf": {csrf}, "state": {"pending"}}); status != 400 || !strings.Contains(body, "dead or processed") {
+		t.Errorf("bulk replay of pending events: %d, want 400 saying which states", status)
+	}
+	if status, body := post(t, admin, base+"/console/replays/preview", url.Values{"csrf": {csrf}, "state": {"dead"}}); status != 200 || !strings.Contains(body, `<strong id="replay-count">1</strong>`) {
+		t.Errorf("bulk replay confirmation: %d, count shown: %v", status, strings.Contains(body, `id="replay-count">1<`))
 	}
 	_, _, csrf = page(t, admin, eventURL)
 	resp, err = admin.PostForm(eventURL+"/replay", url.Values{"csrf": {csrf}})
