@@ -110,7 +110,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	browse := func(steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatal(err)
+			// Say where the browser was and what it showed.
+			diag, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			loc, _ := chromedp.Run(diag, chromedp.Location())
+			body, _ := chromedp.Run(diag, chromedp.Text(chromedp.CSS("main")))
+			t.Fatalf("%v; at %s, showing: %.600s", err, loc, body)
 		}
 	}
 	// The first Run starts the browser; it must not run under a timeout of its own.
@@ -135,6 +140,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("event-state")))
 		return err == nil && text("#event-state") == "processed", err
 	})
+	browse(shot("event-replayed"))
 	// A bulk replay: three dead events found by their payload's text, confirmed with
 	// their count, replayed in the background, watched to the end.
 	var bulk []string
@@ -216,7 +222,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if n, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#throughput rect.outer[height]:not([height="0"])`), chromedp.AtLeast(0))); err != nil || len(n) == 0 {
 		t.Errorf("the throughput chart has no bar (%d, %v)", len(n), err)
 	}
-	browse(shot("event-replayed"), chromedp.Click(chromedp.CSS(`header button[type="submit"]`)), chromedp.WaitVisible(chromedp.ID("token")))
+	browse(chromedp.Click(chromedp.CSS(`header button[type="submit"]`)), chromedp.WaitVisible(chromedp.ID("token")))
 	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || !strings.HasPrefix(title, "Log in") {
 		t.Errorf("after logging out the page is %q (%v), want the login page", title, err)
 	}

@@ -31,9 +31,6 @@ type filterForm struct {
 	Contact, Text, Path         string
 }
 
-// private reports whether the form has a part that must stay out of URLs.
-func (f filterForm) private() bool { return f.Contact != "" || f.Text != "" || f.Path != "" }
-
 // timeLayouts are what an <input type="datetime-local"> sends, with or without
 // seconds, and RFC 3339.
 var timeLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC3339}

@@ -178,26 +178,9 @@ const lease = time.Minute
 // Work runs erasures until ctx ends: those this process started at once (Wake),
 // and any other process left unfinished every poll.
 func (e *Eraser) Work(ctx context.Context, poll time.Duration) {
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	for {
-		for ctx.Err() == nil {
-			ran, err := e.RunNext(ctx)
-			if err != nil {
-				e.log.Error("erasure failed; it will be resumed", zap.Error(err))
-				break
-			}
-			if !ran {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-e.wake:
-		case <-t.C:
-		}
-	}
+	processor.RunJobs(ctx, poll, e.wake, e.RunNext, func(err error) {
+		e.log.Error("erasure failed; it will be resumed", zap.Error(err))
+	})
 }
 
 // RunNext claims one running erasure whose lease is free and runs it to the end. It

@@ -48,7 +48,7 @@ var (
 type Job struct {
 	ID          int64
 	Filter      readmodel.EventFilter // the enumerated parts; the personal ones are not shown
-	Private     bool                  // the filter has a contact, text or path (kept only while it runs)
+	Private     bool                  // the filter had a contact, text or path (kept only while it runs)
 	Rate        int
 	UpTo        int64 // the newest event id when it was confirmed: later events are not in it
 	Total       int64 // the count the operator confirmed
@@ -61,6 +61,13 @@ type Job struct {
 	// Waiting counts the events of the last batch not yet attempted: the next batch
 	// waits for them.
 	Waiting int64
+}
+
+// stored is a job's filter as the filter column holds it: its enumerated parts, and
+// whether it had personal ones (which the private column holds while it runs).
+type stored struct {
+	readmodel.EventFilter
+	Private bool `json:"private,omitempty"`
 }
 
 // private is the personal part of a job's filter, kept while it runs.
@@ -96,15 +103,18 @@ func Start(ctx context.Context, pool *pgxpool.Pool, f readmodel.EventFilter, upT
 	if total < 1 {
 		return 0, fmt.Errorf("%w: the filter matches no event", ErrBadRequest)
 	}
-	pub, err := json.Marshal(f)
-	if err != nil {
-		return 0, fmt.Errorf("start a replay: %w", err)
-	}
 	var priv []byte
-	if p := (private{Contacts: f.Contacts, Text: f.Text, Path: f.Path}); len(p.Contacts) > 0 || p.Text != "" || p.Path != "" {
+	var err error
+	p := private{Contacts: f.Contacts, Text: f.Text, Path: f.Path}
+	hasPrivate := len(p.Contacts) > 0 || p.Text != "" || p.Path != ""
+	if hasPrivate {
 		if priv, err = json.Marshal(p); err != nil {
 			return 0, fmt.Errorf("start a replay: %w", err)
 		}
+	}
+	pub, err := json.Marshal(stored{EventFilter: f, Private: hasPrivate})
+	if err != nil {
+		return 0, fmt.Errorf("start a replay: %w", err)
 	}
 	var id int64
 	err = pool.QueryRow(ctx, `
@@ -129,7 +139,7 @@ WHERE id = $1 AND state = 'running'`, id)
 	return tag.RowsAffected() == 1, nil
 }
 
-const jobColumns = `id, filter, private IS NOT NULL, rate, up_to, total, cursor, requeued, state, requested_by, requested_at, finished_at,
+const jobColumns = `id, filter, rate, up_to, total, cursor, requeued, state, requested_by, requested_at, finished_at,
     (SELECT count(*) FROM inbound_events e WHERE e.id = ANY(r.last_batch) AND ` + unattempted + `)`
 
 // unattempted: an event of a batch that has not been attempted since it was
@@ -139,14 +149,16 @@ const unattempted = `(e.state = 'processing' OR (e.state = 'pending' AND e.attem
 func scanJob(row pgx.Row) (Job, error) {
 	var j Job
 	var filter []byte
-	err := row.Scan(&j.ID, &filter, &j.Private, &j.Rate, &j.UpTo, &j.Total, &j.Cursor, &j.Requeued, &j.State,
+	err := row.Scan(&j.ID, &filter, &j.Rate, &j.UpTo, &j.Total, &j.Cursor, &j.Requeued, &j.State,
 		&j.RequestedBy, &j.RequestedAt, &j.FinishedAt, &j.Waiting)
 	if err != nil {
 		return Job{}, err
 	}
-	if err := json.Unmarshal(filter, &j.Filter); err != nil {
+	var st stored
+	if err := json.Unmarshal(filter, &st); err != nil {
 		return Job{}, fmt.Errorf("replay %d's filter: %w", j.ID, err)
 	}
+	j.Filter, j.Private = st.EventFilter, st.Private
 	return j, nil
 }
 
@@ -213,28 +225,9 @@ const lease = 30 * time.Second
 // Work runs jobs until ctx ends: as soon as one is started here (Wake), and any
 // other process left unfinished every poll.
 func (r *Runner) Work(ctx context.Context, poll time.Duration) {
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	for {
-		for ctx.Err() == nil {
-			ran, err := r.RunNext(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.log.Error("replay failed; it will be resumed", zap.Error(err))
-				}
-				break
-			}
-			if !ran {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.wake:
-		case <-t.C:
-		}
-	}
+	processor.RunJobs(ctx, poll, r.wake, r.RunNext, func(err error) {
+		r.log.Error("replay failed; it will be resumed", zap.Error(err))
+	})
 }
 
 // RunNext claims one running job whose lease is free and runs it until it ends (done
@@ -308,7 +301,7 @@ func (r *Runner) run(ctx context.Context, id int64, f readmodel.EventFilter, rat
 		requeued += n
 		cursor, last = next, ids[:take]
 		// The rate cap: the events requeued so far take at least this long.
-		if !sleep(ctx, time.Until(start.Add(time.Duration(float64(requeued)/float64(rate)*float64(time.Second))))) {
+		if !processor.Sleep(ctx, time.Until(start.Add(time.Duration(float64(requeued)/float64(rate)*float64(time.Second))))) {
 			return nil
 		}
 	}
@@ -364,7 +357,7 @@ func (r *Runner) await(ctx context.Context, id int64, last []int64) error {
 			}
 			renewed = time.Now()
 		}
-		if !sleep(ctx, r.poll) {
+		if !processor.Sleep(ctx, r.poll) {
 			return ctx.Err()
 		}
 	}
@@ -420,19 +413,4 @@ WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id)
 		return errLost
 	}
 	return nil
-}
-
-// sleep waits d or until ctx ends, and reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
