@@ -240,7 +240,10 @@ func deadEvent(t *testing.T, base string, pool *pgxpool.Pool) string {
 	settle(t, pool)
 	var id int64
 	err := pool.QueryRow(context.Background(), `UPDATE inbound_events SET state = 'dead', processed_at = NULL,
-  last_error = 'simulated outage: the provider answered 503' WHERE external_id = 'evt-console' RETURNING id`).Scan(&id)
+  last_error = 'simulated outage: the provider answered 503',
+  errors = '[{"attempt": 1, "at": "2026-11-25T10:00:01Z", "error": "timeout: the provider did not answer"},
+             {"attempt": 2, "at": "2026-11-25T10:00:03Z", "error": "simulated outage: the provider answered 503"}]'
+  WHERE external_id = 'evt-console' RETURNING id`).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +361,7 @@ func TestConsoleRoles(t *testing.T) {
 
 	reader := consoleClient(t, base, consoleRead)
 	status, body, csrf := page(t, reader, eventURL)
-	if status != 200 || !strings.Contains(body, "simulated outage") || strings.Contains(body, `id="replay"`) || csrf == "" {
+	if status != 200 || !strings.Contains(body, "simulated outage") || !strings.Contains(body, "the provider did not answer") || strings.Contains(body, `id="replay"`) || csrf == "" {
 		t.Fatalf("read-only event page: %d, replay button shown: %v", status, strings.Contains(body, `id="replay"`))
 	}
 	resp, err = reader.PostForm(eventURL+"/replay", url.Values{"csrf": {csrf}})

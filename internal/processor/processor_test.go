@@ -152,6 +152,29 @@ func TestRetryThenSuccess(t *testing.T) {
 	if attempts != 3 || !strings.Contains(lastErr, "upstream hiccup 2") {
 		t.Errorf("attempts = %d, last_error = %q; want 3 and the second failure", attempts, lastErr)
 	}
+	// Each failed attempt's error is kept, in order (the console lists them).
+	var errs []struct {
+		Attempt int
+		Error   string
+	}
+	if err := pool.QueryRow(context.Background(), "SELECT errors FROM inbound_events").Scan(&errs); err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 2 || errs[0].Attempt != 1 || !strings.Contains(errs[0].Error, "hiccup 1") || errs[1].Attempt != 2 || !strings.Contains(errs[1].Error, "hiccup 2") {
+		t.Errorf("errors = %+v, want attempts 1 and 2 with their hiccups", errs)
+	}
+}
+
+// TestErrorHistoryIsBounded: inbox_append_error keeps the last n errors.
+func TestErrorHistoryIsBounded(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	var got string
+	err := pool.QueryRow(context.Background(), `
+SELECT inbox_append_error(inbox_append_error(inbox_append_error(NULL, '1', 2), '2', 2), '3', 2)::text`).Scan(&got)
+	if err != nil || got != "[2, 3]" {
+		t.Errorf("got %s (%v), want [2, 3]", got, err)
+	}
 }
 
 // TestPoisonGoesDeadWithoutBlocking: a payload that can never parse is dead at once,

@@ -93,6 +93,8 @@ SET state        = CASE WHEN v.out_of_attempts THEN 'dead' ELSE 'processing' END
     attempts     = CASE WHEN v.out_of_attempts THEN e.attempts ELSE e.attempts + 1 END,
     last_error   = format('lease of %s expired during attempt %s of %s: the process stopped (crash, kill or hang) before finishing',
                           e.locked_by, e.attempts, $3::int),
+    errors       = inbox_append_error(e.errors, jsonb_build_object('attempt', e.attempts, 'at', now(),
+                          'error', format('lease of %s expired: the process stopped (crash, kill or hang) before finishing', e.locked_by)), 20),
     run_at       = now() + $1 * interval '1 millisecond',
     locked_until = CASE WHEN v.out_of_attempts THEN NULL ELSE now() + $1 * interval '1 millisecond' END,
     locked_by    = CASE WHEN v.out_of_attempts THEN NULL ELSE $2 END
@@ -129,6 +131,8 @@ UPDATE inbound_events e
 SET state        = o.state,
     run_at       = CASE WHEN o.state = 'pending' THEN now() + o.delay_ms * interval '1 millisecond' ELSE e.run_at END,
     last_error   = COALESCE(o.last_error, e.last_error),
+    errors       = CASE WHEN o.last_error IS NULL THEN e.errors
+                        ELSE inbox_append_error(e.errors, jsonb_build_object('attempt', o.attempts, 'at', clock_timestamp(), 'error', o.last_error), 20) END,
     processed_at = CASE WHEN o.state = 'processed' THEN clock_timestamp() END,
     locked_until = NULL,
     locked_by    = NULL,

@@ -34,7 +34,16 @@ type Event struct {
 	RequestID   *string         `json:"request_id" db:"request_id"`
 	ErasedAt    *time.Time      `json:"erased_at" db:"erased_at"` // the payload was erased (a tombstone)
 	Headers     json.RawMessage `json:"headers,omitempty" db:"headers"`
+	// Errors are the failed attempts' errors, oldest first (the last 20).
+	Errors []AttemptError `json:"errors,omitempty" db:"errors"`
 	Payload     json.RawMessage `json:"payload,omitempty" db:"payload"`
+}
+
+// AttemptError is one failed attempt.
+type AttemptError struct {
+	Attempt int       `json:"attempt"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error"`
 }
 
 const eventColumns = `id, provider, external_id, state, attempts, run_at, locked_until, last_error, received_at, processed_at, request_id, erased_at`
@@ -58,7 +67,7 @@ var ErrNoEvent = errors.New("no such event")
 
 // FindEvent returns one event with its payload and kept headers.
 func FindEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (Event, error) {
-	rows, _ := pool.Query(ctx, "SELECT "+eventColumns+", headers, payload FROM inbound_events WHERE id = $1", id)
+	rows, _ := pool.Query(ctx, "SELECT "+eventColumns+", headers, payload, errors FROM inbound_events WHERE id = $1", id)
 	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByNameLax[Event])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Event{}, fmt.Errorf("event %d: %w", id, ErrNoEvent)
