@@ -41,8 +41,8 @@ func (l *Latency) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// summarize sorts ds and reads its percentiles (nearest rank).
-func summarize(ds []time.Duration) Latency {
+// Summarize sorts ds and reads its percentiles (nearest rank).
+func Summarize(ds []time.Duration) Latency {
 	if len(ds) == 0 {
 		return Latency{}
 	}

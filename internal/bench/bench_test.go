@@ -29,13 +29,13 @@ func TestSummarize(t *testing.T) {
 	for i := range ds {
 		ds[i] = time.Duration(100-i) * time.Millisecond // unsorted on purpose
 	}
-	got := summarize(ds)
+	got := Summarize(ds)
 	want := Latency{N: 100, P50: 50 * time.Millisecond, P95: 95 * time.Millisecond, P99: 99 * time.Millisecond, Max: 100 * time.Millisecond}
 	if got != want {
-		t.Errorf("summarize(1..100 ms) = %+v, want %+v", got, want)
+		t.Errorf("Summarize(1..100 ms) = %+v, want %+v", got, want)
 	}
-	if (summarize(nil) != Latency{}) {
-		t.Errorf("summarize(nil) is not zero")
+	if (Summarize(nil) != Latency{}) {
+		t.Errorf("Summarize(nil) is not zero")
 	}
 	b, _ := json.Marshal(got)
 	var back Latency

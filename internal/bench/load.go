@@ -193,7 +193,7 @@ func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTim
 	}
 	res.Requests += res.Errors
 	res.AchievedRate = float64(len(acks)) / sendTime.Seconds()
-	res.Ack = summarize(acks)
+	res.Ack = Summarize(acks)
 	processed, err := waitProcessed(ctx, pool, ids, 30*time.Second)
 	if err != nil {
 		return err
@@ -211,8 +211,8 @@ func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTim
 		e2e = append(e2e, max(at.Sub(r.acked), 0)) // processed before the 200 arrived counts as 0
 		fromSchedule = append(fromSchedule, at.Sub(r.scheduled))
 	}
-	res.EndToEnd = summarize(e2e)
-	res.FromSchedule = summarize(fromSchedule)
+	res.EndToEnd = Summarize(e2e)
+	res.FromSchedule = Summarize(fromSchedule)
 	return nil
 }
 
@@ -240,7 +240,7 @@ func finishDelivered(ctx context.Context, cfg RateConfig, records []sent, res *R
 			res.Undelivered++
 		}
 	}
-	res.Delivered = summarize(lat)
+	res.Delivered = Summarize(lat)
 }
 
 func waitProcessed(ctx context.Context, pool *pgxpool.Pool, ids []int64, within time.Duration) (map[int64]time.Time, error) {

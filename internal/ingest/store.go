@@ -64,6 +64,15 @@ var (
 // grow and the commit is shared. There is one committer: several only queued on that
 // NOTIFY lock, and their batches were smaller.
 //
+// Large requests are committed on their own. A request of more than bulkEvents
+// events or bulkBytes of payload (a Meta POST carrying a backlog's 500 messages) goes
+// to a second committer, which commits such requests together, so that their inserts,
+// long for the rows and indexes they write, never hold a small webhook's commit back:
+// while 8 senders flooded one process with 500-message POSTs, single-event webhooks
+// beside them waited p50 824 ms for their 200 behind one committer (and got 503s on a
+// busier machine); docs/benchmarks.md has the figures with two. Two committers still
+// share the commit lock, but only for the moment of each commit, not the insert.
+//
 // Nothing waits for ever. A request waits at most Timeout for its commit, queue time
 // included, and is then answered ErrUnavailable (503, retry); the committer skips
 // requests already answered, and the commit itself is bounded by the same deadline on
@@ -77,7 +86,8 @@ type Writer struct {
 	timeoutName string
 	settings    string // the transaction's server-side timeouts (store.SetLocal)
 	inTx        func(ctx context.Context, tx pgx.Tx, ids []int64) error
-	queue       chan *writeReq
+	queue       chan *writeReq // small requests
+	bulk        chan *writeReq // large requests (isBulk)
 	done        chan struct{}
 	maxBatch    int
 	wait        time.Duration // CommitWait
@@ -113,6 +123,25 @@ type WriterConfig struct {
 	SettingName func(key string) string
 }
 
+// A request is large (committed by the bulk committer) above either bound; a bulk
+// commit takes up to maxBulkBatch events.
+const (
+	bulkEvents   = 32
+	bulkBytes    = 256 << 10
+	maxBulkBatch = 2048
+)
+
+func isBulk(events []Event) bool {
+	if len(events) > bulkEvents {
+		return true
+	}
+	n := 0
+	for _, e := range events {
+		n += len(e.Payload)
+	}
+	return n > bulkBytes
+}
+
 // DefaultCommitWait is CommitWait's default. At a thousand webhooks a second
 // it puts two or three in each commit instead of one (docs/benchmarks.md), for at
 // most this much more time before the 200; webhooks further apart than this are
@@ -139,6 +168,7 @@ func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, cfg WriterConfig
 		// is what a transaction-mode pooler (PgBouncer) requires.
 		settings: store.SetLocal("lock_timeout", strconv.FormatInt(ms, 10), "statement_timeout", strconv.FormatInt(ms, 10)),
 		queue:    make(chan *writeReq, 1024),
+		bulk:     make(chan *writeReq, 256),
 		done:     make(chan struct{}),
 		maxBatch: 256,
 		wait:     cfg.CommitWait,
@@ -156,19 +186,30 @@ func (w *Writer) AlsoInTx(fn func(ctx context.Context, tx pgx.Tx, ids []int64) e
 	w.inTx = fn
 }
 
-// Run commits queued requests until ctx ends. Stop the HTTP server first: requests
-// that arrive after Run returned are answered ErrUnavailable.
+// Run commits queued requests until ctx ends: small ones and large ones, each with
+// its committer. Stop the HTTP server first: requests that arrive after Run returned
+// are answered ErrUnavailable.
 func (w *Writer) Run(ctx context.Context) error {
 	defer close(w.done)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(ctx, w.bulk, maxBulkBatch, 0) })
+	w.run(ctx, w.queue, w.maxBatch, w.wait)
+	wg.Wait()
+	return nil
+}
+
+// run is one committer: it takes requests from queue and commits them in batches of
+// up to limit events, waiting for more until wait after the previous commit began.
+func (w *Writer) run(ctx context.Context, queue chan *writeReq, limit int, wait time.Duration) {
 	var lastCommit time.Time
 	for {
 		var first *writeReq
 		select {
-		case first = <-w.queue:
+		case first = <-queue:
 		case <-ctx.Done():
-			return nil
+			return
 		}
-		batch := w.collect(first, lastCommit.Add(w.wait))
+		batch := collect(queue, first, lastCommit.Add(wait), limit)
 		if len(batch) == 0 {
 			continue
 		}
@@ -188,8 +229,12 @@ func (w *Writer) Write(ctx context.Context, events []Event) ([]Result, error) {
 	reqCtx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
 	req := &writeReq{ctx: reqCtx, events: events, reply: make(chan writeReply, 1)}
+	queue := w.queue
+	if isBulk(events) {
+		queue = w.bulk
+	}
 	select {
-	case w.queue <- req:
+	case queue <- req:
 	case <-w.done:
 		return nil, fmt.Errorf("writer stopped: %w", ErrUnavailable)
 	case <-reqCtx.Done():
@@ -228,12 +273,12 @@ func (w *Writer) slow() error {
 	return fmt.Errorf("%w: the database is slow: no commit within %s (%s)", ErrUnavailable, w.timeout, w.timeoutName)
 }
 
-// collect takes first and whatever else is queued, up to maxBatch events, leaving
+// collect takes first and whatever else is queued, up to limit events, leaving
 // out requests that were answered already (deadline passed, client gone). It waits
 // for more until gather (the previous commit plus CommitWait), never later: a request
 // after a quiet spell is committed at once, and under load each commit carries what
 // arrived in the meantime.
-func (w *Writer) collect(first *writeReq, gather time.Time) []*writeReq {
+func collect(queue chan *writeReq, first *writeReq, gather time.Time, limit int) []*writeReq {
 	var batch []*writeReq
 	var timer *time.Timer
 	defer func() {
@@ -247,11 +292,11 @@ func (w *Writer) collect(first *writeReq, gather time.Time) []*writeReq {
 			batch = append(batch, r)
 			n += len(r.events)
 		}
-		if n >= w.maxBatch {
+		if n >= limit {
 			return batch
 		}
 		select {
-		case r = <-w.queue:
+		case r = <-queue:
 			continue
 		default:
 		}
@@ -263,7 +308,7 @@ func (w *Writer) collect(first *writeReq, gather time.Time) []*writeReq {
 			timer = time.NewTimer(wait)
 		}
 		select {
-		case r = <-w.queue:
+		case r = <-queue:
 		case <-timer.C:
 			return batch
 		}

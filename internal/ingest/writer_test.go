@@ -175,3 +175,70 @@ func TestSelectExistingPlan(t *testing.T) {
 		t.Errorf("generic plan of selectExisting: %s, want an index scan of inbound_events_provider_external_id_key", p)
 	}
 }
+
+// TestLargeRequestDoesNotHoldSmallOnes: while a large request's insert is held up
+// (here: waiting for a row lock another transaction holds on one of its keys, as a
+// long insert of 500 messages would, only for as long as the test likes), small
+// requests are committed by the other committer and answered; the large one is
+// committed once the lock goes. With one committer for both, the small ones would
+// wait behind it.
+func TestLargeRequestDoesNotHoldSmallOnes(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	w, _, _ := startWriter(t, url, WriterConfig{Timeout: 30 * time.Second}, nil)
+	ctx := context.Background()
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx)
+	if _, err := blocker.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'big-0', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	var large []Event
+	for i := range bulkEvents + 1 {
+		large = append(large, event(fmt.Sprintf("big-%d", i))...)
+	}
+	largeDone := make(chan error, 1)
+	go func() { _, err := w.Write(ctx, large); largeDone <- err }()
+	// The large insert is waiting on the lock.
+	pgtest.Eventually(t, "the large insert to wait for the lock", time.Minute, func() (bool, error) {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO inbound_events%'`).Scan(&n)
+		return n > 0, err
+	})
+	for i := range 3 {
+		if _, err := w.Write(ctx, event(fmt.Sprintf("small-%d", i))); err != nil {
+			t.Fatalf("small request %d while the large one waits: %v", i, err)
+		}
+	}
+	select {
+	case err := <-largeDone:
+		t.Fatalf("the large request finished while its key was locked: %v", err)
+	default:
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-largeDone; err != nil {
+		t.Fatalf("the large request after the lock went: %v", err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events`).Scan(&n); err != nil || n != bulkEvents+1+3 {
+		t.Errorf("%d events stored (%v), want %d", n, err, bulkEvents+1+3)
+	}
+}
+
+func TestIsBulk(t *testing.T) {
+	small := event("a")
+	big := make([]Event, bulkEvents+1)
+	heavy := []Event{{Payload: make([]byte, bulkBytes+1)}}
+	for _, tc := range []struct {
+		events []Event
+		want   bool
+	}{{small, false}, {big[:bulkEvents], false}, {big, true}, {heavy, true}} {
+		if got := isBulk(tc.events); got != tc.want {
+			t.Errorf("isBulk(%d events) = %v", len(tc.events), got)
+		}
+	}
+}
