@@ -35,8 +35,8 @@ type Event struct {
 	ErasedAt    *time.Time      `json:"erased_at" db:"erased_at"` // the payload was erased (a tombstone)
 	Headers     json.RawMessage `json:"headers,omitempty" db:"headers"`
 	// Errors are the failed attempts' errors, oldest first (the last 20).
-	Errors []AttemptError `json:"errors,omitempty" db:"errors"`
-	Payload     json.RawMessage `json:"payload,omitempty" db:"payload"`
+	Errors  []AttemptError  `json:"errors,omitempty" db:"errors"`
+	Payload json.RawMessage `json:"payload,omitempty" db:"payload"`
 }
 
 // AttemptError is one failed attempt.
