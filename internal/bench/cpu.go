@@ -23,6 +23,11 @@ type CPU struct {
 	// PerThousand is (target + Postgres) per 1,000 events processed: what the events
 	// cost the machine, the generator left out.
 	PerThousand float64 `json:"per_1000_events_ms"`
+	// WALPerEvent is the WAL the server wrote in the measurement (the difference of
+	// pg_current_wal_lsn() at its start and end), per event: what each event cost in
+	// writes, without the machine's noise (it counts the whole server's WAL, so
+	// nothing else may write meanwhile).
+	WALPerEvent float64 `json:"wal_bytes_per_event,omitempty"`
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux
@@ -34,6 +39,8 @@ const clockTicks = 100
 type CPUMeter struct {
 	target, postmaster int
 	start              [3]float64
+	pool               *pgxpool.Pool // to read the WAL position
+	startLSN           string
 }
 
 // NewCPUMeter finds the Postgres server behind pool (the parent of a backend) and
@@ -49,7 +56,7 @@ func NewCPUMeter(ctx context.Context, pool *pgxpool.Pool, target int) (*CPUMeter
 	if err != nil {
 		return nil, fmt.Errorf("the Postgres backend %d is not a process on this machine (%w): CPU cost is measured only against a local server", backend, err)
 	}
-	return &CPUMeter{target: target, postmaster: st.ppid}, nil
+	return &CPUMeter{target: target, postmaster: st.ppid, pool: pool}, nil
 }
 
 // Follow makes pid, a process started after Start, the target: all of its CPU time
@@ -60,6 +67,9 @@ func (m *CPUMeter) Follow(pid int) {
 
 // Start begins a measurement.
 func (m *CPUMeter) Start() error {
+	if err := m.pool.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&m.startLSN); err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
 	var err error
 	m.start, err = m.read()
 	return err
@@ -72,8 +82,13 @@ func (m *CPUMeter) Stop(events int) (CPU, error) {
 		return CPU{}, err
 	}
 	c := CPU{TargetMs: end[0] - m.start[0], PostgresMs: end[1] - m.start[1], GeneratorMs: end[2] - m.start[2]}
+	var wal float64
+	if err := m.pool.QueryRow(context.Background(), "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8", m.startLSN).Scan(&wal); err != nil {
+		return CPU{}, fmt.Errorf("read the WAL position: %w", err)
+	}
 	if events > 0 {
 		c.PerThousand = (c.TargetMs + c.PostgresMs) / float64(events) * 1000
+		c.WALPerEvent = wal / float64(events)
 	}
 	return c, nil
 }

@@ -73,7 +73,7 @@ func cost(r Result) string {
 	if n == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f (%.0f + %.0f; generator %.0f)", r.CPU.PerThousand, r.CPU.TargetMs/n*1000, r.CPU.PostgresMs/n*1000, r.CPU.GeneratorMs/n*1000)
+	return fmt.Sprintf("%.0f (%.0f + %.0f; generator %.0f); WAL %.0f B/event", r.CPU.PerThousand, r.CPU.TargetMs/n*1000, r.CPU.PostgresMs/n*1000, r.CPU.GeneratorMs/n*1000, r.CPU.WALPerEvent)
 }
 
 func byMode(results []Result, mode string) []Result {
