@@ -81,6 +81,16 @@ RETURNING id, contact`).Scan(&id, &contact)
 	}
 }
 
+// waitAllProcessed waits until the stand-in processor has processed every event.
+func waitAllProcessed(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	pgtest.Eventually(t, "every event processed", 2*time.Minute, func() (bool, error) {
+		var n int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM inbound_events WHERE state <> 'processed'`).Scan(&n)
+		return n == 0, err
+	})
+}
+
 func start(t *testing.T, pool *pgxpool.Pool, f readmodel.EventFilter, rate int) int64 {
 	t.Helper()
 	upTo, n, _, err := readmodel.Matching(context.Background(), pool, f, MaxEvents, 1)
@@ -135,13 +145,7 @@ func TestInOrderPerContact(t *testing.T) {
 		t.Errorf("requeued %d of %d, want 120 of 120", j.Requeued, j.Total)
 	}
 	// Wait for the last batch to be processed, then stop the stand-in.
-	for {
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state <> 'processed'`).Scan(&n); err != nil || n == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitAllProcessed(t, pool)
 	cancel()
 	wg.Wait()
 	for _, id := range ids {
@@ -306,13 +310,7 @@ func TestResumedOnceEach(t *testing.T) {
 		t.Errorf("a step by the runner that lost the lease: %v, want errLost", err)
 	}
 	j := waitState(t, pool, id, "done")
-	for {
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state <> 'processed'`).Scan(&n); err != nil || n == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitAllProcessed(t, pool)
 	cancel()
 	wg.Wait()
 	if j.Requeued != 100 {
