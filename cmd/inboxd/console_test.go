@@ -239,7 +239,7 @@ func deadEvent(t *testing.T, base string, pool *pgxpool.Pool) string {
 	}
 	settle(t, pool)
 	var id int64
-	err := pool.QueryRow(context.Background(), `UPDATE inbound_events SET state = 'dead', processed_at = NULL,
+	err := pool.QueryRow(context.Background(), `UPDATE inbound_events SET state = 'dead', processed_at = NULL, attempts = 2,
   last_error = 'simulated outage: the provider answered 503',
   errors = '[{"attempt": 1, "at": "2026-11-25T10:00:01Z", "error": "timeout: the provider did not answer"},
              {"attempt": 2, "at": "2026-11-25T10:00:03Z", "error": "simulated outage: the provider answered 503"}]'
