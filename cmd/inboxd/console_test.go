@@ -129,8 +129,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("failures page: %q, want the dead event's cause", f)
 	}
 	link := chromedp.CSS(`a[href="/console/events/` + id + `"]`)
+	// The unfiltered page lists the event too: wait for the filtered answer (its select
+	// has the state selected in the HTML) before clicking.
+	deadFiltered := chromedp.CSS(`#state option[value="dead"][selected]`)
 	browse(chromedp.Navigate(base+"/console/events"), chromedp.SetValue(chromedp.ID("state"), "dead"), chromedp.Submit(chromedp.ID("state")),
-		chromedp.WaitVisible(link), shot("events"),
+		chromedp.WaitReady(deadFiltered), chromedp.WaitVisible(link), shot("events"),
 		chromedp.Click(link), chromedp.WaitVisible(chromedp.ID("event-state")), shot("event"))
 	if state := text("#event-state"); state != "dead" {
 		t.Fatalf("the event page shows %q, want dead", state)
@@ -154,7 +157,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	browse(chromedp.Navigate(base+"/console/events"), chromedp.SetValue(chromedp.ID("state"), "dead"),
 		chromedp.SendKeys(chromedp.ID("text"), "evt-bulk"), chromedp.Submit(chromedp.ID("text")),
-		chromedp.WaitVisible(chromedp.CSS(`a[href="/console/events/`+bulk[2]+`"]`)), shot("events-filtered"),
+		chromedp.WaitReady(deadFiltered), chromedp.WaitVisible(chromedp.CSS(`a[href="/console/events/`+bulk[2]+`"]`)), shot("events-filtered"),
 		chromedp.Click(chromedp.ID("replay-all")), chromedp.WaitVisible(chromedp.ID("replay-count")), shot("replay-preview"))
 	if n := text("#replay-count"); n != "3" {
 		t.Errorf("the bulk replay's confirmation counts %s events, want 3", n)
@@ -178,7 +181,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Conversations: a contact found by any spelling (sent in the body, not the URL),
 	// then the thread; the subscriptions and erasures pages answer.
 	browse(chromedp.Navigate(base+"/console/conversations"), chromedp.SendKeys(chromedp.ID("contact"), "+1 (555) 222-3333"),
-		chromedp.Submit(chromedp.ID("contact")), chromedp.WaitVisible(chromedp.CSS(`a[href="/console/conversations/1"]`)), shot("conversations"),
+		// The unfiltered page lists the conversation too: wait for the answer to the search.
+		chromedp.Submit(chromedp.ID("contact")), chromedp.WaitVisible(chromedp.ID("found")), shot("conversations"),
 		chromedp.Click(chromedp.CSS(`a[href="/console/conversations/1"]`)), chromedp.WaitVisible(chromedp.CSS(".thread")), shot("conversation"))
 	if thread := text(".thread"); !strings.Contains(thread, "hello from the console test") {
 		t.Errorf("thread: %q", thread)
@@ -188,9 +192,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	pgtest.Eventually(t, "the subscriber's deliveries", 30*time.Second, func() (bool, error) { return len(consumer.Delivered()) == 5, nil })
 	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("subscriptions"),
-		chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.CSS("main table")), shot("deliveries"))
+		chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.ID("deliveries")), shot("deliveries"))
 	// The conversation and its four messages (the first event's and the bulk replay's).
-	if ds := text("main table tbody"); strings.Count(ds, "delivered") != 5 {
+	if ds := text("#deliveries tbody"); strings.Count(ds, "delivered") != 5 {
 		t.Errorf("deliveries page: %q, want the five deliveries", ds)
 	}
 	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("erasures"))
