@@ -434,6 +434,25 @@ func TestConsoleRoles(t *testing.T) {
 	if status, body := post(t, admin, base+"/console/replays/preview", url.Values{"csrf": {csrf}, "state": {"dead"}}); status != 200 || !strings.Contains(body, `<strong id="replay-count">1</strong>`) {
 		t.Errorf("bulk replay confirmation: %d, count shown: %v", status, strings.Contains(body, `id="replay-count">1<`))
 	}
+	// A failures group: listed and replayed by its exact error; a read-only session
+	// gets the list but no replay button.
+	if status, body, _ := page(t, reader, base+"/console/failures"); status != 200 || strings.Contains(body, "group-replay") {
+		t.Errorf("read-only failures page: %d, replay button shown: %v", status, strings.Contains(body, "group-replay"))
+	}
+	if status, body, _ := page(t, admin, base+"/console/failures"); status != 200 || !strings.Contains(body, "group-replay") {
+		t.Errorf("admin failures page: %d, replay button shown: %v", status, strings.Contains(body, "group-replay"))
+	}
+	group := url.Values{"csrf": {csrf}, "state": {"dead"}, "provider": {"generic"}, "error": {"simulated outage: the provider answered 503"}}
+	if status, body := post(t, admin, base+"/console/events", group); status != 200 || !strings.Contains(body, `href="/console/events/`+id+`"`) {
+		t.Errorf("the failures group's events: %d, listed: %v", status, strings.Contains(body, `href="/console/events/`+id+`"`))
+	}
+	if status, body := post(t, admin, base+"/console/replays/preview", group); status != 200 || !strings.Contains(body, `<strong id="replay-count">1</strong>`) {
+		t.Errorf("the failures group's replay confirmation: %d, counts 1: %v", status, strings.Contains(body, `id="replay-count">1<`))
+	}
+	group.Set("error", "another cause")
+	if status, body := post(t, admin, base+"/console/replays/preview", group); status != 200 || !strings.Contains(body, "No event matches") {
+		t.Errorf("a replay of another cause: %d, says none match: %v", status, strings.Contains(body, "No event matches"))
+	}
 	_, _, csrf = page(t, admin, eventURL)
 	resp, err = admin.PostForm(eventURL+"/replay", url.Values{"csrf": {csrf}})
 	if err != nil {

@@ -29,6 +29,10 @@ type filterForm struct {
 	State, Provider, ExternalID string
 	From, To                    string // datetime-local, UTC
 	Contact, Text, Path         string
+	// Error: dead events with exactly this last error (a failures page group), when
+	// HasError.
+	Error    string
+	HasError bool
 }
 
 // timeLayouts are what an <input type="datetime-local"> sends, with or without
@@ -55,8 +59,11 @@ func (c *console) parseFilter(r *http.Request) (filterForm, readmodel.EventFilte
 	}
 	if r.Method == http.MethodPost {
 		ff.Contact, ff.Text, ff.Path = strings.TrimSpace(r.PostFormValue("contact")), r.PostFormValue("text"), strings.TrimSpace(r.PostFormValue("path"))
+		_, ff.HasError = r.PostForm["error"]
+		ff.Error = r.PostFormValue("error")
 	}
-	f := readmodel.EventFilter{State: ff.State, Provider: ff.Provider, ExternalID: ff.ExternalID, Text: ff.Text, Path: ff.Path, Limit: 50}
+	f := readmodel.EventFilter{State: ff.State, Provider: ff.Provider, ExternalID: ff.ExternalID, Text: ff.Text, Path: ff.Path,
+		Error: ff.Error, HasError: ff.HasError, Limit: 50}
 	var err error
 	if f.From, err = parseTime("from", ff.From); err != nil {
 		return ff, f, err

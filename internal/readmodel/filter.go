@@ -47,6 +47,11 @@ type EventFilter struct {
 	// Path: the payload has an item at this SQL/JSON path in lax mode, such as
 	// $.entry[*].changes[*].value.messages[*] ? (@.type == "image").
 	Path string `json:"-"`
+	// Error: dead events whose last error is exactly this (a group of the failures
+	// page; "" with HasError: those without one). Dead events only: they are read
+	// through their partial index, bounded by the dead retention.
+	Error    string `json:"-"`
+	HasError bool   `json:"-"`
 	// Before and After bound the ids (exclusive); 0: no bound.
 	Before int64 `json:"-"`
 	After  int64 `json:"-"`
@@ -64,7 +69,8 @@ const SearchWindow = 10000
 // Bounds of what a filter may ask, far above any real one.
 const (
 	maxText = 256
-	maxPath = 512
+	maxPath  = 512
+	maxError = 4096
 )
 
 // ErrBadFilter wraps every reason Validate refuses a filter.
@@ -82,10 +88,16 @@ func (f EventFilter) Validate() error {
 	if f.ExternalID != "" && f.Provider == "" {
 		return fmt.Errorf("%w: an external id is looked up within a provider: choose the provider too", ErrBadFilter)
 	}
-	for _, t := range []struct{ name, v string }{{"an external id", f.ExternalID}, {"the text", f.Text}, {"the JSON path", f.Path}} {
+	if f.HasError && f.State != "dead" {
+		return fmt.Errorf("%w: an error is looked up among dead events: choose the state dead too", ErrBadFilter)
+	}
+	for _, t := range []struct{ name, v string }{{"an external id", f.ExternalID}, {"the text", f.Text}, {"the JSON path", f.Path}, {"the error", f.Error}} {
 		limit := maxText
-		if t.name == "the JSON path" {
+		switch t.name {
+		case "the JSON path":
 			limit = maxPath
+		case "the error":
+			limit = maxError
 		}
 		if len(t.v) > limit || !utf8.ValidString(t.v) || strings.ContainsRune(t.v, 0) {
 			return fmt.Errorf("%w: %s is at most %d bytes of text", ErrBadFilter, t.name, limit)
@@ -219,6 +231,9 @@ func (f EventFilter) build(cols string, asc, windowed bool) (string, []any) {
 	}
 	if f.ExternalID != "" {
 		where = append(where, "external_id = "+add(f.ExternalID))
+	}
+	if f.HasError {
+		where = append(where, "coalesce(last_error, '') = "+add(f.Error))
 	}
 	if !f.From.IsZero() {
 		where = append(where, "id >= "+add(f.fromID), "received_at >= "+add(f.From))

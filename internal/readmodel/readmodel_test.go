@@ -48,6 +48,7 @@ ANALYZE inbound_events`); err != nil {
 		"payload text":               {EventFilter{Limit: 51, Text: "refund"}, "inbound_events_pkey"},
 		"payload path, a provider's": {EventFilter{Limit: 51, Provider: "twilio", Path: "$.Body"}, "inbound_events_pkey"},
 		"a contact's payload text":   {EventFilter{Limit: 51, Contacts: []string{"+15550007"}, Text: "refund"}, "inbound_events_contact_id"},
+		"dead with an error":         {EventFilter{Limit: 51, State: "dead", Error: "boom", HasError: true}, "inbound_events_dead"},
 	} {
 		if err := c.f.Resolve(context.Background(), pool); err != nil {
 			t.Fatal(err)
@@ -93,6 +94,7 @@ func TestFiltersNameTheValidValues(t *testing.T) {
 		{EventFilter{State: "deadd", Limit: 1}.Validate(), "pending, processing, processed, dead"},
 		{EventFilter{Provider: "twillio", Limit: 1}.Validate(), "generic, twilio, meta, telnyx"},
 		{EventFilter{ExternalID: "SM123", Limit: 1}.Validate(), "choose the provider too"},
+		{EventFilter{Error: "boom", HasError: true, State: "processed", Limit: 1}.Validate(), "choose the state dead too"},
 		{ReplayFilter{State: "pending", Limit: 1}.Validate(), "dead or processed"},
 		{ReplayFilter{State: "dead", Limit: MaxReplay + 1}.Validate(), "from 1 to"},
 		{CheckProvider("nope"), "generic, twilio"},

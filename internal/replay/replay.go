@@ -48,7 +48,7 @@ var (
 type Job struct {
 	ID          int64
 	Filter      readmodel.EventFilter // the enumerated parts; the personal ones are not shown
-	Private     bool                  // the filter had a contact, text or path (kept only while it runs)
+	Private     bool                  // the filter had a contact, text, path or error (kept only while it runs)
 	Rate        int
 	UpTo        int64 // the newest event id when it was confirmed: later events are not in it
 	Total       int64 // the count the operator confirmed
@@ -75,6 +75,7 @@ type private struct {
 	Contacts []string `json:"contacts,omitempty"`
 	Text     string   `json:"text,omitempty"`
 	Path     string   `json:"path,omitempty"`
+	Error    *string  `json:"error,omitempty"` // set: the last error must be this
 }
 
 // Check refuses a filter a bulk replay cannot take: only finished events (dead or
@@ -106,7 +107,10 @@ func Start(ctx context.Context, pool *pgxpool.Pool, f readmodel.EventFilter, upT
 	var priv []byte
 	var err error
 	p := private{Contacts: f.Contacts, Text: f.Text, Path: f.Path}
-	hasPrivate := len(p.Contacts) > 0 || p.Text != "" || p.Path != ""
+	if f.HasError {
+		p.Error = &f.Error
+	}
+	hasPrivate := len(p.Contacts) > 0 || p.Text != "" || p.Path != "" || p.Error != nil
 	if hasPrivate {
 		if priv, err = json.Marshal(p); err != nil {
 			return 0, fmt.Errorf("start a replay: %w", err)
@@ -262,6 +266,9 @@ RETURNING id, filter, private, rate, up_to, cursor, last_batch`, r.id, lease.Mil
 		}
 	}
 	f.Contacts, f.Text, f.Path = p.Contacts, p.Text, p.Path
+	if p.Error != nil {
+		f.Error, f.HasError = *p.Error, true
+	}
 	f.Before, f.Limit = upTo+1, 1
 	if err := f.Resolve(ctx, r.pool); err != nil {
 		return true, fmt.Errorf("replay %d: %w", id, err)

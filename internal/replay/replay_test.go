@@ -343,3 +343,29 @@ func TestChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorFilter: a failures group's replay takes the dead events with that exact
+// last error and no other, its runner reading the error back from the job.
+func TestErrorFilter(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadEvents(t, pool, 20, []*string{nil})
+	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET last_error = 'bang' WHERE id % 4 = 0`); err != nil {
+		t.Fatal(err)
+	}
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	id := start(t, pool, readmodel.EventFilter{State: "dead", Error: "bang", HasError: true}, MaxRate)
+	r.Wake()
+	if j := waitState(t, pool, id, "done"); j.Requeued != 5 || j.Total != 5 || !j.Private {
+		t.Errorf("requeued %d of %d (private %v), want the 5 with that error", j.Requeued, j.Total, j.Private)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state = 'dead' AND last_error = 'boom'`).Scan(&left); err != nil || left != 15 {
+		t.Errorf("%d events of the other cause still dead (%v), want 15", left, err)
+	}
+}
