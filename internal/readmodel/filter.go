@@ -68,7 +68,7 @@ const SearchWindow = 10000
 
 // Bounds of what a filter may ask, far above any real one.
 const (
-	maxText = 256
+	maxText  = 256
 	maxPath  = 512
 	maxError = 4096
 )
