@@ -436,3 +436,41 @@ func TestSlowSubscriberDoesNotDelayAnother(t *testing.T) {
 		t.Errorf("the fast endpoint got its changes after %v, not before the slow one's attempts timed out (%v)", took, timeout)
 	}
 }
+
+// TestBreakerStepsPerBatch: however many attempts fail in one batch (16 that hung
+// together and timed out together), the breaker opens for its first second, not for
+// a period doubled once per attempt; from there each failed probe doubles it, and a
+// success closes it.
+func TestBreakerStepsPerBatch(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	sub := subscribe(t, pool, rc).ID
+	ctx := context.Background()
+	step := func(ok bool, failed int) (failures int, open time.Duration) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, breakerUpdate, []int64{sub}, []bool{ok}, []int32{int32(failed)}, breakerAfter, breakerCap.Milliseconds()); err != nil {
+			t.Fatal(err)
+		}
+		var secs *float64
+		if err := pool.QueryRow(ctx, `SELECT failures, extract(epoch FROM blocked_until - now())::float8 FROM subscriptions WHERE id = $1`, sub).Scan(&failures, &secs); err != nil {
+			t.Fatal(err)
+		}
+		if secs != nil {
+			open = time.Duration(*secs * float64(time.Second))
+		}
+		return failures, open
+	}
+	if _, open := step(false, 16); open <= 0 || open > time.Second {
+		t.Errorf("16 failures in one batch opened the breaker for %s, want its first second", open)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET blocked_until = now() WHERE id = $1`, sub); err != nil { // the second passed
+		t.Fatal(err)
+	}
+	if _, open := step(false, 1); open <= time.Second || open > 2*time.Second {
+		t.Errorf("a failed probe: open for %s, want two seconds", open)
+	}
+	if failures, open := step(true, 0); failures != 0 || open != 0 {
+		t.Errorf("a success: %d failures, open for %s; want it closed", failures, open)
+	}
+}

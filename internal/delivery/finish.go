@@ -75,15 +75,20 @@ SELECT id, state FROM done`
 // The breaker's bookkeeping, per subscription of a batch ($1), from whether any of
 // its attempts succeeded ($2) and how many failed ($3): a success closes it (written
 // only when it was not closed already, so the common case does not touch the row);
-// failures count, and at the threshold $4 open it for a second, doubling with each
-// failed probe after that, up to breakerCap ($5 ms). Failures while it is open (of
-// attempts that were in flight when it opened) are not counted: they would stretch
-// the first period for what was one outage.
+// failures count up to the threshold $4, which opens it for a second; from there
+// failures counts failed probes, each doubling the period, up to breakerCap ($5 ms).
+// However many attempts fail in one batch, they are one step: 16 attempts that hung
+// together and timed out together are one outage, and counting each (as a first
+// version did) shut a recovered endpoint out for minutes. Failures while it is open
+// (of attempts that were in flight when it opened) are not counted either.
 const breakerUpdate = `
 UPDATE subscriptions s
-SET failures = CASE WHEN b.ok THEN 0 ELSE s.failures + b.failed END,
+SET failures = CASE WHEN b.ok THEN 0
+                    WHEN s.failures >= $4 THEN s.failures + 1
+                    ELSE least(s.failures + b.failed, $4) END,
     blocked_until = CASE WHEN NOT b.ok AND s.failures + b.failed >= $4
-                         THEN now() + least(interval '1 second' * power(2, least(s.failures + b.failed - $4, 20)), $5 * interval '1 millisecond') END
+                         THEN now() + least(interval '1 second' * power(2, least(greatest(s.failures + 1 - $4, 0), 20)),
+                                            $5 * interval '1 millisecond') END
 FROM unnest($1::bigint[], $2::bool[], $3::int[]) AS b(sub, ok, failed)
 WHERE s.id = b.sub
   AND CASE WHEN b.ok THEN s.failures <> 0 OR s.blocked_until IS NOT NULL
