@@ -272,6 +272,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	p.Wake() // whatever is already due
 	err := g.Wait()
+	p.lastRollup()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -155,18 +155,23 @@ func (r *rollup) putBack(ms []*Minute) {
 	}
 }
 
-// keepRollup flushes the rollup every rollupEvery until ctx ends, and once more
-// after (with a short deadline of its own) so that a stopping process's last
-// seconds are counted.
+// keepRollup flushes the rollup every rollupEvery until ctx ends. The last flush is
+// Run's, once every worker has returned (a batch finishing during the stop reports
+// after ctx ended).
 func (p *Processor) keepRollup(ctx context.Context) {
 	for sleep(ctx, rollupEvery) {
 		if err := p.flushRollup(ctx); err != nil && ctx.Err() == nil {
 			p.log.Warn("rollup", zap.Error(err))
 		}
 	}
-	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+}
+
+// lastRollup writes what the rollup still holds, with a short deadline of its own,
+// so that a stopping process's last seconds are counted.
+func (p *Processor) lastRollup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := p.flushRollup(final); err != nil {
+	if err := p.flushRollup(ctx); err != nil {
 		p.log.Warn("rollup at stop", zap.Error(err))
 	}
 }

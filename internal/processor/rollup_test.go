@@ -7,26 +7,44 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 )
 
 // TestRollup: the events a processor finished are in the per-minute rollup once it
-// has stopped (the last seconds are written at stop), each with its latency counted.
+// has stopped, each with its latency counted: also one whose batch was still being
+// applied when the stop began (its outcome is reported after the stop; the last
+// flush must come after it).
 func TestRollup(t *testing.T) {
 	t.Parallel()
 	db, url := newDB(t)
-	p := New(db, url, Config{Workers: 1}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	inApply, release := make(chan struct{}), make(chan struct{})
+	slow := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		n, err := generic.Normalize(payload, at)
+		if err == nil && n.Message != nil && n.Message.Text == "last" {
+			close(inApply)
+			<-release
+		}
+		return n, err
+	}
+	p := New(db, url, Config{Workers: 1, Normalizers: map[string]provider.Normalizer{"generic": slow}}, zapNop(), NewMetrics(prometheus.NewRegistry()))
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	t0 := time.Now()
-	for i := range 12 {
+	for i := range 11 {
 		insertEvents(t, db, received(fmt.Sprintf("m-%d", i), "hi", t0))
 	}
-	settled := waitSettled(t, db, time.Minute)
+	waitSettled(t, db, time.Minute)
+	insertEvents(t, db, received("m-last", "last", t0))
+	<-inApply
 	stop()
+	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	settled := waitSettled(t, db, time.Minute)
 	ms, err := ReadMinutes(context.Background(), db, t0.Add(-time.Minute))
 	if err != nil {
 		t.Fatal(err)
