@@ -272,9 +272,21 @@ type overviewData struct {
 	Parts  map[string]string
 	Oldest string
 	Charts []chart
-	// Retention: the settings and the oldest event kept.
+	// Retention: the settings, and the oldest processed and dead events kept.
 	Retention, DeadRetention string
-	OldestKept               *time.Time
+	OldestProcessed          string
+	OldestDead               string
+}
+
+// age says how old the oldest event of a state is.
+func age(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "none is kept"
+	case d >= 48*time.Hour:
+		return "the oldest kept is " + strconv.Itoa(int(d/(24*time.Hour))) + " days old"
+	}
+	return "the oldest kept is " + d.Round(time.Second).String() + " old"
 }
 
 // duration shows a retention setting.
@@ -310,10 +322,7 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 	slots := minuteSlots(ms, now, chartMinutes)
 	d.Charts = []chart{throughputChart(slots), latencyChart(slots)}
 	d.Retention, d.DeadRetention = duration(c.cfg.Retention), duration(c.cfg.DeadRetention)
-	if err := c.cfg.Pool.QueryRow(r.Context(), `SELECT received_at FROM inbound_events ORDER BY id LIMIT 1`).Scan(&d.OldestKept); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		c.dbFail(w, r, err)
-		return
-	}
+	d.OldestProcessed, d.OldestDead = age(st.OldestProcessedAge), age(st.OldestDeadAge)
 	c.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Data: d})
 }
 

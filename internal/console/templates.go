@@ -10,17 +10,6 @@ import (
 var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "deliveries", "erasures", "replay-preview", "replays", "replay"}
 
 var funcs = template.FuncMap{
-	// ago shows how long ago a time (or a non-nil *time.Time) was.
-	"ago": func(v any) string {
-		t, ok := v.(time.Time)
-		if p, isPtr := v.(*time.Time); isPtr && p != nil {
-			t, ok = *p, true
-		}
-		if !ok {
-			return ""
-		}
-		return time.Since(t).Round(time.Second).String() + " ago"
-	},
 	// when shows a time (or a *time.Time, nil as nothing) in UTC.
 	"when": func(v any) string {
 		switch t := v.(type) {

@@ -3,6 +3,7 @@ package readmodel
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -19,6 +20,10 @@ type Stats struct {
 	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
 	ReceivedLastMinute      int64    `json:"received_last_minute"`
 	ProcessedLastMinute     int64    `json:"processed_last_minute"`
+	// The age of the oldest processed and dead events (0: none), how far back
+	// retention has not reached; the console's overview shows them.
+	OldestProcessedAge time.Duration `json:"-"`
+	OldestDeadAge      time.Duration `json:"-"`
 }
 
 // lastMinute counts what arrived in the last minute, and what was processed in it
@@ -49,9 +54,9 @@ func ReadStats(ctx context.Context, pool *pgxpool.Pool) (Stats, error) {
 		case "processing":
 			s.Processing = q.Count
 		case "dead":
-			s.Dead = q.Count
+			s.Dead, s.OldestDeadAge = q.Count, q.OldestAge
 		case "processed":
-			s.ProcessedEstimate, s.ProcessedExact = q.Count, q.Exact
+			s.ProcessedEstimate, s.ProcessedExact, s.OldestProcessedAge = q.Count, q.Exact, q.OldestAge
 		}
 	}
 	if err := pool.QueryRow(ctx, lastMinute).Scan(&s.ReceivedLastMinute, &s.ProcessedLastMinute); err != nil {
