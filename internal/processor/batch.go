@@ -212,6 +212,7 @@ func (p *Processor) report(ctx context.Context, events []claimed, outs []outcome
 		recorded[id] = true
 	}
 	var earliestRetry time.Duration
+	var minute counts
 	now := time.Now()
 	for i, o := range outs {
 		ev := events[i]
@@ -221,7 +222,7 @@ func (p *Processor) report(ctx context.Context, events []claimed, outs []outcome
 			p.log.Warn("outcome not recorded: the lease was taken over meanwhile", append(fields, zap.String("outcome", o.state))...)
 			continue
 		}
-		p.rollup.observe(now, o.state, now.Sub(ev.ReceivedAt))
+		minute.observe(o.state, now.Sub(ev.ReceivedAt))
 		switch o.state {
 		case "processed":
 			p.metrics.processed.WithLabelValues(ev.Provider, "processed").Inc()
@@ -238,6 +239,7 @@ func (p *Processor) report(ctx context.Context, events []claimed, outs []outcome
 			p.log.Error("event dead", append(fields, zap.String("error", o.err))...)
 		}
 	}
+	p.rollup.add(now, minute)
 	if earliestRetry > 0 {
 		time.AfterFunc(earliestRetry, p.Wake) // be there when the retry is due, not at the next sweep
 	}

@@ -71,7 +71,27 @@ type rollup struct {
 	minutes map[time.Time]*Minute
 }
 
-func (r *rollup) observe(at time.Time, state string, latency time.Duration) {
+// counts are one batch's outcomes, added to the rollup at once (one lock a batch,
+// not one an event).
+type counts struct {
+	processed, retried, dead int64
+	latencies                []time.Duration // of the processed ones
+}
+
+func (c *counts) observe(state string, latency time.Duration) {
+	switch state {
+	case "processed":
+		c.processed++
+		c.latencies = append(c.latencies, latency)
+	case "pending":
+		c.retried++
+	case "dead":
+		c.dead++
+	}
+}
+
+// add adds a batch's counts to the minute at falls in.
+func (r *rollup) add(at time.Time, c counts) {
 	start := at.UTC().Truncate(time.Minute)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -83,15 +103,12 @@ func (r *rollup) observe(at time.Time, state string, latency time.Duration) {
 		m = &Minute{Start: start, Latency: make([]int64, len(LatencyBuckets)+1)}
 		r.minutes[start] = m
 	}
-	switch state {
-	case "processed":
-		m.Processed++
-		i, _ := slices.BinarySearch(LatencyBuckets, latency)
+	m.Processed += c.processed
+	m.Retried += c.retried
+	m.Dead += c.dead
+	for _, l := range c.latencies {
+		i, _ := slices.BinarySearch(LatencyBuckets, l)
 		m.Latency[i]++
-	case "pending":
-		m.Retried++
-	case "dead":
-		m.Dead++
 	}
 }
 
