@@ -341,18 +341,29 @@ func SearchEvents(ctx context.Context, pool *pgxpool.Pool, f EventFilter) (Searc
 		return page, nil
 	}
 	// The page is short: either nothing more matches, or the window ended first.
-	w := f
-	w.Text, w.Path = "", ""
-	wsql, wargs := w.query("id", false)
-	wargs[0] = SearchWindow
-	var n, last int64
-	if err := pool.QueryRow(ctx, "SELECT count(*), coalesce(min(id), 0) FROM ("+wsql+") w", wargs...).Scan(&n, &last); err != nil {
+	n, last, err := window(ctx, pool, f, false)
+	if err != nil {
 		return SearchPage{}, fmt.Errorf("search events: %w", err)
 	}
 	if n == SearchWindow {
 		page.Next, page.Windowed = last, true
 	}
 	return page, nil
+}
+
+// window reads the window f's payload conditions were applied to: how many events it
+// holds (SearchWindow when it was full) and the id where it ends (0 when empty),
+// newest first or, with asc, oldest first.
+func window(ctx context.Context, pool *pgxpool.Pool, f EventFilter, asc bool) (n, end int64, err error) {
+	f.Text, f.Path = "", ""
+	sql, args := f.query("id", asc)
+	args[0] = SearchWindow
+	edge := "min"
+	if asc {
+		edge = "max"
+	}
+	err = pool.QueryRow(ctx, "SELECT count(*), coalesce("+edge+"(id), 0) FROM ("+sql+") w", args...).Scan(&n, &end)
+	return n, end, err
 }
 
 // Candidates returns up to f.Limit ids, and each one's contact, of the events f
@@ -383,12 +394,8 @@ func Candidates(ctx context.Context, pool *pgxpool.Pool, f EventFilter) (ids []i
 		scanned = ids[len(ids)-1]
 	}
 	if f.HasPayloadConditions() && len(ids) < f.Limit {
-		w := f
-		w.Text, w.Path = "", ""
-		wsql, wargs := w.query("id", true)
-		wargs[0] = SearchWindow
-		var last int64
-		if err := pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM ("+wsql+") w", wargs...).Scan(&last); err != nil {
+		_, last, err := window(ctx, pool, f, true)
+		if err != nil {
 			return nil, nil, 0, fmt.Errorf("select events to replay: %w", err)
 		}
 		scanned = max(scanned, last)

@@ -329,3 +329,30 @@ FROM generate_series(1, 25000) AS g`); err != nil {
 		t.Errorf("empty range: %v", err)
 	}
 }
+
+// TestCandidatesWalkWindows: a bulk replay's batches with a payload condition go on
+// from where each window ended, so a match past a full window without one is found.
+func TestCandidatesWalkWindows(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state)
+SELECT 'generic', 'c-' || g, CASE WHEN g = 12000 THEN '{"text": "needle"}'::jsonb ELSE '{"text": "hay"}'::jsonb END, 'dead'
+FROM generate_series(1, 12000) AS g`); err != nil {
+		t.Fatal(err)
+	}
+	var first int64
+	if err := pool.QueryRow(ctx, `SELECT min(id) FROM inbound_events`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	f := EventFilter{State: "dead", Text: "needle", Limit: 10}
+	ids, _, scanned, err := Candidates(ctx, pool, f)
+	if err != nil || len(ids) != 0 || scanned != first+SearchWindow-1 {
+		t.Fatalf("first window: %v, scanned to %d (%v); want none, to the window's end %d", ids, scanned, err, first+SearchWindow-1)
+	}
+	f.After = scanned
+	if ids, _, _, err = Candidates(ctx, pool, f); err != nil || len(ids) != 1 || ids[0] != first+11999 {
+		t.Errorf("second window: %v (%v), want the needle %d", ids, err, first+11999)
+	}
+}
