@@ -328,9 +328,9 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 	}
 	commitCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), last)
 	defer cancel()
-	w.health.begin()
+	started := w.health.begin()
 	results, inserted, err := w.insert(commitCtx, batch)
-	w.health.end(err)
+	w.health.end(started, err)
 	if err != nil && len(batch) > 1 && !store.Transient(err) {
 		w.log.Warn("group commit refused; committing its requests one by one",
 			zap.Int("requests", len(batch)), zap.Error(err))
@@ -486,7 +486,7 @@ func classify(err error) error {
 // one has been waiting for longer than half the timeout.
 type health struct {
 	mu        sync.Mutex
-	running   time.Time // start of the commit in progress; zero between commits
+	running   []time.Time // starts of the commits in progress (one per committer at most)
 	lastOK    time.Time
 	lastFail  time.Time
 	failure   string
@@ -497,16 +497,23 @@ type health struct {
 // succeeded since. Without traffic nothing else would clear it.
 const failWindow = 10 * time.Second
 
-func (h *health) begin() {
+// begin records that a commit started, and returns the start to give end.
+func (h *health) begin() time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.running = time.Now()
+	start := time.Now()
+	h.running = append(h.running, start)
+	return start
 }
 
-func (h *health) end(err error) {
+// end records how the commit that began at start ended. The other committer's
+// commit may still be running: only this one's start goes.
+func (h *health) end(start time.Time, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.running = time.Time{}
+	if i := slices.IndexFunc(h.running, start.Equal); i >= 0 {
+		h.running = slices.Delete(h.running, i, i+1)
+	}
 	switch {
 	case err == nil:
 		h.lastOK, h.slowUntil = time.Now(), time.Time{}
@@ -529,8 +536,10 @@ func (w *Writer) Ready() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := time.Now()
-	if !h.running.IsZero() && now.Sub(h.running) > w.timeout/2 {
-		return fmt.Errorf("a commit has been waiting for %s", now.Sub(h.running).Round(time.Millisecond))
+	for _, start := range h.running {
+		if now.Sub(start) > w.timeout/2 {
+			return fmt.Errorf("a commit has been waiting for %s", now.Sub(start).Round(time.Millisecond))
+		}
 	}
 	if h.lastFail.After(h.lastOK) && now.Sub(h.lastFail) < failWindow {
 		return fmt.Errorf("commits are failing: %s", h.failure)

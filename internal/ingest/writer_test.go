@@ -181,11 +181,13 @@ func TestSelectExistingPlan(t *testing.T) {
 // long insert of 500 messages would, only for as long as the test likes), small
 // requests are committed by the other committer and answered; the large one is
 // committed once the lock goes. With one committer for both, the small ones would
-// wait behind it.
+// wait behind it. While it waits, the writer is not ready, although the other
+// committer's commits succeed.
 func TestLargeRequestDoesNotHoldSmallOnes(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
-	w, _, _ := startWriter(t, url, WriterConfig{Timeout: 30 * time.Second}, nil)
+	const timeout = 20 * time.Second
+	w, _, _ := startWriter(t, url, WriterConfig{Timeout: timeout}, nil)
 	ctx := context.Background()
 	blocker, err := pool.Begin(ctx)
 	if err != nil {
@@ -217,6 +219,17 @@ func TestLargeRequestDoesNotHoldSmallOnes(t *testing.T) {
 		t.Fatalf("the large request finished while its key was locked: %v", err)
 	default:
 	}
+	// Past half the timeout the stuck commit makes the writer unready (the small
+	// ones' commits ended meanwhile, and must not hide it).
+	pgtest.Eventually(t, "the writer unready while a commit is stuck", timeout, func() (bool, error) {
+		return w.Ready() != nil, nil
+	})
+	if _, err := w.Write(ctx, event("small-after")); err != nil {
+		t.Fatalf("a small request while the large one is stuck: %v", err)
+	}
+	if w.Ready() == nil {
+		t.Error("a small commit's end made the writer ready while the large commit is stuck")
+	}
 	if err := blocker.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -224,8 +237,8 @@ func TestLargeRequestDoesNotHoldSmallOnes(t *testing.T) {
 		t.Fatalf("the large request after the lock went: %v", err)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events`).Scan(&n); err != nil || n != bulkEvents+1+3 {
-		t.Errorf("%d events stored (%v), want %d", n, err, bulkEvents+1+3)
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events`).Scan(&n); err != nil || n != bulkEvents+1+4 {
+		t.Errorf("%d events stored (%v), want %d", n, err, bulkEvents+1+4)
 	}
 }
 
