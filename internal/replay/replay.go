@@ -386,24 +386,24 @@ WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, lease.Millise
 }
 
 // step requeues a batch and records the progress in one transaction, fenced by the
-// lease: a runner that lost the job (cancelled, or taken over after a stall) changes
-// nothing.
+// lease: when the job is no longer this runner's (cancelled, or taken over after a
+// stall) the progress matches no row and the requeue is rolled back with it.
 func (r *Runner) step(ctx context.Context, id int64, ids []int64, cursor int64) (n int64, err error) {
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if n, err = processor.Requeue(ctx, tx, ids); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `
-UPDATE replays SET cursor = $3, last_batch = $4, locked_until = now() + $5::bigint * interval '1 millisecond'
-WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, cursor, ids, lease.Milliseconds())
+UPDATE replays SET cursor = $3, last_batch = $4, requeued = requeued + $5,
+                   locked_until = now() + $6::bigint * interval '1 millisecond'
+WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, cursor, ids, n, lease.Milliseconds())
 		if err != nil {
 			return fmt.Errorf("record progress: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
 			return errLost
 		}
-		if n, err = processor.Requeue(ctx, tx, ids); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE replays SET requeued = requeued + $2 WHERE id = $1`, id, n)
-		return err
+		return nil
 	})
 	return n, err
 }
