@@ -81,7 +81,8 @@ func TestStatsAndEventsCommands(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	_, err := pool.Exec(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload, state, last_error)
-VALUES ('generic', 'a', '{}', 'processed', NULL), ('twilio', 'b', '{}', 'dead', 'it broke'), ('twilio', 'c', '{}', 'pending', NULL)`)
+VALUES ('generic', 'a', '{}', 'processed', NULL), ('twilio', 'b', '{}', 'dead', 'it broke'), ('twilio', 'c', '{}', 'pending', NULL);
+UPDATE inbound_events SET lane = 'twilio/+15550001111' WHERE external_id = 'c'`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +98,10 @@ VALUES ('generic', 'a', '{}', 'processed', NULL), ('twilio', 'b', '{}', 'dead', 
 		if !regexp.MustCompile(`(?m)^\s*` + want + `\s+1\s`).MatchString(out.String()) {
 			t.Errorf("stats does not count one %s event:\n%s", want, out.String())
 		}
+	}
+	// The lanes with pending events follow, with their backlog.
+	if !regexp.MustCompile(`(?m)^twilio/\+15550001111\s+1\s+\d`).MatchString(out.String()) {
+		t.Errorf("stats does not show the pending event's lane:\n%s", out.String())
 	}
 	out.Reset()
 	if err := run(context.Background(), []string{"events", "--state", "dead"}, getenv, &out, &out); err != nil {

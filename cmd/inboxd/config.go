@@ -46,6 +46,7 @@ type config struct {
 	Workers        int
 	BatchSize      int
 	BatchWait      time.Duration
+	LaneWeights    map[string]int
 	MaxBodyBytes   int
 	BodyMemory     int
 	MaxAttempts    int
@@ -134,6 +135,7 @@ func coreOptions(c *config) []option {
 		{"workers", "INBOX_WORKERS", strconv.Itoa(processor.DefaultWorkers), "concurrent processing batches per process (4 per CPU)", false, positive(&c.Workers)},
 		{"batch-size", "INBOX_BATCH_SIZE", strconv.Itoa(processor.DefaultBatchSize), "events claimed and applied per transaction", false, positive(&c.BatchSize)},
 		{"batch-wait", "INBOX_BATCH_WAIT", shortDuration(processor.DefaultBatchWait), "longest an event another process committed waits for others to share its claim, when events come closer together than this; 0 claims at once", false, durationOrZero(&c.BatchWait)},
+		{"lane-weights", "INBOX_LANE_WEIGHTS", "", "weigh lanes' shares of each claim: lane=weight pairs, comma-separated, e.g. meta/100000000000001=4 (weights 1 to 100; other lanes weigh 1; docs/lanes.md)", false, laneWeights(&c.LaneWeights)},
 		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", strconv.Itoa(ingest.DefaultMaxBodyBytes), "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
 		{"body-memory", "INBOX_BODY_MEMORY", strconv.Itoa(ingest.DefaultBodyMemory), "bytes of webhook bodies being received at once, all requests together (bodies are buffered before their signatures are checked); more are answered 503 with Retry-After", false, positive(&c.BodyMemory)},
 		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
@@ -406,6 +408,17 @@ func boolean(p *bool) func(string) error {
 			return errors.New("want true or false")
 		}
 		*p = b
+		return nil
+	}
+}
+
+func laneWeights(p *map[string]int) func(string) error {
+	return func(s string) error {
+		w, err := processor.ParseLaneWeights(s)
+		if err != nil {
+			return err
+		}
+		*p = w
 		return nil
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
@@ -71,6 +72,18 @@ func TestDashboardAndAlertsNameServedMetrics(t *testing.T) {
 	}
 
 	dbURL := pgtest.NewDB(t)
+	// The per-lane series exist while a lane has pending events: one waits for a
+	// retry an hour away.
+	if conn, err := pgx.Connect(context.Background(), dbURL); err != nil {
+		t.Fatal(err)
+	} else {
+		_, err = conn.Exec(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload, lane, run_at)
+VALUES ('generic', 'later', '{}', 'generic/+15550001111', now() + interval '1 hour')`)
+		conn.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	base, _ := startServe(t, map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"INBOX_DELIVERY_ALLOW_PRIVATE": "true"})
 	// The per-subscription series exist once a subscription has had a delivery and

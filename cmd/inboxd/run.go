@@ -255,7 +255,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	committed := func() { changes.Notify(); deliverer.Wake() }
 	proc := processor.New(procPool, cfg.ListenURL, processor.Config{
 		Workers: cfg.Workers, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, MaxAttempts: cfg.MaxAttempts,
-		Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
+		LaneWeights: cfg.LaneWeights, Lease: cfg.Lease, SweepInterval: cfg.SweepInterval, Retention: cfg.Retention, DeadRetention: cfg.DeadRetention,
 		Tracing: traces, PollOnly: cfg.PollOnly, Also: map[string]func(){feed.Channel: committed}, ID: procID,
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its

@@ -38,15 +38,21 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return dbAdvice(err)
 		}
+		lanes, err := processor.ReadLanes(ctx, pool)
+		if err != nil {
+			return dbAdvice(err)
+		}
 		switch {
 		case redraw:
 			fmt.Fprint(stdout, "\x1b[H\x1b[2J") // cursor home, clear: redraw in place
 			fmt.Fprintf(stdout, "inboxd queue at %s (every %s; Ctrl-C stops)\n\n", time.Now().Format(time.TimeOnly), interval)
 			printQueue(stdout, states)
+			printLanes(stdout, lanes)
 		case watch:
-			printQueueLine(stdout, time.Now(), states) // a log a program or a file can take
+			printQueueLine(stdout, time.Now(), states, lanes) // a log a program or a file can take
 		default:
 			printQueue(stdout, states)
+			printLanes(stdout, lanes)
 			return nil
 		}
 		select {
@@ -71,9 +77,27 @@ func printQueue(w io.Writer, states []processor.QueueState) {
 	tw.Flush()
 }
 
+// printLanes writes the busiest lanes with pending events (nothing when none has).
+func printLanes(w io.Writer, lanes []processor.LaneState) {
+	if len(lanes) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "lane\tpending\toldest due\t")
+	for _, l := range lanes {
+		name := l.Lane
+		if l.Lanes > 1 {
+			name = fmt.Sprintf("%s (%d lanes)", l.Lane, l.Lanes)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t\n", name, l.Pending, (time.Duration(l.OldestDueSeconds * float64(time.Second))).Round(time.Millisecond))
+	}
+	tw.Flush()
+}
+
 // printQueueLine writes the states as one line: the time, then state=count (an
-// estimate marked ~) and the oldest of each.
-func printQueueLine(w io.Writer, at time.Time, states []processor.QueueState) {
+// estimate marked ~) and the oldest of each, then the busiest lane's backlog.
+func printQueueLine(w io.Writer, at time.Time, states []processor.QueueState, lanes []processor.LaneState) {
 	line := at.UTC().Format(time.RFC3339)
 	for _, q := range states {
 		op := "="
@@ -81,6 +105,9 @@ func printQueueLine(w io.Writer, at time.Time, states []processor.QueueState) {
 			op = "~"
 		}
 		line += fmt.Sprintf(" %s%s%d oldest_%s=%s", q.State, op, q.Count, q.State, q.OldestAge.Round(time.Millisecond))
+	}
+	if len(lanes) > 0 && lanes[0].Lane != "other" {
+		line += fmt.Sprintf(" busiest_lane=%s busiest_lane_pending=%d", lanes[0].Lane, lanes[0].Pending)
 	}
 	fmt.Fprintln(w, line)
 }

@@ -168,3 +168,26 @@ VALUES ('generic', $1, $2::jsonb, 'dead', 12, 'failed before the fix')`, "d"+str
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestStatsLanes: /v1/stats lists the lanes with pending events, busiest first, the
+// ten busiest by name and the rest summed as "other".
+func TestStatsLanes(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	// Lane i has i+1 pending events, lane-00 the fewest; one is due later (a retry).
+	a.exec(t, `INSERT INTO inbound_events (provider, external_id, payload, lane, run_at)
+SELECT 'generic', 'e-' || l || '-' || i, '{}', format('generic/lane-%s', lpad(l::text, 2, '0')),
+       CASE WHEN l = 0 THEN now() + interval '1 hour' ELSE now() - interval '2 seconds' END
+FROM generate_series(0, 11) AS l, generate_series(0, l) AS i`)
+	_, body := a.get(t, "/v1/stats", adminToken)
+	lanes := decode[readmodel.Stats](t, body).Lanes
+	if len(lanes) != 11 {
+		t.Fatalf("lanes: %+v, want the 10 busiest and other", lanes)
+	}
+	if l := lanes[0]; l.Lane != "generic/lane-11" || l.Pending != 12 || l.Lanes != 1 || l.OldestDueSeconds < 2 {
+		t.Errorf("busiest lane: %+v, want generic/lane-11 with 12 pending, due 2 s ago", l)
+	}
+	if l := lanes[10]; l.Lane != "other" || l.Lanes != 2 || l.Pending != 3 || l.OldestDueSeconds < 2 {
+		t.Errorf("last row: %+v, want other summing lane-00 (1, not due) and lane-01 (2)", l)
+	}
+}

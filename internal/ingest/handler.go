@@ -279,9 +279,10 @@ func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]R
 	requestID, traceparent := middleware.GetReqID(ctx), tracing.Traceparent(ctx)
 	events := make([]Event, len(parsed))
 	for i, pe := range parsed {
+		stored := provider.Stored(e.Name, pe.Sender)
 		events[i] = Event{
-			Provider: provider.Stored(e.Name, pe.Sender), ExternalID: pe.ExternalID, Payload: storable(h.redact(e.Name, pe.Payload)),
-			Headers: headers, RequestID: requestID, Traceparent: traceparent,
+			Provider: stored, ExternalID: pe.ExternalID, Payload: storable(h.redact(e.Name, pe.Payload)),
+			Headers: headers, RequestID: requestID, Traceparent: traceparent, Lane: provider.Lane(stored, pe.Channel),
 		}
 	}
 	results, err := h.writer.Write(ctx, events)

@@ -25,6 +25,7 @@ type Event struct {
 	Payload    []byte // JSON that jsonb accepts (see storable)
 	Headers    []byte // JSON object of allow-listed request headers
 	RequestID  string // the X-Request-Id of the request that carried it
+	Lane       string // provider.Lane: what the claim is fair across (inbound_events.lane)
 	// Traceparent is the W3C trace context of the span that stored it; empty when
 	// tracing is off.
 	Traceparent string
@@ -364,10 +365,10 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 // several instances does exactly that). ON CONFLICT DO NOTHING
 // skips a key that exists, or that an earlier row of the same statement inserted.
 const insertEvents = `
-INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent)
-SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, ''), NULLIF(traceparent, '')
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-     AS t(provider, external_id, payload, headers, request_id, traceparent)
+INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent, lane)
+SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, ''), NULLIF(traceparent, ''), lane
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS t(provider, external_id, payload, headers, request_id, traceparent, lane)
 ORDER BY provider, external_id
 ON CONFLICT (provider, external_id) DO NOTHING
 RETURNING id, provider, external_id`
@@ -394,7 +395,7 @@ type eventKey struct{ provider, externalID string }
 // that commits at the batch's end. Keys that were stored already (a provider's retry)
 // are looked up after the commit, a read of committed rows, only when there are some.
 func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int, error) {
-	var providers, externalIDs, payloads, headers, requestIDs, traceparents []string
+	var providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes []string
 	for _, r := range batch {
 		for _, e := range r.events {
 			providers = append(providers, e.Provider)
@@ -403,13 +404,14 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 			headers = append(headers, string(e.Headers))
 			requestIDs = append(requestIDs, e.RequestID)
 			traceparents = append(traceparents, e.Traceparent)
+			lanes = append(lanes, e.Lane)
 		}
 	}
 	fresh := map[eventKey]int64{}
 	existing := map[eventKey]int64{}
 	b := &pgx.Batch{}
 	b.Queue(w.settings)
-	b.Queue(insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents).Query(func(rows pgx.Rows) error {
+	b.Queue(insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes).Query(func(rows pgx.Rows) error {
 		return collectIDs(rows, fresh)
 	})
 	var err error

@@ -11,13 +11,16 @@ type metrics struct {
 	processed  *prometheus.CounterVec
 	latency    prometheus.Histogram
 	queueDepth *prometheus.GaugeVec
-	listener   prometheus.Gauge
-	pollOnly   prometheus.Gauge
-	batchSize  prometheus.Histogram
-	claims     *prometheus.CounterVec
-	oldestAge  *prometheus.GaugeVec
-	retained   *prometheus.CounterVec
-	retention  *prometheus.GaugeVec
+	// lanePending and laneOldest: the busiest lanes (LaneTop) and "other".
+	lanePending *prometheus.GaugeVec
+	laneOldest  *prometheus.GaugeVec
+	listener    prometheus.Gauge
+	pollOnly    prometheus.Gauge
+	batchSize   prometheus.Histogram
+	claims      *prometheus.CounterVec
+	oldestAge   *prometheus.GaugeVec
+	retained    *prometheus.CounterVec
+	retention   *prometheus.GaugeVec
 }
 
 // NewMetrics registers the processor's metrics with reg.
@@ -63,6 +66,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "inbox_queue_depth",
 			Help: "Events in the queue by state (pending, processing, dead), sampled by the sweep.",
 		}, []string{"state"}),
+		lanePending: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "inbox_lane_pending",
+			Help: "Pending events of the busiest lanes (provider/channel; the rest summed as lane=\"other\"), sampled by the sweep.",
+		}, []string{"lane"}),
+		laneOldest: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "inbox_lane_oldest_due_seconds",
+			Help: "How long the longest-waiting due event of each of the busiest lanes (and of the rest, lane=\"other\") has been due, sampled by the sweep.",
+		}, []string{"lane"}),
 		listener: f.NewGauge(prometheus.GaugeOpts{
 			Name: "inbox_listener_connected",
 			Help: "1 while the LISTEN connection on channel inbound_events is up, else 0 (also in poll-only mode, which inbox_poll_only shows).",

@@ -80,6 +80,9 @@ type Config struct {
 	// (Committed) are claimed at once. 0 claims at once; DefaultBatchWait is the
 	// service's default.
 	BatchWait time.Duration
+	// LaneWeights weighs lanes' shares of a claim (INBOX_LANE_WEIGHTS,
+	// ParseLaneWeights); a lane not listed weighs 1.
+	LaneWeights map[string]int
 	// Also are other channels the LISTEN connection listens on, each with what to
 	// call on its notifications and whenever the connection is (re)established
 	// (anything may have been missed): the change feed's (internal/feed).
@@ -164,7 +167,8 @@ type Processor struct {
 	notified  atomic.Int64
 	claimNow  chan struct{} // capacity 1
 	listener  *listener
-	rollup    rollup // the per-minute counts for the console (rollup.go)
+	lanes     *laneRound // the round of lanes claims go through (lanes.go)
+	rollup    rollup     // the per-minute counts for the console (rollup.go)
 	tracer    trace.Tracer
 	settings  string // the settings of every transaction (session.go)
 	// afterClaim, when set (tests only), runs after each claim pass with the number
@@ -181,7 +185,8 @@ type Processor struct {
 func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *metrics) *Processor {
 	cfg.setDefaults()
 	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1), changed: make(chan struct{}, 1),
-		claimNow: make(chan struct{}, 1), tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease)}
+		claimNow: make(chan struct{}, 1), tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease),
+		lanes: newLaneRound(cfg.LaneWeights)}
 	p.listener = newListener(listenURL, p.notify, p.Wake, log, m)
 	p.listener.also = cfg.Also
 	if cfg.PollOnly {
@@ -312,7 +317,7 @@ func (p *Processor) work(ctx context.Context) {
 				store.ResetOnReadOnly(p.pool, err) // a failover: find the new primary
 				sleep(ctx, time.Second)            // the database is in trouble: do not spin
 			}
-			if full = n == p.cfg.BatchSize; full {
+			if full = n >= p.cfg.BatchSize; full {
 				signal(p.peer) // a backlog: bring a peer along
 			}
 			if (full || p.pending.Load()) && ctx.Err() == nil {
@@ -420,6 +425,9 @@ func (p *Processor) sweep(ctx context.Context) {
 	if err := p.updateQueueDepth(ctx); err != nil && ctx.Err() == nil {
 		p.log.Warn("sample queue depth", zap.Error(err))
 	}
+	if err := p.updateLanes(ctx); err != nil && ctx.Err() == nil {
+		p.log.Warn("sample lanes", zap.Error(err))
+	}
 	for {
 		jitter := time.Duration(rand.Int64N(int64(p.cfg.SweepInterval)/5+1)) - p.cfg.SweepInterval/10
 		if !sleep(ctx, p.cfg.SweepInterval+jitter) {
@@ -433,6 +441,9 @@ func (p *Processor) sweep(ctx context.Context) {
 			lastDepth = time.Now()
 			if err := p.updateQueueDepth(ctx); err != nil && ctx.Err() == nil {
 				p.log.Warn("sample queue depth", zap.Error(err))
+			}
+			if err := p.updateLanes(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("sample lanes", zap.Error(err))
 			}
 		}
 	}

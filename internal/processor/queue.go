@@ -37,22 +37,107 @@ type claimed struct {
 	// Traceparent is the trace context of the webhook that stored it (NULL when
 	// tracing was off).
 	Traceparent *string
+	Lane        string // inbound_events.lane
+	// Visit is the lane's place in the claim's round (1 first); 0 for a rescue.
+	Visit int
 }
 
-// claimDue leases up to $1 due pending events in one statement and one commit. The
-// MATERIALIZED CTE pins the LIMIT and the row locks to the SELECT (the planner may not
-// push the UPDATE into it and lock more rows than it returns); SKIP LOCKED lets
-// concurrent claimers, in this process or others, take disjoint rows without waiting.
+// claimDue leases due pending events, fairly across lanes (docs/lanes.md), in one
+// statement and one commit:
+//
+//   - after and before find the lanes with due events by a loose index scan of
+//     inbound_events_lanes: one index probe per lane, starting after the cursor
+//     ($4, the lane after which the previous claim of this process started) and
+//     wrapping around, at most $5 lanes. A claim costs the lanes it visits, not the
+//     lanes there are.
+//   - shares gives each lane ceil($1 * weight / total weight) of the batch; weights
+//     are $6 (lanes) and $7 (their weights), 1 for any other lane.
+//   - first takes each lane's share, oldest due first (order within a lane is as
+//     without lanes). rest gives what the shares left unused (lanes with fewer due
+//     events than their share) to the first lane, in the cursor's order, that filled
+//     its share: a lone busy lane still fills whole batches, and the cursor moving
+//     on each claim passes that bonus round.
+//
+// FOR UPDATE SKIP LOCKED in the per-lane subqueries lets concurrent claimers, in this
+// process or others, take disjoint rows without waiting; the MATERIALIZED CTEs pin the
+// LIMITs and the row locks to them (the planner may not push the UPDATE into them).
 // The attempt is counted here, in the claim's own commit, so that an event that kills
 // its process still uses up attempts (see Processor's doc comment). run_at becomes the
-// end of the lease: the rescue finds expired leases by the same index.
+// end of the lease: the rescue finds expired leases by inbound_events_leases. The
+// batch may exceed $1 by fewer events than it has lanes (shares are rounded up).
 const claimDue = `
-WITH due AS MATERIALIZED (
-    SELECT id FROM inbound_events
-    WHERE state = 'pending' AND run_at <= now()
-    ORDER BY run_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
+WITH RECURSIVE after AS (
+    (SELECT lane, 1 AS n FROM inbound_events
+     WHERE state = 'pending' AND run_at <= now() AND lane > $4::text
+     ORDER BY lane LIMIT 1)
+    UNION ALL
+    SELECT nxt.lane, a.n + 1
+    FROM after a
+    CROSS JOIN LATERAL (
+        SELECT lane FROM inbound_events
+        WHERE state = 'pending' AND run_at <= now() AND lane > a.lane
+        ORDER BY lane LIMIT 1
+    ) nxt
+    WHERE a.n < $5::int
+),
+before AS (
+    (SELECT lane, (SELECT count(*) FROM after)::int + 1 AS n FROM inbound_events
+     WHERE state = 'pending' AND run_at <= now() AND lane <= $4::text
+     ORDER BY lane LIMIT 1)
+    UNION ALL
+    SELECT nxt.lane, b.n + 1
+    FROM before b
+    CROSS JOIN LATERAL (
+        SELECT lane FROM inbound_events
+        WHERE state = 'pending' AND run_at <= now() AND lane > b.lane AND lane <= $4::text
+        ORDER BY lane LIMIT 1
+    ) nxt
+    WHERE b.n < $5::int
+),
+lanes AS (
+    SELECT lane, n FROM after
+    UNION ALL
+    SELECT lane, n FROM before WHERE n <= $5::int
+),
+shares AS (
+    SELECT l.lane, l.n,
+           ceil($1::int * COALESCE(w.weight, 1)::numeric / sum(COALESCE(w.weight, 1)) OVER ())::int AS share
+    FROM lanes l
+    LEFT JOIN unnest($6::text[], $7::int[]) AS w(lane, weight) ON w.lane = l.lane
+),
+first AS MATERIALIZED (
+    SELECT s.lane, s.n, s.share, e.id
+    FROM shares s
+    CROSS JOIN LATERAL (
+        SELECT id FROM inbound_events
+        WHERE state = 'pending' AND lane = s.lane AND run_at <= now()
+        ORDER BY run_at
+        LIMIT s.share
+        FOR UPDATE SKIP LOCKED
+    ) e
+),
+filled AS (
+    SELECT lane, n, array_agg(id) AS ids FROM first
+    GROUP BY lane, n, share
+    HAVING count(*) = share
+    ORDER BY n
+    LIMIT 1
+),
+rest AS MATERIALIZED (
+    SELECT f.lane, f.n, e.id
+    FROM filled f
+    CROSS JOIN LATERAL (
+        SELECT id FROM inbound_events
+        WHERE state = 'pending' AND lane = f.lane AND run_at <= now() AND id <> ALL (f.ids)
+        ORDER BY run_at
+        LIMIT GREATEST($1::int - (SELECT count(*) FROM first), 0)
+        FOR UPDATE SKIP LOCKED
+    ) e
+),
+due AS (
+    SELECT id, n FROM first
+    UNION ALL
+    SELECT id, n FROM rest
 )
 UPDATE inbound_events e
 SET state = 'processing',
@@ -62,13 +147,18 @@ SET state = 'processing',
     locked_by = $3
 FROM due
 WHERE e.id = due.id
-RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent`
+RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent, e.lane, due.n`
 
+// claim leases up to about limit due events, fairly across lanes, and moves this
+// process's lane cursor on.
 func (p *Processor) claim(ctx context.Context, limit int) ([]claimed, error) {
-	events, err := p.queryClaimed(ctx, claimDue, limit, p.cfg.Lease.Milliseconds(), p.cfg.ID)
+	cursor := p.lanes.cursor()
+	events, err := p.queryClaimed(ctx, claimDue, limit, p.cfg.Lease.Milliseconds(), p.cfg.ID,
+		cursor, p.lanes.visit(limit), p.lanes.names, p.lanes.weights)
 	if err != nil {
 		return nil, fmt.Errorf("claim due events: %w", err)
 	}
+	p.lanes.advance(cursor, events, limit)
 	return events, nil
 }
 
@@ -100,7 +190,7 @@ SET state        = CASE WHEN v.out_of_attempts THEN 'dead' ELSE 'processing' END
     locked_by    = CASE WHEN v.out_of_attempts THEN NULL ELSE $2 END
 FROM verdict v
 WHERE e.id = v.id
-RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent`
+RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent, e.lane, 0`
 
 func (p *Processor) rescue(ctx context.Context) ([]claimed, error) {
 	events, err := p.queryClaimed(ctx, rescueExpired, p.cfg.Lease.Milliseconds(), p.cfg.ID, p.cfg.MaxAttempts)

@@ -33,7 +33,7 @@ import (
 //     the WAL flush takes the processor's commits off the disk's critical path, which
 //     ingest's commits (and their NOTIFY lock) need.
 //   - enable_seqscan off. Every processor statement is an index lookup by design
-//     (claim through inbound_events_due, outcomes by id, messages and conversations by
+//     (claims through inbound_events_lanes, outcomes by id, messages and conversations by
 //     their unique keys), but a queue table's statistics are always stale: right
 //     after a deployment, a TRUNCATE or a burst, the planner believes the tables tiny
 //     and joins a batch's unnest() to a sequential scan, a cost that grows with every

@@ -108,6 +108,24 @@ type Event struct {
 	// named keys): the event is stored under the provider name "<provider>:<sender>"
 	// (Stored), so that senders' ids never collide. Empty for most.
 	Sender string
+	// Channel is our address the event belongs to (the number or account a message
+	// was sent to, or sent from for a status), as the payload names it: the event's
+	// lane is its stored provider and this channel (Lane), and claims are fair across
+	// lanes (docs/lanes.md). Empty when the payload names none: such events share
+	// their provider's lane.
+	Channel string
+}
+
+// MaxChannel bounds a lane's channel: longer ones are cut (a lane is a grouping, not
+// an identifier; nothing reads it back).
+const MaxChannel = 64
+
+// Lane is the lane of an event of the stored provider on channel: "<provider>/<channel>".
+func Lane(stored, channel string) string {
+	if len(channel) > MaxChannel {
+		channel = channel[:MaxChannel]
+	}
+	return stored + "/" + channel
 }
 
 // Stored is the provider name an event of provider from sender is stored under.

@@ -20,6 +20,8 @@ type Stats struct {
 	OldestPendingAgeSeconds *float64 `json:"oldest_pending_age_seconds"`
 	ReceivedLastMinute      int64    `json:"received_last_minute"`
 	ProcessedLastMinute     int64    `json:"processed_last_minute"`
+	// Lanes are the busiest lanes with pending events, then "other" (docs/lanes.md).
+	Lanes []processor.LaneState `json:"lanes"`
 	// The age of the oldest processed and dead events (0: none), how far back
 	// retention has not reached; the console's overview shows them.
 	OldestProcessedAge time.Duration `json:"-"`
@@ -61,6 +63,12 @@ func ReadStats(ctx context.Context, pool *pgxpool.Pool) (Stats, error) {
 	}
 	if err := pool.QueryRow(ctx, lastMinute).Scan(&s.ReceivedLastMinute, &s.ProcessedLastMinute); err != nil {
 		return Stats{}, fmt.Errorf("queue stats: %w", err)
+	}
+	if s.Lanes, err = processor.ReadLanes(ctx, pool); err != nil {
+		return Stats{}, err
+	}
+	if s.Lanes == nil {
+		s.Lanes = []processor.LaneState{}
 	}
 	return s, nil
 }

@@ -71,11 +71,12 @@ func open(c provider.Config) (*provider.Webhook, error) {
 			return keys.Verify(readHeaders(r.Header), body, now)
 		},
 		Parse: func(r *http.Request, body []byte) ([]provider.Event, error) {
-			if err := validate(body); err != nil {
+			b, err := validate(body)
+			if err != nil {
 				return nil, err
 			}
 			sh := readHeaders(r.Header)
-			return []provider.Event{{ExternalID: sh.ID, Payload: body, Sender: keys.Sender(sh, body)}}, nil
+			return []provider.Event{{ExternalID: sh.ID, Payload: body, Sender: keys.Sender(sh, body), Channel: b.Data.Channel}}, nil
 		},
 	}, nil
 }
@@ -109,12 +110,12 @@ type body struct {
 // about it now (400) instead of the event dying later. Normalize relies on what it
 // checks, and refuses the same payloads (stored before this check existed, or
 // replayed by hand) as permanent.
-func validate(raw []byte) error {
-	_, _, err := read(raw)
+func validate(raw []byte) (body, error) {
+	b, _, err := read(raw)
 	if err != nil {
-		return fmt.Errorf("%w: %v", provider.ErrMalformed, err)
+		return b, fmt.Errorf("%w: %v", provider.ErrMalformed, err)
 	}
-	return nil
+	return b, nil
 }
 
 // read parses and checks a payload: the one reading that ingest (validate) and the

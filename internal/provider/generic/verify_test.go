@@ -181,7 +181,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add([]byte(`{"type":"x"}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		err := validate(body)
+		_, err := validate(body)
 		if err != nil && !errors.Is(err, provider.ErrMalformed) {
 			t.Errorf("validate error %v does not wrap ErrMalformed", err)
 		}

@@ -58,6 +58,7 @@ func parse(body []byte) ([]provider.Event, error) {
 	for _, entry := range b.Entry {
 		for _, change := range entry.Changes {
 			v := change.Value
+			channel := phoneNumberID(v.Metadata)
 			contacts := indexContacts(v.Contacts)
 			for _, m := range v.Messages {
 				var ids struct {
@@ -67,7 +68,7 @@ func parse(body []byte) ([]provider.Event, error) {
 				}
 				_ = json.Unmarshal(m, &ids) // an item that is not an object gets an "invalid:" id
 				e := Event{Metadata: v.Metadata, Contacts: contacts.sender(ids.From, ids.FromUserID), Message: m}
-				events = append(events, itemEvent(e, m, ids.ID))
+				events = append(events, itemEvent(e, m, ids.ID, channel))
 			}
 			for _, s := range v.Statuses {
 				var ids struct{ ID, Status string }
@@ -76,22 +77,32 @@ func parse(body []byte) ([]provider.Event, error) {
 				if ids.ID != "" && ids.Status != "" {
 					id = ids.ID + ":" + ids.Status
 				}
-				events = append(events, itemEvent(Event{Metadata: v.Metadata, Status: s}, s, id))
+				events = append(events, itemEvent(Event{Metadata: v.Metadata, Status: s}, s, id, channel))
 			}
 		}
 	}
 	return events, nil
 }
 
+// phoneNumberID is the business number's id in an envelope's metadata (the
+// conversation's channel, and the events' lane), or "" when there is none.
+func phoneNumberID(metadata json.RawMessage) string {
+	var m struct {
+		PhoneNumberID string `json:"phone_number_id"`
+	}
+	_ = json.Unmarshal(metadata, &m) // no metadata: the provider's lane
+	return m.PhoneNumberID
+}
+
 // itemEvent builds one provider.Event whose external id is id, or an "invalid:" id when id is
 // empty or too long.
-func itemEvent(e Event, item json.RawMessage, id string) provider.Event {
+func itemEvent(e Event, item json.RawMessage, id, channel string) provider.Event {
 	if provider.CheckID("id", id) != nil {
 		sum := sha256.Sum256(item)
 		id = "invalid:" + hex.EncodeToString(sum[:16])
 	}
 	payload, _ := json.Marshal(e) // raw messages that came out of a successful Unmarshal
-	return provider.Event{ExternalID: id, Payload: payload}
+	return provider.Event{ExternalID: id, Payload: payload, Channel: channel}
 }
 
 // metaContacts finds an envelope's contacts by WhatsApp id and by business-scoped

@@ -151,7 +151,24 @@ func parse(body []byte) ([]provider.Event, error) {
 	if w.Data.EventType == "" {
 		return nil, fmt.Errorf("%w: data.event_type is required", provider.ErrMalformed)
 	}
-	return []provider.Event{{ExternalID: w.Data.ID, Payload: body}}, nil
+	return []provider.Event{{ExternalID: w.Data.ID, Payload: body, Channel: ourNumber(w)}}, nil
+}
+
+// ourNumber is our number in a message event: the first recipient of an inbound
+// message, the sender of an outbound one or of its status; "" when the payload is no
+// message.
+func ourNumber(w webhook) string {
+	var m message
+	if json.Unmarshal(w.Data.Payload, &m) != nil {
+		return ""
+	}
+	if m.Direction == "inbound" {
+		if len(m.To) == 0 {
+			return ""
+		}
+		return provider.E164(m.To[0].PhoneNumber)
+	}
+	return provider.E164(m.From.PhoneNumber)
 }
 
 // describe is the event type, with the outcome of a message.finalized.

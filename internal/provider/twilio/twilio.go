@@ -124,7 +124,16 @@ func parse(r *http.Request, body []byte) ([]provider.Event, error) {
 	if form.Get("MessageStatus") == "" && (form.Get("From") == "" || form.Get("To") == "") {
 		return nil, fmt.Errorf("%w: an inbound message needs From and To", provider.ErrMalformed)
 	}
-	return []provider.Event{{ExternalID: id, Payload: payload}}, nil
+	return []provider.Event{{ExternalID: id, Payload: payload, Channel: ourNumber(form.Get)}}, nil
+}
+
+// ourNumber is our number in a webhook: To of an inbound message, From of a status
+// callback (a status reports on a message we sent).
+func ourNumber(get func(string) string) string {
+	if get("MessageStatus") != "" {
+		return get("From")
+	}
+	return get("To")
 }
 
 func parseJSON(body []byte) ([]provider.Event, error) {
@@ -140,7 +149,7 @@ func parseJSON(body []byte) ([]provider.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []provider.Event{{ExternalID: id, Payload: body}}, nil
+	return []provider.Event{{ExternalID: id, Payload: body, Channel: ourNumber(p.get)}}, nil
 }
 
 // externalID is MessageSid (or the older SmsSid), with ":status" for a status

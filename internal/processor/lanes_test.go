@@ -1,0 +1,191 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// insertLane stores n generic messages on lane, each due at once, received in order.
+func insertLane(t testing.TB, pool *pgxpool.Pool, lane string, n int) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), `
+INSERT INTO inbound_events (provider, external_id, lane, payload)
+SELECT 'generic', $1 || '-' || i || '-' || clock_timestamp(), $1,
+       jsonb_build_object('type', 'message.received', 'timestamp', '2026-01-02T03:04:05Z',
+           'data', jsonb_build_object('message_id', $1 || '-' || i || '-' || clock_timestamp(),
+               'channel', $1, 'contact', '+1555' || lpad((i % 1000)::text, 7, '0'), 'text', 'x'))
+FROM generate_series(1, $2::int) AS i`, lane, n)
+	if err != nil {
+		t.Fatalf("insert %d events on lane %s: %v", n, lane, err)
+	}
+}
+
+// byLane counts claimed events per lane.
+func byLane(evs []claimed) map[string]int {
+	out := map[string]int{}
+	for _, e := range evs {
+		out[e.Lane]++
+	}
+	return out
+}
+
+func claimN(t *testing.T, p *Processor, limit int) []claimed {
+	t.Helper()
+	evs, err := p.claim(context.Background(), limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// TestClaimIsFairAcrossLanes: a claim takes each lane with due events' share, however
+// deep another lane's backlog is and however much older its events are, and still
+// fills the batch from the backlog.
+func TestClaimIsFairAcrossLanes(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	insertLane(t, pool, "generic/flood", 2000)
+	for i := range 5 {
+		insertLane(t, pool, fmt.Sprintf("generic/trickle-%d", i), 1)
+	}
+	p := holder(t, pool, "fair", time.Minute)
+	got := byLane(claimN(t, p, 16))
+	for i := range 5 {
+		if lane := fmt.Sprintf("generic/trickle-%d", i); got[lane] != 1 {
+			t.Errorf("first claim took %d events of %s behind a 2,000-event backlog, want 1 (claimed %v)", got[lane], lane, got)
+		}
+	}
+	// The trickles' unused shares go to the backlog: the batch is full.
+	if got["generic/flood"] != 11 {
+		t.Errorf("first claim took %d backlog events, want the other 11 of the batch of 16 (claimed %v)", got["generic/flood"], got)
+	}
+	// Alone, a lane fills whole batches.
+	if got := byLane(claimN(t, p, 16)); got["generic/flood"] != 16 {
+		t.Errorf("second claim took %v, want 16 of the backlog", got)
+	}
+}
+
+// TestClaimWeights: lanes share a batch in proportion to INBOX_LANE_WEIGHTS.
+func TestClaimWeights(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	insertLane(t, pool, "generic/b-heavy", 200)
+	insertLane(t, pool, "generic/a-light", 200)
+	p := New(pool, "", Config{ID: "weights", Lease: time.Minute, LaneWeights: map[string]int{"generic/b-heavy": 3}}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	if got := byLane(claimN(t, p, 16)); got["generic/b-heavy"] != 12 || got["generic/a-light"] != 4 {
+		t.Errorf("claimed %v, want generic/b-heavy 12 and generic/a-light 4 (weights 3:1)", got)
+	}
+}
+
+// TestClaimGoesRoundTheLanes: with more lanes than a batch has events, each claim
+// starts where the last one stopped, so every lane gets its turn before any gets a
+// second one; a claim visits no more lanes than it takes events.
+func TestClaimGoesRoundTheLanes(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	const lanes, batch = 40, 8
+	for i := range lanes {
+		insertLane(t, pool, fmt.Sprintf("generic/lane-%02d", i), 5)
+	}
+	p := holder(t, pool, "round", time.Minute)
+	seen := map[string]int{}
+	for range lanes / batch {
+		evs := claimN(t, p, batch)
+		if len(evs) != batch {
+			t.Fatalf("claimed %d, want %d", len(evs), batch)
+		}
+		for lane, n := range byLane(evs) {
+			seen[lane] += n
+		}
+	}
+	for i := range lanes {
+		if lane := fmt.Sprintf("generic/lane-%02d", i); seen[lane] != 1 {
+			t.Errorf("after %d claims of %d, lane %s had %d events claimed, want 1 each (%v)", lanes/batch, batch, lane, seen[lane], seen)
+		}
+	}
+}
+
+// TestTrickleIsNotStarvedByABacklog runs the processor through a backlog on one lane
+// while events arrive on others: each of those is processed after at most a few
+// batches of the backlog, not after the backlog.
+func TestTrickleIsNotStarvedByABacklog(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, url := newDB(t)
+	const batch, backlog = 16, 4000
+	insertLane(t, pool, "generic/flood", backlog)
+	start(t, url, Config{Workers: 1, BatchSize: batch})
+	waitFlood := func(atLeast int) int {
+		var n int
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE lane = 'generic/flood' AND state = 'processed'`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n >= atLeast || time.Now().After(deadline) {
+				return n
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFlood(batch * 4) // the backlog is being drained
+	for round := range 5 {
+		lane := fmt.Sprintf("generic/trickle-%d", round)
+		insertLane(t, pool, lane, 3)
+		before := waitFlood(0)
+		var processed bool
+		deadline := time.Now().Add(time.Minute)
+		for !processed && time.Now().Before(deadline) {
+			if err := pool.QueryRow(ctx, `SELECT bool_and(state = 'processed') FROM inbound_events WHERE lane = $1`, lane).Scan(&processed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var meanwhile int
+		if err := pool.QueryRow(ctx, `
+SELECT count(*) FROM inbound_events f
+WHERE f.lane = 'generic/flood' AND f.state = 'processed'
+  AND f.processed_at < (SELECT max(processed_at) FROM inbound_events WHERE lane = $1)`, lane).Scan(&meanwhile); err != nil {
+			t.Fatal(err)
+		}
+		// The batch in flight when they arrived, and the claims that take them.
+		if d := meanwhile - before; !processed || d > 3*batch {
+			t.Fatalf("round %d: %s processed %v after %d more backlog events, want at most %d (3 batches)", round, lane, processed, d, 3*batch)
+		}
+	}
+}
+
+func TestParseLaneWeights(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   string
+		want map[string]int
+		err  string
+	}{
+		{"", map[string]int{}, ""},
+		{"meta/1=4, twilio/+1555=2", map[string]int{"meta/1": 4, "twilio/+1555": 2}, ""},
+		{"generic:a=b/x=3", map[string]int{"generic:a=b/x": 3}, ""},
+		{"meta/1", nil, "is not lane=weight"},
+		{"=3", nil, "is not lane=weight"},
+		{"meta/1=0", nil, "from 1 to 100"},
+		{"meta/1=101", nil, "from 1 to 100"},
+		{"meta/1=x", nil, "from 1 to 100"},
+		{"meta/1=2,meta/1=3", nil, "twice"},
+	} {
+		got, err := ParseLaneWeights(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseLaneWeights(%q) = %v, %v; want an error with %q", c.in, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("ParseLaneWeights(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+}
