@@ -128,3 +128,104 @@ func floodBody(i int) []byte {
 	return fmt.Appendf(nil, `{"object":"whatsapp_business_account","entry":[{"id":"0","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"100000000000001"},"messages":[%s]}}]}]}`,
 		strings.Join(msgs, ","))
 }
+
+// The flood drain case (docs/benchmarks.md, docs/lanes.md): a backlog of
+// backlogEvents messages on one Meta channel appears at once (Meta redelivering hours
+// of messages after an outage, or a bulk replay), while trickleLanes other channels
+// send their steady share of --rate.
+const (
+	backlogEvents = 100000
+	backlogLane   = "meta/100000000000001"
+	trickleLanes  = 10
+)
+
+// benchFlood measures what a backlog on one lane does to the others: the open-loop
+// step (--rate single generic events a second, over trickleLanes channels) runs, and
+// as its measured window opens backlogEvents Meta messages on one channel are
+// committed in one transaction. It reports the trickle's latency over the window
+// (which should lie within the drain: --duration shorter than the drain time) and how
+// fast the backlog drained, from its commit to its last event processed.
+func benchFlood(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
+	if err := bench.Reset(ctx, pool); err != nil {
+		return nil, err
+	}
+	label := fmt.Sprintf("inboxd, %d/s over %d channels, beside a %d-event backlog on one", o.rate, trickleLanes, backlogEvents)
+	srv, err := o.start(ctx, target{name: label, env: []string{"INBOX_META_APP_SECRET=" + floodSecret, "INBOX_META_VERIFY_TOKEN=bench"}}, dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	type drained struct {
+		took time.Duration
+		err  error
+	}
+	drain := make(chan drained, 1)
+	time.AfterFunc(o.warmup, func() {
+		took, err := storeBacklog(ctx, pool)
+		drain <- drained{took, err}
+	})
+	r, err := bench.RunRate(ctx, bench.RateConfig{System: label, URL: srv.base, Secret: benchSecret, Rate: o.rate,
+		Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress, Channels: trickleLanes})
+	d := <-drain
+	if err != nil {
+		return nil, err
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	backlog := bench.Result{System: fmt.Sprintf("the backlog: %d Meta messages on %s", backlogEvents, backlogLane), Mode: "flood",
+		Events: backlogEvents, EventsPerSec: backlogEvents / d.took.Seconds()}
+	fmt.Fprintf(progress, "%s: e2e p50 %v, p99 %v, %d errors of %d\n", label, r.EndToEnd.P50, r.EndToEnd.P99, r.Errors, r.Requests)
+	fmt.Fprintf(progress, "the backlog drained in %v: %.0f events/s (the measured window: %v)\n", d.took.Round(time.Millisecond), backlog.EventsPerSec, o.duration)
+	return []bench.Result{r, backlog}, nil
+}
+
+// storeBacklog commits backlogEvents Meta messages on backlogLane in one statement,
+// as the Meta parser would have stored them (lane included where the schema has
+// lanes), and returns how long they took to drain, from that commit to the last one
+// processed.
+func storeBacklog(ctx context.Context, pool *pgxpool.Pool) (time.Duration, error) {
+	var lanes bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_name = 'inbound_events' AND column_name = 'lane')`).Scan(&lanes); err != nil {
+		return 0, fmt.Errorf("backlog: %w", err)
+	}
+	insert := `
+INSERT INTO inbound_events (provider, external_id, payload%s)
+SELECT 'meta', 'wamid.backlog-' || i,
+       jsonb_build_object(
+           'metadata', jsonb_build_object('display_phone_number', '15550001111', 'phone_number_id', '100000000000001'),
+           'contacts', jsonb_build_array(jsonb_build_object('profile', jsonb_build_object('name', 'Customer'), 'wa_id', '1555' || lpad((i %% 20000)::text, 7, '0'))),
+           'message', jsonb_build_object('from', '1555' || lpad((i %% 20000)::text, 7, '0'), 'id', 'wamid.backlog-' || i,
+               'timestamp', extract(epoch FROM now())::bigint::text, 'type', 'text', 'text', jsonb_build_object('body', 'a reply to the campaign')))%s
+FROM generate_series(1, %d) AS i`
+	if lanes {
+		insert = fmt.Sprintf(insert, ", lane", ", '"+backlogLane+"'", backlogEvents)
+	} else {
+		insert = fmt.Sprintf(insert, "", "", backlogEvents)
+	}
+	if _, err := pool.Exec(ctx, insert); err != nil {
+		return 0, fmt.Errorf("store the backlog: %w", err)
+	}
+	committed := time.Now()
+	for {
+		var left int
+		// Through the queue's partial indexes: the history is not read, so the bench's
+		// polling costs the server little.
+		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM inbound_events WHERE state = 'pending' AND provider = 'meta') +
+       (SELECT count(*) FROM inbound_events WHERE state = 'processing' AND provider = 'meta')`).Scan(&left); err != nil {
+			return 0, fmt.Errorf("backlog: %w", err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Since(committed) > 10*time.Minute {
+			return 0, fmt.Errorf("backlog: %d events still not processed after 10 minutes", left)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	var last time.Time
+	if err := pool.QueryRow(ctx, `SELECT max(processed_at) FROM inbound_events WHERE provider = 'meta'`).Scan(&last); err != nil {
+		return 0, fmt.Errorf("backlog: %w", err)
+	}
+	return last.Sub(committed), nil
+}

@@ -5,7 +5,7 @@
 // the product, not in it: it drops and recreates its database, and runs the binaries
 // it is pointed at (--inboxd, --river) as server subprocesses.
 //
-//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|erasure|deliver|growth|flood-ack [flags]
+//	inboxd-bench ceiling|drain|noop|rate|ramp|cost|compare|retention|erasure|deliver|growth|flood-ack|flood [flags]
 //	inboxd-bench report [--svg chart.svg] FILE.json…
 package main
 
@@ -46,7 +46,7 @@ func main() {
 	}
 }
 
-var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth", "flood-ack", "report"}
+var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth", "flood-ack", "flood", "report"}
 
 // run runs the mode named by args[0] (compare by default).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -152,7 +152,7 @@ type benchOptions struct {
 // no-op; the cost at --cost-rates; a ramp each (River at its fastest MaxWorkers).
 func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result, error) {
 	switch mode {
-	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth", "flood-ack":
+	case "ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth", "flood-ack", "flood":
 	default:
 		return nil, fmt.Errorf("unknown bench mode %q: want one of %v", mode, modes)
 	}
@@ -204,6 +204,11 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 				return benchFloodAck(ctx, pool, dbURL, o, o.progress)
 			})
 		}},
+		{"flood", func() ([]bench.Result, error) {
+			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+				return benchFlood(ctx, pool, dbURL, o, o.progress)
+			})
+		}},
 		{"growth", func() ([]bench.Result, error) {
 			return withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
 				return one(benchGrowth(ctx, pool, dbURL, o, o.progress))
@@ -211,7 +216,7 @@ func runBench(ctx context.Context, mode string, o benchOptions) ([]bench.Result,
 		}},
 	}
 	for _, s := range steps {
-		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "erasure" && s.mode != "deliver" && s.mode != "growth" && s.mode != "flood-ack"
+		inCompare := s.mode != "rate" && s.mode != "retention" && s.mode != "erasure" && s.mode != "deliver" && s.mode != "growth" && s.mode != "flood-ack" && s.mode != "flood"
 		if mode != s.mode && (mode != "compare" || !inCompare) {
 			continue
 		}

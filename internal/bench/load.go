@@ -37,6 +37,9 @@ type RateConfig struct {
 	// for them: the run then reports the latency from the scheduled send to that
 	// receipt (the whole path: ingest, processing, fan-out, delivery).
 	Delivered func(ctx context.Context, messageIDs []string, within time.Duration) map[string]time.Time
+	// Channels, when above 1, spreads the messages over that many channels (our
+	// numbers), each its own lane; otherwise they all go to one.
+	Channels int
 }
 
 // sent is one request's record.
@@ -63,6 +66,7 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 		MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: time.Minute,
 	}}
 	gen := newGenerator(cfg.Secret)
+	gen.channels = max(cfg.Channels, 1)
 	// The load generator shares the machine with what it measures: a fixed pool of
 	// senders (not a goroutine per request) and less frequent GC keep its share small.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
@@ -314,6 +318,7 @@ type generator struct {
 	contacts []string
 	outbound []string
 	history  []struct{ id, body string }
+	channels int // messages go to this many channels in turn
 }
 
 func newGenerator(secret string) *generator {
@@ -356,6 +361,10 @@ func (g *generator) message(typ, contact, now string) (body, msgID string) {
 	if typ == "message.sent" && len(g.outbound) < 10000 {
 		g.outbound = append(g.outbound, msgID)
 	}
-	return fmt.Sprintf(`{"type":%q,"timestamp":%q,"data":{"message_id":%q,"channel":"+15550001111","contact":%q,"text":"hello, this is message %d of the benchmark"}}`,
-		typ, now, msgID, contact, g.n), msgID
+	channel := "+15550001111"
+	if g.channels > 1 {
+		channel = fmt.Sprintf("+1555002%04d", g.n%g.channels)
+	}
+	return fmt.Sprintf(`{"type":%q,"timestamp":%q,"data":{"message_id":%q,"channel":%q,"contact":%q,"text":"hello, this is message %d of the benchmark"}}`,
+		typ, now, msgID, channel, contact, g.n), msgID
 }

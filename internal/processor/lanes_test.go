@@ -189,3 +189,35 @@ func TestParseLaneWeights(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitBacklog(t *testing.T) {
+	t.Parallel()
+	evs := func(lanes ...string) []claimed {
+		var out []claimed
+		for i, l := range lanes {
+			out = append(out, claimed{ID: int64(i), Lane: l})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name           string
+		events         []claimed
+		batch          int
+		light, backlog int
+	}{
+		{"a batch not full is applied whole", evs("a", "a", "a", "b"), 8, 4, 0},
+		{"one lane holding the batch is its backlog", evs("a", "a", "a", "a", "a", "a", "a", "a"), 8, 0, 8},
+		{"other lanes beside a backlog go first", evs("a", "a", "a", "a", "a", "b", "c", "a"), 8, 2, 6},
+		{"no lane holds half: whole", evs("a", "a", "a", "b", "b", "c", "c", "d"), 8, 8, 0},
+	} {
+		light, backlog := splitBacklog(c.events, c.batch)
+		if len(light) != c.light || len(backlog) != c.backlog {
+			t.Errorf("%s: %d light and %d backlog, want %d and %d", c.name, len(light), len(backlog), c.light, c.backlog)
+		}
+		for _, e := range backlog {
+			if e.Lane != "a" {
+				t.Errorf("%s: backlog holds lane %s", c.name, e.Lane)
+			}
+		}
+	}
+}

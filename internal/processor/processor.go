@@ -414,7 +414,43 @@ func (p *Processor) runBatch(ctx context.Context) (int, error) {
 	p.metrics.claims.WithLabelValues("events").Inc()
 	ctx, span := p.startBatch(ctx, events, start)
 	defer span.End()
-	return len(events), p.process(ctx, events)
+	light, backlog := splitBacklog(events, p.cfg.BatchSize)
+	if len(light) > 0 {
+		err = p.process(ctx, light)
+	}
+	if len(backlog) > 0 {
+		err = errors.Join(err, p.process(ctx, backlog))
+	}
+	return len(events), err
+}
+
+// splitBacklog separates a full claim's events of a lane with a backlog (one lane
+// holding at least half of the claim) from the other lanes' events, which are
+// applied first, in a small transaction of their own: in a batch with the backlog's
+// they would wait for its whole apply.
+func splitBacklog(events []claimed, batchSize int) (light, backlog []claimed) {
+	if len(events) < batchSize {
+		return events, nil
+	}
+	counts := map[string]int{}
+	busiest := ""
+	for _, e := range events {
+		counts[e.Lane]++
+		if counts[e.Lane] > counts[busiest] {
+			busiest = e.Lane
+		}
+	}
+	if 2*counts[busiest] < len(events) {
+		return events, nil
+	}
+	for _, e := range events {
+		if e.Lane == busiest {
+			backlog = append(backlog, e)
+		} else {
+			light = append(light, e)
+		}
+	}
+	return light, backlog
 }
 
 // sweep wakes the workers every SweepInterval (jittered, so that several processes

@@ -46,14 +46,17 @@ type claimed struct {
 // statement and one commit:
 //
 //   - after and before find the lanes with due events by a loose index scan of
-//     inbound_events_lanes: one index probe per lane, starting after the cursor
+//     inbound_events_lanes, and where each lane's first due event is (since): one
+//     index probe per lane, starting after the cursor
 //     ($4, the lane after which the previous claim of this process started) and
 //     wrapping around, at most $5 lanes. A claim costs the lanes it visits, not the
 //     lanes there are.
 //   - shares gives each lane ceil($1 * weight / total weight) of the batch; weights
 //     are $6 (lanes) and $7 (their weights), 1 for any other lane.
 //   - first takes each lane's share, oldest due first (order within a lane is as
-//     without lanes). rest gives what the shares left unused (lanes with fewer due
+//     without lanes), from since on: the index entries before it are of events
+//     claimed already (dead, until vacuum or a scan removes them), and at a busy
+//     lane's head there may be thousands; the probe stepped over them once. rest gives what the shares left unused (lanes with fewer due
 //     events than their share) to the first lane, in the cursor's order, that filled
 //     its share: a lone busy lane still fills whole batches, and the cursor moving
 //     on each claim passes that bonus round.
@@ -67,57 +70,57 @@ type claimed struct {
 // batch may exceed $1 by fewer events than it has lanes (shares are rounded up).
 const claimDue = `
 WITH RECURSIVE after AS (
-    (SELECT lane, 1 AS n FROM inbound_events
+    (SELECT lane, run_at AS since, 1 AS n FROM inbound_events
      WHERE state = 'pending' AND run_at <= now() AND lane > $4::text
-     ORDER BY lane LIMIT 1)
+     ORDER BY lane, run_at LIMIT 1)
     UNION ALL
-    SELECT nxt.lane, a.n + 1
+    SELECT nxt.lane, nxt.run_at, a.n + 1
     FROM after a
     CROSS JOIN LATERAL (
-        SELECT lane FROM inbound_events
+        SELECT lane, run_at FROM inbound_events
         WHERE state = 'pending' AND run_at <= now() AND lane > a.lane
-        ORDER BY lane LIMIT 1
+        ORDER BY lane, run_at LIMIT 1
     ) nxt
     WHERE a.n < $5::int
 ),
 before AS (
-    (SELECT lane, (SELECT count(*) FROM after)::int + 1 AS n FROM inbound_events
+    (SELECT lane, run_at AS since, (SELECT count(*) FROM after)::int + 1 AS n FROM inbound_events
      WHERE state = 'pending' AND run_at <= now() AND lane <= $4::text
-     ORDER BY lane LIMIT 1)
+     ORDER BY lane, run_at LIMIT 1)
     UNION ALL
-    SELECT nxt.lane, b.n + 1
+    SELECT nxt.lane, nxt.run_at, b.n + 1
     FROM before b
     CROSS JOIN LATERAL (
-        SELECT lane FROM inbound_events
+        SELECT lane, run_at FROM inbound_events
         WHERE state = 'pending' AND run_at <= now() AND lane > b.lane AND lane <= $4::text
-        ORDER BY lane LIMIT 1
+        ORDER BY lane, run_at LIMIT 1
     ) nxt
     WHERE b.n < $5::int
 ),
 lanes AS (
-    SELECT lane, n FROM after
+    SELECT lane, since, n FROM after
     UNION ALL
-    SELECT lane, n FROM before WHERE n <= $5::int
+    SELECT lane, since, n FROM before WHERE n <= $5::int
 ),
 shares AS (
-    SELECT l.lane, l.n,
+    SELECT l.lane, l.since, l.n,
            ceil($1::int * COALESCE(w.weight, 1)::numeric / sum(COALESCE(w.weight, 1)) OVER ())::int AS share
     FROM lanes l
     LEFT JOIN unnest($6::text[], $7::int[]) AS w(lane, weight) ON w.lane = l.lane
 ),
 first AS MATERIALIZED (
-    SELECT s.lane, s.n, s.share, e.id
+    SELECT s.lane, s.n, s.share, e.id, e.run_at
     FROM shares s
     CROSS JOIN LATERAL (
-        SELECT id FROM inbound_events
-        WHERE state = 'pending' AND lane = s.lane AND run_at <= now()
+        SELECT id, run_at FROM inbound_events
+        WHERE state = 'pending' AND lane = s.lane AND run_at >= s.since AND run_at <= now()
         ORDER BY run_at
         LIMIT s.share
         FOR UPDATE SKIP LOCKED
     ) e
 ),
 filled AS (
-    SELECT lane, n, array_agg(id) AS ids FROM first
+    SELECT lane, n, array_agg(id) AS ids, max(run_at) AS since FROM first
     GROUP BY lane, n, share
     HAVING count(*) = share
     ORDER BY n
@@ -128,7 +131,7 @@ rest AS MATERIALIZED (
     FROM filled f
     CROSS JOIN LATERAL (
         SELECT id FROM inbound_events
-        WHERE state = 'pending' AND lane = f.lane AND run_at <= now() AND id <> ALL (f.ids)
+        WHERE state = 'pending' AND lane = f.lane AND run_at >= f.since AND run_at <= now() AND id <> ALL (f.ids)
         ORDER BY run_at
         LIMIT GREATEST($1::int - (SELECT count(*) FROM first), 0)
         FOR UPDATE SKIP LOCKED
