@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -139,12 +140,14 @@ const (
 	trickleLanes  = 10
 )
 
-// benchFlood measures what a backlog on one lane does to the others: the open-loop
-// step (--rate single generic events a second, over trickleLanes channels) runs, and
-// as its measured window opens backlogEvents Meta messages on one channel are
-// committed in one transaction. It reports the trickle's latency over the window
-// (which should lie within the drain: --duration shorter than the drain time) and how
-// fast the backlog drained, from its commit to its last event processed.
+// benchFlood measures what a backlog on one lane does to the others: backlogEvents
+// Meta messages on one channel are committed, in Meta's POSTs' chunks, as fast as the
+// database takes them, and then the open-loop step (--rate single generic events a
+// second over trickleLanes channels, for --duration) runs while the backlog drains.
+// It reports the trickle's latency over the measured window, what was left of the
+// backlog when the trickle's last event was processed (not 0 when the window lay
+// within the drain), and how fast the backlog drained, from its first commit to its
+// last event processed.
 func benchFlood(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOptions, progress io.Writer) ([]bench.Result, error) {
 	if err := bench.Reset(ctx, pool); err != nil {
 		return nil, err
@@ -155,39 +158,47 @@ func benchFlood(ctx context.Context, pool *pgxpool.Pool, dbURL string, o benchOp
 		return nil, err
 	}
 	defer srv.stop()
+	first, err := storeBacklog(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
 	type drained struct {
 		took time.Duration
 		err  error
 	}
 	drain := make(chan drained, 1)
-	time.AfterFunc(o.warmup, func() {
-		took, err := storeBacklog(ctx, pool)
+	go func() {
+		took, err := waitBacklog(ctx, pool, first)
 		drain <- drained{took, err}
-	})
+	}()
+	// No warm-up: RunRate's waits for its warm-up events to be processed, which without
+	// fair claims is after the backlog; the server is warm from storing it.
 	r, err := bench.RunRate(ctx, bench.RateConfig{System: label, URL: srv.base, Secret: benchSecret, Rate: o.rate,
-		Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: progress, Channels: trickleLanes})
+		Duration: o.duration, Pool: pool, Progress: progress, Channels: trickleLanes})
+	left, lerr := backlogLeft(ctx, pool)
 	d := <-drain
 	if err != nil {
 		return nil, err
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.err != nil || lerr != nil {
+		return nil, errors.Join(d.err, lerr)
 	}
 	backlog := bench.Result{System: fmt.Sprintf("the backlog: %d Meta messages on %s", backlogEvents, backlogLane), Mode: "flood",
 		Events: backlogEvents, EventsPerSec: backlogEvents / d.took.Seconds()}
 	fmt.Fprintf(progress, "%s: e2e p50 %v, p99 %v, %d errors of %d\n", label, r.EndToEnd.P50, r.EndToEnd.P99, r.Errors, r.Requests)
-	fmt.Fprintf(progress, "the backlog drained in %v: %.0f events/s (the measured window: %v)\n", d.took.Round(time.Millisecond), backlog.EventsPerSec, o.duration)
+	fmt.Fprintf(progress, "the backlog drained in %v: %.0f events/s; %d of it were left when the trickle's last event was processed\n", d.took.Round(time.Millisecond), backlog.EventsPerSec, left)
 	return []bench.Result{r, backlog}, nil
 }
 
-// storeBacklog commits backlogEvents Meta messages on backlogLane in one statement,
-// as the Meta parser would have stored them (lane included where the schema has
-// lanes), and returns how long they took to drain, from that commit to the last one
-// processed.
-func storeBacklog(ctx context.Context, pool *pgxpool.Pool) (time.Duration, error) {
+// storeBacklog commits backlogEvents Meta messages on backlogLane, as the Meta parser
+// would have stored them (lane included where the schema has lanes), in commits of
+// floodMessages from floodSenders connections at once: the shape of Meta's POSTs of
+// a redelivered backlog, stored as fast as the database takes them. It returns when
+// the first chunk was committed.
+func storeBacklog(ctx context.Context, pool *pgxpool.Pool) (time.Time, error) {
 	var lanes bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_name = 'inbound_events' AND column_name = 'lane')`).Scan(&lanes); err != nil {
-		return 0, fmt.Errorf("backlog: %w", err)
+		return time.Time{}, fmt.Errorf("backlog: %w", err)
 	}
 	insert := `
 INSERT INTO inbound_events (provider, external_id, payload%s)
@@ -197,28 +208,63 @@ SELECT 'meta', 'wamid.backlog-' || i,
            'contacts', jsonb_build_array(jsonb_build_object('profile', jsonb_build_object('name', 'Customer'), 'wa_id', '1555' || lpad((i %% 20000)::text, 7, '0'))),
            'message', jsonb_build_object('from', '1555' || lpad((i %% 20000)::text, 7, '0'), 'id', 'wamid.backlog-' || i,
                'timestamp', extract(epoch FROM now())::bigint::text, 'type', 'text', 'text', jsonb_build_object('body', 'a reply to the campaign')))%s
-FROM generate_series(1, %d) AS i`
+FROM generate_series($1::int, $2::int) AS i`
 	if lanes {
-		insert = fmt.Sprintf(insert, ", lane", ", '"+backlogLane+"'", backlogEvents)
+		insert = fmt.Sprintf(insert, ", lane", ", '"+backlogLane+"'")
 	} else {
-		insert = fmt.Sprintf(insert, "", "", backlogEvents)
+		insert = fmt.Sprintf(insert, "", "")
 	}
-	if _, err := pool.Exec(ctx, insert); err != nil {
-		return 0, fmt.Errorf("store the backlog: %w", err)
+	chunks := make(chan int, backlogEvents/floodMessages)
+	for i := range backlogEvents / floodMessages {
+		chunks <- i * floodMessages
 	}
-	committed := time.Now()
-	for {
-		var left int
-		// Through the queue's partial indexes: the history is not read, so the bench's
-		// polling costs the server little.
-		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM inbound_events WHERE state = 'pending' AND provider = 'meta') +
+	close(chunks)
+	var first time.Time
+	var once sync.Once
+	var wg sync.WaitGroup
+	errs := make(chan error, floodSenders)
+	for range floodSenders {
+		wg.Go(func() {
+			for from := range chunks {
+				if _, err := pool.Exec(ctx, insert, from+1, from+floodMessages); err != nil {
+					errs <- fmt.Errorf("store the backlog: %w", err)
+					return
+				}
+				once.Do(func() { first = time.Now() })
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return time.Time{}, err
+	}
+	return first, nil
+}
+
+// backlogLeft counts the backlog's events not yet processed, through the queue's
+// partial indexes: the history is not read, so polling costs the server little.
+func backlogLeft(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM inbound_events WHERE state = 'pending' AND provider = 'meta') +
        (SELECT count(*) FROM inbound_events WHERE state = 'processing' AND provider = 'meta')`).Scan(&left); err != nil {
-			return 0, fmt.Errorf("backlog: %w", err)
+		return 0, fmt.Errorf("backlog: %w", err)
+	}
+	return left, nil
+}
+
+// waitBacklog waits until the backlog is processed and returns how long it took from
+// its first commit.
+func waitBacklog(ctx context.Context, pool *pgxpool.Pool, first time.Time) (time.Duration, error) {
+	for {
+		left, err := backlogLeft(ctx, pool)
+		if err != nil {
+			return 0, err
 		}
 		if left == 0 {
 			break
 		}
-		if time.Since(committed) > 10*time.Minute {
+		if time.Since(first) > 10*time.Minute {
 			return 0, fmt.Errorf("backlog: %d events still not processed after 10 minutes", left)
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -227,5 +273,5 @@ FROM generate_series(1, %d) AS i`
 	if err := pool.QueryRow(ctx, `SELECT max(processed_at) FROM inbound_events WHERE provider = 'meta'`).Scan(&last); err != nil {
 		return 0, fmt.Errorf("backlog: %w", err)
 	}
-	return last.Sub(committed), nil
+	return last.Sub(first), nil
 }

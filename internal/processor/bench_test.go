@@ -56,3 +56,44 @@ FROM generate_series(1, $1) AS i`, n)
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkClaim measures one claim of a batch of 64 (claimDue, round-robin across
+// lanes) against a queue whose due events are spread over a number of lanes, ten
+// each, and one lane with a backlog of 100,000. Each claim's events are handed back
+// (released) untimed, so every claim meets the same queue.
+//
+//	go test -run '^$' -bench Claim -benchtime 200x ./internal/processor/
+func BenchmarkClaim(b *testing.B) {
+	for _, lanes := range []int{1, 10, 10000} {
+		b.Run(fmt.Sprintf("lanes=%d", lanes), func(b *testing.B) {
+			pool, _ := pgtest.NewPool(b)
+			ctx := context.Background()
+			insertLane(b, pool, "generic/backlog", 100000)
+			if lanes > 1 {
+				_, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, lane, payload)
+SELECT 'generic', 'l-' || l || '-' || i, 'generic/lane-' || l, '{}'
+FROM generate_series(1, $1::int) AS l, generate_series(1, 10) AS i`, lanes-1)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := pool.Exec(ctx, "VACUUM ANALYZE inbound_events"); err != nil {
+				b.Fatal(err)
+			}
+			p := New(pool, "", Config{ID: "bench"}, zap.NewNop(), NewMetrics(prometheus.NewRegistry()))
+			b.ResetTimer()
+			for range b.N {
+				evs, err := p.claim(ctx, 64)
+				if err != nil || len(evs) < 64 {
+					b.Fatalf("claimed %d: %v", len(evs), err)
+				}
+				b.StopTimer()
+				if err := p.release(ctx, evs); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
