@@ -67,7 +67,9 @@ func TestFinishIsFenced(t *testing.T) {
 			t.Parallel()
 			pool, _ := newDB(t)
 			insertEvents(t, pool, received("m-1", "hi", time.Now()))
-			a := holder(t, pool, "a", 50*time.Millisecond)
+			// The lease is also a's statement timeout (session.go): wide enough for a
+			// claim's first planning on a busy machine, short enough to wait out.
+			a := holder(t, pool, "a", 500*time.Millisecond)
 			ev := mustClaim(t, a, 1)[0]
 			tt.lose(t, pool, a, ev)
 			out := a.decide(ev, nil)
