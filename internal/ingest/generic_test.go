@@ -187,10 +187,21 @@ func TestGenericAcceptedBodyAndDuplicate(t *testing.T) {
 	if first.Events[0].Duplicate || !second.Events[0].Duplicate || first.Events[0].ID != second.Events[0].ID {
 		t.Errorf("first = %+v, second = %+v; want same id, duplicate only the second", first.Events[0], second.Events[0])
 	}
-	var payload, headers string
-	err := s.pool.QueryRow(context.Background(), "SELECT payload::text, headers::text FROM inbound_events WHERE id = $1", first.Events[0].ID).Scan(&payload, &headers)
+	var payload, headers, lane string
+	err := s.pool.QueryRow(context.Background(), "SELECT payload::text, headers::text, lane FROM inbound_events WHERE id = $1", first.Events[0].ID).Scan(&payload, &headers, &lane)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if lane != "generic/+15550001111" {
+		t.Errorf("stored lane = %q, want generic/ and the payload's data.channel", lane)
+	}
+	// A channel that Postgres text refuses (a NUL) is stored replaced, never refused.
+	hostile := strings.Replace(sampleGeneric("m-nul"), `"+15550001111"`, `"ours\u0000"`, 1)
+	if status, b := s.post(t, "evt_nul", "application/json", hostile, s.secret); status != 200 {
+		t.Fatalf("a channel with NUL: status = %d %s", status, b)
+	}
+	if err := s.pool.QueryRow(context.Background(), "SELECT lane FROM inbound_events WHERE external_id = 'evt_nul'").Scan(&lane); err != nil || lane != "generic/ours\uFFFD" {
+		t.Errorf("lane of a channel with NUL = %q (%v), want generic/ours\uFFFD", lane, err)
 	}
 	if !strings.Contains(payload, `"message_id": "m-1"`) {
 		t.Errorf("stored payload = %s, want the body", payload)

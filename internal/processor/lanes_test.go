@@ -145,6 +145,7 @@ func TestTrickleIsNotStarvedByABacklog(t *testing.T) {
 			if err := pool.QueryRow(ctx, `SELECT bool_and(state = 'processed') FROM inbound_events WHERE lane = $1`, lane).Scan(&processed); err != nil {
 				t.Fatal(err)
 			}
+			time.Sleep(time.Millisecond)
 		}
 		var meanwhile int
 		if err := pool.QueryRow(ctx, `
@@ -157,6 +158,19 @@ WHERE f.lane = 'generic/flood' AND f.state = 'processed'
 		if d := meanwhile - before; !processed || d > 3*batch {
 			t.Fatalf("round %d: %s processed %v after %d more backlog events, want at most %d (3 batches)", round, lane, processed, d, 3*batch)
 		}
+	}
+	// A claim's events share its run_at (the end of its lease). The trickle's events
+	// were committed in a transaction of their own (another xmin), not with the
+	// backlog's events of their claim.
+	var apart, together int
+	if err := pool.QueryRow(ctx, `
+SELECT count(*) FILTER (WHERE t.xmin::text <> f.xmin::text), count(*) FILTER (WHERE t.xmin::text = f.xmin::text)
+FROM inbound_events t JOIN inbound_events f ON f.run_at = t.run_at AND f.lane = 'generic/flood'
+WHERE t.lane LIKE 'generic/trickle-%'`).Scan(&apart, &together); err != nil {
+		t.Fatal(err)
+	}
+	if apart == 0 || together > 0 {
+		t.Errorf("the trickle's events shared a transaction with the backlog's events of their claim %d times (apart %d), want never", together, apart)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Provider describes one provider. Every field but Handshake and Describe is
@@ -116,14 +117,23 @@ type Event struct {
 	Channel string
 }
 
-// MaxChannel bounds a lane's channel: longer ones are cut (a lane is a grouping, not
-// an identifier; nothing reads it back).
+// MaxChannel bounds a lane's channel in bytes: longer ones are cut (a lane is a
+// grouping, not an identifier; nothing reads it back).
 const MaxChannel = 64
 
 // Lane is the lane of an event of the stored provider on channel: "<provider>/<channel>".
+// The channel comes from an unauthenticated sender's payload (a generic sender names
+// its own), and Postgres text refuses NUL and bytes that are not UTF-8: those become
+// U+FFFD, and a long channel is cut on a character boundary, so that a lane can never
+// fail the commit it is in.
 func Lane(stored, channel string) string {
+	channel = strings.ReplaceAll(strings.ToValidUTF8(channel, "\uFFFD"), "\x00", "\uFFFD")
 	if len(channel) > MaxChannel {
-		channel = channel[:MaxChannel]
+		n := MaxChannel
+		for n > 0 && !utf8.RuneStart(channel[n]) {
+			n--
+		}
+		channel = channel[:n]
 	}
 	return stored + "/" + channel
 }

@@ -61,6 +61,10 @@ func TestParseMeta(t *testing.T) {
 		var got []string
 		for _, e := range events {
 			got = append(got, e.ExternalID)
+			// Messages and statuses alike belong to the business number's lane.
+			if e.Channel != "106540352242922" {
+				t.Errorf("%s: %s has channel %q, want the metadata's phone_number_id 106540352242922", tt.file, e.ExternalID, e.Channel)
+			}
 		}
 		if len(got) != len(tt.want) {
 			t.Errorf("%s: external ids %q, want %q", tt.file, got, tt.want)

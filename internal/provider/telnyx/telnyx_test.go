@@ -86,14 +86,20 @@ func TestOpen(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
+	// Our number is the channel: the recipient of an inbound message, the sender of an
+	// outbound one and of its status.
 	for file, want := range map[string]string{
 		"message_received.json":  "b301ed3f-1490-491f-995f-6e64e69674d4",
 		"message_sent.json":      "4ee8c3a6-4995-4309-a3c6-38e3db9ea4be",
 		"message_finalized.json": "6dd7e2a7-5d2f-4a3c-9c6c-1a2b3c4d5e6f",
 	} {
 		events, err := parse(readTestdata(t, file))
-		if err != nil || len(events) != 1 || events[0].ExternalID != want {
-			t.Errorf("%s: parse = %+v, %v; want one event %s", file, events, err, want)
+		if err != nil || len(events) != 1 || events[0].ExternalID != want || events[0].Channel != "+15550001111" {
+			var got []string
+			for _, e := range events {
+				got = append(got, e.ExternalID+" on "+e.Channel)
+			}
+			t.Errorf("%s: parse = %v, %v; want one event %s on channel +15550001111", file, got, err, want)
 		}
 	}
 	for _, bad := range []string{`{`, `{"data":{}}`, `{"data":{"id":"x"}}`, `[]`} {

@@ -263,7 +263,27 @@ func TestJSONWebhook(t *testing.T) {
 	r := httptest.NewRequest("POST", signedPath, nil)
 	r.Header.Set("Content-Type", "application/json")
 	events, err := parse(r, body)
-	if err != nil || len(events) != 1 || events[0].ExternalID != "SM1" || string(events[0].Payload) != string(body) {
-		t.Errorf("parse(JSON) = %+v, %v; want one event SM1 with the body as payload", events, err)
+	if err != nil || len(events) != 1 || events[0].ExternalID != "SM1" || string(events[0].Payload) != string(body) || events[0].Channel != "+15557778888" {
+		t.Errorf("parse(JSON) = %+v, %v; want one event SM1 on channel +15557778888 with the body as payload", events, err)
+	}
+}
+
+func channels(events []provider.Event) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.Channel)
+	}
+	return out
+}
+
+// TestParseChannel: a webhook's channel (its lane) is our number: To of an inbound
+// message, From of a status callback.
+func TestParseChannel(t *testing.T) {
+	for name, want := range map[string]string{"inbound_sms.form": "+15557778888", "status_delivered.form": "+15557778888"} {
+		body := readTestdata(t, name)
+		events, err := parse(formRequest(body), body)
+		if err != nil || len(events) != 1 || events[0].Channel != want {
+			t.Errorf("%s: parse = %d events (%v), channels %v; want one event on channel %s", name, len(events), err, channels(events), want)
+		}
 	}
 }
