@@ -261,7 +261,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
 	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg),
-		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed, SettingName: settingName})
+		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed, Handoff: proc.Handoff(), SettingName: settingName})
 	hooks := ingest.NewHandlers(ingest.Config{
 		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), BodyMemory: int64(cfg.BodyMemory), ReadTimeout: cfg.ReadTimeout,
 		MaxInFlight: cfg.MaxInFlight, Tracing: traces, SettingName: settingName, Redaction: cfg.Redaction,

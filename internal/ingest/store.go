@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"inboxd/internal/processor"
 	"inboxd/internal/store"
 )
 
@@ -82,6 +82,7 @@ type Writer struct {
 	pool     *pgxpool.Pool
 	log      *zap.Logger
 	onCommit func(inserted int)
+	handoff  *processor.Handoff
 	timeout  time.Duration
 	// timeoutName is the timeout's setting, for the 503's reason.
 	timeoutName string
@@ -120,6 +121,11 @@ type WriterConfig struct {
 	// their number: the wiring uses it to tell this process's processor at once,
 	// without waiting for NOTIFY to come back from the database.
 	OnCommit func(inserted int)
+	// Handoff (may be nil) is this process's processor's: small requests' events
+	// are inserted already claimed by it, as many as it reserves, and handed to it
+	// after the commit, so that their rows are not written again to claim them
+	// (processor.Handoff). OnCommit counts only the events inserted pending.
+	Handoff *processor.Handoff
 	// SettingName names the timeout's setting in the 503's reason (nil: its key).
 	SettingName func(key string) string
 }
@@ -164,6 +170,7 @@ func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, cfg WriterConfig
 		pool:        pool,
 		log:         log,
 		onCommit:    cfg.OnCommit,
+		handoff:     cfg.Handoff,
 		timeout:     cfg.Timeout,
 		// Set per transaction, not per session: nothing outlives the transaction, which
 		// is what a transaction-mode pooler (PgBouncer) requires.
@@ -193,15 +200,17 @@ func (w *Writer) AlsoInTx(fn func(ctx context.Context, tx pgx.Tx, ids []int64) e
 func (w *Writer) Run(ctx context.Context) error {
 	defer close(w.done)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.run(ctx, w.bulk, maxBulkBatch, 0) })
-	w.run(ctx, w.queue, w.maxBatch, w.wait)
+	wg.Go(func() { w.run(ctx, w.bulk, maxBulkBatch, 0, false) })
+	w.run(ctx, w.queue, w.maxBatch, w.wait, true)
 	wg.Wait()
 	return nil
 }
 
 // run is one committer: it takes requests from queue and commits them in batches of
 // up to limit events, waiting for more until wait after the previous commit began.
-func (w *Writer) run(ctx context.Context, queue chan *writeReq, limit int, wait time.Duration) {
+// With adopt, it offers the events to the handoff (the bulk committer does not: a
+// flood belongs in the fair claim, docs/lanes.md).
+func (w *Writer) run(ctx context.Context, queue chan *writeReq, limit int, wait time.Duration, adopt bool) {
 	var lastCommit time.Time
 	for {
 		var first *writeReq
@@ -216,7 +225,7 @@ func (w *Writer) run(ctx context.Context, queue chan *writeReq, limit int, wait 
 		}
 		lastCommit = time.Now()
 		w.metrics.batchSize.Observe(float64(len(batch)))
-		w.commit(ctx, batch)
+		w.commit(ctx, batch, adopt)
 	}
 }
 
@@ -319,7 +328,7 @@ func collect(queue chan *writeReq, first *writeReq, gather time.Time, limit int)
 // commit stores a batch. A batch the server refused on its merits (anything but a
 // lost connection or a timeout: see store.Transient) is committed again one request
 // at a time, so that only the request that carried the problem fails.
-func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
+func (w *Writer) commit(ctx context.Context, batch []*writeReq, adopt bool) {
 	// The commit may run until the last request in it stops waiting, not longer.
 	var last time.Time
 	for _, r := range batch {
@@ -330,13 +339,13 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 	commitCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), last)
 	defer cancel()
 	started := w.health.begin()
-	results, inserted, err := w.insert(commitCtx, batch)
+	results, inserted, err := w.insert(commitCtx, batch, adopt)
 	w.health.end(started, err)
 	if err != nil && len(batch) > 1 && !store.Transient(err) {
 		w.log.Warn("group commit refused; committing its requests one by one",
 			zap.Int("requests", len(batch)), zap.Error(err))
 		for _, r := range batch {
-			w.commit(ctx, []*writeReq{r})
+			w.commit(ctx, []*writeReq{r}, adopt)
 		}
 		return
 	}
@@ -362,16 +371,28 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq) {
 // insertEvents inserts in one statement. Rows are sorted by key first: inboxd
 // processes sharing a database, each with its committer, then take their locks on
 // overlapping keys in the same order and cannot deadlock (a redelivery storm sent to
-// several instances does exactly that). ON CONFLICT DO NOTHING
-// skips a key that exists, or that an earlier row of the same statement inserted.
+// several instances does exactly that).
+// ON CONFLICT DO NOTHING skips a key that exists, or that an earlier row of the same
+// statement inserted.
+//
+// A row with adopt set is inserted claimed by this process's processor
+// (processor.Handoff): processing, its first attempt counted, leased to $9 for $8
+// milliseconds, just as the processor's claim would leave it. The others are pending
+// and due at once.
 const insertEvents = `
-INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent, lane)
-SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, ''), NULLIF(traceparent, ''), lane
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-     AS t(provider, external_id, payload, headers, request_id, traceparent, lane)
+INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent, lane,
+                            state, attempts, run_at, locked_until, locked_by)
+SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, ''), NULLIF(traceparent, ''), lane,
+       CASE WHEN adopt THEN 'processing' ELSE 'pending' END,
+       CASE WHEN adopt THEN 1 ELSE 0 END,
+       CASE WHEN adopt THEN now() + $8::bigint * interval '1 millisecond' ELSE now() END,
+       CASE WHEN adopt THEN now() + $8::bigint * interval '1 millisecond' END,
+       CASE WHEN adopt THEN $9::text END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $10::bool[])
+     AS t(provider, external_id, payload, headers, request_id, traceparent, lane, adopt)
 ORDER BY provider, external_id
 ON CONFLICT (provider, external_id) DO NOTHING
-RETURNING id, provider, external_id`
+RETURNING id, provider, external_id, received_at, state = 'processing'`
 
 // selectExisting finds the ids of keys that were already stored. One index lookup per
 // key, whatever the statistics say: a plain join of the keys to the table is planned
@@ -390,14 +411,34 @@ CROSS JOIN LATERAL (
 
 type eventKey struct{ provider, externalID string }
 
+// row is what the insert returns of a row it inserted.
+type row struct {
+	id         int64
+	receivedAt time.Time
+	adopted    bool
+}
+
 // insert commits the batch's events and maps rows back to each request. The settings
 // and the insert go as one pipelined batch: one round trip, one implicit transaction
 // that commits at the batch's end. Keys that were stored already (a provider's retry)
 // are looked up after the commit, a read of committed rows, only when there are some.
-func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int, error) {
+// With adopt, the first events of the batch, as many as the handoff reserves, are
+// inserted claimed and handed over after the commit. It returns how many events it
+// inserted pending.
+func (w *Writer) insert(ctx context.Context, batch []*writeReq, adopt bool) ([][]Result, int, error) {
 	var providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes []string
+	var adopts []bool
+	reserved, owner, leaseMs := 0, "", int64(0)
+	if adopt && w.handoff != nil {
+		n := 0
+		for _, r := range batch {
+			n += len(r.events)
+		}
+		reserved, owner, leaseMs = w.handoff.Reserve(n), w.handoff.Owner(), w.handoff.Lease().Milliseconds()
+	}
 	for _, r := range batch {
 		for _, e := range r.events {
+			adopts = append(adopts, len(adopts) < reserved)
 			providers = append(providers, e.Provider)
 			externalIDs = append(externalIDs, e.ExternalID)
 			payloads = append(payloads, string(e.Payload))
@@ -407,12 +448,13 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 			lanes = append(lanes, e.Lane)
 		}
 	}
-	fresh := map[eventKey]int64{}
+	fresh := map[eventKey]row{}
 	existing := map[eventKey]int64{}
 	b := &pgx.Batch{}
 	b.Queue(w.settings)
-	b.Queue(insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes).Query(func(rows pgx.Rows) error {
-		return collectIDs(rows, fresh)
+	b.Queue(insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes,
+		leaseMs, owner, adopts).Query(func(rows pgx.Rows) error {
+		return collectRows(rows, fresh)
 	})
 	var err error
 	if w.inTx == nil {
@@ -422,7 +464,11 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
-			ids := slices.Sorted(maps.Values(fresh))
+			ids := make([]int64, 0, len(fresh))
+			for _, r := range fresh {
+				ids = append(ids, r.id)
+			}
+			slices.Sort(ids)
 			return w.inTx(ctx, tx, ids)
 		})
 	}
@@ -434,24 +480,47 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq) ([][]Result, int
 		}
 	}
 	if err != nil {
+		if reserved > 0 {
+			w.handoff.Unreserve(reserved)
+		}
 		return nil, 0, err
 	}
-	inserted := len(fresh)
+	pending := len(fresh)
+	var adopted []processor.Adopted
 	results := make([][]Result, len(batch))
 	for i, r := range batch {
 		results[i] = make([]Result, len(r.events))
 		for j, e := range r.events {
 			k := eventKey{e.Provider, e.ExternalID}
-			if id, ok := fresh[k]; ok {
-				results[i][j] = Result{ID: id}
+			if row, ok := fresh[k]; ok {
+				results[i][j] = Result{ID: row.id}
 				delete(fresh, k) // a later copy in this batch is a duplicate of this one
-				existing[k] = id
+				existing[k] = row.id
+				if row.adopted {
+					pending--
+					adopted = append(adopted, processor.Adopted{ID: row.id, Provider: e.Provider, ReceivedAt: row.receivedAt,
+						Payload: e.Payload, Traceparent: e.Traceparent, Lane: e.Lane})
+				}
 				continue
 			}
 			results[i][j] = Result{ID: existing[k], Duplicate: true}
 		}
 	}
-	return results, inserted, nil
+	if reserved > 0 {
+		w.handoff.Unreserve(reserved - len(adopted)) // duplicates
+		w.handoff.Adopt(adopted)
+	}
+	return results, pending, nil
+}
+
+func collectRows(rows pgx.Rows, into map[eventKey]row) error {
+	var r row
+	var k eventKey
+	_, err := pgx.ForEachRow(rows, []any{&r.id, &k.provider, &k.externalID, &r.receivedAt, &r.adopted}, func() error {
+		into[k] = r
+		return nil
+	})
+	return err
 }
 
 func collectIDs(rows pgx.Rows, into map[eventKey]int64) error {

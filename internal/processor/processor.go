@@ -168,6 +168,7 @@ type Processor struct {
 	claimNow  chan struct{} // capacity 1
 	listener  *listener
 	lanes     *laneRound // the round of lanes claims go through (lanes.go)
+	handoff   *Handoff   // events this process's ingest committed claimed (handoff.go)
 	rollup    rollup     // the per-minute counts for the console (rollup.go)
 	tracer    trace.Tracer
 	settings  string // the settings of every transaction (session.go)
@@ -187,6 +188,8 @@ func New(pool *pgxpool.Pool, listenURL string, cfg Config, log *zap.Logger, m *m
 	p := &Processor{pool: pool, cfg: cfg, log: log, metrics: m, wake: make(chan struct{}, 1), peer: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		claimNow: make(chan struct{}, 1), tracer: cfg.Tracing.Tracer("inboxd/processor"), settings: settings(cfg.Lease),
 		lanes: newLaneRound(cfg.LaneWeights)}
+	p.handoff = newHandoff(cfg.ID, cfg.Lease, handoffLimit(cfg.BatchSize))
+	p.handoff.release = p.releaseAdopted
 	p.listener = newListener(listenURL, p.notify, p.Wake, log, m)
 	p.listener.also = cfg.Also
 	if cfg.PollOnly {
@@ -240,6 +243,10 @@ func (p *Processor) Wake() {
 	}
 }
 
+// Handoff is where this process's ingest hands committed events straight to the
+// workers (handoff.go).
+func (p *Processor) Handoff() *Handoff { return p.handoff }
+
 // Committed tells the processor that this process's ingest just committed n events.
 // A commit already gathered its events (ingest's INBOX_COMMIT_WAIT), so they are
 // claimed at once, with no BatchWait. It never blocks.
@@ -277,6 +284,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	p.Wake() // whatever is already due
 	err := g.Wait()
+	p.handoff.close()
 	p.lastRollup()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -301,37 +309,57 @@ func (p *Processor) Run(ctx context.Context) error {
 // commit instead had eight workers applying tiny batches side by side on two cores,
 // paying the fixed cost of a batch per handful of events and contending for the same
 // locks.
+//
+// Batches from the handoff (events this process's ingest committed claimed) need no
+// claim: an idle worker takes one as it comes, and a claimer takes any that wait
+// before each claim, so that they do not queue behind a backlog.
 func (p *Processor) work(ctx context.Context) {
-	for p.await(ctx) {
-		for full := false; ; {
-			if !full {
-				p.gather(ctx)
-			}
-			p.claiming()
-			n, err := p.runBatch(ctx)
-			if p.afterClaim != nil {
-				p.afterClaim(n)
-			}
-			if err != nil && ctx.Err() == nil {
-				p.log.Warn("processing pass", zap.Error(err))
-				store.ResetOnReadOnly(p.pool, err) // a failover: find the new primary
-				sleep(ctx, time.Second)            // the database is in trouble: do not spin
-			}
-			if full = n >= p.cfg.BatchSize; full {
-				signal(p.peer) // a backlog: bring a peer along
-			}
-			if (full || p.pending.Load()) && ctx.Err() == nil {
-				continue
-			}
-			if p.beforeIdle != nil {
-				p.beforeIdle()
-			}
-			p.active.Add(-1)
-			if !p.pending.Swap(false) || ctx.Err() != nil {
-				break
-			}
-			p.active.Add(1) // a wake-up came while this worker was going idle
+	for {
+		adopted, ok := p.await(ctx)
+		if !ok {
+			return
 		}
+		if adopted != nil {
+			p.processAdopted(ctx, adopted)
+			continue
+		}
+		p.claimLoop(ctx)
+	}
+}
+
+// claimLoop claims until no wake-up is left (see work); the worker is counted active.
+func (p *Processor) claimLoop(ctx context.Context) {
+	for full := false; ; {
+		if b := p.handoff.take(); b != nil {
+			p.processAdopted(ctx, b)
+		}
+		if !full {
+			p.gather(ctx)
+		}
+		p.claiming()
+		n, err := p.runBatch(ctx)
+		if p.afterClaim != nil {
+			p.afterClaim(n)
+		}
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("processing pass", zap.Error(err))
+			store.ResetOnReadOnly(p.pool, err) // a failover: find the new primary
+			sleep(ctx, time.Second)            // the database is in trouble: do not spin
+		}
+		if full = n >= p.cfg.BatchSize; full {
+			signal(p.peer) // a backlog: bring a peer along
+		}
+		if (full || p.pending.Load()) && ctx.Err() == nil {
+			continue
+		}
+		if p.beforeIdle != nil {
+			p.beforeIdle()
+		}
+		p.active.Add(-1)
+		if !p.pending.Swap(false) || ctx.Err() != nil {
+			break
+		}
+		p.active.Add(1) // a wake-up came while this worker was going idle
 	}
 }
 
@@ -370,13 +398,16 @@ func (p *Processor) claiming() {
 	}
 }
 
-// await blocks until this worker should claim, and counts it active. It returns
-// false when ctx ends.
-func (p *Processor) await(ctx context.Context) bool {
+// await blocks until this worker should claim, and counts it active, or until a
+// batch comes from the handoff, which it returns. It returns false when ctx ends.
+func (p *Processor) await(ctx context.Context) ([]claimed, bool) {
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return nil, false
+		case b := <-p.handoff.ch:
+			p.handoff.got(b)
+			return b, true
 		case <-p.peer:
 		case <-p.wake:
 			p.pending.Store(true)
@@ -386,7 +417,7 @@ func (p *Processor) await(ctx context.Context) bool {
 			p.pending.Store(false)
 		}
 		p.active.Add(1)
-		return true
+		return nil, true
 	}
 }
 
