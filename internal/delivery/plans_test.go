@@ -15,7 +15,7 @@ import (
 func TestDeliveryPlans(t *testing.T) {
 	t.Parallel()
 	_, url := pgtest.NewPool(t)
-	pool := pgtest.PlanPool(t, url)
+	pool := pgtest.PlanPool(t, url, "enable_seqscan", "off")
 	// The sweep's statements run every second in every process: each must read only
 	// what it is after, not walk every undelivered delivery.
 	wantIndex := map[string]string{"rescueExpired": "deliveries_leases", "giveUpCandidates": "deliveries_since"}

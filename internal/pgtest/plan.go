@@ -15,6 +15,11 @@ import (
 // literal form in Go's fmt (arrays: Literal("'{a,b}'")).
 type Literal string
 
+// WholeIndex marks, in Plan's output, an index scan with no index condition: one that
+// reads the whole index (as a sequential scan would the table), which costs what the
+// table holds, not what the statement asks for.
+const WholeIndex = "(whole index)"
+
 // Plan returns the nodes of sql's plan (type, index, relation), depth first. With
 // generic, it is the plan Postgres caches once it stops planning each execution (pgx's
 // statement cache makes that likely): the query is prepared and explained with
@@ -67,6 +72,7 @@ func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...an
 		NodeType     string `json:"Node Type"`
 		IndexName    string `json:"Index Name"`
 		RelationName string `json:"Relation Name"`
+		IndexCond    string `json:"Index Cond"`
 		Plans        []node `json:"Plans"`
 	}
 	var plans []struct{ Plan node }
@@ -76,7 +82,11 @@ func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...an
 	var out []string
 	var walk func(n node)
 	walk = func(n node) {
-		out = append(out, strings.TrimSpace(n.NodeType+" "+n.IndexName+" "+n.RelationName))
+		line := strings.TrimSpace(n.NodeType + " " + n.IndexName + " " + n.RelationName)
+		if (n.NodeType == "Index Scan" || n.NodeType == "Index Only Scan") && n.IndexCond == "" {
+			line += " " + WholeIndex
+		}
+		out = append(out, line)
 		for _, c := range n.Plans {
 			walk(c)
 		}
@@ -107,16 +117,18 @@ func GenericPlan(t testing.TB, pool *pgxpool.Pool, sql string) string {
 	return Plan(t, pool, true, sql, nulls...)
 }
 
-// PlanPool is a pool on url whose sessions plan as the processor's transactions do
-// (enable_seqscan off: session.go), closed when t ends: for checking the plans of
-// statements that run with those settings.
-func PlanPool(t testing.TB, url string) *pgxpool.Pool {
+// PlanPool is a pool on url whose sessions plan with settings (name, value, name,
+// value…: those a package's transactions run with), closed when t ends: for checking
+// the plans of statements that run with those settings.
+func PlanPool(t testing.TB, url string, settings ...string) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
+	for i := 0; i+1 < len(settings); i += 2 {
+		cfg.ConnConfig.RuntimeParams[settings[i]] = settings[i+1]
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -116,15 +116,20 @@ func (h *Handoff) Adopt(events []Adopted) {
 	h.release(batch)
 }
 
-// take returns a batch waiting for a worker, if any, without blocking.
-func (h *Handoff) take() []claimed {
-	select {
-	case b := <-h.ch:
-		h.reserved.Add(-int64(len(b)))
-		return b
-	default:
-		return nil
+// take appends to b the batches waiting for a worker, without blocking, while b
+// holds fewer than max events: the commits that queued while the workers were busy
+// are applied in one transaction, not one each.
+func (h *Handoff) take(b []claimed, max int) []claimed {
+	for len(b) < max {
+		select {
+		case more := <-h.ch:
+			h.reserved.Add(-int64(len(more)))
+			b = append(b, more...)
+		default:
+			return b
+		}
 	}
+	return b
 }
 
 // got counts a batch a worker received from ch itself.
@@ -136,7 +141,7 @@ func (h *Handoff) close() {
 	h.mu.Lock()
 	h.closed = true
 	h.mu.Unlock()
-	for b := h.take(); b != nil; b = h.take() {
+	for b := h.take(nil, 1); b != nil; b = h.take(nil, 1) {
 		h.release(b)
 	}
 }
@@ -153,6 +158,22 @@ func (p *Processor) releaseAdopted(events []claimed) {
 	if err := p.release(ctx, events); err != nil {
 		p.log.Warn("release adopted events at stop; their leases expire and the sweep takes them over",
 			zap.Int("events", len(events)), zap.Error(err))
+	}
+}
+
+// serveHandoff is a worker that only applies batches from the handoff, beside the
+// workers that also claim. While a backlog keeps every claiming worker busy, events
+// this process commits would otherwise wait for one of them to finish a backlog
+// batch: with it, they wait for nothing but the CPU.
+func (p *Processor) serveHandoff(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-p.handoff.ch:
+			p.handoff.got(b)
+			p.processAdopted(ctx, p.handoff.take(b, p.cfg.BatchSize))
+		}
 	}
 }
 

@@ -2,10 +2,16 @@ package processor
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/provider"
+	"inboxd/internal/provider/generic"
 )
 
 // TestHandoffReserveIsBounded: no more than the limit is reserved at a time, places
@@ -27,7 +33,7 @@ func TestHandoffReserveIsBounded(t *testing.T) {
 	if got := h.Reserve(9); got != 2 {
 		t.Fatalf("Reserve after giving 2 back = %d, want 2", got)
 	}
-	if b := h.take(); len(b) != 3 || b[0].Attempts != 1 || b[0].State != "processing" {
+	if b := h.take(nil, 64); len(b) != 3 || b[0].Attempts != 1 || b[0].State != "processing" {
 		t.Fatalf("take = %+v, want the 3 adopted, attempt 1, processing", b)
 	}
 	if got := h.Reserve(9); got != 3 {
@@ -80,4 +86,48 @@ RETURNING id`, received("m-stop", "hi", time.Now()))
 	if pending != 2 {
 		t.Fatalf("%d of 2 adopted events released to pending at stop", pending)
 	}
+}
+
+// TestAdoptedEventsDoNotWaitForABusyWorker: while every claiming worker is busy (here
+// the only one, stuck in a backlog event), events handed over by this process's
+// ingest are still applied: the handoff has a worker of its own.
+func TestAdoptedEventsDoNotWaitForABusyWorker(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	ctx := context.Background()
+	stuck, unblock := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	norm := func(payload []byte, at time.Time) (provider.Normalized, error) {
+		if strings.Contains(string(payload), "block-me") {
+			once.Do(func() { close(stuck) })
+			<-unblock
+		}
+		return generic.Normalize(payload, at)
+	}
+	p := start(t, url, Config{ID: "busy", Workers: 1, Normalizers: map[string]provider.Normalizer{"generic": norm}})
+	defer close(unblock) // before the processor's stop (cleanups run after defers)
+	insertEvents(t, pool, received("m-block", "block-me", time.Now()))
+	select {
+	case <-stuck:
+	case <-time.After(time.Minute):
+		t.Fatal("the worker never took the backlog event")
+	}
+	h := p.Handoff()
+	if h.Reserve(1) != 1 {
+		t.Fatal("no room in the handoff")
+	}
+	var id int64
+	err := pool.QueryRow(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state, attempts, run_at, locked_until, locked_by)
+VALUES ('generic', 'adopted', $1::jsonb, 'processing', 1, now() + interval '1 hour', now() + interval '1 hour', 'busy')
+RETURNING id`, received("m-adopted", "hi", time.Now())).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Adopt([]Adopted{{ID: id, Provider: "generic", ReceivedAt: time.Now(), Payload: []byte(received("m-adopted", "hi", time.Now()))}})
+	pgtest.Eventually(t, "the adopted event processed while the worker is stuck", 30*time.Second, func() (bool, error) {
+		var state string
+		err := pool.QueryRow(ctx, "SELECT state FROM inbound_events WHERE id = $1", id).Scan(&state)
+		return state == "processed", err
+	})
 }

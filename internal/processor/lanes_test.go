@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -233,5 +234,31 @@ func TestSplitBacklog(t *testing.T) {
 				t.Errorf("%s: backlog holds lane %s", c.name, e.Lane)
 			}
 		}
+	}
+}
+
+// TestABacklogLeavesWorkersFree: while a backlog drains, at most a quarter of the
+// workers claim (claimers), so that the others, idle, can apply what this process's
+// ingest hands over meanwhile instead of it queueing behind the backlog for the CPU.
+func TestABacklogLeavesWorkersFree(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	insertLane(t, pool, "generic/flood", 3000)
+	var mu sync.Mutex
+	most := int32(0)
+	startConfigured(t, url, Config{Workers: 8, BatchSize: 16}, func(p *Processor) {
+		p.afterClaim = func(int) {
+			mu.Lock()
+			most = max(most, p.active.Load())
+			mu.Unlock()
+		}
+	})
+	waitSettled(t, pool, 2*time.Minute)
+	mu.Lock()
+	defer mu.Unlock()
+	// Two may both see one claimer and call a peer at the same moment: one more, for
+	// an instant.
+	if limit := int32(claimers(8)) + 1; most > limit || most < 2 {
+		t.Errorf("at most %d workers claimed at once during a 3,000-event backlog; want 2 to %d of 8", most, limit)
 	}
 }

@@ -145,9 +145,10 @@ func NewID() string {
 }
 
 // ConfigurePool sizes a pool for the processor: a connection for every worker, plus
-// the sweep and retention. (Its settings are per transaction: session.go.)
+// the handoff's own worker, the sweep and retention. (Its settings are per
+// transaction: session.go.)
 func ConfigurePool(c *pgxpool.Config, workers int) {
-	c.MaxConns = int32(workers + 2)
+	c.MaxConns = int32(workers + 3)
 }
 
 // Processor claims and applies events. Run it; call Wake after committing events.
@@ -282,6 +283,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	for range p.cfg.Workers {
 		g.Go(func() error { p.work(ctx); return nil })
 	}
+	g.Go(func() error { p.serveHandoff(ctx); return nil })
 	p.Wake() // whatever is already due
 	err := g.Wait()
 	p.handoff.close()
@@ -297,7 +299,8 @@ func (p *Processor) Run(ctx context.Context) error {
 //     wake-up arrived since the claim began (what arrived meanwhile: the trailing
 //     edge), until one did not.
 //   - A batch that comes back full means a backlog: the worker claims again at once
-//     and signals peer, and one more worker joins.
+//     and signals peer, and one more worker joins, up to a quarter of the workers
+//     (claimers).
 //   - A wake-up that arrives while a claimer is active only sets pending; the claimer
 //     checks pending before it goes idle, so the wake-up is never lost. pending is
 //     cleared just before each claim: a wake-up after that is for an event the claim
@@ -311,8 +314,9 @@ func (p *Processor) Run(ctx context.Context) error {
 // locks.
 //
 // Batches from the handoff (events this process's ingest committed claimed) need no
-// claim: an idle worker takes one as it comes, and a claimer takes any that wait
-// before each claim, so that they do not queue behind a backlog.
+// claim: an idle worker, or the handoff's own (serveHandoff), takes one as it comes,
+// and a claimer takes any that wait before each claim, so that they do not queue
+// behind a backlog.
 func (p *Processor) work(ctx context.Context) {
 	for {
 		adopted, ok := p.await(ctx)
@@ -330,7 +334,7 @@ func (p *Processor) work(ctx context.Context) {
 // claimLoop claims until no wake-up is left (see work); the worker is counted active.
 func (p *Processor) claimLoop(ctx context.Context) {
 	for full := false; ; {
-		if b := p.handoff.take(); b != nil {
+		if b := p.handoff.take(nil, p.cfg.BatchSize); b != nil {
 			p.processAdopted(ctx, b)
 		}
 		if !full {
@@ -346,7 +350,7 @@ func (p *Processor) claimLoop(ctx context.Context) {
 			store.ResetOnReadOnly(p.pool, err) // a failover: find the new primary
 			sleep(ctx, time.Second)            // the database is in trouble: do not spin
 		}
-		if full = n >= p.cfg.BatchSize; full {
+		if full = n >= p.cfg.BatchSize; full && int(p.active.Load()) < claimers(p.cfg.Workers) {
 			signal(p.peer) // a backlog: bring a peer along
 		}
 		if (full || p.pending.Load()) && ctx.Err() == nil {
@@ -362,6 +366,13 @@ func (p *Processor) claimLoop(ctx context.Context) {
 		p.active.Add(1) // a wake-up came while this worker was going idle
 	}
 }
+
+// claimers is how many workers claim at once at most: a quarter of them (two of the
+// default eight on two cores). A backlog's drain keeps that many transactions busy,
+// which takes the CPUs (on two cores two drain as fast as eight:
+// docs/benchmarks.md), and leaves the other workers, and the handoff's, to apply
+// what arrives meanwhile without queueing behind the backlog for the CPU.
+func claimers(workers int) int { return max(1, (workers+3)/4) }
 
 // gather waits before a claim so that one transaction carries several events rather
 // than one each: until BatchWait after the previous claim began, or until claimNow
@@ -407,7 +418,7 @@ func (p *Processor) await(ctx context.Context) ([]claimed, bool) {
 			return nil, false
 		case b := <-p.handoff.ch:
 			p.handoff.got(b)
-			return b, true
+			return p.handoff.take(b, p.cfg.BatchSize), true
 		case <-p.peer:
 		case <-p.wake:
 			p.pending.Store(true)
