@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *metrics {
 	for _, what := range []string{"processed_events", "dead_events", "parked_statuses"} {
 		m.retained.WithLabelValues(what)
 	}
-	for _, outcome := range []string{"events", "empty"} {
+	for _, outcome := range []string{"events", "empty", "handoff"} {
 		m.claims.WithLabelValues(outcome)
 	}
 	for _, state := range States {
@@ -96,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"what"}),
 		claims: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbox_claims_total",
-			Help: "Claim queries run, by outcome (events: it claimed some; empty: a wake-up found nothing).",
+			Help: "Claim queries run, by outcome (events: it claimed some; empty: a wake-up found nothing); handoff: batches of this process's own commits, applied with no claim.",
 		}, []string{"outcome"}),
 		batchSize: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "inbox_process_batch_events",
