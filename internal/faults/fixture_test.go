@@ -345,6 +345,16 @@ func (f *fixture) exec(sql string, args ...any) {
 	}
 }
 
+// waitLog waits until p's log has at least n lines that contain s.
+func (f *fixture) waitLog(p *proc, s string, n int, within time.Duration) {
+	f.t.Helper()
+	for deadline := time.Now().Add(within); p.logContains(s) < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("%s logged %q %d times within %s, want %d", p.name, s, p.logContains(s), within, n)
+		}
+	}
+}
+
 // logContains counts the lines of p's log that contain s.
 func (p *proc) logContains(s string) int {
 	b, _ := os.ReadFile(p.log)

@@ -108,8 +108,13 @@ func TestEveryBackendTerminatedTwice(t *testing.T) {
 			f := newFixture(t, setup{procs: 3, pgbouncer: d.pgbouncer})
 			l := f.newLoad()
 			steady(l, "term")
-			for range 2 {
+			for i := range 2 {
 				time.Sleep(1500 * time.Millisecond)
+				// Each termination must find every listener up: after the first, the
+				// listeners come back after a second's delay, longer on a loaded machine.
+				for _, p := range f.live() {
+					f.waitLog(p, `"msg":"listening"`, i+1, 30*time.Second)
+				}
 				f.exec(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`)
 			}
