@@ -80,6 +80,12 @@ func LockContacts(ctx context.Context, tx pgx.Tx, addresses []string) error {
 // lockMessages takes the advisory locks in the order of the array (sorted by the caller).
 const lockMessages = `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)`
 
+// The apply statements below are cached as generic plans (session.go), which may be
+// made while the tables look empty. Each lookup of a table by a batch's keys is
+// written so that no join order can read a whole index: a LATERAL subquery (OFFSET 0
+// keeps the planner from flattening it) probes the key per element, or the key
+// columns are also bound to = ANY of the batch's arrays (plans_test.go).
+
 // Changes (the change feed, migration 012) are written by the statements that make
 // them, from what those statements return: data is the row as the API serves it
 // (to_jsonb of the row; a message without its internal inbound_event_id). In one
@@ -116,6 +122,7 @@ WITH input AS (
 parked AS (
     DELETE FROM pending_statuses p USING input i
     WHERE p.provider = i.provider AND p.provider_message_id = i.message_id
+      AND p.provider = ANY ($1::text[]) AND p.provider_message_id = ANY ($2::text[])
     RETURNING p.*
 ),
 best AS (
@@ -132,8 +139,11 @@ SELECT i.provider, i.message_id, c.id, i.direction, i.type, i.sender, i.recipien
        CASE WHEN inbox_status_rank(b.status) > inbox_status_rank(i.status) THEN b.error END,
        i.sent_at, i.event_id
 FROM input i
-JOIN conversations c
-  ON c.provider = i.provider AND c.channel_address = i.channel AND c.contact_address = i.contact
+CROSS JOIN LATERAL (
+    SELECT id FROM conversations c
+    WHERE c.provider = i.provider AND c.channel_address = i.channel AND c.contact_address = i.contact
+    OFFSET 0
+) c
 LEFT JOIN best b ON b.provider = i.provider AND b.provider_message_id = i.message_id
 ORDER BY i.provider, i.message_id, i.event_id
 ON CONFLICT (provider, provider_message_id) DO NOTHING
@@ -163,6 +173,7 @@ moved AS (
     SET status = b.status, status_at = b.at, error = COALESCE(b.error::jsonb, m.error)
     FROM best b
     WHERE m.provider = b.provider AND m.provider_message_id = b.message_id
+      AND m.provider = ANY ($1::text[]) AND m.provider_message_id = ANY ($2::text[])
       AND inbox_status_rank(b.status) > inbox_status_rank(m.status)
     RETURNING m.*, b.traceparent AS tp
 ),
@@ -174,30 +185,40 @@ changed AS (
 INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, status, status_at, error)
 SELECT i.provider, i.message_id, i.event_id, i.status, i.at, i.error::jsonb
 FROM input i
-WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.provider = i.provider AND m.provider_message_id = i.message_id)
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.provider = i.provider AND m.provider_message_id = i.message_id
+                    AND m.provider = ANY ($1::text[]) AND m.provider_message_id = ANY ($2::text[]))
 ON CONFLICT DO NOTHING`
 
 // touchConversations moves last_message_at forward (and learns contact names). Rows
-// are locked in id order; a conversation already as recent is not locked at all.
+// are locked in id order (locked); a conversation already as recent is not locked at
+// all (found).
 const touchConversations = `
 WITH latest AS (
     SELECT provider, channel, contact, max(at) AS at, max(NULLIF(name, '')) AS name
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS t(provider, channel, contact, name, at)
     GROUP BY provider, channel, contact
 ),
-locked AS (
+found AS (
     SELECT c.id, l.at, l.name
-    FROM conversations c
-    JOIN latest l ON c.provider = l.provider AND c.channel_address = l.channel AND c.contact_address = l.contact
+    FROM latest l
+    CROSS JOIN LATERAL (
+        SELECT id, last_message_at, contact_name FROM conversations c
+        WHERE c.provider = l.provider AND c.channel_address = l.channel AND c.contact_address = l.contact
+        OFFSET 0
+    ) c
     WHERE l.at > c.last_message_at OR l.name IS DISTINCT FROM c.contact_name AND l.name IS NOT NULL
-    ORDER BY c.id
-    FOR NO KEY UPDATE OF c
+),
+locked AS (
+    SELECT id FROM conversations
+    WHERE id = ANY (ARRAY(SELECT id FROM found))
+    ORDER BY id
+    FOR NO KEY UPDATE
 )
 UPDATE conversations c
-SET last_message_at = GREATEST(c.last_message_at, l.at),
-    contact_name    = COALESCE(l.name, c.contact_name)
-FROM locked l
-WHERE c.id = l.id`
+SET last_message_at = GREATEST(c.last_message_at, f.at),
+    contact_name    = COALESCE(f.name, c.contact_name)
+FROM found f
+WHERE c.id = f.id AND c.id = ANY (ARRAY(SELECT id FROM locked))`
 
 // messageLockID hashes (provider, message id) into the advisory lock space.
 func messageLockID(provider, messageID string) int64 {

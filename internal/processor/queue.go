@@ -64,6 +64,9 @@ type claimed struct {
 // FOR UPDATE SKIP LOCKED in the per-lane subqueries lets concurrent claimers, in this
 // process or others, take disjoint rows without waiting; the MATERIALIZED CTEs pin the
 // LIMITs and the row locks to them (the planner may not push the UPDATE into them).
+// The UPDATE finds its rows by id = ANY of the claimed ids as well as by the join:
+// a generic plan made while inbound_events looked one row long otherwise walked the
+// whole primary key for each claim (plans_test.go).
 // The attempt is counted here, in the claim's own commit, so that an event that kills
 // its process still uses up attempts (see Processor's doc comment). run_at becomes the
 // end of the lease: the rescue finds expired leases by inbound_events_leases. The
@@ -149,7 +152,7 @@ SET state = 'processing',
     locked_until = now() + $2 * interval '1 millisecond',
     locked_by = $3
 FROM due
-WHERE e.id = due.id
+WHERE e.id = due.id AND e.id = ANY (ARRAY(SELECT id FROM due))
 RETURNING e.id, e.provider, e.attempts, e.received_at, e.payload, e.state, e.traceparent, e.lane, due.n`
 
 // claim leases up to about limit due events, fairly across lanes, and moves this
@@ -179,7 +182,8 @@ WITH expired AS MATERIALIZED (
 ),
 verdict AS (
     SELECT e.id, e.attempts >= $3 AS out_of_attempts
-    FROM inbound_events e JOIN expired USING (id)
+    FROM inbound_events e
+    WHERE e.id = (SELECT id FROM expired)
 )
 UPDATE inbound_events e
 SET state        = CASE WHEN v.out_of_attempts THEN 'dead' ELSE 'processing' END,
