@@ -83,8 +83,10 @@ const lockMessages = `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::big
 // The apply statements below are cached as generic plans (session.go), which may be
 // made while the tables look empty. Each lookup of a table by a batch's keys is
 // written so that no join order can read a whole index: a LATERAL subquery (OFFSET 0
-// keeps the planner from flattening it) probes the key per element, or the key
-// columns are also bound to = ANY of the batch's arrays (plans_test.go).
+// keeps the planner from flattening it) probes the whole key per element, and where
+// the rows are then updated or deleted, they are found by their primary key (or
+// ctid) = ANY of what the probes found (plans_test.go). Binding each key column to = ANY of the batch's
+// arrays instead let a plan use the provider alone and read every message of it.
 
 // Changes (the change feed, migration 012) are written by the statements that make
 // them, from what those statements return: data is the row as the API serves it
@@ -120,9 +122,14 @@ WITH input AS (
              traceparent)
 ),
 parked AS (
-    DELETE FROM pending_statuses p USING input i
-    WHERE p.provider = i.provider AND p.provider_message_id = i.message_id
-      AND p.provider = ANY ($1::text[]) AND p.provider_message_id = ANY ($2::text[])
+    DELETE FROM pending_statuses p
+    WHERE p.ctid = ANY (ARRAY(
+        SELECT ps.ctid FROM input i
+        CROSS JOIN LATERAL (
+            SELECT ctid FROM pending_statuses ps
+            WHERE ps.provider = i.provider AND ps.provider_message_id = i.message_id
+            OFFSET 0
+        ) ps))
     RETURNING p.*
 ),
 best AS (
@@ -168,14 +175,22 @@ best AS (
     SELECT DISTINCT ON (provider, message_id) * FROM input
     ORDER BY provider, message_id, inbox_status_rank(status) DESC, event_id
 ),
+target AS MATERIALIZED (
+    SELECT x.id, b.status, b.at, b.error, b.traceparent
+    FROM best b
+    CROSS JOIN LATERAL (
+        SELECT id FROM messages mm
+        WHERE mm.provider = b.provider AND mm.provider_message_id = b.message_id
+        OFFSET 0
+    ) x
+),
 moved AS (
     UPDATE messages m
-    SET status = b.status, status_at = b.at, error = COALESCE(b.error::jsonb, m.error)
-    FROM best b
-    WHERE m.provider = b.provider AND m.provider_message_id = b.message_id
-      AND m.provider = ANY ($1::text[]) AND m.provider_message_id = ANY ($2::text[])
-      AND inbox_status_rank(b.status) > inbox_status_rank(m.status)
-    RETURNING m.*, b.traceparent AS tp
+    SET status = t.status, status_at = t.at, error = COALESCE(t.error::jsonb, m.error)
+    FROM target t
+    WHERE m.id = t.id AND m.id = ANY (ARRAY(SELECT id FROM target))
+      AND inbox_status_rank(t.status) > inbox_status_rank(m.status)
+    RETURNING m.*, t.traceparent AS tp
 ),
 changed AS (
     INSERT INTO changes (type, conversation_id, data, traceparent)
@@ -186,7 +201,7 @@ INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, s
 SELECT i.provider, i.message_id, i.event_id, i.status, i.at, i.error::jsonb
 FROM input i
 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.provider = i.provider AND m.provider_message_id = i.message_id
-                    AND m.provider = ANY ($1::text[]) AND m.provider_message_id = ANY ($2::text[]))
+                  OFFSET 0)
 ON CONFLICT DO NOTHING`
 
 // touchConversations moves last_message_at forward (and learns contact names). Rows

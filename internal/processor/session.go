@@ -46,7 +46,9 @@ import (
 //     about 5,000 to under 1,000 events a second on plans made during a warm-up on a
 //     fresh database. Every join of the processor's is a lookup by key, per element
 //     of the arrays: a nested loop over index scans, which these leave as the only
-//     plan that is not penalized.
+//     plan that is not penalized. A nested loop can still be turned round (the
+//     table's whole index outside, the batch inside), so the statements also pin the
+//     lookup's side (apply.go, queue.go).
 //   - jit off. With sequential scans penalized, any plan that still needs one (a
 //     trigger's join on a small table) is costed in the billions, far past
 //     jit_above_cost, and JIT compilation then costs 100 ms a statement. The
