@@ -83,10 +83,10 @@ const lockMessages = `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::big
 // The apply statements below are cached as generic plans (session.go), which may be
 // made while the tables look empty. Each lookup of a table by a batch's keys is
 // written so that no join order can read a whole index: a LATERAL subquery (OFFSET 0
-// keeps the planner from flattening it) probes the whole key per element, and where
-// the rows are then updated or deleted, they are found by their primary key (or
-// ctid) = ANY of what the probes found (plans_test.go). Binding each key column to = ANY of the batch's
-// arrays instead let a plan use the provider alone and read every message of it.
+// keeps the planner from flattening it) probes the whole key per element, and rows
+// then updated or deleted are found by primary key (or ctid) = ANY of what the probes
+// found (plans_test.go). Binding each key column to = ANY of the batch's arrays
+// instead let a plan use the provider alone and read every message of it.
 
 // Changes (the change feed, migration 012) are written by the statements that make
 // them, from what those statements return: data is the row as the API serves it
