@@ -77,6 +77,27 @@ func TestChangeFeed(t *testing.T) {
 		t.Errorf("after the status: %s", body)
 	}
 
+	// Each change's object is the message as the messages endpoint serves it, as it was
+	// when the change happened: the creation still says "sent" after the status moved.
+	_, body = a.get(t, "/v1/changes", readToken)
+	all := decode[changesResponse](t, body)
+	_, body = a.get(t, fmt.Sprintf("/v1/conversations/%d/messages", all.Data[0].ConversationID), readToken)
+	served := decode[struct{ Data []map[string]any }](t, body)
+	if len(all.Data) != 3 || len(served.Data) != 1 {
+		t.Fatalf("changes %s; messages %v", body, served)
+	}
+	for i, want := range []string{"sent", "delivered"} {
+		obj := all.Data[i+1].Data
+		for k, v := range served.Data[0] {
+			if k != "status" && k != "status_at" && fmt.Sprint(obj[k]) != fmt.Sprint(v) {
+				t.Errorf("%s: %s = %v, the messages endpoint serves %v", all.Data[i+1].Type, k, obj[k], v)
+			}
+		}
+		if len(obj) != len(served.Data[0]) || obj["status"] != want {
+			t.Errorf("%s object = %v, want the served message's fields with status %s", all.Data[i+1].Type, obj, want)
+		}
+	}
+
 	req, _ := http.NewRequest("GET", a.url+"/v1/changes/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+readToken)
 	req.Header.Set("Last-Event-ID", firstID)

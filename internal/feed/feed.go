@@ -98,14 +98,25 @@ func (c Change) Cursor() Cursor { return c.cursor }
 // (see the package comment). The watermark is a subquery, computed once from the
 // statement's own snapshot.
 const final = `
-FROM changes
-WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
-  AND (xid, seq) > ($1::text::xid8, $2::bigint)
-ORDER BY xid, seq
+FROM changes c
+WHERE c.xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+  AND (c.xid, c.seq) > ($1::text::xid8, $2::bigint)
+ORDER BY c.xid, c.seq
 LIMIT $3`
 
+// Object is the SQL expression of the object a change (a row of changes named c)
+// carries, as stored: its copy in data, or, for a message's change (migration 018),
+// the message with the status, status_at and error the change recorded. A message's
+// other fields never change, and erasure deletes a message's changes in the
+// transaction that deletes it, so this is the object a copy would have held. NULL only
+// if that were broken (render then says so).
+const Object = `COALESCE(c.data, (
+    SELECT to_jsonb(m) - 'inbound_event_id'
+           || jsonb_build_object('status', c.status, 'status_at', c.status_at, 'error', c.error)
+    FROM messages m WHERE m.id = c.message_id))`
+
 // read returns the final changes after the cursor.
-const read = `SELECT xid::text::bigint, seq, type, occurred_at, conversation_id, data` + final
+const read = `SELECT c.xid::text::bigint, c.seq, c.type, c.occurred_at, c.conversation_id, ` + Object + final
 
 // Read returns up to limit changes after c, oldest first.
 func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Change, error) {
@@ -141,7 +152,7 @@ func NewChange(c Cursor, typ string, occurredAt time.Time, conversationID int64,
 }
 
 // positions is read without the objects: where each change is and what it is about.
-const positions = `SELECT xid::text::bigint, seq, type, conversation_id` + final
+const positions = `SELECT c.xid::text::bigint, c.seq, c.type, c.conversation_id` + final
 
 // Position is a change without its object.
 type Position struct {
@@ -179,6 +190,9 @@ func Positions(ctx context.Context, q Querier, c Cursor, limit int) ([]Position,
 // render gives a change's object the shape the API serves (the read model's types,
 // with their redaction marks).
 func render(typ string, data json.RawMessage) (json.RawMessage, error) {
+	if data == nil {
+		return nil, errors.New("its object is gone (a message deleted without its changes)")
+	}
 	switch typ {
 	case "conversation.created":
 		var c readmodel.Conversation

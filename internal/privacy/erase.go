@@ -227,17 +227,31 @@ func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 	}
 }
 
-// eraseMessages deletes up to $3 of the contact's messages and returns the events
-// that created them (their payloads go too, in the same transaction).
+// eraseMessages deletes up to $3 of the contact's messages with their changes (a
+// message's changes refer to it, migration 018: none may outlive it) and returns the
+// events that created them (their payloads go too, in the same transaction) and how
+// many changes went. The changes are probed one message at a time by
+// (conversation_id, message_id), whatever the statistics say.
 const eraseMessages = `
-WITH doomed AS (
-    SELECT id, inbound_event_id FROM messages
+WITH doomed AS MATERIALIZED (
+    SELECT id, inbound_event_id, conversation_id FROM messages
     WHERE conversation_id IN (` + subjectConversations + `)
     LIMIT $3::int
+),
+refs AS (
+    DELETE FROM changes ch
+    WHERE ch.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM doomed d
+        CROSS JOIN LATERAL (
+            SELECT ctid FROM changes c
+            WHERE c.conversation_id = d.conversation_id AND c.message_id = d.id
+            OFFSET 0
+        ) x))
+    RETURNING 1
 )
 DELETE FROM messages m USING doomed d
 WHERE m.id = d.id
-RETURNING d.inbound_event_id`
+RETURNING d.inbound_event_id, (SELECT count(*) FROM refs)`
 
 // eraseEvents empties the payloads of up to $3 of the contact's events (and of the
 // events in $4), keeping the rows as tombstones, and deletes the statuses they
@@ -304,21 +318,27 @@ func (e *Eraser) step(ctx context.Context, id int64, s Subject) (c Counts, done 
 			return err
 		}
 		rows, _ := tx.Query(ctx, eraseMessages, s.Forms, s.Provider, e.batch())
-		created, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
+		var created []int64
+		var event, refs int64
+		if _, err := pgx.ForEachRow(rows, []any{&event, &refs}, func() error {
+			created = append(created, event)
+			return nil
+		}); err != nil {
 			return fmt.Errorf("erase messages: %w", err)
 		}
-		c.Messages = int64(len(created))
+		c.Messages, c.Changes = int64(len(created)), refs
 		if err := tx.QueryRow(ctx, eraseEvents, s.Forms, s.Provider, e.batch(), created).Scan(&c.Events, &c.PendingStatuses); err != nil {
 			return fmt.Errorf("erase events: %w", err)
 		}
 		// A batch that did not fill up found everything there was: under the locks,
 		// nothing more can come, so this is the last batch. (Waiting for a batch that
 		// finds nothing would never end while the contact's messages keep coming.)
-		if err := tx.QueryRow(ctx, eraseChanges, s.Forms, s.Provider, e.batch()).Scan(&c.Changes); err != nil {
+		var rest int64
+		if err := tx.QueryRow(ctx, eraseChanges, s.Forms, s.Provider, e.batch()).Scan(&rest); err != nil {
 			return fmt.Errorf("erase changes: %w", err)
 		}
-		if full := int64(e.batch()); c.Messages < full && c.Events < full && c.Changes < full {
+		c.Changes += rest
+		if full := int64(e.batch()); c.Messages < full && c.Events < full && rest < full {
 			tag, err := tx.Exec(ctx, eraseConversations, s.Forms, s.Provider, id)
 			if err != nil {
 				return fmt.Errorf("erase conversations: %w", err)

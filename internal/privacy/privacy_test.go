@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"inboxd/internal/feed"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
 )
@@ -240,7 +241,9 @@ ON CONFLICT (provider, external_id) DO NOTHING RETURNING 1) SELECT count(*) FROM
 // conversation that did not exist before the erasure ended: never a message without
 // its payload, nor a payload whose message was erased. Without the contact locks, a
 // message committed between a batch and the next lands in a conversation the next
-// batch deletes, and is lost with its payload intact.
+// batch deletes, and is lost with its payload intact. And a follower reading the
+// change feed all the while is always served every change's object: a message's
+// changes, which refer to it, go in the batch that deletes it.
 func TestEraseUnderStream(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
@@ -275,6 +278,29 @@ func TestEraseUnderStream(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
+	var feedErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for c := (feed.Cursor{}); ; {
+				page, err := feed.Read(ctx, pool, c, 500)
+				if err != nil {
+					feedErr = err
+					return
+				}
+				if len(page) == 0 {
+					break
+				}
+				c = page[len(page)-1].Cursor()
+			}
+		}
+	}()
 	stopStream := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	t.Cleanup(stopStream)
 	e := NewEraser(pool, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), nil, "test")
@@ -285,6 +311,9 @@ func TestEraseUnderStream(t *testing.T) {
 	stopStream()
 	if streamErr != nil {
 		t.Fatal(streamErr)
+	}
+	if feedErr != nil {
+		t.Errorf("the change feed failed during the erasure: %v", feedErr)
 	}
 	settle(t, pool)
 

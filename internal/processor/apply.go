@@ -154,10 +154,10 @@ CROSS JOIN LATERAL (
 LEFT JOIN best b ON b.provider = i.provider AND b.provider_message_id = i.message_id
 ORDER BY i.provider, i.message_id, i.event_id
 ON CONFLICT (provider, provider_message_id) DO NOTHING
-RETURNING *
+RETURNING id, conversation_id, status, status_at, error, inbound_event_id, provider_message_id
 )
-INSERT INTO changes (type, conversation_id, data, traceparent)
-SELECT 'message.created', m.conversation_id, to_jsonb(m) - 'inbound_event_id', i.traceparent
+INSERT INTO changes (type, conversation_id, message_id, status, status_at, error, traceparent)
+SELECT 'message.created', m.conversation_id, m.id, m.status, m.status_at, m.error, i.traceparent
 FROM inserted m JOIN input i ON i.event_id = m.inbound_event_id AND i.message_id = m.provider_message_id
 ORDER BY m.id`
 
@@ -190,11 +190,11 @@ moved AS (
     FROM target t
     WHERE m.id = t.id AND m.id = ANY (ARRAY(SELECT id FROM target))
       AND inbox_status_rank(t.status) > inbox_status_rank(m.status)
-    RETURNING m.*, t.traceparent AS tp
+    RETURNING m.id, m.conversation_id, m.status, m.status_at, m.error, t.traceparent
 ),
 changed AS (
-    INSERT INTO changes (type, conversation_id, data, traceparent)
-    SELECT 'message.status_changed', mv.conversation_id, to_jsonb(mv) - 'inbound_event_id' - 'tp', mv.tp
+    INSERT INTO changes (type, conversation_id, message_id, status, status_at, error, traceparent)
+    SELECT 'message.status_changed', mv.conversation_id, mv.id, mv.status, mv.status_at, mv.error, mv.traceparent
     FROM moved mv ORDER BY mv.id
 )
 INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, status, status_at, error)

@@ -517,7 +517,7 @@ func TestChangesOncePerChange(t *testing.T) {
 	waitSettled(t, pool, 20*time.Second)
 	want := []string{"conversation.created|", "message.created|c1", "message.created|c2", "message.status_changed|c2"}
 	changes := func() []string {
-		rows, _ := pool.Query(context.Background(), `SELECT type || '|' || COALESCE(data->>'provider_message_id', '') FROM changes ORDER BY 1`)
+		rows, _ := pool.Query(context.Background(), `SELECT c.type || '|' || COALESCE(m.provider_message_id, '') FROM changes c LEFT JOIN messages m ON m.id = c.message_id ORDER BY 1`)
 		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			t.Fatal(err)
