@@ -384,8 +384,10 @@ func TestContactStoredWithEvent(t *testing.T) {
 func TestContactNeverFailsAnEvent(t *testing.T) {
 	h := &Handlers{now: time.Now}
 	for name, norm := range map[string]provider.Normalizer{
-		"refuses": func([]byte, time.Time) (provider.Normalized, error) { return provider.Normalized{}, provider.ErrPermanent },
-		"panics":  func([]byte, time.Time) (provider.Normalized, error) { panic("a normalizer bug") },
+		"refuses": func([]byte, time.Time) (provider.Normalized, error) {
+			return provider.Normalized{}, provider.ErrPermanent
+		},
+		"panics": func([]byte, time.Time) (provider.Normalized, error) { panic("a normalizer bug") },
 	} {
 		e := provider.Endpoint{Provider: &provider.Provider{Name: "generic", Normalize: norm}}
 		if got := h.contact(e, []byte(`{}`)); got != "" {
