@@ -45,6 +45,7 @@ import (
 
 	"inboxd/internal/processor"
 	"inboxd/internal/readmodel"
+	"inboxd/internal/store"
 )
 
 // Channel is what processes notify on after committing changes
@@ -118,23 +119,35 @@ const Object = `COALESCE(c.data, (
 // read returns the final changes after the cursor.
 const read = `SELECT c.xid::text::bigint, c.seq, c.type, c.occurred_at, c.conversation_id, ` + Object + final
 
+// readPlan are the settings a read is planned with (as the processor's statements
+// are, processor.TxSettings): the changes are walked by their primary key and each
+// change's message is looked up by its id, whatever the statistics say. Planned
+// while the tables look nearly empty (a new database, the first minutes after a
+// deployment), a read would otherwise sort a sequential scan of changes and scan
+// messages once per change, and a connection keeps that plan while the tables grow
+// (plans_test: TestReadPlans).
+var readPlan = []string{"enable_seqscan", "off", "jit", "off"}
+
 // Read returns up to limit changes after c, oldest first.
 func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Change, error) {
-	rows, err := pool.Query(ctx, read, strconv.FormatUint(c.XID, 10), c.Seq, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read changes: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
-		var xid, seq, conversation int64
-		var typ string
-		var at time.Time
-		var data []byte
-		if err := row.Scan(&xid, &seq, &typ, &at, &conversation, &data); err != nil {
-			return Change{}, err
-		}
-		return NewChange(Cursor{XID: uint64(xid), Seq: seq}, typ, at, conversation, data)
+	var out []Change
+	b := &pgx.Batch{}
+	b.Queue(store.SetLocal(readPlan...)) // one round trip, one implicit transaction
+	b.Queue(read, strconv.FormatUint(c.XID, 10), c.Seq, limit).Query(func(rows pgx.Rows) error {
+		var err error
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
+			var xid, seq, conversation int64
+			var typ string
+			var at time.Time
+			var data []byte
+			if err := row.Scan(&xid, &seq, &typ, &at, &conversation, &data); err != nil {
+				return Change{}, err
+			}
+			return NewChange(Cursor{XID: uint64(xid), Seq: seq}, typ, at, conversation, data)
+		})
+		return err
 	})
-	if err != nil {
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("read changes: %w", err)
 	}
 	return out, nil

@@ -202,3 +202,67 @@ func TestParseCursor(t *testing.T) {
 		t.Error("a huge cursor parsed")
 	}
 }
+
+// TestReadPlans: the feed's reads, planned generic with their settings on tables
+// just created and again on tables analyzed with a few rows (the plans a
+// connection caches early in a database's life), read changes by their primary key
+// and each change's message by its id: never a scan of either table, which would
+// cost what the tables hold on every page a follower reads.
+func TestReadPlans(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	plans := pgtest.PlanPool(t, url, readPlan...)
+	check := func(when string) {
+		for name, sql := range map[string]string{"read": read, "positions": positions} {
+			p := strings.Join(strings.Fields(pgtest.GenericPlan(t, plans, sql)), " ")
+			for _, bad := range []string{"Seq Scan changes", "Seq Scan messages", pgtest.WholeIndex} {
+				if strings.Contains(p, bad) {
+					t.Errorf("%s, %s: generic plan %s has %s", when, name, p, bad)
+				}
+			}
+			if name == "read" && !strings.Contains(p, "messages_pkey") {
+				t.Errorf("%s, %s: generic plan %s, want messages read by messages_pkey", when, name, p)
+			}
+		}
+	}
+	check("never analyzed")
+	ctx := context.Background()
+	for _, sql := range []string{
+		`INSERT INTO conversations (provider, channel_address, contact_address, last_message_at) VALUES ('generic', '+1', '+2', now())`,
+		`INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, status, sent_at, inbound_event_id)
+		 SELECT 'generic', 'm' || i, 1, 'inbound', '+2', '+1', 'received', now(), i FROM generate_series(1, 3) i`,
+		`INSERT INTO changes (type, conversation_id, message_id, status) SELECT 'message.created', 1, i, 'received' FROM generate_series(1, 3) i`,
+		`ANALYZE conversations, messages, changes`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	check("analyzed with three rows")
+
+	// And Read runs with them: on these tables, planned with the defaults, it scans
+	// messages.
+	scans := func() (seq, idx int64) {
+		err := pool.QueryRow(ctx, `SELECT seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'messages'`).Scan(&seq, &idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq, idx
+	}
+	seq0, idx0 := scans()
+	if page, err := Read(ctx, pool, Cursor{}, 10); err != nil || len(page) != 3 {
+		t.Fatalf("Read = %d changes, %v", len(page), err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		seq, idx := scans()
+		if seq > seq0 {
+			t.Fatalf("Read scanned messages sequentially (%d scans)", seq-seq0)
+		}
+		if idx > idx0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the read's index scans of messages never showed in pg_stat_user_tables")
+		}
+	}
+}
