@@ -20,9 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/pgtest"
-	"inboxd/internal/provider"
 	"inboxd/internal/provider/providertest"
-	"inboxd/internal/redact"
 )
 
 // testServer runs the webhook handlers over a real database.
@@ -332,66 +330,5 @@ func TestWriterStoppedAnswersUnavailable(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Write after stop hung")
-	}
-}
-
-// TestContactStoredWithEvent: the event's contact is written with the row, in the
-// spelling the processor records (hashed when a redaction rule hashes the address),
-// and a payload that names none is stored without one.
-func TestContactStoredWithEvent(t *testing.T) {
-	t.Parallel()
-	rule, err := redact.ParseRule("generic:/data/contact=hash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": nil}, []byte("a redaction key of 32 bytes....."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		name   string
-		policy *redact.Policy
-		body   string
-		want   string
-	}{
-		{"plain", nil, sampleGeneric("c-plain"), "+15552223333"},
-		{"hashed", policy, sampleGeneric("c-hashed"), "hashed"},
-		{"none", nil, `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m","status":"read"}}`, ""},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			s := newTestServer(t, pgtest.NewDB(t), Config{Redaction: c.policy})
-			if status, body := s.post(t, "c-"+c.name, "application/json", c.body, s.secret); status != 200 {
-				t.Fatalf("POST = %d %s", status, body)
-			}
-			var got string
-			if err := s.pool.QueryRow(context.Background(), `SELECT COALESCE(contact, '') FROM inbound_events`).Scan(&got); err != nil {
-				t.Fatal(err)
-			}
-			want := c.want
-			if c.policy != nil {
-				want, _ = c.policy.Hashed("+15552223333")
-			}
-			if got != want || (c.policy != nil && strings.Contains(got, "5552223333")) {
-				t.Errorf("stored contact = %q, want %q", got, want)
-			}
-		})
-	}
-}
-
-// TestContactNeverFailsAnEvent: a normalizer that refuses or panics leaves the contact
-// empty; the event is stored, and the processor decides about it.
-func TestContactNeverFailsAnEvent(t *testing.T) {
-	h := &Handlers{now: time.Now}
-	for name, norm := range map[string]provider.Normalizer{
-		"refuses": func([]byte, time.Time) (provider.Normalized, error) {
-			return provider.Normalized{}, provider.ErrPermanent
-		},
-		"panics": func([]byte, time.Time) (provider.Normalized, error) { panic("a normalizer bug") },
-	} {
-		e := provider.Endpoint{Provider: &provider.Provider{Name: "generic", Normalize: norm}}
-		if got := h.contact(e, []byte(`{}`)); got != "" {
-			t.Errorf("%s: contact = %q, want none", name, got)
-		}
 	}
 }

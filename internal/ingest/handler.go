@@ -280,9 +280,8 @@ func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]R
 	events := make([]Event, len(parsed))
 	for i, pe := range parsed {
 		stored := provider.Stored(e.Name, pe.Sender)
-		payload := storable(h.redact(e.Name, pe.Payload))
 		events[i] = Event{
-			Provider: stored, ExternalID: pe.ExternalID, Payload: payload, Contact: h.contact(e, payload),
+			Provider: stored, ExternalID: pe.ExternalID, Payload: storable(h.redact(e.Name, pe.Payload)),
 			Headers: headers, RequestID: requestID, Traceparent: traceparent, Lane: provider.Lane(stored, pe.Channel),
 		}
 	}
@@ -291,29 +290,6 @@ func (h *Handlers) store(r *http.Request, e provider.Endpoint, body []byte) ([]R
 		traceSend(span, e.Name, results, err)
 	}
 	return results, err
-}
-
-// contact is the contact of an event as the processor will record it
-// (inbound_events.contact): the provider's normalizer's, read from the payload as
-// stored (redacted), so the same spelling the processor's finish writes. Written with
-// the row, the finish then leaves it as it is, and its update changes only columns
-// stored before the payload: Postgres logs those few bytes instead of the whole row
-// (docs/benchmarks.md). Empty when the normalizer refuses the payload or fails in any
-// way (a panic included): the processor decides about such an event, as before.
-func (h *Handlers) contact(e provider.Endpoint, payload []byte) (contact string) {
-	if e.Provider == nil || e.Normalize == nil {
-		return ""
-	}
-	defer func() {
-		if recover() != nil {
-			contact = ""
-		}
-	}()
-	n, err := e.Normalize(payload, h.now())
-	if err != nil {
-		return ""
-	}
-	return n.Contact()
 }
 
 // redact applies the redaction policy to a payload: after the signature was checked

@@ -26,7 +26,6 @@ type Event struct {
 	Headers    []byte // JSON object of allow-listed request headers
 	RequestID  string // the X-Request-Id of the request that carried it
 	Lane       string // provider.Lane: what the claim is fair across (inbound_events.lane)
-	Contact    string // inbound_events.contact, when the payload names one (see Handlers.contact)
 	// Traceparent is the W3C trace context of the span that stored it; empty when
 	// tracing is off.
 	Traceparent string
@@ -381,17 +380,16 @@ func (w *Writer) commit(ctx context.Context, batch []*writeReq, adopt bool) {
 // milliseconds, just as the processor's claim would leave it. The others are pending
 // and due at once.
 const insertEvents = `
-INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent, lane, contact,
+INSERT INTO inbound_events (provider, external_id, payload, headers, request_id, traceparent, lane,
                             state, attempts, run_at, locked_until, locked_by)
 SELECT provider, external_id, payload::jsonb, headers::jsonb, NULLIF(request_id, ''), NULLIF(traceparent, ''), lane,
-       NULLIF(contact, ''),
        CASE WHEN adopt THEN 'processing' ELSE 'pending' END,
        CASE WHEN adopt THEN 1 ELSE 0 END,
        CASE WHEN adopt THEN now() + $8::bigint * interval '1 millisecond' ELSE now() END,
        CASE WHEN adopt THEN now() + $8::bigint * interval '1 millisecond' END,
        CASE WHEN adopt THEN $9::text END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $10::bool[], $11::text[])
-     AS t(provider, external_id, payload, headers, request_id, traceparent, lane, adopt, contact)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $10::bool[])
+     AS t(provider, external_id, payload, headers, request_id, traceparent, lane, adopt)
 ORDER BY provider, external_id
 ON CONFLICT (provider, external_id) DO NOTHING
 RETURNING id, provider, external_id, received_at, state = 'processing'`
@@ -428,7 +426,7 @@ type row struct {
 // inserted claimed and handed over after the commit. It returns how many events it
 // inserted pending.
 func (w *Writer) insert(ctx context.Context, batch []*writeReq, adopt bool) ([][]Result, int, error) {
-	var providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes, contacts []string
+	var providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes []string
 	var adopts []bool
 	reserved, owner, leaseMs := 0, "", int64(0)
 	if adopt && w.handoff != nil {
@@ -448,7 +446,6 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq, adopt bool) ([][
 			requestIDs = append(requestIDs, e.RequestID)
 			traceparents = append(traceparents, e.Traceparent)
 			lanes = append(lanes, e.Lane)
-			contacts = append(contacts, e.Contact)
 		}
 	}
 	fresh := map[eventKey]row{}
@@ -456,7 +453,7 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq, adopt bool) ([][
 	b := &pgx.Batch{}
 	b.Queue(w.settings)
 	b.Queue(insertEvents, providers, externalIDs, payloads, headers, requestIDs, traceparents, lanes,
-		leaseMs, owner, adopts, contacts).Query(func(rows pgx.Rows) error {
+		leaseMs, owner, adopts).Query(func(rows pgx.Rows) error {
 		return collectRows(rows, fresh)
 	})
 	var err error
