@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	maxWorkers := fs.String("max-workers", "4,8,16,32,64", "River's MaxWorkers: drain tries each (compare then uses the fastest); rate, ramp and cost use the first")
 	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
 	batch := fs.Int("batch-size", 64, "inboxd events per batch (INBOX_BATCH_SIZE)")
+	processes := fs.Int("processes", 1, "rate, ramp, cost: server processes of each system on its database, the load sent to each in turn (CPU counts them all)")
 	asJSON := fs.Bool("json", false, "print results as JSON instead of a table")
 	svg := fs.String("svg", "", "ramp, compare, report: write a latency chart (SVG) here")
 	if err := fs.Parse(args); err != nil {
@@ -93,6 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
 		rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
 		river: *river, rows: *rows, contactMessages: *contactMessages, retention: *retention, progress: stderr, noopJobs: *noopJobs, repeat: max(*repeat, 1),
+		processes: max(*processes, 1),
 	}
 	var err error
 	if o.targets, err = parseTargets(*targets); err != nil {
@@ -140,7 +142,7 @@ type benchOptions struct {
 	duration, warmup                   time.Duration
 	slo                                float64
 	events, clients, workers, batch    int
-	noopJobs, repeat                   int
+	noopJobs, repeat, processes        int
 	binary, river                      string // the binaries to run
 	rows, contactMessages              int
 	retention                          time.Duration
@@ -326,13 +328,26 @@ func (o benchOptions) eachTarget(ctx context.Context, withDB dbFunc, prior []ben
 	return results, nil
 }
 
-func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL string, t target, rates []int, ramp bool) ([]bench.Result, error) {
-	srv, err := o.start(ctx, t, dbURL)
-	if err != nil {
-		return nil, err
+// label is the name t's results carry: with several processes, how many.
+func (o benchOptions) label(t target) string {
+	if o.processes > 1 {
+		return fmt.Sprintf("%s ×%d", t.name, o.processes)
 	}
-	defer srv.stop()
-	meter, err := bench.NewCPUMeter(ctx, pool, srv.pid)
+	return t.name
+}
+
+func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL string, t target, rates []int, ramp bool) ([]bench.Result, error) {
+	var bases []string
+	var pids []int
+	for range o.processes {
+		srv, err := o.start(ctx, t, dbURL)
+		if err != nil {
+			return nil, err
+		}
+		defer srv.stop()
+		bases, pids = append(bases, srv.base), append(pids, srv.pid)
+	}
+	meter, err := bench.NewCPUMeter(ctx, pool, pids...)
 	if err != nil {
 		fmt.Fprintf(o.progress, "not measuring CPU: %v\n", err)
 		meter = nil
@@ -345,11 +360,11 @@ func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL strin
 		if err := bench.Reset(ctx, pool); err != nil {
 			return bench.Result{}, err
 		}
-		r, err := bench.RunRate(ctx, bench.RateConfig{System: t.name, URL: srv.base, Secret: benchSecret, Rate: rate,
+		r, err := bench.RunRate(ctx, bench.RateConfig{System: o.label(t), URL: bases[0], Others: bases[1:], Secret: benchSecret, Rate: rate,
 			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: o.progress, CPU: meter})
 		r.Workers = t.workers
 		if err == nil {
-			fmt.Fprintf(o.progress, "%s at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", t.name, rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
+			fmt.Fprintf(o.progress, "%s at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", r.System, rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)
 		}
 		return r, err
 	})
@@ -375,7 +390,7 @@ func (o benchOptions) costs(ctx context.Context, withDB dbFunc, prior []bench.Re
 		for _, rate := range o.costRates {
 			var same []bench.Result
 			for _, r := range runs {
-				if r.System == t.name && r.TargetRate == rate && r.CPU != nil {
+				if r.System == o.label(t) && r.TargetRate == rate && r.CPU != nil {
 					same = append(same, r)
 				}
 			}

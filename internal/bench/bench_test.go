@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"sync"
@@ -200,5 +201,21 @@ func TestMedianCost(t *testing.T) {
 	PrintTable(&table, []Result{m})
 	if !bytes.Contains(table.Bytes(), []byte("430–520")) {
 		t.Errorf("cost table lacks the range:\n%s", table.String())
+	}
+}
+
+// TestRequestsSpreadOverProcesses: with several processes, requests go to each in
+// turn; with one, all to it.
+func TestRequestsSpreadOverProcesses(t *testing.T) {
+	cfg := RateConfig{URL: "a", Others: []string{"b", "c"}}
+	var got []string
+	for i := range 7 {
+		got = append(got, cfg.base(i))
+	}
+	if fmt.Sprint(got) != "[a b c a b c a]" {
+		t.Errorf("bases = %v", got)
+	}
+	if one := (RateConfig{URL: "a"}); one.base(0) != "a" || one.base(5) != "a" {
+		t.Error("one process: not every request went to it")
 	}
 }

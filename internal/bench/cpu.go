@@ -37,17 +37,18 @@ const clockTicks = 100
 
 // CPUMeter reads the CPU time of the target, Postgres and this process.
 type CPUMeter struct {
-	target, postmaster int
-	start              [3]float64
-	pool               *pgxpool.Pool // to read the WAL position
-	startLSN           string
+	targets    []int // the target's processes: their times are added
+	postmaster int
+	start      [3]float64
+	pool       *pgxpool.Pool // to read the WAL position
+	startLSN   string
 }
 
 // NewCPUMeter finds the Postgres server behind pool (the parent of a backend) and
-// returns a meter for it and the process target (0: none yet, see Follow). It fails when the server runs
-// elsewhere (its backends are not in this machine's /proc): cost cannot be measured
-// from outside.
-func NewCPUMeter(ctx context.Context, pool *pgxpool.Pool, target int) (*CPUMeter, error) {
+// returns a meter for it and the target's processes (0: none yet, see Follow). It
+// fails when the server runs elsewhere (its backends are not in this machine's
+// /proc): cost cannot be measured from outside.
+func NewCPUMeter(ctx context.Context, pool *pgxpool.Pool, targets ...int) (*CPUMeter, error) {
 	var backend int
 	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
 		return nil, fmt.Errorf("find the Postgres server's process: %w", err)
@@ -56,13 +57,19 @@ func NewCPUMeter(ctx context.Context, pool *pgxpool.Pool, target int) (*CPUMeter
 	if err != nil {
 		return nil, fmt.Errorf("the Postgres backend %d is not a process on this machine (%w): CPU cost is measured only against a local server", backend, err)
 	}
-	return &CPUMeter{target: target, postmaster: st.ppid, pool: pool}, nil
+	m := &CPUMeter{postmaster: st.ppid, pool: pool}
+	for _, pid := range targets {
+		m.Follow(pid)
+	}
+	return m, nil
 }
 
-// Follow makes pid, a process started after Start, the target: all of its CPU time
-// counts, from its start.
+// Follow adds pid, a process that may have started after Start, to the target: all
+// of its CPU time counts, from its start.
 func (m *CPUMeter) Follow(pid int) {
-	m.target = pid
+	if pid != 0 {
+		m.targets = append(m.targets, pid)
+	}
 }
 
 // Start begins a measurement.
@@ -100,12 +107,13 @@ func (m *CPUMeter) Stop(events int) (CPU, error) {
 // with its whole total, so nothing is lost or counted twice.
 func (m *CPUMeter) read() ([3]float64, error) {
 	var out [3]float64
-	var target procStat // none yet: 0
-	if m.target != 0 {
-		var err error
-		if target, err = readStat(m.target); err != nil {
-			return out, fmt.Errorf("server under test (pid %d): %w", m.target, err)
+	var target int64 // ticks; none yet: 0
+	for _, pid := range m.targets {
+		st, err := readStat(pid)
+		if err != nil {
+			return out, fmt.Errorf("server under test (pid %d): %w", pid, err)
 		}
+		target += st.own
 	}
 	pm, err := readStat(m.postmaster)
 	if err != nil {
@@ -127,7 +135,7 @@ func (m *CPUMeter) read() ([3]float64, error) {
 		}
 	}
 	toMs := func(ticks int64) float64 { return float64(ticks) * 1000 / clockTicks }
-	return [3]float64{toMs(target.own), toMs(pg), toMs(self.own)}, nil
+	return [3]float64{toMs(target), toMs(pg), toMs(self.own)}, nil
 }
 
 type procStat struct {

@@ -21,8 +21,11 @@ import (
 
 // RateConfig describes an open-loop run.
 type RateConfig struct {
-	System   string        // label for the result
-	URL      string        // the target's base URL; /webhooks/generic is appended
+	System string // label for the result
+	URL    string // the target's base URL; /webhooks/generic is appended
+	// Others are the base URLs of the target's other processes, if it runs several on
+	// its database: requests go to URL and each of these in turn.
+	Others   []string
 	Secret   string        // whsec_ secret the target accepts
 	Rate     int           // events per second
 	Duration time.Duration // how long to send, measured
@@ -40,6 +43,14 @@ type RateConfig struct {
 	// Channels, when above 1, spreads the messages over that many channels (our
 	// numbers), each its own lane; otherwise they all go to one.
 	Channels int
+}
+
+// base is the base URL request i goes to.
+func (cfg RateConfig) base(i int) string {
+	if n := len(cfg.Others) + 1; i%n > 0 {
+		return cfg.Others[i%n-1]
+	}
+	return cfg.URL
 }
 
 // sent is one request's record.
@@ -137,7 +148,7 @@ func openLoop(ctx context.Context, client *http.Client, gen *generator, cfg Rate
 		if ctx.Err() != nil {
 			break
 		}
-		reqs[i] = gen.next(cfg.URL + "/webhooks/generic")
+		reqs[i] = gen.next(cfg.base(i) + "/webhooks/generic")
 		records[i].scheduled, records[i].messageID = due, reqs[i].messageID
 		queue <- i
 	}
