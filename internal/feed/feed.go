@@ -125,7 +125,7 @@ const read = `SELECT c.xid::text::bigint, c.seq, c.type, c.occurred_at, c.conver
 // while the tables look nearly empty (a new database, the first minutes after a
 // deployment), a read would otherwise sort a sequential scan of changes and scan
 // messages once per change, and a connection keeps that plan while the tables grow
-// (plans_test: TestReadPlans).
+// (TestReadPlans).
 var readPlan = []string{"enable_seqscan", "off", "jit", "off"}
 
 // Read returns up to limit changes after c, oldest first.
