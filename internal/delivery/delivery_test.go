@@ -360,6 +360,32 @@ func TestTypesFilter(t *testing.T) {
 	}
 }
 
+// TestDeliversTheMessageAsChanged: a message's change refers to the message (migration
+// 018); its delivery carries the message as it was when the change happened, with
+// the change's status, not the message's status now.
+func TestDeliversTheMessageAsChanged(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	subscribe(t, pool, rc, "message.created")
+	for _, sql := range []string{
+		`INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'e1', '{}')`,
+		`INSERT INTO conversations (provider, channel_address, contact_address, last_message_at) VALUES ('generic', '+1', '+2', now())`,
+		`INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+		 VALUES ('generic', 'm1', 1, 'outbound', '+1', '+2', 'hello', 'delivered', now(), 1)`,
+		`INSERT INTO changes (type, conversation_id, message_id, status) VALUES ('message.created', 1, 1, 'sent')`,
+	} {
+		if _, err := pool.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	start(t, pool, Config{AllowPrivate: true})
+	waitDelivered(t, rc, 1, time.Minute)
+	if got := rc.Got()[0].Data; got["text"] != "hello" || got["status"] != "sent" || got["provider_message_id"] != "m1" {
+		t.Errorf("delivered object %v, want message m1 with text hello and the change's status, sent", got)
+	}
+}
+
 // TestPrivateAddressesRefused: without AllowPrivate, a subscription of a loopback
 // URL is refused when made, and a delivery whose address turned private (a URL
 // stored before, or a DNS name that now resolves to one) is refused when sent, dead

@@ -231,7 +231,8 @@ func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 // message's changes refer to it, migration 018: none may outlive it) and returns the
 // events that created them (their payloads go too, in the same transaction) and how
 // many changes went. The changes are probed one message at a time by
-// (conversation_id, message_id), whatever the statistics say.
+// (conversation_id, message_id) (a LATERAL probe, not a join the planner could turn
+// round).
 const eraseMessages = `
 WITH doomed AS MATERIALIZED (
     SELECT id, inbound_event_id, conversation_id FROM messages

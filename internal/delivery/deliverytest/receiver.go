@@ -24,6 +24,7 @@ type Received struct {
 	Status         int  // what the endpoint answered; 0 when the sender had hung up
 	Verified       bool // the signature checked out with the subscription's secret
 	Traceparent    string
+	Data           map[string]any // the change's object
 }
 
 // Receiver is the endpoint. Answer decides each request's response (nil: 204); it
@@ -65,9 +66,10 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	id := r.Header.Get("webhook-id")
 	var change struct {
-		ID             string `json:"id"`
-		Type           string `json:"type"`
-		ConversationID int64  `json:"conversation_id"`
+		ID             string         `json:"id"`
+		Type           string         `json:"type"`
+		ConversationID int64          `json:"conversation_id"`
+		Data           map[string]any `json:"data"`
 	}
 	_ = json.Unmarshal(body, &change)
 	rc.mu.Lock()
@@ -87,7 +89,7 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 		status = 0 // the sender gave up (a hanging endpoint): nothing was answered
 	}
 	rc.mu.Lock()
-	rc.got = append(rc.got, Received{ID: id, Type: change.Type, ConversationID: change.ConversationID, At: time.Now(),
+	rc.got = append(rc.got, Received{ID: id, Type: change.Type, ConversationID: change.ConversationID, Data: change.Data, At: time.Now(),
 		Status: status, Verified: verified, Traceparent: r.Header.Get("traceparent")})
 	rc.mu.Unlock()
 	if r.Context().Err() != nil {
