@@ -7,15 +7,18 @@
 // also enqueues River jobs for the events it stored, with InsertManyTx in the same
 // transaction, so that an event is stored exactly when its job is. Jobs are worked
 // by applyEvents (apply.go), with inboxd's set-based normalization SQL, and completed out
-// of band by River's batch completer (applying twice is harmless). Two variants:
+// of band by River's batch completer (applying twice is harmless). Those are two
+// variants; the third is built on River alone (native.go):
 //
 //	per-event  one job per event
 //	batched    one job per commit (at most 64 events), applied set-based
+//	native     River's job table is the inbox: each webhook inserts its event as a
+//	           unique job carrying the payload, in a transaction of its own
 //
 // Commands:
 //
-//	river-bench serve   --database-url URL --addr HOST:PORT --variant per-event|batched --max-workers N
-//	river-bench enqueue --database-url URL --variant per-event|batched   # jobs for every pending event (a drain's backlog)
+//	river-bench serve   --database-url URL --addr HOST:PORT --variant per-event|batched|native --max-workers N
+//	river-bench enqueue --database-url URL --variant per-event|batched|native   # jobs for every pending event (a drain's backlog)
 //	river-bench noop    --database-url URL --jobs N                      # River's own no-op burn-down, as `river bench` runs it
 //
 // River lives in this separate module so that it never enters inboxd's go.mod.
@@ -76,17 +79,17 @@ func run(ctx context.Context, args []string) error {
 	var o options
 	fs.StringVar(&o.dbURL, "database-url", "", "the database, with inboxd's schema (inboxd-bench creates it)")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "serve: HTTP listen address")
-	fs.StringVar(&o.variant, "variant", "per-event", "per-event (a job per event) or batched (a job per commit)")
+	fs.StringVar(&o.variant, "variant", "per-event", "per-event (a job per event), batched (a job per commit) or native (River's job table as the inbox)")
 	fs.StringVar(&o.secret, "secret", "", "serve: the whsec_ secret /webhooks/generic accepts")
 	fs.IntVar(&o.maxWorkers, "max-workers", 16, "serve: River MaxWorkers of the queue")
 	fs.IntVar(&o.jobs, "jobs", 100000, "noop: jobs to burn down")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if o.variant != "per-event" && o.variant != "batched" {
-		return fmt.Errorf("--variant %q: want per-event or batched", o.variant)
+	if o.variant != "per-event" && o.variant != "batched" && o.variant != "native" {
+		return fmt.Errorf("--variant %q: want per-event, batched or native", o.variant)
 	}
-	if err := setup(ctx, o.dbURL); err != nil {
+	if err := setup(ctx, o.dbURL, o.variant == "native"); err != nil {
 		return err
 	}
 	switch cmd {
@@ -102,8 +105,8 @@ func run(ctx context.Context, args []string) error {
 
 // setup adds River's tables to the database and drops inboxd's NOTIFY trigger: River
 // sends its own notifications, and the trigger would charge River for a cost that is
-// inboxd's.
-func setup(ctx context.Context, dbURL string) error {
+// inboxd's. The native variant also drops the foreign keys to inbound_events.
+func setup(ctx context.Context, dbURL string, native bool) error {
 	pool, err := store.Open(ctx, dbURL, nil)
 	if err != nil {
 		return err
@@ -116,8 +119,13 @@ func setup(ctx context.Context, dbURL string) error {
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("river migrations: %w", err)
 	}
-	_, err = pool.Exec(ctx, "DROP TRIGGER IF EXISTS inbound_events_notify ON inbound_events")
-	return err
+	if _, err = pool.Exec(ctx, "DROP TRIGGER IF EXISTS inbound_events_notify ON inbound_events"); err != nil {
+		return err
+	}
+	if native {
+		return setupNative(ctx, pool)
+	}
+	return nil
 }
 
 // EventArgs is the per-event job: apply one stored event.
@@ -191,6 +199,7 @@ func newClient(ctx context.Context, o options) (*river.Client[pgx.Tx], *pgxpool.
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &eventWorker{pool: pool})
 	river.AddWorker(workers, &batchWorker{pool: pool})
+	river.AddWorker(workers, &nativeWorker{pool: pool})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		FetchCooldown:     2 * time.Millisecond,
 		FetchPollInterval: 20 * time.Millisecond,
@@ -222,20 +231,19 @@ func serve(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("--secret: %w", err)
 	}
-	writer := ingest.NewWriter(hookPool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{CommitWait: ingest.DefaultCommitWait})
-	writer.AlsoInTx(func(ctx context.Context, tx pgx.Tx, ids []int64) error {
-		if len(ids) == 0 {
-			return nil // redeliveries only: nothing new to work
-		}
-		_, err := client.InsertManyTx(ctx, tx, jobs(o.variant, ids))
-		return err
-	})
-	hooks := ingest.NewHandlers(ingest.Config{Endpoints: endpoints}, writer, zap.NewNop())
 	var ready atomic.Bool
 	mux := http.NewServeMux()
-	for _, r := range hooks.Routes() {
-		mux.Handle("POST "+r.Path, r.Post)
+	stopWebhooks := func() {}
+	if o.variant == "native" {
+		for _, ep := range endpoints {
+			if ep.Webhook != nil {
+				mux.Handle("POST /webhooks/"+ep.Name, nativeHook(client, hookPool, ep))
+			}
+		}
+	} else {
+		stopWebhooks = webhooks(ctx, mux, o.variant, client, hookPool, endpoints)
 	}
+	defer stopWebhooks()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
@@ -246,9 +254,6 @@ func serve(ctx context.Context, o options) error {
 		return err
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWriter()
-	go writer.Run(writerCtx)
 	go srv.Serve(ln)
 	if err := client.Start(ctx); err != nil {
 		return err
@@ -258,8 +263,29 @@ func serve(ctx context.Context, o options) error {
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	srv.Shutdown(stopCtx)
-	stopWriter()
+	stopWebhooks()
 	return client.Stop(stopCtx)
+}
+
+// webhooks serves inboxd's own ingest on mux (the per-event and batched variants),
+// each group commit also inserting the jobs for the events it stored. It returns
+// what stops the ingest's writer.
+func webhooks(ctx context.Context, mux *http.ServeMux, variant string, client *river.Client[pgx.Tx], hookPool *pgxpool.Pool, endpoints []provider.Endpoint) (stop func()) {
+	writer := ingest.NewWriter(hookPool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{CommitWait: ingest.DefaultCommitWait})
+	writer.AlsoInTx(func(ctx context.Context, tx pgx.Tx, ids []int64) error {
+		if len(ids) == 0 {
+			return nil // redeliveries only: nothing new to work
+		}
+		_, err := client.InsertManyTx(ctx, tx, jobs(variant, ids))
+		return err
+	})
+	hooks := ingest.NewHandlers(ingest.Config{Endpoints: endpoints}, writer, zap.NewNop())
+	for _, r := range hooks.Routes() {
+		mux.Handle("POST "+r.Path, r.Post)
+	}
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	go writer.Run(writerCtx)
+	return stopWriter
 }
 
 // enqueue inserts jobs for every pending event, as a drain's backlog, in bulk
@@ -270,6 +296,13 @@ func enqueue(ctx context.Context, o options) error {
 		return err
 	}
 	defer pool.Close()
+	if o.variant == "native" {
+		if err := enqueueNative(ctx, client, pool); err != nil {
+			return err
+		}
+		_, err = pool.Exec(ctx, "VACUUM ANALYZE river_job")
+		return err
+	}
 	rows, err := pool.Query(ctx, "SELECT id FROM inbound_events WHERE state = 'pending' ORDER BY id")
 	if err != nil {
 		return err

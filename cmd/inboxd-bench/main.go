@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("inboxd-bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("database-url", "", "server to measure on; the database inboxd_bench is created (and emptied) there (default: INBOXD_BENCH_DATABASE_URL, else "+benchServer+")")
-	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched (compare: all of them)")
+	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched, river-native (compare: all of them)")
 	rate := fs.Int("rate", 1000, "rate: events per second")
 	costRates := fs.String("cost-rates", "1000,3000", "cost, compare: the fixed rates the CPU per event is measured at")
 	repeat := fs.Int("repeat", 3, "cost, compare: runs of each system at each cost rate, interleaved; the median is reported")
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		*server = or(getenv("INBOXD_BENCH_DATABASE_URL"), benchServer)
 	}
 	if mode == "compare" {
-		*targets = "inboxd,inboxd-batch1,river-per-event,river-batched"
+		*targets = strings.Join(targetNames, ",")
 	}
 	o := benchOptions{
 		server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
@@ -297,7 +298,7 @@ func (o benchOptions) drain(ctx context.Context, pool *pgxpool.Pool, dbURL strin
 			meter.Follow(srv.pid)
 		}
 		return err
-	}, bench.QueueEmpty(pool))
+	}, t.jobs())
 	if err != nil {
 		return r, err
 	}
@@ -361,7 +362,7 @@ func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL strin
 			return bench.Result{}, err
 		}
 		r, err := bench.RunRate(ctx, bench.RateConfig{System: o.label(t), URL: bases[0], Others: bases[1:], Secret: benchSecret, Rate: rate,
-			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: o.progress, CPU: meter})
+			Duration: o.duration, Warmup: o.warmup, Pool: pool, Progress: o.progress, CPU: meter, Jobs: t.jobs()})
 		r.Workers = t.workers
 		if err == nil {
 			fmt.Fprintf(o.progress, "%s at %d/s: achieved %.0f/s, e2e p99 %v, errors %d\n", r.System, rate, r.AchievedRate, r.EndToEnd.P99, r.Errors)

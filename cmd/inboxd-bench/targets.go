@@ -18,7 +18,8 @@ import (
 // target is a system under test, run as a server subprocess that takes signed generic
 // webhooks on /webhooks/generic and answers /readyz: inboxd as it ships, inboxd
 // processing one event per transaction (the value of batching, shown apart), or the
-// River baseline (bench/river) in one of its variants.
+// River baseline (bench/river) in one of its variants. River's native variant keeps
+// its events in river_job only (jobs): the bench reads processing from there.
 type target struct {
 	name    string   // the results' label
 	river   string   // River's variant, "" for inboxd
@@ -27,7 +28,7 @@ type target struct {
 }
 
 // targetNames are the systems --targets accepts, in the order they are reported.
-var targetNames = []string{"inboxd", "inboxd-batch1", "river-per-event", "river-batched"}
+var targetNames = []string{"inboxd", "inboxd-batch1", "river-per-event", "river-batched", "river-native"}
 
 // parseTargets reads --targets: names from targetNames, comma-separated.
 func parseTargets(list string) ([]target, error) {
@@ -67,6 +68,9 @@ type server struct {
 	pid  int
 	cmd  *exec.Cmd
 }
+
+// jobs says whether t's events are River jobs, not inbound_events rows.
+func (t target) jobs() bool { return t.river == "native" }
 
 // stop sends SIGTERM and waits for the exit.
 func (s *server) stop() {

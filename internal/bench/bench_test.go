@@ -87,7 +87,7 @@ func TestDrainAndCeiling(t *testing.T) {
 	p := processor.New(pool, url, processor.Config{}, zap.NewNop(), processor.NewMetrics(nil))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	r, err := Drain(ctx, "inboxd", pool, 500, nil, func() error { go func() { p.Run(runCtx); close(done) }(); return nil }, QueueEmpty(pool))
+	r, err := Drain(ctx, "inboxd", pool, 500, nil, func() error { go func() { p.Run(runCtx); close(done) }(); return nil }, false)
 	stop()
 	<-done
 	if err != nil || r.Events != 500 || r.EventsPerSec <= 0 {

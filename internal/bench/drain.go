@@ -35,11 +35,26 @@ func FillEvents(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	return err
 }
 
-// Drain times how fast start processes the n events FillEvents stored: n over the
-// time from the first processed_at to the last, so that a server's start-up is not
-// counted. done reports whether the queue is empty. With cpu set, the cost is measured
-// from start until done.
-func Drain(ctx context.Context, system string, pool *pgxpool.Pool, n int, cpu *CPUMeter, start func() error, done func(context.Context) (bool, error)) (Result, error) {
+// The probes Drain asks: whether the queue is empty (through the queue's partial
+// index; River's batched and per-event jobs record their outcome there too, on
+// processor.QueueApply), and the first and last processing time; of events, or (jobs)
+// of bench/river's native variant, whose queue is River's job table alone.
+const (
+	eventsEmpty = "SELECT NOT EXISTS (SELECT 1 FROM inbound_events WHERE state IN ('pending', 'processing'))"
+	eventsSpan  = "SELECT min(processed_at), max(processed_at) FROM inbound_events"
+	jobsEmpty   = "SELECT NOT EXISTS (SELECT 1 FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded'))"
+	jobsSpan    = "SELECT min(finalized_at), max(finalized_at) FROM river_job WHERE state = 'completed'"
+)
+
+// Drain times how fast start processes the n events FillEvents stored (as River jobs
+// when jobs is set): n over the time from the first processing to the last, so that a
+// server's start-up is not counted. With cpu set, the cost is measured from start
+// until the queue is empty.
+func Drain(ctx context.Context, system string, pool *pgxpool.Pool, n int, cpu *CPUMeter, start func() error, jobs bool) (Result, error) {
+	emptyQuery, spanQuery := eventsEmpty, eventsSpan
+	if jobs {
+		emptyQuery, spanQuery = jobsEmpty, jobsSpan
+	}
 	if cpu != nil {
 		if err := cpu.Start(); err != nil {
 			return Result{}, err
@@ -50,8 +65,8 @@ func Drain(ctx context.Context, system string, pool *pgxpool.Pool, n int, cpu *C
 	}
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		ok, err := done(ctx)
-		if err != nil {
+		var ok bool
+		if err := pool.QueryRow(ctx, emptyQuery).Scan(&ok); err != nil {
 			return Result{}, err
 		}
 		if ok {
@@ -71,20 +86,10 @@ func Drain(ctx context.Context, system string, pool *pgxpool.Pool, n int, cpu *C
 		r.CPU = &c
 	}
 	var first, last time.Time
-	if err := pool.QueryRow(ctx, "SELECT min(processed_at), max(processed_at) FROM inbound_events").Scan(&first, &last); err != nil {
+	if err := pool.QueryRow(ctx, spanQuery).Scan(&first, &last); err != nil {
 		return Result{}, err
 	}
 	r.EventsPerSec = float64(n) / last.Sub(first).Seconds()
 	return r, nil
 }
 
-// QueueEmpty is Drain's done for every system: no event pending or processing, asked
-// through the queue's partial index (River's jobs record their outcome there too,
-// applyEvents in bench/river, on processor.QueueApply).
-func QueueEmpty(pool *pgxpool.Pool) func(context.Context) (bool, error) {
-	return func(ctx context.Context) (bool, error) {
-		var open bool
-		err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM inbound_events WHERE state IN ('pending', 'processing'))").Scan(&open)
-		return !open, err
-	}
-}

@@ -43,6 +43,10 @@ type RateConfig struct {
 	// Channels, when above 1, spreads the messages over that many channels (our
 	// numbers), each its own lane; otherwise they all go to one.
 	Channels int
+	// Jobs says the target answers with River job ids and records processing in
+	// river_job (bench/river's native variant, which has no inbound_events): an event
+	// is processed when its job is completed, at its finalized_at.
+	Jobs bool
 }
 
 // base is the base URL request i goes to.
@@ -89,7 +93,7 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 				ids = append(ids, r.id)
 			}
 		}
-		if _, err := waitProcessed(ctx, cfg.Pool, ids, 30*time.Second); err != nil {
+		if _, err := waitProcessed(ctx, cfg.Pool, cfg.Jobs, ids, 30*time.Second); err != nil {
 			return Result{}, err
 		}
 	}
@@ -100,7 +104,7 @@ func RunRate(ctx context.Context, cfg RateConfig) (Result, error) {
 	}
 	records, sendTime := openLoop(ctx, client, gen, cfg, cfg.Duration, cfg.Progress)
 	res := Result{System: cfg.System, Mode: "rate", TargetRate: cfg.Rate}
-	if err := finishRate(ctx, cfg.Pool, records, sendTime, &res); err != nil {
+	if err := finishRate(ctx, cfg.Pool, cfg.Jobs, records, sendTime, &res); err != nil {
 		return res, err
 	}
 	if cfg.Delivered != nil {
@@ -188,7 +192,7 @@ func post(client *http.Client, r request, rec *sent) {
 // wait for the acknowledgement included). Client and server share this machine's
 // clock. Duplicates are answered from the existing row and have no
 // processing of their own, so they count in ack latency only.
-func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTime time.Duration, res *Result) error {
+func finishRate(ctx context.Context, pool *pgxpool.Pool, jobs bool, records []sent, sendTime time.Duration, res *Result) error {
 	var ids []int64
 	var acks []time.Duration
 	for _, r := range records {
@@ -209,7 +213,7 @@ func finishRate(ctx context.Context, pool *pgxpool.Pool, records []sent, sendTim
 	res.Requests += res.Errors
 	res.AchievedRate = float64(len(acks)) / sendTime.Seconds()
 	res.Ack = Summarize(acks)
-	processed, err := waitProcessed(ctx, pool, ids, 30*time.Second)
+	processed, err := waitProcessed(ctx, pool, jobs, ids, 30*time.Second)
 	if err != nil {
 		return err
 	}
@@ -258,11 +262,26 @@ func finishDelivered(ctx context.Context, cfg RateConfig, records []sent, res *R
 	res.Delivered = Summarize(lat)
 }
 
-func waitProcessed(ctx context.Context, pool *pgxpool.Pool, ids []int64, within time.Duration) (map[int64]time.Time, error) {
+// The probes waitProcessed asks: how many of the ids are still open, and when the
+// others were processed; of events, or (jobs) of River jobs.
+const (
+	openEvents = "SELECT count(*) FROM inbound_events WHERE id = ANY($1) AND processed_at IS NULL"
+	doneEvents = "SELECT id, processed_at FROM inbound_events WHERE id = ANY($1) AND processed_at IS NOT NULL"
+	openJobs   = "SELECT count(*) FROM river_job WHERE id = ANY($1) AND state <> 'completed'"
+	doneJobs   = "SELECT id, finalized_at FROM river_job WHERE id = ANY($1) AND state = 'completed'"
+)
+
+// waitProcessed waits up to within for the events ids to be processed, and returns
+// when each was.
+func waitProcessed(ctx context.Context, pool *pgxpool.Pool, jobs bool, ids []int64, within time.Duration) (map[int64]time.Time, error) {
+	openQuery, doneQuery := openEvents, doneEvents
+	if jobs {
+		openQuery, doneQuery = openJobs, doneJobs
+	}
 	deadline := time.Now().Add(within)
 	for {
 		var open int
-		err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE id = ANY($1) AND processed_at IS NULL", ids).Scan(&open)
+		err := pool.QueryRow(ctx, openQuery, ids).Scan(&open)
 		if err != nil {
 			return nil, fmt.Errorf("wait for processing: %w", err)
 		}
@@ -271,7 +290,7 @@ func waitProcessed(ctx context.Context, pool *pgxpool.Pool, ids []int64, within 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rows, err := pool.Query(ctx, "SELECT id, processed_at FROM inbound_events WHERE id = ANY($1) AND processed_at IS NOT NULL", ids)
+	rows, err := pool.Query(ctx, doneQuery, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read processed_at: %w", err)
 	}
