@@ -92,4 +92,3 @@ func Drain(ctx context.Context, system string, pool *pgxpool.Pool, n int, cpu *C
 	r.EventsPerSec = float64(n) / last.Sub(first).Seconds()
 	return r, nil
 }
-
