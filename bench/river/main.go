@@ -68,6 +68,7 @@ func main() {
 type options struct {
 	dbURL, addr, variant, secret string
 	maxWorkers, jobs             int
+	fetchCooldown, fetchPoll     time.Duration
 }
 
 func run(ctx context.Context, args []string) error {
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.secret, "secret", "", "serve: the whsec_ secret /webhooks/generic accepts")
 	fs.IntVar(&o.maxWorkers, "max-workers", 16, "serve: River MaxWorkers of the queue")
 	fs.IntVar(&o.jobs, "jobs", 100000, "noop: jobs to burn down")
+	fs.DurationVar(&o.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, "serve, enqueue: River's FetchCooldown (it also limits insert notifications)")
+	fs.DurationVar(&o.fetchPoll, "fetch-poll-interval", 20*time.Millisecond, "serve, enqueue: River's FetchPollInterval")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -183,7 +186,8 @@ func jobs(variant string, ids []int64) []river.InsertManyParams {
 
 // newClient returns a River client working the variant's jobs, configured for
 // throughput as River's own benchmark is (FetchCooldown 2 ms, FetchPollInterval
-// 20 ms; insert notifications at their default), on a pool sized to its workers:
+// 20 ms, unless --fetch-cooldown and --fetch-poll-interval say otherwise;
+// FetchCooldown also limits how often inserts notify), on a pool sized to its workers:
 // every worker holds a connection while it applies, and River's producer,
 // completer, notifier and leader need a few more. The pool commits asynchronously,
 // like inboxd's processor: a job's effects derive from a durably stored event and
@@ -201,8 +205,8 @@ func newClient(ctx context.Context, o options) (*river.Client[pgx.Tx], *pgxpool.
 	river.AddWorker(workers, &batchWorker{pool: pool})
 	river.AddWorker(workers, &nativeWorker{pool: pool})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		FetchCooldown:     2 * time.Millisecond,
-		FetchPollInterval: 20 * time.Millisecond,
+		FetchCooldown:     o.fetchCooldown,
+		FetchPollInterval: o.fetchPoll,
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: o.maxWorkers}},
 		Workers:           workers,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -16,9 +16,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +49,13 @@ func main() {
 	}
 }
 
+// compareTargets are the systems compare measures by default: inboxd, the best
+// River a River user could build (its batches), and the one someone starting from
+// River would build (native). The controls (inboxd-batch1, river-per-event) run on
+// request: they only show what batching buys, and overloaded at 3,000/s they would
+// take most of the run.
+const compareTargets = "inboxd,river-batched,river-native"
+
 var modes = []string{"ceiling", "drain", "noop", "rate", "ramp", "cost", "compare", "retention", "erasure", "deliver", "growth", "flood-ack", "flood", "report"}
 
 // run runs the mode named by args[0] (compare by default).
@@ -58,10 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("inboxd-bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("database-url", "", "server to measure on; the database inboxd_bench is created (and emptied) there (default: INBOXD_BENCH_DATABASE_URL, else "+benchServer+")")
-	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched, river-native (compare: all of them)")
+	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched, river-native (compare: "+compareTargets+" unless set)")
 	rate := fs.Int("rate", 1000, "rate: events per second")
 	costRates := fs.String("cost-rates", "1000,3000", "cost, compare: the fixed rates the CPU per event is measured at")
-	repeat := fs.Int("repeat", 3, "cost, compare: runs of each system at each cost rate, interleaved; the median is reported")
+	repeat := fs.Int("repeat", 7, "drain, cost, compare: runs of each system (at each cost rate), interleaved in a random order; the median and interquartile range are reported")
 	duration := fs.Duration("duration", 15*time.Second, "rate: how long; ramp: per step")
 	warmup := fs.Duration("warmup", 2*time.Second, "rate, ramp: unmeasured load at the same rate before each measurement")
 	rampStart := fs.Int("ramp-start", 1000, "ramp: first rate")
@@ -77,25 +86,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	binary := fs.String("inboxd", "", "the inboxd binary to measure (go build -o inboxd ./cmd/inboxd)")
 	river := fs.String("river", "", "the River baseline's binary (cd bench/river && go build -o ../../river-bench .)")
 	maxWorkers := fs.String("max-workers", "4,8,16,32,64", "River's MaxWorkers: drain tries each (compare then uses the fastest); rate, ramp and cost use the first")
+	riverCooldown := fs.Duration("river-fetch-cooldown", 2*time.Millisecond, "River's FetchCooldown (river-bench --fetch-cooldown)")
+	riverPoll := fs.Duration("river-fetch-poll-interval", 20*time.Millisecond, "River's FetchPollInterval (river-bench --fetch-poll-interval)")
 	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
 	batch := fs.Int("batch-size", 64, "inboxd events per batch (INBOX_BATCH_SIZE)")
 	processes := fs.Int("processes", 1, "rate, ramp, cost: server processes of each system on its database, the load sent to each in turn (CPU counts them all)")
 	asJSON := fs.Bool("json", false, "print results as JSON instead of a table")
 	svg := fs.String("svg", "", "ramp, compare, report: write a latency chart (SVG) here")
+	markdown := fs.Bool("markdown", false, "report: print docs/benchmarks.md's tables (Markdown) instead of the text tables")
+	headline := fs.String("headline", "", "report: print the README's line on inboxd against this system (river-batched) instead")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *server == "" {
 		*server = or(getenv("INBOXD_BENCH_DATABASE_URL"), benchServer)
 	}
-	if mode == "compare" {
-		*targets = strings.Join(targetNames, ",")
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if mode == "compare" && !set["targets"] {
+		*targets = compareTargets
 	}
 	o := benchOptions{
 		server: *server, rate: *rate, duration: *duration, warmup: *warmup, rampStart: *rampStart, rampStep: *rampStep,
 		rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
 		river: *river, rows: *rows, contactMessages: *contactMessages, retention: *retention, progress: stderr, noopJobs: *noopJobs, repeat: max(*repeat, 1),
-		processes: max(*processes, 1),
+		processes: max(*processes, 1), riverCooldown: *riverCooldown, riverPoll: *riverPoll,
 	}
 	var err error
 	if o.targets, err = parseTargets(*targets); err != nil {
@@ -126,7 +141,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
-	if *asJSON {
+	switch {
+	case *headline != "":
+		line := bench.Headline(results, *headline)
+		if line == "" {
+			return fmt.Errorf("--headline %s: the results have no repeated drain or cost runs of inboxd and %s", *headline, *headline)
+		}
+		_, err := fmt.Fprintln(stdout, line)
+		return err
+	case *markdown:
+		return bench.WriteMarkdown(stdout, results)
+	case *asJSON:
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(results)
@@ -144,7 +169,8 @@ type benchOptions struct {
 	slo                                float64
 	events, clients, workers, batch    int
 	noopJobs, repeat, processes        int
-	binary, river                      string // the binaries to run
+	riverCooldown, riverPoll           time.Duration // River's FetchCooldown and FetchPollInterval
+	binary, river                      string        // the binaries to run
 	rows, contactMessages              int
 	retention                          time.Duration
 	progress                           io.Writer
@@ -245,28 +271,74 @@ func (o benchOptions) rampRates() []int {
 }
 
 // drains stores a backlog of --events for each target and times the server
-// processing it; River's at each of --max-workers.
+// processing it. River's variants first run once at each of --max-workers (mode
+// drain-sweep) when there are several; then every target drains --repeat times at
+// its fastest, the targets in a new random order each round (mode drain-run), and
+// each target's runs are summarized (mode drain).
 func (o benchOptions) drains(ctx context.Context, withDB dbFunc) ([]bench.Result, error) {
 	var results []bench.Result
-	for _, t := range o.targets {
-		sweep := []int{0}
-		if t.river != "" {
-			sweep = o.riverWorkers
+	once := func(t target, mode string) error {
+		rs, err := withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
+			r, err := o.drain(ctx, pool, dbURL, t)
+			r.Mode = mode
+			return []bench.Result{r}, err
+		})
+		if err != nil {
+			return err
 		}
-		for _, w := range sweep {
-			t.workers = w
-			rs, err := withDB(func(dbURL string, pool *pgxpool.Pool) ([]bench.Result, error) {
-				r, err := o.drain(ctx, pool, dbURL, t)
-				return []bench.Result{r}, err
-			})
-			if err != nil {
-				return results, err
+		fmt.Fprintf(o.progress, "%s drain (workers %d): %.0f events/s\n", t.name, t.workers, rs[0].EventsPerSec)
+		results = append(results, rs...)
+		return nil
+	}
+	if len(o.riverWorkers) > 1 {
+		for _, t := range o.targets {
+			for _, w := range o.riverWorkers {
+				if t.river != "" {
+					t.workers = w
+					if err := once(t, "drain-sweep"); err != nil {
+						return results, err
+					}
+				}
 			}
-			fmt.Fprintf(o.progress, "%s drain (workers %d): %.0f events/s\n", t.name, w, rs[0].EventsPerSec)
-			results = append(results, rs...)
 		}
 	}
+	for round := range o.repeat {
+		for _, t := range o.shuffled(round) {
+			if t.river != "" {
+				t.workers = o.riverWorkers[0]
+				if w := bench.BestWorkers(results, t.name); w > 0 {
+					t.workers = w
+				}
+			}
+			if err := once(t, "drain-run"); err != nil {
+				return results, err
+			}
+		}
+	}
+	for _, t := range o.targets {
+		var runs []bench.Result
+		for _, r := range results {
+			if r.Mode == "drain-run" && r.System == t.name {
+				runs = append(runs, r)
+			}
+		}
+		results = append(results, bench.SummarizeRuns("drain", runs))
+	}
 	return results, nil
+}
+
+// shuffled returns the targets in a random order for round (of --repeat), and says
+// which: a fixed order would let one system always follow another's overload, or
+// always take the machine's slow spells.
+func (o benchOptions) shuffled(round int) []target {
+	ts := slices.Clone(o.targets)
+	rand.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.name)
+	}
+	fmt.Fprintf(o.progress, "round %d of %d: %s\n", round+1, o.repeat, strings.Join(names, ", "))
+	return ts
 }
 
 func (o benchOptions) drain(ctx context.Context, pool *pgxpool.Pool, dbURL string, t target) (bench.Result, error) {
@@ -371,15 +443,18 @@ func (o benchOptions) rates(ctx context.Context, pool *pgxpool.Pool, dbURL strin
 	})
 }
 
-// costs runs every target at each --cost-rates, --repeat times round robin (so that
-// a slow spell of the machine does not fall on one system), and reports each run
-// (mode cost-run) and, per system and rate, the median (bench.MedianCost).
+// costs runs every target at each --cost-rates, --repeat times, the targets in a new
+// random order each round (so that a slow spell of the machine does not fall on one
+// system, nor one system always follow another), and reports each run (mode
+// cost-run) and, per system and rate, their summary (bench.SummarizeRuns).
 func (o benchOptions) costs(ctx context.Context, withDB dbFunc, prior []bench.Result) ([]bench.Result, error) {
 	var runs []bench.Result
-	for range o.repeat {
-		rs, err := o.eachTarget(ctx, withDB, prior, o.costRates, false)
+	for round := range o.repeat {
+		oo := o
+		oo.targets = o.shuffled(round)
+		rs, err := oo.eachTarget(ctx, withDB, prior, o.costRates, false)
 		for i := range rs {
-			rs[i].Mode = "cost-run" // each run is in the JSON; the table and chart show the medians and the ramp
+			rs[i].Mode = "cost-run" // each run is in the JSON; the tables show the summaries
 		}
 		runs = append(runs, rs...)
 		if err != nil {
@@ -396,7 +471,7 @@ func (o benchOptions) costs(ctx context.Context, withDB dbFunc, prior []bench.Re
 				}
 			}
 			if len(same) > 0 {
-				results = append(results, bench.MedianCost(same))
+				results = append(results, bench.SummarizeRuns("cost", same))
 			}
 		}
 	}

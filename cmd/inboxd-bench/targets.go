@@ -102,7 +102,8 @@ func (o benchOptions) start(ctx context.Context, t target, dbURL string) (*serve
 			return nil, err
 		}
 		cmd = exec.Command(bin, "serve", "--database-url", dbURL, "--addr", addr, "--variant", t.river,
-			"--max-workers", strconv.Itoa(t.workers), "--secret", benchSecret)
+			"--max-workers", strconv.Itoa(t.workers), "--secret", benchSecret,
+			"--fetch-cooldown", o.riverCooldown.String(), "--fetch-poll-interval", o.riverPoll.String())
 	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -11,6 +11,7 @@ package bench
 import (
 	"cmp"
 	"encoding/json"
+	"math"
 	"slices"
 	"time"
 )
@@ -57,7 +58,7 @@ func Summarize(ds []time.Duration) Latency {
 // Result is one measurement, in a shape both systems report.
 type Result struct {
 	System  string `json:"system"`            // inboxd, inboxd-batch1, river-per-event, river-batched, river-noop, postgres
-	Mode    string `json:"mode"`              // rate, cost (cost-run: one of its runs), drain or ceiling
+	Mode    string `json:"mode"`              // rate, cost (cost-run: one of its runs), drain (drain-run: one of its runs; drain-sweep: River's MaxWorkers sweep) or ceiling
 	Workers int    `json:"workers,omitempty"` // River's MaxWorkers
 
 	// rate
@@ -79,10 +80,16 @@ type Result struct {
 
 	// rate and drain: what it cost (nil when Postgres is not on this machine)
 	CPU *CPU `json:"cpu,omitempty"`
-	// cost: the median of Runs rate runs by CPU per 1,000 events (that run's figures),
-	// and the lowest and highest of them
-	Runs     int       `json:"runs,omitempty"`
-	CPURange []float64 `json:"cpu_range_per_1000_events_ms,omitempty"`
+	// cost and drain: a summary of Runs repeated runs (SummarizeRuns). The figures are the
+	// median run's (by CPU per 1,000 events; a drain's by events/s); the spreads are
+	// each figure's own median and interquartile range over the runs; Unprocessed is
+	// summed over them, and LowestRate is the lowest rate any of them achieved.
+	Runs       int     `json:"runs,omitempty"`
+	CPUSpread  *Spread `json:"cpu_per_1000_events_ms_spread,omitempty"`
+	WALSpread  *Spread `json:"wal_bytes_per_event_spread,omitempty"`
+	P99Spread  *Spread `json:"from_schedule_p99_ms_spread,omitempty"`
+	RateSpread *Spread `json:"events_per_sec_spread,omitempty"`
+	LowestRate float64 `json:"lowest_achieved_rate,omitempty"`
 
 	// drain
 	Events       int     `json:"events,omitempty"`
@@ -99,16 +106,76 @@ type Result struct {
 	NotifyCommitsPerS float64 `json:"notify_commits_per_sec,omitempty"`
 }
 
-// MedianCost summarizes repeated rate runs of one system at one rate (all with CPU
-// measured): the run with the median CPU per 1,000 events, as mode "cost", with the
-// number of runs and the range. On a shared machine single runs of the same code
-// differ by a fifth; the median of a few, interleaved with the other systems' runs,
-// is what compares.
-func MedianCost(runs []Result) Result {
+// Spread is one figure over repeated runs: its median and interquartile range (Q1
+// and Q3, the medians of the lower and upper halves of the sorted values, the median
+// itself left out when their number is odd).
+type Spread struct {
+	Median float64 `json:"median"`
+	Q1     float64 `json:"q1"`
+	Q3     float64 `json:"q3"`
+}
+
+// SpreadOf summarizes vs (not changed).
+func SpreadOf(vs []float64) Spread {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	half := len(s) / 2
+	return Spread{Median: median(s), Q1: median(s[:half]), Q3: median(s[len(s)-half:])}
+}
+
+// median of sorted values; 0 for none.
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	switch {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// Apart reports whether a and b differ beyond the noise of the runs: their
+// interquartile ranges do not overlap. No difference is claimed otherwise.
+func Apart(a, b Spread) bool { return a.Q3 < b.Q1 || b.Q3 < a.Q1 }
+
+// SummarizeRuns summarizes repeated runs of one system on one workload (one rate, or
+// one drain) as mode: the median run by CPU per 1,000 events (a drain's by events/s),
+// with the spread of each figure. On a shared machine single runs of the same code
+// differ by a fifth; only the medians of several runs, interleaved with the other
+// systems' in a random order, compare.
+func SummarizeRuns(mode string, runs []Result) Result {
+	var cpu, wal, p99, rate []float64
+	unprocessed, lowest := 0, math.Inf(1)
+	for _, r := range runs {
+		if r.CPU != nil {
+			cpu, wal = append(cpu, r.CPU.PerThousand), append(wal, r.CPU.WALPerEvent)
+		}
+		p99 = append(p99, float64(r.FromSchedule.P99.Microseconds())/1000)
+		rate = append(rate, r.EventsPerSec)
+		unprocessed += r.Unprocessed
+		lowest = min(lowest, r.AchievedRate)
+	}
 	sorted := slices.Clone(runs)
-	slices.SortFunc(sorted, func(a, b Result) int { return cmp.Compare(a.CPU.PerThousand, b.CPU.PerThousand) })
+	key := func(r Result) float64 {
+		if mode == "drain" || r.CPU == nil {
+			return r.EventsPerSec
+		}
+		return r.CPU.PerThousand
+	}
+	slices.SortStableFunc(sorted, func(a, b Result) int { return cmp.Compare(key(a), key(b)) })
 	m := sorted[len(sorted)/2]
-	m.Mode, m.Runs = "cost", len(sorted)
-	m.CPURange = []float64{sorted[0].CPU.PerThousand, sorted[len(sorted)-1].CPU.PerThousand}
+	m.Mode, m.Runs, m.Unprocessed = mode, len(runs), unprocessed
+	if len(cpu) > 0 {
+		c, w := SpreadOf(cpu), SpreadOf(wal)
+		m.CPUSpread, m.WALSpread = &c, &w
+	}
+	if mode == "drain" {
+		r := SpreadOf(rate)
+		m.RateSpread = &r
+	} else {
+		p := SpreadOf(p99)
+		m.P99Spread, m.LowestRate = &p, lowest
+	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,25 +183,62 @@ func TestCPUMeter(t *testing.T) {
 	}
 }
 
-func TestMedianCost(t *testing.T) {
-	run := func(perThousand float64, p99 time.Duration) Result {
-		return Result{System: "inboxd", Mode: "rate", TargetRate: 1000, CPU: &CPU{PerThousand: perThousand}, EndToEnd: Latency{P99: p99}}
+// TestSummarizeRuns: the median run by CPU (its own latency), each figure's median and
+// interquartile range over the runs, unprocessed events summed, the lowest rate
+// kept; a drain's median run is by events/s.
+func TestSummarizeRuns(t *testing.T) {
+	run := func(perThousand, wal float64, p99 time.Duration, unprocessed int) Result {
+		return Result{System: "inboxd", Mode: "rate", TargetRate: 1000, AchievedRate: 990 + perThousand/100, Unprocessed: unprocessed,
+			CPU: &CPU{PerThousand: perThousand, WALPerEvent: wal}, FromSchedule: Latency{P99: p99}}
 	}
-	runs := []Result{run(520, 3*time.Millisecond), run(430, 2*time.Millisecond), run(470, 9*time.Millisecond)}
-	m := MedianCost(runs)
-	if m.Mode != "cost" || m.Runs != 3 || m.CPU.PerThousand != 470 || m.EndToEnd.P99 != 9*time.Millisecond {
-		t.Errorf("median = %+v, want the 470 run (its own latency), mode cost, 3 runs", m)
+	runs := []Result{
+		run(520, 3000, 30*time.Millisecond, 0), run(430, 3100, 20*time.Millisecond, 2), run(470, 2900, 90*time.Millisecond, 0),
+		run(500, 3050, 10*time.Millisecond, 0), run(440, 2950, 40*time.Millisecond, 1),
 	}
-	if len(m.CPURange) != 2 || m.CPURange[0] != 430 || m.CPURange[1] != 520 {
-		t.Errorf("range = %v, want [430 520]", m.CPURange)
+	m := SummarizeRuns("cost", runs)
+	if m.Mode != "cost" || m.Runs != 5 || m.CPU.PerThousand != 470 || m.FromSchedule.P99 != 90*time.Millisecond {
+		t.Errorf("summary = %+v, want the 470 run (its own latency), mode cost, 5 runs", m)
+	}
+	// sorted CPU 430 440 [470] 500 520: Q1 = median(430, 440), Q3 = median(500, 520)
+	if want := (Spread{Median: 470, Q1: 435, Q3: 510}); *m.CPUSpread != want {
+		t.Errorf("CPU spread = %+v, want %+v", *m.CPUSpread, want)
+	}
+	if want := (Spread{Median: 3000, Q1: 2925, Q3: 3075}); *m.WALSpread != want {
+		t.Errorf("WAL spread = %+v, want %+v", *m.WALSpread, want)
+	}
+	if want := (Spread{Median: 30, Q1: 15, Q3: 65}); *m.P99Spread != want {
+		t.Errorf("p99 spread = %+v, want %+v", *m.P99Spread, want)
+	}
+	if m.Unprocessed != 3 || m.LowestRate != 994.3 {
+		t.Errorf("unprocessed %d, lowest rate %v; want 3 (summed), 994.3", m.Unprocessed, m.LowestRate)
 	}
 	if runs[0].CPU.PerThousand != 520 || runs[0].Mode != "rate" {
-		t.Errorf("MedianCost changed its input: %+v", runs[0])
+		t.Errorf("SummarizeRuns changed its input: %+v", runs[0])
+	}
+	drains := []Result{{EventsPerSec: 9000, CPU: &CPU{PerThousand: 300}}, {EventsPerSec: 7000, CPU: &CPU{PerThousand: 200}}, {EventsPerSec: 8000, CPU: &CPU{PerThousand: 100}}}
+	if d := SummarizeRuns("drain", drains); d.EventsPerSec != 8000 || d.RateSpread.Median != 8000 || d.CPUSpread.Median != 200 {
+		t.Errorf("drain summary: %+v (rate %+v, CPU %+v), want the 8,000/s run, medians 8,000/s and 200", d, d.RateSpread, d.CPUSpread)
 	}
 	var table bytes.Buffer
 	PrintTable(&table, []Result{m})
-	if !bytes.Contains(table.Bytes(), []byte("430–520")) {
-		t.Errorf("cost table lacks the range:\n%s", table.String())
+	if !bytes.Contains(table.Bytes(), []byte("470 (435–510)")) {
+		t.Errorf("cost table lacks the median and its interquartile range:\n%s", table.String())
+	}
+}
+
+func TestApart(t *testing.T) {
+	for _, c := range []struct {
+		a, b Spread
+		want bool
+	}{
+		{Spread{Q1: 1, Q3: 2}, Spread{Q1: 3, Q3: 4}, true},
+		{Spread{Q1: 3, Q3: 4}, Spread{Q1: 1, Q3: 2}, true},
+		{Spread{Q1: 1, Q3: 3}, Spread{Q1: 2, Q3: 4}, false},
+		{Spread{Q1: 1, Q3: 2}, Spread{Q1: 2, Q3: 4}, false}, // touching ranges overlap
+	} {
+		if got := Apart(c.a, c.b); got != c.want {
+			t.Errorf("Apart(%+v, %+v) = %v, want %v", c.a, c.b, got, c.want)
+		}
 	}
 }
 
@@ -217,5 +255,38 @@ func TestRequestsSpreadOverProcesses(t *testing.T) {
 	}
 	if one := (RateConfig{URL: "a"}); one.base(0) != "a" || one.base(5) != "a" {
 		t.Error("one process: not every request went to it")
+	}
+}
+
+// TestMarkdown: the doc's tables and the README's line come from the summaries; a
+// difference is called apart only where the interquartile ranges do not overlap.
+func TestMarkdown(t *testing.T) {
+	summary := func(system, mode string, rate int, cpu, wal, eps Spread) Result {
+		return Result{System: system, Mode: mode, TargetRate: rate, Runs: 7, EventsPerSec: eps.Median, CPU: &CPU{PerThousand: cpu.Median, WALPerEvent: wal.Median},
+			CPUSpread: &cpu, WALSpread: &wal, RateSpread: &eps, P99Spread: &Spread{Median: 10, Q1: 9, Q3: 11}, LowestRate: float64(rate)}
+	}
+	results := []Result{
+		summary("inboxd", "drain", 0, Spread{100, 90, 110}, Spread{2500, 2490, 2510}, Spread{9000, 8800, 9200}),
+		summary("river-batched", "drain", 0, Spread{100, 95, 105}, Spread{2000, 1990, 2010}, Spread{6000, 5800, 6200}),
+		summary("inboxd", "cost", 1000, Spread{900, 880, 950}, Spread{3100, 3090, 3110}, Spread{}),
+		summary("river-batched", "cost", 1000, Spread{920, 900, 960}, Spread{3200, 3190, 3210}, Spread{}),
+	}
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, results); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| river-batched | drain events/s | 9000 (8800–9200) | 6000 (5800–6200) | 1.50× | apart |",
+		"| river-batched | CPU ms per 1,000 events at 1000/s | 900 (880–950) | 920 (900–960) | 0.98× | ranges overlap |",
+		"| river-batched | WAL B/event at 1000/s | 3100 (3090–3110) | 3200 (3190–3210) | 0.97× | apart |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+	line := Headline(results, "river-batched")
+	if !strings.Contains(line, "medians of 7 interleaved runs") || !strings.Contains(line, "drain events/s 1.50× (apart)") ||
+		!strings.Contains(line, "CPU ms per 1,000 events at 1000/s 0.98× (within the noise)") {
+		t.Errorf("headline: %s", line)
 	}
 }

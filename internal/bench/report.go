@@ -20,27 +20,41 @@ func PrintTable(w io.Writer, results []Result) {
 		}
 		fmt.Fprintln(tw, "\t\t\t\t\t")
 	}
-	if rs := byMode(results, "drain"); len(rs) > 0 {
-		fmt.Fprintln(tw, "drain\tworkers\tevents\tevents/s\tCPU ms/1000 events (server + Postgres; generator)\t")
+	if rs := byMode(results, "drain-sweep"); len(rs) > 0 {
+		fmt.Fprintln(tw, "drain: River's MaxWorkers sweep\tworkers\tevents\tevents/s\tCPU ms/1000 events (server + Postgres; generator)\t")
 		for _, r := range rs {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t\n", r.System, workers(r), r.Events, r.EventsPerSec, cost(r))
+		}
+		fmt.Fprintln(tw, "\t\t\t\t\t")
+	}
+	if rs := byMode(results, "drain"); len(rs) > 0 {
+		fmt.Fprintln(tw, "drain (median (IQR))\tworkers\truns\tevents\tevents/s\tCPU ms/1000 events\tWAL B/event\t")
+		for _, r := range rs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t\n", r.System, workers(r), max(r.Runs, 1), r.Events,
+				spread(r.RateSpread, r.EventsPerSec), spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r)))
+		}
+		rate := func(r *Result) float64 {
+			if r.RateSpread != nil {
+				return r.RateSpread.Median
+			}
+			return r.EventsPerSec
 		}
 		if a := best(rs, "inboxd"); a != nil {
 			for _, system := range systems(rs) {
 				if b := best(rs, system); system != "inboxd" && b != nil {
-					fmt.Fprintf(tw, "inboxd / %s\t\t\t%.2fx\t\t\n", system, a.EventsPerSec/b.EventsPerSec)
+					fmt.Fprintf(tw, "inboxd / %s (medians)\t\t\t\t%.2fx\t\t\t\n", system, rate(a)/rate(b))
 				}
 			}
 		}
-		fmt.Fprintln(tw, "\t\t\t\t\t")
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
 	}
 	if rs := byMode(results, "cost"); len(rs) > 0 {
-		fmt.Fprintln(tw, "cost (median run)\ttarget/s\truns\tCPU ms/1000 events (server + Postgres; generator)\trange\te2e p50/p99 ms\tfrom schedule p99 ms\t")
+		fmt.Fprintln(tw, "cost (median (IQR))\ttarget/s\truns\tCPU ms/1000 events\tWAL B/event\tfrom schedule p99 ms\tlowest achieved/s\tunprocessed\t")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%.0f–%.0f\t%s\t%s\t\n", r.System, r.TargetRate, r.Runs, cost(r), r.CPURange[0], r.CPURange[1],
-				ms(r.EndToEnd.P50)+" / "+ms(r.EndToEnd.P99), ms(r.FromSchedule.P99))
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%.0f\t%d\t\n", r.System, r.TargetRate, r.Runs, spread(r.CPUSpread, perThousand(r)),
+				spread(r.WALSpread, wal(r)), spread(r.P99Spread, float64(r.FromSchedule.P99.Microseconds())/1000), r.LowestRate, r.Unprocessed)
 		}
-		fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t")
 	}
 	if rs := byMode(results, "rate"); len(rs) > 0 {
 		fmt.Fprintln(tw, "rate\ttarget/s\tachieved/s\terrors\tack p50/p99 ms\te2e p50/p95/p99/max ms\tfrom schedule p99 ms\tCPU ms/1000 events (server + Postgres; generator)\tunprocessed\t")
@@ -55,6 +69,31 @@ func PrintTable(w io.Writer, results []Result) {
 
 func ms(d interface{ Microseconds() int64 }) string {
 	return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000)
+}
+
+// spread is a summary's figure as "median (Q1–Q3)", or v alone for a single run.
+func spread(s *Spread, v float64) string {
+	if s == nil {
+		return fmt.Sprintf("%.0f", v)
+	}
+	if s.Median < 100 {
+		return fmt.Sprintf("%.1f (%.1f–%.1f)", s.Median, s.Q1, s.Q3)
+	}
+	return fmt.Sprintf("%.0f (%.0f–%.0f)", s.Median, s.Q1, s.Q3)
+}
+
+func perThousand(r Result) float64 {
+	if r.CPU == nil {
+		return 0
+	}
+	return r.CPU.PerThousand
+}
+
+func wal(r Result) float64 {
+	if r.CPU == nil {
+		return 0
+	}
+	return r.CPU.WALPerEvent
 }
 
 func workers(r Result) string {
@@ -108,10 +147,13 @@ func best(results []Result, system string) *Result {
 	return b
 }
 
-// BestWorkers returns the MaxWorkers of system's fastest drain in results, or 0.
+// BestWorkers returns the MaxWorkers of system's fastest drain in results (of
+// River's sweep, if it ran), or 0.
 func BestWorkers(results []Result, system string) int {
-	if b := best(byMode(results, "drain"), system); b != nil {
-		return b.Workers
+	for _, mode := range []string{"drain-sweep", "drain"} {
+		if b := best(byMode(results, mode), system); b != nil {
+			return b.Workers
+		}
 	}
 	return 0
 }
