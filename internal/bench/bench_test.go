@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
