@@ -29,6 +29,11 @@ STEP=${STEP:-15s}              # duration of each rate step
 WORKERS=${WORKERS:-4,8,16,32,64}  # River MaxWorkers tried in the drain
 REPEAT=${REPEAT:-7}            # runs of each repeated measurement
 TARGETS=${TARGETS:-inboxd,river-batched,river-native}
+# River's fetch settings: the cheapest that held p99 from the scheduled send under
+# 25 ms at 1,000/s in a sweep of FetchCooldown {2,5,10,25 ms} × FetchPollInterval
+# {20 ms, 1 s} (docs/benchmarks.md, "River's fetch settings").
+RIVER_FETCH_COOLDOWN=${RIVER_FETCH_COOLDOWN:-5ms}
+RIVER_FETCH_POLL=${RIVER_FETCH_POLL:-1s}
 out=bench/out
 mkdir -p "$out"
 
@@ -38,7 +43,8 @@ go build -o "$out/inboxd-bench" ./cmd/inboxd-bench
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql "$DB" -Atc 'SHOW server_version' 2>/dev/null || echo 'PostgreSQL ?'), $(go version | cut -d' ' -f3)"
 "$out/inboxd-bench" compare --database-url "$DB" --inboxd "$out/inboxd" --river "$out/river-bench" \
-  --targets "$TARGETS" --events "$EVENTS" --duration "$STEP" --max-workers "$WORKERS" --repeat "$REPEAT" --json > "$out/compare.json"
+  --targets "$TARGETS" --events "$EVENTS" --duration "$STEP" --max-workers "$WORKERS" --repeat "$REPEAT" \
+  --river-fetch-cooldown "$RIVER_FETCH_COOLDOWN" --river-fetch-poll-interval "$RIVER_FETCH_POLL" --json > "$out/compare.json"
 "$out/inboxd-bench" report --svg "$out/bench-latency.svg" "$out/compare.json"
 "$out/inboxd-bench" report --markdown "$out/compare.json" > "$out/tables.md"
 "$out/inboxd-bench" report --headline river-batched "$out/compare.json" > "$out/headline.md" || echo "(no headline: river-batched was not measured)" > "$out/headline.md"
@@ -56,7 +62,7 @@ splice() {
 if [ "${RECORD:-}" = 1 ]; then
   cp "$out/compare.json" docs/bench-compare.json
   cp "$out/bench-latency.svg" docs/bench-latency.svg
-  { echo "Run $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD): EVENTS=$EVENTS STEP=$STEP WORKERS=$WORKERS REPEAT=$REPEAT TARGETS=$TARGETS."; echo; cat "$out/tables.md"; } > "$out/record.md"
+  { echo "Run $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD): EVENTS=$EVENTS STEP=$STEP WORKERS=$WORKERS REPEAT=$REPEAT TARGETS=$TARGETS RIVER_FETCH_COOLDOWN=$RIVER_FETCH_COOLDOWN RIVER_FETCH_POLL=$RIVER_FETCH_POLL."; echo; cat "$out/tables.md"; } > "$out/record.md"
   splice docs/benchmarks.md tables "$out/record.md"
   splice README.md headline "$out/headline.md"
   echo "recorded: docs/bench-compare.json, docs/bench-latency.svg, the tables in docs/benchmarks.md, the headline in README.md"
