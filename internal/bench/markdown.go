@@ -18,8 +18,11 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	if rs := byMode(results, "drain"); len(rs) > 0 {
 		b.WriteString("| drain | MaxWorkers | runs | events/s | CPU ms per 1,000 events | WAL B/event |\n|---|--:|--:|--:|--:|--:|\n")
 		for _, r := range rs {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", r.System, workers(r), max(r.Runs, 1),
-				spread(r.RateSpread, r.EventsPerSec), spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r)))
+			cpu, walB := "-", "-" // River's no-op is timed, not metered
+			if r.CPU != nil {
+				cpu, walB = spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", r.System, workers(r), max(r.Runs, 1), spread(r.RateSpread, r.EventsPerSec), cpu, walB)
 		}
 		b.WriteString("\n")
 	}
@@ -38,7 +41,7 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 			if Apart(c.inboxd, c.other) {
 				verdict = "apart"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f× | %s |\n", c.system, c.figure, spread(&c.inboxd, 0), spread(&c.other, 0), c.inboxd.Median/c.other.Median, verdict)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", c.system, c.figure, spread(&c.inboxd, 0), spread(&c.other, 0), ratio(c.inboxd.Median, c.other.Median), verdict)
 		}
 		b.WriteString("\n")
 	}
@@ -114,7 +117,7 @@ func Headline(results []Result, against string) string {
 		if Apart(c.inboxd, c.other) {
 			verdict = "apart"
 		}
-		parts = append(parts, fmt.Sprintf("%s %.2f× (%s)", c.figure, c.inboxd.Median/c.other.Median, verdict))
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", c.figure, ratio(c.inboxd.Median, c.other.Median), verdict))
 	}
 	for _, r := range results {
 		if r.Mode == "cost" || r.Mode == "drain" {
@@ -125,4 +128,12 @@ func Headline(results []Result, against string) string {
 		return ""
 	}
 	return fmt.Sprintf("inboxd / %s, medians of %d interleaved runs: %s.", against, runs, strings.Join(parts, "; "))
+}
+
+// ratio is a/b to two decimals, or to two significant digits when smaller than 0.1.
+func ratio(a, b float64) string {
+	if r := a / b; r < 0.1 {
+		return fmt.Sprintf("%.2g×", r)
+	}
+	return fmt.Sprintf("%.2f×", a/b)
 }

@@ -30,8 +30,11 @@ func PrintTable(w io.Writer, results []Result) {
 	if rs := byMode(results, "drain"); len(rs) > 0 {
 		fmt.Fprintln(tw, "drain (median (IQR))\tworkers\truns\tevents\tevents/s\tCPU ms/1000 events\tWAL B/event\t")
 		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t\n", r.System, workers(r), max(r.Runs, 1), r.Events,
-				spread(r.RateSpread, r.EventsPerSec), spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r)))
+			cpu, walB := "-", "-" // River's no-op is timed, not metered
+			if r.CPU != nil {
+				cpu, walB = spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t\n", r.System, workers(r), max(r.Runs, 1), r.Events, spread(r.RateSpread, r.EventsPerSec), cpu, walB)
 		}
 		rate := func(r *Result) float64 {
 			if r.RateSpread != nil {
