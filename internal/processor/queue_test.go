@@ -108,10 +108,13 @@ func TestTimedOutBatchIsRetriedWithBackoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, url, Config{Lease: time.Second, SweepInterval: 100 * time.Millisecond})
+	// The batch's deadline is 3/4 of the lease: the quarter left is the time to record
+	// the retry before the sweep may take the lease over, which a busy CI machine
+	// needed more than 250 ms of.
+	p := start(t, url, Config{Lease: 4 * time.Second, SweepInterval: 100 * time.Millisecond})
 	insertEvents(t, pool, received("m-1", "hi", time.Now()))
 	var lastErr string
-	pgtest.Eventually(t, "a retry recorded while the table is locked", 10*time.Second, func() (bool, error) {
+	pgtest.Eventually(t, "a retry recorded while the table is locked", 20*time.Second, func() (bool, error) {
 		err := pool.QueryRow(context.Background(), "SELECT COALESCE(last_error, '') FROM inbound_events WHERE state = 'pending' AND attempts = 1").Scan(&lastErr)
 		return err == nil, err
 	})
