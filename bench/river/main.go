@@ -203,7 +203,7 @@ func newClient(ctx context.Context, o options) (*river.Client[pgx.Tx], *pgxpool.
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &eventWorker{pool: pool})
 	river.AddWorker(workers, &batchWorker{pool: pool})
-	river.AddWorker(workers, &nativeWorker{pool: pool})
+	river.AddWorker(workers, &nativeWorker{pool: pool, normalizers: registry.Normalizers()})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		FetchCooldown:     o.fetchCooldown,
 		FetchPollInterval: o.fetchPoll,

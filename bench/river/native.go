@@ -17,7 +17,6 @@ import (
 	"inboxd/internal/ingest"
 	"inboxd/internal/processor"
 	"inboxd/internal/provider"
-	"inboxd/internal/provider/registry"
 )
 
 // The native variant is what someone starting from River would build: River's job
@@ -51,14 +50,15 @@ func (NativeArgs) InsertOpts() river.InsertOpts {
 
 type nativeWorker struct {
 	river.WorkerDefaults[NativeArgs]
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	normalizers map[string]provider.Normalizer // registry.Normalizers(), built once
 }
 
 // Work applies the job's event in one transaction (a pipelined batch). A payload that
 // can never be applied cancels the job (River keeps it, cancelled, with the error);
 // anything else is returned for River's retry.
 func (w *nativeWorker) Work(ctx context.Context, job *river.Job[NativeArgs]) error {
-	normalize, ok := registry.Normalizers()[provider.Base(job.Args.Provider)]
+	normalize, ok := w.normalizers[provider.Base(job.Args.Provider)]
 	if !ok {
 		return river.JobCancel(fmt.Errorf("no provider %q", job.Args.Provider))
 	}
@@ -160,6 +160,9 @@ func enqueueNative(ctx context.Context, client *river.Client[pgx.Tx], pool *pgxp
 	if err != nil {
 		return err
 	}
+	if len(args) == 0 {
+		return errors.New("no pending events to enqueue")
+	}
 	params := make([]river.InsertManyParams, len(args))
 	for i, a := range args {
 		params[i] = river.InsertManyParams{Args: a}
@@ -169,11 +172,6 @@ func enqueueNative(ctx context.Context, client *river.Client[pgx.Tx], pool *pgxp
 			return fmt.Errorf("insert jobs: %w", err)
 		}
 	}
-	if _, err := pool.Exec(ctx, "TRUNCATE inbound_events CASCADE"); err != nil {
-		return err
-	}
-	if len(args) == 0 {
-		return errors.New("no pending events to enqueue")
-	}
-	return nil
+	_, err = pool.Exec(ctx, "TRUNCATE inbound_events CASCADE")
+	return err
 }
