@@ -10,15 +10,16 @@
 // of band by River's batch completer (applying twice is harmless). Those are two
 // variants; the third is built on River alone (native.go):
 //
-//	per-event  one job per event
-//	batched    one job per commit (at most 64 events), applied set-based
-//	native     River's job table is the inbox: each webhook inserts its event as a
-//	           unique job carrying the payload, in a transaction of its own
+//	per-event     one job per event
+//	batched       one job per commit (at most 64 events), applied set-based
+//	batched-copy  batched, its jobs inserted with InsertManyFastTx (COPY)
+//	native        River's job table is the inbox: each webhook inserts its event as a
+//	              unique job carrying the payload, in a transaction of its own
 //
 // Commands:
 //
-//	river-bench serve   --database-url URL --addr HOST:PORT --variant per-event|batched|native --max-workers N
-//	river-bench enqueue --database-url URL --variant per-event|batched|native   # jobs for every pending event (a drain's backlog)
+//	river-bench serve   --database-url URL --addr HOST:PORT --variant per-event|batched|batched-copy|native --max-workers N
+//	river-bench enqueue --database-url URL --variant per-event|batched|batched-copy|native   # jobs for every pending event (a drain's backlog)
 //	river-bench noop    --database-url URL --jobs N                      # River's own no-op burn-down, as `river bench` runs it
 //
 // River lives in this separate module so that it never enters inboxd's go.mod.
@@ -69,6 +70,7 @@ type options struct {
 	dbURL, addr, variant, secret string
 	maxWorkers, jobs             int
 	fetchCooldown, fetchPoll     time.Duration
+	commitWait                   time.Duration // ingest's, for per-event and batched
 }
 
 func run(ctx context.Context, args []string) error {
@@ -80,17 +82,18 @@ func run(ctx context.Context, args []string) error {
 	var o options
 	fs.StringVar(&o.dbURL, "database-url", "", "the database, with inboxd's schema (inboxd-bench creates it)")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "serve: HTTP listen address")
-	fs.StringVar(&o.variant, "variant", "per-event", "per-event (a job per event), batched (a job per commit) or native (River's job table as the inbox)")
+	fs.StringVar(&o.variant, "variant", "per-event", "per-event (a job per event), batched (a job per commit), batched-copy (batched, jobs inserted with COPY) or native (River's job table as the inbox)")
 	fs.StringVar(&o.secret, "secret", "", "serve: the whsec_ secret /webhooks/generic accepts")
 	fs.IntVar(&o.maxWorkers, "max-workers", 16, "serve: River MaxWorkers of the queue")
 	fs.IntVar(&o.jobs, "jobs", 100000, "noop: jobs to burn down")
 	fs.DurationVar(&o.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, "serve, enqueue: River's FetchCooldown (it also limits insert notifications)")
 	fs.DurationVar(&o.fetchPoll, "fetch-poll-interval", 20*time.Millisecond, "serve, enqueue: River's FetchPollInterval")
+	fs.DurationVar(&o.commitWait, "commit-wait", ingest.DefaultCommitWait, "serve: longest a webhook waits to share its commit (inboxd's ingest, per-event and batched; INBOX_COMMIT_WAIT in inboxd)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if o.variant != "per-event" && o.variant != "batched" && o.variant != "native" {
-		return fmt.Errorf("--variant %q: want per-event, batched or native", o.variant)
+	if !slices.Contains([]string{"per-event", "batched", "batched-copy", "native"}, o.variant) {
+		return fmt.Errorf("--variant %q: want per-event, batched, batched-copy or native", o.variant)
 	}
 	if err := setup(ctx, o.dbURL, o.variant == "native"); err != nil {
 		return err
@@ -245,7 +248,7 @@ func serve(ctx context.Context, o options) error {
 			}
 		}
 	} else {
-		stopWebhooks = webhooks(ctx, mux, o.variant, client, hookPool, endpoints)
+		stopWebhooks = webhooks(ctx, mux, o.variant, o.commitWait, client, hookPool, endpoints)
 	}
 	defer stopWebhooks()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -274,11 +277,15 @@ func serve(ctx context.Context, o options) error {
 // webhooks serves inboxd's own ingest on mux (the per-event and batched variants),
 // each group commit also inserting the jobs for the events it stored. It returns
 // what stops the ingest's writer.
-func webhooks(ctx context.Context, mux *http.ServeMux, variant string, client *river.Client[pgx.Tx], hookPool *pgxpool.Pool, endpoints []provider.Endpoint) (stop func()) {
-	writer := ingest.NewWriter(hookPool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{CommitWait: ingest.DefaultCommitWait})
+func webhooks(ctx context.Context, mux *http.ServeMux, variant string, commitWait time.Duration, client *river.Client[pgx.Tx], hookPool *pgxpool.Pool, endpoints []provider.Endpoint) (stop func()) {
+	writer := ingest.NewWriter(hookPool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{CommitWait: commitWait})
 	writer.AlsoInTx(func(ctx context.Context, tx pgx.Tx, ids []int64) error {
 		if len(ids) == 0 {
 			return nil // redeliveries only: nothing new to work
+		}
+		if variant == "batched-copy" {
+			_, err := client.InsertManyFastTx(ctx, tx, jobs(variant, ids))
+			return err
 		}
 		_, err := client.InsertManyTx(ctx, tx, jobs(variant, ids))
 		return err

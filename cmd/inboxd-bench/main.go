@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/bench"
+	"inboxd/internal/ingest"
 )
 
 const (
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("inboxd-bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("database-url", "", "server to measure on; the database inboxd_bench is created (and emptied) there (default: INBOXD_BENCH_DATABASE_URL, else "+benchServer+")")
-	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched, river-native (compare: "+compareTargets+" unless set)")
+	targets := fs.String("targets", "inboxd", "systems to measure, comma-separated: inboxd, inboxd-batch1, river-per-event, river-batched, river-batched-copy, river-native (compare: "+compareTargets+" unless set)")
 	rate := fs.Int("rate", 1000, "rate: events per second")
 	costRates := fs.String("cost-rates", "1000,3000", "cost, compare: the fixed rates the CPU per event is measured at")
 	repeat := fs.Int("repeat", 7, "drain, cost, compare: runs of each system (at each cost rate), interleaved in a random order; the median and interquartile range are reported")
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	maxWorkers := fs.String("max-workers", "4,8,16,32,64", "River's MaxWorkers: drain tries each (compare then uses the fastest); rate, ramp and cost use the first")
 	riverCooldown := fs.Duration("river-fetch-cooldown", 2*time.Millisecond, "River's FetchCooldown (river-bench --fetch-cooldown)")
 	riverPoll := fs.Duration("river-fetch-poll-interval", 20*time.Millisecond, "River's FetchPollInterval (river-bench --fetch-poll-interval)")
+	commitWait := fs.Duration("commit-wait", ingest.DefaultCommitWait, "inboxd's INBOX_COMMIT_WAIT: longest a webhook waits to share its commit")
+	riverCommitWait := fs.Duration("river-commit-wait", ingest.DefaultCommitWait, "the same for River per-event and batched, which take webhooks with inboxd's ingest (river-bench --commit-wait)")
 	workers := fs.Int("workers", 8, "inboxd processing batches in flight (INBOX_WORKERS)")
 	batch := fs.Int("batch-size", 64, "inboxd events per batch (INBOX_BATCH_SIZE)")
 	processes := fs.Int("processes", 1, "rate, ramp, cost: server processes of each system on its database, the load sent to each in turn (CPU counts them all)")
@@ -111,6 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rampMax: *rampMax, slo: *slo, events: *events, clients: *clients, workers: *workers, batch: *batch, binary: *binary,
 		river: *river, rows: *rows, contactMessages: *contactMessages, retention: *retention, progress: stderr, noopJobs: *noopJobs, repeat: max(*repeat, 1),
 		processes: max(*processes, 1), riverCooldown: *riverCooldown, riverPoll: *riverPoll,
+		commitWait: *commitWait, riverCommitWait: *riverCommitWait,
 	}
 	var err error
 	if o.targets, err = parseTargets(*targets); err != nil {
@@ -170,6 +174,7 @@ type benchOptions struct {
 	events, clients, workers, batch    int
 	noopJobs, repeat, processes        int
 	riverCooldown, riverPoll           time.Duration // River's FetchCooldown and FetchPollInterval
+	commitWait, riverCommitWait        time.Duration // ingest's commit wait in inboxd, in River per-event and batched
 	binary, river                      string        // the binaries to run
 	rows, contactMessages              int
 	retention                          time.Duration

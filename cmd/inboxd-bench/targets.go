@@ -28,7 +28,7 @@ type target struct {
 }
 
 // targetNames are the systems --targets accepts, in the order they are reported.
-var targetNames = []string{"inboxd", "inboxd-batch1", "river-per-event", "river-batched", "river-native"}
+var targetNames = []string{"inboxd", "inboxd-batch1", "river-per-event", "river-batched", "river-batched-copy", "river-native"}
 
 // parseTargets reads --targets: names from targetNames, comma-separated.
 func parseTargets(list string) ([]target, error) {
@@ -94,7 +94,8 @@ func (o benchOptions) start(ctx context.Context, t target, dbURL string) (*serve
 		}
 		cmd = exec.Command(bin, "serve")
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "INBOX_DEBUG_ADDR="+os.Getenv("INBOXD_BENCH_DEBUG_ADDR"), "INBOX_ADDR="+addr,
-			"INBOX_GENERIC_SECRETS="+benchSecret, "INBOX_DEV=true", "INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch))
+			"INBOX_GENERIC_SECRETS="+benchSecret, "INBOX_DEV=true", "INBOX_LOG_LEVEL=warn", fmt.Sprintf("INBOX_WORKERS=%d", o.workers), fmt.Sprintf("INBOX_BATCH_SIZE=%d", o.batch),
+			"INBOX_COMMIT_WAIT="+o.commitWait.String())
 		cmd.Env = append(cmd.Env, t.env...)
 	} else {
 		bin, err := lookPath("--river", o.river, "cd bench/river && go build -o ../../river-bench .")
@@ -103,7 +104,8 @@ func (o benchOptions) start(ctx context.Context, t target, dbURL string) (*serve
 		}
 		cmd = exec.Command(bin, "serve", "--database-url", dbURL, "--addr", addr, "--variant", t.river,
 			"--max-workers", strconv.Itoa(t.workers), "--secret", benchSecret,
-			"--fetch-cooldown", o.riverCooldown.String(), "--fetch-poll-interval", o.riverPoll.String())
+			"--fetch-cooldown", o.riverCooldown.String(), "--fetch-poll-interval", o.riverPoll.String(),
+			"--commit-wait", o.riverCommitWait.String())
 	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
