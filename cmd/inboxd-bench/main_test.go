@@ -36,3 +36,13 @@ func TestNeverPrintsAPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestServerThatExitsFailsAtOnce: a server that exits while starting (River refusing
+// its settings) is reported as such, without waiting out the 30 s readiness deadline.
+func TestServerThatExitsFailsAtOnce(t *testing.T) {
+	o := benchOptions{river: "false"} // exits 1 at once, whatever its arguments
+	_, err := o.start(context.Background(), target{name: "river-batched", river: "batched"}, "postgres://nobody@127.0.0.1:1/x")
+	if err == nil || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Errorf("start = %v, want the exited-before-ready error", err)
+	}
+}

@@ -64,9 +64,11 @@ func parseInts(flag, list string) ([]int, error) {
 
 // server is a running target.
 type server struct {
-	base string // http://host:port
-	pid  int
-	cmd  *exec.Cmd
+	base    string // http://host:port
+	pid     int
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the process has exited, with waitErr set
+	waitErr error
 }
 
 // jobs says whether t's events are River jobs, not inbound_events rows.
@@ -75,7 +77,7 @@ func (t target) jobs() bool { return t.river == "native" }
 // stop sends SIGTERM and waits for the exit.
 func (s *server) stop() {
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	s.cmd.Wait()
+	<-s.exited
 }
 
 // start runs t against dbURL on a free port and waits until it answers /readyz.
@@ -111,8 +113,14 @@ func (o benchOptions) start(ctx context.Context, t target, dbURL string) (*serve
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", t.name, err)
 	}
-	s := &server{base: "http://" + addr, pid: cmd.Process.Pid, cmd: cmd}
+	s := &server{base: "http://" + addr, pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}
+	go func() { s.waitErr = cmd.Wait(); close(s.exited) }()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-s.exited: // a server that refused its settings: no point waiting out the deadline
+			return nil, fmt.Errorf("%s exited before it was ready (%v); its log is above", t.name, s.waitErr)
+		default:
+		}
 		resp, err := http.Get(s.base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
