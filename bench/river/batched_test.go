@@ -10,9 +10,6 @@ import (
 	"time"
 
 	"inboxd/internal/pgtest"
-	"inboxd/internal/provider"
-	"inboxd/internal/provider/generic"
-	"inboxd/internal/provider/registry"
 )
 
 // TestBatchedVariants: River batched inserts its jobs with InsertManyTx, batched-copy
@@ -28,22 +25,12 @@ func TestBatchedVariants(t *testing.T) {
 			if err := setup(ctx, dbURL, false); err != nil {
 				t.Fatal(err)
 			}
-			const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 			client, pool, err := newClient(ctx, options{dbURL: dbURL, variant: variant, maxWorkers: 4})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pool.Close()
-			endpoints, err := registry.Open(provider.Config{Values: map[string]string{generic.SecretsKey: secret}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ep provider.Endpoint
-			for _, e := range endpoints {
-				if e.Name == generic.Provider.Name {
-					ep = e
-				}
-			}
+			endpoints, ep := genericEndpoints(t)
 			mux := http.NewServeMux()
 			stop := webhooks(ctx, mux, variant, 0, client, pool, endpoints)
 			defer stop()

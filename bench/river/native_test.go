@@ -28,23 +28,13 @@ func TestNativeVariant(t *testing.T) {
 	if err := setup(ctx, dbURL, true); err != nil {
 		t.Fatal(err)
 	}
-	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	o := options{dbURL: dbURL, variant: "native", maxWorkers: 4}
 	client, pool, err := newClient(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	endpoints, err := registry.Open(provider.Config{Values: map[string]string{generic.SecretsKey: secret}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ep provider.Endpoint
-	for _, e := range endpoints {
-		if e.Name == generic.Provider.Name {
-			ep = e
-		}
-	}
+	_, ep := genericEndpoints(t)
 	srv := httptest.NewServer(nativeHook(client, pool, ep))
 	defer srv.Close()
 
@@ -114,4 +104,24 @@ func TestNativeVariant(t *testing.T) {
 	if len(errs) == 0 {
 		t.Error("the cancelled job records no error")
 	}
+}
+
+// secret is the generic provider's secret in the tests.
+const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// genericEndpoints opens the providers' endpoints with the generic provider
+// configured with secret, and returns them with the generic one.
+func genericEndpoints(t *testing.T) ([]provider.Endpoint, provider.Endpoint) {
+	t.Helper()
+	endpoints, err := registry.Open(provider.Config{Values: map[string]string{generic.SecretsKey: secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range endpoints {
+		if e.Name == generic.Provider.Name {
+			return endpoints, e
+		}
+	}
+	t.Fatal("no generic endpoint")
+	return nil, provider.Endpoint{}
 }
