@@ -28,11 +28,19 @@ import (
 // lease, no claim); the outcome is written back to inbound_events (markDone) only so
 // that the benchmark's done-probe, which counts processed events, serves both systems.
 func applyEvents(ctx context.Context, pool *pgxpool.Pool, ids []int64) error {
-	settings := processor.TxSettings(30 * time.Second)
-	events, err := readEvents(ctx, pool, settings, ids)
+	events, err := readEvents(ctx, pool, applySettings, ids)
 	if err != nil || len(events) == 0 {
 		return err
 	}
+	return applyRead(ctx, pool, events)
+}
+
+// applySettings are the apply transactions' settings, as inboxd's processor has them.
+var applySettings = processor.TxSettings(30 * time.Second)
+
+// applyRead is applyEvents for events in hand: the per-event job carries its event.
+// An event finished already is applied again (harmlessly) and not marked again.
+func applyRead(ctx context.Context, pool *pgxpool.Pool, events []event) error {
 	errs := make([]error, len(events))
 	var good []processor.Applied
 	normalizers := registry.Normalizers()
@@ -43,16 +51,16 @@ func applyEvents(ctx context.Context, pool *pgxpool.Pool, ids []int64) error {
 		}
 	}
 	b := &pgx.Batch{}
-	b.Queue(settings)
+	b.Queue(applySettings)
 	if err := processor.QueueApply(b, good); err != nil {
 		return err
 	}
 	queueDone(b, events, errs)
-	err = pool.SendBatch(ctx, b).Close()
+	err := pool.SendBatch(ctx, b).Close()
 	if err == nil || len(good) <= 1 || store.Transient(err) {
 		return err
 	}
-	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: "BEGIN; " + settings}, func(tx pgx.Tx) error {
+	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: "BEGIN; " + applySettings}, func(tx pgx.Tx) error {
 		for i, ev := range events {
 			if errs[i] != nil {
 				continue

@@ -12,12 +12,26 @@ import (
 	"inboxd/internal/pgtest"
 )
 
-// TestBatchedVariants: River batched inserts its jobs with InsertManyTx, batched-copy
-// with InsertManyFastTx (COPY); in both, every stored event is in exactly one
-// apply_events job, inserted in the commit that stored it, and the jobs process
-// every event.
-func TestBatchedVariants(t *testing.T) {
-	for _, variant := range []string{"batched", "batched-copy"} {
+// TestIngestVariants: the variants on inboxd's ingest enqueue in the commit that
+// stores the events. Per-event: every stored event is in exactly one apply_event job
+// that carries its provider, receipt time and payload, and the worker applies what
+// the job carries (the test spoils the rows' payloads before the jobs run). Batched
+// (InsertManyTx) and batched-copy (InsertManyFastTx, COPY): every stored event is in
+// exactly one apply_events job. In all three the jobs process every event.
+func TestIngestVariants(t *testing.T) {
+	coverage := map[string]string{
+		"per-event": `
+SELECT count(*), count(DISTINCT e.id), (SELECT count(*) FROM inbound_events)
+FROM river_job j JOIN inbound_events e ON e.id = (j.args->>'event_id')::bigint
+WHERE j.kind = 'apply_event' AND j.args->>'provider' = e.provider AND (j.args->>'received_at')::timestamptz = e.received_at
+  AND j.args->'payload' = e.payload`,
+		"batched": `
+SELECT count(*), count(DISTINCT id), (SELECT count(*) FROM inbound_events)
+FROM (SELECT jsonb_array_elements_text(args->'event_ids')::bigint AS id FROM river_job WHERE kind = 'apply_events') j
+WHERE id IN (SELECT id FROM inbound_events)`,
+	}
+	coverage["batched-copy"] = coverage["batched"]
+	for variant, covered := range coverage {
 		t.Run(variant, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -56,25 +70,27 @@ func TestBatchedVariants(t *testing.T) {
 					t.Fatalf("webhook %d: %d, want 200", i, resp.StatusCode)
 				}
 			}
-			var covered, distinct, events int
-			err = pool.QueryRow(ctx, `
-SELECT count(*), count(DISTINCT id), (SELECT count(*) FROM inbound_events)
-FROM (SELECT jsonb_array_elements_text(args->'event_ids')::bigint AS id FROM river_job WHERE kind = 'apply_events') j
-WHERE id IN (SELECT id FROM inbound_events)`).Scan(&covered, &distinct, &events)
-			if err != nil {
+			var inJobs, distinct, events int
+			if err := pool.QueryRow(ctx, covered).Scan(&inJobs, &distinct, &events); err != nil {
 				t.Fatal(err)
 			}
-			if events != n || covered != n || distinct != n {
-				t.Fatalf("%d events stored, %d in jobs (%d distinct); want %d, each in one job", events, covered, distinct, n)
+			if events != n || inJobs != n || distinct != n {
+				t.Fatalf("%d events stored, %d in jobs as they should be (%d distinct); want %d, each in one job", events, inJobs, distinct, n)
+			}
+			if variant == "per-event" {
+				// Applied from the rows, these would be dead (no message id).
+				if _, err := pool.Exec(ctx, `UPDATE inbound_events SET payload = '{"type":"message.received","data":{}}'`); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if err := client.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
 			defer client.Stop(context.WithoutCancel(ctx))
-			pgtest.Eventually(t, "every event processed", 30*time.Second, func() (bool, error) {
-				var processed int
-				err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state = 'processed'`).Scan(&processed)
-				return processed == n, err
+			pgtest.Eventually(t, "every event processed, each with its message", 30*time.Second, func() (bool, error) {
+				var processed, messages int
+				err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM inbound_events WHERE state = 'processed'), (SELECT count(*) FROM messages)`).Scan(&processed, &messages)
+				return processed == n && messages == n, err
 			})
 		})
 	}

@@ -10,7 +10,7 @@
 // of band by River's batch completer (applying twice is harmless). Those are two
 // variants; the third is built on River alone (native.go):
 //
-//	per-event     one job per event
+//	per-event     one job per event, carrying it
 //	batched       one job per commit (at most 64 events), applied set-based
 //	batched-copy  batched, its jobs inserted with InsertManyFastTx (COPY)
 //	native        River's job table is the inbox: each webhook inserts its event as a
@@ -134,9 +134,13 @@ func setup(ctx context.Context, dbURL string, native bool) error {
 	return nil
 }
 
-// EventArgs is the per-event job: apply one stored event.
+// EventArgs is the per-event job: apply one stored event, which the job carries (as
+// someone building on River would: the worker need not read its row again).
 type EventArgs struct {
-	EventID int64 `json:"event_id"`
+	EventID    int64           `json:"event_id"`
+	Provider   string          `json:"provider"`
+	ReceivedAt time.Time       `json:"received_at"`
+	Payload    json.RawMessage `json:"payload"`
 }
 
 // Kind names the job for River.
@@ -160,7 +164,8 @@ type eventWorker struct {
 }
 
 func (w *eventWorker) Work(ctx context.Context, job *river.Job[EventArgs]) error {
-	return applyEvents(ctx, w.pool, []int64{job.Args.EventID})
+	a := job.Args
+	return applyRead(ctx, w.pool, []event{{ID: a.EventID, Provider: a.Provider, ReceivedAt: a.ReceivedAt, Payload: a.Payload}})
 }
 
 type batchWorker struct {
@@ -172,17 +177,23 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 	return applyEvents(ctx, w.pool, job.Args.EventIDs)
 }
 
-// jobs returns the jobs for events (in id order) in the variant's shape.
-func jobs(variant string, ids []int64) []river.InsertManyParams {
+// jobs returns the jobs for events (in id order) in the variant's shape: per event
+// with the event, or per batch with its ids.
+func jobs(variant string, events []ingest.Stored) []river.InsertManyParams {
 	var params []river.InsertManyParams
 	if variant == "per-event" {
-		for _, id := range ids {
-			params = append(params, river.InsertManyParams{Args: EventArgs{EventID: id}})
+		for _, e := range events {
+			args := EventArgs{EventID: e.ID, Provider: e.Provider, ReceivedAt: e.ReceivedAt, Payload: e.Payload}
+			params = append(params, river.InsertManyParams{Args: args})
 		}
 		return params
 	}
-	for chunk := range slices.Chunk(ids, batchSize) {
-		params = append(params, river.InsertManyParams{Args: BatchArgs{EventIDs: chunk}})
+	for chunk := range slices.Chunk(events, batchSize) {
+		ids := make([]int64, len(chunk))
+		for i, e := range chunk {
+			ids[i] = e.ID
+		}
+		params = append(params, river.InsertManyParams{Args: BatchArgs{EventIDs: ids}})
 	}
 	return params
 }
@@ -279,15 +290,15 @@ func serve(ctx context.Context, o options) error {
 // what stops the ingest's writer.
 func webhooks(ctx context.Context, mux *http.ServeMux, variant string, commitWait time.Duration, client *river.Client[pgx.Tx], hookPool *pgxpool.Pool, endpoints []provider.Endpoint) (stop func()) {
 	writer := ingest.NewWriter(hookPool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{CommitWait: commitWait})
-	writer.AlsoInTx(func(ctx context.Context, tx pgx.Tx, ids []int64) error {
-		if len(ids) == 0 {
+	writer.AlsoInTx(func(ctx context.Context, tx pgx.Tx, stored []ingest.Stored) error {
+		if len(stored) == 0 {
 			return nil // redeliveries only: nothing new to work
 		}
 		if variant == "batched-copy" {
-			_, err := client.InsertManyFastTx(ctx, tx, jobs(variant, ids))
+			_, err := client.InsertManyFastTx(ctx, tx, jobs(variant, stored))
 			return err
 		}
-		_, err := client.InsertManyTx(ctx, tx, jobs(variant, ids))
+		_, err := client.InsertManyTx(ctx, tx, jobs(variant, stored))
 		return err
 	})
 	hooks := ingest.NewHandlers(ingest.Config{Endpoints: endpoints}, writer, zap.NewNop())
@@ -314,15 +325,15 @@ func enqueue(ctx context.Context, o options) error {
 		_, err = pool.Exec(ctx, "VACUUM ANALYZE river_job")
 		return err
 	}
-	rows, err := pool.Query(ctx, "SELECT id FROM inbound_events WHERE state = 'pending' ORDER BY id")
+	rows, err := pool.Query(ctx, "SELECT id, provider, received_at, payload FROM inbound_events WHERE state = 'pending' ORDER BY id")
 	if err != nil {
 		return err
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	pending, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ingest.Stored])
 	if err != nil {
 		return err
 	}
-	for chunk := range slices.Chunk(jobs(o.variant, ids), 5000) {
+	for chunk := range slices.Chunk(jobs(o.variant, pending), 5000) {
 		if _, err := client.InsertManyFast(ctx, chunk); err != nil {
 			return fmt.Errorf("insert jobs: %w", err)
 		}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,7 +88,7 @@ type Writer struct {
 	// timeoutName is the timeout's setting, for the 503's reason.
 	timeoutName string
 	settings    string // the transaction's server-side timeouts (store.SetLocal)
-	inTx        func(ctx context.Context, tx pgx.Tx, ids []int64) error
+	inTx        func(ctx context.Context, tx pgx.Tx, stored []Stored) error
 	queue       chan *writeReq // small requests
 	bulk        chan *writeReq // large requests (isBulk)
 	done        chan struct{}
@@ -184,13 +185,21 @@ func NewWriter(pool *pgxpool.Pool, log *zap.Logger, m *metrics, cfg WriterConfig
 	}
 }
 
+// Stored is an event a commit inserted, as AlsoInTx's fn sees it.
+type Stored struct {
+	ID         int64
+	Provider   string
+	ReceivedAt time.Time
+	Payload    []byte // the JSON the row stores
+}
+
 // AlsoInTx makes every commit run fn inside its transaction, after the insert, with
-// the ids of the events it inserted (none for a batch of duplicates only), so that
+// the events it inserted in id order (none for a batch of duplicates only), so that
 // fn's writes commit exactly when the events do. Call it before Run. The River
 // baseline of the benchmark (bench/river) enqueues its jobs there, the way River
 // enqueues transactionally; inboxd itself needs nothing more than its trigger. With
 // fn set, each commit is an explicit transaction: two round trips more.
-func (w *Writer) AlsoInTx(fn func(ctx context.Context, tx pgx.Tx, ids []int64) error) {
+func (w *Writer) AlsoInTx(fn func(ctx context.Context, tx pgx.Tx, stored []Stored) error) {
 	w.inTx = fn
 }
 
@@ -464,12 +473,7 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq, adopt bool) ([][
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
-			ids := make([]int64, 0, len(fresh))
-			for _, r := range fresh {
-				ids = append(ids, r.id)
-			}
-			slices.Sort(ids)
-			return w.inTx(ctx, tx, ids)
+			return w.inTx(ctx, tx, storedEvents(batch, fresh))
 		})
 	}
 	if err == nil && len(fresh) < len(providers) {
@@ -511,6 +515,24 @@ func (w *Writer) insert(ctx context.Context, batch []*writeReq, adopt bool) ([][
 		w.handoff.Adopt(adopted)
 	}
 	return results, pending, nil
+}
+
+// storedEvents returns the batch's events that fresh says were inserted, each once
+// (a later copy in the batch is a duplicate), in id order.
+func storedEvents(batch []*writeReq, fresh map[eventKey]row) []Stored {
+	stored := make([]Stored, 0, len(fresh))
+	seen := make(map[eventKey]bool, len(fresh))
+	for _, r := range batch {
+		for _, e := range r.events {
+			k := eventKey{e.Provider, e.ExternalID}
+			if row, ok := fresh[k]; ok && !seen[k] {
+				seen[k] = true
+				stored = append(stored, Stored{ID: row.id, Provider: e.Provider, ReceivedAt: row.receivedAt, Payload: e.Payload})
+			}
+		}
+	}
+	slices.SortFunc(stored, func(a, b Stored) int { return cmp.Compare(a.ID, b.ID) })
+	return stored
 }
 
 func collectRows(rows pgx.Rows, into map[eventKey]row) error {

@@ -19,7 +19,7 @@ import (
 )
 
 // startWriter runs a Writer on a pool of its own, whose server notices it returns.
-func startWriter(t *testing.T, url string, cfg WriterConfig, inTx func(context.Context, pgx.Tx, []int64) error) (*Writer, *prometheus.Registry, func() []string) {
+func startWriter(t *testing.T, url string, cfg WriterConfig, inTx func(context.Context, pgx.Tx, []Stored) error) (*Writer, *prometheus.Registry, func() []string) {
 	t.Helper()
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -114,33 +114,40 @@ func TestCommitWait(t *testing.T) {
 	}
 }
 
-// TestAlsoInTx: the hook runs in the commit's transaction with the ids of the events
-// it inserted (not those it found stored already); when it fails, nothing commits
-// and the requests are answered unavailable.
+// TestAlsoInTx: the hook runs in the commit's transaction with the events it
+// inserted (not those it found stored already), in id order, each with its provider,
+// receipt time and payload as the row has them; when it fails, nothing commits and
+// the requests are answered unavailable.
 func TestAlsoInTx(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
 	var mu sync.Mutex
-	var seen [][]int64
+	var seen [][]Stored
 	fail := false
-	w, _, _ := startWriter(t, url, WriterConfig{}, func(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	w, _, _ := startWriter(t, url, WriterConfig{}, func(ctx context.Context, tx pgx.Tx, stored []Stored) error {
 		mu.Lock()
 		defer mu.Unlock()
-		seen = append(seen, ids)
-		var visible int
-		if err := tx.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE id = ANY($1)", ids).Scan(&visible); err != nil {
-			return err
-		}
-		if visible != len(ids) {
-			return fmt.Errorf("the hook sees %d of the %d inserted events", visible, len(ids))
+		seen = append(seen, stored)
+		for _, s := range stored {
+			var same bool
+			err := tx.QueryRow(ctx, `
+SELECT provider = $2 AND received_at = $3 AND payload = $4::jsonb FROM inbound_events WHERE id = $1`,
+				s.ID, s.Provider, s.ReceivedAt, string(s.Payload)).Scan(&same)
+			if err != nil {
+				return fmt.Errorf("the hook's event %d: %w", s.ID, err)
+			}
+			if !same {
+				return fmt.Errorf("the hook's event %d differs from its row", s.ID)
+			}
 		}
 		if fail {
 			return errors.New("hook refused")
 		}
 		return nil
 	})
-	res, err := w.Write(ctx, append(event("a"), event("b")...))
+	// b twice in one request: one row, one event for the hook.
+	res, err := w.Write(ctx, slices.Concat(event("a"), event("b"), event("b")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +162,15 @@ func TestAlsoInTx(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := [][]int64{{res[0].ID, res[1].ID}, {}, nil}
-	if len(seen) != 3 || !slices.Equal(seen[0], want[0]) || len(seen[1]) != 0 {
-		t.Errorf("hook saw ids %v, want %v, then none (a redelivery), then c's", seen, want[:2])
+	ids := func(stored []Stored) []int64 {
+		var ids []int64
+		for _, s := range stored {
+			ids = append(ids, s.ID)
+		}
+		return ids
+	}
+	if want := []int64{res[0].ID, res[1].ID}; len(seen) != 3 || !slices.Equal(ids(seen[0]), want) || len(seen[1]) != 0 {
+		t.Errorf("hook saw %d commits, first with ids %v; want ids %v, then none (a redelivery), then c's", len(seen), ids(seen[0]), want)
 	}
 	if n := countEvents(t, pool, "c"); n != 0 {
 		t.Errorf("event c stored %d times although its commit's hook failed", n)
