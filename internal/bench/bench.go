@@ -108,19 +108,24 @@ type Result struct {
 
 // Spread is one figure over repeated runs: its median and interquartile range (Q1
 // and Q3, the medians of the lower and upper halves of the sorted values, the median
-// itself left out when their number is odd).
+// itself left out when their number is odd; a single run's value for both), and the
+// number of runs (0 in summaries written before it was recorded).
 type Spread struct {
 	Median float64 `json:"median"`
 	Q1     float64 `json:"q1"`
 	Q3     float64 `json:"q3"`
+	Runs   int     `json:"runs,omitempty"`
 }
 
 // SpreadOf summarizes vs (not changed).
 func SpreadOf(vs []float64) Spread {
 	s := slices.Clone(vs)
 	slices.Sort(s)
+	if len(s) == 1 {
+		return Spread{Median: s[0], Q1: s[0], Q3: s[0], Runs: 1}
+	}
 	half := len(s) / 2
-	return Spread{Median: median(s), Q1: median(s[:half]), Q3: median(s[len(s)-half:])}
+	return Spread{Median: median(s), Q1: median(s[:half]), Q3: median(s[len(s)-half:]), Runs: len(s)}
 }
 
 // median of sorted values; 0 for none.
@@ -136,8 +141,14 @@ func median(sorted []float64) float64 {
 }
 
 // Apart reports whether a and b differ beyond the noise of the runs: their
-// interquartile ranges do not overlap. No difference is claimed otherwise.
-func Apart(a, b Spread) bool { return a.Q3 < b.Q1 || b.Q3 < a.Q1 }
+// interquartile ranges do not overlap. No difference is claimed otherwise, nor from
+// a single run, which has no range.
+func Apart(a, b Spread) bool {
+	if a.Runs == 1 || b.Runs == 1 {
+		return false
+	}
+	return a.Q3 < b.Q1 || b.Q3 < a.Q1
+}
 
 // SummarizeRuns summarizes repeated runs of one system on one workload (one rate, or
 // one drain) as mode: the median run by CPU per 1,000 events (a drain's by events/s),

@@ -200,13 +200,13 @@ func TestSummarizeRuns(t *testing.T) {
 		t.Errorf("summary = %+v, want the 470 run (its own latency), mode cost, 5 runs", m)
 	}
 	// sorted CPU 430 440 [470] 500 520: Q1 = median(430, 440), Q3 = median(500, 520)
-	if want := (Spread{Median: 470, Q1: 435, Q3: 510}); *m.CPUSpread != want {
+	if want := (Spread{Median: 470, Q1: 435, Q3: 510, Runs: 5}); *m.CPUSpread != want {
 		t.Errorf("CPU spread = %+v, want %+v", *m.CPUSpread, want)
 	}
-	if want := (Spread{Median: 3000, Q1: 2925, Q3: 3075}); *m.WALSpread != want {
+	if want := (Spread{Median: 3000, Q1: 2925, Q3: 3075, Runs: 5}); *m.WALSpread != want {
 		t.Errorf("WAL spread = %+v, want %+v", *m.WALSpread, want)
 	}
-	if want := (Spread{Median: 30, Q1: 15, Q3: 65}); *m.P99Spread != want {
+	if want := (Spread{Median: 30, Q1: 15, Q3: 65, Runs: 5}); *m.P99Spread != want {
 		t.Errorf("p99 spread = %+v, want %+v", *m.P99Spread, want)
 	}
 	if m.Unprocessed != 3 || m.LowestRate != 994.3 {
@@ -224,6 +224,16 @@ func TestSummarizeRuns(t *testing.T) {
 	if !bytes.Contains(table.Bytes(), []byte("470 (435–510)")) {
 		t.Errorf("cost table lacks the median and its interquartile range:\n%s", table.String())
 	}
+	// One run has no range: its figures stand alone.
+	one := SummarizeRuns("drain", drains[:1])
+	if *one.RateSpread != (Spread{Median: 9000, Q1: 9000, Q3: 9000, Runs: 1}) {
+		t.Errorf("one drain's rate spread = %+v, want its own rate, one run", *one.RateSpread)
+	}
+	table.Reset()
+	PrintTable(&table, []Result{one})
+	if !bytes.Contains(table.Bytes(), []byte(" 9000 ")) || bytes.Contains(table.Bytes(), []byte("(9000")) {
+		t.Errorf("one drain's table shows a range:\n%s", table.String())
+	}
 }
 
 func TestApart(t *testing.T) {
@@ -234,7 +244,9 @@ func TestApart(t *testing.T) {
 		{Spread{Q1: 1, Q3: 2}, Spread{Q1: 3, Q3: 4}, true},
 		{Spread{Q1: 3, Q3: 4}, Spread{Q1: 1, Q3: 2}, true},
 		{Spread{Q1: 1, Q3: 3}, Spread{Q1: 2, Q3: 4}, false},
-		{Spread{Q1: 1, Q3: 2}, Spread{Q1: 2, Q3: 4}, false}, // touching ranges overlap
+		{Spread{Q1: 1, Q3: 2}, Spread{Q1: 2, Q3: 4}, false},           // touching ranges overlap
+		{SpreadOf([]float64{1}), SpreadOf([]float64{3, 4, 5}), false}, // one run has no range
+		{SpreadOf([]float64{1, 2, 2}), SpreadOf([]float64{3, 4, 5}), true},
 	} {
 		if got := Apart(c.a, c.b); got != c.want {
 			t.Errorf("Apart(%+v, %+v) = %v, want %v", c.a, c.b, got, c.want)
@@ -266,10 +278,10 @@ func TestMarkdown(t *testing.T) {
 			CPUSpread: &cpu, WALSpread: &wal, RateSpread: &eps, P99Spread: &Spread{Median: 10, Q1: 9, Q3: 11}, LowestRate: float64(rate)}
 	}
 	results := []Result{
-		summary("inboxd", "drain", 0, Spread{100, 90, 110}, Spread{2500, 2490, 2510}, Spread{9000, 8800, 9200}),
-		summary("river-batched", "drain", 0, Spread{100, 95, 105}, Spread{2000, 1990, 2010}, Spread{6000, 5800, 6200}),
-		summary("inboxd", "cost", 1000, Spread{900, 880, 950}, Spread{3100, 3090, 3110}, Spread{}),
-		summary("river-batched", "cost", 1000, Spread{920, 900, 960}, Spread{3200, 3190, 3210}, Spread{}),
+		summary("inboxd", "drain", 0, Spread{100, 90, 110, 7}, Spread{2500, 2490, 2510, 7}, Spread{9000, 8800, 9200, 7}),
+		summary("river-batched", "drain", 0, Spread{100, 95, 105, 7}, Spread{2000, 1990, 2010, 7}, Spread{6000, 5800, 6200, 7}),
+		summary("inboxd", "cost", 1000, Spread{900, 880, 950, 7}, Spread{3100, 3090, 3110, 7}, Spread{}),
+		summary("river-batched", "cost", 1000, Spread{920, 900, 960, 7}, Spread{3200, 3190, 3210, 7}, Spread{}),
 	}
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, results); err != nil {

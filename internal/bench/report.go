@@ -74,15 +74,20 @@ func ms(d interface{ Microseconds() int64 }) string {
 	return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000)
 }
 
-// spread is a summary's figure as "median (Q1–Q3)", or v alone for a single run.
+// spread is a summary's figure as "median (Q1–Q3)", the median alone for a single
+// run, or v without a summary.
 func spread(s *Spread, v float64) string {
 	if s == nil {
 		return fmt.Sprintf("%.0f", v)
 	}
+	f := "%.0f"
 	if s.Median < 100 {
-		return fmt.Sprintf("%.1f (%.1f–%.1f)", s.Median, s.Q1, s.Q3)
+		f = "%.1f"
 	}
-	return fmt.Sprintf("%.0f (%.0f–%.0f)", s.Median, s.Q1, s.Q3)
+	if s.Runs == 1 {
+		return fmt.Sprintf(f, s.Median)
+	}
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Median, s.Q1, s.Q3)
 }
 
 func perThousand(r Result) float64 {
