@@ -83,7 +83,7 @@ func Plan(t testing.TB, pool *pgxpool.Pool, generic bool, sql string, args ...an
 	var walk func(n node)
 	walk = func(n node) {
 		line := strings.TrimSpace(n.NodeType + " " + n.IndexName + " " + n.RelationName)
-		if (n.NodeType == "Index Scan" || n.NodeType == "Index Only Scan") && n.IndexCond == "" {
+		if (n.NodeType == "Index Scan" || n.NodeType == "Index Only Scan" || n.NodeType == "Bitmap Index Scan") && n.IndexCond == "" {
 			line += " " + WholeIndex
 		}
 		out = append(out, line)

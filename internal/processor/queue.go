@@ -236,7 +236,7 @@ SET state        = o.state,
     contact      = COALESCE(o.contact, e.contact)
 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::text[], $7::text[])
      AS o(id, attempts, state, delay_ms, last_error, contact)
-WHERE e.id = o.id AND e.attempts = o.attempts AND e.state = 'processing' AND e.locked_by = $6
+WHERE e.id = ANY ($1::bigint[]) AND e.id = o.id AND e.attempts = o.attempts AND e.state = $8::text AND e.locked_by = $6
 RETURNING e.id`
 
 // finishArgs lays outcomes out as the columns finish takes.
@@ -253,15 +253,24 @@ func (p *Processor) finishArgs(outs []outcome) []any {
 			contacts[i] = &o.contact
 		}
 	}
-	return []any{ids, attempts, states, delays, errs, p.cfg.ID, contacts}
+	return []any{ids, attempts, states, delays, errs, p.cfg.ID, contacts, held}
 }
+
+// held is the state a fenced write expects its rows in, passed as a parameter: with
+// the literal 'processing' in the statement, a generic plan may read its rows through
+// inbound_events_leases (its predicate is state = 'processing'), and one made while
+// the table looked empty does, reading every entry of that index, live or dead, on
+// each write: at 5,000 events a second on a server without autovacuum, 24,000 entries
+// a finish (docs/benchmarks.md). With a parameter the plan can only find the rows by
+// primary key (plans_test.go).
+const held = "processing"
 
 // release hands unfinished claims back without counting the attempt: used at graceful
 // stop, when this process chose not to finish them.
 const release = `
 UPDATE inbound_events
 SET state = 'pending', attempts = attempts - 1, run_at = now(), locked_until = NULL, locked_by = NULL
-WHERE id = ANY($1::bigint[]) AND state = 'processing' AND locked_by = $2`
+WHERE id = ANY($1::bigint[]) AND state = $3::text AND locked_by = $2`
 
 func (p *Processor) release(ctx context.Context, events []claimed) error {
 	ids := make([]int64, len(events))
@@ -269,7 +278,7 @@ func (p *Processor) release(ctx context.Context, events []claimed) error {
 		ids[i] = e.ID
 	}
 	b := p.batch()
-	b.Queue(release, ids, p.cfg.ID)
+	b.Queue(release, ids, p.cfg.ID, held)
 	if err := p.send(ctx, b); err != nil {
 		return fmt.Errorf("release %d claims: %w", len(ids), err)
 	}
