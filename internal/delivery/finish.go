@@ -27,16 +27,25 @@ type attempt struct {
 
 // finishAttempts records attempts' outcomes ($1 ids, $2 attempts, $3 errors (NULL:
 // delivered), $4 worth a retry, $5 delays in ms, $6 statuses), each fenced by lease
-// (state, holder $7, attempt): delivered, pending again after its delay, or dead (not
+// (state $9, holder $7, attempt): delivered, pending again after its delay, or dead (not
 // worth a retry, or the next attempt would come after the give-up time $8 ms from
 // since). For each (subscription, conversation) whose delivery is done (delivered or
 // dead), the next waiting delivery becomes pending, unless another is still pending
 // or in flight (a replay; or an attempt of this batch being retried, which the
 // snapshot still sees delivering). It returns the outcomes recorded: an id missing
 // was taken over by another holder after its lease ended.
+//
+// Its plans are pinned to lookups by key, whatever the statistics (plans_test.go): a
+// generic plan made while deliveries looked empty read the whole of deliveries_leases
+// (live and dead entries) on each finish for the literal 'delivering', its predicate,
+// and with the state as a parameter, the whole of deliveries_listing. So the state it
+// expects ($9) comes through the materialized input (held), which no index can match,
+// and the rows are found by primary key; OFFSET 0 keeps the NOT EXISTS a
+// probe by (subscription, conversation) per finished delivery, not an anti join over
+// every pending or in-flight delivery.
 const finishAttempts = `
-WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[], $5::bigint[], $6::int[])
+WITH input AS MATERIALIZED (
+    SELECT *, $9::text AS held FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[], $5::bigint[], $6::int[])
                   AS t(id, attempts, err, retry, delay_ms, status)
 ),
 done AS (
@@ -48,7 +57,7 @@ done AS (
         delivered_at = CASE WHEN i.err IS NULL THEN now() END,
         last_status = i.status, last_error = i.err, locked_by = NULL
     FROM input i
-    WHERE d.id = i.id AND d.state = 'delivering' AND d.locked_by = $7 AND d.attempts = i.attempts
+    WHERE d.id = i.id AND d.state = i.held AND d.locked_by = $7 AND d.attempts = i.attempts
     RETURNING d.id, d.state, d.subscription_id, d.conversation_id
 ),
 next AS (
@@ -63,7 +72,8 @@ next AS (
       AND NOT EXISTS (SELECT FROM deliveries o
                       WHERE o.subscription_id = done.subscription_id AND o.conversation_id = done.conversation_id
                         AND o.state IN ('pending', 'delivering')
-                        AND o.id NOT IN (SELECT id FROM done WHERE state IN ('delivered', 'dead')))
+                        AND o.id NOT IN (SELECT id FROM done WHERE state IN ('delivered', 'dead'))
+                      OFFSET 0)
 ),
 promoted AS (
     UPDATE deliveries SET state = 'pending', run_at = now()
@@ -169,7 +179,7 @@ func (d *Deliverer) finish(ctx context.Context, batch []attempt) error {
 	b := d.batch()
 	b.Queue(lockOrders, sortedUnique(keys), orderLockSpace)
 	recorded := map[int64]string{}
-	b.Queue(finishAttempts, ids, attempts, errs, retry, delays, statuses, d.cfg.ID, d.cfg.GiveUp.Milliseconds()).Query(func(rows pgx.Rows) error {
+	b.Queue(finishAttempts, ids, attempts, errs, retry, delays, statuses, d.cfg.ID, d.cfg.GiveUp.Milliseconds(), "delivering").Query(func(rows pgx.Rows) error {
 		var id int64
 		var state string
 		_, err := pgx.ForEachRow(rows, []any{&id, &state}, func() error { recorded[id] = state; return nil })
