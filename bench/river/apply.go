@@ -28,7 +28,7 @@ import (
 // lease, no claim); the outcome is written back to inbound_events (markDone) only so
 // that the benchmark's done-probe, which counts processed events, serves both systems.
 func applyEvents(ctx context.Context, pool *pgxpool.Pool, ids []int64) error {
-	events, err := readEvents(ctx, pool, applySettings, ids)
+	events, err := readEvents(ctx, pool, ids)
 	if err != nil || len(events) == 0 {
 		return err
 	}
@@ -98,9 +98,9 @@ FROM inbound_events
 WHERE id = ANY($1::bigint[]) AND state IN ('pending', 'processing')
 ORDER BY id`
 
-func readEvents(ctx context.Context, pool *pgxpool.Pool, settings string, ids []int64) ([]event, error) {
+func readEvents(ctx context.Context, pool *pgxpool.Pool, ids []int64) ([]event, error) {
 	b := &pgx.Batch{}
-	b.Queue(settings)
+	b.Queue(applySettings)
 	var events []event
 	b.Queue(selectEvents, ids).Query(func(rows pgx.Rows) error {
 		var err error
