@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -337,21 +338,15 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 // into the statement as untyped literals, and a function like cardinality() cannot
 // tell an untyped literal's type.
 
-// requeue puts finished events (dead or processed) back to pending with a fresh set of
-// attempts, and announces each on the inbound_events channel so that processors wake
-// at once (an UPDATE does not fire the insert trigger). Events that are pending or
+// requeued puts finished events (dead or processed) back to pending with a fresh set
+// of attempts, and announces each on the inbound_events channel so that processors
+// wake at once (an UPDATE does not fire the insert trigger). It follows a CTE named
+// picked, which chooses the events and locks them. Events that are pending or
 // processing are left alone: replaying twice changes nothing more than once. An
 // erased event (a tombstone) is never replayed.
 // Normalization is idempotent, so replaying a processed event rewrites nothing that
 // exists; it re-runs what failed.
-const requeue = `
-WITH picked AS (
-    SELECT id FROM inbound_events
-    WHERE id = ANY($1::bigint[]) OR (cardinality($1::bigint[]) = 0 AND state = $2::text AND ($3::text = '' OR provider = $3::text))
-    ORDER BY id
-    LIMIT $4::int
-    FOR UPDATE SKIP LOCKED
-),
+const requeued = `
 requeued AS (
     UPDATE inbound_events e
     SET state = 'pending', attempts = 0, run_at = now(), locked_until = NULL, locked_by = NULL, processed_at = NULL
@@ -361,6 +356,46 @@ requeued AS (
 )
 SELECT count(pg_notify('inbound_events', inbox_notification(id, provider)))
 FROM requeued`
+
+// requeueIDs requeues the events $1. They are one statement of their own, not a
+// branch of requeueState's: as `id = ANY($1) OR (state = …)` under ORDER BY id
+// LIMIT, the generic plan walked the whole primary key in order, filtering, until it
+// had found as many events as it was given (plans_test.go).
+const requeueIDs = `
+WITH picked AS (
+    SELECT id FROM inbound_events
+    WHERE id = ANY($1::bigint[])
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+),` + requeued
+
+// requeueState returns the statement that requeues up to $2 events in state (of
+// provider $1 unless it is empty), oldest first. The state is written into the
+// statement, not bound, so that every plan of it, generic ones included, reads dead
+// events through their partial index rather than the whole table in id order.
+func requeueState(state string) string {
+	return `
+WITH picked AS (
+    SELECT id FROM inbound_events
+    WHERE state = '` + state + `' AND ($1::text = '' OR provider = $1::text)
+    ORDER BY id
+    LIMIT $2::int
+    FOR UPDATE SKIP LOCKED
+),` + requeued
+}
+
+// ReplayableStates are the states an operator may replay: finished events. Pending
+// and processing ones are on their way already; replaying them would change nothing.
+var ReplayableStates = []string{"dead", "processed"}
+
+// requeueStates holds requeueState's statement for each of ReplayableStates.
+var requeueStates = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range ReplayableStates {
+		m[s] = requeueState(s)
+	}
+	return m
+}()
 
 // Querier runs a statement on a pool or in a transaction.
 type Querier interface {
@@ -372,18 +407,22 @@ type Querier interface {
 // requeue commits with whatever else the transaction records.
 func Requeue(ctx context.Context, q Querier, ids []int64) (int64, error) {
 	var n int64
-	if err := q.QueryRow(ctx, requeue, ids, "", "", len(ids)).Scan(&n); err != nil {
+	if err := q.QueryRow(ctx, requeueIDs, ids).Scan(&n); err != nil {
 		return 0, fmt.Errorf("requeue %d events: %w", len(ids), err)
 	}
 	return n, nil
 }
 
-// RequeueState replays up to limit events in state (dead or processed: others match
-// nothing), of provider if it is not empty, oldest first, and returns how many it
-// requeued. Callers validate the filter (readmodel.ReplayFilter).
+// RequeueState replays up to limit events in state (one of ReplayableStates), of
+// provider if it is not empty, oldest first, and returns how many it requeued.
+// Callers validate the filter (readmodel.ReplayFilter).
 func RequeueState(ctx context.Context, pool *pgxpool.Pool, state, provider string, limit int) (int64, error) {
 	var n int64
-	if err := pool.QueryRow(ctx, requeue, []int64{}, state, provider, limit).Scan(&n); err != nil {
+	sql, ok := requeueStates[state]
+	if !ok {
+		return 0, fmt.Errorf("requeue %q events: only %s events can be replayed", state, strings.Join(ReplayableStates, " or "))
+	}
+	if err := pool.QueryRow(ctx, sql, provider, limit).Scan(&n); err != nil {
 		return 0, fmt.Errorf("requeue %s events: %w", state, err)
 	}
 	return n, nil

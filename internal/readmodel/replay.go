@@ -11,9 +11,8 @@ import (
 	"inboxd/internal/processor"
 )
 
-// ReplayableStates are the states an operator may replay: finished events. Pending
-// and processing ones are on their way already; replaying them would change nothing.
-var ReplayableStates = []string{"dead", "processed"}
+// ReplayableStates are the states an operator may replay (processor.ReplayableStates).
+var ReplayableStates = processor.ReplayableStates
 
 // MaxReplay is the most events one bulk replay requeues.
 const MaxReplay = 10000
