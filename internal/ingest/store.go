@@ -408,7 +408,7 @@ RETURNING id, provider, external_id, received_at, state = 'processing'`
 // as a hash join over a sequential scan while the table looks empty (a new or
 // truncated database), and pgx's prepared statement keeps that plan as the table
 // grows. LIMIT 1 in the lateral subquery keeps the planner from flattening it into a
-// join (plans_test.go).
+// join (TestSelectExistingPlan).
 const selectExisting = `
 SELECT e.id, e.provider, e.external_id
 FROM unnest($1::text[], $2::text[]) AS k(provider, external_id)
