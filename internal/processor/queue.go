@@ -335,8 +335,8 @@ func (p *Processor) updateQueueDepth(ctx context.Context) error {
 
 // Parameters carry explicit casts throughout the processor's SQL: with
 // default_query_exec_mode=simple_protocol (a choice behind a pooler) pgx writes them
-// into the statement as untyped literals, and a function like cardinality() cannot
-// tell an untyped literal's type.
+// into the statement as untyped literals, and a function like unnest() cannot tell an
+// untyped literal's type.
 
 // requeued puts finished events (dead or processed) back to pending with a fresh set
 // of attempts, and announces each on the inbound_events channel so that processors
