@@ -527,6 +527,9 @@ func TestChangesOncePerChange(t *testing.T) {
 	if got := changes(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("changes = %v, want %v", got, want)
 	}
+	if _, err := RequeueState(context.Background(), pool, "pending", "", 100); err == nil || !strings.Contains(err.Error(), "only dead or processed events can be replayed") {
+		t.Errorf("replaying pending events: %v, want them refused", err)
+	}
 	if n, err := RequeueState(context.Background(), pool, "processed", "", 100); err != nil || n != 4 {
 		t.Fatalf("replay = %d, %v", n, err)
 	}
