@@ -25,8 +25,11 @@ import (
 // harmless.
 //
 // Events already processed or dead are skipped. River does its own bookkeeping (no
-// lease, no claim); the outcome is written back to inbound_events (markDone) only so
-// that the benchmark's done-probe, which counts processed events, serves both systems.
+// lease, no claim); the outcome is written back to inbound_events (markDone) so that
+// the benchmark's done-probe, which counts processed events, serves both systems, with
+// the event's contact, as inboxd's finish records it: erasure and export find the
+// events that made no message (statuses) by it, so the product needs it whatever
+// queue carries the events.
 func applyEvents(ctx context.Context, pool *pgxpool.Pool, ids []int64) error {
 	events, err := readEvents(ctx, pool, ids)
 	if err != nil || len(events) == 0 {
@@ -42,12 +45,14 @@ var applySettings = processor.TxSettings(30 * time.Second)
 // An event finished already is applied again (harmlessly) and not marked again.
 func applyRead(ctx context.Context, pool *pgxpool.Pool, events []event) error {
 	errs := make([]error, len(events))
+	contacts := make([]string, len(events))
 	var good []processor.Applied
 	normalizers := registry.Normalizers()
 	for i, ev := range events {
 		n, err := normalizers[ev.Provider](ev.Payload, ev.ReceivedAt)
 		if errs[i] = err; err == nil {
 			good = append(good, processor.Applied{ID: ev.ID, Provider: ev.Provider, Normalized: n})
+			contacts[i] = n.Contact()
 		}
 	}
 	b := &pgx.Batch{}
@@ -55,7 +60,7 @@ func applyRead(ctx context.Context, pool *pgxpool.Pool, events []event) error {
 	if err := processor.QueueApply(b, good); err != nil {
 		return err
 	}
-	queueDone(b, events, errs)
+	queueDone(b, events, errs, contacts)
 	err := pool.SendBatch(ctx, b).Close()
 	if err == nil || len(good) <= 1 || store.Transient(err) {
 		return err
@@ -78,7 +83,7 @@ func applyRead(ctx context.Context, pool *pgxpool.Pool, events []event) error {
 			}
 		}
 		b := &pgx.Batch{}
-		queueDone(b, events, errs)
+		queueDone(b, events, errs, contacts)
 		return tx.SendBatch(ctx, b).Close()
 	})
 }
@@ -113,32 +118,37 @@ func readEvents(ctx context.Context, pool *pgxpool.Pool, ids []int64) ([]event, 
 	return events, nil
 }
 
-// markDone records what a job did with events: processed, or dead with the reason.
-// Events already finished are left alone; the attempt is counted here, there being no
-// claim.
+// markDone records what a job did with events: processed, or dead with the reason,
+// and the contact where the event was read. Events already finished are left alone;
+// the attempt is counted here, there being no claim.
 const markDone = `
 UPDATE inbound_events e
 SET state        = o.state,
     attempts     = e.attempts + 1,
     processed_at = CASE WHEN o.state = 'processed' THEN clock_timestamp() END,
-    last_error   = NULLIF(o.last_error, '')
-FROM unnest($1::bigint[], $2::text[], $3::text[]) AS o(id, state, last_error)
+    last_error   = NULLIF(o.last_error, ''),
+    contact      = COALESCE(NULLIF(o.contact, ''), e.contact)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS o(id, state, last_error, contact)
 WHERE e.id = o.id AND e.state IN ('pending', 'processing')`
 
 // queueDone queues markDone for events: processed where errs[i] is nil, dead with
 // the error where it is permanent (others stay as they are, for the job's retry).
-func queueDone(b *pgx.Batch, events []event, errs []error) {
+// contacts[i] is event i's contact, "" where it was not read.
+func queueDone(b *pgx.Batch, events []event, errs []error, contacts []string) {
 	var ids []int64
-	var states, lastErrors []string
+	var states, lastErrors, cs []string
 	for i, ev := range events {
 		switch {
 		case errs[i] == nil:
 			ids, states, lastErrors = append(ids, ev.ID), append(states, "processed"), append(lastErrors, "")
 		case isPermanent(errs[i]):
 			ids, states, lastErrors = append(ids, ev.ID), append(states, "dead"), append(lastErrors, errs[i].Error())
+		default:
+			continue
 		}
+		cs = append(cs, contacts[i])
 	}
-	b.Queue(markDone, ids, states, lastErrors)
+	b.Queue(markDone, ids, states, lastErrors, cs)
 }
 
 // isPermanent: the normalizer said so, or Postgres refused the data itself.

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestApplyEvents: what another queue's job does with event ids (the River baseline):
 // the events' messages and statuses are written, each event is marked processed with
-// one attempt, an event whose payload can never apply is dead without costing the
+// one attempt and its contact (as inboxd's finish records it), an event whose payload can never apply is dead without costing the
 // others, and applying the same ids again changes nothing.
 func TestApplyEvents(t *testing.T) {
 	t.Parallel()
@@ -45,13 +45,13 @@ SELECT 'generic', 'evt-' || n, payload::jsonb FROM unnest($1::text[]) WITH ORDIN
 	}
 	var got string
 	err = pool.QueryRow(ctx, `
-SELECT string_agg(state || '/' || attempts, ' ' ORDER BY id) || ' | ' ||
+SELECT string_agg(state || '/' || attempts || '/' || COALESCE(contact, '-'), ' ' ORDER BY id) || ' | ' ||
        (SELECT string_agg(provider_message_id || '/' || status, ' ' ORDER BY provider_message_id) FROM messages)
 FROM inbound_events`).Scan(&got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "processed/1 processed/1 processed/1 dead/1 | m-1/read m-2/received"; got != want {
+	if want := "processed/1/+15552223333 processed/1/- processed/1/+15552223333 dead/1/- | m-1/read m-2/received"; got != want {
 		t.Errorf("after applying twice: %s, want %s", got, want)
 	}
 	var lastErr string
