@@ -15,8 +15,9 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestApplyEvents: what another queue's job does with event ids (the River baseline):
 // the events' messages and statuses are written, each event is marked processed with
-// one attempt and its contact (as inboxd's finish records it), an event whose payload can never apply is dead without costing the
-// others, and applying the same ids again changes nothing.
+// one attempt and its contact (as inboxd's finish records it), an event whose payload
+// can never apply is dead without costing the others, and applying the same ids
+// again changes nothing.
 func TestApplyEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

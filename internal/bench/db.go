@@ -50,13 +50,13 @@ func CreateDatabase(ctx context.Context, server, name string) (string, *pgxpool.
 // The system under test is already running, and its first sweeps may lock the same
 // tables in another order than the TRUNCATE (seen: the outbound deliveries' claim
 // held changes and waited for messages, which the TRUNCATE held while it waited for
-// changes): Postgres then cancels one of the two as a deadlock. The TRUNCATE changed nothing when it is the one
-// cancelled, so it is tried again (as is any error store.Transient calls
-// transient).
+// changes): Postgres then cancels one of the two as a deadlock. The TRUNCATE changed
+// nothing when it is the one cancelled, so it is tried again, as after any error
+// store.Transient calls transient.
 func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 	var err error
 	for range 5 {
-		if err = reset(ctx, pool); err == nil || !store.Transient(err) {
+		if err = reset(ctx, pool); !store.Transient(err) {
 			break
 		}
 	}
