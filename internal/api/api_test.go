@@ -60,8 +60,9 @@ func openAPI(t testing.TB) validator.Validator {
 
 // testAPI is the whole router over a real database, with a running processor.
 type testAPI struct {
-	url  string
-	pool *pgxpool.Pool
+	url    string
+	pool   *pgxpool.Pool
+	router http.Handler
 }
 
 func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
@@ -85,12 +86,13 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 		wg.Go(func() { deliverer.Run(ctx) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	srv := httptest.NewServer(NewRouter(Deps{
+	router := NewRouter(Deps{
 		Eraser: eraser, Changes: hub, Pool: pool, Deliveries: &Deliveries{AllowPrivate: true, Wake: deliverer.Wake}, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
 		APITokens: []string{readToken}, AdminTokens: []string{adminToken}, Log: zap.NewNop(),
-	}))
+	})
+	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
-	return &testAPI{url: srv.URL, pool: pool}
+	return &testAPI{url: srv.URL, pool: pool, router: router}
 }
 
 // call sends a request and checks the response against openapi.yaml: any response

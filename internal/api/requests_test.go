@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -235,5 +236,63 @@ func TestReadyzReportsAMisconfiguredPooler(t *testing.T) {
 	lost.Store(true)
 	if ok, parts := r.Check(context.Background()); ok || parts["database"] != "misconfigured" {
 		t.Errorf("with statements lost: ready = %v %v, want not ready, database misconfigured", ok, parts)
+	}
+}
+
+// TestUnknownQueryParameters: a misspelt or unknown query parameter is a 400 that
+// names it and the parameters the endpoint takes, not a list answered as if there
+// were no filter; known ones, a "+" sent unencoded included, still work; and a caller
+// without a token learns nothing of the parameters (401 first).
+func TestUnknownQueryParameters(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	a.seed(t, 2, 1)
+	for _, c := range []struct {
+		path, token string
+		status      int
+		want        []string // in the body
+	}{
+		{"/v1/conversations?contct=%2B15550000001", readToken, 400, []string{`unknown parameter \"contct\"`, "GET /v1/conversations takes limit, cursor, provider, contact, since"}},
+		{"/v1/conversations?contact=+15550000001&limit=5", readToken, 200, nil},
+		{"/v1/conversations/1?limit=5", readToken, 400, []string{`\"limit\"`, "takes no query parameters"}},
+		{"/v1/conversations/1/messages?orderby=desc", readToken, 400, []string{`\"orderby\"`, "limit, cursor, order"}},
+		{"/v1/events?stat=dead", adminToken, 400, []string{`\"stat\"`, "state"}},
+		{"/v1/events?b=1&a=2&state=dead", adminToken, 400, []string{`unknown parameter \"a\", \"b\";`}},
+		{"/v1/events?state=dead", adminToken, 200, nil},
+		{"/v1/conversations?contct=x", "", 401, nil},
+	} {
+		status, body := a.get(t, c.path, c.token)
+		if status != c.status {
+			t.Errorf("GET %s = %d %s, want %d", c.path, status, body, c.status)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(body), w) {
+				t.Errorf("GET %s = %s, want it to say %s", c.path, body, w)
+			}
+		}
+	}
+	if status, body := a.call(t, "POST", "/v1/events/replay?state=dead&limt=5", adminToken, nil); status != 400 || !strings.Contains(string(body), `\"limt\"`) {
+		t.Errorf("POST /v1/events/replay?limt=5 = %d %s, want 400 naming limt", status, body)
+	}
+}
+
+// TestQueryParamsCoverRoutes: every /v1 route is an operation of openapi.yaml, so
+// knownQuery checks every one (it lets through what the document does not describe).
+func TestQueryParamsCoverRoutes(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	n := 0
+	err := chi.Walk(a.router.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		if strings.HasPrefix(route, "/v1/") {
+			n++
+			if _, ok := queryParams[method+" "+route]; !ok {
+				t.Errorf("%s %s is not in openapi.yaml: knownQuery would not check its parameters", method, route)
+			}
+		}
+		return nil
+	})
+	if err != nil || n < 20 {
+		t.Fatalf("walked %d /v1 routes (%v), want them all", n, err)
 	}
 }
