@@ -258,6 +258,8 @@ func TestUnknownQueryParameters(t *testing.T) {
 		{"/v1/conversations/1/messages?orderby=desc", readToken, 400, []string{`\"orderby\"`, "limit, cursor, order"}},
 		{"/v1/events?stat=dead", adminToken, 400, []string{`\"stat\"`, "state"}},
 		{"/v1/events?b=1&a=2&state=dead", adminToken, 400, []string{`unknown parameter \"a\", \"b\";`}},
+		{"/v1/events?g=1&f=1&e=1&d=1&c=1&b=1&a=1", adminToken, 400, []string{`\"a\", \"b\", \"c\", \"d\", \"e\", …;`}},
+		{"/v1/events?" + strings.Repeat("x", 100) + "=1", adminToken, 400, []string{`\"` + strings.Repeat("x", 64) + `…\";`}},
 		{"/v1/events?state=dead", adminToken, 200, nil},
 		{"/v1/conversations?contct=x", "", 401, nil},
 	} {

@@ -32,10 +32,14 @@ const (
 // the internal share of them, or every route (NewRouters).
 func routes(r chi.Router, d Deps, which routeSet) {
 	public, internal := which != internalRoutes, which != publicRoutes
-	read := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", d.name("API_TOKENS")+" (or "+d.name("ADMIN_TOKENS")+")")
-	admin := requireToken(d.AdminTokens, "admin", d.name("ADMIN_TOKENS"))
+	// Every /v1 route checks its token, then its query's parameter names (knownQuery),
+	// in that order: a stranger learns nothing of the parameters.
+	known := knownQuery(d.Log)
+	readToken := requireToken(append(append([]string{}, d.APITokens...), d.AdminTokens...), "API", d.name("API_TOKENS")+" (or "+d.name("ADMIN_TOKENS")+")")
+	adminToken := requireToken(d.AdminTokens, "admin", d.name("ADMIN_TOKENS"))
+	read := func(h http.Handler) http.Handler { return readToken(known(h)) }
+	admin := func(h http.Handler) http.Handler { return adminToken(known(h)) }
 	api := middleware.Timeout(10 * time.Second)
-	known := knownQuery(d.Log) // after the token: a stranger learns nothing of the parameters
 	log := d.Log
 
 	r.Get("/healthz", healthz)
@@ -52,40 +56,40 @@ func routes(r chi.Router, d Deps, which routeSet) {
 				r.Get(hook.Path, hook.Handshake)
 			}
 		}
-		r.With(api, read, known).Get("/v1/conversations", listConversations(d.ReadPool, log))
-		r.With(api, read, known).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
-		r.With(api, read, known).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
+		r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, log))
+		r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
+		r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
 		if d.Changes != nil {
 			// No 10 s timeout: a long poll waits up to a minute, a stream for ever.
-			r.With(read, known).Get("/v1/changes", listChanges(d.Pool, d.Changes, log))
-			r.With(read, known).Get("/v1/changes/stream", streamChanges(d.Pool, d.Changes, log))
+			r.With(read).Get("/v1/changes", listChanges(d.Pool, d.Changes, log))
+			r.With(read).Get("/v1/changes/stream", streamChanges(d.Pool, d.Changes, log))
 		}
 	}
 	if internal {
-		r.With(api, admin, known).Get("/v1/events", listEvents(d.Pool, log))
-		r.With(api, admin, known).Post("/v1/events/replay", replayEvents(d.Pool, log))
-		r.With(api, admin, known).Get("/v1/events/{id}", getEvent(d.Pool, log))
-		r.With(api, admin, known).Post("/v1/events/{id}/replay", replayEvent(d.Pool, log))
-		r.With(api, admin, known).Get("/v1/stats", stats(d.Pool, log))
+		r.With(api, admin).Get("/v1/events", listEvents(d.Pool, log))
+		r.With(api, admin).Post("/v1/events/replay", replayEvents(d.Pool, log))
+		r.With(api, admin).Get("/v1/events/{id}", getEvent(d.Pool, log))
+		r.With(api, admin).Post("/v1/events/{id}/replay", replayEvent(d.Pool, log))
+		r.With(api, admin).Get("/v1/stats", stats(d.Pool, log))
 		if d.Eraser != nil {
-			r.With(api, admin, known).Post("/v1/erasures", startErasure(d.Eraser, log))
-			r.With(api, admin, known).Get("/v1/erasures/{id}", getErasure(d.Eraser, log))
+			r.With(api, admin).Post("/v1/erasures", startErasure(d.Eraser, log))
+			r.With(api, admin).Get("/v1/erasures/{id}", getErasure(d.Eraser, log))
 			// No 10 s timeout: an export streams for as long as the contact's history takes.
-			r.With(admin, known).Get("/v1/contacts/{address}/export", exportContact(d.Pool, d.Eraser, log))
+			r.With(admin).Get("/v1/contacts/{address}/export", exportContact(d.Pool, d.Eraser, log))
 		}
 		if d.Console != nil {
 			// Its own login, sessions and CSRF tokens (internal/console).
 			r.Mount("/console", d.Console)
 		}
 		if dl := d.Deliveries; dl != nil {
-			r.With(api, admin, known).Post("/v1/subscriptions", createSubscription(d.Pool, dl.AllowPrivate, dl.Wake, log))
-			r.With(api, admin, known).Get("/v1/subscriptions", listSubscriptions(d.Pool, log))
-			r.With(api, admin, known).Get("/v1/subscriptions/{id}", getSubscription(d.Pool, log))
-			r.With(api, admin, known).Delete("/v1/subscriptions/{id}", deleteSubscription(d.Pool, log))
-			r.With(api, admin, known).Post("/v1/subscriptions/{id}/pause", pauseSubscription(d.Pool, log))
-			r.With(api, admin, known).Post("/v1/subscriptions/{id}/resume", resumeSubscription(d.Pool, dl.Wake, log))
-			r.With(api, admin, known).Post("/v1/subscriptions/{id}/replay", replaySubscription(d.Pool, dl.Wake, log))
-			r.With(api, admin, known).Get("/v1/subscriptions/{id}/deliveries", listDeliveries(d.Pool, log))
+			r.With(api, admin).Post("/v1/subscriptions", createSubscription(d.Pool, dl.AllowPrivate, dl.Wake, log))
+			r.With(api, admin).Get("/v1/subscriptions", listSubscriptions(d.Pool, log))
+			r.With(api, admin).Get("/v1/subscriptions/{id}", getSubscription(d.Pool, log))
+			r.With(api, admin).Delete("/v1/subscriptions/{id}", deleteSubscription(d.Pool, log))
+			r.With(api, admin).Post("/v1/subscriptions/{id}/pause", pauseSubscription(d.Pool, log))
+			r.With(api, admin).Post("/v1/subscriptions/{id}/resume", resumeSubscription(d.Pool, dl.Wake, log))
+			r.With(api, admin).Post("/v1/subscriptions/{id}/replay", replaySubscription(d.Pool, dl.Wake, log))
+			r.With(api, admin).Get("/v1/subscriptions/{id}/deliveries", listDeliveries(d.Pool, log))
 		}
 	}
 
