@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -296,5 +297,46 @@ func TestQueryParamsCoverRoutes(t *testing.T) {
 	})
 	if err != nil || n < 20 {
 		t.Fatalf("walked %d /v1 routes (%v), want them all", n, err)
+	}
+}
+
+// TestMustQueryParams: an operation's query parameters are its own and its path
+// item's, written in full or as a $ref to components; path parameters and the path
+// item's other keys are not operations' parameters.
+func TestMustQueryParams(t *testing.T) {
+	t.Parallel()
+	doc := `
+paths:
+  /v1/things/{id}:
+    summary: not an operation
+    parameters:
+      - {name: id, in: path}
+      - {name: trace, in: query}
+    get:
+      parameters:
+        - $ref: '#/components/parameters/limit'
+        - {name: order, in: query}
+    delete: {}
+  /v1/other:
+    post:
+      parameters:
+        - {name: x-key, in: header}
+components:
+  parameters:
+    limit: {name: limit, in: query}
+`
+	got := mustQueryParams([]byte(doc))
+	want := map[string][]string{
+		"GET /v1/things/{id}":    {"trace", "limit", "order"},
+		"DELETE /v1/things/{id}": {"trace"},
+		"POST /v1/other":         {},
+	}
+	if len(got) != len(want) {
+		t.Errorf("operations %v, want %v", got, want)
+	}
+	for op, names := range want {
+		if !slices.Equal(got[op], names) {
+			t.Errorf("%s takes %q, want %q", op, got[op], names)
+		}
 	}
 }
