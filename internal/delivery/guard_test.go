@@ -134,6 +134,7 @@ func FuzzClassify(f *testing.F) {
 	f.Add(503, "120", []byte("busy"))
 	f.Add(429, "Wed, 21 Oct 2015 07:28:00 GMT", []byte{0xff, 0xfe})
 	f.Add(200, "", []byte(nil))
+	f.Add(503, "10000000000", []byte(nil)) // more seconds than a Duration holds
 	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte) {
 		if len(body) > responseCap {
 			body = body[:responseCap]

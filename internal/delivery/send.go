@@ -184,7 +184,9 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
+		// Past the cap the value no longer matters, and more seconds than a Duration
+		// holds would wrap around to a negative one.
+		return time.Duration(min(s, int(maxRetryAfter/time.Second)+1)) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
 		return t.Sub(now)
