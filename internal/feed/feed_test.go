@@ -277,3 +277,23 @@ func TestReadPlans(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseCursor: any text is refused or read without a panic, and a cursor it reads
+// is one a consumer could have been handed: its own String reads back to it.
+func FuzzParseCursor(f *testing.F) {
+	for _, s := range []string{"", "12.34", "0.0", "1.-2", "18446744073709551615.9223372036854775807", "1.+2", strings.Repeat("9", 30)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCursor(s)
+		if err != nil {
+			return
+		}
+		if c.Seq < 0 {
+			t.Fatalf("ParseCursor(%q) = %+v: a negative sequence", s, c)
+		}
+		if back, err := ParseCursor(c.String()); err != nil || back != c {
+			t.Fatalf("ParseCursor(%q) = %+v, whose String %q reads back as %+v, %v", s, c, c.String(), back, err)
+		}
+	})
+}

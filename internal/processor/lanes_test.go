@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -261,4 +262,30 @@ func TestABacklogLeavesWorkersFree(t *testing.T) {
 	if limit := int32(claimers(8)) + 1; most > limit || most < 2 {
 		t.Errorf("at most %d workers claimed at once during a 3,000-event backlog; want 2 to %d of 8", most, limit)
 	}
+}
+
+// FuzzParseLaneWeights: any setting is refused or read without a panic; what is read
+// has every weight within bounds and writes back (lane=weight, comma-separated) to
+// the same weights.
+func FuzzParseLaneWeights(f *testing.F) {
+	for _, s := range []string{"", "meta/100000000000001=4,twilio/+15550001111=2", "a=b=3", "x=0", "x=101", "x=1,x=2", " , "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		w, err := ParseLaneWeights(s)
+		if err != nil {
+			return
+		}
+		var pairs []string
+		for lane, n := range w {
+			if n < 1 || n > MaxLaneWeight || lane == "" {
+				t.Fatalf("ParseLaneWeights(%q) = %v: lane %q weighs %d", s, w, lane, n)
+			}
+			pairs = append(pairs, fmt.Sprintf("%s=%d", lane, n))
+		}
+		back, err := ParseLaneWeights(strings.Join(pairs, ","))
+		if err != nil || !maps.Equal(back, w) {
+			t.Fatalf("ParseLaneWeights(%q) = %v, written back as %q reads %v, %v", s, w, strings.Join(pairs, ","), back, err)
+		}
+	})
 }
