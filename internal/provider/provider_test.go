@@ -23,3 +23,25 @@ func TestLane(t *testing.T) {
 		}
 	}
 }
+
+// FuzzE164: any address is read without a panic into what it is stored and searched
+// as, which is stable (a stored address normalized again is itself, so a search for
+// it finds it) and is either the trimmed text or "+" and 7 to 15 digits.
+func FuzzE164(f *testing.F) {
+	for _, s := range []string{"+1 (555) 222-3333", "15552223333", " +44.20.7946.0958 ", "whatsapp:+15552223333", "+", "123456", "1234567890123456", "++15552223333", "1+5552223333"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := E164(s)
+		if again := E164(got); again != got {
+			t.Fatalf("E164(%q) = %q, but E164(%q) = %q", s, got, got, again)
+		}
+		if got == strings.TrimSpace(s) {
+			return
+		}
+		digits := strings.TrimPrefix(got, "+")
+		if len(digits) == len(got) || len(digits) < 7 || len(digits) > 15 || strings.Trim(digits, "0123456789") != "" {
+			t.Fatalf("E164(%q) = %q: neither the text nor a phone number", s, got)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,5 +141,44 @@ func TestIsRedacted(t *testing.T) {
 	}
 	if _, ok := (&Policy{}).Hashed("x"); ok {
 		t.Error("Hashed without a key = ok")
+	}
+}
+
+// FuzzParseRule: any rule text is refused or read without a panic; a rule read names
+// a provider, one of the three actions and a selector, whose segments escaped again
+// (RFC 6901) read back to the same segments.
+func FuzzParseRule(f *testing.F) {
+	for _, s := range []string{"twilio:FromZip=remove", "generic:/data/contact=hash", "meta:/entry/*/changes/*/value/contacts/*/profile/name=mask",
+		"generic:/a~1b/~0c~01=mask", ":x=mask", "generic:=mask", "generic:/x=drop", "generic:/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRule(s)
+		if err != nil {
+			return
+		}
+		if r.Provider == "" || len(r.Path) == 0 || (r.Action != Remove && r.Action != Mask && r.Action != Hash) {
+			t.Fatalf("ParseRule(%q) = %+v", s, r)
+		}
+		escaped := make([]string, len(r.Path))
+		for i, seg := range r.Path {
+			escaped[i] = strings.ReplaceAll(strings.ReplaceAll(seg, "~", "~0"), "/", "~1")
+		}
+		if back := Pointer("/" + strings.Join(escaped, "/")); !slices.Equal(back, r.Path) {
+			t.Fatalf("ParseRule(%q) has segments %q, escaped again they read %q", s, r.Path, back)
+		}
+	})
+}
+
+// TestPointer: RFC 6901's examples (§5), and its §4 order of unescaping: "~01" is
+// "~1", not "/".
+func TestPointer(t *testing.T) {
+	for in, want := range map[string][]string{
+		"/foo": {"foo"}, "/foo/0": {"foo", "0"}, "/": {""}, "/a~1b": {"a/b"}, "/m~0n": {"m~n"}, "/ ": {" "},
+		"/~01": {"~1"}, "/a~1b/~0c~01": {"a/b", "~c~1"}, "FromZip": {"FromZip"},
+	} {
+		if got := Pointer(in); !slices.Equal(got, want) {
+			t.Errorf("Pointer(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
