@@ -186,7 +186,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
 		// Past the cap the value no longer matters, and more seconds than a Duration
 		// holds would wrap around to a negative one.
-		return time.Duration(min(s, int(maxRetryAfter/time.Second)+1)) * time.Second
+		return time.Duration(min(s, int(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
 		return t.Sub(now)

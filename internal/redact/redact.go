@@ -83,6 +83,12 @@ func Pointer(selector string) []string {
 	return segs
 }
 
+// escape writes a key as a pointer segment (RFC 6901): the inverse of Pointer's
+// unescaping.
+func escape(key string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
+}
+
 // NewPolicy checks the rules against what each provider's payload cannot do without
 // (protect, by provider) and returns the policy; key is the hash action's key (a rule
 // that hashes needs one). Every refused rule is reported.
@@ -172,7 +178,7 @@ func (p *Policy) apply(v any, path []string, action, at string, changed *[]strin
 			if seg != "*" && seg != k {
 				continue
 			}
-			here := at + "/" + strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
+			here := at + "/" + escape(k)
 			if len(rest) > 0 {
 				node[k] = p.apply(child, rest, action, here, changed)
 				continue

@@ -162,7 +162,7 @@ func FuzzParseRule(f *testing.F) {
 		}
 		escaped := make([]string, len(r.Path))
 		for i, seg := range r.Path {
-			escaped[i] = strings.ReplaceAll(strings.ReplaceAll(seg, "~", "~0"), "/", "~1")
+			escaped[i] = escape(seg)
 		}
 		if back := Pointer("/" + strings.Join(escaped, "/")); !slices.Equal(back, r.Path) {
 			t.Fatalf("ParseRule(%q) has segments %q, escaped again they read %q", s, r.Path, back)
