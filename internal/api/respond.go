@@ -173,14 +173,16 @@ func respond(log *zap.Logger, h func(*http.Request) (any, error)) http.HandlerFu
 			respondErr(log, w, r, err)
 			return
 		}
+		status := http.StatusOK
 		if s, ok := v.(withStatus); ok && s.status == http.StatusNoContent {
 			w.WriteHeader(s.status)
 			return
 		} else if ok {
-			jsonhttp.Write(w, s.status, s.body)
-			return
+			status, v = s.status, s.body
 		}
-		jsonhttp.Write(w, http.StatusOK, v)
+		if err := jsonhttp.Write(w, status, v); err != nil {
+			log.Error("api response", zap.String("route", route(r)), zap.String("request_id", reqID(r)), zap.Error(err))
+		}
 	}
 }
 

@@ -5,14 +5,25 @@ package jsonhttp
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 )
 
-// Write sends v as JSON with the given status.
-func Write(w http.ResponseWriter, status int, v any) {
+// Write sends v as JSON with the given status. v is encoded before anything is
+// sent, so a value that cannot be encoded (a time past year 9999) is answered with
+// a 500 in the error shape instead of the status with an empty body; the error is
+// returned for the caller's log.
+func Write(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		Error(w, http.StatusInternalServerError, "internal",
+			"the response could not be encoded, which is a defect in inboxd; report it with this response's X-Request-Id")
+		return fmt.Errorf("encode a %d response: %w", status, err)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // the status is sent; a failed write means the client left
+	_, _ = w.Write(append(b, '\n')) // the status is sent; a failed write means the client left
+	return nil
 }
 
 // Error sends the error shape with a machine-readable code and a message that says
@@ -22,5 +33,5 @@ func Error(w http.ResponseWriter, status int, code, message string) {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	}
-	Write(w, status, map[string]body{"error": {Code: code, Message: message}})
+	_ = Write(w, status, map[string]body{"error": {Code: code, Message: message}}) // strings always encode
 }

@@ -70,6 +70,15 @@ type Status struct {
 // payloads carry none (Twilio).
 type Normalizer func(payload []byte, receivedAt time.Time) (Normalized, error)
 
+// InRange says whether a provider's time can be stored and written back: the API
+// writes times as RFC 3339, whose years run from 0000 to 9999, and reads stored times
+// in UTC. A time outside it (year 10000, or 9999-12-31T23:59-23:59) would leave every
+// list holding its message unwritable, so normalizers never pass one on.
+func InRange(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
+}
+
 // NullIfEmpty returns raw, or nil when it is empty or JSON null.
 func NullIfEmpty(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 || string(raw) == "null" {

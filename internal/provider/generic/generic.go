@@ -126,8 +126,8 @@ func read(raw []byte) (body, time.Time, error) {
 		return b, time.Time{}, fmt.Errorf("body is not JSON: %v", err)
 	}
 	at, err := time.Parse(time.RFC3339, b.Timestamp)
-	if err != nil {
-		return b, time.Time{}, fmt.Errorf("timestamp must be RFC 3339, got %q", b.Timestamp)
+	if err != nil || !provider.InRange(at) {
+		return b, time.Time{}, fmt.Errorf("timestamp must be an RFC 3339 time from year 0000 to 9999 in UTC, got %q", b.Timestamp)
 	}
 	if b.Data == nil || b.Data.MessageID == "" {
 		return b, at, fmt.Errorf("data.message_id is required")

@@ -44,6 +44,12 @@ func TestNormalize(t *testing.T) {
 			payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","contact":"+15552223333","status":"failed","error":{"code":30003}}}`,
 			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Contact: "+15552223333", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
 		},
+		{
+			name:    "the last second RFC 3339 can write",
+			payload: `{"type":"message.status","timestamp":"9999-12-31T23:59:59Z","data":{"message_id":"m-1","status":"read"}}`,
+			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Status: "read", At: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)}},
+		},
+		{name: "an offset carrying the time past year 9999", payload: `{"type":"message.status","timestamp":"9999-12-31T23:59:59-00:01","data":{"message_id":"m-1","status":"read"}}`, wantErr: provider.ErrPermanent},
 		{name: "not JSON", payload: `{`, wantErr: provider.ErrPermanent},
 		{name: "no message id", payload: `{"type":"message.received","data":{"channel":"c","contact":"k"}}`, wantErr: provider.ErrPermanent},
 		{name: "status without status", payload: `{"type":"message.status","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
@@ -68,6 +74,9 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"read"}}`))
 	f.Add([]byte(`{"type":"message.sent","data":{"message_id":"m","channel":"c","contact":"k","media":[{}]}}`))
 	f.Add([]byte(`[]`))
+	// RFC 3339 times whose offset carries them past year 9999, or before year 0, in UTC.
+	f.Add([]byte(`{"type":"message.received","timestamp":"9999-12-31T23:59:59-23:59","data":{"message_id":"m-1","channel":"+1","contact":"+2","text":"hi"}}`))
+	f.Add([]byte(`{"type":"message.status","timestamp":"0000-01-01T00:00:00+23:59","data":{"message_id":"m-1","status":"read"}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := generic.Normalize(payload, time.Unix(1764064800, 0))
 		providertest.CheckNormalized(t, n, err)

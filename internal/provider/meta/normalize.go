@@ -170,11 +170,15 @@ func rawField(raw json.RawMessage, name string) json.RawMessage {
 	return fields[name]
 }
 
-// unixOr parses Meta's unix-seconds string, falling back to def.
+// unixOr parses Meta's unix-seconds string, falling back to def when it is not a
+// time after 1970 that provider.InRange accepts.
 func unixOr(s string, def time.Time) time.Time {
 	sec, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || sec <= 0 {
 		return def
 	}
-	return time.Unix(sec, 0).UTC()
+	if t := time.Unix(sec, 0).UTC(); provider.InRange(t) {
+		return t
+	}
+	return def
 }

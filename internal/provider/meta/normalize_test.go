@@ -13,6 +13,10 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"contacts":[{"user_id":"US.1"}],"message":{"from_user_id":"US.1","id":"w2","type":"interactive","interactive":{"list_reply":{"id":"x","title":"y"}}}}`))
 	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"message":{"from":"1","id":"w3","type":"image","image":{"id":"m","mime_type":"image/jpeg"}}}`))
 	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"status":{"id":"w1","status":"read","timestamp":"1","errors":[{"code":1}]}}`))
+	// Times past year 9999 (the first a second after RFC 3339's last; the largest
+	// int64, which time.Unix wraps to a year before 0).
+	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"message":{"from":"1","id":"w4","timestamp":"253402300800","type":"text","text":{"body":"hi"}}}`))
+	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"status":{"id":"w1","status":"read","timestamp":"9223372036854775807"}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := meta.Normalize(payload, time.Unix(1764064800, 0))
 		providertest.CheckNormalized(t, n, err)
@@ -31,6 +35,27 @@ func TestStatusContact(t *testing.T) {
 		n, err := meta.Normalize([]byte(payload), time.Now())
 		if err != nil || n.Status == nil || n.Status.Contact != want {
 			t.Errorf("Normalize(%s) = %+v, %v; want contact %q", payload, n.Status, err, want)
+		}
+	}
+}
+
+// TestMessageTime: Meta's Unix seconds become the message time when they are a time
+// after 1970 the API can write back (years up to 9999); otherwise the receipt time.
+func TestMessageTime(t *testing.T) {
+	received := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	for timestamp, want := range map[string]time.Time{
+		"1749416383":          time.Unix(1749416383, 0).UTC(),
+		"253402300799":        time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC),
+		"253402300800":        received,
+		"9223372036854775807": received,
+		"0":                   received,
+		"-1":                  received,
+		"soon":                received,
+	} {
+		payload := `{"metadata":{"phone_number_id":"1"},"message":{"from":"1","id":"w","timestamp":"` + timestamp + `","type":"text","text":{"body":"hi"}}}`
+		n, err := meta.Normalize([]byte(payload), received)
+		if err != nil || n.Message == nil || !n.Message.SentAt.Equal(want) {
+			t.Errorf("timestamp %q: Normalize = %+v, %v; want sent at %v", timestamp, n.Message, err, want)
 		}
 	}
 }

@@ -117,4 +117,15 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
 	case n.Status != nil && (n.Status.MessageID == "" || n.Status.Status == ""):
 		t.Fatalf("status lacks a required field: %+v", n.Status)
 	}
+	// The API writes every time as RFC 3339, whose years have four digits: a time
+	// it cannot write would empty every list the message appears in.
+	var at time.Time
+	if n.Message != nil {
+		at = n.Message.SentAt
+	} else {
+		at = n.Status.At
+	}
+	if _, err := at.UTC().MarshalJSON(); err != nil { // stored, then read back in UTC
+		t.Fatalf("the time %v cannot be written as RFC 3339: %v", at, err)
+	}
 }

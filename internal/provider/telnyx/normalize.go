@@ -103,10 +103,11 @@ func content(msg *provider.Message, m message) *provider.Message {
 	return msg
 }
 
-// timeOr parses an RFC 3339 time, falling back to def.
+// timeOr parses an RFC 3339 time, falling back to def when it is not one or
+// provider.InRange refuses it.
 func timeOr(s string, def time.Time) time.Time {
 	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
+	if err != nil || !provider.InRange(t) {
 		return def
 	}
 	return t.UTC()

@@ -18,6 +18,7 @@ func FuzzNormalize(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"data":{"event_type":"message.received","payload":{"id":"x","from":{"phone_number":"a"},"to":[]}}}`))
+	f.Add([]byte(`{"data":{"event_type":"message.sent","payload":{"id":"x","from":{"phone_number":"a"},"to":[{"phone_number":"b"}],"sent_at":"9999-12-31T23:59:59-23:59"}}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := telnyx.Normalize(payload, time.Unix(1764064800, 0))
 		providertest.CheckNormalized(t, n, err)
