@@ -134,6 +134,7 @@ func TestGenericStatusCodes(t *testing.T) {
 		{"unknown type", "application/json", `{"type":"x","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m"}}`, key, 400, "malformed_payload", 0},
 		{"no message id", "application/json", `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"status":"read"}}`, key, 400, "malformed_payload", 0},
 		{"bad timestamp", "application/json", `{"type":"message.status","timestamp":"yesterday","data":{"message_id":"m","status":"read"}}`, key, 400, "malformed_payload", 0},
+		{"timestamp past year 9999 in UTC", "application/json", `{"type":"message.status","timestamp":"9999-12-31T23:59:59-01:00","data":{"message_id":"m","status":"read"}}`, key, 400, "malformed_payload", 0},
 		{"NUL that jsonb refuses is replaced, never refused", "application/json", strings.Replace(sampleGeneric("m"), `"hi"`, `"a\u0000b"`, 1), key, 200, "", 1},
 	}
 	for i, tt := range tests {
