@@ -213,6 +213,9 @@ func TestPrivacyCommands(t *testing.T) {
 	if err != nil || strings.Contains(out, "94105") || !strings.Contains(out, `"Body":"hi"`) || !strings.Contains(errOut, "/FromZip") {
 		t.Errorf("redact --check = %q, %q, %v; want FromZip removed by the defaults", out, errOut, err)
 	}
+	if _, _, err := cli(env, "redact", "--check", "--file", payload); !isUsage(err) || !strings.Contains(err.Error(), "a provider is required: one of generic, twilio") {
+		t.Errorf("redact --check without --provider = %v, want a usage error naming the providers", err)
+	}
 	masked := map[string]string{"DATABASE_URL": dbURL, "INBOX_REDACT": env["INBOX_REDACT"] + ",generic:/data/text=mask", "INBOX_REDACTION_KEY": env["INBOX_REDACTION_KEY"]}
 	before := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
 	for i, want := range []string{"rewrote 1 payloads", "rewrote 0 payloads"} { // the erased two are tombstones; then idempotent

@@ -73,7 +73,10 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	}
 	defer pool.Close()
 	cliErr := func(err error) error {
-		if errors.Is(err, delivery.ErrBadRequest) || errors.Is(err, delivery.ErrNotFound) {
+		switch {
+		case errors.Is(err, delivery.ErrNotFound):
+			return usageError{fmt.Errorf("%w (`inboxd subscriptions` lists them)", err)}
+		case errors.Is(err, delivery.ErrBadRequest):
 			return usageError{err}
 		}
 		return dbAdvice(err)

@@ -77,6 +77,10 @@ func TestSubscriptionsCommand(t *testing.T) {
 			t.Errorf("%v: %v %s, want exit 2 with a reason", args, err, out)
 		}
 	}
+	// A missing subscription points at the CLI's own list, not the API's.
+	if out, err := cli("subscriptions", "delete", "999999"); err == nil || !strings.Contains(err.Error(), "no subscription 999999 (`inboxd subscriptions` lists them)") {
+		t.Errorf("delete 999999: %v %s, want the reason and where the list is", err, out)
+	}
 	if out, err = cli("subscriptions", "replay", id, "--from", ""); err != nil {
 		t.Errorf("replay --from \"\": %v %s", err, out)
 	}

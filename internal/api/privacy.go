@@ -104,15 +104,18 @@ func (l *lazyJSON) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// privacyErr maps the privacy package's errors onto the API's.
-func privacyErr(err error) (int, string, bool) {
+// privacyErr maps the privacy and delivery packages' errors onto the API's: a
+// status, a code and the message.
+func privacyErr(err error) (int, string, string, bool) {
 	switch {
 	case errors.Is(err, privacy.ErrBadRequest), errors.Is(err, delivery.ErrBadRequest):
-		return http.StatusBadRequest, "bad_parameter", true
-	case errors.Is(err, privacy.ErrNotFound), errors.Is(err, delivery.ErrNotFound):
-		return http.StatusNotFound, "not_found", true
+		return http.StatusBadRequest, "bad_parameter", err.Error(), true
+	case errors.Is(err, delivery.ErrNotFound):
+		return http.StatusNotFound, "not_found", err.Error() + "; GET /v1/subscriptions lists them", true
+	case errors.Is(err, privacy.ErrNotFound):
+		return http.StatusNotFound, "not_found", err.Error(), true
 	}
-	return 0, "", false
+	return 0, "", "", false
 }
 
 // withStatus is a response with a status other than 200.

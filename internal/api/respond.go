@@ -32,8 +32,8 @@ type page[T any] struct {
 // respondErr maps an error to its status and the JSON error shape; unexpected errors
 // are logged once, here, with the request id.
 func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err error) {
-	if status, code, ok := privacyErr(err); ok {
-		jsonhttp.Error(w, status, code, err.Error())
+	if status, code, msg, ok := privacyErr(err); ok {
+		jsonhttp.Error(w, status, code, msg)
 		return
 	}
 	switch {

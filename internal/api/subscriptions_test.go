@@ -114,8 +114,8 @@ func TestSubscriptions(t *testing.T) {
 	if status, _ = a.call(t, "DELETE", path, adminToken, nil); status != 204 {
 		t.Errorf("DELETE = %d, want 204", status)
 	}
-	if status, _ = a.get(t, path, adminToken); status != 404 {
-		t.Errorf("GET after DELETE = %d, want 404", status)
+	if status, body = a.get(t, path, adminToken); status != 404 || !strings.Contains(string(body), "GET /v1/subscriptions lists them") {
+		t.Errorf("GET after DELETE = %d %s, want 404 saying where the list is", status, body)
 	}
 	if status, _ = a.call(t, "POST", path+"/pause", adminToken, nil); status != 404 {
 		t.Errorf("pause after DELETE = %d, want 404", status)

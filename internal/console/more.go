@@ -111,7 +111,7 @@ func (c *console) deliveries(w http.ResponseWriter, r *http.Request) {
 func (c *console) deliveryFail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, delivery.ErrNotFound):
-		c.fail(w, r, nil, http.StatusNotFound, err.Error())
+		c.fail(w, r, nil, http.StatusNotFound, err.Error()+"; the Subscriptions page lists them")
 	case errors.Is(err, delivery.ErrBadRequest):
 		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
 	default:

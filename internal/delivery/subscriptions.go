@@ -124,11 +124,13 @@ func Get(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error
 	return s, nil
 }
 
+// one reads one subscription; a missing one is ErrNotFound, and each caller (API,
+// CLI, console) says where its user finds the list.
 func one(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (Subscription, error) {
 	rows, _ := pool.Query(ctx, sql, args...)
 	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return s, fmt.Errorf("%w: no subscription %v; GET /v1/subscriptions lists them", ErrNotFound, args[0])
+		return s, fmt.Errorf("%w: no subscription %v", ErrNotFound, args[0])
 	}
 	if err != nil {
 		return s, fmt.Errorf("subscription %v: %w", args[0], err)
@@ -157,7 +159,7 @@ func Delete(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 		return fmt.Errorf("delete subscription %d: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: no subscription %d; GET /v1/subscriptions lists them", ErrNotFound, id)
+		return fmt.Errorf("%w: no subscription %d", ErrNotFound, id)
 	}
 	return nil
 }

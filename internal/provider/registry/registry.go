@@ -42,6 +42,9 @@ func Lookup(name string) (*provider.Provider, error) {
 			return p, nil
 		}
 	}
+	if name == "" {
+		return nil, fmt.Errorf("a provider is required: one of %s", strings.Join(Names(), ", "))
+	}
 	return nil, fmt.Errorf("unknown provider %q: want one of %s", name, strings.Join(Names(), ", "))
 }
 
