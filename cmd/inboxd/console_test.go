@@ -397,7 +397,7 @@ func TestConsoleRoles(t *testing.T) {
 	if status, body, _ := page(t, admin, base+"/console/events?external_id=evt-console"); status != 400 || !strings.Contains(body, "choose the provider too") {
 		t.Errorf("an external id without a provider: %d, want 400 saying what to do", status)
 	}
-	if status, body, _ := page(t, admin, base+"/console/subscriptions/999999/deliveries"); status != 404 || !strings.Contains(body, "no subscription 999999; the Subscriptions page lists them") {
+	if status, body, _ := page(t, admin, base+"/console/subscriptions/999999/deliveries"); status != 404 || !strings.Contains(body, "subscription 999999: not found; the Subscriptions page lists them") {
 		t.Errorf("a missing subscription's deliveries: %d, want 404 saying where the list is", status)
 	}
 	// The filters a URL must not carry are POSTed: a contact (in any spelling),

@@ -78,7 +78,7 @@ func TestSubscriptionsCommand(t *testing.T) {
 		}
 	}
 	// A missing subscription points at the CLI's own list, not the API's.
-	if out, err := cli("subscriptions", "delete", "999999"); err == nil || !strings.Contains(err.Error(), "no subscription 999999 (`inboxd subscriptions` lists them)") {
+	if out, err := cli("subscriptions", "delete", "999999"); err == nil || !strings.Contains(err.Error(), "subscription 999999: not found (`inboxd subscriptions` lists them)") {
 		t.Errorf("delete 999999: %v %s, want the reason and where the list is", err, out)
 	}
 	if out, err = cli("subscriptions", "replay", id, "--from", ""); err != nil {

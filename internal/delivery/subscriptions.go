@@ -130,7 +130,7 @@ func one(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (Subs
 	rows, _ := pool.Query(ctx, sql, args...)
 	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return s, fmt.Errorf("%w: no subscription %v", ErrNotFound, args[0])
+		return s, fmt.Errorf("subscription %v: %w", args[0], ErrNotFound)
 	}
 	if err != nil {
 		return s, fmt.Errorf("subscription %v: %w", args[0], err)
@@ -159,7 +159,7 @@ func Delete(ctx context.Context, pool *pgxpool.Pool, id int64) error {
 		return fmt.Errorf("delete subscription %d: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: no subscription %d", ErrNotFound, id)
+		return fmt.Errorf("subscription %d: %w", id, ErrNotFound)
 	}
 	return nil
 }

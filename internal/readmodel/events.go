@@ -63,7 +63,7 @@ func list[T any](ctx context.Context, pool *pgxpool.Pool, what string, to pgx.Ro
 }
 
 // ErrNoEvent: no event has that id.
-var ErrNoEvent = errors.New("no such event")
+var ErrNoEvent = errors.New("not found")
 
 // FindEvent returns one event with its payload and kept headers.
 func FindEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (Event, error) {
