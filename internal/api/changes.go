@@ -33,7 +33,7 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 	page := respond(log, func(r *http.Request) (any, error) {
 		after, err := feed.ParseCursor(r.URL.Query().Get("after"))
 		if err != nil {
-			return nil, badParam("after = %q: %v", clip(r.URL.Query().Get("after")), err)
+			return nil, badParam("after must be a change id or a next_cursor this API returned, got %q; start again without it", clip(r.URL.Query().Get("after")))
 		}
 		limit, err := limitParam(r)
 		if err != nil {

@@ -119,9 +119,13 @@ func TestChangeFeed(t *testing.T) {
 		t.Errorf("stream events after %s = %v", firstID, events)
 	}
 
-	for _, bad := range []string{"/v1/changes?after=nonsense", "/v1/changes?wait=5m", "/v1/changes?wait=soon"} {
-		if status, body := a.get(t, bad, readToken); status != 400 {
-			t.Errorf("%s = %d %s, want 400", bad, status, body)
+	for bad, reason := range map[string]string{
+		"/v1/changes?after=nonsense": `after must be a change id or a next_cursor this API returned, got \"nonsense\"`,
+		"/v1/changes?wait=5m":        "wait must be a duration from 0s to 60s",
+		"/v1/changes?wait=soon":      "wait must be a duration from 0s to 60s",
+	} {
+		if status, body := a.get(t, bad, readToken); status != 400 || !strings.Contains(string(body), reason) {
+			t.Errorf("%s = %d %s, want 400 saying %s", bad, status, body, reason)
 		}
 	}
 	if status, _ := a.get(t, "/v1/changes", ""); status != 401 {
