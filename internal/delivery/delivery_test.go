@@ -386,6 +386,17 @@ func TestDeliversTheMessageAsChanged(t *testing.T) {
 	}
 }
 
+// TestCreateChecksTypesFirst: a misspelt type is named even when the URL's host
+// would not resolve; the check needs no lookup (.invalid never resolves, RFC 6761).
+func TestCreateChecksTypesFirst(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	_, err := Create(context.Background(), pool, "https://crm.invalid/hooks", []string{"message.creatd"}, false)
+	if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), `"message.creatd" is not a change type`) {
+		t.Errorf("Create with a misspelt type = %v, want the type named", err)
+	}
+}
+
 // TestPrivateAddressesRefused: without AllowPrivate, a subscription of a loopback
 // URL is refused when made, and a delivery whose address turned private (a URL
 // stored before, or a DNS name that now resolves to one) is refused when sent, dead

@@ -87,11 +87,13 @@ RETURNING ` + subscriptionColumns
 // Create makes a subscription of url to the given change types, with a new secret.
 // The URL must be public unless allowPrivate (CheckURL).
 func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string, allowPrivate bool) (Subscription, error) {
-	if err := CheckURL(ctx, url, allowPrivate); err != nil {
-		return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
+	// The types first: a misspelt type is the caller's to fix whatever the URL's DNS
+	// says, and checking it costs no lookup.
 	if err := checkTypes(types); err != nil {
 		return Subscription{}, err
+	}
+	if err := CheckURL(ctx, url, allowPrivate); err != nil {
+		return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	types = slices.Compact(slices.Sorted(slices.Values(types)))
 	rows, _ := pool.Query(ctx, createSubscription, url, types, newSecret())
