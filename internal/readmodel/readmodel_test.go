@@ -96,6 +96,7 @@ func TestFiltersNameTheValidValues(t *testing.T) {
 		{EventFilter{ExternalID: "SM123", Limit: 1}.Validate(), "choose the provider too"},
 		{EventFilter{Error: "boom", HasError: true, State: "processed", Limit: 1}.Validate(), "choose the state dead too"},
 		{ReplayFilter{State: "pending", Limit: 1}.Validate(), "dead or processed"},
+		{ReplayFilter{Limit: 1}.Validate(), "state is required: dead or processed"},
 		{ReplayFilter{State: "dead", Limit: MaxReplay + 1}.Validate(), "from 1 to"},
 		{CheckProvider("nope"), "generic, twilio"},
 	} {

@@ -26,6 +26,9 @@ type ReplayFilter struct {
 
 // Validate checks a replay filter; the API and the CLI call it before anything else.
 func (f ReplayFilter) Validate() error {
+	if f.State == "" {
+		return fmt.Errorf("%w: state is required: %s (the events a bulk replay requeues)", ErrBadFilter, strings.Join(ReplayableStates, " or "))
+	}
 	if !slices.Contains(ReplayableStates, f.State) {
 		return fmt.Errorf("%w: only %s events can be replayed, got %q", ErrBadFilter, strings.Join(ReplayableStates, " or "), quoted(f.State))
 	}
