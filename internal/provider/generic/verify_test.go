@@ -218,3 +218,49 @@ func TestSenders(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseKeys: a configured value is refused, or is exactly one key of the size
+// its scheme needs, named after a sender the stored provider name can carry; and a
+// whsec_ secret it takes verifies what Signature signs with the same text.
+func FuzzParseKeys(f *testing.F) {
+	f.Add(vectorSecret, false)
+	f.Add(" "+vectorSecret+"\n", false)
+	f.Add(edPublic, false)
+	f.Add("acme:"+vectorSecret, true)
+	f.Add("Acme:"+edPublic, true)
+	f.Add("whsec_YQ==", false)
+	f.Fuzz(func(t *testing.T, value string, named bool) {
+		parse := ParseKeys
+		if named {
+			parse = ParseSenders
+		}
+		k, err := parse([]string{value})
+		if err != nil {
+			return
+		}
+		if len(k.secrets)+len(k.public) != 1 {
+			t.Fatalf("%q: %d secrets and %d public keys, want one key", value, len(k.secrets), len(k.public))
+		}
+		text, sender := strings.TrimSpace(value), ""
+		if named {
+			sender, text, _ = strings.Cut(text, ":")
+		}
+		switch {
+		case len(k.public) == 1:
+			if len(k.public[0].key) != ed25519.PublicKeySize || k.public[0].sender != sender {
+				t.Fatalf("%q: public key of %d bytes for %q", value, len(k.public[0].key), k.public[0].sender)
+			}
+		case len(k.secrets[0].key) < minSecretBytes || k.secrets[0].sender != sender:
+			t.Fatalf("%q: secret of %d bytes for %q", value, len(k.secrets[0].key), k.secrets[0].sender)
+		default:
+			body := []byte(`{"type":"message.status"}`)
+			sig, err := Signature(text, "msg_1", vectorTS, body)
+			if err != nil || k.Verify(headers("msg_1", strconv.Itoa(vectorTS), sig), body, time.Unix(vectorTS, 0)) != nil {
+				t.Fatalf("%q: its own signature %q (%v) does not verify", value, sig, err)
+			}
+		}
+		if named && !senderName.MatchString(sender) {
+			t.Fatalf("%q: sender %q is not a name a stored provider can carry", value, sender)
+		}
+	})
+}
