@@ -3,6 +3,8 @@ package twilio
 import (
 	"bytes"
 	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -286,4 +288,67 @@ func TestParseChannel(t *testing.T) {
 			t.Errorf("%s: parse = %d events (%v), channels %v; want one event on channel %s", name, len(events), err, channels(events), want)
 		}
 	}
+}
+
+// FuzzVerifyRequest: the whole verifier (form or JSON, auth token or SharedKey),
+// from the request as it arrives. What one pair of credentials accepts, another
+// pair refuses, so acceptance rests on a key; and an accepted JSON webhook's body
+// is the one its URL's bodySHA256 names.
+func FuzzVerifyRequest(f *testing.F) {
+	const base = "https://inboxd.example.com"
+	ours := verifier{tokens: []string{"token-a"}, sharedKeys: []string{"shared-a"}, base: base}
+	others := verifier{tokens: []string{"token-b"}, sharedKeys: []string{"shared-b"}, base: base}
+	form := "From=%2B15552223333&Body=hi&MessageSid=SM1"
+	params, _ := url.ParseQuery(form)
+	jsonBody := `{"MessageSid":"SM1","Body":"hi"}`
+	jsonPath := JSONURL("/webhooks/twilio", []byte(jsonBody))
+	type seed struct {
+		path, contentType, settings, signature string
+		body                                   []byte
+		accepted                               bool
+	}
+	for _, sd := range []seed{
+		{"/webhooks/twilio", "application/x-www-form-urlencoded", "", Sign("token-a", base+"/webhooks/twilio", params), []byte(form), true},
+		{"/webhooks/twilio", "application/x-www-form-urlencoded", "key=KS1,algorithm=HMAC_SHA256",
+			SignShared("shared-a", "HMAC_SHA256", base+"/webhooks/twilio", params), []byte(form), true},
+		{jsonPath, "application/json", "key=KS1, algorithm=HMAC_SHA1", SignShared("shared-a", "HMAC_SHA1", base+jsonPath, nil), []byte(jsonBody), true},
+		{jsonPath, "application/json", "key=KS1,algorithm=HMAC_SHA1", SignShared("shared-a", "HMAC_SHA1", base+jsonPath, nil), []byte(`{"MessageSid":"SM2"}`), false},
+		{"/webhooks/twilio?x='", "text/plain", "algorithm=MD5", "====", []byte("a=%zz"), false},
+	} {
+		f.Add(sd.path, sd.contentType, sd.settings, sd.signature, sd.body)
+		if err := ours.verify(request(sd.path, sd.contentType, sd.settings, sd.signature), sd.body, time.Now()); (err == nil) != sd.accepted {
+			f.Fatalf("seed %s %s: verify = %v, want accepted %v", sd.path, sd.settings, err, sd.accepted)
+		}
+	}
+	f.Fuzz(func(t *testing.T, path, contentType, settings, signature string, body []byte) {
+		r := request(path, contentType, settings, signature)
+		if r == nil || ours.verify(r, body, time.Now()) != nil {
+			return
+		}
+		if err := others.verify(r, body, time.Now()); err == nil {
+			t.Fatalf("a request verified under two different sets of credentials: %s %q", path, signature)
+		}
+		if isJSON(r) {
+			sum := sha256.Sum256(body)
+			if r.URL.Query().Get("bodySHA256") != hex.EncodeToString(sum[:]) {
+				t.Fatalf("a JSON webhook verified with a body its bodySHA256 does not name: %s %q", path, body)
+			}
+		}
+	})
+}
+
+// request is a POST to path (a request URI) with the signature headers, as it
+// arrives; nil when path is not a request URI.
+func request(path, contentType, settings, signature string) *http.Request {
+	u, err := url.ParseRequestURI(path)
+	if err != nil || !strings.HasPrefix(path, "/") {
+		return nil
+	}
+	r := &http.Request{Method: "POST", URL: u, Header: http.Header{}}
+	r.Header.Set("Content-Type", contentType)
+	r.Header.Set(SignatureHeader, signature)
+	if settings != "" {
+		r.Header.Set(SettingsHeader, settings)
+	}
+	return r
 }
