@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -65,11 +66,32 @@ func CheckTimestamp(header, ts string, now time.Time) error {
 	if sec > now.Unix()*100 {
 		return fmt.Errorf("%w: %s %s looks like milliseconds; it must be Unix seconds", ErrStale, header, ts)
 	}
-	d := now.Sub(time.Unix(sec, 0))
-	if d > TimestampTolerance || d < -TimestampTolerance {
-		return fmt.Errorf("%w: %s is %s from this server's clock, more than ±%s", ErrStale, header, d.Round(time.Second), TimestampTolerance)
+	at := time.Unix(sec, 0)
+	d := now.Sub(at)
+	if d <= TimestampTolerance && d >= -TimestampTolerance {
+		return nil
 	}
-	return nil
+	if !InRange(at) {
+		return fmt.Errorf("%w: %s %s is not a time of years 0000 to 9999; it must be the current Unix time in seconds", ErrStale, header, ts)
+	}
+	way := "behind"
+	if d < 0 {
+		way = "ahead of"
+	}
+	return fmt.Errorf("%w: %s %s (%s) is %s %s this server's clock (%s), more than the ±%s allowed; check the sender's clock",
+		ErrStale, header, ts, at.UTC().Format(time.RFC3339), span(d.Abs()), way, now.UTC().Format(time.RFC3339), TimestampTolerance)
+}
+
+// span writes a duration at the scale a person reads it: 7m12s, 5h3m, 412 days.
+func span(d time.Duration) string {
+	switch {
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	default:
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + " days"
+	}
 }
 
 // WithLogDetail attaches to a refusal a detail for the operator's log only (what the

@@ -1,8 +1,10 @@
 package provider
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLane(t *testing.T) {
@@ -44,4 +46,26 @@ func FuzzE164(f *testing.F) {
 			t.Fatalf("E164(%q) = %q: neither the text nor a phone number", s, got)
 		}
 	})
+}
+
+// TestCheckTimestamp: a timestamp within the tolerance passes; one outside says which
+// way, by how much at a readable scale, and both clocks; milliseconds are named.
+func TestCheckTimestamp(t *testing.T) {
+	now := time.Date(2026, 12, 6, 0, 18, 33, 0, time.UTC)
+	unix := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
+	for ts, want := range map[string]string{
+		unix(-5 * time.Minute):                "",
+		unix(5 * time.Minute):                 "",
+		unix(-7*time.Minute - 12*time.Second): "is 7m12s behind this server's clock (2026-12-06T00:18:33Z), more than the ±5m0s allowed",
+		unix(5*time.Hour + 3*time.Minute):     "(2026-12-06T05:21:33Z) is 5h3m ahead of this server's clock",
+		"1":                                   "webhook-timestamp 1 (1970-01-01T00:00:01Z) is 20793 days behind",
+		"-9223372036854775807":                "webhook-timestamp -9223372036854775807 is not a time of years 0000 to 9999",
+		unix(0) + "000":                       "looks like milliseconds",
+		"soon":                                `"soon" is not a Unix time in seconds`,
+	} {
+		err := CheckTimestamp("webhook-timestamp", ts, now)
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckTimestamp(%s) = %v, want %q", ts, err, want)
+		}
+	}
 }
