@@ -132,10 +132,13 @@ func read(raw []byte) (body, time.Time, error) {
 	if b.Data == nil || b.Data.MessageID == "" {
 		return b, at, fmt.Errorf("data.message_id is required")
 	}
+	// A number in any spelling ("+1 555 222 3333", "15552223333") is one address, as
+	// every provider stores it, so that a search, an export or an erasure finds it.
+	b.Data.Channel, b.Data.Contact = provider.E164(b.Data.Channel), provider.E164(b.Data.Contact)
 	switch b.Type {
 	case "message.received", "message.sent":
 		if b.Data.Channel == "" || b.Data.Contact == "" {
-			return b, at, fmt.Errorf("%s needs data.channel and data.contact", b.Type)
+			return b, at, fmt.Errorf("%s needs data.channel and data.contact, not blank", b.Type)
 		}
 	case "message.status":
 		if b.Data.Status == "" {

@@ -45,6 +45,13 @@ func TestNormalize(t *testing.T) {
 			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Contact: "+15552223333", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
 		},
 		{
+			name:    "numbers as people write them are stored in E.164",
+			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-4","channel":" +1 555 000 1111","contact":"1 (555) 222-3333","text":"hi"}}`,
+			want: provider.Normalized{Message: &provider.Message{ID: "m-4", Direction: "inbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
+				Sender: "+15552223333", Recipient: "+15550001111", Text: "hi", SentAt: at, Status: "received"}},
+		},
+		{name: "a blank contact", payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m","channel":"c","contact":" "}}`, wantErr: provider.ErrPermanent},
+		{
 			name:    "the last second RFC 3339 can write",
 			payload: `{"type":"message.status","timestamp":"9999-12-31T23:59:59Z","data":{"message_id":"m-1","status":"read"}}`,
 			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Status: "read", At: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)}},
@@ -74,6 +81,10 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"read"}}`))
 	f.Add([]byte(`{"type":"message.sent","data":{"message_id":"m","channel":"c","contact":"k","media":[{}]}}`))
 	f.Add([]byte(`[]`))
+	// Numbers as people write them, and a contact that is only spaces.
+	f.Add([]byte(`{"type":"message.sent","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":" +1 555 000 1111","contact":"15552223333","text":"hi"}}`))
+	f.Add([]byte(`{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","contact":"+1 (555) 222-3333","status":"read"}}`))
+	f.Add([]byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","channel":"c","contact":"  ","text":"hi"}}`))
 	// RFC 3339 times whose offset carries them past year 9999, or before year 0, in UTC.
 	f.Add([]byte(`{"type":"message.received","timestamp":"9999-12-31T23:59:59-23:59","data":{"message_id":"m-1","channel":"+1","contact":"+2","text":"hi"}}`))
 	f.Add([]byte(`{"type":"message.status","timestamp":"0000-01-01T00:00:00+23:59","data":{"message_id":"m-1","status":"read"}}`))

@@ -117,6 +117,14 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
 	case n.Status != nil && (n.Status.MessageID == "" || n.Status.Status == ""):
 		t.Fatalf("status lacks a required field: %+v", n.Status)
 	}
+	// Addresses are stored as provider.E164 writes them, so that a search, an export
+	// or an erasure by the number (which normalizes what it is given) finds them, and
+	// one number is one conversation however the payload spelt it.
+	for _, addr := range addresses(n) {
+		if provider.E164(addr) != addr {
+			t.Fatalf("address %q is stored unnormalized; provider.E164 makes it %q", addr, provider.E164(addr))
+		}
+	}
 	// The API writes every time as RFC 3339, whose years have four digits: a time
 	// it cannot write would empty every list the message appears in.
 	var at time.Time
@@ -128,4 +136,12 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
 	if _, err := at.UTC().MarshalJSON(); err != nil { // stored, then read back in UTC
 		t.Fatalf("the time %v cannot be written as RFC 3339: %v", at, err)
 	}
+}
+
+// addresses are the contact and channel addresses a normalized event stores.
+func addresses(n provider.Normalized) []string {
+	if n.Message != nil {
+		return []string{n.Message.Contact, n.Message.Channel}
+	}
+	return []string{n.Status.Contact}
 }
