@@ -143,7 +143,7 @@ func TestEventsShowAndConversations(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &shown); err != nil || shown.ID != id || shown.Message.Text != "show me" || len(shown.Payload) == 0 {
 		t.Errorf("events show %d = %s (%v), want that event with its payload and message", id, out.String(), err)
 	}
-	if err := run(context.Background(), []string{"events", "show", "999999"}, getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "no event has id 999999") {
+	if err := run(context.Background(), []string{"events", "show", "999999"}, getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "event 999999: not found (`inboxd events` lists them)") {
 		t.Errorf("events show of an unknown id = %v, want an error saying so", err)
 	}
 	for _, contact := range []string{"+15551234567", " 15551234567", "15551234567", "+1 (555) 123-4567"} {

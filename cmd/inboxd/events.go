@@ -87,8 +87,8 @@ func showCmd(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer pool.Close()
 	detail, err := readmodel.ShowEvent(ctx, pool, id)
-	if errors.Is(err, readmodel.ErrNoEvent) {
-		return fmt.Errorf("no event has id %d (`inboxd events` lists them)", id)
+	if errors.Is(err, readmodel.ErrNotFound) {
+		return fmt.Errorf("%w (`inboxd events` lists them)", err)
 	}
 	if err != nil {
 		return dbAdvice(err)

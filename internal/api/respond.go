@@ -37,7 +37,7 @@ func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err err
 		return
 	}
 	switch {
-	case errors.Is(err, readmodel.ErrNotFound), errors.Is(err, readmodel.ErrNoEvent):
+	case errors.Is(err, readmodel.ErrNotFound):
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, errBadParam), errors.Is(err, readmodel.ErrBadFilter):
 		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", err.Error())

@@ -210,7 +210,7 @@ func (c *console) fail(w http.ResponseWriter, r *http.Request, s *session, statu
 
 // dbFail answers a database error: the operator sees that it is one, the log has it.
 func (c *console) dbFail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, readmodel.ErrNotFound) || errors.Is(err, readmodel.ErrNoEvent) {
+	if errors.Is(err, readmodel.ErrNotFound) {
 		c.fail(w, r, nil, http.StatusNotFound, err.Error())
 		return
 	}

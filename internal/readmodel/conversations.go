@@ -16,7 +16,7 @@ import (
 	"inboxd/internal/redact"
 )
 
-// ErrNotFound: no conversation has that id.
+// ErrNotFound: no conversation or event has that id.
 var ErrNotFound = errors.New("not found")
 
 // Conversation is one conversation as the API shows it.

@@ -62,15 +62,12 @@ func list[T any](ctx context.Context, pool *pgxpool.Pool, what string, to pgx.Ro
 	return out, nil
 }
 
-// ErrNoEvent: no event has that id.
-var ErrNoEvent = errors.New("not found")
-
 // FindEvent returns one event with its payload and kept headers.
 func FindEvent(ctx context.Context, pool *pgxpool.Pool, id int64) (Event, error) {
 	rows, _ := pool.Query(ctx, "SELECT "+eventColumns+", headers, payload, errors FROM inbound_events WHERE id = $1", id)
 	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByNameLax[Event])
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Event{}, fmt.Errorf("event %d: %w", id, ErrNoEvent)
+		return Event{}, fmt.Errorf("event %d: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return Event{}, fmt.Errorf("get event %d: %w", id, err)

@@ -140,8 +140,8 @@ VALUES ('generic', 'm-1', $1, 'inbound', 'text', '+15552223333', '+15550001111',
 	if d.Message == nil || d.Message.ProviderMessageID != "m-1" || d.Meaning != "inbound text message" || len(d.Payload) == 0 {
 		t.Errorf("ShowEvent = %+v (message %+v), want the payload and message m-1", d, d.Message)
 	}
-	if _, err := ShowEvent(ctx, pool, eventID+100); !errors.Is(err, ErrNoEvent) {
-		t.Errorf("ShowEvent(unknown) = %v, want ErrNoEvent", err)
+	if _, err := ShowEvent(ctx, pool, eventID+100); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ShowEvent(unknown) = %v, want ErrNotFound", err)
 	}
 }
 
