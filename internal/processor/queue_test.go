@@ -89,6 +89,32 @@ func TestFinishIsFenced(t *testing.T) {
 	}
 }
 
+// TestReleaseIsFenced: a process stopping gracefully hands back only the claims that
+// are still its own. One whose lease expired and was taken over by another process
+// stays with that process: handing it back would let a third claim it while the
+// second is applying it, with the second's attempt uncounted.
+func TestReleaseIsFenced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	insertEvents(t, pool, received("m-1", "hi", time.Now()))
+	a := holder(t, pool, "a", 500*time.Millisecond) // see TestFinishIsFenced
+	ev := mustClaim(t, a, 1)[0]
+	time.Sleep(2 * a.cfg.Lease)
+	if evs, err := holder(t, pool, "b", time.Minute).rescue(ctx); err != nil || len(evs) != 1 {
+		t.Fatalf("b rescued %v (%v)", evs, err)
+	}
+	if err := a.release(ctx, []claimed{ev}); err != nil {
+		t.Fatal(err)
+	}
+	var state, by string
+	var attempts int
+	pool.QueryRow(ctx, "SELECT state, COALESCE(locked_by, ''), attempts FROM inbound_events").Scan(&state, &by, &attempts)
+	if state != "processing" || by != "b" || attempts != 2 {
+		t.Errorf("after a released a claim b had taken over: %s by %q, %d attempts; want processing by b, 2 attempts", state, by, attempts)
+	}
+}
+
 // TestTimedOutBatchIsRetriedWithBackoff: applying a batch that outlives its time (a
 // table locked by a migration) records a retry with backoff and the real reason on a
 // fresh deadline; the event is not left leased until a takeover, never called a
