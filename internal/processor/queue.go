@@ -215,7 +215,10 @@ type outcome struct {
 	state    string        // processed, pending (retry) or dead
 	delay    time.Duration // for pending: the backoff
 	err      string        // last_error, empty when processed
-	contact  string        // the event's contact, when it was read (inbound_events.contact)
+	// contact is the event's contact, when it was read (inbound_events.contact). It is
+	// recorded whatever the state, a retry's too: an export finds the event by it
+	// while it waits for its next attempt (an erasure leaves unfinished events alone).
+	contact string
 }
 
 // finish records outcomes, inside the transaction that applied the events, so that an
@@ -250,7 +253,7 @@ func (p *Processor) finishArgs(outs []outcome) []any {
 		if o.err != "" {
 			errs[i] = &o.err
 		}
-		if o.contact != "" && o.state != "pending" {
+		if o.contact != "" {
 			contacts[i] = &o.contact
 		}
 	}

@@ -115,6 +115,33 @@ func TestReleaseIsFenced(t *testing.T) {
 	}
 }
 
+// TestRetryRecordsContact: an event whose contact was read before its attempt failed
+// carries the contact while it waits for a retry, so that an export of that contact
+// finds it; a later attempt that fails before reading it (a lost batch) keeps it.
+func TestRetryRecordsContact(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	insertEvents(t, pool, received("m-1", "hi", time.Now()))
+	a := holder(t, pool, "a", time.Minute)
+	ev := mustClaim(t, a, 1)[0]
+	out := a.decide(ev, fmt.Errorf("deadlock detected"))
+	out.contact = "+15552223333"
+	if finished, err := a.recordOutcomes(ctx, []outcome{out}); err != nil || len(finished) != 1 {
+		t.Fatalf("recorded %v (%v), want the retry", finished, err)
+	}
+	pool.Exec(ctx, "UPDATE inbound_events SET run_at = now()")
+	ev = mustClaim(t, a, 1)[0]
+	if _, err := a.recordOutcomes(ctx, []outcome{a.decide(ev, fmt.Errorf("conn closed"))}); err != nil {
+		t.Fatal(err)
+	}
+	var state, contact string
+	pool.QueryRow(ctx, "SELECT state, COALESCE(contact, '') FROM inbound_events").Scan(&state, &contact)
+	if state != "pending" || contact != "+15552223333" {
+		t.Errorf("after two failed attempts: %s, contact %q; want pending with the contact read in the first", state, contact)
+	}
+}
+
 // TestTimedOutBatchIsRetriedWithBackoff: applying a batch that outlives its time (a
 // table locked by a migration) records a retry with backoff and the real reason on a
 // fresh deadline; the event is not left leased until a takeover, never called a
