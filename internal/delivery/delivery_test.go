@@ -208,6 +208,183 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	}
 }
 
+// claimOne fans out and claims until d holds one delivery: a change is final once
+// every older transaction on the server has ended (other tests' included).
+func claimOne(t *testing.T, d *Deliverer) claimed {
+	t.Helper()
+	var got []claimed
+	pgtest.Eventually(t, d.cfg.ID+" claimed a delivery", time.Minute, func() (bool, error) {
+		if err := d.fanOutAll(context.Background()); err != nil {
+			return false, err
+		}
+		var err error
+		got, err = d.claim(context.Background(), 10)
+		return len(got) == 1, err
+	})
+	return got[0]
+}
+
+// TestLateOutcomeIsFenced: a holder whose claim is no longer its own cannot record
+// an outcome, whichever way it lost it: the delivery stays with its new holder.
+func TestLateOutcomeIsFenced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	expire := func(t *testing.T, pool *pgxpool.Pool, id int64) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `UPDATE deliveries SET run_at = now() - interval '1 second' WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		// lose makes a's claim someone else's, or a later attempt's, and returns who
+		// holds it now and at which attempt.
+		lose func(t *testing.T, pool *pgxpool.Pool, sub Subscription, a *Deliverer, first claimed) (string, int)
+	}{
+		{"its own sweep rescued it and it claimed it again", func(t *testing.T, pool *pgxpool.Pool, _ Subscription, a *Deliverer, first claimed) (string, int) {
+			expire(t, pool, first.ID)
+			a.sweep(ctx)
+			return "a", claimOne(t, a).Attempts
+		}},
+		{"another delivered it, a replay made it new, and a third holds it at the same attempt", func(t *testing.T, pool *pgxpool.Pool, sub Subscription, _ *Deliverer, first claimed) (string, int) {
+			expire(t, pool, first.ID)
+			b := newIdle(t, pool, Config{AllowPrivate: true, ID: "b"})
+			b.sweep(ctx)
+			if err := b.finish(ctx, []attempt{{claimOne(t, b), result{}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Replay(ctx, pool, sub.ID, ""); err != nil {
+				t.Fatal(err)
+			}
+			return "c", claimOne(t, newIdle(t, pool, Config{AllowPrivate: true, ID: "c"})).Attempts
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pool, _ := pgtest.NewPool(t)
+			sub := subscribe(t, pool, deliverytest.New(t))
+			addChanges(t, pool, 1)
+			a := newIdle(t, pool, Config{AllowPrivate: true, ID: "a"})
+			first := claimOne(t, a)
+			holder, attempts := tt.lose(t, pool, sub, a, first)
+			if err := a.finish(ctx, []attempt{{first, result{err: "late failure", retry: true}}}); err != nil {
+				t.Fatal(err)
+			}
+			var state, by string
+			var n int
+			if err := pool.QueryRow(ctx, `SELECT state, COALESCE(locked_by, ''), attempts FROM deliveries WHERE id = $1`, first.ID).Scan(&state, &by, &n); err != nil {
+				t.Fatal(err)
+			}
+			if state != "delivering" || by != holder || n != attempts {
+				t.Errorf("after a's late outcome: %s by %q at attempt %d, want delivering by %s at attempt %d", state, by, n, holder, attempts)
+			}
+		})
+	}
+}
+
+// TestFanOutIsOneProcessAtATime: while another process fans a subscription out (it
+// holds the subscription's fan-out lock), this one leaves it alone rather than
+// reading the same cursor and making the same deliveries, which would undo those
+// already delivered; it fans out once the other is done.
+func TestFanOutIsOneProcessAtATime(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1)
+	pgtest.Eventually(t, "the change final (every older transaction ended)", time.Minute, func() (bool, error) {
+		var final bool
+		err := pool.QueryRow(ctx, `SELECT bool_and(xid < pg_snapshot_xmin(pg_current_snapshot())) FROM changes`).Scan(&final)
+		return final, err
+	})
+	other, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int, $2::int)`, fanoutLockSpace, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+	count := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n, err := d.fanOut(ctx, sub.ID); err != nil || n != 0 || count() != 0 {
+		t.Fatalf("fanned out %d changes (%v, %d deliveries) while another process held the lock, want none", n, err, count())
+	}
+	other.Rollback(ctx)
+	claimOne(t, d)
+}
+
+// TestReplayLeavesInFlightAlone: a replay over a change whose delivery is in flight
+// leaves that delivery with its holder, rather than making it pending again (to be
+// sent a second time while the first is still on its way) or letting the late outcome
+// be refused.
+func TestReplayLeavesInFlightAlone(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1)
+	a := newIdle(t, pool, Config{AllowPrivate: true, ID: "a"})
+	c := claimOne(t, a)
+	if _, err := Replay(ctx, pool, sub.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.fanOutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if state, attempts := deliveryState(t, pool, c.ID); state != "delivering" || attempts != 1 {
+		t.Errorf("after a replay: %s after %d attempts, want still delivering, attempt 1", state, attempts)
+	}
+	if err := a.finish(ctx, []attempt{{c, result{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if state, _ := deliveryState(t, pool, c.ID); state != "delivered" {
+		t.Errorf("the holder's outcome after a replay: %s, want delivered", state)
+	}
+}
+
+// TestGiveUpPromotesTheNextYoungOne: when the give-up time ends a conversation's
+// pending delivery and a waiting one as old, its next waiting delivery, still within
+// the give-up time, goes out; it is not left waiting behind deliveries that are dead.
+func TestGiveUpPromotesTheNextYoungOne(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 1, 1)
+	d := newIdle(t, pool, Config{AllowPrivate: true, GiveUp: 10 * time.Minute})
+	pgtest.Eventually(t, "the changes fanned out", time.Minute, func() (bool, error) {
+		if err := d.fanOutAll(ctx); err != nil {
+			return false, err
+		}
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries`).Scan(&n)
+		return n == 3, err
+	})
+	if _, err := pool.Exec(ctx, `
+UPDATE deliveries SET since = now() - interval '1 hour'
+WHERE id IN (SELECT id FROM deliveries ORDER BY change_xid, change_seq LIMIT 2)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.giveUpExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(state ORDER BY change_xid, change_seq) FROM deliveries`).Scan(&states); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"dead", "dead", "pending"}; !slices.Equal(states, want) {
+		t.Errorf("after the give-up: %v, want %v", states, want)
+	}
+}
+
 // TestRetryAfter: an endpoint that answers 429 with Retry-After: 2 is not called
 // again for that change before two seconds have passed (Backoff alone would retry
 // within one), and the change is then delivered with the same webhook-id.
@@ -231,6 +408,61 @@ func TestRetryAfter(t *testing.T) {
 	}
 	if gap := got[1].At.Sub(got[0].At); gap < 2*time.Second {
 		t.Errorf("retried %v after the 429, want at least Retry-After's 2s", gap)
+	}
+}
+
+// TestRetryPastGiveUpIsDead: a failed attempt whose retry would come after the
+// give-up time (the endpoint asked for an hour, the give-up is ten minutes) makes the
+// delivery dead at once, with the endpoint's answer, rather than pending until the
+// give-up time only to be declared dead then.
+func TestRetryPastGiveUpIsDead(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	rc := deliverytest.New(t)
+	rc.Answer(func(*http.Request, string, int) (int, http.Header) {
+		return http.StatusTooManyRequests, http.Header{"Retry-After": {"3600"}}
+	})
+	sub := subscribe(t, pool, rc)
+	addChanges(t, pool, 1)
+	start(t, pool, Config{AllowPrivate: true, GiveUp: 10 * time.Minute})
+	pgtest.Eventually(t, "the delivery dead after its first attempt", time.Minute, func() (bool, error) {
+		dead, err := Deliveries(context.Background(), pool, sub.ID, "dead", 0, 10)
+		return len(dead) == 1 && dead[0].Attempts == 1 && dead[0].LastError != nil && strings.Contains(*dead[0].LastError, "answered 429"), err
+	})
+}
+
+// TestHalfOpenBreakerSendsOneProbe: once an open breaker's period has passed, a
+// subscription at the failure threshold gets one delivery, a probe, and no other
+// while the probe is in flight, however much room PerSubscription leaves; closed,
+// it gets PerSubscription at once.
+func TestHalfOpenBreakerSendsOneProbe(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+	d := newIdle(t, pool, Config{AllowPrivate: true, PerSubscription: 4})
+	pgtest.Eventually(t, "the changes fanned out", time.Minute, func() (bool, error) {
+		if err := d.fanOutAll(ctx); err != nil {
+			return false, err
+		}
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE state = 'pending'`).Scan(&n)
+		return n == 10, err
+	})
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET failures = $1, blocked_until = now() - interval '1 second'`, breakerAfter); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{1, 0} {
+		if got, err := d.claim(ctx, 100); err != nil || len(got) != want {
+			t.Fatalf("half open, claim %d took %d deliveries (%v), want %d", i+1, len(got), err, want)
+		}
+	}
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET failures = 0, blocked_until = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.claim(ctx, 100); err != nil || len(got) != 3 {
+		t.Fatalf("closed, with the probe in flight, a claim took %d deliveries (%v), want 3 (PerSubscription 4)", len(got), err)
 	}
 }
 
@@ -305,7 +537,9 @@ func TestGiveUpAndReplay(t *testing.T) {
 
 // TestPauseResume: nothing is sent while a subscription is paused, neither what was
 // fanned out before the pause nor what was committed during it; all of it is
-// delivered after it resumes.
+// delivered after it resumes. A pause does not count against the give-up time: a
+// delivery older than it is not given up while paused, and its clock starts again
+// at the resume.
 func TestPauseResume(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -325,15 +559,26 @@ func TestPauseResume(t *testing.T) {
 	if _, err := Pause(ctx, pool, sub.ID); err != nil {
 		t.Fatal(err)
 	}
-	d := start(t, pool, Config{AllowPrivate: true})
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET since = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err) // paused for an hour
+	}
+	d := start(t, pool, Config{AllowPrivate: true, GiveUp: 10 * time.Minute})
 	addChanges(t, pool, 1, 2)
 	d.Wake()
 	time.Sleep(500 * time.Millisecond) // several sweeps
 	if got := rc.Got(); len(got) != 0 {
 		t.Fatalf("a paused subscription was sent %v", got)
 	}
+	var states []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(state) FROM deliveries`).Scan(&states); err != nil || !slices.Equal(states, []string{"pending"}) {
+		t.Fatalf("while paused past the give-up time: deliveries %v (%v), want the one pending", states, err)
+	}
 	if _, err := Resume(ctx, pool, sub.ID); err != nil {
 		t.Fatal(err)
+	}
+	var oldest time.Duration
+	if err := pool.QueryRow(ctx, `SELECT max(now() - since) FROM deliveries`).Scan(&oldest); err != nil || oldest > time.Minute {
+		t.Fatalf("after the resume the oldest delivery's give-up clock says %v (%v), want it started again", oldest, err)
 	}
 	d.Wake()
 	waitDelivered(t, rc, 3, time.Minute)
