@@ -321,9 +321,9 @@ func post(t *testing.T, c *http.Client, u string, form url.Values) (int, string)
 
 // TestConsoleRoles: the session cookie is HttpOnly and SameSite=Strict; a read-only
 // session sees the event but no replay button, and its replay is refused (403) even
-// with its CSRF token; an admin's replay without the CSRF token is refused (403) and
-// changes nothing; a wrong token does not log in; a page without a session sends to
-// the login page.
+// with its CSRF token, as are its bulk replays and its cancelling of one; an admin's
+// replay without the CSRF token is refused (403) and changes nothing; a wrong token
+// does not log in; a page without a session sends to the login page.
 func TestConsoleRoles(t *testing.T) {
 	t.Parallel()
 	pool, dbURL := pgtest.NewPool(t)
@@ -431,6 +431,9 @@ func TestConsoleRoles(t *testing.T) {
 	}
 	if status, _ := post(t, reader, base+"/console/replays", url.Values{"csrf": {rcsrf}, "state": {"dead"}, "up_to": {"100"}, "total": {"1"}, "rate": {"10"}}); status != http.StatusForbidden {
 		t.Errorf("read-only bulk replay start: %d, want 403", status)
+	}
+	if status, _ := post(t, reader, base+"/console/replays/1/cancel", url.Values{"csrf": {rcsrf}}); status != http.StatusForbidden {
+		t.Errorf("read-only replay cancel: %d, want 403", status)
 	}
 	if status, body := post(t, admin, base+"/console/replays/preview", url.Values{"csrf": {csrf}, "state": {"pending"}}); status != 400 || !strings.Contains(body, "dead or processed") {
 		t.Errorf("bulk replay of pending events: %d, want 400 saying which states", status)
