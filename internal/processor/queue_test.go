@@ -372,3 +372,63 @@ func TestBatchWait(t *testing.T) {
 	p.Committed(1)
 	pgtest.Eventually(t, "an event this process committed claimed at once", 5*time.Second, func() (bool, error) { return processed() == 5, nil })
 }
+
+// TestAppliesTakeLocksInOneOrder: two applies of the same messages, their events in
+// opposite orders (a message and its redelivery claimed by two workers, each batch
+// in its own order), both commit. queueApply sorts the message locks, so both take
+// them in one order; unsorted, each holds locks the other waits for, and Postgres
+// aborts one as a deadlock. The middle message's lock is held first, so that both
+// applies are under way, each waiting, when it is let go.
+func TestAppliesTakeLocksInOneOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	const n = 20
+	id := func(k int) string { return fmt.Sprintf("m%03d", k) }
+	batch := func(reverse bool, firstID int64) ([]claimed, []provider.Normalized) {
+		evs, norms := make([]claimed, n), make([]provider.Normalized, n)
+		for i := range n {
+			k := i
+			if reverse {
+				k = n - 1 - i
+			}
+			evs[i] = claimed{ID: firstID + int64(i), Provider: "generic", ReceivedAt: time.Now(),
+				Payload: []byte(received(id(k), "hi", time.Now()))}
+			var err error
+			if norms[i], err = normalize(registry.Normalizers(), evs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return evs, norms
+	}
+	held, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback(ctx)
+	if _, err := held.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", messageLockID("generic", id(n/2))); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for w, reverse := range []bool{false, true} {
+		evs, norms := batch(reverse, int64(w*n+1))
+		go func() {
+			errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
+		}()
+	}
+	pgtest.Eventually(t, "both applies waiting for a lock", time.Minute, func() (bool, error) {
+		var waiting int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`).Scan(&waiting)
+		return waiting == 2, err
+	})
+	held.Rollback(ctx)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&got); err != nil || got != n {
+		t.Errorf("stored %d messages (%v), want %d, each once", got, err, n)
+	}
+}
