@@ -432,3 +432,60 @@ func TestAppliesTakeLocksInOneOrder(t *testing.T) {
 		t.Errorf("stored %d messages (%v), want %d, each once", got, err, n)
 	}
 }
+
+// TestApplyAndErasureTakeContactLocksInOneOrder: an apply touching two contacts and
+// an erasure locking both (a contact's address and its hashed form, say) both end,
+// whatever order each was given them in: contact locks are taken sorted, so the
+// apply's shared locks and the erasure's exclusive ones cannot wait on each other in
+// a cycle. The higher lock is held first, so that both are under way, each waiting,
+// when it is let go.
+func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newDB(t)
+	hi, lo := "+15550000001", "+15550000002"
+	if contactLockID(hi) < contactLockID(lo) {
+		hi, lo = lo, hi
+	}
+	held, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback(ctx)
+	if _, err := held.Exec(ctx, "SELECT pg_advisory_xact_lock($1::int, $2::int)", contactLockSpace, contactLockID(hi)); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(want int) {
+		t.Helper()
+		pgtest.Eventually(t, fmt.Sprintf("%d waiting for a lock", want), time.Minute, func() (bool, error) {
+			var n int
+			err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`).Scan(&n)
+			return n == want, err
+		})
+	}
+	var evs []claimed
+	var norms []provider.Normalized
+	for i, contact := range []string{hi, lo} {
+		ev := claimed{ID: int64(i + 1), Provider: "generic", ReceivedAt: time.Now(), Payload: []byte(sent(fmt.Sprintf("m%d", i), contact, time.Now()))}
+		n, err := normalize(registry.Normalizers(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, norms = append(evs, ev), append(norms, n)
+	}
+	errs := make(chan error, 2)
+	go func() {
+		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
+	}()
+	waiting(1)
+	go func() {
+		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return LockContacts(ctx, tx, []string{lo, hi}) })
+	}()
+	waiting(2)
+	held.Rollback(ctx)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
