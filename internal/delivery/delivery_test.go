@@ -756,3 +756,45 @@ func TestBreakerStepsPerBatch(t *testing.T) {
 		t.Errorf("a success: %d failures, open for %s; want it closed", failures, open)
 	}
 }
+
+// TestFinishesTakeOrderLocksInOneOrder: two finishes of the same conversations'
+// deliveries, listed in opposite orders (two processes' finishers), both end: the
+// order locks are taken sorted. The higher lock is held first, so that both are under
+// way, each waiting, when it is let go.
+func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	const sub = 1
+	hi, lo := int64(1), int64(2)
+	if orderKey(sub, hi) < orderKey(sub, lo) {
+		hi, lo = lo, hi
+	}
+	held, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback(ctx)
+	if _, err := held.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int, $2::int)`, orderLockSpace, orderKey(sub, hi)); err != nil {
+		t.Fatal(err)
+	}
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+	of := func(convs ...int64) []attempt {
+		var out []attempt
+		for _, c := range convs {
+			out = append(out, attempt{claimed{ID: c, Subscription: sub, ConversationID: c, Attempts: 1}, result{}})
+		}
+		return out
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- d.finish(ctx, of(hi, lo)) }()
+	pgtest.WaitAdvisory(t, pool, 1)
+	go func() { errs <- d.finish(ctx, of(lo, hi)) }()
+	pgtest.WaitAdvisory(t, pool, 2)
+	held.Rollback(ctx)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,8 +1,12 @@
 package pgtest
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Eventually polls cond until it holds, and fails the test if it does not within
@@ -25,4 +29,17 @@ func Eventually(t testing.TB, what string, within time.Duration, cond func() (bo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// WaitAdvisory waits until n backends of pool's database wait for an advisory lock:
+// a test that holds a lock so that transactions line up behind it lets it go then.
+func WaitAdvisory(t testing.TB, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	Eventually(t, fmt.Sprintf("%d waiting for an advisory lock", n), time.Minute, func() (bool, error) {
+		var waiting int
+		err := pool.QueryRow(context.Background(), `
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&waiting)
+		return waiting == n, err
+	})
 }

@@ -416,11 +416,7 @@ func TestAppliesTakeLocksInOneOrder(t *testing.T) {
 			errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
 		}()
 	}
-	pgtest.Eventually(t, "both applies waiting for a lock", time.Minute, func() (bool, error) {
-		var waiting int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`).Scan(&waiting)
-		return waiting == 2, err
-	})
+	pgtest.WaitAdvisory(t, pool, 2)
 	held.Rollback(ctx)
 	for range 2 {
 		if err := <-errs; err != nil {
@@ -455,14 +451,6 @@ func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
 	if _, err := held.Exec(ctx, "SELECT pg_advisory_xact_lock($1::int, $2::int)", contactLockSpace, contactLockID(hi)); err != nil {
 		t.Fatal(err)
 	}
-	waiting := func(want int) {
-		t.Helper()
-		pgtest.Eventually(t, fmt.Sprintf("%d waiting for a lock", want), time.Minute, func() (bool, error) {
-			var n int
-			err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`).Scan(&n)
-			return n == want, err
-		})
-	}
 	var evs []claimed
 	var norms []provider.Normalized
 	for i, contact := range []string{hi, lo} {
@@ -477,11 +465,11 @@ func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
 	go func() {
 		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
 	}()
-	waiting(1)
+	pgtest.WaitAdvisory(t, pool, 1)
 	go func() {
 		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return LockContacts(ctx, tx, []string{lo, hi}) })
 	}()
-	waiting(2)
+	pgtest.WaitAdvisory(t, pool, 2)
 	held.Rollback(ctx)
 	for range 2 {
 		if err := <-errs; err != nil {
