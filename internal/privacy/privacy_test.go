@@ -145,6 +145,39 @@ func runErasure(t *testing.T, e *Eraser, address, prov string) Receipt {
 	return r
 }
 
+// TestLostLeaseChangesNothing: a runner whose erasure another process has taken over
+// (its lease ran out while it stalled) has its batch refused whole: nothing is
+// erased twice over or counted twice in the receipt.
+func TestLostLeaseChangesNothing(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	ctx := context.Background()
+	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
+	settle(t, pool)
+	e := NewEraser(pool, zaptest.NewLogger(t), nil, "a")
+	s, err := e.Subject(alice, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_by = 'b', locked_until = now() + interval '1 hour' WHERE id = $1`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.step(ctx, r.ID, s); err == nil || !strings.Contains(err.Error(), "lost the lease") {
+		t.Errorf("a's step after b took the erasure over: %v, want lost the lease", err)
+	}
+	if n := leftAbout(t, pool, alice, "alice's secret"); n == 0 {
+		t.Error("a's refused step erased alice's data")
+	}
+	if r, err := e.Find(ctx, r.ID); err != nil || r.Counts != (Counts{}) {
+		t.Errorf("receipt after a's refused step: %+v (%v), want nothing counted", r.Counts, err)
+	}
+}
+
 // TestErase: everything about one contact goes (conversation, messages with their
 // statuses, a status parked for a message never stored, every payload), the events
 // stay as tombstones so that redeliveries remain duplicates, the receipt counts what
