@@ -788,9 +788,9 @@ func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
 	}
 	errs := make(chan error, 2)
 	go func() { errs <- d.finish(ctx, of(hi, lo)) }()
-	pgtest.WaitAdvisory(t, pool, 1)
+	pgtest.WaitLocked(t, pool, 1)
 	go func() { errs <- d.finish(ctx, of(lo, hi)) }()
-	pgtest.WaitAdvisory(t, pool, 2)
+	pgtest.WaitLocked(t, pool, 2)
 	held.Rollback(ctx)
 	for range 2 {
 		if err := <-errs; err != nil {

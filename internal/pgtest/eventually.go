@@ -31,15 +31,15 @@ func Eventually(t testing.TB, what string, within time.Duration, cond func() (bo
 	}
 }
 
-// WaitAdvisory waits until n backends of pool's database wait for an advisory lock:
-// a test that holds a lock so that transactions line up behind it lets it go then.
-func WaitAdvisory(t testing.TB, pool *pgxpool.Pool, n int) {
+// WaitLocked waits until n backends of pool's database wait for a lock (a row's, a
+// key's, an advisory one): a test that holds one so that transactions line up behind
+// it lets it go then.
+func WaitLocked(t testing.TB, pool *pgxpool.Pool, n int) {
 	t.Helper()
-	Eventually(t, fmt.Sprintf("%d waiting for an advisory lock", n), time.Minute, func() (bool, error) {
+	Eventually(t, fmt.Sprintf("%d waiting for a lock", n), time.Minute, func() (bool, error) {
 		var waiting int
 		err := pool.QueryRow(context.Background(), `
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&waiting)
+SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 		return waiting == n, err
 	})
 }

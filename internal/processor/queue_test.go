@@ -416,7 +416,7 @@ func TestAppliesTakeLocksInOneOrder(t *testing.T) {
 			errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
 		}()
 	}
-	pgtest.WaitAdvisory(t, pool, 2)
+	pgtest.WaitLocked(t, pool, 2)
 	held.Rollback(ctx)
 	for range 2 {
 		if err := <-errs; err != nil {
@@ -465,11 +465,11 @@ func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
 	go func() {
 		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
 	}()
-	pgtest.WaitAdvisory(t, pool, 1)
+	pgtest.WaitLocked(t, pool, 1)
 	go func() {
 		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return LockContacts(ctx, tx, []string{lo, hi}) })
 	}()
-	pgtest.WaitAdvisory(t, pool, 2)
+	pgtest.WaitLocked(t, pool, 2)
 	held.Rollback(ctx)
 	for range 2 {
 		if err := <-errs; err != nil {
