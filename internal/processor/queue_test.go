@@ -477,3 +477,47 @@ func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRequeueAnnounces: a replay announces each event it puts back on the
+// inbound_events channel, as an arrival is, so that processors (and a DBA's LISTEN)
+// see it at once rather than at the next sweep; an event it leaves alone (not
+// finished) is not announced.
+func TestRequeueAnnounces(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	insertEvents(t, pool, received("m-1", "hi", time.Now()), received("m-2", "hi", time.Now()))
+	var dead, pending int64
+	if err := pool.QueryRow(ctx, `
+WITH d AS (UPDATE inbound_events SET state = 'dead' WHERE id = (SELECT min(id) FROM inbound_events) RETURNING id)
+SELECT (SELECT id FROM d), (SELECT max(id) FROM inbound_events)`).Scan(&dead, &pending); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN inbound_events"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Requeue(ctx, pool, []int64{dead, pending}); err != nil || n != 1 {
+		t.Fatalf("requeued %d (%v), want the dead one", n, err)
+	}
+	n, err := conn.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	if want := fmt.Sprintf(`{"id":%d,"provider":"generic"}`, dead); n.Payload != want {
+		t.Errorf("notification %s, want %s", n.Payload, want)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil { // any further notification arrives with this
+		t.Fatal(err)
+	}
+	short, stop := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer stop()
+	if n, err := conn.WaitForNotification(short); err == nil {
+		t.Errorf("a second notification, %s, for an event not requeued", n.Payload)
+	}
+}
