@@ -94,7 +94,7 @@ func (m *CPUMeter) Stop(events int) (CPU, error) {
 		return CPU{}, fmt.Errorf("read the WAL position: %w", err)
 	}
 	if events > 0 {
-		c.PerThousand = (c.TargetMs + c.PostgresMs) / float64(events) * 1000
+		c.PerThousand = (c.TargetMs + c.PostgresMs) * 1000 / float64(events) // multiplied first: whole milliseconds stay whole
 		c.WALPerEvent = wal / float64(events)
 	}
 	return c, nil
