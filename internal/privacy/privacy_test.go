@@ -178,6 +178,70 @@ func TestLostLeaseChangesNothing(t *testing.T) {
 	}
 }
 
+// TestEraseKeepsUnfinishedEvents: an event of the contact that is not finished (a
+// retry waiting, its contact read by the attempt that failed) keeps its payload: the
+// processor may hold it, and emptying it would lose the message rather than erase it.
+// The dry run does not count it either; the export lists it.
+func TestEraseKeepsUnfinishedEvents(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	ctx := context.Background()
+	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
+	settle(t, pool)
+	var waiting int64
+	if err := pool.QueryRow(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state, attempts, run_at, contact)
+VALUES ('generic', 'evt-retry', $1::jsonb, 'pending', 1, now() + interval '1 hour', $2)
+RETURNING id`, message("message.received", "a2", alice, "alice's later words"), alice).Scan(&waiting); err != nil {
+		t.Fatal(err)
+	}
+	e := NewEraser(pool, zaptest.NewLogger(t), nil, "test")
+	s, _ := e.Subject(alice, "")
+	var exported bytes.Buffer
+	if err := Export(ctx, pool, s, &exported); err != nil || !strings.Contains(exported.String(), "alice's later words") {
+		t.Errorf("the export (%v) leaves out the waiting event: %s", err, exported.String())
+	}
+	if c, err := DryRun(ctx, pool, s); err != nil || c.Events != 1 {
+		t.Errorf("dry run counts %d events (%v), want the finished one", c.Events, err)
+	}
+	r := runErasure(t, e, alice, "")
+	if r.Counts.Events != 1 {
+		t.Errorf("the receipt counts %d events, want the finished one", r.Counts.Events)
+	}
+	var payload string
+	var erased bool
+	if err := pool.QueryRow(ctx, `SELECT payload::text, erased_at IS NOT NULL FROM inbound_events WHERE id = $1`, waiting).Scan(&payload, &erased); err != nil {
+		t.Fatal(err)
+	}
+	if erased || !strings.Contains(payload, "alice's later words") {
+		t.Errorf("the waiting event after the erasure: erased %v, payload %s; want it kept whole", erased, payload)
+	}
+}
+
+// TestEraseTakesEveryChange: an erasure is not done while its conversations have
+// changes left, however many there are beyond one batch: a batch that erased fewer
+// messages and events than it could, but a whole batch of changes, is not the last.
+func TestEraseTakesEveryChange(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	ctx := context.Background()
+	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
+	settle(t, pool)
+	if _, err := pool.Exec(ctx, `
+INSERT INTO changes (type, conversation_id, data)
+SELECT 'conversation.created', c.id, to_jsonb(c) FROM conversations c, generate_series(1, 3)`); err != nil {
+		t.Fatal(err) // three more changes about alice's conversation
+	}
+	e := NewEraser(pool, zaptest.NewLogger(t), nil, "test")
+	e.Batch = 1
+	runErasure(t, e, alice, "")
+	if n := count(t, pool, `SELECT count(*) FROM changes WHERE type <> 'contact.erased'`); n != 0 {
+		t.Errorf("%d changes about alice left after her erasure", n)
+	}
+}
+
 // TestErase: everything about one contact goes (conversation, messages with their
 // statuses, a status parked for a message never stored, every payload), the events
 // stay as tombstones so that redeliveries remain duplicates, the receipt counts what
