@@ -224,6 +224,20 @@ func claimOne(t *testing.T, d *Deliverer) claimed {
 	return got[0]
 }
 
+// fanOutUntil fans out until the database holds n deliveries: a change is final
+// once every older transaction on the server has ended (other tests' included).
+func fanOutUntil(t *testing.T, pool *pgxpool.Pool, d *Deliverer, n int) {
+	t.Helper()
+	pgtest.Eventually(t, fmt.Sprintf("%d deliveries fanned out", n), time.Minute, func() (bool, error) {
+		if err := d.fanOutAll(context.Background()); err != nil {
+			return false, err
+		}
+		var got int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM deliveries`).Scan(&got)
+		return got == n, err
+	})
+}
+
 // TestLateOutcomeIsFenced: a holder whose claim is no longer its own cannot record
 // an outcome, whichever way it lost it: the delivery stays with its new holder.
 func TestLateOutcomeIsFenced(t *testing.T) {
@@ -360,14 +374,7 @@ func TestGiveUpPromotesTheNextYoungOne(t *testing.T) {
 	subscribe(t, pool, deliverytest.New(t))
 	addChanges(t, pool, 1, 1, 1)
 	d := newIdle(t, pool, Config{AllowPrivate: true, GiveUp: 10 * time.Minute})
-	pgtest.Eventually(t, "the changes fanned out", time.Minute, func() (bool, error) {
-		if err := d.fanOutAll(ctx); err != nil {
-			return false, err
-		}
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries`).Scan(&n)
-		return n == 3, err
-	})
+	fanOutUntil(t, pool, d, 3)
 	if _, err := pool.Exec(ctx, `
 UPDATE deliveries SET since = now() - interval '1 hour'
 WHERE id IN (SELECT id FROM deliveries ORDER BY change_xid, change_seq LIMIT 2)`); err != nil {
@@ -442,14 +449,7 @@ func TestHalfOpenBreakerSendsOneProbe(t *testing.T) {
 	subscribe(t, pool, deliverytest.New(t))
 	addChanges(t, pool, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 	d := newIdle(t, pool, Config{AllowPrivate: true, PerSubscription: 4})
-	pgtest.Eventually(t, "the changes fanned out", time.Minute, func() (bool, error) {
-		if err := d.fanOutAll(ctx); err != nil {
-			return false, err
-		}
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE state = 'pending'`).Scan(&n)
-		return n == 10, err
-	})
+	fanOutUntil(t, pool, d, 10)
 	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET failures = $1, blocked_until = now() - interval '1 second'`, breakerAfter); err != nil {
 		t.Fatal(err)
 	}
@@ -548,14 +548,7 @@ func TestPauseResume(t *testing.T) {
 	sub := subscribe(t, pool, rc)
 	addChanges(t, pool, 1)
 	idle := newIdle(t, pool, Config{AllowPrivate: true})
-	pgtest.Eventually(t, "the change fanned out", time.Minute, func() (bool, error) {
-		if err := idle.fanOutAll(ctx); err != nil {
-			return false, err
-		}
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries`).Scan(&n)
-		return n == 1, err
-	})
+	fanOutUntil(t, pool, idle, 1)
 	if _, err := Pause(ctx, pool, sub.ID); err != nil {
 		t.Fatal(err)
 	}

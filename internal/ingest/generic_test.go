@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -251,14 +250,7 @@ func TestInsertNotifies(t *testing.T) {
 	s := newTestServer(t, url, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN inbound_events"); err != nil {
-		t.Fatal(err)
-	}
+	conn := pgtest.Listen(t, url, "inbound_events")
 	status, body := s.post(t, "evt_notify", "application/json", sampleGeneric("n"), s.secret)
 	if status != 200 {
 		t.Fatalf("status %d %s", status, body)

@@ -1,9 +1,12 @@
 package pgtest
 
 import (
+	"context"
 	"slices"
 	"sync"
+	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -24,4 +27,19 @@ func CollectNotices(cfg *pgxpool.Config) func() []string {
 		defer mu.Unlock()
 		return slices.Clone(notices)
 	}
+}
+
+// Listen is a connection to url listening on channel, closed when t ends: what a DBA's
+// `LISTEN inbound_events` in psql sees, a test reads with its WaitForNotification.
+func Listen(t testing.TB, url, channel string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(context.Background(), "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

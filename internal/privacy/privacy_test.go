@@ -145,16 +145,24 @@ func runErasure(t *testing.T, e *Eraser, address, prov string) Receipt {
 	return r
 }
 
+// aliceSaidOneThing is a database, with a processor running on it, that holds one
+// processed message from alice ("alice's secret").
+func aliceSaidOneThing(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
+	settle(t, pool)
+	return pool
+}
+
 // TestLostLeaseChangesNothing: a runner whose erasure another process has taken over
 // (its lease ran out while it stalled) has its batch refused whole: nothing is
 // erased twice over or counted twice in the receipt.
 func TestLostLeaseChangesNothing(t *testing.T) {
 	t.Parallel()
-	pool, url := pgtest.NewPool(t)
-	startProcessor(t, url)
+	pool := aliceSaidOneThing(t)
 	ctx := context.Background()
-	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
-	settle(t, pool)
 	e := NewEraser(pool, zaptest.NewLogger(t), nil, "a")
 	s, err := e.Subject(alice, "")
 	if err != nil {
@@ -184,11 +192,8 @@ func TestLostLeaseChangesNothing(t *testing.T) {
 // The dry run does not count it either; the export lists it.
 func TestEraseKeepsUnfinishedEvents(t *testing.T) {
 	t.Parallel()
-	pool, url := pgtest.NewPool(t)
-	startProcessor(t, url)
+	pool := aliceSaidOneThing(t)
 	ctx := context.Background()
-	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
-	settle(t, pool)
 	var waiting int64
 	if err := pool.QueryRow(ctx, `
 INSERT INTO inbound_events (provider, external_id, payload, state, attempts, run_at, contact)
@@ -224,11 +229,8 @@ RETURNING id`, message("message.received", "a2", alice, "alice's later words"), 
 // messages and events than it could, but a whole batch of changes, is not the last.
 func TestEraseTakesEveryChange(t *testing.T) {
 	t.Parallel()
-	pool, url := pgtest.NewPool(t)
-	startProcessor(t, url)
+	pool := aliceSaidOneThing(t)
 	ctx := context.Background()
-	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
-	settle(t, pool)
 	if _, err := pool.Exec(ctx, `
 INSERT INTO changes (type, conversation_id, data)
 SELECT 'conversation.created', c.id, to_jsonb(c) FROM conversations c, generate_series(1, 3)`); err != nil {

@@ -546,14 +546,7 @@ func TestChangesAnnounced(t *testing.T) {
 	t.Parallel()
 	pool, url := newDB(t)
 	ctx := context.Background()
-	listen, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listen.Close(ctx)
-	if _, err := listen.Exec(ctx, "LISTEN "+ChangesChannel); err != nil {
-		t.Fatal(err)
-	}
+	listen := pgtest.Listen(t, url, ChangesChannel)
 	heard := make(chan struct{}, 100)
 	start(t, url, Config{Also: map[string]func(){ChangesChannel: func() { heard <- struct{}{} }}})
 	insertEvents(t, pool, received("ann", "hi", time.Now()))

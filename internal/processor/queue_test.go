@@ -494,14 +494,7 @@ WITH d AS (UPDATE inbound_events SET state = 'dead' WHERE id = (SELECT min(id) F
 SELECT (SELECT id FROM d), (SELECT max(id) FROM inbound_events)`).Scan(&dead, &pending); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN inbound_events"); err != nil {
-		t.Fatal(err)
-	}
+	conn := pgtest.Listen(t, url, "inbound_events")
 	if n, err := Requeue(ctx, pool, []int64{dead, pending}); err != nil || n != 1 {
 		t.Fatalf("requeued %d (%v), want the dead one", n, err)
 	}
