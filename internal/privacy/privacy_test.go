@@ -22,6 +22,7 @@ import (
 	"inboxd/internal/feed"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
+	"inboxd/internal/redact"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -571,4 +572,49 @@ func (c *counter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// TestRewriteSkipsWhatAnErasureEmptied: a retroactive redaction that read a payload
+// before an erasure emptied it does not write the payload back (redacted, but holding
+// the rest of what the erasure removed): its update skips tombstones, re-checked on the
+// row the erasure committed.
+func TestRewriteSkipsWhatAnErasureEmptied(t *testing.T) {
+	t.Parallel()
+	pool := aliceSaidOneThing(t)
+	ctx := context.Background()
+	rule, err := redact.ParseRule("generic:/data/text=remove")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": {}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	erasure, err := pool.Begin(ctx) // an erasure's batch, not yet committed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer erasure.Rollback(ctx)
+	if _, err := erasure.Exec(ctx, `UPDATE inbound_events SET payload = '{}', headers = '{}', contact = NULL, erased_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan RewriteProgress, 1)
+	go func() {
+		p, err := Rewrite(ctx, pool, policy, time.Now().Add(time.Hour), 0, 100, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- p
+	}()
+	pgtest.WaitLocked(t, pool, 1) // the rewrite read the payload and waits to write it
+	if err := erasure.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-done; p.Scanned != 1 || p.Rewritten != 0 {
+		t.Errorf("rewrite %+v, want the event scanned and nothing written", p)
+	}
+	var payload string
+	if err := pool.QueryRow(ctx, `SELECT payload::text FROM inbound_events`).Scan(&payload); err != nil || payload != "{}" {
+		t.Errorf("payload after the erasure and the rewrite: %s (%v), want {}", payload, err)
+	}
 }
