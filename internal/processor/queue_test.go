@@ -109,7 +109,9 @@ func TestReleaseIsFenced(t *testing.T) {
 	}
 	var state, by string
 	var attempts int
-	pool.QueryRow(ctx, "SELECT state, COALESCE(locked_by, ''), attempts FROM inbound_events").Scan(&state, &by, &attempts)
+	if err := pool.QueryRow(ctx, "SELECT state, COALESCE(locked_by, ''), attempts FROM inbound_events").Scan(&state, &by, &attempts); err != nil {
+		t.Fatal(err)
+	}
 	if state != "processing" || by != "b" || attempts != 2 {
 		t.Errorf("after a released a claim b had taken over: %s by %q, %d attempts; want processing by b, 2 attempts", state, by, attempts)
 	}
@@ -130,13 +132,17 @@ func TestRetryRecordsContact(t *testing.T) {
 	if finished, err := a.recordOutcomes(ctx, []outcome{out}); err != nil || len(finished) != 1 {
 		t.Fatalf("recorded %v (%v), want the retry", finished, err)
 	}
-	pool.Exec(ctx, "UPDATE inbound_events SET run_at = now()")
+	if _, err := pool.Exec(ctx, "UPDATE inbound_events SET run_at = now()"); err != nil {
+		t.Fatal(err) // the retry is due
+	}
 	ev = mustClaim(t, a, 1)[0]
 	if _, err := a.recordOutcomes(ctx, []outcome{a.decide(ev, fmt.Errorf("conn closed"))}); err != nil {
 		t.Fatal(err)
 	}
 	var state, contact string
-	pool.QueryRow(ctx, "SELECT state, COALESCE(contact, '') FROM inbound_events").Scan(&state, &contact)
+	if err := pool.QueryRow(ctx, "SELECT state, COALESCE(contact, '') FROM inbound_events").Scan(&state, &contact); err != nil {
+		t.Fatal(err)
+	}
 	if state != "pending" || contact != "+15552223333" {
 		t.Errorf("after two failed attempts: %s, contact %q; want pending with the contact read in the first", state, contact)
 	}
