@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -239,4 +240,27 @@ func metaPost(n int) []byte {
 	}
 	return fmt.Appendf(nil, `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"100"},"contacts":[{"wa_id":"15550000001"}],"messages":[%s]}}]}]}`,
 		strings.Join(messages, ","))
+}
+
+// TestChunkedBodyIsBounded: a body sent without a Content-Length (chunked), which the
+// header check cannot refuse, is still read no further than INBOX_MAX_BODY_BYTES and
+// answered 413: an unauthenticated sender cannot make the server buffer what it likes.
+func TestChunkedBodyIsBounded(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, pgtest.NewDB(t), Config{MaxBodyBytes: 4096})
+	body := []byte(sampleGeneric(strings.Repeat("x", 1<<20)))
+	req := providertest.Request(t, "generic", s.URL, "", s.secret, "evt_chunked", body, time.Now())
+	req.Body, req.ContentLength, req.GetBody = io.NopCloser(io.MultiReader(bytes.NewReader(body))), -1, nil
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(got), "body_too_large") {
+		t.Errorf("a 1 MiB chunked body: %d %s, want 413 body_too_large", resp.StatusCode, got)
+	}
+	if n := countEvents(t, s.pool, "evt_chunked"); n != 0 {
+		t.Errorf("stored %d events of a body over the limit", n)
+	}
 }
