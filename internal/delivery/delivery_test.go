@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
@@ -763,14 +764,6 @@ func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
 	if orderKey(sub, hi) < orderKey(sub, lo) {
 		hi, lo = lo, hi
 	}
-	held, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Rollback(ctx)
-	if _, err := held.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int, $2::int)`, orderLockSpace, orderKey(sub, hi)); err != nil {
-		t.Fatal(err)
-	}
 	d := newIdle(t, pool, Config{AllowPrivate: true})
 	of := func(convs ...int64) []attempt {
 		var out []attempt
@@ -779,15 +772,8 @@ func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
 		}
 		return out
 	}
-	errs := make(chan error, 2)
-	go func() { errs <- d.finish(ctx, of(hi, lo)) }()
-	pgtest.WaitLocked(t, pool, 1)
-	go func() { errs <- d.finish(ctx, of(lo, hi)) }()
-	pgtest.WaitLocked(t, pool, 2)
-	held.Rollback(ctx)
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	pgtest.LineUp(t, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int, $2::int)`, orderLockSpace, orderKey(sub, hi))
+		return err
+	}, false, func() error { return d.finish(ctx, of(hi, lo)) }, func() error { return d.finish(ctx, of(lo, hi)) })
 }

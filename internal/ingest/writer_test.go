@@ -296,28 +296,13 @@ func TestOverlappingInsertsDoNotDeadlock(t *testing.T) {
 		}
 		return []any{cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], int64(0), "", adopt}
 	}
-	held, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
+	insert := func(reverse bool) func() error {
+		return func() error { _, err := pool.Exec(ctx, insertEvents, args(reverse)...); return err }
 	}
-	defer held.Rollback(ctx)
-	if _, err := held.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', $1, '{}')`, key(keys/2)); err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 2)
-	for _, reverse := range []bool{false, true} {
-		go func() {
-			_, err := pool.Exec(ctx, insertEvents, args(reverse)...)
-			errs <- err
-		}()
-	}
-	pgtest.WaitLocked(t, pool, 2)
-	held.Rollback(ctx)
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	pgtest.LineUp(t, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', $1, '{}')`, key(keys/2))
+		return err
+	}, false, insert(false), insert(true))
 	var n int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events").Scan(&n); err != nil || n != keys {
 		t.Errorf("stored %d events (%v), want %d, each key once", n, err, keys)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -590,27 +591,15 @@ func TestRewriteSkipsWhatAnErasureEmptied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	erasure, err := pool.Begin(ctx) // an erasure's batch, not yet committed
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer erasure.Rollback(ctx)
-	if _, err := erasure.Exec(ctx, `UPDATE inbound_events SET payload = '{}', headers = '{}', contact = NULL, erased_at = now()`); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan RewriteProgress, 1)
-	go func() {
-		p, err := Rewrite(ctx, pool, policy, time.Now().Add(time.Hour), 0, 100, nil)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- p
-	}()
-	pgtest.WaitLocked(t, pool, 1) // the rewrite read the payload and waits to write it
-	if err := erasure.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if p := <-done; p.Scanned != 1 || p.Rewritten != 0 {
+	var p RewriteProgress
+	pgtest.LineUp(t, pool, func(erasure pgx.Tx) error { // an erasure's batch, committed once the rewrite waits to write
+		_, err := erasure.Exec(ctx, `UPDATE inbound_events SET payload = '{}', headers = '{}', contact = NULL, erased_at = now()`)
+		return err
+	}, true, func() (err error) {
+		p, err = Rewrite(ctx, pool, policy, time.Now().Add(time.Hour), 0, 100, nil)
+		return err
+	})
+	if p.Scanned != 1 || p.Rewritten != 0 {
 		t.Errorf("rewrite %+v, want the event scanned and nothing written", p)
 	}
 	var payload string

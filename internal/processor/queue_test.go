@@ -407,28 +407,16 @@ func TestAppliesTakeLocksInOneOrder(t *testing.T) {
 		}
 		return evs, norms
 	}
-	held, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Rollback(ctx)
-	if _, err := held.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", messageLockID("generic", id(n/2))); err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 2)
-	for w, reverse := range []bool{false, true} {
-		evs, norms := batch(reverse, int64(w*n+1))
-		go func() {
-			errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
-		}()
-	}
-	pgtest.WaitLocked(t, pool, 2)
-	held.Rollback(ctx)
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	apply := func(reverse bool, firstID int64) func() error {
+		evs, norms := batch(reverse, firstID)
+		return func() error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
 		}
 	}
+	pgtest.LineUp(t, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", messageLockID("generic", id(n/2)))
+		return err
+	}, false, apply(false, 1), apply(true, n+1))
 	var got int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&got); err != nil || got != n {
 		t.Errorf("stored %d messages (%v), want %d, each once", got, err, n)
@@ -449,14 +437,6 @@ func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
 	if contactLockID(hi) < contactLockID(lo) {
 		hi, lo = lo, hi
 	}
-	held, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Rollback(ctx)
-	if _, err := held.Exec(ctx, "SELECT pg_advisory_xact_lock($1::int, $2::int)", contactLockSpace, contactLockID(hi)); err != nil {
-		t.Fatal(err)
-	}
 	var evs []claimed
 	var norms []provider.Normalized
 	for i, contact := range []string{hi, lo} {
@@ -467,21 +447,16 @@ func TestApplyAndErasureTakeContactLocksInOneOrder(t *testing.T) {
 		}
 		evs, norms = append(evs, ev), append(norms, n)
 	}
-	errs := make(chan error, 2)
-	go func() {
-		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
-	}()
-	pgtest.WaitLocked(t, pool, 1)
-	go func() {
-		errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return LockContacts(ctx, tx, []string{lo, hi}) })
-	}()
-	pgtest.WaitLocked(t, pool, 2)
-	held.Rollback(ctx)
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	pgtest.LineUp(t, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1::int, $2::int)", contactLockSpace, contactLockID(hi))
+		return err
+	}, false,
+		func() error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sendApply(ctx, tx, evs, norms, nil) })
+		},
+		func() error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return LockContacts(ctx, tx, []string{lo, hi}) })
+		})
 }
 
 // TestRequeueAnnounces: a replay announces each event it puts back on the
