@@ -239,6 +239,16 @@ func fanOutUntil(t *testing.T, pool *pgxpool.Pool, d *Deliverer, n int) {
 	})
 }
 
+// oneChange is a database with a subscription (to a receiver that answers 2xx) and
+// one change to deliver.
+func oneChange(t *testing.T) (*pgxpool.Pool, Subscription) {
+	t.Helper()
+	pool, _ := pgtest.NewPool(t)
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1)
+	return pool, sub
+}
+
 // TestLateOutcomeIsFenced: a holder whose claim is no longer its own cannot record
 // an outcome, whichever way it lost it: the delivery stays with its new holder.
 func TestLateOutcomeIsFenced(t *testing.T) {
@@ -277,9 +287,7 @@ func TestLateOutcomeIsFenced(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pool, _ := pgtest.NewPool(t)
-			sub := subscribe(t, pool, deliverytest.New(t))
-			addChanges(t, pool, 1)
+			pool, sub := oneChange(t)
 			a := newIdle(t, pool, Config{AllowPrivate: true, ID: "a"})
 			first := claimOne(t, a)
 			holder, attempts := tt.lose(t, pool, sub, a, first)
@@ -304,10 +312,8 @@ func TestLateOutcomeIsFenced(t *testing.T) {
 // already delivered; it fans out once the other is done.
 func TestFanOutIsOneProcessAtATime(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewPool(t)
+	pool, sub := oneChange(t)
 	ctx := context.Background()
-	sub := subscribe(t, pool, deliverytest.New(t))
-	addChanges(t, pool, 1)
 	pgtest.Eventually(t, "the change final (every older transaction ended)", time.Minute, func() (bool, error) {
 		var final bool
 		err := pool.QueryRow(ctx, `SELECT bool_and(xid < pg_snapshot_xmin(pg_current_snapshot())) FROM changes`).Scan(&final)
@@ -342,10 +348,8 @@ func TestFanOutIsOneProcessAtATime(t *testing.T) {
 // be refused.
 func TestReplayLeavesInFlightAlone(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewPool(t)
+	pool, sub := oneChange(t)
 	ctx := context.Background()
-	sub := subscribe(t, pool, deliverytest.New(t))
-	addChanges(t, pool, 1)
 	a := newIdle(t, pool, Config{AllowPrivate: true, ID: "a"})
 	c := claimOne(t, a)
 	if _, err := Replay(ctx, pool, sub.ID, ""); err != nil {
