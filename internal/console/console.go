@@ -171,10 +171,6 @@ func (c *console) requireSession(next http.Handler) http.Handler {
 	})
 }
 
-func validCSRF(s session, got string) bool {
-	return got != "" && got == s.csrf()
-}
-
 // view is what every page's template gets.
 type view struct {
 	Title   string

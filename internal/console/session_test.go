@@ -34,6 +34,9 @@ func TestSessions(t *testing.T) {
 	if other.csrf() == s.csrf() {
 		t.Error("two sessions share a CSRF token")
 	}
+	if !validCSRF(s, s.csrf()) || validCSRF(s, other.csrf()) || validCSRF(s, "") || validCSRF(session{}, "") {
+		t.Error("a form's CSRF token is not checked against its own session's")
+	}
 	parts := strings.SplitN(ck.Value, ".", 2)
 	for name, v := range map[string]string{
 		"role raised":     "admin." + parts[1],
