@@ -84,7 +84,8 @@ func eraseCmd(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return dbAdvice(err)
 		}
-		return printJSON(stdout, map[string]any{"dry_run": true, "counts": c})
+		nothingHeld(stderr, s, c)
+		return printJSON(stdout, map[string]any{"dry_run": true, "contact": s.Address, "counts": c})
 	}
 	e := privacy.NewEraser(pool, zap.NewNop(), policy, cliID("erase"))
 	r, err := e.Start(ctx, s)
@@ -95,7 +96,26 @@ func eraseCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if r, err = runUntilDone(ctx, e, r.ID); err != nil {
 		return err
 	}
+	nothingHeld(stderr, s, r.Counts)
 	return printJSON(stdout, r)
+}
+
+// nothingHeld tells the operator, on stderr, that a contact matched nothing, with the
+// address as it was looked up: a number typed without its country code (5552223333
+// is +5552223333, not +15552223333) shows itself.
+func nothingHeld(stderr io.Writer, s privacy.Subject, c privacy.Counts) {
+	if c != (privacy.Counts{}) {
+		return
+	}
+	how := "a provider's user id is matched exactly as typed"
+	if strings.HasPrefix(s.Address, "+") {
+		how = "a phone number is matched in E.164, with its country code: +1 555 123 4567 for a US number"
+	}
+	where := ""
+	if s.Provider != "" {
+		where = " in " + s.Provider + "'s conversations"
+	}
+	fmt.Fprintf(stderr, "nothing is held about %s%s (%s)\n", s.Address, where, how)
 }
 
 // runUntilDone runs erasures in this process until id is done (another process may be

@@ -201,6 +201,13 @@ func TestPrivacyCommands(t *testing.T) {
 		t.Errorf("erase = %s, %v", out, err)
 	}
 	wantRows(t, "messages left", rows(t, pool, `SELECT text FROM messages ORDER BY id`), []string{"words 2"})
+	out, errOut, err := cli(env, "erase", "--contact", "555 999 8888", "--dry-run")
+	if err != nil || !strings.Contains(out, `"contact": "+5559998888"`) || !strings.Contains(errOut, "nothing is held about +5559998888 (a phone number is matched in E.164, with its country code") {
+		t.Errorf("erase --dry-run of a number without its country code = %q, %q, %v; want the address it looked up and why nothing matched", out, errOut, err)
+	}
+	if _, errOut, _ := cli(env, "erase", "--contact", "+15559998888", "--dry-run"); errOut != "" {
+		t.Errorf("erase --dry-run of a contact with data says %q", errOut)
+	}
 	if _, _, err := cli(env, "erase"); !isUsage(err) {
 		t.Errorf("erase without --contact = %v, want a usage error", err)
 	}
@@ -209,7 +216,7 @@ func TestPrivacyCommands(t *testing.T) {
 	if err := os.WriteFile(payload, []byte(`{"MessageSid":"SM1","From":"+15551234567","FromZip":"94105","Body":"hi"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, err := cli(env, "redact", "--check", "--provider", "twilio", "--file", payload)
+	out, errOut, err = cli(env, "redact", "--check", "--provider", "twilio", "--file", payload)
 	if err != nil || strings.Contains(out, "94105") || !strings.Contains(out, `"Body":"hi"`) || !strings.Contains(errOut, "/FromZip") {
 		t.Errorf("redact --check = %q, %q, %v; want FromZip removed by the defaults", out, errOut, err)
 	}
