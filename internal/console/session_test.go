@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
 )
 
 func withCookie(value string) *http.Request {
@@ -84,4 +87,39 @@ func FuzzReadSession(f *testing.F) {
 			t.Fatalf("a cookie is accepted whatever the token's key: %q", v)
 		}
 	})
+}
+
+// TestFormsAreBounded: the login form, which anyone may post, and a session's forms
+// are read no further than maxFormBytes. A token, or a CSRF token, past the bound is
+// not seen: the console never buffers more of a body than a form of a few fields.
+func TestFormsAreBounded(t *testing.T) {
+	const token = "admin-token-0123456789"
+	r := chi.NewRouter()
+	r.Mount("/console", New(Config{AdminTokens: []string{token}, Log: zap.NewNop()}))
+	post := func(path, body string, ck *http.Cookie) int {
+		req := httptest.NewRequest("POST", path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if ck != nil {
+			req.AddCookie(ck)
+		}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w.Code
+	}
+	pad := "pad=" + strings.Repeat("a", maxFormBytes) + "&"
+	s, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
+	for _, c := range []struct {
+		name, path, form string
+		ck               *http.Cookie
+		want             int
+	}{
+		{"login", "/console/login", "token=" + token, nil, http.StatusSeeOther},
+		{"login past the bound", "/console/login", pad + "token=" + token, nil, http.StatusUnauthorized},
+		{"a session's form", "/console/logout", "csrf=" + s.csrf(), ck, http.StatusSeeOther},
+		{"a session's form past the bound", "/console/logout", pad + "csrf=" + s.csrf(), ck, http.StatusForbidden},
+	} {
+		if got := post(c.path, c.form, c.ck); got != c.want {
+			t.Errorf("%s (%d bytes): %d, want %d", c.name, len(c.form), got, c.want)
+		}
+	}
 }
