@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -187,6 +188,18 @@ func TestFirstHourAnswers(t *testing.T) {
 		status, body := a.get(t, path, adminToken)
 		if status != 400 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s = %d %s, want 400 naming %s", path, status, body, want)
+		}
+	}
+	for method, path := range map[string]string{"POST": "/webhooks/twillio", "GET": "/webhooks/whatsapp"} {
+		req, _ := http.NewRequest(method, a.url+path, strings.NewReader("{}"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(string(body), "/webhooks/generic, /webhooks/twilio, /webhooks/meta") {
+			t.Errorf("%s %s = %d %s, want 404 naming the webhooks", method, path, resp.StatusCode, body)
 		}
 	}
 	_, body := a.get(t, "/v1/conversations?limit=1", readToken)

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -49,8 +51,10 @@ func routes(r chi.Router, d Deps, which routeSet) {
 		r.Method("GET", "/metrics", metricsHandler(d.Gatherer))
 	}
 
+	var hookPaths []string
 	if public {
 		for _, hook := range d.Webhooks.Routes() { // one per provider (internal/provider/registry)
+			hookPaths = append(hookPaths, hook.Path)
 			r.Method("POST", hook.Path, traced(d, "POST "+hook.Path, hook.Post))
 			if hook.Handshake != nil {
 				r.Get(hook.Path, hook.Handshake)
@@ -94,6 +98,12 @@ func routes(r chi.Router, d Deps, which routeSet) {
 	}
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if len(hookPaths) > 0 && strings.HasPrefix(r.URL.Path, "/webhooks/") {
+			// A provider's name misspelt in the URL a provider was given.
+			jsonhttp.Error(w, http.StatusNotFound, "not_found", fmt.Sprintf("no webhook is at %q; the providers' webhooks are %s",
+				clip(r.URL.Path), strings.Join(hookPaths, ", ")))
+			return
+		}
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", "no such endpoint; GET /openapi.yaml lists them all")
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
