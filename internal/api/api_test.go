@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -336,6 +337,19 @@ func TestConversations(t *testing.T) {
 			t.Errorf("GET %s = %d %s, want %d", path, status, body, want)
 		}
 	}
+	// Ten conversations with the same latest activity, walked in pages of 3: the
+	// keyset's id breaks the tie, so a page boundary among them skips none.
+	a.exec(t, `UPDATE conversations SET last_message_at = timestamptz '2026-11-26 00:00:00Z' WHERE id IN (SELECT id FROM conversations ORDER BY id LIMIT 10)`)
+	tied := walk[readmodel.Conversation](t, a, "/v1/conversations?limit=3&since=2026-11-26T00:00:00Z", readToken)
+	var ids []int64
+	for i, c := range tied {
+		if ids = append(ids, c.ID); i > 0 && c.ID >= tied[i-1].ID {
+			t.Errorf("conversation %d after %d", c.ID, tied[i-1].ID)
+		}
+	}
+	if len(ids) != 10 {
+		t.Errorf("walked the tied conversations as %v, want the ten, once each, by id descending", ids)
+	}
 }
 
 // TestMessagePagination walks a 1,000-message conversation in pages of 7 while new
@@ -403,6 +417,15 @@ SELECT 'twilio', 'live-' || $2::int, $1, 'inbound', 'a', 'b', 'live', 'received'
 	desc := decode[msgPage](t, body).Data
 	if status != 200 || len(desc) != 3 || desc[0].SentAt.Before(desc[2].SentAt) {
 		t.Errorf("order=desc: %d %v", status, desc)
+	}
+	// The whole conversation newest first, in pages of 7: three messages share each
+	// second, so page boundaries fall between messages of the same time.
+	back := walk[readmodel.Message](t, a, "/v1/conversations/"+itoa(convID)+"/messages?order=desc&limit=7", readToken)
+	byKey := func(x, y readmodel.Message) int { // descending (sent_at, id)
+		return cmp.Or(y.SentAt.Compare(x.SentAt), cmp.Compare(y.ID, x.ID))
+	}
+	if got := len(slices.CompactFunc(slices.Clone(back), func(x, y readmodel.Message) bool { return x.ID == y.ID })); len(back) != total || got != total || !slices.IsSortedFunc(back, byKey) {
+		t.Errorf("walked %d messages newest first (%d distinct, sorted %v), want all %d once each", len(back), got, slices.IsSortedFunc(back, byKey), total)
 	}
 }
 
