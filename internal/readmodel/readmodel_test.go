@@ -85,8 +85,10 @@ func TestNormalizeContact(t *testing.T) {
 }
 
 // TestFiltersNameTheValidValues: an unknown state or provider is refused with the
-// values that are valid, before any query.
+// values that are valid, and text over its bound, not UTF-8 or holding a NUL, an
+// empty time range or no limit with what is wrong, before any query.
 func TestFiltersNameTheValidValues(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		err  error
 		want string
@@ -99,13 +101,27 @@ func TestFiltersNameTheValidValues(t *testing.T) {
 		{ReplayFilter{Limit: 1}.Validate(), "state is required: dead or processed"},
 		{ReplayFilter{State: "dead", Limit: MaxReplay + 1}.Validate(), "from 1 to"},
 		{CheckProvider("nope"), "generic, twilio"},
+		{EventFilter{Text: strings.Repeat("a", maxText+1), Limit: 1}.Validate(), "the text is at most 256 bytes"},
+		{EventFilter{Text: "caf\xe9", Limit: 1}.Validate(), "the text is at most 256 bytes of text"},
+		{EventFilter{Text: "a\x00b", Limit: 1}.Validate(), "the text is at most 256 bytes of text"},
+		{EventFilter{Path: "$." + strings.Repeat("a", maxPath), Limit: 1}.Validate(), "the JSON path is at most 512 bytes"},
+		{EventFilter{Error: strings.Repeat("e", maxError+1), HasError: true, State: "dead", Limit: 1}.Validate(), "the error is at most 4096 bytes"},
+		{EventFilter{Provider: "generic", ExternalID: strings.Repeat("x", maxText+1), Limit: 1}.Validate(), "an external id is at most 256 bytes"},
+		{EventFilter{From: at, To: at, Limit: 1}.Validate(), "the time range is empty"},
+		{EventFilter{}.Validate(), "limit must be at least 1, got 0"},
 	} {
 		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) || !errorsIs(tc.err) {
 			t.Errorf("error %v, want ErrBadFilter naming %q", tc.err, tc.want)
 		}
 	}
-	if err := (EventFilter{State: "dead", Provider: "telnyx", Limit: 1}).Validate(); err != nil {
-		t.Errorf("valid filter refused: %v", err)
+	for _, f := range []EventFilter{
+		{State: "dead", Provider: "telnyx", Limit: 1},
+		{Text: strings.Repeat("é", maxText/2), Path: "$." + strings.Repeat("a", maxPath-2), Limit: 1}, // at the bounds
+		{From: at, To: at.Add(time.Nanosecond), Limit: 1},
+	} {
+		if err := f.Validate(); err != nil {
+			t.Errorf("valid filter refused: %v", err)
+		}
 	}
 }
 
