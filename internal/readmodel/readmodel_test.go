@@ -338,6 +338,19 @@ FROM generate_series(1, 25000) AS g`); err != nil {
 		t.Errorf("contact's second page: %d events, next %d, want the last 200", len(p.Events), p.Next)
 	}
 
+	// The failures page's groups: dead events by their last error, "" for those
+	// that have none (NULL).
+	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state, last_error)
+VALUES ('generic', 'd-1', '{}', 'dead', 'boom'), ('generic', 'd-2', '{}', 'dead', NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for errText, want := range map[string]string{"boom": "d-1", "": "d-2"} {
+		p := search(EventFilter{State: "dead", Error: errText, HasError: true, Limit: 10})
+		if len(p.Events) != 1 || p.Events[0].ExternalID != want {
+			t.Errorf("dead events whose error is %q: %+v, want %s alone", errText, p.Events, want)
+		}
+	}
+
 	// A path that is not one is refused with the parser's word, before any scan.
 	if _, err := SearchEvents(ctx, pool, EventFilter{Path: "$.kind ==", Limit: 1}); !errors.Is(err, ErrBadFilter) || !strings.Contains(err.Error(), "JSON path") {
 		t.Errorf("bad path: %v", err)
