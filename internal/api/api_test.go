@@ -325,6 +325,7 @@ func TestConversations(t *testing.T) {
 	for path, want := range map[string]int{
 		"/v1/conversations/999999":              404,
 		"/v1/conversations/abc":                 400,
+		"/v1/conversations/0":                   400,
 		"/v1/conversations?limit=0":             400,
 		"/v1/conversations?limit=201":           400,
 		"/v1/conversations?cursor=garbage":      400,

@@ -96,6 +96,14 @@ func TestBadTextFilters(t *testing.T) {
 			t.Errorf("GET %s = %d %s, want 400", path, status, body)
 		}
 	}
+	// A contact is checked before it reaches a query, with the bound named: a long one
+	// would otherwise match nothing, and answer 200 with an empty list.
+	for _, contact := range []string{"%2B1555%00", "%ff", strings.Repeat("1", 257)} {
+		status, body := a.get(t, "/v1/conversations?contact="+contact, adminToken)
+		if status != 400 || !strings.Contains(string(body), "contact must be at most 256 bytes of UTF-8 text without NUL") {
+			t.Errorf("GET /v1/conversations?contact=%.20s… = %d %s, want 400 naming the bound", contact, status, body)
+		}
+	}
 	if status, body := a.call(t, "POST", "/v1/events/replay?state=dead&provider=%00", adminToken, nil); status != 400 {
 		t.Errorf("bulk replay with a NUL provider = %d %s, want 400", status, body)
 	}

@@ -293,9 +293,15 @@ FROM generate_series(1, 25000) AS g`); err != nil {
 	if !slices.Equal(found, []int64{3}) || windows != 2 {
 		t.Errorf("text search found %v in %d windows, want [3] after 2 windows", found, windows)
 	}
-	// "_" and "%" are themselves, not LIKE's wildcards.
-	if p := search(EventFilter{Text: "refund%please", Limit: 50, From: time.Now().Add(-25001 * time.Second)}); len(p.Events) != 0 {
-		t.Errorf("%% matched as a wildcard: %d events", len(p.Events))
+	// "_" and "%" are themselves, not LIKE's wildcards (the window ends before event
+	// 10, so it holds event 3).
+	for _, text := range []string{"refund%please", "a_refund", `a\ refund`} {
+		if p := search(EventFilter{Text: text, Limit: 50, Before: first + 9}); len(p.Events) != 0 {
+			t.Errorf("%q matched %d events: a wildcard or an escape", text, len(p.Events))
+		}
+	}
+	if p := search(EventFilter{Text: "a refund_please", Limit: 50, Before: first + 9}); len(p.Events) != 1 {
+		t.Errorf("the text itself matched %d events, want 1", len(p.Events))
 	}
 
 	// A JSON path, newest first, in a time range (12,000 events: two windows).
