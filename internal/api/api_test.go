@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
@@ -273,6 +275,28 @@ func TestNoTokensMeansClosed(t *testing.T) {
 			t.Errorf("token %q with none configured: %d, want 401", token, resp.StatusCode)
 		}
 	}
+	// An empty token in the list (the settings drop them; a caller of this package
+	// might not) admits nobody: an empty Authorization header does not match it.
+	guard := requireToken([]string{""}, "API", "INBOX_API_TOKENS")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	for _, header := range []string{"", "Bearer", "Bearer ", "Bearer  "} {
+		w, r := httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/conversations", nil)
+		r.Header.Set("Authorization", header)
+		if guard.ServeHTTP(w, r); w.Code != 401 {
+			t.Errorf("Authorization %q against an empty configured token: %d, want 401", header, w.Code)
+		}
+	}
+}
+
+// TestUnstorableIsTheClientsError: a value Postgres refuses (a data exception, a
+// program limit) that reached a query is answered 400, not 503 with an error log.
+func TestUnstorableIsTheClientsError(t *testing.T) {
+	for code, want := range map[string]int{"22021": 400, "54000": 400, "57P01": 503} {
+		w := httptest.NewRecorder()
+		respondErr(zap.NewNop(), w, httptest.NewRequest("GET", "/v1/conversations", nil), fmt.Errorf("list: %w", &pgconn.PgError{Code: code}))
+		if w.Code != want {
+			t.Errorf("SQLSTATE %s: %d, want %d", code, w.Code, want)
+		}
+	}
 }
 
 func TestConversations(t *testing.T) {
@@ -290,6 +314,10 @@ func TestConversations(t *testing.T) {
 		}
 	}
 	// Filters.
+	// A page that holds the last row is the last: no cursor to an empty page.
+	if _, body := a.get(t, "/v1/conversations?provider=twilio&limit=15", readToken); decode[page[readmodel.Conversation]](t, body).NextCursor != nil {
+		t.Errorf("the page of the last 15 of 15 has a next cursor: %s", body)
+	}
 	for _, tc := range []struct {
 		query string
 		want  int

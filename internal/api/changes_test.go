@@ -106,17 +106,36 @@ func TestChangeFeed(t *testing.T) {
 		t.Fatalf("stream: %v %v", resp, err)
 	}
 	defer resp.Body.Close()
+	// The two changes after Last-Event-ID, then one that happens while the stream is
+	// open: each once.
 	var events []string
+	ids := map[string]bool{firstID: true}
 	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() && len(events) < 2 {
+	for sc.Scan() && len(events) < 3 {
 		if line := sc.Text(); strings.HasPrefix(line, "event: ") {
-			events = append(events, strings.TrimPrefix(line, "event: "))
-		} else if strings.HasPrefix(line, "id: ") && strings.TrimPrefix(line, "id: ") == firstID {
-			t.Error("the stream repeated the Last-Event-ID change")
+			if events = append(events, strings.TrimPrefix(line, "event: ")); len(events) == 2 {
+				post("s2", `{"type":"message.status","timestamp":"2026-11-25T10:00:09Z","data":{"message_id":"m1","status":"read"}}`)
+			}
+		} else if id, ok := strings.CutPrefix(line, "id: "); ok {
+			if ids[id] {
+				t.Errorf("the stream sent change %s again", id)
+			}
+			ids[id] = true
 		}
 	}
-	if fmt.Sprint(events) != "[message.created message.status_changed]" {
+	if fmt.Sprint(events) != "[message.created message.status_changed message.status_changed]" {
 		t.Errorf("stream events after %s = %v", firstID, events)
+	}
+	req, _ = http.NewRequest("GET", a.url+"/v1/changes/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	req.Header.Set("Last-Event-ID", "nonsense")
+	if bad, err := http.DefaultClient.Do(req); err != nil {
+		t.Error(err)
+	} else { // the status only: a stream that started would never end
+		bad.Body.Close()
+		if bad.StatusCode != 400 {
+			t.Errorf("a stream after Last-Event-ID: nonsense = %d, want 400", bad.StatusCode)
+		}
 	}
 
 	for bad, reason := range map[string]string{
