@@ -11,7 +11,7 @@ import (
 var protect = map[string]Protection{
 	"generic": {"/data/message_id": nil, "/data/contact": {Hash}},
 	"twilio":  {"MessageSid": nil, "From": {Hash}},
-	"meta":    {"/message/id": nil},
+	"meta":    {"/message/id": nil, "/entries/*/id": nil},
 }
 
 func policy(t *testing.T, rules ...string) *Policy {
@@ -47,7 +47,7 @@ func TestApply(t *testing.T) {
 			[]string{"generic:/data/contact=hash"}, []string{"/data/contact"}},
 		{"numbers keep their digits", "generic", `{"data":{"n":12345678901234567890,"text":"x","message_id":"m"}}`, `{"data":{"message_id":"m","n":12345678901234567890,"text":"[redacted]"}}`,
 			[]string{"generic:/data/text=mask"}, []string{"/data/text"}},
-		{"nothing to change: the payload as is", "generic", `{"data":{"message_id":"m"}}`, `{"data":{"message_id":"m"}}`,
+		{"nothing to change: the payload as is", "generic", `{"data": {"z": 1, "message_id": "m"}}`, `{"data": {"z": 1, "message_id": "m"}}`,
 			[]string{"generic:/data/text=mask"}, nil},
 		{"another provider's rules do not apply", "twilio", `{"FromZip":"1"}`, `{"FromZip":"1"}`,
 			[]string{"generic:/data/text=mask"}, nil},
@@ -73,6 +73,7 @@ func TestRefusedRules(t *testing.T) {
 		"generic:/data/contact=mask":      "hash it instead",
 		"twilio:MessageSid=hash":          "cannot do without",
 		"meta:/message/*=mask":            "cannot do without",
+		"meta:/entries/0/id=remove":       "cannot do without", // one entry's id: the protected path's wildcard matches it
 		"nobody:/x=remove":                "no provider",
 	} {
 		r, err := ParseRule(text)
@@ -86,6 +87,17 @@ func TestRefusedRules(t *testing.T) {
 	for _, bad := range []string{"twilio FromZip", "twilio:FromZip=shred", ":x=remove", "twilio:=remove"} {
 		if _, err := ParseRule(bad); err == nil {
 			t.Errorf("ParseRule(%q) = nil error", bad)
+		}
+	}
+	// A rule beside or below a protected field (inside its value, which a protected
+	// id or address does not have) leaves it alone.
+	for _, text := range []string{"meta:/message/text=remove", "meta:/message/id/below=remove", "meta:/entries/*/name=mask"} {
+		r, err := ParseRule(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewPolicy([]Rule{r}, protect, nil); err != nil {
+			t.Errorf("NewPolicy(%s) = %v, want it accepted", text, err)
 		}
 	}
 	r, _ := ParseRule("generic:/data/contact=hash")
@@ -114,10 +126,10 @@ func FuzzApply(f *testing.F) {
 // nothing and reports nothing (inboxd redact --apply is idempotent: a hash is not
 // hashed again, a mask not masked again).
 func TestApplyTwice(t *testing.T) {
-	p := policy(t, "generic:/data/contact=hash", "generic:/data/text=mask", "generic:/data/zip=remove")
-	once, changed := p.Apply("generic", []byte(`{"data":{"message_id":"m","contact":"+15551234567","text":"hi","zip":"1","n":[1,{"a":2}]}}`))
-	if len(changed) != 3 {
-		t.Fatalf("first pass changed %v, want 3 fields", changed)
+	p := policy(t, "generic:/data/contact=hash", "generic:/data/text=mask", "generic:/data/zip=remove", "generic:/data/names/*=mask")
+	once, changed := p.Apply("generic", []byte(`{"data":{"message_id":"m","contact":"+15551234567","text":"hi","zip":"1","n":[1,{"a":2}],"names":["Ann","Bo"]}}`))
+	if len(changed) != 5 {
+		t.Fatalf("first pass changed %v, want 5 fields", changed)
 	}
 	twice, changed := p.Apply("generic", once)
 	if len(changed) != 0 || string(twice) != string(once) {
