@@ -123,3 +123,51 @@ func TestFormsAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleAnswers: every answer, the login page and errors too, carries the CSP
+// without inline scripts, no framing and no caching (static files may be cached); a
+// login behind a TLS-terminating proxy gets a Secure cookie; an id that is not a
+// positive number is a 400 before any query.
+func TestConsoleAnswers(t *testing.T) {
+	const token = "admin-token-0123456789"
+	r := chi.NewRouter()
+	r.Mount("/console", New(Config{AdminTokens: []string{token}, Log: zap.NewNop()}))
+	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
+	serve := func(method, path, form string, header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(ck)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
+	}
+	for path, status := range map[string]int{"/console/": http.StatusSeeOther, "/console/events/0": http.StatusBadRequest,
+		"/console/conversations/-1": http.StatusBadRequest, "/console/nothing-here": http.StatusNotFound} {
+		w := serve("GET", path, "")
+		h := w.Header()
+		for _, directive := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "form-action 'self'", "frame-ancestors 'none'", "base-uri 'none'"} {
+			if !strings.Contains(h.Get("Content-Security-Policy"), directive+";") && !strings.HasSuffix(h.Get("Content-Security-Policy"), directive) {
+				t.Errorf("GET %s: Content-Security-Policy %q, want %s", path, h.Get("Content-Security-Policy"), directive)
+			}
+		}
+		if h.Get("X-Frame-Options") != "DENY" || h.Get("Cache-Control") != "no-store" || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: headers %v, want DENY, no-store and nosniff", path, h)
+		}
+		if w.Code != status {
+			t.Errorf("GET %s = %d, want %d", path, w.Code, status)
+		}
+	}
+	if w := serve("GET", "/console/static/console.css", ""); w.Code != 200 || w.Header().Get("Cache-Control") == "no-store" {
+		t.Errorf("static file: %d, Cache-Control %q; want 200, cacheable", w.Code, w.Header().Get("Cache-Control"))
+	}
+	for proto, secure := range map[string]bool{"": false, "https": true, "HTTPS": true, "http": false} {
+		w := serve("POST", "/console/login", "token="+token, "X-Forwarded-Proto", proto)
+		cookies := w.Result().Cookies()
+		if len(cookies) != 1 || cookies[0].Secure != secure {
+			t.Errorf("login with X-Forwarded-Proto %q: cookies %v, want one with Secure=%v", proto, cookies, secure)
+		}
+	}
+}
