@@ -460,6 +460,16 @@ func TestConsoleRoles(t *testing.T) {
 	if status, body := post(t, admin, base+"/console/replays/preview", group); status != 200 || !strings.Contains(body, `<strong id="replay-count">1</strong>`) {
 		t.Errorf("the failures group's replay confirmation: %d, counts 1: %v", status, strings.Contains(body, `id="replay-count">1<`))
 	}
+	group.Set("error", "") // the group of those without an error: not this one
+	if status, body := post(t, admin, base+"/console/events", group); status != 200 || strings.Contains(body, `href="/console/events/`+id+`"`) {
+		t.Errorf("the group of dead events without an error: %d, lists one with an error: %v", status, strings.Contains(body, `href="/console/events/`+id+`"`))
+	}
+	// A hand-made URL with a filter that must stay out of URLs is refused, saying why.
+	for _, path := range []string{"/console/events?contact=%2B15550000000", "/console/events?state=dead&text=hi", "/console/conversations?contact=%2B15552223333"} {
+		if status, body, _ := page(t, admin, base+path); status != 400 || !strings.Contains(body, "never in a URL") {
+			t.Errorf("GET %s: %d, want 400 saying it goes in the form", path, status)
+		}
+	}
 	group.Set("error", "another cause")
 	if status, body := post(t, admin, base+"/console/replays/preview", group); status != 200 || !strings.Contains(body, "No event matches") {
 		t.Errorf("a replay of another cause: %d, says none match: %v", status, strings.Contains(body, "No event matches"))

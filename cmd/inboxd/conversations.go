@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"inboxd/internal/privacy"
 	"inboxd/internal/provider/registry"
 	"inboxd/internal/readmodel"
 )
@@ -18,9 +19,10 @@ import (
 // "+15551234567" are one number).
 func conversationsCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var f readmodel.ConversationFilter
+	var contact string
 	var asJSON bool
 	fs := cliFlags("conversations", "Lists conversations, latest activity first.\n  inboxd conversations --contact +15551234567", stderr)
-	fs.StringVar(&f.Contact, "contact", "", "only this contact's (a phone number in any usual spelling, or a provider's user id)")
+	fs.StringVar(&contact, "contact", "", "only this contact's (a phone number in any usual spelling, or a provider's user id; found hashed too, under INBOX_REDACT)")
 	fs.StringVar(&f.Provider, "provider", "", "only this provider's: "+strings.Join(registry.Names(), ", "))
 	fs.IntVar(&f.Limit, "limit", 20, "how many, at most")
 	fs.BoolVar(&asJSON, "json", false, "print JSON lines instead of a table")
@@ -32,6 +34,17 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 	}
 	if f.Limit < 1 {
 		return usageError{fmt.Errorf("--limit must be at least 1, got %d", f.Limit)}
+	}
+	var subject privacy.Subject
+	if contact != "" {
+		policy, err := redactionFromEnv(getenv)
+		if err != nil {
+			return err
+		}
+		if subject, err = privacy.NewSubject(contact, f.Provider, policy); err != nil {
+			return usageError{err}
+		}
+		f.Contacts = subject.Forms
 	}
 	pool, err := cliPool(ctx, fs, getenv)
 	if err != nil {
@@ -51,8 +64,8 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return nil
 	}
-	if len(list) == 0 && f.Contact != "" {
-		fmt.Fprintf(stderr, "no conversation with %s (searched as %s)\n", printable(f.Contact), readmodel.NormalizeContact(f.Contact))
+	if len(list) == 0 && contact != "" {
+		fmt.Fprintf(stderr, "no conversation with %s (searched as %s)\n", printable(contact), subject.Address)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "id\tprovider\tchannel\tcontact\tlast_message_at")

@@ -172,6 +172,7 @@ func TestPrivacyCommands(t *testing.T) {
 	env := map[string]string{
 		"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"INBOX_REDACT": "generic:/data/contact=hash", "INBOX_REDACTION_KEY": "a redaction key of 32 bytes.....",
+		"INBOX_API_TOKENS": "a-read-token-for-the-test", "INBOX_ADMIN_TOKENS": consoleAdmin,
 	}
 	base, _ := startServe(t, env)
 	for i, c := range []string{"+15552223333", "+15552223333", "+15559998888"} {
@@ -187,7 +188,25 @@ func TestPrivacyCommands(t *testing.T) {
 		return out.String(), errOut.String(), err
 	}
 
-	out, _, err := cli(env, "export", "--contact", "+1 555 222 3333")
+	// A search by the number finds the conversation stored under its hash, in the
+	// CLI and in the API, as the export and the erasure do.
+	out, errOut, err := cli(env, "conversations", "--contact", "+1 555 222 3333", "--json")
+	if err != nil || strings.Count(out, `"id"`) != 1 || !strings.Contains(out, `"contact_address":"hmac-sha256:`) {
+		t.Errorf("conversations --contact = %q, %q, %v; want the hashed contact's one conversation", out, errOut, err)
+	}
+	req, _ := http.NewRequest("GET", base+"/v1/conversations?contact=%2B15552223333", nil)
+	req.Header.Set("Authorization", "Bearer a-read-token-for-the-test")
+	if status, _, body := do(t, req); status != 200 || strings.Count(string(body), `"id"`) != 1 {
+		t.Errorf("GET /v1/conversations?contact= = %d %s; want the hashed contact's one conversation", status, body)
+	}
+
+	admin := consoleClient(t, base, consoleAdmin)
+	_, _, csrf := page(t, admin, base+"/console/conversations")
+	if status, body := post(t, admin, base+"/console/conversations", url.Values{"csrf": {csrf}, "contact": {"+1 (555) 222-3333"}}); status != 200 || strings.Count(body, `href="/console/conversations/`) != 1 {
+		t.Errorf("the console's conversation search: %d, %d conversations listed; want the hashed contact's one", status, strings.Count(body, `href="/console/conversations/`))
+	}
+
+	out, _, err = cli(env, "export", "--contact", "+1 555 222 3333")
 	if err != nil || !strings.Contains(out, `"words 0"`) || !strings.Contains(out, `"words 1"`) || strings.Contains(out, "words 2") ||
 		!strings.Contains(out, `"redacted":["sender"]`) {
 		t.Errorf("export = %s, %v; want both of the hashed contact's messages, marked redacted", out, err)
@@ -201,7 +220,7 @@ func TestPrivacyCommands(t *testing.T) {
 		t.Errorf("erase = %s, %v", out, err)
 	}
 	wantRows(t, "messages left", rows(t, pool, `SELECT text FROM messages ORDER BY id`), []string{"words 2"})
-	out, errOut, err := cli(env, "erase", "--contact", "555 999 8888", "--dry-run")
+	out, errOut, err = cli(env, "erase", "--contact", "555 999 8888", "--dry-run")
 	if err != nil || !strings.Contains(out, `"contact": "+5559998888"`) || !strings.Contains(errOut, "nothing is held about +5559998888 (a phone number is matched in E.164, with its country code") {
 		t.Errorf("erase --dry-run of a number without its country code = %q, %q, %v; want the address it looked up and why nothing matched", out, errOut, err)
 	}

@@ -7,19 +7,21 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"inboxd/internal/privacy"
 	"inboxd/internal/readmodel"
+	"inboxd/internal/redact"
 )
 
 // The list handlers fetch limit+1 rows: the extra one says whether there is a next
 // page without a count query.
 
 // listConversations: latest activity first, keyset on (last_message_at, id).
-func listConversations(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
-	return respond(log, func(r *http.Request) (any, error) { return queryConversations(r.Context(), pool, r) })
+func listConversations(pool *pgxpool.Pool, policy *redact.Policy, log *zap.Logger) http.HandlerFunc {
+	return respond(log, func(r *http.Request) (any, error) { return queryConversations(r.Context(), pool, policy, r) })
 }
 
-func queryConversations(ctx context.Context, pool *pgxpool.Pool, r *http.Request) (page[readmodel.Conversation], error) {
-	f, err := conversationFilter(r)
+func queryConversations(ctx context.Context, pool *pgxpool.Pool, policy *redact.Policy, r *http.Request) (page[readmodel.Conversation], error) {
+	f, err := conversationFilter(r, policy)
 	if err != nil {
 		return page[readmodel.Conversation]{}, err
 	}
@@ -34,8 +36,10 @@ func queryConversations(ctx context.Context, pool *pgxpool.Pool, r *http.Request
 	}), nil
 }
 
-// conversationFilter reads ?provider=, ?contact=, ?since=, ?cursor= and ?limit=.
-func conversationFilter(r *http.Request) (readmodel.ConversationFilter, error) {
+// conversationFilter reads ?provider=, ?contact=, ?since=, ?cursor= and ?limit=. A
+// contact is looked up under every form it may be stored in (its hashes too, when the
+// policy hashes addresses), as an erasure finds it.
+func conversationFilter(r *http.Request, policy *redact.Policy) (readmodel.ConversationFilter, error) {
 	var f readmodel.ConversationFilter
 	var err error
 	if f.Limit, err = limitParam(r); err != nil {
@@ -50,7 +54,15 @@ func conversationFilter(r *http.Request) (readmodel.ConversationFilter, error) {
 	if f.Provider, err = textParam(r, "provider"); err != nil {
 		return f, err
 	}
-	f.Contact, err = textParam(r, "contact")
+	contact, err := textParam(r, "contact")
+	if err != nil || contact == "" {
+		return f, err
+	}
+	if err := readmodel.CheckProvider(f.Provider); err != nil {
+		return f, err
+	}
+	s, err := privacy.NewSubject(contact, f.Provider, policy)
+	f.Contacts = s.Forms
 	return f, err
 }
 

@@ -60,7 +60,7 @@ func routes(r chi.Router, d Deps, which routeSet) {
 				r.Get(hook.Path, hook.Handshake)
 			}
 		}
-		r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, log))
+		r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, d.Redaction, log))
 		r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
 		r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
 		if d.Changes != nil {

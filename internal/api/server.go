@@ -27,6 +27,7 @@ import (
 	"inboxd/internal/ingest"
 	"inboxd/internal/jsonhttp"
 	"inboxd/internal/privacy"
+	"inboxd/internal/redact"
 )
 
 // Deps is what the router needs.
@@ -55,6 +56,9 @@ type Deps struct {
 	// Eraser runs erasures and checks addresses for exports (the privacy
 	// endpoints); nil serves none of them.
 	Eraser *privacy.Eraser
+	// Redaction is the redaction policy in force, so that a contact search finds
+	// addresses stored hashed; nil: none.
+	Redaction *redact.Policy
 	// Deliveries serves the subscription endpoints (internal/delivery) when set.
 	Deliveries *Deliveries
 	// Console is the operators' web console (internal/console), mounted at /console

@@ -51,8 +51,23 @@ func parseTime(name, v string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%w: %s must be a date and time like 2026-12-03T14:05 (UTC)", readmodel.ErrBadFilter, name)
 }
 
+// inURL refuses a request whose URL carries one of the form fields that must stay out
+// of URLs (access logs and browser history keep them): a hand-made link gets told why,
+// rather than a page that ignored it.
+func inURL(r *http.Request, names ...string) error {
+	for _, name := range names {
+		if r.URL.Query().Has(name) {
+			return fmt.Errorf("%w: %s is personal, or may be, so it is sent in the filter form's body, never in a URL (access logs and browser history keep URLs): use the form on the page", readmodel.ErrBadFilter, name)
+		}
+	}
+	return nil
+}
+
 // parseFilter reads the filter from the query string or the form.
 func (c *console) parseFilter(r *http.Request) (filterForm, readmodel.EventFilter, error) {
+	if err := inURL(r, "contact", "text", "path", "error"); err != nil {
+		return filterForm{}, readmodel.EventFilter{Limit: 50}, err
+	}
 	ff := filterForm{
 		State: r.FormValue("state"), Provider: r.FormValue("provider"), ExternalID: strings.TrimSpace(r.FormValue("external_id")),
 		From: r.FormValue("from"), To: r.FormValue("to"),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"inboxd/internal/delivery"
 	"inboxd/internal/privacy"
@@ -22,9 +23,19 @@ type conversationsData struct {
 func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
 	f := readmodel.ConversationFilter{Limit: 50}
 	d := conversationsData{}
+	if err := inURL(r, "contact"); err != nil {
+		c.filterFail(w, r, err)
+		return
+	}
 	if r.Method == http.MethodPost {
-		d.Contact = r.PostFormValue("contact")
-		f.Contact = readmodel.NormalizeContact(d.Contact)
+		if d.Contact = strings.TrimSpace(r.PostFormValue("contact")); d.Contact != "" {
+			s, err := privacy.NewSubject(d.Contact, "", c.cfg.Redaction) // its hashes too, as the events' filter
+			if err != nil {
+				c.filterFail(w, r, err)
+				return
+			}
+			f.Contacts = s.Forms
+		}
 	}
 	cs, err := readmodel.ListConversations(r.Context(), c.cfg.Pool, f)
 	if err != nil {

@@ -89,8 +89,11 @@ type Key struct {
 
 // ConversationFilter selects conversations, latest activity first.
 type ConversationFilter struct {
-	Provider string    // empty: all
-	Contact  string    // a contact address, normalized as stored (NormalizeContact)
+	Provider string // empty: all
+	// Contacts are the forms a contact's address may be stored under
+	// (privacy.Subject.Forms: E.164, and its hashes when a redaction rule hashes
+	// addresses); empty: every contact's.
+	Contacts []string
 	Since    time.Time // zero: no bound
 	After    *Key      // nil: the first page
 	Limit    int
@@ -113,7 +116,8 @@ func NormalizeContact(s string) string {
 // conversationsQuery builds the list query for f. Only the filters given become
 // conditions, so each query shape gets a plan that uses its index
 // (conversations_latest, conversations_contact) rather than one generic plan full of
-// "$n IS NULL OR".
+// "$n IS NULL OR". A contact stored under one form is read in order from
+// conversations_contact; under several (hashed too), its few conversations are sorted.
 func conversationsQuery(f ConversationFilter) (string, []any) {
 	var where []string
 	args := []any{f.Limit}
@@ -124,8 +128,12 @@ func conversationsQuery(f ConversationFilter) (string, []any) {
 	if f.Provider != "" {
 		add("provider = $%d", f.Provider)
 	}
-	if f.Contact != "" {
-		add("contact_address = $%d", NormalizeContact(f.Contact))
+	switch len(f.Contacts) {
+	case 0:
+	case 1:
+		add("contact_address = $%d", f.Contacts[0])
+	default:
+		add("contact_address = ANY($%d::text[])", f.Contacts)
 	}
 	if !f.Since.IsZero() {
 		add("last_message_at >= $%d", f.Since)

@@ -193,12 +193,12 @@ FROM conversations c CROSS JOIN generate_series(1, 100) AS m`,
 	for name, f := range map[string]ConversationFilter{
 		"conversations":            {Limit: 51},
 		"conversations, next page": {Limit: 51, After: after},
-		"conversations by contact": {Limit: 51, Contact: "+15550000042"},
+		"conversations by contact": {Limit: 51, Contacts: []string{"+15550000042"}},
 		"conversations since":      {Limit: 51, Since: at.Add(4 * time.Hour), After: after},
 	} {
 		sql, args := conversationsQuery(f)
 		index := "conversations_latest"
-		if f.Contact != "" {
+		if len(f.Contacts) > 0 {
 			index = "conversations_contact"
 		}
 		cases[name] = plan{sql, args, index}
