@@ -397,6 +397,9 @@ func TestConsoleRoles(t *testing.T) {
 	if status, body, _ := page(t, admin, base+"/console/events?external_id=evt-console"); status != 400 || !strings.Contains(body, "choose the provider too") {
 		t.Errorf("an external id without a provider: %d, want 400 saying what to do", status)
 	}
+	if status, body, _ := page(t, admin, base+"/console/events?before=0"); status != 400 || !strings.Contains(body, "before must be an event id") {
+		t.Errorf("a page before event 0: %d, want 400 saying what before is", status)
+	}
 	if status, body, _ := page(t, admin, base+"/console/subscriptions/999999/deliveries"); status != 404 || !strings.Contains(body, "subscription 999999: not found; the Subscriptions page lists them") {
 		t.Errorf("a missing subscription's deliveries: %d, want 404 saying where the list is", status)
 	}

@@ -404,8 +404,8 @@ func Candidates(ctx context.Context, pool *pgxpool.Pool, f EventFilter) (ids []i
 }
 
 // countTimeout bounds Matching's count: an unindexed payload condition over a long
-// history could otherwise read every event.
-const countTimeout = 5 * time.Second
+// history could otherwise read every event. A variable so that a test can reach it.
+var countTimeout = 5 * time.Second
 
 // ErrTooSlow: counting the events a filter matches took longer than countTimeout.
 var ErrTooSlow = errors.New("counting took too long")

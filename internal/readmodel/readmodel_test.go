@@ -357,6 +357,14 @@ VALUES ('generic', 'd-1', '{}', 'dead', 'boom'), ('generic', 'd-2', '{}', 'dead'
 		}
 	}
 
+	// A bulk replay's count that outlasts its timeout is ErrTooSlow, which says how to
+	// narrow the filter (not a database error). 25,000 payloads are not read in 1 ms.
+	defer func(d time.Duration) { countTimeout = d }(countTimeout)
+	countTimeout = time.Millisecond
+	if _, _, _, err := Matching(ctx, pool, EventFilter{Text: "no such text anywhere"}, 100000, 1); !errors.Is(err, ErrTooSlow) || !strings.Contains(err.Error(), "narrow it") {
+		t.Errorf("a count past its timeout: %v, want ErrTooSlow", err)
+	}
+
 	// A path that is not one is refused with the parser's word, before any scan.
 	if _, err := SearchEvents(ctx, pool, EventFilter{Path: "$.kind ==", Limit: 1}); !errors.Is(err, ErrBadFilter) || !strings.Contains(err.Error(), "JSON path") {
 		t.Errorf("bad path: %v", err)
