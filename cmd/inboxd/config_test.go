@@ -201,3 +201,29 @@ func TestSampleSecretsNeedDev(t *testing.T) {
 		t.Errorf("with INBOX_DEV=true: %v", err)
 	}
 }
+
+// TestEachSettingCheck: each check that needs more than one setting, or more than a
+// value's parser sees, refuses what it is for and names the variable and the fix.
+func TestEachSettingCheck(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"INBOX_MAX_BODY_BYTES": "2097152", "INBOX_BODY_MEMORY": "1048576"}, "INBOX_BODY_MEMORY (--body-memory) = 1048576 is below INBOX_MAX_BODY_BYTES"},
+		{map[string]string{"INBOX_ADMIN_ADDR": "9091"}, "INBOX_ADMIN_ADDR (--admin-addr) = \"9091\": want host:port"},
+		{map[string]string{"INBOX_PUBLIC_URL": "ftp://inbox.example.com"}, "INBOX_PUBLIC_URL (--public-url)"},
+		{map[string]string{"INBOX_PUBLIC_URL": "https://"}, "INBOX_PUBLIC_URL (--public-url)"},
+		{map[string]string{"INBOX_GENERIC_SECRETS": "whsec_c2VjcmV0LW51bWJlci1vbmU=, whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "INBOX_GENERIC_SECRETS holds a sample value"},
+		{map[string]string{"INBOX_REDACTION_KEY": "fifteen bytes.."}, "INBOX_REDACTION_KEY: at least 16 bytes"},
+		{map[string]string{"INBOX_REDACT": "generic:/data/contact=hash"}, "INBOX_REDACTION_KEY: unset, and INBOX_REDACT has a hash rule"},
+	} {
+		if _, err := loadConfig("serve", nil, func(k string) string { return tc.env[k] }, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.env, err, tc.want)
+		}
+	}
+	ok := map[string]string{"INBOX_MAX_BODY_BYTES": "1048576", "INBOX_BODY_MEMORY": "1048576", "INBOX_ADMIN_ADDR": "127.0.0.1:9091",
+		"INBOX_PUBLIC_URL": "https://inbox.example.com", "INBOX_REDACT": "generic:/data/contact=hash", "INBOX_REDACTION_KEY": "sixteen bytes..."}
+	if _, err := loadConfig("serve", nil, func(k string) string { return ok[k] }, &bytes.Buffer{}); err != nil {
+		t.Errorf("the same settings at their bounds: %v", err)
+	}
+}
