@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -459,6 +460,7 @@ func TestNewSubject(t *testing.T) {
 		{"", "", "contact is required"},
 		{strings.Repeat("1", 300), "", "at most 256"},
 		{alice, "smoke-signals", "provider must be one of"},
+		{" \t ", "", "contact is required"}, // blanks are no address
 	} {
 		if _, err := NewSubject(c.address, c.provider, nil); err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("NewSubject(%.20q, %q) = %v, want %q", c.address, c.provider, err, c.err)
@@ -467,6 +469,22 @@ func TestNewSubject(t *testing.T) {
 	s, err := NewSubject(" +1 (555) 222-3333 ", "twilio", nil)
 	if err != nil || s.Address != alice || len(s.Forms) != 1 {
 		t.Errorf("NewSubject = %+v, %v; want %s and no hashed forms without a key", s, err, alice)
+	}
+	// Under a hash rule, every form a sender may have written the number in is
+	// looked up hashed: E.164, the digits alone (a sender that drops the "+"), and a
+	// hash's hex alone (what a provider that parses "kind:value" addresses keeps).
+	rule, _ := redact.ParseRule("generic:/data/contact=hash")
+	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": nil}, []byte("a redaction key of 32 bytes....."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = NewSubject(alice, "generic", policy) // generic: no spellings of its own
+	plus, _ := policy.Hashed(alice)
+	digits, _ := policy.Hashed(strings.TrimPrefix(alice, "+"))
+	for _, form := range []string{alice, plus, digits, strings.TrimPrefix(plus, redact.HashPrefix)} {
+		if err != nil || !slices.Contains(s.Forms, form) {
+			t.Errorf("NewSubject under a hash rule = %+v, %v; want the form %s", s, err, form)
+		}
 	}
 }
 
