@@ -36,7 +36,15 @@ func TestPublic(t *testing.T) {
 		{"198.18.0.1", false},
 		{"::ffff:127.0.0.1", false}, // IPv4-mapped loopback
 		{"::ffff:8.8.8.8", true},
-		{"64:ff9b::a00:1", false}, // NAT64 of 10.0.0.1
+		{"64:ff9b::a00:1", false},   // NAT64 of 10.0.0.1
+		{"64:ff9b:1::a00:1", false}, // local-use NAT64
+		{"192.0.0.9", false},        // IETF protocol assignments
+		{"240.0.0.1", false},        // reserved
+		{"100::1", false},           // discard-only
+		{"ff02::1", false},          // link-local multicast
+		{"ff05::2", false},          // site-local multicast
+		{"192.0.1.1", true},         // beside 192.0.0.0/24
+		{"198.20.0.1", true},        // beside 198.18.0.0/15
 	} {
 		if got := public(netip.MustParseAddr(tc.addr)); got != tc.ok {
 			t.Errorf("public(%s) = %v, want %v", tc.addr, got, tc.ok)
