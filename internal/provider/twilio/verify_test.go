@@ -214,6 +214,7 @@ func TestSharedKey(t *testing.T) {
 		{"algorithm mismatch", "key=KS1,algorithm=HMAC_SHA256", SignShared("shared-1", "HMAC_SHA1", full, params), testVerifier(nil, []string{"shared-1"}), provider.ErrBadSignature, "HMAC_SHA256"},
 		{"unknown algorithm", "key=KS1,algorithm=HMAC_MD5", Sign("shared-1", full, params), testVerifier(nil, []string{"shared-1"}), provider.ErrBadSignature, "HMAC_MD5"},
 		{"no shared key configured", "key=KS1,algorithm=HMAC_SHA256", SignShared("shared-1", "HMAC_SHA256", full, params), testVerifier([]string{"tok"}, nil), provider.ErrBadSignature, "TWILIO_SHARED_KEYS is not set"},
+		{"no auth token configured", "", Sign("tok", full, params), testVerifier(nil, []string{"shared-1"}), provider.ErrBadSignature, "signed with the auth token (no X-Twilio-Webhooks-Signature-Settings header) and TWILIO_AUTH_TOKEN is not set"},
 		{"auth token signature still works beside shared keys", "", Sign("tok", full, params), testVerifier([]string{"tok"}, []string{"shared-1"}), nil, ""},
 		{"wrong auth token names the token first", "", Sign("wrong", full, params), testVerifier([]string{"tok"}, nil), provider.ErrBadSignature, "check TWILIO_AUTH_TOKEN (the account's auth token), then that PUBLIC_URL"},
 	}
