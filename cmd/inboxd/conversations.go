@@ -65,7 +65,7 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 		return nil
 	}
 	if len(list) == 0 && contact != "" {
-		fmt.Fprintf(stderr, "no conversation with %s (searched as %s)\n", printable(contact), subject.Address)
+		fmt.Fprintf(stderr, "no conversation with %s: looked up as %s\n", printable(contact), lookedUp(subject))
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "id\tprovider\tchannel\tcontact\tlast_message_at")

@@ -100,22 +100,27 @@ func eraseCmd(ctx context.Context, args []string, getenv func(string) string, st
 	return printJSON(stdout, r)
 }
 
-// nothingHeld tells the operator, on stderr, that a contact matched nothing, with the
-// address as it was looked up: a number typed without its country code (5552223333
-// is +5552223333, not +15552223333) shows itself.
+// nothingHeld tells the operator, on stderr, that a contact matched nothing.
 func nothingHeld(stderr io.Writer, s privacy.Subject, c privacy.Counts) {
 	if c != (privacy.Counts{}) {
 		return
-	}
-	how := "a provider's user id is matched exactly as typed"
-	if strings.HasPrefix(s.Address, "+") {
-		how = "a phone number is matched in E.164, with its country code: +1 555 123 4567 for a US number"
 	}
 	where := ""
 	if s.Provider != "" {
 		where = " in " + s.Provider + "'s conversations"
 	}
-	fmt.Fprintf(stderr, "nothing is held about %s%s (%s)\n", s.Address, where, how)
+	fmt.Fprintf(stderr, "nothing is held about %s%s\n", lookedUp(s), where)
+}
+
+// lookedUp is the address as a contact command looked it up, with how it is matched,
+// for the message that nothing matched: a number typed without its country code
+// (5552223333 is +5552223333, not +15552223333) shows itself.
+func lookedUp(s privacy.Subject) string {
+	how := "a provider's user id is matched exactly as typed"
+	if strings.HasPrefix(s.Address, "+") {
+		how = "a phone number is matched in E.164, with its country code: +1 555 123 4567 for a US number"
+	}
+	return s.Address + " (" + how + ")"
 }
 
 // runUntilDone runs erasures in this process until id is done (another process may be

@@ -194,6 +194,9 @@ func TestPrivacyCommands(t *testing.T) {
 	if err != nil || strings.Count(out, `"id"`) != 1 || !strings.Contains(out, `"contact_address":"hmac-sha256:`) {
 		t.Errorf("conversations --contact = %q, %q, %v; want the hashed contact's one conversation", out, errOut, err)
 	}
+	if _, errOut, err := cli(env, "conversations", "--contact", "555 222 3333"); err != nil || !strings.Contains(errOut, "no conversation with 555 222 3333: looked up as +5552223333 (a phone number is matched in E.164") {
+		t.Errorf("conversations --contact without the country code: %q, %v; want how it was looked up", errOut, err)
+	}
 	req, _ := http.NewRequest("GET", base+"/v1/conversations?contact=%2B15552223333", nil)
 	req.Header.Set("Authorization", "Bearer a-read-token-for-the-test")
 	if status, _, body := do(t, req); status != 200 || strings.Count(string(body), `"id"`) != 1 {

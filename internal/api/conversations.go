@@ -58,10 +58,7 @@ func conversationFilter(r *http.Request, policy *redact.Policy) (readmodel.Conve
 	if err != nil || contact == "" {
 		return f, err
 	}
-	if err := readmodel.CheckProvider(f.Provider); err != nil {
-		return f, err
-	}
-	s, err := privacy.NewSubject(contact, f.Provider, policy)
+	s, err := privacy.NewSubject(contact, f.Provider, policy) // checks the provider too
 	f.Contacts = s.Forms
 	return f, err
 }

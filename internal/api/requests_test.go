@@ -189,9 +189,10 @@ func TestFirstHourAnswers(t *testing.T) {
 		}
 	}
 	for path, want := range map[string]string{
-		"/v1/events?state=deadd":       "pending, processing, processed, dead",
-		"/v1/events?provider=twillio":  "generic, twilio, meta",
-		"/v1/conversations?provider=x": "generic, twilio, meta",
+		"/v1/events?state=deadd":                              "pending, processing, processed, dead",
+		"/v1/events?provider=twillio":                         "generic, twilio, meta",
+		"/v1/conversations?provider=x":                        "generic, twilio, meta",
+		"/v1/conversations?provider=x&contact=%2B15550000001": "generic, twilio, meta", // checked with the contact's subject
 	} {
 		status, body := a.get(t, path, adminToken)
 		if status != 400 || !strings.Contains(string(body), want) {

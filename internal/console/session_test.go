@@ -94,18 +94,8 @@ func FuzzReadSession(f *testing.F) {
 // not seen: the console never buffers more of a body than a form of a few fields.
 func TestFormsAreBounded(t *testing.T) {
 	const token = "admin-token-0123456789"
-	r := chi.NewRouter()
-	r.Mount("/console", New(Config{AdminTokens: []string{token}, Log: zap.NewNop()}))
-	post := func(path, body string, ck *http.Cookie) int {
-		req := httptest.NewRequest("POST", path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if ck != nil {
-			req.AddCookie(ck)
-		}
-		w := httptest.NewRecorder()
-		r.ServeHTTP(w, req)
-		return w.Code
-	}
+	serve := testConsole(token)
+	post := func(path, body string, ck *http.Cookie) int { return serve("POST", path, body, ck).Code }
 	pad := "pad=" + strings.Repeat("a", maxFormBytes) + "&"
 	s, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
 	for _, c := range []struct {
@@ -130,19 +120,10 @@ func TestFormsAreBounded(t *testing.T) {
 // positive number is a 400 before any query.
 func TestConsoleAnswers(t *testing.T) {
 	const token = "admin-token-0123456789"
-	r := chi.NewRouter()
-	r.Mount("/console", New(Config{AdminTokens: []string{token}, Log: zap.NewNop()}))
 	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
+	console := testConsole(token)
 	serve := func(method, path, form string, header ...string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(method, path, strings.NewReader(form))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.AddCookie(ck)
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
-		}
-		w := httptest.NewRecorder()
-		r.ServeHTTP(w, req)
-		return w
+		return console(method, path, form, ck, header...)
 	}
 	for path, status := range map[string]int{"/console/": http.StatusSeeOther, "/console/events/0": http.StatusBadRequest,
 		"/console/conversations/-1": http.StatusBadRequest, "/console/nothing-here": http.StatusNotFound} {
@@ -169,5 +150,26 @@ func TestConsoleAnswers(t *testing.T) {
 		if len(cookies) != 1 || cookies[0].Secure != secure {
 			t.Errorf("login with X-Forwarded-Proto %q: cookies %v, want one with Secure=%v", proto, cookies, secure)
 		}
+	}
+}
+
+// testConsole mounts a console (no database: only what answers before a query) with
+// one admin token, and serves a request to it: a form body, a cookie (nil: none), and
+// headers as name, value pairs.
+func testConsole(adminToken string) func(method, path, form string, ck *http.Cookie, header ...string) *httptest.ResponseRecorder {
+	r := chi.NewRouter()
+	r.Mount("/console", New(Config{AdminTokens: []string{adminToken}, Log: zap.NewNop()}))
+	return func(method, path, form string, ck *http.Cookie, header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if ck != nil {
+			req.AddCookie(ck)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
 	}
 }
