@@ -228,8 +228,7 @@ func ack(w http.ResponseWriter, hook *provider.Webhook, results []Result) {
 		jsonhttp.Write(w, http.StatusOK, map[string][]Result{"events": results})
 		return
 	}
-	w.Header().Set("Content-Type", hook.AckType)
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", hook.AckType) // and nosniff, on every answer of the server
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(hook.Ack)
 }
