@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +42,7 @@ func TestVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts, sig := h.Get(TimestampHeader), h.Get(SignatureHeader)
+	handSigned := base64.StdEncoding.EncodeToString(ed25519.Sign(key, []byte(ts+"|"+string(body))))
 	tests := []struct {
 		name    string
 		keys    []ed25519.PublicKey
@@ -50,6 +53,9 @@ func TestVerify(t *testing.T) {
 	}{
 		{"valid", []ed25519.PublicKey{public}, ts, sig, body, at, nil},
 		{"second key during rotation", []ed25519.PublicKey{otherPub, public}, ts, sig, body, at, nil},
+		{"signed by hand as Telnyx documents: timestamp|body", []ed25519.PublicKey{public}, ts, handSigned, body, at, nil},
+		{"wrong keys during rotation", []ed25519.PublicKey{otherPub, otherPub}, ts, sig, body, at, provider.ErrBadSignature},
+		{"signature of the wrong size", []ed25519.PublicKey{public}, ts, base64.StdEncoding.EncodeToString(make([]byte, 63)), body, at, provider.ErrBadSignature},
 		{"wrong key", []ed25519.PublicKey{otherPub}, ts, sig, body, at, provider.ErrBadSignature},
 		{"tampered body", []ed25519.PublicKey{public}, ts, sig, append([]byte(" "), body...), at, provider.ErrBadSignature},
 		{"other timestamp", []ed25519.PublicKey{public}, strconv.FormatInt(at.Unix()+1, 10), sig, body, at, provider.ErrBadSignature},
@@ -67,6 +73,10 @@ func TestVerify(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 				t.Errorf("verify = %v, want %v", err, tt.wantErr)
 			}
+			// The reason says what is wrong with the signature itself, before any key is tried.
+			if strings.Contains(tt.name, "wrong size") && !strings.Contains(fmt.Sprint(err), "not a base64 Ed25519 signature") {
+				t.Errorf("verify = %v, want the reason to say the signature is not an Ed25519 signature", err)
+			}
 		})
 	}
 }
@@ -78,6 +88,15 @@ func TestOpen(t *testing.T) {
 	}
 	if w, err := open(provider.Config{}); err != nil || w != nil {
 		t.Errorf("open(unset) = %v, %v; want disabled", w, err)
+	}
+	if w, _ := open(c); w != nil {
+		for _, only := range []string{TimestampHeader, SignatureHeader} {
+			h := http.Header{}
+			h.Set(only, "1")
+			if err := w.Headers(h); !errors.Is(err, provider.ErrNoSignature) {
+				t.Errorf("Headers(only %s) = %v, want ErrNoSignature before the body is read", only, err)
+			}
+		}
 	}
 	bad := provider.Config{Values: map[string]string{PublicKeyKey: "c2hvcnQ="}, Name: func(k string) string { return "X_" + k }}
 	if _, err := open(bad); err == nil || !strings.Contains(err.Error(), "X_TELNYX_PUBLIC_KEY") {
@@ -102,7 +121,15 @@ func TestParse(t *testing.T) {
 			t.Errorf("%s: parse = %v, %v; want one event %s on channel +15550001111", file, got, err, want)
 		}
 	}
-	for _, bad := range []string{`{`, `{"data":{}}`, `{"data":{"id":"x"}}`, `[]`} {
+	// An inbound message without recipients is stored (the normalizer refuses it, in
+	// processing, where an operator sees it), in the provider's lane.
+	events, err := parse([]byte(`{"data":{"event_type":"message.received","id":"evt-1","payload":{"direction":"inbound","to":[]}}}`))
+	if err != nil || len(events) != 1 || events[0].Channel != "" {
+		t.Errorf("parse(an inbound message without recipients) = %+v, %v; want one event without a channel", events, err)
+	}
+	long := strings.Repeat("x", provider.MaxExternalIDBytes+1)
+	for _, bad := range []string{`{`, `{"data":{}}`, `{"data":{"id":"x"}}`, `[]`, `{"data":{"event_type":"message.received"}}`,
+		`{"data":{"event_type":"message.received","id":"` + long + `"}}`} {
 		if _, err := parse([]byte(bad)); !errors.Is(err, provider.ErrMalformed) {
 			t.Errorf("parse(%s) = %v, want ErrMalformed", bad, err)
 		}
@@ -159,6 +186,10 @@ func TestDescribe(t *testing.T) {
 		if got := describe(readTestdata(t, file)); got != want {
 			t.Errorf("describe(%s) = %q, want %q", file, got, want)
 		}
+	}
+	// A signed webhook may still lack its recipients: described without an outcome.
+	if got := describe([]byte(`{"data":{"event_type":"message.finalized","payload":{"to":[]}}}`)); got != "message.finalized" {
+		t.Errorf("describe(a finalized message without recipients) = %q, want message.finalized", got)
 	}
 }
 
