@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -232,11 +233,21 @@ var signers = map[string]struct{ secret, wrong string }{
 // signsTime: the providers whose signature covers a timestamp (refused when stale).
 var signsTime = map[string]bool{"generic": true, "telnyx": true}
 
+// bodyLimits are the largest bodies each provider accepts, as docs/webhooks.md gives
+// them: its own limit, or INBOX_MAX_BODY_BYTES (4 MiB) when that is smaller.
+var bodyLimits = map[string]int{"generic": 1 << 20, "twilio": 64 << 10, "meta": 4 << 20, "telnyx": 256 << 10}
+
+// keptHeaders are the provider's own headers each event keeps (docs/webhooks.md),
+// besides Content-Type, of those its signer sends.
+var keptHeaders = map[string][]string{"generic": {"Webhook-Id", "Webhook-Timestamp"}, "telnyx": {"Telnyx-Timestamp"}}
+
 // TestProviderContract runs every provider of the registry through the same contract
 // on the real binary: its example (what `inboxd sign` posts) is accepted and becomes
 // a message; a redelivery is a duplicate; a wrong key and a stale timestamp are 401
 // and store nothing; content Postgres cannot store (U+0000) is stored replaced, never
-// refused. A provider added to the registry is covered by adding its signer above.
+// refused; a body over the provider's limit is 413 before its signature is read; the
+// provider's own headers are kept with its events. A provider added to the registry
+// is covered by adding its signer and limit above.
 func TestProviderContract(t *testing.T) {
 	t.Parallel()
 	base, pool := providerEnv(t)
@@ -266,6 +277,10 @@ func TestProviderContract(t *testing.T) {
 				t.Errorf("%s with a stale timestamp: %d %s, want 401 naming the timestamp", p.Name, status, b)
 			}
 		}
+		over := providertest.Request(t, p.Name, base, publicURL, signer.secret, id+"-big", bytes.Repeat([]byte(" "), bodyLimits[p.Name]+1), time.Now())
+		if status, _, b := do(t, over); status != 413 || !strings.Contains(b, strconv.Itoa(bodyLimits[p.Name])) {
+			t.Errorf("%s with a body one byte over its limit: %d %s, want 413 naming %d bytes", p.Name, status, b, bodyLimits[p.Name])
+		}
 		old, bad := poisonText(example)
 		poison := bytes.Replace(p.Example(id+"-nul", time.Now()), []byte(old), []byte(bad), 1)
 		if status, b := send(signer.secret, id+"-nul", poison, time.Now()); status != 200 {
@@ -286,6 +301,17 @@ func TestProviderContract(t *testing.T) {
 	wantRows(t, "events", rows(t, pool, `SELECT provider, count(*), count(*) FILTER (WHERE state = 'processed') FROM inbound_events GROUP BY provider ORDER BY provider`), []string{
 		"generic|2|2", "meta|2|2", "telnyx|2|2", "twilio|2|2",
 	})
+	for _, p := range registry.All {
+		var headers map[string]string
+		if err := pool.QueryRow(context.Background(), `SELECT headers FROM inbound_events WHERE external_id LIKE '%contract-%' AND provider = $1 LIMIT 1`, p.Name).Scan(&headers); err != nil {
+			t.Fatalf("%s: %v", p.Name, err)
+		}
+		for _, h := range append([]string{"Content-Type"}, keptHeaders[p.Name]...) {
+			if headers[h] == "" {
+				t.Errorf("%s: the event kept headers %v, want %s among them", p.Name, headers, h)
+			}
+		}
+	}
 }
 
 // poisonText returns the example's text and a text with U+0000 to put in its place,
