@@ -74,6 +74,20 @@ func TestSignPrintsValidHeaders(t *testing.T) {
 	if err := run(context.Background(), []string{"sign"}, func(string) string { return "" }, &out, &out); err == nil {
 		t.Error("sign without a secret succeeded")
 	}
+
+	// --url may be the base or the webhook itself, but not another provider's webhook.
+	for _, u := range []string{"https://inbox.example.com/", "https://inbox.example.com/webhooks/generic", "https://inbox.example.com/webhooks/generic/"} {
+		out.Reset()
+		err := run(context.Background(), []string{"sign", "--secret", testSecret, "--url", u}, func(string) string { return "" }, &out, &out)
+		if err != nil || !strings.HasPrefix(out.String(), "curl -sS https://inbox.example.com/webhooks/generic ") {
+			t.Errorf("sign --url %s: %v %q, want a curl line to https://inbox.example.com/webhooks/generic", u, err, out.String())
+		}
+	}
+	out.Reset()
+	err = run(context.Background(), []string{"sign", "--secret", testSecret, "--url", "https://inbox.example.com/webhooks/meta"}, func(string) string { return "" }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "pass inboxd's base URL (https://inbox.example.com)") {
+		t.Errorf("sign --url <meta's webhook> for generic: %v %q, want a refusal giving the base URL", err, out.String())
+	}
 }
 
 // TestStatsAndEventsCommands: the operator's CLI views of the queue.

@@ -24,7 +24,7 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	secret := fs.String("secret", "", "the signing secret or private key (default: the provider's first setting's first value, e.g. INBOX_GENERIC_SECRETS);\n"+
 		"docs/webhooks.md says what each provider signs with")
 	id := fs.String("id", fmt.Sprintf("msg_%d", time.Now().UnixNano()), "the delivery's id where the scheme has one, and the example's message id")
-	base := fs.String("url", strings.TrimRight(or(getenv(settingName("PUBLIC_URL")), "http://localhost:8080"), "/"), "inboxd's base URL (Twilio signs it: it must be INBOX_PUBLIC_URL)")
+	base := fs.String("url", or(getenv(settingName("PUBLIC_URL")), "http://localhost:8080"), "inboxd's base URL, or the webhook's own (Twilio signs it: it must be INBOX_PUBLIC_URL)")
 	file := fs.String("file", "", "payload file ('-' for stdin; default: an example inbound message)")
 	headersOnly := fs.Bool("headers", false, "print only the headers")
 	fs.Usage = func() {
@@ -51,7 +51,10 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	if body == nil {
 		body = p.Example(*id, time.Now())
 	}
-	endpoint := *base + "/webhooks/" + p.Name
+	endpoint, err := webhookURL(*base, p.Name)
+	if err != nil {
+		return usageError{err}
+	}
 	headers, err := p.Sign(*secret, endpoint, *id, body, time.Now())
 	if err != nil {
 		return usageError{fmt.Errorf("--secret: %w", err)}
@@ -75,6 +78,22 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	}
 	fmt.Fprintf(stdout, " --data-binary %s\n", shellQuote(string(body)))
 	return nil
+}
+
+// webhookURL is the webhook of the provider called name under base. A base that
+// already ends in a webhook's path (copied from a provider's console, say) is the
+// webhook itself when it is this provider's, and refused when it is another's.
+func webhookURL(base, name string) (string, error) {
+	base = strings.TrimRight(base, "/")
+	for _, other := range registry.Names() {
+		if root, ok := strings.CutSuffix(base, "/webhooks/"+other); ok {
+			if other != name {
+				return "", fmt.Errorf("--url %s is the %s webhook, not %s's: pass inboxd's base URL (%s)", base, other, name, root)
+			}
+			return base, nil
+		}
+	}
+	return base + "/webhooks/" + name, nil
 }
 
 // readPayload returns the payload to sign: a file, stdin, or nil for the provider's
