@@ -209,3 +209,35 @@ func (s *testServer) postRaw(t *testing.T, path, contentType, body, sigHeader, s
 	req.Header.Set(sigHeader, sig)
 	return s.send(t, req)
 }
+
+// TestRefusedByPostgresIsTheSendersError: a payload Postgres refuses on its merits
+// (a data exception: here a trigger standing for a value no storable rewrite
+// foresaw) is a 400 naming Postgres's reason, not a 503 that the provider would
+// retry for days; the webhooks beside it are stored.
+func TestRefusedByPostgresIsTheSendersError(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	s := newTestServer(t, url, Config{})
+	_, err := s.pool.Exec(context.Background(), `
+CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.external_id = 'refused-by-postgres' THEN
+        RAISE EXCEPTION 'a value this database cannot hold' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_one BEFORE INSERT ON inbound_events FOR EACH ROW EXECUTE FUNCTION refuse_one();`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := s.post(t, "refused-by-postgres", "application/json", sampleGeneric("m-refused"), s.secret)
+	if status != 400 || !strings.Contains(body, "malformed_payload") || !strings.Contains(body, "a value this database cannot hold") {
+		t.Errorf("a payload Postgres refuses: %d %s, want 400 malformed_payload with Postgres's reason", status, body)
+	}
+	if status, body := s.post(t, "stored-beside-it", "application/json", sampleGeneric("m-ok"), s.secret); status != 200 {
+		t.Errorf("the next webhook: %d %s, want 200", status, body)
+	}
+	if countEvents(t, s.pool, "refused-by-postgres") != 0 || countEvents(t, s.pool, "stored-beside-it") != 1 {
+		t.Error("want only the accepted webhook stored")
+	}
+}
