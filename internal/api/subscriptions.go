@@ -50,15 +50,13 @@ func createSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log 
 	})
 }
 
-// listSubscriptions: GET /v1/subscriptions, without secrets.
+// listSubscriptions: GET /v1/subscriptions, without secrets (none is [], as
+// pgx.CollectRows gives).
 func listSubscriptions(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	return respond(log, func(r *http.Request) (any, error) {
 		subs, err := delivery.List(r.Context(), pool)
 		if err != nil {
 			return nil, err
-		}
-		if subs == nil {
-			subs = []delivery.Subscription{}
 		}
 		return map[string]any{"data": subs}, nil
 	})
@@ -147,9 +145,6 @@ func listDeliveries(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 			return nil, err
 		}
 		p := page[delivery.Delivery]{Data: ds}
-		if p.Data == nil {
-			p.Data = []delivery.Delivery{}
-		}
 		if len(ds) == limit {
 			next := strconv.FormatInt(ds[len(ds)-1].ID, 10)
 			p.NextCursor = &next

@@ -1,13 +1,20 @@
 package api
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"inboxd/internal/delivery"
 	"inboxd/internal/delivery/deliverytest"
+	"inboxd/internal/ingest"
 	"inboxd/internal/pgtest"
 	"inboxd/internal/provider/providertest"
 )
@@ -119,5 +126,75 @@ func TestSubscriptions(t *testing.T) {
 	}
 	if status, _ = a.call(t, "POST", path+"/pause", adminToken, nil); status != 404 {
 		t.Errorf("pause after DELETE = %d, want 404", status)
+	}
+}
+
+// TestSubscriptionAnswers: empty lists are [] (never null); a body is read no
+// further than its bound; a bad before= is a 400; and each change that gives this
+// process's deliverer work wakes it at once (create, resume, replay) rather than
+// leaving it to the next sweep, while one that gives none (pause) does not.
+func TestSubscriptionAnswers(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	var woken atomic.Int32
+	hooks := ingest.NewHandlers(ingest.Config{Endpoints: providertest.Endpoints(t, "http://x", nil)},
+		ingest.NewWriter(pool, zap.NewNop(), ingest.NewMetrics(nil), ingest.WriterConfig{}), zap.NewNop())
+	srv := httptest.NewServer(NewRouter(Deps{
+		Pool: pool, Webhooks: hooks, Deliveries: &Deliveries{AllowPrivate: true, Wake: func() { woken.Add(1) }},
+		AdminTokens: []string{adminToken}, Log: zap.NewNop(), Listening: func() bool { return true },
+	}))
+	t.Cleanup(srv.Close)
+	a := &testAPI{url: srv.URL, pool: pool}
+
+	if status, body := a.get(t, "/v1/subscriptions", adminToken); status != 200 || strings.TrimSpace(string(body)) != `{"data":[]}` {
+		t.Errorf("GET /v1/subscriptions with none = %d %s, want an empty list", status, body)
+	}
+	big := `{"url": "http://127.0.0.1:9/hooks", "types": ["message.created"], "pad": "` + strings.Repeat("x", maxSubscriptionBody) + `"}`
+	if status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(big)); status != 400 || !strings.Contains(string(body), "request body too large") {
+		t.Errorf("POST of %d bytes = %d %s, want 400 saying the body is too large", len(big), status, body)
+	}
+	status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(`{"url": "http://127.0.0.1:9/hooks", "types": ["message.created"]}`))
+	if status != 201 || woken.Load() != 1 {
+		t.Fatalf("POST = %d %s, woken %d times; want 201 and the deliverer woken", status, body, woken.Load())
+	}
+	path := "/v1/subscriptions/" + itoa(decode[delivery.Subscription](t, body).ID)
+	if status, body := a.get(t, path+"/deliveries", adminToken); status != 200 || !strings.Contains(string(body), `"data":[]`) {
+		t.Errorf("deliveries of a new subscription = %d %s, want an empty list", status, body)
+	}
+	if status, body := a.get(t, path+"/deliveries?before=0", adminToken); status != 400 || !strings.Contains(string(body), "next_cursor") {
+		t.Errorf("deliveries?before=0 = %d %s, want 400 saying where cursors come from", status, body)
+	}
+	// Three dead deliveries, walked newest first in pages of 2.
+	for range 3 {
+		if _, err := pool.Exec(context.Background(), `
+WITH c AS (INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 1, '{}') RETURNING xid, seq)
+INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id, state) SELECT $1, xid, seq, 1, 'dead' FROM c`,
+			decode[delivery.Subscription](t, body).ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var walked []int64
+	for cursor := ""; ; {
+		_, page1 := a.get(t, path+"/deliveries?state=dead&limit=2"+cursor, adminToken)
+		p := decode[page[delivery.Delivery]](t, page1)
+		for _, d := range p.Data {
+			walked = append(walked, d.ID)
+		}
+		if p.NextCursor == nil || len(walked) > 3 {
+			break
+		}
+		cursor = "&before=" + *p.NextCursor
+	}
+	if !slices.Equal(walked, []int64{3, 2, 1}) {
+		t.Errorf("dead deliveries walked in pages of 2: %v, want 3, 2, 1", walked)
+	}
+	for _, step := range []struct {
+		action string
+		body   string
+		woken  int32
+	}{{"pause", "", 1}, {"resume", "", 2}, {"replay", `{"from": ""}`, 3}} {
+		if status, body := a.call(t, "POST", path+"/"+step.action, adminToken, []byte(step.body)); status != 200 || woken.Load() != step.woken {
+			t.Errorf("%s = %d %s, deliverer woken %d times, want %d", step.action, status, body, woken.Load(), step.woken)
+		}
 	}
 }

@@ -781,3 +781,47 @@ func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
 		return err
 	}, false, func() error { return d.finish(ctx, of(hi, lo)) }, func() error { return d.finish(ctx, of(lo, hi)) })
 }
+
+// TestSubscriptionRecords: what Create, Get, Resume and Delete promise beyond
+// delivering. A new subscription starts at the feed's head (changes already made are
+// not sent unless replayed); its types are kept once each, sorted; Get counts every
+// state, those with none as 0; Resume closes the breaker; a misspelt type is echoed
+// bounded; deleting a missing subscription is ErrNotFound.
+func TestSubscriptionRecords(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	addChanges(t, pool, 1, 2)
+	s, err := Create(ctx, pool, rc.URL, []string{"message.created", "conversation.created", "message.created"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := changeIDs(t, pool)
+	if s.Cursor != ids[2][0] {
+		t.Errorf("a new subscription's cursor is %s, want the feed's head %s (the last change before it)", s.Cursor, ids[2][0])
+	}
+	if !slices.Equal(s.Types, []string{"conversation.created", "message.created"}) {
+		t.Errorf("types %v, want each once, sorted", s.Types)
+	}
+	got, err := Get(ctx, pool, s.ID)
+	if err != nil || len(got.Deliveries) != len(States) {
+		t.Errorf("Get = %v (%v), want a count of each of %v", got.Deliveries, err, States)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET failures = 9, blocked_until = now() + interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Resume(ctx, pool, s.ID); err != nil || r.Failures != 0 || r.BlockedUntil != nil {
+		t.Errorf("Resume = failures %d, blocked until %v (%v); want the breaker closed", r.Failures, r.BlockedUntil, err)
+	}
+	_, err = Create(ctx, pool, rc.URL, []string{strings.Repeat("x", 10_000)}, true)
+	if !errors.Is(err, ErrBadRequest) || len(err.Error()) > 500 {
+		t.Errorf("Create(a 10,000-byte type) = %.600v, want ErrBadRequest echoing it bounded", err)
+	}
+	if err := Delete(ctx, pool, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := Delete(ctx, pool, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Delete(already deleted) = %v, want ErrNotFound", err)
+	}
+}
