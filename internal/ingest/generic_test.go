@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"inboxd/internal/pgtest"
@@ -165,6 +166,17 @@ func TestGenericNotConfigured(t *testing.T) {
 	if status != 404 || !strings.Contains(body, "GENERIC_SECRETS") {
 		t.Errorf("POST to unconfigured provider = %d %s, want 404 naming GENERIC_SECRETS", status, body)
 	}
+	// Meta's handshake, too, says how to enable the provider rather than 405.
+	s = newTestServer(t, pgtest.NewDB(t), Config{Endpoints: providertest.Endpoints(t, "http://x", map[string]string{"META_APP_SECRET": "", "META_VERIFY_TOKEN": ""})})
+	resp, err := http.Get(s.URL + "/webhooks/meta?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.Contains(string(b), "META_APP_SECRET") {
+		t.Errorf("GET /webhooks/meta unconfigured = %d %s, want 404 naming META_APP_SECRET", resp.StatusCode, b)
+	}
 }
 
 func TestGenericAcceptedBodyAndDuplicate(t *testing.T) {
@@ -186,6 +198,15 @@ func TestGenericAcceptedBodyAndDuplicate(t *testing.T) {
 	}
 	if first.Events[0].Duplicate || !second.Events[0].Duplicate || first.Events[0].ID != second.Events[0].ID {
 		t.Errorf("first = %+v, second = %+v; want same id, duplicate only the second", first.Events[0], second.Events[0])
+	}
+	// Counted as a dashboard reads them: two 200s, one new event and one duplicate.
+	if got := testutil.ToFloat64(s.h.metrics.requests.WithLabelValues("generic", "200")); got != 2 {
+		t.Errorf("inbox_ingest_requests_total{code=200} = %v, want 2", got)
+	}
+	for result, want := range map[string]float64{"new": 1, "duplicate": 1} {
+		if got := testutil.ToFloat64(s.h.metrics.events.WithLabelValues("generic", result)); got != want {
+			t.Errorf("inbox_events_ingested_total{result=%s} = %v, want %v", result, got, want)
+		}
 	}
 	var payload, headers, lane string
 	err := s.pool.QueryRow(context.Background(), "SELECT payload::text, headers::text, lane FROM inbound_events WHERE id = $1", first.Events[0].ID).Scan(&payload, &headers, &lane)

@@ -240,8 +240,9 @@ func ack(w http.ResponseWriter, hook *provider.Webhook, results []Result) {
 // goroutine, a slot and a buffer for ever. A request refused before its body is read
 // is answered at once and its connection closed; its read deadline is moved to now,
 // so the server does not wait for the unread body either (it would try to drain it
-// to reuse the connection). Once the body is in, the deadline is lifted: waiting for
-// the commit is bounded by the ingest timeout alone.
+// to reuse the connection). Once the body is in, the deadline bounds nothing: the
+// commit is bounded by the ingest timeout alone (net/http clears the deadline before
+// it reads the connection in the background, and again before the next request).
 func (h *Handlers) accept(w http.ResponseWriter, r *http.Request, e provider.Endpoint) ([]Result, error) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(h.now().Add(h.cfg.ReadTimeout)) // fails only on test recorders
@@ -250,7 +251,6 @@ func (h *Handlers) accept(w http.ResponseWriter, r *http.Request, e provider.End
 		defer release()
 		var body []byte
 		if body, err = h.readBody(w, r, h.bodyLimit(e)); err == nil {
-			_ = rc.SetReadDeadline(time.Time{})
 			return h.store(r, e, body)
 		}
 	}

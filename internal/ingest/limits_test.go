@@ -93,8 +93,8 @@ func TestEarlyRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			conn, r := s.rawConn(t, tt.head, "")
-			if resp, _ := answerWithin(t, conn, r, 5*time.Second); resp.StatusCode != tt.want {
-				t.Errorf("status %d, want %d", resp.StatusCode, tt.want)
+			if resp, _ := answerWithin(t, conn, r, 5*time.Second); resp.StatusCode != tt.want || !resp.Close {
+				t.Errorf("status %d (Connection: %q), want %d telling the client the connection closes", resp.StatusCode, resp.Header.Get("Connection"), tt.want)
 			}
 			// Nor does the server wait for the body it will not read.
 			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -190,6 +190,7 @@ func TestRequestIDStoredWithEvents(t *testing.T) {
 	}
 	req := providertest.Request(t, "meta", s.URL, "", "", "", body, time.Now())
 	req.Header.Set("X-Request-Id", "lb-req-42")
+	req.Header.Set("User-Agent", strings.Repeat("u", 8<<10)) // kept, but bounded
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -202,6 +203,37 @@ func TestRequestIDStoredWithEvents(t *testing.T) {
 	s.pool.QueryRow(t.Context(), "SELECT count(*), count(*) FILTER (WHERE request_id = 'lb-req-42') FROM inbound_events").Scan(&n, &with)
 	if n != 5 || with != 5 {
 		t.Errorf("%d of %d stored events carry the request id, want 5 of 5", with, n)
+	}
+	var agent int
+	s.pool.QueryRow(t.Context(), "SELECT max(length(headers->>'User-Agent')) FROM inbound_events").Scan(&agent)
+	if agent == 0 || agent > 260 {
+		t.Errorf("a stored User-Agent is %d characters of the 8,192 sent, want it kept and cut to about 256", agent)
+	}
+}
+
+// TestSlowCommitOutlivesTheReadTimeout: the read timeout bounds receiving a body,
+// not the commit after it. A webhook whose body arrived at once but whose commit
+// waits past INBOX_READ_TIMEOUT (a locked table, within the ingest timeout) is still
+// stored and acknowledged, whether its length was announced or it came chunked (read
+// to its end, after which Go's server reads the connection in the background while
+// the handler runs).
+func TestSlowCommitOutlivesTheReadTimeout(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	const readTimeout = 300 * time.Millisecond
+	s := newTestServerTimeout(t, url, Config{ReadTimeout: readTimeout}, time.Minute)
+	for _, chunked := range []bool{false, true} {
+		id := fmt.Sprintf("evt_slow_%v", chunked)
+		unlock := lockTable(t, url)
+		time.AfterFunc(3*readTimeout, unlock)
+		body := sampleGeneric(id)
+		req := providertest.Request(t, "generic", s.URL, "", "", id, []byte(body), time.Now())
+		if chunked {
+			req.ContentLength, req.Body, req.GetBody = -1, io.NopCloser(strings.NewReader(body)), nil
+		}
+		if status, answer := s.send(t, req); status != 200 || countEvents(t, s.pool, id) != 1 {
+			t.Errorf("chunked %v: a commit that waited past the read timeout: %d %s, want 200 and the event stored", chunked, status, answer)
+		}
 	}
 }
 

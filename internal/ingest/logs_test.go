@@ -47,6 +47,21 @@ func TestRejectionLogs(t *testing.T) {
 	}
 }
 
+// TestOverloadIsLoggedAsWarning: a 503 is a warning (the provider will retry, and
+// an operator should look), where the client's own mistakes are info.
+func TestOverloadIsLoggedAsWarning(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := newTestServerLog(t, pgtest.NewDB(t), Config{BodyMemory: 100}, 0, zap.New(core))
+	if status, body := s.post(t, "evt_1", "application/json", sampleGeneric("m-1"), s.secret); status != 503 {
+		t.Fatalf("a body larger than INBOX_BODY_MEMORY: %d %s, want 503", status, body)
+	}
+	lines := logs.FilterMessage("webhook rejected").All()
+	if len(lines) != 1 || lines[0].Level != zapcore.WarnLevel {
+		t.Errorf("rejection lines %v, want one at warn", lines)
+	}
+}
+
 // TestRejectionsAreBounded: a refused request's answer does not echo what it was
 // checked against (the URL, with a query the client chose), and neither the answer
 // nor the log line grows with what the client sent.
