@@ -202,6 +202,9 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"event"}, `unknown command "event"; did you mean events?`},
+		{[]string{"ex"}, "did you mean export?"},
+		{[]string{"subscription", "list"}, "did you mean subscriptions?"},
 		{[]string{"stats", "--bogus"}, "bogus"},
 		{[]string{"events", "--state", "stuck"}, "pending, processing, processed, dead"},
 		{[]string{"events", "--provider", "twillio"}, "generic, twilio, meta, telnyx"},

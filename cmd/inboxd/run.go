@@ -82,7 +82,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return c.run(ctx, args, getenv, stdout, stderr)
 		}
 	}
-	return usageError{fmt.Errorf("unknown command %q; `inboxd help` lists the commands", name)}
+	return usageError{fmt.Errorf("unknown command %q%s; `inboxd help` lists the commands", name, didYouMean(name))}
+}
+
+// didYouMean names the commands a mistyped name was probably meant for: those it
+// begins (conv: conversations) or that it begins with (event, statss), or "".
+func didYouMean(name string) string {
+	var near []string
+	for _, c := range commands() {
+		if c.run != nil && len(name) >= 2 && (strings.HasPrefix(c.name, name) || strings.HasPrefix(name, c.name)) {
+			near = append(near, c.name)
+		}
+	}
+	if len(near) == 0 {
+		return ""
+	}
+	return "; did you mean " + strings.Join(near, " or ") + "?"
 }
 
 func printCommands(w io.Writer) {

@@ -211,6 +211,24 @@ func TestFirstHourAnswers(t *testing.T) {
 			t.Errorf("%s %s = %d %s, want 404 naming the webhooks", method, path, resp.StatusCode, body)
 		}
 	}
+	// A path that names no endpoint is answered with the endpoints near it.
+	for path, want := range map[string]string{
+		"/v1/conversation":              `near it: /v1/changes, /v1/contacts, /v1/conversations, /v1/erasures, /v1/events, /v1/stats, /v1/subscriptions (`,
+		"/v1/conversations/7/mesages":   `near it: /v1/conversations/{id}/messages (`,
+		"/v1/subscriptions/1/frob":      `/v1/subscriptions/{id}/deliveries, /v1/subscriptions/{id}/pause, /v1/subscriptions/{id}/replay, /v1/subscriptions/{id}/resume (`,
+		"/frobnicate":                   `no such endpoint; GET /openapi.yaml lists them all`,
+		"/v1/events/1/replay/now/again": `near it: /v1/events/{id}/replay (`,
+	} {
+		resp, err := http.Get(a.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d %s, want 404 saying %s", path, resp.StatusCode, body, want)
+		}
+	}
 	_, body := a.get(t, "/v1/conversations?limit=1", readToken)
 	next := decode[page[readmodel.Conversation]](t, body).NextCursor
 	if next == nil {

@@ -2,8 +2,11 @@ package api
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -97,18 +100,63 @@ func routes(r chi.Router, d Deps, which routeSet) {
 		}
 	}
 
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		if len(hookPaths) > 0 && strings.HasPrefix(r.URL.Path, "/webhooks/") {
+	patterns := sync.OnceValue(func() []string { return routePatterns(r) }) // every route is in by the first request
+	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+		if len(hookPaths) > 0 && strings.HasPrefix(req.URL.Path, "/webhooks/") {
 			// A provider's name misspelt in the URL a provider was given.
 			jsonhttp.Error(w, http.StatusNotFound, "not_found", fmt.Sprintf("no webhook is at %q; the providers' webhooks are %s",
-				clip(r.URL.Path), strings.Join(hookPaths, ", ")))
+				clip(req.URL.Path), strings.Join(hookPaths, ", ")))
 			return
 		}
-		jsonhttp.Error(w, http.StatusNotFound, "not_found", "no such endpoint; GET /openapi.yaml lists them all")
+		msg := "no such endpoint; GET /openapi.yaml lists them all"
+		if near := nearRoutes(patterns(), req.URL.Path); len(near) > 0 {
+			msg = fmt.Sprintf("no endpoint is at %q; near it: %s (GET /openapi.yaml describes each)", clip(req.URL.Path), strings.Join(near, ", "))
+		}
+		jsonhttp.Error(w, http.StatusNotFound, "not_found", msg)
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; GET /openapi.yaml lists the endpoints")
 	})
+}
+
+// routePatterns lists the router's route patterns (/v1/conversations/{id}/messages).
+func routePatterns(r chi.Routes) []string {
+	var out []string
+	_ = chi.Walk(r, func(_, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		out = append(out, strings.TrimSuffix(route, "/*"))
+		return nil
+	})
+	return out
+}
+
+// nearRoutes names where a path that matches no route was probably meant to go: the
+// routes that share the most leading segments with it ({id} matching any), each cut
+// one segment past what they share, so /v1/conversation gives the /v1 collections
+// and /v1/conversations/7/mesages gives /v1/conversations/{id}/messages. A route
+// the path runs past (/v1/conversations/{id} there) counts for a little less than
+// one that goes on. None when the path shares nothing with any route.
+func nearRoutes(patterns []string, path string) []string {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	best, near := 1, map[string]bool{}
+	for _, p := range patterns {
+		ps := strings.Split(strings.Trim(p, "/"), "/")
+		n := 0
+		for n < len(ps) && n < len(segs) && (ps[n] == segs[n] || strings.HasPrefix(ps[n], "{") && segs[n] != "") {
+			n++
+		}
+		score := 2 * n
+		if n == len(ps) && n < len(segs) {
+			score--
+		}
+		if score < best {
+			continue
+		}
+		if score > best {
+			best, near = score, map[string]bool{}
+		}
+		near["/"+strings.Join(ps[:min(n+1, len(ps))], "/")] = true
+	}
+	return slices.Sorted(maps.Keys(near))
 }
 
 // traced gives a webhook route its HTTP server span when tracing is on. The route is
