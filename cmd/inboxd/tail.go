@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgxlisten"
 
 	"inboxd/internal/processor"
+	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"
 	"inboxd/internal/readmodel"
 	"inboxd/internal/store"
@@ -98,7 +99,7 @@ func (t *tailer) HandleNotification(_ context.Context, n *pgconn.Notification, _
 		ID       int64  `json:"id"`
 		Provider string `json:"provider"`
 	}
-	if json.Unmarshal([]byte(n.Payload), &note) != nil || (t.provider != "" && note.Provider != t.provider) {
+	if json.Unmarshal([]byte(n.Payload), &note) != nil || (t.provider != "" && !provider.Matches(t.provider, note.Provider)) {
 		return nil
 	}
 	t.mu.Lock()
@@ -161,7 +162,7 @@ func (t *tailer) print(ctx context.Context) {
 func (t *tailer) show(arrivals []readmodel.Arrival) {
 	enc := json.NewEncoder(t.out)
 	for _, a := range arrivals {
-		if t.provider != "" && a.Provider != t.provider {
+		if t.provider != "" && !provider.Matches(t.provider, a.Provider) {
 			continue
 		}
 		if t.json {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"inboxd/internal/provider"
 )
 
 // This file is the queue's state machine, the one place that changes
@@ -380,7 +382,7 @@ func requeueState(state string) string {
 	return `
 WITH picked AS (
     SELECT id FROM inbound_events
-    WHERE state = '` + state + `' AND ($1::text = '' OR provider = $1::text)
+    WHERE state = '` + state + `' AND ($1::text = '' OR ` + provider.MatchSQL("provider", "$1::text") + `)
     ORDER BY id
     LIMIT $2::int
     FOR UPDATE SKIP LOCKED

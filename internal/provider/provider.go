@@ -146,6 +146,19 @@ func Stored(provider, sender string) string {
 	return provider + ":" + sender
 }
 
+// Matches reports whether the stored provider name matches a provider filter: the
+// name itself, and under a provider's name its named senders' too ("generic"
+// matches "generic:acme"; "generic:acme" only itself). MatchSQL says the same in SQL.
+func Matches(filter, stored string) bool {
+	return stored == filter || strings.HasPrefix(stored, filter+":")
+}
+
+// MatchSQL is Matches as an SQL condition on the column col, the filter being the
+// text expression param (a placeholder such as $2).
+func MatchSQL(col, param string) string {
+	return "(" + col + " = " + param + " OR starts_with(" + col + ", " + param + " || ':'))"
+}
+
 // Base is the provider a stored provider name belongs to ("generic:acme" → generic).
 func Base(stored string) string {
 	name, _, _ := strings.Cut(stored, ":")

@@ -69,3 +69,22 @@ func TestCheckTimestamp(t *testing.T) {
 		}
 	}
 }
+
+func TestMatches(t *testing.T) {
+	for _, tc := range []struct {
+		filter, stored string
+		want           bool
+	}{
+		{"generic", "generic", true},
+		{"generic", "generic:acme", true},
+		{"generic:acme", "generic:acme", true},
+		{"generic:acme", "generic", false},
+		{"generic:acme", "generic:acmex", false},
+		{"generic", "genericx", false},
+		{"twilio", "generic", false},
+	} {
+		if got := Matches(tc.filter, tc.stored); got != tc.want {
+			t.Errorf("Matches(%q, %q) = %v, want %v", tc.filter, tc.stored, got, tc.want)
+		}
+	}
+}

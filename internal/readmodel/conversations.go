@@ -126,7 +126,7 @@ func conversationsQuery(f ConversationFilter) (string, []any) {
 		where = append(where, fmt.Sprintf(cond, len(args)))
 	}
 	if f.Provider != "" {
-		add("provider = $%d", f.Provider)
+		add(provider.MatchSQL("provider", "$%[1]d"), f.Provider)
 	}
 	switch len(f.Contacts) {
 	case 0:

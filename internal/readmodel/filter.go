@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/processor"
+	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"
 )
 
@@ -227,7 +228,7 @@ func (f EventFilter) build(cols string, asc, windowed bool) (string, []any) {
 		where = append(where, "state = '"+f.State+"'")
 	}
 	if f.Provider != "" {
-		where = append(where, "provider = "+add(f.Provider))
+		where = append(where, provider.MatchSQL("provider", add(f.Provider)))
 	}
 	if f.ExternalID != "" {
 		where = append(where, "external_id = "+add(f.ExternalID))

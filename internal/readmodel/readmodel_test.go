@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/processor"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -398,5 +399,41 @@ FROM generate_series(1, 12000) AS g`); err != nil {
 	f.After = scanned
 	if ids, _, _, err = Candidates(ctx, pool, f); err != nil || len(ids) != 1 || ids[0] != first+11999 {
 		t.Errorf("second window: %v (%v), want the needle %d", ids, err, first+11999)
+	}
+}
+
+// TestNamedSendersUnderTheirProvider: a filter by a provider's name takes in its
+// named senders' events and conversations (generic: generic:acme too), and a named
+// sender's filter only its own; a replay by provider requeues them alike.
+func TestNamedSendersUnderTheirProvider(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state)
+VALUES ('generic', 'e1', '{}', 'dead'), ('generic:acme', 'e2', '{}', 'dead'), ('twilio', 'e3', '{}', 'dead'), ('genericacme', 'e4', '{}', 'dead');
+INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ('generic', '+15550001111', '+15552220001', now()), ('generic:acme', '+15550001111', '+15552220002', now()),
+       ('twilio', '+15550001111', '+15552220003', now())`); err != nil {
+		t.Fatal(err)
+	}
+	for filter, want := range map[string]string{"generic": "e2 e1", "generic:acme": "e2", "twilio": "e3"} {
+		events, err := ListEvents(ctx, pool, EventFilter{Provider: filter, Limit: 10})
+		var got []string
+		for _, e := range events {
+			got = append(got, e.ExternalID)
+		}
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("events of %s: %v (%v), want %s", filter, got, err, want)
+		}
+	}
+	for filter, want := range map[string]int{"generic": 2, "generic:acme": 1} {
+		convs, err := ListConversations(ctx, pool, ConversationFilter{Provider: filter, Limit: 10})
+		if err != nil || len(convs) != want {
+			t.Errorf("conversations of %s: %d (%v), want %d", filter, len(convs), err, want)
+		}
+	}
+	if n, err := processor.RequeueState(ctx, pool, "dead", "generic", 10); err != nil || n != 2 {
+		t.Errorf("replay of generic's dead events requeued %d (%v), want 2 (generic and generic:acme)", n, err)
 	}
 }
