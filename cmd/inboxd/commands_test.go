@@ -203,6 +203,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, "unknown command"},
 		{[]string{"event"}, `unknown command "event"; did you mean events?`},
+		{[]string{"stats", "--watch", "--interval", "0s"}, "at least 100ms"},
 		{[]string{"ex"}, "did you mean export?"},
 		{[]string{"subscription", "list"}, "did you mean subscriptions?"},
 		{[]string{"stats", "--bogus"}, "bogus"},

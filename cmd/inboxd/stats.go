@@ -16,6 +16,10 @@ import (
 	"inboxd/internal/store"
 )
 
+// minWatchInterval is the shortest --interval: the queue's view counts pending and
+// processing events, so a zero interval would keep a core of the database busy.
+const minWatchInterval = 100 * time.Millisecond
+
 // statsCmd prints the queue (the inbox_queue_stats view): how many events are in each
 // state and how old the oldest is; with --watch it redraws every --interval.
 func statsCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -26,6 +30,9 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&interval, "interval", 2*time.Second, "with --watch: how often")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if watch && interval < minWatchInterval {
+		return usageError{fmt.Errorf("--interval %s is too short: at least %s (each redraw runs two queries)", interval, minWatchInterval)}
 	}
 	pool, err := cliPool(ctx, fs, getenv)
 	if err != nil {
