@@ -204,6 +204,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, "unknown command"},
 		{[]string{"event"}, `unknown command "event"; did you mean events?`},
 		{[]string{"stats", "--watch", "--interval", "0s"}, "at least 100ms"},
+		{[]string{"export"}, "--contact is required"},
+		{[]string{"erase", "--contact", " ", "--dry-run"}, "--contact is required"},
 		{[]string{"ex"}, "did you mean export?"},
 		{[]string{"subscription", "list"}, "did you mean subscriptions?"},
 		{[]string{"stats", "--bogus"}, "bogus"},

@@ -57,6 +57,9 @@ func contactCommand(ctx context.Context, fs *flag.FlagSet, args []string, getenv
 	if err := parseFlags(fs, args); err != nil {
 		return privacy.Subject{}, nil, nil, err
 	}
+	if strings.TrimSpace(*contact) == "" {
+		return privacy.Subject{}, nil, nil, usageError{errors.New("--contact is required: the contact's phone number in any usual spelling (+15551234567), or a provider's user id")}
+	}
 	policy, err := redactionFromEnv(getenv)
 	if err != nil {
 		return privacy.Subject{}, nil, nil, err
