@@ -125,6 +125,29 @@ UPDATE inbound_events SET lane = 'twilio/+15550001111' WHERE external_id = 'c'`)
 	if len(lines) != 2 || !strings.Contains(lines[1], "it broke") || !strings.Contains(lines[1], "twilio") {
 		t.Errorf("events --state dead:\n%s", out.String())
 	}
+	// What a provider or a client wrote reaches the terminal without its control
+	// characters (an escape could clear the screen or retitle the window).
+	if _, err := pool.Exec(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload, state, last_error)
+VALUES ('meta', e'm\x1b[2Jid', '{}', 'processed', e'bad\x1b]0;title\x07')`); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"events", "--provider", "meta"}, getenv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), "m[2Jid") || !strings.Contains(out.String(), "bad]0;title") {
+		t.Errorf("events shows control characters, or not the rest:\n%q", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"events", "--json"}, getenv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var e struct{ ID int64 }
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.ID == 0 || i > 3 {
+			t.Errorf("events --json line %d: %q (%v), want one event per line", i, line, err)
+		}
+	}
 }
 
 // TestEventsShowAndConversations: `inboxd events show ID` shows that event in full
@@ -213,6 +236,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"events", "--provider", "twillio"}, "generic, twilio, meta, telnyx"},
 		{[]string{"events", "show"}, "one event id"},
 		{[]string{"events", "show", "x"}, `"x"`},
+		{[]string{"events", "show", "0"}, `"0" is not a positive whole number`},
+		{[]string{"events", "show", "1", "2"}, "one event id"},
+		{[]string{"events", "replay", "0"}, `"0" is not a positive whole number`},
+		{[]string{"events", "replay", "--state", "dead", "5"}, "not both"},
+		{[]string{"subscriptions", "show", "0"}, "needs a subscription id"},
+		{[]string{"subscriptions", "create", "--url", "https://crm.example.com/hooks"}, "create needs --url and --types"},
 		{[]string{"sign", "--provider", "twillio"}, "generic, twilio, meta, telnyx"},
 		{[]string{"events", "--limit", "0"}, "limit"},
 		{[]string{"events", "--provider", "a\x00b"}, "must be one of"},

@@ -67,6 +67,9 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	if verb == "replay" && !flagSet(fs.Visit, "from") {
 		return usageError{errors.New(`replay needs --from: the change id to deliver again from (a dead delivery's change_id), or --from "" for everything kept`)}
 	}
+	if verb == "create" && (*url == "" || *types == "") {
+		return usageError{fmt.Errorf("create needs --url and --types, e.g. --url https://crm.example.com/hooks --types %s", strings.Join(feed.Types[:2], ","))}
+	}
 	pool, err := cliPool(ctx, fs, getenv)
 	if err != nil {
 		return err
@@ -101,9 +104,6 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "create":
-		if *url == "" || *types == "" {
-			return usageError{fmt.Errorf("create needs --url and --types, e.g. --url https://crm.example.com/hooks --types %s", strings.Join(feed.Types[:2], ","))}
-		}
 		s, err := delivery.Create(ctx, pool, *url, strings.Split(*types, ","), *allowPrivate)
 		if err != nil {
 			return cliErr(err)

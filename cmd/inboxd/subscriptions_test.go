@@ -23,7 +23,7 @@ import (
 // subcommand, a missing id.
 func TestSubscriptionsCommand(t *testing.T) {
 	t.Parallel()
-	_, dbURL := pgtest.NewPool(t)
+	pool, dbURL := pgtest.NewPool(t)
 	env := map[string]string{"DATABASE_URL": dbURL, "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
 		"INBOX_DELIVERY_ALLOW_PRIVATE": "true"}
 	base, _ := startServe(t, env)
@@ -93,9 +93,24 @@ func TestSubscriptionsCommand(t *testing.T) {
 		}
 		return n == 4, nil
 	})
-	for _, verb := range []string{"pause", "resume", "delete"} {
-		if out, err := cli("subscriptions", verb, id); err != nil {
-			t.Errorf("%s: %v %s", verb, err, out)
+	// The id may follow the flags; a breaker that closed in the past is not shown;
+	// a URL and a delivery's error reach the terminal without control characters.
+	if _, err := pool.Exec(context.Background(), `UPDATE subscriptions SET blocked_until = now() - interval '1 hour', url = url || e'/\x1b[2J';
+UPDATE deliveries SET last_error = e'refused\x1b[31m'`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = cli("subscriptions"); err != nil || strings.Contains(out, "\x1b") || strings.Contains(out, time.Now().UTC().Format("2006-01-02T")) {
+		t.Errorf("list: %v %q, want no control characters and no blocked_until in the past", err, out)
+	}
+	if out, err = cli("subscriptions", "deliveries", "--state", "delivered", id); err != nil || strings.Contains(out, "\x1b") || !strings.Contains(out, "refused[31m") {
+		t.Errorf("deliveries --state delivered ID: %v %q, want the id read after the flags, the error without control characters", err, out)
+	}
+	for verb, state := range map[string]string{"pause": "paused", "resume": "active"} {
+		if out, err := cli("subscriptions", verb, id); err != nil || !strings.Contains(out, `"state": "`+state+`"`) {
+			t.Errorf("%s: %v %s, want the subscription %s", verb, err, out, state)
 		}
+	}
+	if out, err := cli("subscriptions", "delete", id); err != nil {
+		t.Errorf("delete: %v %s", err, out)
 	}
 }
