@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/pgtest"
@@ -121,5 +122,39 @@ WHERE datname = current_database() AND query ILIKE 'listen%'`); err != nil {
 		if n != 1 {
 			t.Errorf("%s printed %d times", id, n)
 		}
+	}
+}
+
+// TestTailGapIsPrintedOnce: after a reconnection, tail lists what arrived while it
+// was away, of its provider alone (a named sender's too), external ids without their
+// control characters; a notification of an event that listing printed, which can
+// come after it, is not printed again.
+func TestTailGapIsPrintedOnce(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out := &syncBuffer{}
+	tl := &tailer{pool: pool, provider: "generic", out: out, errs: &syncBuffer{}, wake: make(chan struct{}, 1)}
+	go tl.print(ctx)
+	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload)
+VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '{}'), ('generic', e'e\x1b[2Je', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	_ = tl.HandleBacklog(ctx, "", nil) // connected
+	_ = tl.HandleBacklog(ctx, "", nil) // and again: what arrived meanwhile
+	pgtest.Eventually(t, "the gap listed", 15*time.Second, func() (bool, error) { return strings.Count(out.String(), "\n") == 3, nil })
+	var g1, g2 int64
+	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'g2', '{}') RETURNING id`).Scan(&g2); err != nil {
+		t.Fatal(err)
+	}
+	pool.QueryRow(ctx, `SELECT id FROM inbound_events WHERE external_id = 'g1'`).Scan(&g1)
+	for _, id := range []int64{g1, g2} { // g1's notification, late, then g2's
+		_ = tl.HandleNotification(ctx, &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
+	}
+	pgtest.Eventually(t, "g2 printed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " g2 "), nil })
+	if got := out.String(); strings.Count(got, "\n") != 4 || strings.Count(got, " g1 ") != 1 || strings.Contains(got, "t1") || !strings.Contains(got, " a1 ") ||
+		!strings.Contains(got, " e[2Je ") || strings.Contains(got, "\x1b") {
+		t.Errorf("tail printed:\n%q\nwant g1, a1 and e[2Je (without its escape) from the gap, then g2, each once, and no Twilio event", got)
 	}
 }
