@@ -12,13 +12,16 @@ import (
 // processor, which it feeds from one goroutine. The batch processor blocks that
 // goroutine while its own batch is full (WithBlocking), never a request; when the
 // channel is full a span is dropped and counted. (The SDK's own processor drops
-// silently: nothing says how many.)
+// silently: nothing says how many.) A span that ends after Shutdown (a request the
+// HTTP server's Close cut short, still unwinding) is dropped and counted too.
 type droppingQueue struct {
 	next    sdktrace.SpanProcessor
 	spans   chan sdktrace.ReadOnlySpan
 	dropped atomic.Uint64
 	done    chan struct{}
-	close   sync.Once
+
+	mu     sync.RWMutex // held to send on spans, and to close it
+	closed bool
 }
 
 func newDroppingQueue(next sdktrace.SpanProcessor, size int) *droppingQueue {
@@ -39,6 +42,12 @@ func (q *droppingQueue) OnStart(parent context.Context, s sdktrace.ReadWriteSpan
 }
 
 func (q *droppingQueue) OnEnd(s sdktrace.ReadOnlySpan) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		q.dropped.Add(1)
+		return
+	}
 	select {
 	case q.spans <- s:
 	default:
@@ -48,7 +57,12 @@ func (q *droppingQueue) OnEnd(s sdktrace.ReadOnlySpan) {
 
 // Shutdown hands what is queued to the batch processor and shuts it down.
 func (q *droppingQueue) Shutdown(ctx context.Context) error {
-	q.close.Do(func() { close(q.spans) })
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.spans)
+	}
+	q.mu.Unlock()
 	select {
 	case <-q.done:
 	case <-ctx.Done():
