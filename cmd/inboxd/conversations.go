@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -56,13 +55,7 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 		return dbAdvice(err)
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, c := range list {
-			if err := enc.Encode(c); err != nil {
-				return err
-			}
-		}
-		return nil
+		return printLines(stdout, list)
 	}
 	if len(list) == 0 && contact != "" {
 		fmt.Fprintf(stderr, "no conversation with %s: looked up as %s\n", printable(contact), lookedUp(subject))
