@@ -225,6 +225,15 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"events", "show"}, "one event id"},
 		{[]string{"events", "show", "x"}, `"x"`},
 		{[]string{"events", "show", "0"}, `"0" is not a positive whole number`},
+		{[]string{"conversations", "--provider", "twillio"}, "generic, twilio, meta, telnyx"},
+		{[]string{"conversations", "--limit", "0"}, "--limit must be at least 1"},
+		{[]string{"redact"}, "give one of --check and --apply"},
+		{[]string{"redact", "--check", "--apply"}, "give one of --check and --apply"},
+		{[]string{"redact", "--apply"}, "--before must be an RFC 3339 time"},
+		{[]string{"redact", "--apply", "--before", "2026-12-01T00:00:00Z", "--batch", "0"}, "--batch must be from 1 to 10000"},
+		{[]string{"redact", "--apply", "--before", "2026-12-01T00:00:00Z", "--batch", "10001"}, "--batch must be from 1 to 10000"},
+		{[]string{"redact", "--check", "--provider", "generic"}, "--file is required"},
+		{[]string{"redact", "--check", "--provider", "generic", "--file", os.DevNull}, "is not JSON"},
 		{[]string{"events", "show", "1", "2"}, "one event id"},
 		{[]string{"events", "replay", "0"}, `"0" is not a positive whole number`},
 		{[]string{"events", "replay", "--state", "dead", "5"}, "not both"},
@@ -350,7 +359,9 @@ func TestCLIStripsControlCharacters(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	_, err := pool.Exec(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload, state, last_error)
-VALUES ('generic', E'evil\x1b[2J\x1b]0;pwned\x07id', '{}', 'dead', E'broke\x1b[31m red')`)
+VALUES ('generic', E'evil\x1b[2J\x1b]0;pwned\x07id', '{}', 'dead', E'broke\x1b[31m red');
+INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ('generic', E'ours\x1b[2J', E'them\x1b]0;pwned\x07', now())`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,6 +372,13 @@ VALUES ('generic', E'evil\x1b[2J\x1b]0;pwned\x07id', '{}', 'dead', E'broke\x1b[3
 	}
 	if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), "evil[2J]0;pwnedid") {
 		t.Errorf("events printed %q, want the id without its control characters", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"conversations"}, getenv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), "ours[2J") || !strings.Contains(out.String(), "them]0;pwned") {
+		t.Errorf("conversations printed %q, want the addresses without their control characters", out.String())
 	}
 }
 

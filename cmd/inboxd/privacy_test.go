@@ -227,6 +227,9 @@ func TestPrivacyCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"contact": "+5559998888"`) || !strings.Contains(errOut, "nothing is held about +5559998888 (a phone number is matched in E.164, with its country code") {
 		t.Errorf("erase --dry-run of a number without its country code = %q, %q, %v; want the address it looked up and why nothing matched", out, errOut, err)
 	}
+	if _, errOut, _ := cli(env, "erase", "--contact", "+15552223333", "--provider", "meta", "--dry-run"); !strings.Contains(errOut, "in meta's conversations") {
+		t.Errorf("erase --dry-run --provider meta of a contact held elsewhere says %q, want it to say where it looked", errOut)
+	}
 	if _, errOut, _ := cli(env, "erase", "--contact", "+15559998888", "--dry-run"); errOut != "" {
 		t.Errorf("erase --dry-run of a contact with data says %q", errOut)
 	}
@@ -237,6 +240,9 @@ func TestPrivacyCommands(t *testing.T) {
 	payload := filepath.Join(t.TempDir(), "payload.json")
 	if err := os.WriteFile(payload, []byte(`{"MessageSid":"SM1","From":"+15551234567","FromZip":"94105","Body":"hi"}`), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if _, errOut, err := cli(env, "redact", "--check", "--provider", "meta", "--file", payload); err != nil || errOut != "no rule changes this payload\n" {
+		t.Errorf("redact --check of a payload no rule touches: %q, %v; want it said", errOut, err)
 	}
 	out, errOut, err = cli(env, "redact", "--check", "--provider", "twilio", "--file", payload)
 	if err != nil || strings.Contains(out, "94105") || !strings.Contains(out, `"Body":"hi"`) || !strings.Contains(errOut, "/FromZip") {
