@@ -229,6 +229,21 @@ func TestFirstHourAnswers(t *testing.T) {
 			t.Errorf("GET %s = %d %s, want 404 saying %s", path, resp.StatusCode, body, want)
 		}
 	}
+	// A method a path does not take is a 405 that says which it takes, in Allow too.
+	for target, allow := range map[string]string{"POST /v1/stats": "GET", "GET /webhooks/generic": "POST", "PUT /v1/subscriptions/1": "GET, DELETE"} {
+		method, path, _ := strings.Cut(target, " ")
+		req, _ := http.NewRequest(method, a.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != allow || !strings.Contains(string(body), "it takes "+allow) {
+			t.Errorf("%s = %d (Allow %q) %s, want 405 with Allow: %s, said", target, resp.StatusCode, resp.Header.Get("Allow"), body, allow)
+		}
+	}
 	_, body := a.get(t, "/v1/conversations?limit=1", readToken)
 	next := decode[page[readmodel.Conversation]](t, body).NextCursor
 	if next == nil {

@@ -114,9 +114,23 @@ func routes(r chi.Router, d Deps, which routeSet) {
 		}
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", msg)
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		jsonhttp.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; GET /openapi.yaml lists the endpoints")
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		allowed := allowedMethods(r, req.URL.Path)
+		w.Header().Set("Allow", strings.Join(allowed, ", ")) // as RFC 9110 asks of a 405
+		jsonhttp.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %q; it takes %s (GET /openapi.yaml describes each)",
+			clip(req.Method), clip(req.URL.Path), strings.Join(allowed, ", ")))
 	})
+}
+
+// allowedMethods lists the methods some route of r serves path with.
+func allowedMethods(r chi.Routes, path string) []string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if r.Match(chi.NewRouteContext(), m, path) {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
 }
 
 // routePatterns lists the router's route patterns (/v1/conversations/{id}/messages).
