@@ -216,6 +216,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"event"}, `unknown command "event"; did you mean events?`},
 		{[]string{"stats", "--watch", "--interval", "0s"}, "at least 100ms"},
 		{[]string{"export"}, "--contact is required"},
+		{[]string{"export", "--contact", strings.Repeat("9", 300)}, "contact is 300 bytes"},
 		{[]string{"erase", "--contact", " ", "--dry-run"}, "--contact is required"},
 		{[]string{"ex"}, "did you mean export?"},
 		{[]string{"subscription", "list"}, "did you mean subscriptions?"},
@@ -251,8 +252,8 @@ func TestUsageErrors(t *testing.T) {
 		var out bytes.Buffer
 		err := run(context.Background(), tc.args, func(k string) string { return env[k] }, &out, &out)
 		var usage usageError
-		if !errors.As(err, &usage) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("inboxd %q = %v, want a usage error mentioning %s", tc.args, err, tc.want)
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "bad request") {
+			t.Errorf("inboxd %q = %v, want a usage error mentioning %s (and not the API's \"bad request\")", tc.args, err, tc.want)
 		}
 	}
 }

@@ -41,7 +41,7 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 			return err
 		}
 		if subject, err = privacy.NewSubject(contact, f.Provider, policy); err != nil {
-			return usageError{err}
+			return callerError(err, privacy.ErrBadRequest)
 		}
 		f.Contacts = subject.Forms
 	}

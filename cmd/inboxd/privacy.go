@@ -66,7 +66,7 @@ func contactCommand(ctx context.Context, fs *flag.FlagSet, args []string, getenv
 	}
 	s, err := privacy.NewSubject(*contact, *prov, policy)
 	if err != nil {
-		return privacy.Subject{}, nil, nil, usageError{err}
+		return privacy.Subject{}, nil, nil, callerError(err, privacy.ErrBadRequest)
 	}
 	pool, err := cliPool(ctx, fs, getenv)
 	return s, policy, pool, err

@@ -61,6 +61,12 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
+// callerError is the usage error for err, which wraps a package's ErrBadRequest
+// (sentinel): its reason alone, since "bad request" is the API's word for it.
+func callerError(err, sentinel error) error {
+	return usageError{errors.New(strings.TrimPrefix(err.Error(), sentinel.Error()+": "))}
+}
+
 // run dispatches the subcommand named by args[0]. Without one it serves (so that
 // `go run ./cmd/inboxd` runs the service), and says on stderr where the others are.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -80,7 +80,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		case errors.Is(err, delivery.ErrNotFound):
 			return usageError{fmt.Errorf("%w (`inboxd subscriptions` lists them)", err)}
 		case errors.Is(err, delivery.ErrBadRequest):
-			return usageError{err}
+			return callerError(err, delivery.ErrBadRequest)
 		}
 		return dbAdvice(err)
 	}
@@ -104,7 +104,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "create":
-		s, err := delivery.Create(ctx, pool, *url, strings.Split(*types, ","), *allowPrivate)
+		s, err := delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate)
 		if err != nil {
 			return cliErr(err)
 		}
@@ -159,6 +159,15 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		fmt.Fprintf(stdout, "subscription %d deleted\n", id)
 		return nil
 	}
+}
+
+// splitList splits a comma-separated flag, each item trimmed ("a, b" is a and b).
+func splitList(s string) []string {
+	items := strings.Split(s, ",")
+	for i := range items {
+		items[i] = strings.TrimSpace(items[i])
+	}
+	return items
 }
 
 // flagSet reports whether the flag was given (visit is a parsed FlagSet's Visit).

@@ -39,7 +39,10 @@ func TestSubscriptionsCommand(t *testing.T) {
 	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created"); !usage(err) || !strings.Contains(err.Error(), "INBOX_DELIVERY_ALLOW_PRIVATE") {
 		t.Errorf("create of a loopback URL without the setting: %v %s, want exit 2 naming INBOX_DELIVERY_ALLOW_PRIVATE", err, out)
 	}
-	out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created,conversation.created", "--allow-private")
+	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created, message.creatd", "--allow-private"); !usage(err) || !strings.HasPrefix(err.Error(), `types: "message.creatd" is not a change type`) {
+		t.Errorf("create with a misspelt type: %v %s, want exit 2 naming it, without the API's \"bad request\"", err, out)
+	}
+	out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created, conversation.created", "--allow-private")
 	if err != nil {
 		t.Fatalf("create: %v %s", err, out)
 	}
