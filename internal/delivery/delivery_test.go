@@ -793,6 +793,13 @@ func TestSubscriptionRecords(t *testing.T) {
 	ctx := context.Background()
 	rc := deliverytest.New(t)
 	addChanges(t, pool, 1, 2)
+	// The head is the last change below every transaction still open on the server
+	// (other packages' tests run beside this one): wait until both changes are.
+	pgtest.Eventually(t, "the changes below every open transaction", time.Minute, func() (bool, error) {
+		var final bool
+		err := pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM changes)`).Scan(&final)
+		return final, err
+	})
 	s, err := Create(ctx, pool, rc.URL, []string{"message.created", "conversation.created", "message.created"}, true)
 	if err != nil {
 		t.Fatal(err)
