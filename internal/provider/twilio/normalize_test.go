@@ -27,6 +27,7 @@ func TestE164AndAddress(t *testing.T) {
 		"whatsapp:+14155238886": {"whatsapp", "+14155238886"},
 		"+14155238886":          {"", "+14155238886"},
 		"messenger:123":         {"messenger", "123"},
+		"+15551234567:9":        {"", "+15551234567:9"}, // a "+" starts a number, never a kind
 	} {
 		kind, number := twilio.Address(in)
 		if kind != want[0] || number != want[1] {
