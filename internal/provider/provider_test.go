@@ -26,6 +26,44 @@ func TestLane(t *testing.T) {
 	}
 }
 
+// TestE164: a "+" is a number's only at its start ("1+555…" is not a number, it is
+// text to keep as it came).
+func TestE164(t *testing.T) {
+	for in, want := range map[string]string{
+		"+1 (555) 222-3333": "+15552223333",
+		" 15552223333 ":     "+15552223333",
+		"1+5552223333":      "1+5552223333",
+		"++15552223333":     "++15552223333",
+	} {
+		if got := E164(in); got != want {
+			t.Errorf("E164(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestConfigList: a comma-separated setting's values are trimmed and blanks left out
+// (a key pasted with a space after its comma is still the key).
+func TestConfigList(t *testing.T) {
+	c := Config{Values: map[string]string{"K": " whsec_a , ,whsec_b,"}}
+	if got := c.List("K"); strings.Join(got, "|") != "whsec_a|whsec_b" {
+		t.Errorf("List = %q, want [whsec_a whsec_b]", got)
+	}
+}
+
+// TestMediaKind and NullIfEmpty: the small readings every normalizer shares.
+func TestMediaKind(t *testing.T) {
+	for ct, want := range map[string]string{"image/jpeg": "image", "audio/ogg": "audio", "video/mp4": "video", "application/pdf": "document", "": "document"} {
+		if got := MediaKind(ct); got != want {
+			t.Errorf("MediaKind(%q) = %q, want %q", ct, got, want)
+		}
+	}
+	for in, want := range map[string]string{"": "", "null": "", `{"code":1}`: `{"code":1}`} {
+		if got := string(NullIfEmpty([]byte(in))); got != want {
+			t.Errorf("NullIfEmpty(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // FuzzE164: any address is read without a panic into what it is stored and searched
 // as, which is stable (a stored address normalized again is itself, so a search for
 // it finds it) and is either the trimmed text or "+" and 7 to 15 digits.

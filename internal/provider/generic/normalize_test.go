@@ -45,6 +45,11 @@ func TestNormalize(t *testing.T) {
 			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Contact: "+15552223333", Status: "failed", At: at, Error: []byte(`{"code":30003}`)}},
 		},
 		{
+			name:    "status with a null error",
+			payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-1","status":"read","error":null}}`,
+			want:    provider.Normalized{Status: &provider.Status{MessageID: "m-1", Status: "read", At: at}},
+		},
+		{
 			name:    "numbers as people write them are stored in E.164",
 			payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-4","channel":" +1 555 000 1111","contact":"1 (555) 222-3333","text":"hi"}}`,
 			want: provider.Normalized{Message: &provider.Message{ID: "m-4", Direction: "inbound", Type: "text", Channel: "+15550001111", Contact: "+15552223333",
@@ -58,10 +63,10 @@ func TestNormalize(t *testing.T) {
 		},
 		{name: "an offset carrying the time past year 9999", payload: `{"type":"message.status","timestamp":"9999-12-31T23:59:59-00:01","data":{"message_id":"m-1","status":"read"}}`, wantErr: provider.ErrPermanent},
 		{name: "not JSON", payload: `{`, wantErr: provider.ErrPermanent},
-		{name: "no message id", payload: `{"type":"message.received","data":{"channel":"c","contact":"k"}}`, wantErr: provider.ErrPermanent},
-		{name: "status without status", payload: `{"type":"message.status","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
-		{name: "message without contact", payload: `{"type":"message.sent","data":{"message_id":"m","channel":"c"}}`, wantErr: provider.ErrPermanent},
-		{name: "unknown type", payload: `{"type":"message.deleted","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
+		{name: "no message id", payload: `{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"channel":"c","contact":"k"}}`, wantErr: provider.ErrPermanent},
+		{name: "status without status", payload: `{"type":"message.status","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
+		{name: "message without contact", payload: `{"type":"message.sent","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m","channel":"c"}}`, wantErr: provider.ErrPermanent},
+		{name: "unknown type", payload: `{"type":"message.deleted","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m"}}`, wantErr: provider.ErrPermanent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,6 +78,15 @@ func TestNormalize(t *testing.T) {
 				t.Errorf("NormalizeGeneric mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestDescribe: tail's one word on an event is its type, "?" when it has none.
+func TestDescribe(t *testing.T) {
+	for payload, want := range map[string]string{`{"type":"message.sent","data":{}}`: "message.sent", `{}`: "?", `{"type":""}`: "?", `{`: "?"} {
+		if got := generic.Provider.Describe([]byte(payload)); got != want {
+			t.Errorf("Describe(%s) = %q, want %q", payload, got, want)
+		}
 	}
 }
 
