@@ -425,7 +425,7 @@ func Matching(ctx context.Context, pool *pgxpool.Pool, f EventFilter, most int64
 	f.Before = upTo + 1
 	c := f
 	c.Limit = int(most + 1)
-	sql, args := c.build("1", true, false)
+	sql, args := c.build("id", true, false) // id: a contact filter orders its merged scans by it
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL statement_timeout = %d", countTimeout.Milliseconds())); err != nil {
 			return err

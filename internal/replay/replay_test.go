@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"inboxd/internal/pgtest"
+	"inboxd/internal/processor"
 	"inboxd/internal/readmodel"
 )
 
@@ -367,5 +368,62 @@ func TestErrorFilter(t *testing.T) {
 	var left int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE state = 'dead' AND last_error = 'boom'`).Scan(&left); err != nil || left != 15 {
 		t.Errorf("%d events of the other cause still dead (%v), want 15", left, err)
+	}
+}
+
+// TestPersonalFilters: a replay by contact or by text takes only the events that
+// match, its runner reading the filter's personal part back from the job (it is not
+// in the public filter), and once done it counts nothing as waiting, even when its
+// last batch is requeued again by someone else.
+func TestPersonalFilters(t *testing.T) {
+	t.Parallel()
+	for name, f := range map[string]readmodel.EventFilter{
+		"contact": {State: "dead", Contacts: []string{"+15550000002"}},
+		"text":    {State: "dead", Text: "EVEN"}, // case-insensitive: the even-numbered half
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			pool, _ := pgtest.NewPool(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ids := deadEvents(t, pool, 20, []*string{ptr("+15550000001"), ptr("+15550000002")})
+			var proc randomProcessor
+			go proc.run(ctx, t, pool)
+			r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+			go r.Work(ctx, 50*time.Millisecond)
+			id := start(t, pool, f, MaxRate)
+			r.Wake()
+			j := waitState(t, pool, id, "done")
+			if j.Requeued != 10 || j.Total != 10 || !j.Private {
+				t.Errorf("requeued %d of %d (private %v), want the 10 that match", j.Requeued, j.Total, j.Private)
+			}
+			// Events at even positions hold "even", those at odd positions are the
+			// second contact's: each filter leaves the other half dead.
+			want := 0
+			if name == "contact" {
+				want = 1
+			}
+			var stillDead []int64
+			for i, id := range ids {
+				if i%2 != want {
+					stillDead = append(stillDead, id)
+				}
+			}
+			rows, _ := pool.Query(ctx, `SELECT id FROM inbound_events WHERE state = 'dead' ORDER BY id`)
+			left, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(left, stillDead) {
+				t.Errorf("still dead: %v, want %v", left, stillDead)
+			}
+			cancel() // the stand-in processor stops: what is requeued now stays unattempted
+			if _, err := processor.RequeueState(context.Background(), pool, "processed", "", 100); err != nil {
+				t.Fatal(err)
+			}
+			if j, err := Get(context.Background(), pool, id); err != nil || j.Waiting != 0 {
+				t.Errorf("a done replay: waiting %d (%v), want 0", j.Waiting, err)
+			}
+		})
 	}
 }
