@@ -444,6 +444,10 @@ func TestConsoleRoles(t *testing.T) {
 	if status, body := post(t, admin, base+"/console/replays/preview", url.Values{"csrf": {csrf}, "state": {"dead"}}); status != 200 || !strings.Contains(body, `<strong id="replay-count">1</strong>`) {
 		t.Errorf("bulk replay confirmation: %d, count shown: %v", status, strings.Contains(body, `id="replay-count">1<`))
 	}
+	// By contact, in any spelling: the count once failed for a contact filter.
+	if status, body := post(t, admin, base+"/console/replays/preview", url.Values{"csrf": {csrf}, "state": {"dead"}, "contact": {"+1 (555) 222-3333"}}); status != 200 || !strings.Contains(body, `<strong id="replay-count">1</strong>`) {
+		t.Errorf("bulk replay confirmation of a contact's dead events: %d, count shown: %v", status, strings.Contains(body, `id="replay-count">1<`))
+	}
 	// The overview's retention status names the dead event's age.
 	if status, body, _ := page(t, admin, base+"/console/overview"); status != 200 || !strings.Contains(body, `id="oldest-dead">the oldest kept is`) {
 		t.Errorf("overview: %d, the oldest dead event's age shown: %v", status, strings.Contains(body, `id="oldest-dead">the oldest kept is`))
