@@ -101,9 +101,15 @@ func TestRetentionZeroKeeps(t *testing.T) {
 	pool, _ := newDB(t)
 	retentionWorld(t, pool, 5, 0)
 	p := New(pool, "", Config{Retention: 0, DeadRetention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
-	if err := p.retainOnce(context.Background()); err != nil {
-		t.Fatal(err)
+	// The loop a process runs, not one pass: dead retention alone keeps it running.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.retain(ctx); close(done) }()
+	for deadline := time.Now().Add(time.Minute); count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'dead'") > 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
 	}
+	cancel()
+	<-done
 	if got := count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'processed'") + count(t, pool, "SELECT count(*) FROM pending_statuses"); got != 10 {
 		t.Errorf("with Retention 0, %d processed events and parked statuses left, want all 10", got)
 	}
@@ -195,5 +201,24 @@ FROM generate_series(1, 150000) AS g`); err != nil {
 	}
 	if want, got := int64(149700), s["processed"].Count; got < want*9/10 || got > want*11/10 {
 		t.Errorf("processed estimate %d, want within 10%% of %d", got, want)
+	}
+}
+
+// TestRetentionInterval: retention runs every tenth of the shorter retention that is
+// on, between a second and a minute.
+func TestRetentionInterval(t *testing.T) {
+	for _, tc := range []struct {
+		retention, dead, want time.Duration
+	}{
+		{DefaultRetention, DefaultDeadRetention, time.Minute},
+		{5 * time.Minute, time.Hour, 30 * time.Second},
+		{time.Hour, 5 * time.Minute, 30 * time.Second},
+		{0, 5 * time.Minute, 30 * time.Second},
+		{5 * time.Minute, 0, 30 * time.Second},
+		{time.Second, 0, time.Second},
+	} {
+		if got := retentionInterval(Config{Retention: tc.retention, DeadRetention: tc.dead}); got != tc.want {
+			t.Errorf("retention %s, dead %s: every %s, want %s", tc.retention, tc.dead, got, tc.want)
+		}
 	}
 }
