@@ -625,3 +625,78 @@ func TestRewriteSkipsWhatAnErasureEmptied(t *testing.T) {
 		t.Errorf("payload after the erasure and the rewrite: %s (%v), want {}", payload, err)
 	}
 }
+
+// TestExportDocument: an export is one valid JSON document however many
+// conversations the contact has, each part in its documented order (conversations
+// and events by id, messages by the time they were sent), without the events an
+// erasure emptied, and with no provider when none was asked for.
+func TestExportDocument(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+WITH convs AS (
+    INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+    SELECT 'generic', '+1555000000' || g, $1, now() FROM generate_series(1, 3) AS g RETURNING id, channel_address
+),
+events AS (
+    INSERT INTO inbound_events (provider, external_id, state, received_at, processed_at, payload, contact, erased_at)
+    SELECT 'generic', 'x-' || g, 'processed', now(), now(), '{}', $1, CASE WHEN g = 2 THEN now() END
+    FROM generate_series(1, 4) AS g RETURNING id, external_id
+)
+INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+SELECT 'generic', e.external_id, c.id, 'inbound', $1, c.channel_address, 'hi', 'received',
+       now() - CASE e.external_id WHEN 'x-1' THEN interval '1 minute' WHEN 'x-3' THEN interval '3 minutes' ELSE interval '2 minutes' END, e.id
+FROM events e JOIN convs c ON c.channel_address = '+15550000001' WHERE e.external_id IN ('x-1', 'x-3', 'x-4')`, alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+INSERT INTO pending_statuses (provider, provider_message_id, inbound_event_id, status, status_at)
+SELECT 'generic', 'out-' || id, id, 'delivered', now() FROM inbound_events WHERE external_id IN ('x-3', 'x-4') ORDER BY id DESC`); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := NewSubject(alice, "", nil)
+	var buf bytes.Buffer
+	if err := Export(ctx, pool, s, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Provider      *string
+		Conversations []struct {
+			ID       int64
+			Messages []struct {
+				ProviderMessageID string `json:"provider_message_id"`
+			}
+		}
+		Events []struct {
+			ExternalID string `json:"external_id"`
+		}
+		PendingStatuses []struct {
+			ProviderMessageID string `json:"provider_message_id"`
+			EventID           int64  `json:"event_id"`
+		} `json:"pending_statuses"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatalf("the export is not one JSON document: %v\n%s", err, buf.Bytes())
+	}
+	if doc.Provider != nil {
+		t.Errorf("provider %q, want null (none asked for)", *doc.Provider)
+	}
+	if len(doc.Conversations) != 3 || doc.Conversations[0].ID > doc.Conversations[1].ID || doc.Conversations[1].ID > doc.Conversations[2].ID {
+		t.Fatalf("conversations %+v, want three by id", doc.Conversations)
+	}
+	var msgs []string
+	for _, m := range doc.Conversations[0].Messages {
+		msgs = append(msgs, m.ProviderMessageID)
+	}
+	var events []string
+	for _, e := range doc.Events {
+		events = append(events, e.ExternalID)
+	}
+	if !slices.Equal(msgs, []string{"x-3", "x-4", "x-1"}) || !slices.Equal(events, []string{"x-1", "x-3", "x-4"}) {
+		t.Errorf("messages %v (want x-3, x-4, x-1: by the time sent), events %v (want x-1, x-3, x-4: by id, the erased x-2 left out)", msgs, events)
+	}
+	if p := doc.PendingStatuses; len(p) != 2 || p[0].EventID > p[1].EventID {
+		t.Errorf("parked statuses %+v, want two by event", p)
+	}
+}
