@@ -39,6 +39,23 @@ func TestHandoffReserveIsBounded(t *testing.T) {
 	if got := h.Reserve(9); got != 3 {
 		t.Fatalf("Reserve after a worker took 3 = %d, want 3", got)
 	}
+	// Commits that queued while the workers were busy are taken as one batch, each
+	// event with its trace.
+	h.Unreserve(8)
+	h.Reserve(3)
+	for id := range int64(3) {
+		h.Adopt([]Adopted{{ID: 4 + id, Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}})
+	}
+	if b := h.take(nil, 64); len(b) != 3 || b[2].Traceparent == nil {
+		t.Fatalf("take = %+v, want the 3 queued commits' events, with their traces", b)
+	}
+	// A batch a worker receives itself gives its places back too.
+	h.Reserve(2)
+	h.Adopt([]Adopted{{ID: 7}, {ID: 8}})
+	h.got(<-h.ch)
+	if got := h.Reserve(9); got != 8 {
+		t.Fatalf("Reserve after a worker received 2 = %d, want all 8", got)
+	}
 	h.close()
 	h.Unreserve(8)
 	if got := h.Reserve(1); got != 0 {
