@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // insertLane stores n generic messages on lane, each due at once, received in order.
@@ -288,4 +289,40 @@ func FuzzParseLaneWeights(f *testing.F) {
 			t.Fatalf("ParseLaneWeights(%q) = %v, written back as %q reads %v, %v", s, w, strings.Join(pairs, ","), back, err)
 		}
 	})
+}
+
+// TestReadLanes: events stored without a lane are "none"; a lane whose events all
+// wait for a retry is not behind (oldest due 0); and the lanes' gauges keep only the
+// lanes of the last sample.
+func TestReadLanes(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, lane, run_at) VALUES
+    ('generic', 'l-1', '{}', '', now() - interval '10 seconds'),
+    ('generic', 'l-2', '{}', 'generic/+15550001111', now() + interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	lanes, err := ReadLanes(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lanes) != 2 || lanes[0].Lane != "none" || lanes[0].OldestDueSeconds < 9 ||
+		lanes[1].Lane != "generic/+15550001111" || lanes[1].OldestDueSeconds != 0 {
+		t.Fatalf("lanes %+v, want none 10 s behind, then generic/+15550001111 not behind", lanes)
+	}
+	p := New(db, "", Config{}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	if err := p.updateLanes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM inbound_events WHERE external_id = 'l-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.updateLanes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(p.metrics.lanePending); n != 1 {
+		t.Errorf("%d lanes in inbox_lane_pending after a lane drained, want 1", n)
+	}
 }
