@@ -700,3 +700,38 @@ SELECT 'generic', 'out-' || id, id, 'delivered', now() FROM inbound_events WHERE
 		t.Errorf("parked statuses %+v, want two by event", p)
 	}
 }
+
+// TestRewriteNamedSendersInBatches: a rewrite applies a provider's rules to its
+// named senders' events too (stored as generic:name), batch after batch, reporting
+// after each.
+func TestRewriteNamedSendersInBatches(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state)
+SELECT CASE WHEN g = 2 THEN 'generic' ELSE 'generic:acme' END, 'w-' || g, '{"data": {"text": "secret"}}', 'processed'
+FROM generate_series(1, 3) AS g`); err != nil {
+		t.Fatal(err)
+	}
+	rule, err := redact.ParseRule("generic:/data/text=remove")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": {}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reports []RewriteProgress
+	p, err := Rewrite(ctx, pool, policy, time.Now().Add(time.Hour), 0, 2, func(p RewriteProgress) { reports = append(reports, p) })
+	if err != nil || p.Scanned != 3 || p.Rewritten != 3 {
+		t.Fatalf("rewrite %+v, %v; want all 3 scanned and rewritten", p, err)
+	}
+	if len(reports) != 2 || reports[0].Scanned != 2 || reports[1] != p {
+		t.Errorf("progress %+v, want after each of the two batches", reports)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE payload::text LIKE '%secret%'`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d payloads still hold the text (%v), want 0", left, err)
+	}
+}

@@ -40,3 +40,29 @@ func TestWatchStatements(t *testing.T) {
 		t.Errorf("told %d times, want once for the spell", len(told))
 	}
 }
+
+// TestWatchStatementsDuplicate: the other error a pooler causes, a statement
+// prepared again on a server connection that already has it (SQLSTATE 42P05), counts too.
+func TestWatchStatementsDuplicate(t *testing.T) {
+	t.Parallel()
+	var told []error
+	pool, err := store.Open(context.Background(), pgtest.NewDB(t), func(c *pgxpool.Config) {
+		store.WatchStatements(c, func(err error) { told = append(told, err) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	for range 2 {
+		conn.Exec(ctx, "PREPARE twice AS SELECT 1") // the second: 42P05
+	}
+	if err := store.Misconfigured(pool); !errors.Is(err, store.ErrPoolerMisconfigured) || len(told) != 1 {
+		t.Errorf("after a duplicate prepared statement: %v (told %d times), want ErrPoolerMisconfigured, told once", err, len(told))
+	}
+}
