@@ -601,14 +601,7 @@ func TestRewriteSkipsWhatAnErasureEmptied(t *testing.T) {
 	t.Parallel()
 	pool := aliceSaidOneThing(t)
 	ctx := context.Background()
-	rule, err := redact.ParseRule("generic:/data/text=remove")
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": {}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	policy := removeText(t)
 	var p RewriteProgress
 	pgtest.LineUp(t, pool, func(erasure pgx.Tx) error { // an erasure's batch, committed once the rewrite waits to write
 		_, err := erasure.Exec(ctx, `UPDATE inbound_events SET payload = '{}', headers = '{}', contact = NULL, erased_at = now()`)
@@ -714,14 +707,7 @@ SELECT CASE WHEN g = 2 THEN 'generic' ELSE 'generic:acme' END, 'w-' || g, '{"dat
 FROM generate_series(1, 3) AS g`); err != nil {
 		t.Fatal(err)
 	}
-	rule, err := redact.ParseRule("generic:/data/text=remove")
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": {}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	policy := removeText(t)
 	var reports []RewriteProgress
 	p, err := Rewrite(ctx, pool, policy, time.Now().Add(time.Hour), 0, 2, func(p RewriteProgress) { reports = append(reports, p) })
 	if err != nil || p.Scanned != 3 || p.Rewritten != 3 {
@@ -734,4 +720,18 @@ FROM generate_series(1, 3) AS g`); err != nil {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE payload::text LIKE '%secret%'`).Scan(&left); err != nil || left != 0 {
 		t.Errorf("%d payloads still hold the text (%v), want 0", left, err)
 	}
+}
+
+// removeText is a policy that removes generic payloads' data.text.
+func removeText(t *testing.T) *redact.Policy {
+	t.Helper()
+	rule, err := redact.ParseRule("generic:/data/text=remove")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := redact.NewPolicy([]redact.Rule{rule}, map[string]redact.Protection{"generic": {}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy
 }
