@@ -427,3 +427,53 @@ func TestPersonalFilters(t *testing.T) {
 		})
 	}
 }
+
+// TestLaterEventsAreNotInIt: a replay takes the events its confirmation counted;
+// events that die after it was confirmed are not in it, even when they match.
+func TestLaterEventsAreNotInIt(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadEvents(t, pool, 10, []*string{nil})
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, MaxRate)
+	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state, attempts)
+SELECT 'generic', 'later-' || g, '{}', 'dead', 5 FROM generate_series(1, 5) AS g`); err != nil {
+		t.Fatal(err)
+	}
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	r.Wake()
+	if j := waitState(t, pool, id, "done"); j.Requeued != 10 {
+		t.Errorf("requeued %d, want the 10 confirmed", j.Requeued)
+	}
+	var later int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM inbound_events WHERE external_id LIKE 'later-%' AND state = 'dead'`).Scan(&later); err != nil || later != 5 {
+		t.Errorf("%d of the 5 later events still dead (%v), want all", later, err)
+	}
+}
+
+// TestCancelledStaysCancelled: a cancel records when the job ended, and a runner
+// that reaches its end after the cancel cannot mark it done.
+func TestCancelledStaysCancelled(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	deadEvents(t, pool, 3, []*string{nil})
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, MaxRate)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	if _, err := pool.Exec(ctx, `UPDATE replays SET locked_by = 'runner-a' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := Cancel(ctx, pool, id); err != nil || !ok {
+		t.Fatalf("cancel: %v %v", ok, err)
+	}
+	if err := r.finish(ctx, id); !errors.Is(err, errLost) {
+		t.Errorf("finish after the cancel: %v, want errLost", err)
+	}
+	if j, err := Get(ctx, pool, id); err != nil || j.State != "cancelled" || j.FinishedAt == nil {
+		t.Errorf("after the cancel: %+v (%v), want cancelled with its end time", j, err)
+	}
+}
