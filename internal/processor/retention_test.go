@@ -103,11 +103,12 @@ func TestRetentionZeroKeeps(t *testing.T) {
 	p := New(pool, "", Config{Retention: 0, DeadRetention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
 	// The loop a process runs, not one pass: dead retention alone keeps it running.
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan struct{})
 	go func() { p.retain(ctx); close(done) }()
-	for deadline := time.Now().Add(time.Minute); count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'dead'") > 0 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	pgtest.Eventually(t, "the loop deletes the old dead events", time.Minute, func() (bool, error) {
+		return count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'dead'") == 0, nil
+	})
 	cancel()
 	<-done
 	if got := count(t, pool, "SELECT count(*) FROM inbound_events WHERE state = 'processed'") + count(t, pool, "SELECT count(*) FROM pending_statuses"); got != 10 {

@@ -214,7 +214,9 @@ func (f EventFilter) query(cols string, asc bool) (string, []any) {
 }
 
 // build is query, with the payload conditions applied to a window or (not windowed,
-// for a count under a statement timeout) to every event the others select.
+// for a count under a statement timeout) to every event the others select. cols
+// must include id: a contact's merged per-form scans and the payload windows are
+// ordered by it.
 func (f EventFilter) build(cols string, asc, windowed bool) (string, []any) {
 	args := []any{f.Limit}
 	add := func(v any) string {
@@ -425,7 +427,7 @@ func Matching(ctx context.Context, pool *pgxpool.Pool, f EventFilter, most int64
 	f.Before = upTo + 1
 	c := f
 	c.Limit = int(most + 1)
-	sql, args := c.build("id", true, false) // id: a contact filter orders its merged scans by it
+	sql, args := c.build("id", true, false)
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL statement_timeout = %d", countTimeout.Milliseconds())); err != nil {
 			return err

@@ -45,6 +45,17 @@ VALUES ('generic', 'r-' || $1::int, $2, 'dead', 5, 'boom', $3) RETURNING id`, i,
 
 func ptr(s string) *string { return &s }
 
+// deadIDs returns the ids of the dead events, in order.
+func deadIDs(t *testing.T, pool *pgxpool.Pool) []int64 {
+	t.Helper()
+	rows, _ := pool.Query(context.Background(), `SELECT id FROM inbound_events WHERE state = 'dead' ORDER BY id`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
 // processInRandomOrder stands in for the processor, adversarially: until ctx ends it
 // takes any pending event, at random, and marks it processed, recording the order
 // in which each contact's events were applied and how often each event was.
@@ -203,11 +214,7 @@ func TestPayloadFilter(t *testing.T) {
 	if j := waitState(t, pool, id, "done"); j.Requeued != 15 || j.Total != 15 {
 		t.Errorf("requeued %d of %d, want the 15 even ones", j.Requeued, j.Total)
 	}
-	rows, _ := pool.Query(ctx, `SELECT id FROM inbound_events WHERE state = 'dead' ORDER BY id`)
-	left, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
+	left := deadIDs(t, pool)
 	var odd []int64
 	for i, id := range ids {
 		if i%2 == 1 {
@@ -377,9 +384,14 @@ func TestErrorFilter(t *testing.T) {
 // last batch is requeued again by someone else.
 func TestPersonalFilters(t *testing.T) {
 	t.Parallel()
-	for name, f := range map[string]readmodel.EventFilter{
-		"contact": {State: "dead", Contacts: []string{"+15550000002"}},
-		"text":    {State: "dead", Text: "EVEN"}, // case-insensitive: the even-numbered half
+	// Events at even positions hold "even", those at odd positions are the second
+	// contact's: each filter leaves the other half dead.
+	for name, tc := range map[string]struct {
+		f    readmodel.EventFilter
+		left int // the positions left dead: i%2 == left
+	}{
+		"contact": {readmodel.EventFilter{State: "dead", Contacts: []string{"+15550000002"}}, 0},
+		"text":    {readmodel.EventFilter{State: "dead", Text: "EVEN"}, 1}, // case-insensitive
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -391,30 +403,19 @@ func TestPersonalFilters(t *testing.T) {
 			go proc.run(ctx, t, pool)
 			r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
 			go r.Work(ctx, 50*time.Millisecond)
-			id := start(t, pool, f, MaxRate)
+			id := start(t, pool, tc.f, MaxRate)
 			r.Wake()
 			j := waitState(t, pool, id, "done")
 			if j.Requeued != 10 || j.Total != 10 || !j.Private {
 				t.Errorf("requeued %d of %d (private %v), want the 10 that match", j.Requeued, j.Total, j.Private)
 			}
-			// Events at even positions hold "even", those at odd positions are the
-			// second contact's: each filter leaves the other half dead.
-			want := 0
-			if name == "contact" {
-				want = 1
-			}
 			var stillDead []int64
 			for i, id := range ids {
-				if i%2 != want {
+				if i%2 == tc.left {
 					stillDead = append(stillDead, id)
 				}
 			}
-			rows, _ := pool.Query(ctx, `SELECT id FROM inbound_events WHERE state = 'dead' ORDER BY id`)
-			left, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(left, stillDead) {
+			if left := deadIDs(t, pool); !slices.Equal(left, stillDead) {
 				t.Errorf("still dead: %v, want %v", left, stillDead)
 			}
 			cancel() // the stand-in processor stops: what is requeued now stays unattempted

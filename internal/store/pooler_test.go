@@ -16,19 +16,11 @@ import (
 // from Postgres itself), and is Misconfigured from then on; other errors do not count.
 func TestWatchStatements(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDB(t)
-	var told []error
-	pool, err := store.Open(context.Background(), url, func(c *pgxpool.Config) {
-		store.WatchStatements(c, func(err error) { told = append(told, err) })
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool, told := watchedPool(t)
 	ctx := context.Background()
 	pool.Exec(ctx, "SELECT * FROM no_such_table") // another error
-	if err := store.Misconfigured(pool); err != nil || len(told) != 0 {
-		t.Fatalf("after an unrelated error: %v (told %v), want nothing", err, told)
+	if err := store.Misconfigured(pool); err != nil || len(*told) != 0 {
+		t.Fatalf("after an unrelated error: %v (told %v), want nothing", err, *told)
 	}
 	for range 3 {
 		pool.Exec(ctx, "EXECUTE stmtcache_gone") // 26000: prepared statement does not exist
@@ -36,8 +28,8 @@ func TestWatchStatements(t *testing.T) {
 	if err := store.Misconfigured(pool); !errors.Is(err, store.ErrPoolerMisconfigured) {
 		t.Errorf("after lost prepared statements: %v, want ErrPoolerMisconfigured", err)
 	}
-	if len(told) != 1 {
-		t.Errorf("told %d times, want once for the spell", len(told))
+	if len(*told) != 1 {
+		t.Errorf("told %d times, want once for the spell", len(*told))
 	}
 }
 
@@ -45,14 +37,7 @@ func TestWatchStatements(t *testing.T) {
 // prepared again on a server connection that already has it (SQLSTATE 42P05), counts too.
 func TestWatchStatementsDuplicate(t *testing.T) {
 	t.Parallel()
-	var told []error
-	pool, err := store.Open(context.Background(), pgtest.NewDB(t), func(c *pgxpool.Config) {
-		store.WatchStatements(c, func(err error) { told = append(told, err) })
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool, told := watchedPool(t)
 	ctx := context.Background()
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -62,7 +47,22 @@ func TestWatchStatementsDuplicate(t *testing.T) {
 	for range 2 {
 		conn.Exec(ctx, "PREPARE twice AS SELECT 1") // the second: 42P05
 	}
-	if err := store.Misconfigured(pool); !errors.Is(err, store.ErrPoolerMisconfigured) || len(told) != 1 {
-		t.Errorf("after a duplicate prepared statement: %v (told %d times), want ErrPoolerMisconfigured, told once", err, len(told))
+	if err := store.Misconfigured(pool); !errors.Is(err, store.ErrPoolerMisconfigured) || len(*told) != 1 {
+		t.Errorf("after a duplicate prepared statement: %v (told %d times), want ErrPoolerMisconfigured, told once", err, len(*told))
 	}
+}
+
+// watchedPool opens a pool on a database of its own with WatchStatements, and
+// returns it with the errors it was told of.
+func watchedPool(t *testing.T) (*pgxpool.Pool, *[]error) {
+	t.Helper()
+	var told []error
+	pool, err := store.Open(context.Background(), pgtest.NewDB(t), func(c *pgxpool.Config) {
+		store.WatchStatements(c, func(err error) { told = append(told, err) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, &told
 }

@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 			body:   `{"MessageSid":"SM6","MessageStatus":"read","From":"+15557778888","To":"+15551234567"}`,
 			wantID: "SM6:read", wantChannel: "+15557778888"},
 		{name: "JSON without a MessageSid is kept under a hash of its bytes", contentType: jsonType, body: string(unsupported),
-			wantID: "json:" + jsonID(unsupported)},
+			wantID: "json:12ce120587cf483017470a77ff3ad75f"}, // the first 16 bytes of its SHA-256
 		{name: "JSON that is not an object", contentType: jsonType, body: `["MessageSid"]`, wantErr: provider.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,13 +85,6 @@ func TestParse(t *testing.T) {
 	if a[0].ExternalID == b[0].ExternalID {
 		t.Errorf("two different JSON webhooks without a MessageSid share the id %s", a[0].ExternalID)
 	}
-}
-
-// jsonID is the stored id of a JSON webhook without a MessageSid: the first 16 bytes
-// of its SHA-256, in hex.
-func jsonID(body []byte) string {
-	events, _ := parseJSON(body)
-	return strings.TrimPrefix(events[0].ExternalID, "json:")
 }
 
 // TestNormalize: what each stored Twilio webhook means. Form posts are read from
