@@ -395,21 +395,29 @@ WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, lease.Millise
 
 // step requeues a batch and records the progress in one transaction, fenced by the
 // lease: when the job is no longer this runner's (cancelled, or taken over after a
-// stall) the progress matches no row and the requeue is rolled back with it.
+// stall) it changes nothing. The fence comes first and locks the job: Requeue skips
+// events another transaction holds, so a runner that took the job over while this one
+// held its batch (stalled between the events and the fence) would skip that batch,
+// and when this transaction rolled back the batch would be left out of the replay.
 func (r *Runner) step(ctx context.Context, id int64, ids []int64, cursor int64) (n int64, err error) {
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		var held bool
+		err := tx.QueryRow(ctx, `
+SELECT true FROM replays WHERE id = $1 AND locked_by = $2 AND state = 'running' FOR UPDATE`, id, r.id).Scan(&held)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errLost
+		}
+		if err != nil {
+			return fmt.Errorf("lock the replay: %w", err)
+		}
 		if n, err = processor.Requeue(ctx, tx, ids); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `
-UPDATE replays SET cursor = $3, last_batch = $4, requeued = requeued + $5,
-                   locked_until = now() + $6::bigint * interval '1 millisecond'
-WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, cursor, ids, n, lease.Milliseconds())
-		if err != nil {
+		if _, err := tx.Exec(ctx, `
+UPDATE replays SET cursor = $2, last_batch = $3, requeued = requeued + $4,
+                   locked_until = now() + $5::bigint * interval '1 millisecond'
+WHERE id = $1`, id, cursor, ids, n, lease.Milliseconds()); err != nil {
 			return fmt.Errorf("record progress: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return errLost
 		}
 		return nil
 	})

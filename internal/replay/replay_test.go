@@ -331,6 +331,62 @@ func TestResumedOnceEach(t *testing.T) {
 	}
 }
 
+// TestStepLocksTheJobFirst: a step takes the job's lock before any event's. A runner
+// that stalls before its fence (here: blocked on the job's row) holds none of its
+// batch, so a runner that takes the job over does not skip that batch; and the stalled
+// step, fenced out, changes nothing.
+func TestStepLocksTheJobFirst(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	ids := deadEvents(t, pool, 3, []*string{nil})
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, 100)
+	if _, err := pool.Exec(ctx, `UPDATE replays SET locked_by = 'runner-a', locked_until = now() + interval '1 minute' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM replays WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	a := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	stepped := make(chan error, 1)
+	go func() {
+		_, err := a.step(ctx, id, ids, ids[len(ids)-1])
+		stepped <- err
+	}()
+	pgtest.Eventually(t, "the step waits for the job's lock", time.Minute, func() (bool, error) {
+		var waiting bool
+		err := pool.QueryRow(ctx, `
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting)
+		return waiting, err
+	})
+	var free int
+	if err := pool.QueryRow(ctx, `
+SELECT count(*) FROM (SELECT id FROM inbound_events WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) f`, ids).Scan(&free); err != nil {
+		t.Fatal(err)
+	}
+	if free != len(ids) {
+		t.Errorf("%d of the batch's %d events are free while the step waits for the job, want all", free, len(ids))
+	}
+	// The job is taken over while the step waits.
+	if _, err := hold.Exec(ctx, `UPDATE replays SET locked_by = 'runner-b' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stepped; !errors.Is(err, errLost) {
+		t.Errorf("the stalled step: %v, want errLost", err)
+	}
+	if dead := deadIDs(t, pool); !slices.Equal(dead, ids) {
+		t.Errorf("dead after the stalled step: %v, want %v (it changes nothing)", dead, ids)
+	}
+}
+
 // TestChecks: what a replay refuses.
 func TestChecks(t *testing.T) {
 	for _, tc := range []struct {
