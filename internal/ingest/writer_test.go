@@ -262,7 +262,7 @@ func TestIsBulk(t *testing.T) {
 	for _, tc := range []struct {
 		events []Event
 		want   bool
-	}{{small, false}, {big[:bulkEvents], false}, {big, true}, {heavy, true}} {
+	}{{small, false}, {big[:bulkEvents], false}, {big, true}, {heavy, true}, {[]Event{{Payload: make([]byte, bulkBytes)}}, false}} {
 		if got := isBulk(tc.events); got != tc.want {
 			t.Errorf("isBulk(%d events) = %v", len(tc.events), got)
 		}
