@@ -395,7 +395,8 @@ WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, lease.Millise
 
 // step requeues a batch and records the progress in one transaction, fenced by the
 // lease: when the job is no longer this runner's (cancelled, or taken over after a
-// stall) it changes nothing. The fence comes first and locks the job: Requeue skips
+// stall) it changes nothing. A batch may be empty: a payload condition's window
+// that matched nothing moves the cursor past it. The fence comes first and locks the job: Requeue skips
 // events another transaction holds, so a runner that took the job over while this one
 // held its batch (stalled between the events and the fence) would skip that batch,
 // and when this transaction rolled back the batch would be left out of the replay.
@@ -414,7 +415,7 @@ SELECT true FROM replays WHERE id = $1 AND locked_by = $2 AND state = 'running' 
 			return err
 		}
 		if _, err := tx.Exec(ctx, `
-UPDATE replays SET cursor = $2, last_batch = $3, requeued = requeued + $4,
+UPDATE replays SET cursor = $2, last_batch = COALESCE($3::bigint[], '{}'), requeued = requeued + $4,
                    locked_until = now() + $5::bigint * interval '1 millisecond'
 WHERE id = $1`, id, cursor, ids, n, lease.Milliseconds()); err != nil {
 			return fmt.Errorf("record progress: %w", err)

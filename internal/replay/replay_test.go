@@ -385,6 +385,9 @@ SELECT count(*) FROM (SELECT id FROM inbound_events WHERE id = ANY($1) FOR UPDAT
 	if dead := deadIDs(t, pool); !slices.Equal(dead, ids) {
 		t.Errorf("dead after the stalled step: %v, want %v (it changes nothing)", dead, ids)
 	}
+	if err := a.renew(ctx, id); !errors.Is(err, errLost) {
+		t.Errorf("renewing a lease taken over: %v, want errLost", err)
+	}
 }
 
 // TestChecks: what a replay refuses.
@@ -532,5 +535,41 @@ func TestCancelledStaysCancelled(t *testing.T) {
 	}
 	if j, err := Get(ctx, pool, id); err != nil || j.State != "cancelled" || j.FinishedAt == nil {
 		t.Errorf("after the cancel: %+v (%v), want cancelled with its end time", j, err)
+	}
+	if err := r.renew(ctx, id); !errors.Is(err, errLost) {
+		t.Errorf("renewing a cancelled job's lease: %v, want errLost", err)
+	}
+	// Its lease runs out: no runner takes it up again.
+	if _, err := pool.Exec(ctx, `UPDATE replays SET locked_until = now() - interval '1 second' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.RunNext(ctx); ok || err != nil {
+		t.Errorf("RunNext with only a cancelled job: %v %v, want nothing to run", ok, err)
+	}
+}
+
+// TestPayloadFilterPastOneWindow: a payload condition is applied a window of
+// readmodel.SearchWindow events at a time, and a window without a match neither ends
+// the replay nor stops it (its empty batch was once refused as a NULL last_batch, and
+// the job retried for ever): the events that match further on are replayed too.
+func TestPayloadFilterPastOneWindow(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state, attempts, last_error)
+SELECT 'generic', 'w-' || i, CASE WHEN i > $1 THEN '{"n": "late"}' ELSE '{"n": "early"}' END::jsonb, 'dead', 5, 'boom'
+FROM generate_series(1, $1 + 5) i`, readmodel.SearchWindow); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	id := start(t, pool, readmodel.EventFilter{State: "dead", Path: `$.n ? (@ == "late")`}, MaxRate)
+	r.Wake()
+	if j := waitState(t, pool, id, "done"); j.Requeued != 5 {
+		t.Errorf("requeued %d, want the 5 late events past the first window", j.Requeued)
 	}
 }
