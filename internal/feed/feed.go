@@ -236,7 +236,8 @@ SELECT EXISTS (SELECT FROM changes
 // some, reading again each time hub says changes were committed. When committed
 // changes are held back by the watermark (see the package comment), the transaction
 // holding them back may end without a notification, so it reads again after 5 ms,
-// then twice as long each time, up to a second; otherwise at least every second.
+// then twice as long each time, up to a second (the hub's recheck); otherwise at
+// least every second.
 func Wait(ctx context.Context, pool *pgxpool.Pool, hub *Hub, c Cursor, limit int, wait time.Duration) ([]Change, error) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -247,13 +248,13 @@ func Wait(ctx context.Context, pool *pgxpool.Pool, hub *Hub, c Cursor, limit int
 		if err != nil || len(changes) > 0 {
 			return changes, err
 		}
-		again := recheck
+		again := hub.recheck
 		var held bool
 		if err := pool.QueryRow(ctx, heldBack, strconv.FormatUint(c.XID, 10), c.Seq).Scan(&held); err != nil {
 			return nil, fmt.Errorf("read changes: %w", err)
 		}
 		if held {
-			again, backoff = backoff, min(2*backoff, recheck)
+			again, backoff = backoff, min(2*backoff, hub.recheck)
 		}
 		select {
 		case <-ctx.Done():
@@ -265,7 +266,3 @@ func Wait(ctx context.Context, pool *pgxpool.Pool, hub *Hub, c Cursor, limit int
 		}
 	}
 }
-
-// recheck bounds how long a change that became readable without a notification waits
-// to be seen.
-const recheck = time.Second

@@ -154,12 +154,40 @@ func TestFollowersMissNothing(t *testing.T) {
 	}
 }
 
+// quietHub is a hub whose readers never read again unprompted (within a test): only
+// a notification, or a backoff of their own, wakes them.
+func quietHub() *Hub {
+	h := NewHub()
+	h.recheck = time.Hour
+	return h
+}
+
+// TestHub: Notify wakes every reader that took Next before it, and only those.
+func TestHub(t *testing.T) {
+	h := NewHub()
+	a, b := h.Next(), h.Next()
+	h.Notify()
+	for _, ch := range []<-chan struct{}{a, b} {
+		select {
+		case <-ch:
+		default:
+			t.Error("a reader that took Next before Notify was not woken")
+		}
+	}
+	select {
+	case <-h.Next():
+		t.Error("Next after Notify is already closed: readers would spin")
+	default:
+	}
+}
+
 // TestWaitWakesOnCommit: a long poll with nothing to read returns with the change
-// as soon as the hub is notified of its commit, long before its wait ends.
+// as soon as the hub is notified of its commit, long before its wait ends. The hub
+// never rechecks on its own here, so only the notification can wake it.
 func TestWaitWakesOnCommit(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	hub := NewHub()
+	hub := quietHub()
 	got := make(chan []Change, 1)
 	start := time.Now()
 	go func() {
@@ -296,4 +324,116 @@ func FuzzParseCursor(f *testing.F) {
 			t.Fatalf("ParseCursor(%q) = %+v, whose String %q reads back as %+v, %v", s, c, c.String(), back, err)
 		}
 	})
+}
+
+// TestWaitSeesHeldBackChanges: a committed change held back by an older transaction
+// is seen soon after that transaction ends, though nothing notifies of it: Wait backs
+// off and reads again (the hub here would otherwise wait an hour).
+func TestWaitSeesHeldBackChanges(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	older := begin(t, pool)
+	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	tx := begin(t, pool)
+	addChange(t, tx, 9)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []Change, 1)
+	go func() {
+		changes, err := Wait(ctx, pool, quietHub(), Cursor{}, 10, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- changes
+	}()
+	time.Sleep(50 * time.Millisecond) // Wait finds the change held back
+	if err := older.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if changes := <-got; len(changes) != 1 || changes[0].ConversationID != 9 {
+		t.Errorf("Wait = %+v, want the change once the older transaction ended", changes)
+	}
+}
+
+// TestFeedOrderIsByTransaction: the feed is in (xid, seq) order, not seq order. A
+// transaction that took its xid first and wrote its change last comes first; read
+// one change at a time in seq order, a follower would move past it and never read it.
+func TestFeedOrderIsByTransaction(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	first := begin(t, pool)
+	if _, err := first.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	second := begin(t, pool)
+	addChange(t, second, 2) // the lower seq, the higher xid
+	if err := second.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addChange(t, first, 1)
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var seen []int64
+	var c Cursor
+	pgtest.Eventually(t, "both changes read", 30*time.Second, func() (bool, error) {
+		changes, err := Read(ctx, pool, c, 1)
+		for _, ch := range changes {
+			seen, c = append(seen, ch.ConversationID), ch.Cursor()
+		}
+		return len(seen) >= 2, err
+	})
+	if fmt.Sprint(seen) != "[1 2]" {
+		t.Errorf("read %v, want [1 2]: the transaction that took its xid first, first", seen)
+	}
+}
+
+// TestMessageChangeObject: a message's change is served as the message with the
+// status, status time and error the change recorded, not the message's current ones.
+func TestMessageChangeObject(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	var message int64
+	err := pool.QueryRow(ctx, `
+WITH e AS (INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'm', '{}') RETURNING id),
+     c AS (INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+           VALUES ('generic', '+15550100', '+15550199', now()) RETURNING id)
+INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, status_at, sent_at, inbound_event_id)
+SELECT 'generic', 'm1', c.id, 'outbound', '+15550100', '+15550199', 'hi', 'delivered', now(), now(), e.id FROM c, e
+RETURNING id`).Scan(&message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+INSERT INTO changes (type, conversation_id, message_id, status, status_at, error)
+SELECT 'message.status_changed', conversation_id, id, 'failed', '2026-01-02T03:04:05Z', '{"code": "30003"}' FROM messages WHERE id = $1`, message); err != nil {
+		t.Fatal(err)
+	}
+	var changes []Change
+	pgtest.Eventually(t, "the change read", 30*time.Second, func() (bool, error) {
+		var err error
+		changes, err = Read(ctx, pool, Cursor{}, 10)
+		return len(changes) > 0, err
+	})
+	got := string(changes[0].Data)
+	for _, want := range []string{`"status":"failed"`, `"status_at":"2026-01-02T03:04:05Z"`, `"code":"30003"`, `"text":"hi"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the change's object %s lacks %s", got, want)
+		}
+	}
+}
+
+// TestRender: a change whose object is gone is an error, never an empty object.
+func TestRender(t *testing.T) {
+	for _, typ := range Types {
+		if _, err := render(typ, nil); err == nil {
+			t.Errorf("render(%s, nil): no error", typ)
+		}
+	}
 }
