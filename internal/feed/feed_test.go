@@ -437,3 +437,28 @@ func TestRender(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitRechecksWithoutNotification: a change committed with no notification (one
+// lost with the listener's connection) is still seen by a long poll, at its next
+// recheck, long before its wait ends.
+func TestWaitRechecksWithoutNotification(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	got := make(chan []Change, 1)
+	go func() {
+		changes, err := Wait(context.Background(), pool, NewHub(), Cursor{}, 10, 30*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- changes
+	}()
+	time.Sleep(50 * time.Millisecond)
+	tx := begin(t, pool)
+	addChange(t, tx, 5)
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if changes := <-got; len(changes) != 1 || changes[0].ConversationID != 5 {
+		t.Errorf("Wait = %+v, want the change, seen at a recheck (every %s) within the 30 s wait", changes, NewHub().recheck)
+	}
+}
