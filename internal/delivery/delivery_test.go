@@ -832,3 +832,49 @@ func TestSubscriptionRecords(t *testing.T) {
 		t.Errorf("Delete(already deleted) = %v, want ErrNotFound", err)
 	}
 }
+
+// TestSubscriptionRules: what a subscription's calls refuse, and what a replay moves.
+func TestSubscriptionRules(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	if _, err := Create(ctx, pool, rc.URL, nil, true); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "at least one") {
+		t.Errorf("Create with no types = %v, want ErrBadRequest asking for one", err)
+	}
+	addChanges(t, pool, 1, 2)
+	pgtest.Eventually(t, "the changes below every open transaction", time.Minute, func() (bool, error) {
+		var final bool
+		err := pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM changes)`).Scan(&final)
+		return final, err
+	})
+	s := subscribe(t, pool, rc)
+	if _, err := Deliveries(ctx, pool, s.ID, "delivred", 0, 10); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("Deliveries in a misspelt state = %v, want ErrBadRequest", err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET failures = 9, blocked_until = now() + interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	ids := changeIDs(t, pool)
+	first, second := ids[1][0], ids[2][0]
+	r, err := Replay(ctx, pool, s.ID, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := feed.ParseCursor(first)
+	if want := (feed.Cursor{XID: c.XID, Seq: c.Seq - 1}).String(); r.Cursor != want {
+		t.Errorf("cursor after a replay from %s: %s, want %s, just before it", first, r.Cursor, want)
+	}
+	if r.Failures != 0 || r.BlockedUntil != nil {
+		t.Errorf("after a replay: failures %d, blocked until %v; want the breaker closed", r.Failures, r.BlockedUntil)
+	}
+	if _, err := Replay(ctx, pool, s.ID, second); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "after the subscription's position") {
+		t.Errorf("a replay from a change after the cursor = %v, want ErrBadRequest saying so", err)
+	}
+	if got, _ := Get(ctx, pool, s.ID); got.Cursor != r.Cursor {
+		t.Errorf("a refused replay moved the cursor to %s", got.Cursor)
+	}
+	if _, err := Replay(ctx, pool, s.ID+1000, first); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a replay of a missing subscription = %v, want ErrNotFound", err)
+	}
+}
