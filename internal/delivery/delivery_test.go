@@ -38,6 +38,18 @@ func addChanges(t *testing.T, pool *pgxpool.Pool, conversations ...int64) {
 	}
 }
 
+// waitFinal waits until every change is below every transaction still open on the
+// server (other packages' tests run beside this one): until the feed's head is the
+// last change.
+func waitFinal(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	pgtest.Eventually(t, "the changes below every open transaction", time.Minute, func() (bool, error) {
+		var final bool
+		err := pool.QueryRow(context.Background(), `SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM changes)`).Scan(&final)
+		return final, err
+	})
+}
+
 // changeIDs lists the ids of the changes kept, in feed order, by conversation.
 func changeIDs(t *testing.T, pool *pgxpool.Pool) map[int64][]string {
 	t.Helper()
@@ -793,13 +805,7 @@ func TestSubscriptionRecords(t *testing.T) {
 	ctx := context.Background()
 	rc := deliverytest.New(t)
 	addChanges(t, pool, 1, 2)
-	// The head is the last change below every transaction still open on the server
-	// (other packages' tests run beside this one): wait until both changes are.
-	pgtest.Eventually(t, "the changes below every open transaction", time.Minute, func() (bool, error) {
-		var final bool
-		err := pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM changes)`).Scan(&final)
-		return final, err
-	})
+	waitFinal(t, pool)
 	s, err := Create(ctx, pool, rc.URL, []string{"message.created", "conversation.created", "message.created"}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -843,11 +849,7 @@ func TestSubscriptionRules(t *testing.T) {
 		t.Errorf("Create with no types = %v, want ErrBadRequest asking for one", err)
 	}
 	addChanges(t, pool, 1, 2)
-	pgtest.Eventually(t, "the changes below every open transaction", time.Minute, func() (bool, error) {
-		var final bool
-		err := pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM changes)`).Scan(&final)
-		return final, err
-	})
+	waitFinal(t, pool)
 	s := subscribe(t, pool, rc)
 	if _, err := Deliveries(ctx, pool, s.ID, "delivred", 0, 10); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("Deliveries in a misspelt state = %v, want ErrBadRequest", err)

@@ -9,11 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"inboxd/internal/pgtest"
-	"inboxd/internal/processor"
 )
 
 // request is a queued request as Write makes it, with its own context.
@@ -162,8 +160,7 @@ func TestOnCommit(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
-	proc := processor.New(pool, url, processor.Config{ID: "adopter", BatchSize: 2, Lease: time.Hour},
-		zap.NewNop(), processor.NewMetrics(prometheus.NewRegistry()))
+	proc := idleAdopter(pool, url)
 	var mu sync.Mutex
 	var heard []int
 	w, _, _ := startWriter(t, url, WriterConfig{Handoff: proc.Handoff(), OnCommit: func(n int) {
@@ -194,9 +191,7 @@ func TestFailedCommitGivesItsPlacesBack(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
-	// Not running: its handoff holds 4 batches of 2.
-	proc := processor.New(pool, url, processor.Config{ID: "adopter", BatchSize: 2, Lease: time.Hour},
-		zap.NewNop(), processor.NewMetrics(prometheus.NewRegistry()))
+	proc := idleAdopter(pool, url)
 	w, _, _ := startWriter(t, url, WriterConfig{Handoff: proc.Handoff()}, nil)
 	refused := []Event{{Provider: "generic", ExternalID: "nul", Payload: []byte(`{"a": "\u0000"}`), Headers: []byte("{}")}}
 	for range 3 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -21,6 +22,13 @@ func events(prefix string, n int) []Event {
 	return out
 }
 
+// idleAdopter is a processor named "adopter" that is not running: what it adopts waits
+// in its handoff, which holds 4 batches of 2, leased for an hour.
+func idleAdopter(pool *pgxpool.Pool, url string) *processor.Processor {
+	return processor.New(pool, url, processor.Config{ID: "adopter", BatchSize: 2, Lease: time.Hour},
+		zap.NewNop(), processor.NewMetrics(prometheus.NewRegistry()))
+}
+
 // TestWriterAdopts: a small request's events are inserted claimed by this process's
 // processor, as many as its handoff has room for (leased for the whole lease, first
 // attempt counted); the rest, duplicates' places and large requests are not.
@@ -28,9 +36,7 @@ func TestWriterAdopts(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
-	// Not running: what it adopts waits in its handoff, which holds 4 batches of 2.
-	proc := processor.New(pool, url, processor.Config{ID: "adopter", BatchSize: 2, Lease: time.Hour},
-		zap.NewNop(), processor.NewMetrics(prometheus.NewRegistry()))
+	proc := idleAdopter(pool, url)
 	w, _, _ := startWriter(t, url, WriterConfig{Handoff: proc.Handoff()}, nil)
 	write := func(evs []Event) {
 		t.Helper()
