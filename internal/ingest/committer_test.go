@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
@@ -88,33 +89,18 @@ func TestCommitLastsUntilTheLastDeadline(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
 	w := NewWriter(pool, zap.NewNop(), NewMetrics(nil), WriterConfig{Timeout: time.Minute})
-	// An uncommitted insert of the key holds the commit back.
-	hold, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(ctx)
-	if _, err := hold.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'held', '{}')`); err != nil {
-		t.Fatal(err)
-	}
 	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancelShort()
 	long, cancelLong := context.WithTimeout(ctx, time.Minute)
 	defer cancelLong()
 	soon, later := request(short, event("soon")), request(long, event("held"))
-	done := make(chan struct{})
-	go func() { w.commit(ctx, []*writeReq{soon, later}, false); close(done) }()
-	<-short.Done()
-	pgtest.Eventually(t, "the commit waits for the held key", time.Minute, func() (bool, error) {
-		var waiting bool
-		err := pool.QueryRow(ctx, `
-SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting)
-		return waiting, err
-	})
-	if err := hold.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	<-done
+	// An uncommitted insert of the key holds the commit back, and is rolled back once
+	// the commit waits for it; the first request has given up by then.
+	pgtest.LineUp(t, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'held', '{}')`)
+		<-short.Done()
+		return err
+	}, false, func() error { w.commit(ctx, []*writeReq{soon, later}, false); return nil })
 	r := <-later.reply
 	if r.err != nil || len(r.results) != 1 || r.results[0].ID == 0 || r.results[0].Duplicate {
 		t.Errorf("the request with time left: %+v, want its event stored", r)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -367,7 +368,7 @@ func (r *Runner) await(ctx context.Context, id int64, last []int64) error {
 			return nil
 		}
 		if time.Since(renewed) > lease/3 {
-			if err := r.renew(ctx, id); err != nil {
+			if err := r.renew(ctx, r.pool, id); err != nil {
 				return err
 			}
 			renewed = time.Now()
@@ -379,9 +380,15 @@ func (r *Runner) await(ctx context.Context, id int64, last []int64) error {
 	return nil
 }
 
-// renew extends the lease while the job is still this runner's and running.
-func (r *Runner) renew(ctx context.Context, id int64) error {
-	tag, err := r.pool.Exec(ctx, `
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// renew extends the lease while the job is still this runner's and running: the
+// lease's fence. On a transaction it also locks the job until the transaction ends.
+func (r *Runner) renew(ctx context.Context, q execer, id int64) error {
+	tag, err := q.Exec(ctx, `
 UPDATE replays SET locked_until = now() + $3::bigint * interval '1 millisecond'
 WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, lease.Milliseconds())
 	if err != nil {
@@ -395,29 +402,23 @@ WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, lease.Millise
 
 // step requeues a batch and records the progress in one transaction, fenced by the
 // lease: when the job is no longer this runner's (cancelled, or taken over after a
-// stall) it changes nothing. A batch may be empty: a payload condition's window
-// that matched nothing moves the cursor past it. The fence comes first and locks the job: Requeue skips
-// events another transaction holds, so a runner that took the job over while this one
-// held its batch (stalled between the events and the fence) would skip that batch,
-// and when this transaction rolled back the batch would be left out of the replay.
+// stall) it changes nothing. The fence comes first, and locks the job: Requeue skips
+// events another transaction holds, so a runner that took the job over while this
+// one held its batch (stalled between the events and a fence at the end) would skip
+// that batch, which this transaction's rollback would then leave out of the replay.
+// A batch may be empty: a payload condition's window that matched nothing moves the
+// cursor past it.
 func (r *Runner) step(ctx context.Context, id int64, ids []int64, cursor int64) (n int64, err error) {
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		var held bool
-		err := tx.QueryRow(ctx, `
-SELECT true FROM replays WHERE id = $1 AND locked_by = $2 AND state = 'running' FOR UPDATE`, id, r.id).Scan(&held)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errLost
-		}
-		if err != nil {
-			return fmt.Errorf("lock the replay: %w", err)
+		if err := r.renew(ctx, tx, id); err != nil {
+			return err
 		}
 		if n, err = processor.Requeue(ctx, tx, ids); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `
-UPDATE replays SET cursor = $2, last_batch = COALESCE($3::bigint[], '{}'), requeued = requeued + $4,
-                   locked_until = now() + $5::bigint * interval '1 millisecond'
-WHERE id = $1`, id, cursor, ids, n, lease.Milliseconds()); err != nil {
+UPDATE replays SET cursor = $2, last_batch = COALESCE($3::bigint[], '{}'), requeued = requeued + $4
+WHERE id = $1`, id, cursor, ids, n); err != nil {
 			return fmt.Errorf("record progress: %w", err)
 		}
 		return nil

@@ -116,6 +116,19 @@ func start(t *testing.T, pool *pgxpool.Pool, f readmodel.EventFilter, rate int) 
 	return id
 }
 
+// replayToEnd runs a replay of f at MaxRate to its end, with a runner and the
+// stand-in processor working until ctx ends, and returns the job as it ended.
+func replayToEnd(ctx context.Context, t *testing.T, pool *pgxpool.Pool, f readmodel.EventFilter) Job {
+	t.Helper()
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	id := start(t, pool, f, MaxRate)
+	r.Wake()
+	return waitState(t, pool, id, "done")
+}
+
 func waitState(t *testing.T, pool *pgxpool.Pool, id int64, want string) Job {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
@@ -205,13 +218,7 @@ func TestPayloadFilter(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ids := deadEvents(t, pool, 30, []*string{nil})
-	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
-	go r.Work(ctx, 50*time.Millisecond)
-	var proc randomProcessor
-	go proc.run(ctx, t, pool)
-	id := start(t, pool, readmodel.EventFilter{State: "dead", Path: `$.n ? (@ == "even")`}, MaxRate)
-	r.Wake()
-	if j := waitState(t, pool, id, "done"); j.Requeued != 15 || j.Total != 15 {
+	if j := replayToEnd(ctx, t, pool, readmodel.EventFilter{State: "dead", Path: `$.n ? (@ == "even")`}); j.Requeued != 15 || j.Total != 15 {
 		t.Errorf("requeued %d of %d, want the 15 even ones", j.Requeued, j.Total)
 	}
 	left := deadIDs(t, pool)
@@ -358,12 +365,7 @@ func TestStepLocksTheJobFirst(t *testing.T) {
 		_, err := a.step(ctx, id, ids, ids[len(ids)-1])
 		stepped <- err
 	}()
-	pgtest.Eventually(t, "the step waits for the job's lock", time.Minute, func() (bool, error) {
-		var waiting bool
-		err := pool.QueryRow(ctx, `
-SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting)
-		return waiting, err
-	})
+	pgtest.WaitLocked(t, pool, 1) // the step waits for the job's lock
 	var free int
 	if err := pool.QueryRow(ctx, `
 SELECT count(*) FROM (SELECT id FROM inbound_events WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) f`, ids).Scan(&free); err != nil {
@@ -385,7 +387,7 @@ SELECT count(*) FROM (SELECT id FROM inbound_events WHERE id = ANY($1) FOR UPDAT
 	if dead := deadIDs(t, pool); !slices.Equal(dead, ids) {
 		t.Errorf("dead after the stalled step: %v, want %v (it changes nothing)", dead, ids)
 	}
-	if err := a.renew(ctx, id); !errors.Is(err, errLost) {
+	if err := a.renew(ctx, pool, id); !errors.Is(err, errLost) {
 		t.Errorf("renewing a lease taken over: %v, want errLost", err)
 	}
 }
@@ -422,13 +424,7 @@ func TestErrorFilter(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET last_error = 'bang' WHERE id % 4 = 0`); err != nil {
 		t.Fatal(err)
 	}
-	var proc randomProcessor
-	go proc.run(ctx, t, pool)
-	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
-	go r.Work(ctx, 50*time.Millisecond)
-	id := start(t, pool, readmodel.EventFilter{State: "dead", Error: "bang", HasError: true}, MaxRate)
-	r.Wake()
-	if j := waitState(t, pool, id, "done"); j.Requeued != 5 || j.Total != 5 || !j.Private {
+	if j := replayToEnd(ctx, t, pool, readmodel.EventFilter{State: "dead", Error: "bang", HasError: true}); j.Requeued != 5 || j.Total != 5 || !j.Private {
 		t.Errorf("requeued %d of %d (private %v), want the 5 with that error", j.Requeued, j.Total, j.Private)
 	}
 	var left int
@@ -458,13 +454,7 @@ func TestPersonalFilters(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			ids := deadEvents(t, pool, 20, []*string{ptr("+15550000001"), ptr("+15550000002")})
-			var proc randomProcessor
-			go proc.run(ctx, t, pool)
-			r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
-			go r.Work(ctx, 50*time.Millisecond)
-			id := start(t, pool, tc.f, MaxRate)
-			r.Wake()
-			j := waitState(t, pool, id, "done")
+			j := replayToEnd(ctx, t, pool, tc.f)
 			if j.Requeued != 10 || j.Total != 10 || !j.Private {
 				t.Errorf("requeued %d of %d (private %v), want the 10 that match", j.Requeued, j.Total, j.Private)
 			}
@@ -481,7 +471,7 @@ func TestPersonalFilters(t *testing.T) {
 			if _, err := processor.RequeueState(context.Background(), pool, "processed", "", 100); err != nil {
 				t.Fatal(err)
 			}
-			if j, err := Get(context.Background(), pool, id); err != nil || j.Waiting != 0 {
+			if j, err := Get(context.Background(), pool, j.ID); err != nil || j.Waiting != 0 {
 				t.Errorf("a done replay: waiting %d (%v), want 0", j.Waiting, err)
 			}
 		})
@@ -536,7 +526,7 @@ func TestCancelledStaysCancelled(t *testing.T) {
 	if j, err := Get(ctx, pool, id); err != nil || j.State != "cancelled" || j.FinishedAt == nil {
 		t.Errorf("after the cancel: %+v (%v), want cancelled with its end time", j, err)
 	}
-	if err := r.renew(ctx, id); !errors.Is(err, errLost) {
+	if err := r.renew(ctx, pool, id); !errors.Is(err, errLost) {
 		t.Errorf("renewing a cancelled job's lease: %v, want errLost", err)
 	}
 	// Its lease runs out: no runner takes it up again.
@@ -563,13 +553,7 @@ SELECT 'generic', 'w-' || i, CASE WHEN i > $1 THEN '{"n": "late"}' ELSE '{"n": "
 FROM generate_series(1, $1 + 5) i`, readmodel.SearchWindow); err != nil {
 		t.Fatal(err)
 	}
-	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
-	go r.Work(ctx, 50*time.Millisecond)
-	var proc randomProcessor
-	go proc.run(ctx, t, pool)
-	id := start(t, pool, readmodel.EventFilter{State: "dead", Path: `$.n ? (@ == "late")`}, MaxRate)
-	r.Wake()
-	if j := waitState(t, pool, id, "done"); j.Requeued != 5 {
+	if j := replayToEnd(ctx, t, pool, readmodel.EventFilter{State: "dead", Path: `$.n ? (@ == "late")`}); j.Requeued != 5 {
 		t.Errorf("requeued %d, want the 5 late events past the first window", j.Requeued)
 	}
 }
