@@ -259,13 +259,14 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestEventsReplay: `inboxd events replay` requeues the given events, or those in a
-// state, and leaves the others alone.
+// state (without --limit, more than one), and leaves the others alone.
 func TestEventsReplay(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state)
-VALUES ('generic', 'a', '{}', 'dead'), ('generic', 'b', '{}', 'dead'), ('twilio', 'c', '{}', 'dead'), ('generic', 'd', '{}', 'pending')`); err != nil {
+VALUES ('generic', 'a', '{}', 'dead'), ('generic', 'b', '{}', 'dead'), ('twilio', 'c', '{}', 'dead'), ('generic', 'd', '{}', 'pending'),
+       ('generic', 'e', '{}', 'dead')`); err != nil {
 		t.Fatal(err)
 	}
 	getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
@@ -275,7 +276,7 @@ VALUES ('generic', 'a', '{}', 'dead'), ('generic', 'b', '{}', 'dead'), ('twilio'
 	}{
 		{[]string{"events", "replay", "1", "4"}, "replayed 1 events"}, // 4 is pending: left alone
 		{[]string{"events", "replay", "--state", "dead", "--provider", "twilio"}, "replayed 1 events"},
-		{[]string{"events", "replay", "--state", "dead"}, "replayed 1 events"},
+		{[]string{"events", "replay", "--state", "dead"}, "replayed 2 events"}, // without --limit: up to 1,000
 		{[]string{"events", "replay", "--state", "dead"}, "replayed 0 events"},
 	} {
 		var out bytes.Buffer
@@ -285,8 +286,8 @@ VALUES ('generic', 'a', '{}', 'dead'), ('generic', 'b', '{}', 'dead'), ('twilio'
 	}
 	var pending int
 	pool.QueryRow(ctx, "SELECT count(*) FROM inbound_events WHERE state = 'pending'").Scan(&pending)
-	if pending != 4 {
-		t.Errorf("%d events pending after the replays, want 4", pending)
+	if pending != 5 {
+		t.Errorf("%d events pending after the replays, want 5", pending)
 	}
 }
 
@@ -309,8 +310,8 @@ func TestMigrateSaysWhatItApplied(t *testing.T) {
 	}
 }
 
-// TestCommandsOnAnUnsetDatabase: stats, events and tail on a database that does not
-// exist, or was never migrated, say to run `inboxd migrate`.
+// TestCommandsOnAnUnsetDatabase: stats, events, events replay and tail on a database
+// that does not exist, or was never migrated, say to run `inboxd migrate`.
 func TestCommandsOnAnUnsetDatabase(t *testing.T) {
 	t.Parallel()
 	for name, url := range map[string]string{
@@ -318,9 +319,9 @@ func TestCommandsOnAnUnsetDatabase(t *testing.T) {
 		"unmigrated": pgtest.NewEmptyDB(t),
 	} {
 		getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
-		for _, cmd := range []string{"stats", "events", "tail"} {
+		for _, cmd := range []string{"stats", "events", "events replay --state dead", "events replay 1", "tail"} {
 			var out bytes.Buffer
-			err := run(context.Background(), []string{cmd}, getenv, &out, &out)
+			err := run(context.Background(), strings.Fields(cmd), getenv, &out, &out)
 			if err == nil || !strings.Contains(err.Error(), "inboxd migrate") {
 				t.Errorf("inboxd %s on a %s database: %v, want advice to run inboxd migrate", cmd, name, err)
 			}

@@ -94,7 +94,7 @@ func FuzzReadSession(f *testing.F) {
 // not seen: the console never buffers more of a body than a form of a few fields.
 func TestFormsAreBounded(t *testing.T) {
 	const token = "admin-token-0123456789"
-	serve := testConsole(token)
+	serve := testConsole(Config{AdminTokens: []string{token}})
 	post := func(path, body string, ck *http.Cookie) int { return serve("POST", path, body, ck).Code }
 	pad := "pad=" + strings.Repeat("a", maxFormBytes) + "&"
 	s, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
@@ -121,7 +121,7 @@ func TestFormsAreBounded(t *testing.T) {
 func TestConsoleAnswers(t *testing.T) {
 	const token = "admin-token-0123456789"
 	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
-	console := testConsole(token)
+	console := testConsole(Config{AdminTokens: []string{token}})
 	serve := func(method, path, form string, header ...string) *httptest.ResponseRecorder {
 		return console(method, path, form, ck, header...)
 	}
@@ -153,12 +153,15 @@ func TestConsoleAnswers(t *testing.T) {
 	}
 }
 
-// testConsole mounts a console (no database: only what answers before a query) with
-// one admin token, and serves a request to it: a form body, a cookie (nil: none), and
+// testConsole mounts a console configured with cfg (without a Pool: only what answers
+// before a query), and serves a request to it: a form body, a cookie (nil: none), and
 // headers as name, value pairs.
-func testConsole(adminToken string) func(method, path, form string, ck *http.Cookie, header ...string) *httptest.ResponseRecorder {
+func testConsole(cfg Config) func(method, path, form string, ck *http.Cookie, header ...string) *httptest.ResponseRecorder {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
 	r := chi.NewRouter()
-	r.Mount("/console", New(Config{AdminTokens: []string{adminToken}, Log: zap.NewNop()}))
+	r.Mount("/console", New(cfg))
 	return func(method, path, form string, ck *http.Cookie, header ...string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(method, path, strings.NewReader(form))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
