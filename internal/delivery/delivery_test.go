@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
 	"inboxd/internal/delivery/deliverytest"
@@ -382,30 +384,165 @@ func TestReplayLeavesInFlightAlone(t *testing.T) {
 }
 
 // TestGiveUpPromotesTheNextYoungOne: when the give-up time ends a conversation's
-// pending delivery and a waiting one as old, its next waiting delivery, still within
-// the give-up time, goes out; it is not left waiting behind deliveries that are dead.
+// pending delivery and a waiting one as old, its oldest waiting delivery still within
+// the give-up time goes out (not a later one); it is not left waiting behind
+// deliveries that are dead. A dead delivery keeps the error of its last attempt
+// before the give-up's. The listing shows a next attempt for the pending delivery
+// only.
 func TestGiveUpPromotesTheNextYoungOne(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	subscribe(t, pool, deliverytest.New(t))
-	addChanges(t, pool, 1, 1, 1)
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 1, 1, 1)
 	d := newIdle(t, pool, Config{AllowPrivate: true, GiveUp: 10 * time.Minute})
-	fanOutUntil(t, pool, d, 3)
+	fanOutUntil(t, pool, d, 4)
 	if _, err := pool.Exec(ctx, `
-UPDATE deliveries SET since = now() - interval '1 hour'
+UPDATE deliveries SET since = now() - interval '1 hour',
+                      last_error = CASE WHEN state = 'pending' THEN 'HTTP 502 Bad Gateway' END
 WHERE id IN (SELECT id FROM deliveries ORDER BY change_xid, change_seq LIMIT 2)`); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.giveUpExpired(ctx); err != nil {
 		t.Fatal(err)
 	}
+	var states, errs []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(state ORDER BY change_xid, change_seq), array_agg(coalesce(last_error, '') ORDER BY change_xid, change_seq) FROM deliveries`).Scan(&states, &errs); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"dead", "dead", "pending", "waiting"}; !slices.Equal(states, want) {
+		t.Errorf("after the give-up: %v, want %v", states, want)
+	}
+	if !strings.HasPrefix(errs[0], "HTTP 502 Bad Gateway; given up: not delivered within 10m0s") {
+		t.Errorf("the dead delivery's error: %q, want its last attempt's, then the give-up's", errs[0])
+	}
+	list, err := Deliveries(ctx, pool, sub.ID, "", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range list {
+		if (l.NextAttemptAt != nil) != (l.State == "pending") {
+			t.Errorf("a %s delivery lists its next attempt at %v; want one only when pending", l.State, l.NextAttemptAt)
+		}
+	}
+}
+
+// TestGiveUpWaitsForAFinish: a give-up takes the conversation's order lock, so that
+// it runs after a finish of the same conversation holding it, and sees what the
+// finish did. The finish here delivers the head and promotes the next delivery (as
+// old as the head: the give-up makes it dead); the give-up then promotes the young
+// one behind it. Run beside the finish without the lock, it would wait only for the
+// rows, decide from what it saw before the finish committed (a head still pending),
+// and leave the young delivery waiting with nothing ahead of it.
+func TestGiveUpWaitsForAFinish(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 1, 1)
+	d := newIdle(t, pool, Config{AllowPrivate: true, GiveUp: 10 * time.Minute})
+	fanOutUntil(t, pool, d, 3)
+	var ids []int64
+	if err := pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY change_xid, change_seq) FROM deliveries`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET since = now() - interval '1 hour' WHERE id = ANY($1)`, ids[:2]); err != nil {
+		t.Fatal(err)
+	}
+	finish := func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, lockOrders, []int32{orderKey(sub.ID, 1)}, orderLockSpace); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+UPDATE deliveries SET state = CASE id WHEN $1 THEN 'delivered' ELSE 'pending' END WHERE id IN ($1, $2)`, ids[0], ids[1])
+		return err
+	}
+	pgtest.LineUp(t, pool, finish, true, func() error { return d.giveUpExpired(ctx) })
 	var states []string
 	if err := pool.QueryRow(ctx, `SELECT array_agg(state ORDER BY change_xid, change_seq) FROM deliveries`).Scan(&states); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"dead", "dead", "pending"}; !slices.Equal(states, want) {
-		t.Errorf("after the give-up: %v, want %v", states, want)
+	if want := []string{"delivered", "dead", "pending"}; !slices.Equal(states, want) {
+		t.Errorf("after a finish and a give-up: %v, want %v", states, want)
+	}
+}
+
+// TestRescueEndsTheLease: the sweep makes a delivery whose lease ended pending again,
+// held by no process, with an error naming the process and the attempt.
+func TestRescueEndsTheLease(t *testing.T) {
+	t.Parallel()
+	pool, _ := oneChange(t)
+	ctx := context.Background()
+	d := newIdle(t, pool, Config{AllowPrivate: true, ID: "stopped-process"})
+	c := claimOne(t, d)
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET run_at = now() - interval '1 second' WHERE id = $1`, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	d.sweep(ctx)
+	var state string
+	var lockedBy, lastError *string
+	if err := pool.QueryRow(ctx, `SELECT state, locked_by, last_error FROM deliveries WHERE id = $1`, c.ID).Scan(&state, &lockedBy, &lastError); err != nil {
+		t.Fatal(err)
+	}
+	if state != "pending" || lockedBy != nil || lastError == nil || !strings.HasPrefix(*lastError, "lease of stopped-process expired during attempt 1") {
+		t.Errorf("after the rescue: %s, locked by %v, error %v; want pending, held by none, the lease's error", state, lockedBy, lastError)
+	}
+}
+
+// TestNewSubscriptionStartsBelowOpenTransactions: a subscription made while an older
+// transaction is still writing a change starts below that change, not at the last
+// change committed, and so gets it when it commits.
+func TestNewSubscriptionStartsBelowOpenTransactions(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var open uint64
+	if err := tx.QueryRow(ctx, `
+INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 1, '{"conversation_id": 1}')
+RETURNING xid::text::bigint`).Scan(&open); err != nil {
+		t.Fatal(err)
+	}
+	addChanges(t, pool, 2) // committed first, with a later xid
+	rc := deliverytest.New(t)
+	s := subscribe(t, pool, rc)
+	if c, err := feed.ParseCursor(s.Cursor); err != nil || c.XID >= open {
+		t.Errorf("a subscription made beside the open transaction %d starts at %s (%v), want below it", open, s.Cursor, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start(t, pool, Config{AllowPrivate: true})
+	waitDelivered(t, rc, 2, time.Minute)
+	checkOrder(t, rc, changeIDs(t, pool))
+}
+
+// TestLagIsTheOldestUndelivered: the lag gauge is the age of the oldest change not
+// yet delivered, whatever older changes were delivered.
+func TestLagIsTheOldestUndelivered(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 2)
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+	fanOutUntil(t, pool, d, 2)
+	if _, err := pool.Exec(ctx, `
+WITH first AS (SELECT id, change_xid, change_seq FROM deliveries ORDER BY change_xid, change_seq LIMIT 1),
+     delivered AS (UPDATE deliveries SET state = 'delivered', delivered_at = now() WHERE id = (SELECT id FROM first))
+UPDATE changes SET occurred_at = now() - interval '1 hour'
+WHERE (xid, seq) = (SELECT change_xid, change_seq FROM first)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.metrics.readLag(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if lag := testutil.ToFloat64(d.metrics.lag.WithLabelValues(strconv.FormatInt(sub.ID, 10))); lag < 0 || lag > 600 {
+		t.Errorf("lag %.0f s with an hour-old change delivered and a new one not, want the new one's age", lag)
 	}
 }
 
