@@ -13,6 +13,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -192,11 +193,21 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, status int, pag
 	if v.Session != nil {
 		v.CSRF, v.Admin = v.Session.csrf(), v.Session.admin()
 	}
+	// The page is made in full before anything is sent, so that a template that fails
+	// on the data it is given answers a 500, not half a page with a 200.
+	var b bytes.Buffer
+	if err := c.pages[page].ExecuteTemplate(&b, "layout", v); err != nil {
+		c.cfg.Log.Error("console page failed to render", zap.String("page", page), zap.Error(err))
+		if page != "error" {
+			c.fail(w, r, nil, http.StatusInternalServerError, "This page could not be shown (the service's log has the error).")
+		} else {
+			http.Error(w, "The console could not show its error page (the service's log has the error).", http.StatusInternalServerError)
+		}
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	if err := c.pages[page].ExecuteTemplate(w, "layout", v); err != nil {
-		c.cfg.Log.Warn("console page", zap.String("page", page), zap.Error(err))
-	}
+	_, _ = w.Write(b.Bytes())
 }
 
 // fail answers an error page that says what happened and what to do.

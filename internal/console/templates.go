@@ -1,9 +1,12 @@
 package console
 
 import (
+	"fmt"
 	"html/template"
 	"strings"
 	"time"
+
+	"inboxd/internal/privacy"
 )
 
 // pageNames are the templates/*.html pages; each is parsed with layout.html.
@@ -21,6 +24,22 @@ var funcs = template.FuncMap{
 			}
 		}
 		return ""
+	},
+	// removed lists what an erasure removed, the kinds it found none of left out.
+	"removed": func(c privacy.Counts) string {
+		var parts []string
+		for _, k := range []struct {
+			n    int64
+			what string
+		}{{c.Conversations, "conversations"}, {c.Messages, "messages"}, {c.Events, "events"}, {c.PendingStatuses, "parked statuses"}, {c.Changes, "changes"}} {
+			if k.n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", k.what, k.n))
+			}
+		}
+		if len(parts) == 0 {
+			return "nothing"
+		}
+		return strings.Join(parts, ", ")
 	},
 	"deref": func(s *string) string {
 		if s == nil {

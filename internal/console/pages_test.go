@@ -1,0 +1,156 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"inboxd/internal/pgtest"
+	"inboxd/internal/processor"
+)
+
+// TestPages: what the read-only pages show from the database. A thread reads oldest
+// first; the subscriptions page counts each one's deliveries by state and a
+// deliveries page keeps to its state (a misspelt one is a 400); every erasure
+// receipt is listed with what it removed; the overview shows readiness and its parts, the retention
+// settings (whole days as days), the ages of the oldest events kept and "none
+// pending"; an event's trace id links to the trace; the failures page groups dead
+// events only, the largest group first.
+func TestPages(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	const token = "admin-token-0123456789"
+	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
+	serve := testConsole(Config{Pool: pool, AdminTokens: []string{token},
+		Health: func(context.Context) (bool, map[string]string) {
+			return true, map[string]string{"the-writer": "writing-fine"}
+		},
+		Retention: 7 * 24 * time.Hour, DeadRetention: 36 * time.Hour, TraceURL: "https://traces.example/t/{trace_id}"})
+	page := func(path string) string {
+		t.Helper()
+		w := serve("GET", path, "", ck)
+		if w.Code != 200 {
+			t.Errorf("GET %s = %d, want 200:\n%s", path, w.Code, w.Body.String())
+		}
+		return w.Body.String()
+	}
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	insert := func(sql string, args ...any) (id int64) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, sql, args...).Scan(&id); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return id
+	}
+	event := insert(`INSERT INTO inbound_events (provider, external_id, payload, state, received_at, processed_at, traceparent)
+VALUES ('generic', 'e1', '{}', 'processed', now() - interval '2 hours', now() - interval '2 hours', '00-` + traceID + `-00f067aa0ba902b7-01') RETURNING id`)
+	insert(`INSERT INTO inbound_events (provider, external_id, payload, state, last_error, received_at)
+SELECT 'generic', 'dead-' || i, '{}', 'dead', CASE WHEN i < 3 THEN 'the larger cause' ELSE 'the smaller cause' END, now() - interval '3 days'
+FROM generate_series(1, 3) i RETURNING 0`)
+	insert(`INSERT INTO inbound_events (provider, external_id, payload, state, last_error, attempts)
+VALUES ('generic', 'retried', '{}', 'processing', 'a cause of an event being retried', 1) RETURNING 0`)
+	conversation := insert(`INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ('generic', '+15550001111', '+15550002222', now()) RETURNING id`)
+	insert(`INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+SELECT 'generic', m, $1, 'inbound', '+15550002222', '+15550001111', m || ' message', 'received', now() - (3 - i) * interval '1 minute', $2
+FROM unnest(ARRAY['earlier', 'later']) WITH ORDINALITY AS t(m, i) RETURNING 0`, conversation, event)
+	subscription := insert(`INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq)
+VALUES ('https://hooks.example/x', '{message.created}', 'whsec_x', '0', 0) RETURNING id`)
+	insert(`INSERT INTO changes (type, conversation_id, data) SELECT 'contact.erased', $1, '{}' FROM generate_series(1, 3) RETURNING 0`, conversation)
+	insert(`INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id, state, last_error)
+SELECT $1, xid, seq, conversation_id, CASE WHEN seq = min(seq) OVER () THEN 'delivered' ELSE 'dead' END, 'error of change ' || seq
+FROM changes RETURNING 0`, subscription)
+	firstErasure := insert(`INSERT INTO erasures (contact_hash, state, finished_at, counts)
+VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events": 13, "pending_statuses": 2, "changes": 14}') RETURNING id`)
+	secondErasure := insert(`INSERT INTO erasures (contact_hash, state, finished_at) VALUES ('hash-two', 'done', now()) RETURNING id`)
+
+	thread := page(fmt.Sprintf("/console/conversations/%d", conversation))
+	if e, l := strings.Index(thread, "earlier message"), strings.Index(thread, "later message"); e < 0 || l < e {
+		t.Errorf("the thread shows the earlier message at %d and the later at %d, want oldest first", e, l)
+	}
+	deliveries := fmt.Sprintf("/console/subscriptions/%d/deliveries", subscription)
+	if body := page("/console/subscriptions"); !strings.Contains(body, deliveries+`?state=dead">dead 2</a>`) ||
+		!strings.Contains(body, deliveries+`?state=delivered">delivered 1</a>`) {
+		t.Errorf("the subscriptions page does not count the deliveries by state:\n%s", body)
+	}
+	if body := page(deliveries + "?state=dead"); strings.Count(body, `<td class="state dead">`) != 2 || strings.Contains(body, "delivered") {
+		t.Errorf("the dead deliveries page shows others:\n%s", body)
+	}
+	if w := serve("GET", deliveries+"?state=delivred", "", ck); w.Code != 400 || !strings.Contains(w.Body.String(), "state must be one of") {
+		t.Errorf("deliveries in a misspelt state: %d, want 400 naming the states:\n%s", w.Code, w.Body.String())
+	}
+	body := page("/console/erasures")
+	for _, id := range []int64{firstErasure, secondErasure} {
+		if !strings.Contains(body, fmt.Sprintf("<td>%d</td>", id)) {
+			t.Errorf("the erasures page does not list receipt %d:\n%s", id, body)
+		}
+	}
+	if !strings.Contains(body, "conversations 1, messages 12, events 13, parked statuses 2, changes 14") {
+		t.Errorf("the erasures page does not show what an erasure removed:\n%s", body)
+	}
+	overview := page("/console/overview")
+	for _, want := range []string{"none pending", `<span class="ok">Ready</span>`, "<td>the-writer</td><td>writing-fine</td>",
+		"deleted after 7 days", "deleted after 36h0m0s", `<span id="oldest-processed">the oldest kept is 2h0m`, `<span id="oldest-dead">the oldest kept is 3 days old`} {
+		if !strings.Contains(overview, want) {
+			t.Errorf("the overview does not show %q:\n%s", want, overview)
+		}
+	}
+	if body := page(fmt.Sprintf("/console/events/%d", event)); !strings.Contains(body, `<a href="https://traces.example/t/`+traceID+`" rel="noreferrer">`+traceID+`</a>`) {
+		t.Errorf("the event page does not link its trace %s:\n%s", traceID, body)
+	}
+	failures := page("/console/failures")
+	if larger, smaller := strings.Index(failures, "the larger cause"), strings.Index(failures, "the smaller cause"); larger < 0 || smaller < larger {
+		t.Errorf("the failures page shows the larger group at %d, the smaller at %d; want the larger first", larger, smaller)
+	}
+	if strings.Contains(failures, "a cause of an event being retried") {
+		t.Errorf("the failures page shows an event that is not dead")
+	}
+}
+
+// TestCharts: the overview's charts have one bar a minute for the last 30, the
+// current minute last; a bar's height is its value against the largest (the dead
+// ones inside the processed); a scale with nothing on it draws no bars.
+func TestCharts(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 30, 25, 0, time.UTC)
+	slots := minuteSlots([]processor.Minute{
+		{Start: now.Truncate(time.Minute), Processed: 110, Dead: 10},
+		{Start: now.Truncate(time.Minute).Add(-time.Minute), Processed: 50, Dead: 10},
+	}, now, chartMinutes)
+	if len(slots) != chartMinutes || !slots[chartMinutes-1].Start.Equal(now.Truncate(time.Minute)) || slots[chartMinutes-2].Processed != 50 {
+		t.Fatalf("%d slots, the last at %v with %d processed; want %d, the current minute last", len(slots), slots[len(slots)-1].Start, slots[len(slots)-1].Processed, chartMinutes)
+	}
+	c := throughputChart(slots)
+	if c.Max != "120/min (2/s)" {
+		t.Errorf("the throughput scale's top is %q, want 120/min (2/s)", c.Max)
+	}
+	full := chartHeight - 4
+	last, before := c.Bars[chartMinutes-1], c.Bars[chartMinutes-2]
+	if last.H != full || last.InnerH != full*10/120 || before.H != full*60/120 || before.InnerH != full*10/120 || c.Bars[0].H != 0 {
+		t.Errorf("bars %+v, %+v and %+v; want the full height, half, and none, with the dead inside", last, before, c.Bars[0])
+	}
+	for _, b := range throughputChart(minuteSlots(nil, now, chartMinutes)).Bars {
+		if b.H != 0 || b.InnerH != 0 {
+			t.Fatalf("an empty chart has a bar %+v", b)
+		}
+	}
+}
+
+// TestRenderFailureIs500: a page whose template fails on its data answers a 500 error
+// page, not the part made before the failure under a 200.
+func TestRenderFailureIs500(t *testing.T) {
+	c := &console{cfg: Config{Log: zap.NewNop()}, pages: parsePages(), now: time.Now}
+	c.pages["broken"] = template.Must(template.New("layout").Parse(`the start of the page {{.Data.Missing}}`))
+	w := httptest.NewRecorder()
+	c.render(w, httptest.NewRequest("GET", "/console/broken", nil), http.StatusOK, "broken", view{Data: struct{}{}})
+	if body := w.Body.String(); w.Code != http.StatusInternalServerError || strings.Contains(body, "the start of the page") || !strings.Contains(body, "could not be shown") {
+		t.Errorf("a page that fails to render: %d\n%s\nwant a 500 error page", w.Code, body)
+	}
+}
