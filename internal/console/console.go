@@ -76,11 +76,13 @@ type console struct {
 	creds []credential
 	pages map[string]*template.Template
 	now   func() time.Time
+	// The live stream's intervals: liveRecheck and liveHeartbeat, a test's own.
+	liveRecheck, liveHeartbeat time.Duration
 }
 
 // New returns the console's handler, to be mounted at /console.
 func New(cfg Config) http.Handler {
-	c := &console{cfg: cfg, pages: parsePages(), now: time.Now}
+	c := &console{cfg: cfg, pages: parsePages(), now: time.Now, liveRecheck: liveRecheck, liveHeartbeat: liveHeartbeat}
 	for _, t := range cfg.AdminTokens {
 		c.creds = append(c.creds, newCredential(roleAdmin, t))
 	}

@@ -21,10 +21,10 @@ import (
 // later one's but committed after it is shown on the next page load, not in the
 // stream (the change feed, internal/feed, is the ordered, complete record).
 
-// liveRecheck bounds how long an arrival waits to be shown.
+// liveRecheck bounds how long an arrival waits to be shown (console.liveRecheck).
 const liveRecheck = time.Second
 
-// liveHeartbeat keeps an idle stream open through proxies.
+// liveHeartbeat keeps an idle stream open through proxies (console.liveHeartbeat).
 const liveHeartbeat = 15 * time.Second
 
 type liveData struct {
@@ -80,7 +80,7 @@ func (c *console) liveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(arrivals) > 0 {
 			idle = time.Now()
-		} else if time.Since(idle) > liveHeartbeat {
+		} else if time.Since(idle) > c.liveHeartbeat {
 			fmt.Fprint(w, ": heartbeat\n\n")
 			idle = time.Now()
 		}
@@ -91,7 +91,7 @@ func (c *console) liveStream(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-next:
-		case <-time.After(liveRecheck):
+		case <-time.After(c.liveRecheck):
 		}
 	}
 }

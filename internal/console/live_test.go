@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap/zaptest"
 
+	"inboxd/internal/feed"
 	"inboxd/internal/pgtest"
 )
 
@@ -128,4 +129,41 @@ SELECT array_agg(id ORDER BY id) FROM e`, n).Scan(&ids)
 		t.Fatal(err)
 	}
 	return ids
+}
+
+// TestLiveStreamWakesOnCommits: an idle stream sends a heartbeat (here after each
+// read that found nothing), and reads again when the processor commits (Changes),
+// not only at its recheck (here an hour).
+func TestLiveStreamWakesOnCommits(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	hub := feed.NewHub()
+	c := &console{cfg: Config{Pool: pool, Changes: hub.Next, Log: zaptest.NewLogger(t)}, liveRecheck: time.Hour, liveHeartbeat: time.Nanosecond}
+	srv := httptest.NewServer(http.HandlerFunc(c.liveStream))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"?after=0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	next := func(prefix string) string {
+		t.Helper()
+		for lines.Scan() {
+			if rest, ok := strings.CutPrefix(lines.Text(), prefix); ok {
+				return rest
+			}
+		}
+		t.Fatalf("the stream ended before a line %q: %v", prefix, lines.Err())
+		return ""
+	}
+	next(": heartbeat") // the first read is done: the arrival below comes after it
+	ids := insertEvents(t, pool, 1)
+	hub.Notify()
+	if got := next("id: "); got != fmt.Sprint(ids[0]) {
+		t.Errorf("after a commit the stream sent %s, want %d", got, ids[0])
+	}
 }
