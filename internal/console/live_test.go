@@ -23,22 +23,20 @@ import (
 func TestEventsFilter(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	const token = "admin-token-0123456789"
-	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
-	serve := testConsole(Config{Pool: pool, AdminTokens: []string{token}})
+	serve, _ := adminConsole(Config{Pool: pool})
 	ids := insertEvents(t, pool, 3)
 	link := func(id int64) string { return fmt.Sprintf(`<a href="/console/events/%d">`, id) }
-	w := serve("GET", "/console/events?provider=generic&external_id=+ext-2+", "", ck)
+	w := serve("GET", "/console/events?provider=generic&external_id=+ext-2+", "")
 	if body := w.Body.String(); w.Code != 200 || !strings.Contains(body, link(ids[1])) || strings.Contains(body, link(ids[0])) {
 		t.Errorf("events by the external id \" ext-2 \": %d, want event %d alone:\n%s", w.Code, ids[1], body)
 	}
-	w = serve("GET", fmt.Sprintf("/console/events?before=%d", ids[2]), "", ck)
+	w = serve("GET", fmt.Sprintf("/console/events?before=%d", ids[2]), "")
 	if body := w.Body.String(); w.Code != 200 || strings.Contains(body, link(ids[2])) || !strings.Contains(body, link(ids[1])) {
 		t.Errorf("events before %d: %d, want the earlier ones only:\n%s", ids[2], w.Code, body)
 	}
 	for query, want := range map[string]string{"to=yesterday": "to must be a date and time", "from=noon": "from must be a date and time",
 		"state=lost": "state must be one of"} {
-		if w := serve("GET", "/console/events?"+query, "", ck); w.Code != 400 || !strings.Contains(w.Body.String(), want) {
+		if w := serve("GET", "/console/events?"+query, ""); w.Code != 400 || !strings.Contains(w.Body.String(), want) {
 			t.Errorf("events?%s: %d, want 400 saying %q:\n%s", query, w.Code, want, w.Body.String())
 		}
 	}
@@ -50,11 +48,10 @@ func TestEventsFilter(t *testing.T) {
 func TestLive(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	const token = "admin-token-0123456789"
-	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
+	_, ck := adminSession()
 	ids := insertEvents(t, pool, 3)
 	r := chi.NewRouter()
-	r.Mount("/console", New(Config{Pool: pool, AdminTokens: []string{token}, Log: zaptest.NewLogger(t)}))
+	r.Mount("/console", New(Config{Pool: pool, AdminTokens: []string{testAdminToken}, Log: zaptest.NewLogger(t)}))
 	srv := httptest.NewUnstartedServer(r)
 	srv.Config.WriteTimeout = 300 * time.Millisecond
 	srv.Start()

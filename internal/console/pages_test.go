@@ -27,16 +27,14 @@ func TestPages(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	const token = "admin-token-0123456789"
-	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
-	serve := testConsole(Config{Pool: pool, AdminTokens: []string{token},
+	serve, _ := adminConsole(Config{Pool: pool,
 		Health: func(context.Context) (bool, map[string]string) {
 			return true, map[string]string{"the-writer": "writing-fine"}
 		},
 		Retention: 7 * 24 * time.Hour, DeadRetention: 36 * time.Hour, TraceURL: "https://traces.example/t/{trace_id}"})
 	page := func(path string) string {
 		t.Helper()
-		w := serve("GET", path, "", ck)
+		w := serve("GET", path, "")
 		if w.Code != 200 {
 			t.Errorf("GET %s = %d, want 200:\n%s", path, w.Code, w.Body.String())
 		}
@@ -84,7 +82,7 @@ VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events
 	if body := page(deliveries + "?state=dead"); strings.Count(body, `<td class="state dead">`) != 2 || strings.Contains(body, "delivered") {
 		t.Errorf("the dead deliveries page shows others:\n%s", body)
 	}
-	if w := serve("GET", deliveries+"?state=delivred", "", ck); w.Code != 400 || !strings.Contains(w.Body.String(), "state must be one of") {
+	if w := serve("GET", deliveries+"?state=delivred", ""); w.Code != 400 || !strings.Contains(w.Body.String(), "state must be one of") {
 		t.Errorf("deliveries in a misspelt state: %d, want 400 naming the states:\n%s", w.Code, w.Body.String())
 	}
 	body := page("/console/erasures")

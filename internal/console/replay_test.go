@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"inboxd/internal/pgtest"
 	"inboxd/internal/replay"
@@ -26,17 +25,15 @@ func TestBulkReplayPages(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	const token = "admin-token-0123456789"
-	s, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
 	woken := 0
-	serve := testConsole(Config{Pool: pool, AdminTokens: []string{token}, WakeReplays: func() { woken++ }})
+	serve, csrf := adminConsole(Config{Pool: pool, WakeReplays: func() { woken++ }})
 	get := func(path string) (int, string) {
-		w := serve("GET", path, "", ck)
+		w := serve("GET", path, "")
 		return w.Code, w.Body.String()
 	}
 	post := func(path string, form url.Values) *httptest.ResponseRecorder {
-		form.Set("csrf", s.csrf())
-		return serve("POST", path, form.Encode(), ck)
+		form.Set("csrf", csrf)
+		return serve("POST", path, form.Encode())
 	}
 	var upTo int64
 	if err := pool.QueryRow(ctx, `

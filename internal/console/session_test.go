@@ -153,6 +153,23 @@ func TestConsoleAnswers(t *testing.T) {
 	}
 }
 
+// testAdminToken is the admin token of adminSession and adminConsole.
+const testAdminToken = "admin-token-0123456789"
+
+// adminSession is a session of testAdminToken's, and its cookie.
+func adminSession() (session, *http.Cookie) {
+	return newSession(newCredential(roleAdmin, testAdminToken), time.Now(), false)
+}
+
+// adminConsole serves requests with an admin session (as testConsole does) to a
+// console configured with cfg and testAdminToken; csrf is the session's CSRF token.
+func adminConsole(cfg Config) (serve func(method, path, form string) *httptest.ResponseRecorder, csrf string) {
+	cfg.AdminTokens = []string{testAdminToken}
+	s, ck := adminSession()
+	c := testConsole(cfg)
+	return func(method, path, form string) *httptest.ResponseRecorder { return c(method, path, form, ck) }, s.csrf()
+}
+
 // testConsole mounts a console configured with cfg (without a Pool: only what answers
 // before a query), and serves a request to it: a form body, a cookie (nil: none), and
 // headers as name, value pairs.
