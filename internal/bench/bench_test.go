@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +36,14 @@ func TestSummarize(t *testing.T) {
 	want := Latency{N: 100, P50: 50 * time.Millisecond, P95: 95 * time.Millisecond, P99: 99 * time.Millisecond, Max: 100 * time.Millisecond}
 	if got != want {
 		t.Errorf("Summarize(1..100 ms) = %+v, want %+v", got, want)
+	}
+	// Ten values: the 95th percentile is the 10th (nearest rank, 9.5 rounded up).
+	ten := make([]time.Duration, 10)
+	for i := range ten {
+		ten[i] = time.Duration(i+1) * time.Millisecond
+	}
+	if got := Summarize(ten); got.P95 != 10*time.Millisecond || got.P50 != 5*time.Millisecond {
+		t.Errorf("Summarize(1..10 ms) = %+v, want p50 5 ms and p95 10 ms", got)
 	}
 	if (Summarize(nil) != Latency{}) {
 		t.Errorf("Summarize(nil) is not zero")
@@ -282,6 +291,12 @@ func TestMarkdown(t *testing.T) {
 		summary("river-batched", "drain", 0, Spread{100, 95, 105, 7}, Spread{2000, 1990, 2010, 7}, Spread{6000, 5800, 6200, 7}),
 		summary("inboxd", "cost", 1000, Spread{900, 880, 950, 7}, Spread{3100, 3090, 3110, 7}, Spread{}),
 		summary("river-batched", "cost", 1000, Spread{920, 900, 960, 7}, Spread{3200, 3190, 3210, 7}, Spread{}),
+		// Without Postgres on the machine a rate has no CPU figures, and a summary of
+		// an older format has no spread; neither is compared.
+		{System: "river-per-event", Mode: "cost", TargetRate: 1000, Runs: 7},
+		{System: "river-per-event", Mode: "drain", Runs: 7, EventsPerSec: 5000},
+		// River's no-op: one timed drain.
+		{System: "river-noop", Mode: "drain", EventsPerSec: 15841, Events: 200000},
 	}
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, results); err != nil {
@@ -296,9 +311,32 @@ func TestMarkdown(t *testing.T) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
 	}
+	printed := slices.ContainsFunc(strings.Split(md.String(), "\n"), func(l string) bool {
+		return strings.Contains(l, "river-noop") && strings.Contains(l, "200000")
+	})
+	if !strings.Contains(md.String(), "| river-noop | - | 1 | 15841 | - | - |") || !printed {
+		t.Errorf("markdown lacks River's no-op drain as one run, in the drains and in the printed table:\n%s", md.String())
+	}
+	if !strings.Contains(md.String(), "| river-per-event | 1000 | 7 | - | - |") {
+		t.Errorf("markdown shows CPU figures of a rate that has none:\n%s", md.String())
+	}
+	if strings.Contains(md.String(), "| river-noop | drain") || strings.Contains(md.String(), "| river-per-event | drain events/s") || strings.Contains(md.String(), "| river-per-event | CPU") {
+		t.Errorf("markdown compares a system without repeated runs' spreads:\n%s", md.String())
+	}
 	line := Headline(results, "river-batched")
 	if !strings.Contains(line, "medians of 7 interleaved runs") || !strings.Contains(line, "drain events/s 1.50× (apart)") ||
-		!strings.Contains(line, "CPU ms per 1,000 events at 1000/s 0.98× (within the noise)") {
-		t.Errorf("headline: %s", line)
+		!strings.Contains(line, "CPU ms per 1,000 events at 1000/s 0.98× (within the noise)") || strings.Contains(line, "p99") {
+		t.Errorf("headline: %s; want the drain and the CPU, not the p99", line)
+	}
+	if line := Headline(results, "river-native"); line != "" {
+		t.Errorf("headline against a system not run: %q, want none", line)
+	}
+	for _, c := range []struct {
+		a, b float64
+		want string
+	}{{441, 46794, "0.0094×"}, {46, 1000, "0.046×"}, {999, 927, "1.08×"}} {
+		if r := ratio(c.a, c.b); r != c.want {
+			t.Errorf("ratio(%g, %g) = %s, want %s (two significant digits below 0.1)", c.a, c.b, r, c.want)
+		}
 	}
 }

@@ -18,7 +18,7 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	if rs := byMode(results, "drain"); len(rs) > 0 {
 		b.WriteString("| drain | MaxWorkers | runs | events/s | CPU ms per 1,000 events | WAL B/event |\n|---|--:|--:|--:|--:|--:|\n")
 		for _, r := range rs {
-			cpu, walB := "-", "-" // River's no-op is timed, not metered
+			cpu, walB := "-", "-" // River's no-op is timed, not metered; Postgres not on this machine
 			if r.CPU != nil {
 				cpu, walB = spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
 			}
@@ -29,8 +29,12 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	if rs := byMode(results, "cost"); len(rs) > 0 {
 		b.WriteString("| at a fixed rate | events/s | runs | CPU ms per 1,000 events | WAL B/event | p99 from the scheduled send, ms | lowest rate achieved | unprocessed |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, r := range rs {
-			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %.0f | %d |\n", r.System, r.TargetRate, r.Runs, spread(r.CPUSpread, perThousand(r)),
-				spread(r.WALSpread, wal(r)), spread(r.P99Spread, float64(r.FromSchedule.P99.Microseconds())/1000), r.LowestRate, r.Unprocessed)
+			cpu, walB := "-", "-" // Postgres not on this machine
+			if r.CPU != nil {
+				cpu, walB = spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %.0f | %d |\n", r.System, r.TargetRate, r.Runs, cpu, walB,
+				spread(r.P99Spread, float64(r.FromSchedule.P99.Microseconds())/1000), r.LowestRate, r.Unprocessed)
 		}
 		b.WriteString("\n")
 	}
