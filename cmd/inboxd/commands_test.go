@@ -410,6 +410,11 @@ func TestStatsPrinting(t *testing.T) {
 	if !regexp.MustCompile(`pending\s+3\s`).MatchString(out.String()) || !strings.Contains(out.String(), "~90000") || !strings.Contains(out.String(), "other (12 lanes)") {
 		t.Errorf("stats printed:\n%s\nwant pending 3, processed ~90000 and other (12 lanes)", out.String())
 	}
+	out.Reset()
+	printLanes(&out, nil)
+	if out.Len() != 0 {
+		t.Errorf("no lanes printed %q, want nothing (no empty table)", out.String())
+	}
 	at := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
 	for lanes, want := range map[string]string{"meta/100": " busiest_lane=meta/100 busiest_lane_pending=3", "other": ""} {
 		out.Reset()
