@@ -75,6 +75,9 @@ func tailCmd(ctx context.Context, args []string, getenv func(string) string, std
 }
 
 // tailer collects the ids that notifications announce and prints their events.
+// tailRetry is how long tail waits to read again after a read failed.
+const tailRetry = time.Second
+
 type tailer struct {
 	pool     *pgxpool.Pool
 	provider string
@@ -150,8 +153,14 @@ func (t *tailer) print(ctx context.Context) {
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				fmt.Fprintf(t.errs, "inboxd tail: %v\n", err)
+				fmt.Fprintf(t.errs, "inboxd tail: %v; trying again in %s\n", err, tailRetry)
 			}
+			// What the failed read was to print is printed by the next, which reads
+			// everything after the last event printed, as after a reconnection.
+			t.mu.Lock()
+			t.gap = true
+			t.mu.Unlock()
+			time.AfterFunc(tailRetry, func() { signalTail(t.wake) })
 			continue
 		}
 		t.show(arrivals)

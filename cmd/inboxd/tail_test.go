@@ -158,3 +158,31 @@ VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '
 		t.Errorf("tail printed:\n%q\nwant g1, a1 and e[2Je (without its escape) from the gap, then g2, each once, and no Twilio event", got)
 	}
 }
+
+// TestTailReadsAgainAfterAFailedRead: when reading the announced events fails (here
+// the table is renamed away for a moment), tail says so, and prints them once the
+// read works again, without waiting for another arrival.
+func TestTailReadsAgainAfterAFailedRead(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out, errs := &syncBuffer{}, &syncBuffer{}
+	tl := &tailer{pool: pool, out: out, errs: errs, wake: make(chan struct{}, 1)}
+	go tl.print(ctx)
+	var id int64
+	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'missed', '{}') RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ALTER TABLE inbound_events RENAME TO inbound_events_away`); err != nil {
+		t.Fatal(err)
+	}
+	_ = tl.HandleNotification(ctx, &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
+	pgtest.Eventually(t, "the failed read reported", 15*time.Second, func() (bool, error) { return strings.Contains(errs.String(), "trying again"), nil })
+	if _, err := pool.Exec(ctx, `ALTER TABLE inbound_events_away RENAME TO inbound_events`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Eventually(t, "the event printed after the failed read", 30*time.Second, func() (bool, error) {
+		return strings.Contains(out.String(), " missed "), nil
+	})
+}
