@@ -52,10 +52,22 @@ func TestErasureAndExport(t *testing.T) {
 	if status != 200 || exp.Contact != "+15552223333" || len(exp.Conversations) != 1 || len(exp.Conversations[0].Messages) != 2 || len(exp.Events) != 2 {
 		t.Fatalf("export = %d %s", status, body)
 	}
+	// The export is a contact's personal data: no cache may keep it.
+	req, _ := http.NewRequest("GET", a.url+"/v1/contacts/%2B15552223333/export", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("export: Cache-Control %q (%v), want no-store", resp.Header.Get("Cache-Control"), err)
+	} else {
+		resp.Body.Close()
+	}
 	if status, _ := a.get(t, "/v1/contacts/%2B15552223333/export", readToken); status != 401 {
 		t.Errorf("export with an API token = %d, want 401", status)
 	}
 
+	long := `{"contact":"+15552223333"` + strings.Repeat(" ", 4<<10) + `}` // valid, but past the 4 KiB an erasure's body may take
+	if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(long)); status != 400 || !strings.Contains(string(body), "at most 4096 bytes") {
+		t.Errorf("POST /v1/erasures with a %d-byte body = %d %s, want 400 naming the bound", len(long), status, body)
+	}
 	for _, bad := range []string{`{}`, `{"contact":"+1555","extra":1}`, `not json`, `{"contact":"+15552223333","provider":"pigeon"}`} {
 		if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(bad)); status != 400 || !strings.Contains(string(body), "bad_parameter") {
 			t.Errorf("POST /v1/erasures %s = %d %s, want 400", bad, status, body)
