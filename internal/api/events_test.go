@@ -127,8 +127,13 @@ VALUES ('generic', $1, $2::jsonb, 'dead', 12, 'failed before the fix')`, "d"+str
 	var first int64
 	a.pool.QueryRow(context.Background(), "SELECT min(id) FROM inbound_events").Scan(&first)
 	for range 2 { // idempotent
-		if status, body := a.call(t, "POST", "/v1/events/"+itoa(first)+"/replay", adminToken, nil); status != 200 {
+		status, body := a.call(t, "POST", "/v1/events/"+itoa(first)+"/replay", adminToken, nil)
+		if status != 200 {
 			t.Fatalf("replay: %d %s", status, body)
+		}
+		// The answer is the event as listed (an Event), not its payload or headers.
+		if e := decode[map[string]any](t, body); e["payload"] != nil || e["headers"] != nil || e["id"] != float64(first) {
+			t.Errorf("replay answered %s, want event %d without its payload and headers", body, first)
 		}
 	}
 	e := a.waitState(t, first, "processed")
