@@ -83,6 +83,10 @@ func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.
 				return
 			}
 			log.Error("export cut short", zap.String("request_id", reqID(r)), zap.Error(err))
+			// The 200 and part of the document are sent: end the connection without the
+			// response's end, so that the client sees a broken response, not a short
+			// document that reads as whole.
+			panic(http.ErrAbortHandler)
 		}
 	}
 }

@@ -118,3 +118,29 @@ func readAll(t *testing.T, resp *http.Response) []byte {
 	}
 	return b
 }
+
+// TestExportCutShortIsBroken: an export that fails after part of it was sent (here its
+// last part, the parked statuses, cannot be read) ends the connection, so that the
+// client reading it gets an error instead of a 200 whose document merely stops.
+func TestExportCutShortIsBroken(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	// More than the export's 32 KiB buffer before the parked statuses.
+	a.exec(t, `
+INSERT INTO inbound_events (provider, external_id, state, processed_at, payload, contact)
+SELECT 'generic', 'e' || g, 'processed', now(), jsonb_build_object('text', repeat('x', 500)), '+15550001111'
+FROM generate_series(1, 200) g`)
+	a.exec(t, `ALTER TABLE pending_statuses RENAME TO pending_statuses_away`)
+	t.Cleanup(func() { a.exec(t, `ALTER TABLE pending_statuses_away RENAME TO pending_statuses`) })
+	req, _ := http.NewRequest("GET", a.url+"/v1/contacts/%2B15550001111/export", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || err == nil {
+		t.Errorf("an export cut short: %d, %d bytes read without an error (%v); want the 200's body broken off", resp.StatusCode, len(body), err)
+	}
+}
