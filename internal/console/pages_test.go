@@ -86,10 +86,9 @@ VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events
 		t.Errorf("deliveries in a misspelt state: %d, want 400 naming the states:\n%s", w.Code, w.Body.String())
 	}
 	body := page("/console/erasures")
-	for _, id := range []int64{firstErasure, secondErasure} {
-		if !strings.Contains(body, fmt.Sprintf("<td>%d</td>", id)) {
-			t.Errorf("the erasures page does not list receipt %d:\n%s", id, body)
-		}
+	row := func(id int64) int { return strings.Index(body, fmt.Sprintf("<td>%d</td><td>done</td>", id)) }
+	if first, second := row(firstErasure), row(secondErasure); first < 0 || second < 0 || second > first {
+		t.Errorf("the erasures page lists receipt %d at %d and %d at %d, want both, newest first:\n%s", firstErasure, first, secondErasure, second, body)
 	}
 	if !strings.Contains(body, "conversations 1, messages 12, events 13, parked statuses 2, changes 14") {
 		t.Errorf("the erasures page does not show what an erasure removed:\n%s", body)

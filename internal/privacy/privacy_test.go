@@ -175,6 +175,11 @@ func TestLostLeaseChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	select {
+	case <-e.wake:
+	default:
+		t.Error("Start did not wake this process's runner")
+	}
 	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_by = 'b', locked_until = now() + interval '1 hour' WHERE id = $1`, r.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +191,53 @@ func TestLostLeaseChangesNothing(t *testing.T) {
 	}
 	if r, err := e.Find(ctx, r.ID); err != nil || r.Counts != (Counts{}) {
 		t.Errorf("receipt after a's refused step: %+v (%v), want nothing counted", r.Counts, err)
+	}
+	// While b's lease lasts, no runner claims the erasure.
+	if ran, err := e.RunNext(ctx); ran || err != nil {
+		t.Errorf("RunNext while b holds the only erasure = %v, %v; want nothing claimed", ran, err)
+	}
+	// Once it ends, the oldest running erasure is resumed first.
+	later, err := e.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_until = now() - interval '1 second' WHERE id = $1`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := e.RunNext(ctx); !ran || err != nil {
+		t.Fatalf("RunNext after b's lease ended = %v, %v; want an erasure run", ran, err)
+	}
+	first, _ := e.Find(ctx, r.ID)
+	second, _ := e.Find(ctx, later.ID)
+	if first.State != "done" || second.State != "running" {
+		t.Errorf("after one run: the older erasure %s, the newer %s; want the older done first", first.State, second.State)
+	}
+}
+
+// TestEraseStepTakesTheContactLock: an erasure's batch waits for the contact's lock,
+// which the processor's apply holds while it stores the contact's message, so that no
+// message lands in a conversation the batch deletes (TestEraseUnderStream shows what
+// that loses, when the race falls that way).
+func TestEraseStepTakesTheContactLock(t *testing.T) {
+	t.Parallel()
+	pool := aliceSaidOneThing(t)
+	ctx := context.Background()
+	e := NewEraser(pool, zaptest.NewLogger(t), nil, "a")
+	s, err := e.Subject(alice, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_by = 'a', locked_until = now() + interval '1 hour' WHERE id = $1`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.LineUp(t, pool, func(tx pgx.Tx) error { return processor.LockContacts(ctx, tx, s.Forms) }, true,
+		func() error { _, _, err := e.step(ctx, r.ID, s); return err })
+	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {
+		t.Errorf("%d rows still hold alice's data after the step", n)
 	}
 }
 
@@ -264,6 +316,10 @@ func TestErase(t *testing.T) {
 	)
 	insert(t, pool, status("a2", alice, "delivered"), status("gone", alice, "read"))
 	settle(t, pool)
+	// Kept headers go with the payload (a sender may put a contact in one).
+	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET headers = '{"x-note": "kept"}'`); err != nil {
+		t.Fatal(err)
+	}
 
 	var before bytes.Buffer
 	s, _ := NewSubject(alice, "", nil)
@@ -300,8 +356,11 @@ func TestErase(t *testing.T) {
 	if n := leftAbout(t, pool, alice, "alice's secret", "to alice"); n != 0 {
 		t.Errorf("%d rows still hold alice's data", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE erased_at IS NOT NULL AND payload = '{}'`); n != 4 {
-		t.Errorf("%d tombstones, want 4", n)
+	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE erased_at IS NOT NULL AND payload = '{}' AND headers = '{}'`); n != 4 {
+		t.Errorf("%d tombstones without payload and headers, want 4", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE erased_at IS NULL AND headers = '{"x-note": "kept"}'`); n != 1 {
+		t.Errorf("%d events not erased keep their headers, want 1 (bob's)", n)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE external_id = $1 AND payload::text LIKE '%bob''s words%'`, ids[2]); n != 1 {
 		t.Error("bob's event was touched")
