@@ -74,10 +74,10 @@ func tailCmd(ctx context.Context, args []string, getenv func(string) string, std
 	return nil
 }
 
-// tailer collects the ids that notifications announce and prints their events.
 // tailRetry is how long tail waits to read again after a read failed.
 const tailRetry = time.Second
 
+// tailer collects the ids that notifications announce and prints their events.
 type tailer struct {
 	pool     *pgxpool.Pool
 	provider string

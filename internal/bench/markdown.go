@@ -18,10 +18,7 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	if rs := byMode(results, "drain"); len(rs) > 0 {
 		b.WriteString("| drain | MaxWorkers | runs | events/s | CPU ms per 1,000 events | WAL B/event |\n|---|--:|--:|--:|--:|--:|\n")
 		for _, r := range rs {
-			cpu, walB := "-", "-" // River's no-op is timed, not metered; Postgres not on this machine
-			if r.CPU != nil {
-				cpu, walB = spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
-			}
+			cpu, walB := costCells(r)
 			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", r.System, workers(r), max(r.Runs, 1), spread(r.RateSpread, r.EventsPerSec), cpu, walB)
 		}
 		b.WriteString("\n")
@@ -29,10 +26,7 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	if rs := byMode(results, "cost"); len(rs) > 0 {
 		b.WriteString("| at a fixed rate | events/s | runs | CPU ms per 1,000 events | WAL B/event | p99 from the scheduled send, ms | lowest rate achieved | unprocessed |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, r := range rs {
-			cpu, walB := "-", "-" // Postgres not on this machine
-			if r.CPU != nil {
-				cpu, walB = spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
-			}
+			cpu, walB := costCells(r)
 			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %.0f | %d |\n", r.System, r.TargetRate, r.Runs, cpu, walB,
 				spread(r.P99Spread, float64(r.FromSchedule.P99.Microseconds())/1000), r.LowestRate, r.Unprocessed)
 		}
@@ -62,6 +56,16 @@ func WriteMarkdown(w io.Writer, results []Result) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// costCells are a summary's CPU per 1,000 events and WAL per event cells: "-" for a
+// run without CPU figures (River's no-op is timed, not metered; a Postgres on another
+// machine cannot be).
+func costCells(r Result) (cpu, walB string) {
+	if r.CPU == nil {
+		return "-", "-"
+	}
+	return spread(r.CPUSpread, perThousand(r)), spread(r.WALSpread, wal(r))
 }
 
 // comparison is one figure of inboxd's beside another system's.

@@ -159,12 +159,10 @@ func aliceSaidOneThing(t *testing.T) *pgxpool.Pool {
 	return pool
 }
 
-// TestLostLeaseChangesNothing: a runner whose erasure another process has taken over
-// (its lease ran out while it stalled) has its batch refused whole: nothing is
-// erased twice over or counted twice in the receipt.
-func TestLostLeaseChangesNothing(t *testing.T) {
-	t.Parallel()
-	pool := aliceSaidOneThing(t)
+// heldErasure starts an erasure of alice by an Eraser "a" and gives its lease, for an
+// hour, to holder.
+func heldErasure(t *testing.T, pool *pgxpool.Pool, holder string) (*Eraser, Subject, Receipt) {
+	t.Helper()
 	ctx := context.Background()
 	e := NewEraser(pool, zaptest.NewLogger(t), nil, "a")
 	s, err := e.Subject(alice, "")
@@ -175,13 +173,24 @@ func TestLostLeaseChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_by = $2, locked_until = now() + interval '1 hour' WHERE id = $1`, r.ID, holder); err != nil {
+		t.Fatal(err)
+	}
+	return e, s, r
+}
+
+// TestLostLeaseChangesNothing: a runner whose erasure another process has taken over
+// (its lease ran out while it stalled) has its batch refused whole: nothing is
+// erased twice over or counted twice in the receipt.
+func TestLostLeaseChangesNothing(t *testing.T) {
+	t.Parallel()
+	pool := aliceSaidOneThing(t)
+	ctx := context.Background()
+	e, s, r := heldErasure(t, pool, "b")
 	select {
 	case <-e.wake:
 	default:
 		t.Error("Start did not wake this process's runner")
-	}
-	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_by = 'b', locked_until = now() + interval '1 hour' WHERE id = $1`, r.ID); err != nil {
-		t.Fatal(err)
 	}
 	if _, _, err := e.step(ctx, r.ID, s); err == nil || !strings.Contains(err.Error(), "lost the lease") {
 		t.Errorf("a's step after b took the erasure over: %v, want lost the lease", err)
@@ -222,18 +231,7 @@ func TestEraseStepTakesTheContactLock(t *testing.T) {
 	t.Parallel()
 	pool := aliceSaidOneThing(t)
 	ctx := context.Background()
-	e := NewEraser(pool, zaptest.NewLogger(t), nil, "a")
-	s, err := e.Subject(alice, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := e.Start(ctx, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `UPDATE erasures SET locked_by = 'a', locked_until = now() + interval '1 hour' WHERE id = $1`, r.ID); err != nil {
-		t.Fatal(err)
-	}
+	e, s, r := heldErasure(t, pool, "a")
 	pgtest.LineUp(t, pool, func(tx pgx.Tx) error { return processor.LockContacts(ctx, tx, s.Forms) }, true,
 		func() error { _, _, err := e.step(ctx, r.ID, s); return err })
 	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {

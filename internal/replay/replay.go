@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -380,22 +379,19 @@ func (r *Runner) await(ctx context.Context, id int64, last []int64) error {
 	return nil
 }
 
-// execer is a pool or a transaction.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
 // renew extends the lease while the job is still this runner's and running: the
 // lease's fence. On a transaction it also locks the job until the transaction ends.
-func (r *Runner) renew(ctx context.Context, q execer, id int64) error {
-	tag, err := q.Exec(ctx, `
+func (r *Runner) renew(ctx context.Context, q processor.Querier, id int64) error {
+	var held bool
+	err := q.QueryRow(ctx, `
 UPDATE replays SET locked_until = now() + $3::bigint * interval '1 millisecond'
-WHERE id = $1 AND locked_by = $2 AND state = 'running'`, id, r.id, lease.Milliseconds())
+WHERE id = $1 AND locked_by = $2 AND state = 'running'
+RETURNING true`, id, r.id, lease.Milliseconds()).Scan(&held)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errLost
+	}
 	if err != nil {
 		return fmt.Errorf("renew the lease: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return errLost
 	}
 	return nil
 }
