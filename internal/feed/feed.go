@@ -133,9 +133,18 @@ func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Chang
 	var out []Change
 	b := &pgx.Batch{}
 	b.Queue(store.SetLocal(readPlan...)) // one round trip, one implicit transaction
+	queueRead(b, c, limit, &out)
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("read changes: %w", err)
+	}
+	return out, nil
+}
+
+// queueRead queues the read of up to limit changes after c into out.
+func queueRead(b *pgx.Batch, c Cursor, limit int, out *[]Change) {
 	b.Queue(read, strconv.FormatUint(c.XID, 10), c.Seq, limit).Query(func(rows pgx.Rows) error {
 		var err error
-		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
+		*out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Change, error) {
 			var xid, seq, conversation int64
 			var typ string
 			var at time.Time
@@ -147,10 +156,6 @@ func Read(ctx context.Context, pool *pgxpool.Pool, c Cursor, limit int) ([]Chang
 		})
 		return err
 	})
-	if err := pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("read changes: %w", err)
-	}
-	return out, nil
 }
 
 // NewChange makes a change as consumers see it from a row of the changes table (its
@@ -238,21 +243,33 @@ SELECT EXISTS (SELECT FROM changes
 // holding them back may end without a notification, so it reads again after 5 ms,
 // then twice as long each time, up to a second (the hub's recheck); otherwise at
 // least every second.
+//
+// Each round asks the hub for its next notification, then, in one round trip,
+// whether changes are held back and then what there is to read, in that order. If
+// none were held back, every change committed before the check was final and so is
+// in the read; one committed since is announced by a notification that comes after
+// the hub was asked. Checked after the read instead, a holder that ended between the
+// two would leave a change unread and not held back, with nothing to wake the reader
+// before the recheck (TestWaitSeesAHolderEndDuringItsRead).
 func Wait(ctx context.Context, pool *pgxpool.Pool, hub *Hub, c Cursor, limit int, wait time.Duration) ([]Change, error) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	backoff := 5 * time.Millisecond
 	for {
 		next := hub.Next() // before the read: a commit during it is not missed
-		changes, err := Read(ctx, pool, c, limit)
-		if err != nil || len(changes) > 0 {
-			return changes, err
-		}
-		again := hub.recheck
+		var changes []Change
 		var held bool
-		if err := pool.QueryRow(ctx, heldBack, strconv.FormatUint(c.XID, 10), c.Seq).Scan(&held); err != nil {
+		b := &pgx.Batch{}
+		b.Queue(store.SetLocal(readPlan...))
+		b.Queue(heldBack, strconv.FormatUint(c.XID, 10), c.Seq).QueryRow(func(row pgx.Row) error { return row.Scan(&held) })
+		queueRead(b, c, limit, &changes)
+		if err := pool.SendBatch(ctx, b).Close(); err != nil {
 			return nil, fmt.Errorf("read changes: %w", err)
 		}
+		if len(changes) > 0 {
+			return changes, nil
+		}
+		again := hub.recheck
 		if held {
 			again, backoff = backoff, min(2*backoff, hub.recheck)
 		}

@@ -462,3 +462,109 @@ func TestWaitRechecksWithoutNotification(t *testing.T) {
 		t.Errorf("Wait = %+v, want the change, seen at a recheck (every %s) within the 30 s wait", changes, NewHub().recheck)
 	}
 }
+
+// afterFirstBatch is a pgx tracer that runs do once, right after the first batch its
+// pool sends once armed ends: in Wait, after a round's read.
+type afterFirstBatch struct {
+	armed chan struct{}
+	once  sync.Once
+	do    func()
+}
+
+func (a *afterFirstBatch) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (a *afterFirstBatch) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (a *afterFirstBatch) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (a *afterFirstBatch) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (a *afterFirstBatch) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {
+	select {
+	case <-a.armed:
+		a.once.Do(a.do)
+	default:
+	}
+}
+
+// poolDoingAfterARead returns a pool on url that runs do right after the first batch
+// it sends (a read's).
+func poolDoingAfterARead(t *testing.T, url string, do func()) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	tracer := &afterFirstBatch{armed: make(chan struct{}), do: do}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := pool.Ping(ctx); err != nil { // the connection is made before the tracer is armed
+		t.Fatal(err)
+	}
+	close(tracer.armed)
+	return pool
+}
+
+// waitAMinute long-polls the feed from its start for up to a minute with a hub that
+// never rechecks on its own, and fails unless it returns the one change wanted.
+func waitAMinute(t *testing.T, pool *pgxpool.Pool, hub *Hub, conversation int64, what string) {
+	t.Helper()
+	const wait = time.Minute
+	start := time.Now()
+	changes, err := Wait(context.Background(), pool, hub, Cursor{}, 10, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || changes[0].ConversationID != conversation {
+		t.Errorf("Wait = %+v after %v, want %s, at once (its wait is %v)", changes, time.Since(start), what, wait)
+	}
+}
+
+// TestWaitSeesACommitDuringItsRead: a change committed, and notified, while a long
+// poll's read runs (after the read's snapshot, before the poll waits) wakes the poll
+// at once. A reader that asked the hub for its next notification only after reading
+// would sleep through this one.
+func TestWaitSeesACommitDuringItsRead(t *testing.T) {
+	t.Parallel()
+	writer, url := pgtest.NewPool(t)
+	ctx := context.Background()
+	hub := quietHub()
+	reader := poolDoingAfterARead(t, url, func() {
+		if _, err := writer.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 3, '{}')`); err != nil {
+			t.Error(err)
+		}
+		hub.Notify()
+	})
+	waitAMinute(t, reader, hub, 3, "the change committed during its read")
+}
+
+// TestWaitSeesAHolderEndDuringItsRead: a committed change is held back by an older
+// transaction that ends, without a notification, while a long poll reads. The poll
+// read nothing, but must read again soon: its check that changes were held back is
+// from before its read. Checked after the read, it would find nothing held back, and
+// the poll would sleep until a notification or its recheck.
+func TestWaitSeesAHolderEndDuringItsRead(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	ctx := context.Background()
+	older := begin(t, pool)
+	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	tx := begin(t, pool)
+	addChange(t, tx, 4)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reader := poolDoingAfterARead(t, url, func() {
+		if err := older.Rollback(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	waitAMinute(t, reader, quietHub(), 4, "the change once the older transaction ended")
+}
