@@ -297,6 +297,34 @@ SELECT 'conversation.created', c.id, to_jsonb(c) FROM conversations c, generate_
 	}
 }
 
+// TestEraseCountsEachEventOnce: a batch erases the contact's events in the order of
+// their ids, and the events of the messages it deletes, in the messages' order, which
+// may differ. An event erased in one batch whose message goes in a later one is not
+// erased, or counted, again. Here the messages are read by the time they were sent,
+// which runs against their events' ids: the first batch deletes the message sent
+// first (the last event's) and erases the first event as well, whose message goes in
+// the last batch.
+func TestEraseCountsEachEventOnce(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	at := time.Now().UTC()
+	var payloads []string
+	for i := range 3 { // the first stored, the last sent
+		payloads = append(payloads, fmt.Sprintf(`{"type":"message.received","timestamp":%q,"data":{"message_id":"m%d","channel":%q,"contact":%q,"text":"hi"}}`,
+			at.Add(-time.Duration(i)*time.Minute).Format(time.RFC3339Nano), i, channel, alice))
+	}
+	insert(t, pool, payloads...)
+	settle(t, pool)
+	// Read by index, so that the orders are as described whatever the statistics.
+	e := NewEraser(pgtest.PlanPool(t, url, "enable_seqscan", "off", "enable_bitmapscan", "off"), zaptest.NewLogger(t), nil, "test")
+	e.Batch = 1
+	r := runErasure(t, e, alice, "")
+	if r.Counts != (Counts{Conversations: 1, Messages: 3, Events: 3, Changes: 4}) {
+		t.Errorf("receipt counts = %+v, want 3 events: each counted once", r.Counts)
+	}
+}
+
 // TestErase: everything about one contact goes (conversation, messages with their
 // statuses, a status parked for a message never stored, every payload), the events
 // stay as tombstones so that redeliveries remain duplicates, the receipt counts what
