@@ -104,6 +104,13 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 // the document does not describe fails the test.
 func (a *testAPI) call(t testing.TB, method, path, token string, body []byte, headers ...string) (int, []byte) {
 	t.Helper()
+	resp, b := a.do(t, method, path, token, body, headers...)
+	return resp.StatusCode, b
+}
+
+// do is call, answering the response (its body read) as well.
+func (a *testAPI) do(t testing.TB, method, path, token string, body []byte, headers ...string) (*http.Response, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest(method, a.url+path, bytes.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -123,7 +130,7 @@ func (a *testAPI) call(t testing.TB, method, path, token string, body []byte, he
 			t.Errorf("%s %s -> %d does not match openapi.yaml: %s (%s)", method, path, resp.StatusCode, e.Message, e.Reason)
 		}
 	}
-	return resp.StatusCode, b
+	return resp, b
 }
 
 func (a *testAPI) get(t testing.TB, path, token string) (int, []byte) {
@@ -216,7 +223,8 @@ func TestAuth(t *testing.T) {
 // TestEveryOperationChecksItsToken: every /v1 operation in openapi.yaml refuses a
 // request without a token, and every one tagged admin (events, replays, erasures,
 // exports, subscriptions) refuses a read token: a route wired with the wrong guard
-// fails here, whichever it is.
+// fails here, whichever it is. Each answer, and the answers a token gets, forbid
+// caches to keep them.
 func TestEveryOperationChecksItsToken(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, false)
@@ -245,14 +253,24 @@ func TestEveryOperationChecksItsToken(t *testing.T) {
 				admin++
 			}
 			for _, token := range tokens {
-				if status, body := a.call(t, method, fill.Replace(path), token, []byte("{}")); status != http.StatusUnauthorized {
-					t.Errorf("%s %s with token %q = %d %s, want 401", method, path, token, status, body)
+				resp, body := a.do(t, method, fill.Replace(path), token, []byte("{}"))
+				if resp.StatusCode != http.StatusUnauthorized {
+					t.Errorf("%s %s with token %q = %d %s, want 401", method, path, token, resp.StatusCode, body)
+				}
+				if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+					t.Errorf("%s %s with token %q: Cache-Control %q, want no-store", method, path, token, cc)
 				}
 			}
 		}
 	}
 	if admin < 10 {
 		t.Errorf("found %d admin operations in openapi.yaml; the tags were not read", admin)
+	}
+	for _, c := range []struct{ path, token string }{{"/v1/conversations", readToken}, {"/v1/events", adminToken}, {"/v1/conversations/1", readToken}} {
+		resp, body := a.do(t, "GET", c.path, c.token, nil)
+		if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("GET %s = %d %s with Cache-Control %q, want no-store", c.path, resp.StatusCode, body, cc)
+		}
 	}
 }
 

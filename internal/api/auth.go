@@ -10,10 +10,13 @@ import (
 
 // requireToken admits requests whose bearer token is one of tokens. Every configured
 // token is compared, in constant time, so timing says nothing about which one nearly
-// matched. With no tokens configured the endpoints are closed, never open.
+// matched. With no tokens configured the endpoints are closed, never open. Every
+// answer, refusals included, says Cache-Control: no-store: what a token reads is
+// contacts' messages and addresses, which no cache, a browser's included, may keep.
 func requireToken(tokens []string, kind, envHint string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "no-store")
 			got, ok := bearer(r.Header.Get("Authorization"))
 			match := 0
 			for _, t := range tokens {

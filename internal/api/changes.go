@@ -82,7 +82,6 @@ func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Hand
 		rc := http.NewResponseController(w)
 		_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
 		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
 		fmt.Fprint(w, ": inboxd change feed\n\n")
 		if err := rc.Flush(); err != nil {

@@ -102,7 +102,6 @@ func (l *lazyJSON) Write(p []byte) (int, error) {
 	if !l.started {
 		l.started = true
 		l.w.Header().Set("Content-Type", "application/json")
-		l.w.Header().Set("Cache-Control", "no-store")
 		l.w.WriteHeader(http.StatusOK)
 	}
 	return l.w.Write(p)
