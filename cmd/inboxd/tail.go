@@ -77,6 +77,10 @@ func tailCmd(ctx context.Context, args []string, getenv func(string) string, std
 // tailRetry is how long tail waits to read again after a read failed.
 const tailRetry = time.Second
 
+// tailGapPage is how many events one read of a gap lists; a longer gap is read page
+// after page.
+const tailGapPage = 10000
+
 // tailer collects the ids that notifications announce and prints their events.
 type tailer struct {
 	pool     *pgxpool.Pool
@@ -85,6 +89,7 @@ type tailer struct {
 	out      io.Writer
 	errs     io.Writer
 	wake     chan struct{} // capacity 1: ids or a gap are waiting
+	gapPage  int           // 0: tailGapPage
 
 	mu        sync.Mutex
 	ids       []int64
@@ -92,8 +97,10 @@ type tailer struct {
 	gap       bool  // reconnected: print everything after last
 	connected bool
 	// gapped are the ids the last reconnection's listing printed: their notifications,
-	// which can come after the listing, are not printed again.
+	// which can come after the listing, are not printed again. paging: that listing
+	// has more pages to read.
 	gapped map[int64]bool
+	paging bool
 }
 
 // HandleNotification queues the announced id ({"id":N,"provider":"…"}).
@@ -143,11 +150,7 @@ func (t *tailer) print(ctx context.Context) {
 		var arrivals []readmodel.Arrival
 		var err error
 		if gap {
-			arrivals, err = readmodel.ArrivalsAfter(ctx, t.pool, after, 10000)
-			t.gapped = map[int64]bool{}
-			for _, a := range arrivals {
-				t.gapped[a.ID] = true
-			}
+			arrivals, err = t.readGap(ctx, after)
 		} else if ids = slices.DeleteFunc(ids, func(id int64) bool { return t.gapped[id] }); len(ids) > 0 {
 			arrivals, err = readmodel.Arrivals(ctx, t.pool, ids)
 		}
@@ -165,6 +168,29 @@ func (t *tailer) print(ctx context.Context) {
 		}
 		t.show(arrivals)
 	}
+}
+
+// readGap reads a page of what arrived after the last event printed. A full page
+// marks the gap as still open, so that the next round reads on from its end.
+func (t *tailer) readGap(ctx context.Context, after int64) ([]readmodel.Arrival, error) {
+	page := cmp.Or(t.gapPage, tailGapPage)
+	arrivals, err := readmodel.ArrivalsAfter(ctx, t.pool, after, page)
+	if err != nil {
+		return nil, err
+	}
+	if !t.paging {
+		t.gapped = map[int64]bool{}
+	}
+	for _, a := range arrivals {
+		t.gapped[a.ID] = true
+	}
+	if t.paging = len(arrivals) == page; t.paging {
+		t.mu.Lock()
+		t.gap = true
+		t.mu.Unlock()
+		signalTail(t.wake)
+	}
+	return arrivals, nil
 }
 
 // show prints arrivals and remembers the highest id.

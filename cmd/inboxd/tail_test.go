@@ -159,6 +159,44 @@ VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '
 	}
 }
 
+// TestTailGapIsReadWhole: a gap longer than a page is printed whole, page after
+// page, each event once, and a late notification of an event of its first page is
+// not printed again.
+func TestTailGapIsReadWhole(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out := &syncBuffer{}
+	tl := &tailer{pool: pool, out: out, errs: &syncBuffer{}, wake: make(chan struct{}, 1), gapPage: 3}
+	go tl.print(ctx)
+	var first int64
+	if err := pool.QueryRow(ctx, `WITH ins AS (INSERT INTO inbound_events (provider, external_id, payload)
+SELECT 'generic', 'gap-' || i, '{}' FROM generate_series(1, 10) i RETURNING id) SELECT min(id) FROM ins`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	_ = tl.HandleBacklog(ctx, "", nil) // connected
+	_ = tl.HandleBacklog(ctx, "", nil) // and again: what arrived meanwhile
+	pgtest.Eventually(t, "the gap listed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " gap-10 "), nil })
+	var after int64
+	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'after', '{}') RETURNING id`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{first, after} { // the first's notification, late, then the next arrival's
+		_ = tl.HandleNotification(ctx, &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
+	}
+	pgtest.Eventually(t, "the next arrival printed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " after "), nil })
+	got := out.String()
+	for i := 1; i <= 10; i++ {
+		if n := strings.Count(got, fmt.Sprintf(" gap-%d ", i)); n != 1 {
+			t.Errorf("gap-%d printed %d times, want once", i, n)
+		}
+	}
+	if n := strings.Count(got, "\n"); n != 11 {
+		t.Errorf("tail printed %d lines, want 11:\n%s", n, got)
+	}
+}
+
 // TestTailReadsAgainAfterAFailedRead: when reading the announced events fails (here
 // the table is renamed away for a moment), tail says so, and prints them once the
 // read works again, without waiting for another arrival.
