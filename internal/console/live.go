@@ -27,6 +27,10 @@ const liveRecheck = time.Second
 // liveHeartbeat keeps an idle stream open through proxies (console.liveHeartbeat).
 const liveHeartbeat = 15 * time.Second
 
+// livePage is how many arrivals the stream reads at a time; after a full page it
+// reads on at once.
+const livePage = 200
+
 type liveData struct {
 	Events []readmodel.Event
 	After  int64
@@ -66,7 +70,7 @@ func (c *console) liveStream(w http.ResponseWriter, r *http.Request) {
 		if c.cfg.Changes != nil {
 			next = c.cfg.Changes()
 		}
-		arrivals, err := readmodel.ArrivalsAfter(r.Context(), c.cfg.Pool, after, 200)
+		arrivals, err := readmodel.ArrivalsAfter(r.Context(), c.cfg.Pool, after, livePage)
 		if err != nil {
 			if r.Context().Err() == nil {
 				c.cfg.Log.Warn("console live stream ended", zap.Error(err))
@@ -86,6 +90,9 @@ func (c *console) liveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		if rc.Flush() != nil {
 			return
+		}
+		if len(arrivals) == livePage {
+			continue // more may be there already: a burst is not shown a page a wake-up
 		}
 		select {
 		case <-r.Context().Done():

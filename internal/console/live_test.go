@@ -112,6 +112,35 @@ func TestLive(t *testing.T) {
 
 // insertEvents stores n events of the generic provider, external ids ext-1, ext-2 …
 // after those already stored, and returns their ids in order.
+// TestLiveStreamReadsOnAfterAFullPage: a burst larger than the stream's page is sent
+// whole at once, not a page per notification or recheck (neither comes here).
+func TestLiveStreamReadsOnAfterAFullPage(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ids := insertEvents(t, pool, livePage+50)
+	c := &console{cfg: Config{Pool: pool, Changes: feed.NewHub().Next, Log: zaptest.NewLogger(t)}, liveRecheck: time.Hour, liveHeartbeat: time.Hour}
+	srv := httptest.NewServer(http.HandlerFunc(c.liveStream))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"?after=0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	sent := 0
+	for sent < len(ids) && lines.Scan() {
+		if strings.HasPrefix(lines.Text(), "id: ") {
+			sent++
+		}
+	}
+	if sent != len(ids) {
+		t.Errorf("the stream sent %d of the %d arrivals before its request's minute ended (%v)", sent, len(ids), lines.Err())
+	}
+}
+
 func insertEvents(t *testing.T, pool *pgxpool.Pool, n int) []int64 {
 	t.Helper()
 	var ids []int64
