@@ -156,7 +156,9 @@ func TestEventsShowAndConversations(t *testing.T) {
 		return map[string]string{"DATABASE_URL": pool.Config().ConnString()}[k]
 	}
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"events", "show", fmt.Sprint(id)}, getenv, &out, &out); err != nil {
+	// The flags may follow the id: here the database is given only after it.
+	if err := run(context.Background(), []string{"events", "show", fmt.Sprint(id), "--database-url", pool.Config().ConnString()},
+		func(string) string { return "" }, &out, &out); err != nil {
 		t.Fatal(err)
 	}
 	var shown struct {
@@ -248,6 +250,21 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"events", "replay", "--state", "pending"}, "dead or processed"},
 		{[]string{"tail", "--provider", strings.Repeat("p", 300)}, "generic, twilio"},
 		{[]string{"serve", "--workers", "0"}, "INBOX_WORKERS"},
+		// An argument where only flags go is refused, not ignored with the flags after it.
+		{[]string{"conversations", "extra"}, `unexpected argument "extra": ` + "`inboxd conversations` takes flags only"},
+		{[]string{"conversations", "+15551234567", "--provider", "twilio"}, "a contact goes in --contact"},
+		{[]string{"erase", "+15551234567", "--dry-run"}, "a contact goes in --contact"},
+		{[]string{"events", "dead"}, `unexpected argument "dead"`},
+		{[]string{"stats", "--watch", "x"}, `unexpected argument "x"`},
+		{[]string{"tail", "x"}, `unexpected argument "x"`},
+		{[]string{"sign", "evt_1"}, `unexpected argument "evt_1"`},
+		{[]string{"migrate", "x"}, "`inboxd migrate` takes flags only"},
+		{[]string{"serve", "x", "--workers", "4"}, "`inboxd serve` takes flags only"},
+		{[]string{"subscriptions", "list", "x"}, "`inboxd subscriptions list` takes flags only"},
+		{[]string{"subscriptions", "pause", "1", "2"}, "takes one subscription id, got 2"},
+		// Flags after an argument are read: --state is a flag here, not an event id.
+		{[]string{"events", "replay", "5", "--state", "dead"}, "not both"},
+		{[]string{"events", "replay", "--", "5", "--state"}, `"--state" is not a positive whole number`},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), tc.args, func(k string) string { return env[k] }, &out, &out)

@@ -192,6 +192,9 @@ func loadConfig(name string, args []string, getenv func(string) string, stderr i
 		}
 		return c, usageError{fmt.Errorf("%w (`inboxd %s --help` lists the flags)", err, name)}
 	}
+	if err := strayArgument(fs); err != nil {
+		return c, err
+	}
 	var errs []error
 	for i, o := range opts {
 		if err := o.set(*values[i]); err != nil {

@@ -71,7 +71,7 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 func showCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := cliFlags("events show", "Shows one event in full (JSON): state, attempts, last error, request id, the headers\n"+
 		"kept, the payload as stored, and the message it became.\n  inboxd events show ID", stderr)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -108,7 +108,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	fs.StringVar(&f.State, "state", "", "replay events in this state: "+strings.Join(readmodel.ReplayableStates, " or "))
 	fs.StringVar(&f.Provider, "provider", "", "with --state: only this provider's ("+strings.Join(registry.Names(), ", ")+")")
 	fs.IntVar(&f.Limit, "limit", 1000, fmt.Sprintf("with --state: at most this many (up to %d), oldest first", readmodel.MaxReplay))
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	var ids []int64

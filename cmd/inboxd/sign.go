@@ -31,7 +31,7 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintf(stderr, "usage: inboxd sign [flags]\n\nPrints a signed curl command for /webhooks/<provider> (%s).\n", names)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	p, err := registry.Lookup(*prov)

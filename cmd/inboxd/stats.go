@@ -156,11 +156,51 @@ func cliPool(ctx context.Context, fs *flag.FlagSet, getenv func(string) string) 
 	return pool, nil
 }
 
-// parseFlags parses args, turning a mistake into a usageError (exit 2).
+// parseFlags parses the flags of a command that takes no arguments, turning a
+// mistake into a usageError (exit 2). An argument is refused, not ignored: Go's flag
+// package would stop at it and ignore every flag after it as well, so that
+// `inboxd conversations +15551234567 --provider twilio` listed every conversation.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		return usageError{err}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
-	return err
+	return strayArgument(fs)
+}
+
+// strayArgument refuses the arguments left after fs's flags, if any.
+func strayArgument(fs *flag.FlagSet) error {
+	if fs.NArg() == 0 {
+		return nil
+	}
+	hint := ""
+	if fs.Lookup("contact") != nil {
+		hint = " (a contact goes in --contact)"
+	}
+	return usageError{fmt.Errorf("unexpected argument %q: `%s` takes flags only%s; `%s --help` lists them",
+		printable(fs.Arg(0)), fs.Name(), hint, fs.Name())}
+}
+
+// parseArgs parses flags and arguments in any order (`show 5 --json` as well as
+// `show --json 5`), leaving the arguments in fs.Args(); after "--" everything is an
+// argument.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err}
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if read := len(args) - len(left); read > 0 && args[read-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		rest, args = append(rest, left[0]), left[1:]
+	}
+	return fs.Parse(append([]string{"--"}, rest...))
 }

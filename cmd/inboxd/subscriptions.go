@@ -41,21 +41,21 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	limit := fs.Int("limit", 20, "deliveries: how many, at most")
 	from := fs.String("from", "", "replay: the change id to deliver again from, itself included")
 	asJSON := fs.Bool("json", false, "list, deliveries: print JSON lines instead of a table")
-	// The id comes first or after the flags: `replay 3 --from X` and `replay --from X 3`.
-	var idArg string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		idArg, args = args[0], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
+	// The id comes before or after the flags: `replay 3 --from X` and `replay --from X 3`.
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	if idArg == "" && fs.NArg() > 0 {
-		idArg = fs.Arg(0)
-	}
+	idArg := fs.Arg(0)
 	var id int64
 	switch verb {
 	case "list", "create":
+		if fs.NArg() > 0 {
+			return usageError{fmt.Errorf("unexpected argument %q: `inboxd subscriptions %s` takes flags only", printable(idArg), verb)}
+		}
 	case "show", "deliveries", "replay", "pause", "resume", "delete":
+		if fs.NArg() > 1 {
+			return usageError{fmt.Errorf("inboxd subscriptions %s takes one subscription id, got %d arguments", verb, fs.NArg())}
+		}
 		n, err := strconv.ParseInt(idArg, 10, 64)
 		if err != nil || n < 1 {
 			return usageError{fmt.Errorf("inboxd subscriptions %s needs a subscription id (`inboxd subscriptions` lists them), got %q", verb, idArg)}
