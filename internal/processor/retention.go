@@ -150,30 +150,47 @@ WITH doomed AS (
 )
 DELETE FROM inbound_events e USING doomed WHERE e.id = doomed.id`
 
-// deleteParked deletes up to $2 statuses parked before $1.
+// deleteParked deletes up to $2 statuses parked before $1. The rows it locked are
+// deleted by their ctid (a row locked cannot move): a join back to the table could be
+// planned, generic, as a walk of one of its indexes (TestProcessorPlans).
 const deleteParked = `
-WITH doomed AS (
-    SELECT provider, provider_message_id, inbound_event_id FROM pending_statuses
+DELETE FROM pending_statuses
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM pending_statuses
     WHERE created_at < $1
     ORDER BY created_at
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM pending_statuses p USING doomed d
-WHERE p.provider = d.provider AND p.provider_message_id = d.provider_message_id AND p.inbound_event_id = d.inbound_event_id`
+    FOR UPDATE SKIP LOCKED))`
 
 // deleteChanges deletes up to $2 entries of the change feed made before $1, found
 // through the BRIN index on occurred_at (time follows insertion): a pass that finds
-// nothing reads a few index pages, not the feed. A follower whose cursor is older
-// than the retention resumes at the oldest change kept.
+// nothing reads a few index pages (and the changes kept for their deliveries, below),
+// not the feed. A follower whose cursor is older than the retention resumes at the
+// oldest change kept.
+//
+// A change a subscription has yet to deliver (internal/delivery: waiting, pending or
+// delivering) is kept until its delivery ends, delivered or dead (at
+// INBOX_DELIVERY_GIVE_UP; a paused subscription's clock waits while it is paused).
+// Deleting it would take its delivery with it (ON DELETE CASCADE): an outage longer
+// than the retention would lose what the subscriber was still owed, and with the head
+// of a conversation's deliveries gone, the ones waiting behind it would never be
+// promoted: they would wait until given up, dead without a try.
+//
+// The check is an index probe per change (the deliveries' unique key starts with the
+// change; OFFSET 0 keeps it a probe: as a join, a generic plan could walk the feed's
+// whole primary key to merge it with the deliveries), and the rows locked are deleted
+// by their ctid, as deleteParked's are.
 const deleteChanges = `
-WITH doomed AS (
-    SELECT xid, seq FROM changes
+DELETE FROM changes
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM changes c
     WHERE occurred_at < $1
+      AND NOT EXISTS (SELECT FROM deliveries d
+                      WHERE d.change_xid = c.xid AND d.change_seq = c.seq
+                        AND d.state IN ('waiting', 'pending', 'delivering')
+                      OFFSET 0)
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM changes c USING doomed d WHERE c.xid = d.xid AND c.seq = d.seq`
+    FOR UPDATE SKIP LOCKED))`
 
 // deleteBatches runs sql (a batch delete, args then the batch size) until a batch comes
 // back short, another process holds the retention lock, or ctx ends; it returns how

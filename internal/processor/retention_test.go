@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"inboxd/internal/pgtest"
 	"testing"
 	"time"
@@ -92,6 +93,41 @@ func TestRetention(t *testing.T) {
 		if got := testutil.ToFloat64(p.metrics.retained.WithLabelValues(what)); got != want {
 			t.Errorf("inbox_retention_deleted_total{what=%q} = %v, want %v", what, got, want)
 		}
+	}
+}
+
+// TestRetentionKeepsUndeliveredChanges: a change past the retention that a
+// subscription has yet to deliver (waiting, pending or delivering) stays, with its
+// delivery, until the delivery ends; one delivered or dead goes.
+func TestRetentionKeepsUndeliveredChanges(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+WITH s AS (INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq)
+           VALUES ('https://crm.example.com/hooks', '{message.created}', 'whsec_x', '0', 0) RETURNING id),
+     c AS (INSERT INTO changes (type, conversation_id, data, occurred_at)
+           SELECT 'contact.erased', 7, jsonb_build_object('state', st), now() - interval '10 days'
+           FROM unnest(ARRAY['delivered', 'dead', 'delivering', 'pending', 'waiting']) st
+           RETURNING xid, seq, data->>'state' AS state)
+INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id, state)
+SELECT s.id, c.xid, c.seq, 7, c.state FROM s, c`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	if err := p.retainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(data->>'state' ORDER BY seq) FROM changes`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(left) != "[delivering pending waiting]" {
+		t.Errorf("changes left after retention, by their delivery's state: %v, want those still to deliver: [delivering pending waiting]", left)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM deliveries WHERE state IN ('waiting', 'pending', 'delivering')`); n != 3 {
+		t.Errorf("%d deliveries still to deliver after retention, want 3", n)
 	}
 }
 
