@@ -40,9 +40,7 @@ func checkPlans(t *testing.T, pool *pgxpool.Pool, tables string) {
 		"claimDue": claimDue, "rescueExpired": rescueExpired, "finish": finish, "release": release,
 		"ensureConversations": ensureConversations, "insertMessages": insertMessages,
 		"applyStatuses": applyStatuses, "touchConversations": touchConversations,
-		// Retention's deletes (deleteDead walks the dead events' own partial index, oldest
-		// first, by design: they are few).
-		"deleteProcessed": deleteProcessed, "deleteParked": deleteParked, "deleteChanges": deleteChanges,
+		"deleteProcessed": deleteProcessed, "deleteDead": deleteDead, "deleteParked": deleteParked, "deleteChanges": deleteChanges,
 	} {
 		p := pgtest.GenericPlan(t, pool, sql)
 		if strings.Contains(p, "Seq Scan") || strings.Contains(p, pgtest.WholeIndex) {

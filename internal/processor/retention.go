@@ -90,7 +90,12 @@ func (p *Processor) retainOnce(ctx context.Context) error {
 		}
 	}
 	if p.cfg.DeadRetention > 0 {
-		if dead, err = p.deleteBatches(ctx, "dead_events", deleteDead, time.Now().Add(-p.cfg.DeadRetention)); err != nil {
+		cutoff := time.Now().Add(-p.cfg.DeadRetention)
+		var boundary int64
+		if boundary, err = p.retentionBoundary(ctx, cutoff); err != nil {
+			return err
+		}
+		if dead, err = p.deleteBatches(ctx, "dead_events", deleteDead, boundary, cutoff); err != nil {
 			return err
 		}
 	}
@@ -103,8 +108,8 @@ func (p *Processor) retainOnce(ctx context.Context) error {
 
 // retentionBoundary finds, by binary search over the primary key, an id below which
 // events were received before cutoff (ids follow arrival). deleteProcessed then walks
-// the primary key up to it: without the bound, a pass that finds nothing to delete
-// would read the whole index looking for it.
+// the primary key up to it, and deleteDead the dead events' index: without the bound,
+// a pass that finds nothing to delete would read the whole index looking for it.
 func (p *Processor) retentionBoundary(ctx context.Context, cutoff time.Time) (int64, error) {
 	var lo, hi int64
 	if err := p.pool.QueryRow(ctx, "SELECT COALESCE(min(id), 0), COALESCE(max(id), 0) + 1 FROM inbound_events").Scan(&lo, &hi); err != nil {
@@ -138,14 +143,15 @@ WITH doomed AS (
 )
 DELETE FROM inbound_events e USING doomed WHERE e.id = doomed.id`
 
-// deleteDead deletes up to $2 dead events older than $1 (through the partial index of
-// dead events).
+// deleteDead deletes up to $3 dead events older than $2 below id $1, through the
+// partial index of dead events: without the bound, a pass that finds nothing to delete
+// would walk every dead event (TestProcessorPlans).
 const deleteDead = `
 WITH doomed AS (
     SELECT id FROM inbound_events
-    WHERE state = 'dead' AND received_at < $1
+    WHERE id < $1 AND state = 'dead' AND received_at < $2
     ORDER BY id
-    LIMIT $2
+    LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM inbound_events e USING doomed WHERE e.id = doomed.id`
