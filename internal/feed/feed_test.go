@@ -241,7 +241,7 @@ func TestReadPlans(t *testing.T) {
 	pool, url := pgtest.NewPool(t)
 	plans := pgtest.PlanPool(t, url, readPlan...)
 	check := func(when string) {
-		for name, sql := range map[string]string{"read": read, "positions": positions} {
+		for name, sql := range map[string]string{"read": read, "positions": positions, "heldBack": heldBack} {
 			p := strings.Join(strings.Fields(pgtest.GenericPlan(t, plans, sql)), " ")
 			for _, bad := range []string{"Seq Scan changes", "Seq Scan messages", pgtest.WholeIndex} {
 				if strings.Contains(p, bad) {
