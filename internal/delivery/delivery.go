@@ -293,11 +293,12 @@ FROM subscriptions
 WHERE id = $1 AND state = 'active' AND pg_try_advisory_xact_lock($2::int, id::int)`
 
 // insertDeliveries makes a delivery of each change ($2-$4: xids, seqs, conversations,
-// in feed order). The first of a conversation is pending when the subscription has
-// nothing undelivered in it, the others wait; a change already delivered or dead (a
-// replay moved the cursor back) is made undelivered again the same way.
+// in feed order; $5: how many milliseconds each waits before its first attempt). The
+// first of a conversation is pending when the subscription has nothing undelivered in
+// it, the others wait; a change already delivered or dead (a replay moved the cursor
+// back) is made undelivered again the same way.
 const insertDeliveries = `
-INSERT INTO deliveries AS d (subscription_id, change_xid, change_seq, conversation_id, state)
+INSERT INTO deliveries AS d (subscription_id, change_xid, change_seq, conversation_id, state, run_at)
 SELECT $1, t.x::text::xid8, t.s, t.c,
        CASE WHEN row_number() OVER (PARTITION BY t.c ORDER BY t.x, t.s) = 1
              AND NOT EXISTS (SELECT FROM deliveries u
@@ -305,10 +306,11 @@ SELECT $1, t.x::text::xid8, t.s, t.c,
                                AND u.state IN ('pending', 'delivering'))
              AND NOT EXISTS (SELECT FROM deliveries u
                              WHERE u.subscription_id = $1 AND u.conversation_id = t.c AND u.state = 'waiting')
-            THEN 'pending' ELSE 'waiting' END
-FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS t(x, s, c)
+            THEN 'pending' ELSE 'waiting' END,
+       now() + t.w * interval '1 millisecond'
+FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(x, s, c, w)
 ON CONFLICT (change_xid, change_seq, subscription_id) DO UPDATE
-SET state = EXCLUDED.state, attempts = 0, run_at = now(), since = now(), locked_by = NULL,
+SET state = EXCLUDED.state, attempts = 0, run_at = EXCLUDED.run_at, since = now(), locked_by = NULL,
     last_status = NULL, last_error = NULL, delivered_at = NULL
 WHERE d.state IN ('delivered', 'dead')`
 
@@ -335,20 +337,21 @@ func (d *Deliverer) fanOut(ctx context.Context, sub int64) (int, error) {
 			return err
 		}
 		read = len(changes)
-		var xids, seqs, convs []int64
+		var xids, seqs, convs, waits []int64
 		var keys []int32
 		for _, c := range changes {
 			if !wants(types, c.Type) {
 				continue
 			}
 			xids, seqs, convs = append(xids, int64(c.Cursor.XID)), append(seqs, c.Cursor.Seq), append(convs, c.ConversationID)
+			waits = append(waits, d.firstWait(c.Type).Milliseconds())
 			keys = append(keys, orderKey(sub, c.ConversationID))
 		}
 		if len(xids) > 0 {
 			if _, err := tx.Exec(ctx, lockOrders, sortedUnique(keys), orderLockSpace); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, insertDeliveries, sub, xids, seqs, convs); err != nil {
+			if _, err := tx.Exec(ctx, insertDeliveries, sub, xids, seqs, convs, waits); err != nil {
 				return err
 			}
 		}
@@ -360,6 +363,19 @@ func (d *Deliverer) fanOut(ctx context.Context, sub int64) (int, error) {
 		d.metrics.fannedOut.Add(float64(read))
 	}
 	return read, err
+}
+
+// firstWait is how long a delivery of a change of type typ waits before its first
+// attempt. A contact.erased change waits out a lease: the erasure that wrote it
+// deleted the conversation's earlier changes and, with them, their deliveries, one of
+// which may be in flight in some process, its body already read. That attempt ends
+// within its lease, so the subscriber gets the erasure after it, never an erased
+// message after the erasure.
+func (d *Deliverer) firstWait(typ string) time.Duration {
+	if typ == "contact.erased" {
+		return d.cfg.lease()
+	}
+	return 0
 }
 
 // lockOrders takes the order locks of (subscription, conversation) pairs, in the

@@ -30,11 +30,12 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 var allTypes = feed.Types
 
 // addChanges commits one change per conversation given, each in its own transaction
-// (as the processor's batches do), and returns their ids in feed order.
+// (as the processor's batches do): a conversation.created carrying its copy, which
+// needs no message.
 func addChanges(t *testing.T, pool *pgxpool.Pool, conversations ...int64) {
 	t.Helper()
 	for _, c := range conversations {
-		if _, err := pool.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', $1, jsonb_build_object('conversation_id', $1::bigint))`, c); err != nil {
+		if _, err := pool.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data) VALUES ('conversation.created', $1, jsonb_build_object('id', $1::bigint))`, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -503,7 +504,7 @@ func TestNewSubscriptionStartsBelowOpenTransactions(t *testing.T) {
 	defer tx.Rollback(ctx)
 	var open uint64
 	if err := tx.QueryRow(ctx, `
-INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 1, '{"conversation_id": 1}')
+INSERT INTO changes (type, conversation_id, data) VALUES ('conversation.created', 1, '{"id": 1}')
 RETURNING xid::text::bigint`).Scan(&open); err != nil {
 		t.Fatal(err)
 	}
@@ -732,13 +733,48 @@ func TestPauseResume(t *testing.T) {
 	checkOrder(t, rc, changeIDs(t, pool))
 }
 
+// TestErasureWaitsOutALease: a contact.erased change's delivery is first tried a
+// lease after it is fanned out, so that an attempt in flight of one of the
+// conversation's earlier changes (whose delivery the erasure deleted) has ended by
+// then; other changes are tried at once.
+func TestErasureWaitsOutALease(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	s := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1)
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 2, '{"conversation_id": 2}')`); err != nil {
+		t.Fatal(err)
+	}
+	waitFinal(t, pool)
+	d := New(pool, Config{AllowPrivate: true}, zaptest.NewLogger(t), NewMetrics(prometheus.NewRegistry()))
+	if _, err := d.fanOut(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := pool.Query(ctx, `SELECT c.type, extract(epoch FROM d.run_at - now())::float8
+FROM deliveries d JOIN changes c ON c.xid = d.change_xid AND c.seq = d.change_seq`)
+	waits := map[string]float64{}
+	var typ string
+	var wait float64
+	if _, err := pgx.ForEachRow(rows, []any{&typ, &wait}, func() error { waits[typ] = wait; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	lease := d.cfg.lease().Seconds()
+	if w, ok := waits["contact.erased"]; !ok || w < lease-5 || w > lease {
+		t.Errorf("contact.erased is first tried in %.1f s (%v), want a lease, %.0f s", w, ok, lease)
+	}
+	if w, ok := waits["conversation.created"]; !ok || w > 0 {
+		t.Errorf("conversation.created is first tried in %.1f s (%v), want at once", w, ok)
+	}
+}
+
 // TestTypesFilter: a subscription gets the types it asked for, no others.
 func TestTypesFilter(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	rc := deliverytest.New(t)
 	subscribe(t, pool, rc, "message.created")
-	addChanges(t, pool, 1) // contact.erased
+	addChanges(t, pool, 1) // conversation.created
 	if _, err := pool.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data) VALUES ('message.created', 1, '{"id": 7}')`); err != nil {
 		t.Fatal(err)
 	}
