@@ -118,18 +118,7 @@ func TestLiveStreamReadsOnAfterAFullPage(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ids := insertEvents(t, pool, livePage+50)
-	c := &console{cfg: Config{Pool: pool, Changes: feed.NewHub().Next, Log: zaptest.NewLogger(t)}, liveRecheck: time.Hour, liveHeartbeat: time.Hour}
-	srv := httptest.NewServer(http.HandlerFunc(c.liveStream))
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"?after=0", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	lines := bufio.NewScanner(resp.Body)
+	lines := openLiveStream(t, &console{cfg: Config{Pool: pool, Changes: feed.NewHub().Next, Log: zaptest.NewLogger(t)}, liveRecheck: time.Hour, liveHeartbeat: time.Hour})
 	sent := 0
 	for sent < len(ids) && lines.Scan() {
 		if strings.HasPrefix(lines.Text(), "id: ") {
@@ -139,6 +128,23 @@ func TestLiveStreamReadsOnAfterAFullPage(t *testing.T) {
 	if sent != len(ids) {
 		t.Errorf("the stream sent %d of the %d arrivals before its request's minute ended (%v)", sent, len(ids), lines.Err())
 	}
+}
+
+// openLiveStream serves c's live stream and reads it from the start (after=0) for up
+// to a minute, line by line.
+func openLiveStream(t *testing.T, c *console) *bufio.Scanner {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(c.liveStream))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"?after=0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return bufio.NewScanner(resp.Body)
 }
 
 func insertEvents(t *testing.T, pool *pgxpool.Pool, n int) []int64 {
@@ -164,18 +170,7 @@ func TestLiveStreamWakesOnCommits(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	hub := feed.NewHub()
-	c := &console{cfg: Config{Pool: pool, Changes: hub.Next, Log: zaptest.NewLogger(t)}, liveRecheck: time.Hour, liveHeartbeat: time.Nanosecond}
-	srv := httptest.NewServer(http.HandlerFunc(c.liveStream))
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"?after=0", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	lines := bufio.NewScanner(resp.Body)
+	lines := openLiveStream(t, &console{cfg: Config{Pool: pool, Changes: hub.Next, Log: zaptest.NewLogger(t)}, liveRecheck: time.Hour, liveHeartbeat: time.Nanosecond})
 	next := func(prefix string) string {
 		t.Helper()
 		for lines.Scan() {
