@@ -768,7 +768,8 @@ FROM deliveries d JOIN changes c ON c.xid = d.change_xid AND c.seq = d.change_se
 	}
 }
 
-// TestTypesFilter: a subscription gets the types it asked for, no others.
+// TestTypesFilter: a subscription gets the types it asked for (with contact.erased), no
+// others.
 func TestTypesFilter(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -969,7 +970,8 @@ func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
 
 // TestSubscriptionRecords: what Create, Get, Resume and Delete promise beyond
 // delivering. A new subscription starts at the feed's head (changes already made are
-// not sent unless replayed); its types are kept once each, sorted; Get counts every
+// not sent unless replayed); its types are kept once each, sorted, with contact.erased
+// added to those that carry a contact's data; Get counts every
 // state, those with none as 0; Resume closes the breaker; a misspelt type is echoed
 // bounded; deleting a missing subscription is ErrNotFound.
 func TestSubscriptionRecords(t *testing.T) {
@@ -987,8 +989,11 @@ func TestSubscriptionRecords(t *testing.T) {
 	if s.Cursor != ids[2][0] {
 		t.Errorf("a new subscription's cursor is %s, want the feed's head %s (the last change before it)", s.Cursor, ids[2][0])
 	}
-	if !slices.Equal(s.Types, []string{"conversation.created", "message.created"}) {
-		t.Errorf("types %v, want each once, sorted", s.Types)
+	if !slices.Equal(s.Types, []string{"contact.erased", "conversation.created", "message.created"}) {
+		t.Errorf("types %v, want each once, sorted, with contact.erased added to types that carry a contact's data", s.Types)
+	}
+	if only, err := Create(ctx, pool, rc.URL, []string{"contact.erased"}, true); err != nil || !slices.Equal(only.Types, []string{"contact.erased"}) {
+		t.Errorf("a subscription to contact.erased alone has types %v (%v), want just that", only.Types, err)
 	}
 	got, err := Get(ctx, pool, s.ID)
 	if err != nil || len(got.Deliveries) != len(States) {

@@ -60,6 +60,19 @@ func newSecret() string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(b)
 }
 
+// withErasures adds contact.erased to types that carry a contact's data (all the
+// others): a subscriber that is sent a contact's conversations or messages is told
+// when they are erased, so that it can erase its copies, as an erasure must reach
+// everyone the data was disclosed to.
+func withErasures(types []string) []string {
+	for _, t := range types {
+		if t != "contact.erased" {
+			return append(slices.Clone(types), "contact.erased")
+		}
+	}
+	return types
+}
+
 // checkTypes: at least one type, each a change type.
 func checkTypes(types []string) error {
 	if len(types) == 0 {
@@ -85,7 +98,8 @@ LEFT JOIN LATERAL (SELECT xid, seq FROM changes
 RETURNING ` + subscriptionColumns
 
 // Create makes a subscription of url to the given change types, with a new secret.
-// The URL must be public unless allowPrivate (CheckURL).
+// The URL must be public unless allowPrivate (CheckURL). A subscription to any type
+// that carries a contact's data gets contact.erased as well (withErasures).
 func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string, allowPrivate bool) (Subscription, error) {
 	// The types first: a misspelt type is the caller's to fix whatever the URL's DNS
 	// says, and checking it costs no lookup.
@@ -95,7 +109,7 @@ func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string,
 	if err := CheckURL(ctx, url, allowPrivate); err != nil {
 		return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	types = slices.Compact(slices.Sorted(slices.Values(types)))
+	types = slices.Compact(slices.Sorted(slices.Values(withErasures(types))))
 	rows, _ := pool.Query(ctx, createSubscription, url, types, newSecret())
 	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
 	if err != nil {
