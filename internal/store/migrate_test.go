@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"regexp"
 	"strings"
@@ -124,5 +125,43 @@ func TestMigrationsFollowTheLockRules(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSubscriptionsGetErasures: migration 021 adds contact.erased to the types of
+// subscriptions made before it, once, sorted; one that had it is left as it was.
+func TestSubscriptionsGetErasures(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewEmptyDB(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
+	if err == nil {
+		err = m.LoadMigrations(migrations.FS)
+	}
+	if err == nil {
+		err = m.MigrateTo(ctx, 20)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq) VALUES
+('https://a.example.com', '{message.created,message.status_changed}', 'whsec_a', '0', 0),
+('https://b.example.com', '{contact.erased,message.created}', 'whsec_b', '0', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MigrateTo(ctx, 21); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	if err := conn.QueryRow(ctx, `SELECT array_agg(array_to_string(types, ',') ORDER BY id) FROM subscriptions`).Scan(&types); err != nil {
+		t.Fatal(err)
+	}
+	if want := "[contact.erased,message.created,message.status_changed contact.erased,message.created]"; fmt.Sprint(types) != want {
+		t.Errorf("types after migration 021: %v, want %s", types, want)
 	}
 }
