@@ -101,6 +101,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 && mode != "report" { // report reads the files it is given
+		// The flag package stops at an argument and ignores every flag after it: a run
+		// with them silently left at their defaults would be measured and reported.
+		return fmt.Errorf("unexpected argument %q: inboxd-bench %s takes flags only (--help lists them)", fs.Arg(0), mode)
+	}
 	if *server == "" {
 		*server = or(getenv("INBOXD_BENCH_DATABASE_URL"), benchServer)
 	}

@@ -46,3 +46,19 @@ func TestServerThatExitsFailsAtOnce(t *testing.T) {
 		t.Errorf("start = %v, want the exited-before-ready error", err)
 	}
 }
+
+// TestStrayArgumentIsRefused: an argument among the flags is refused before anything
+// runs, rather than ending the flags there and running with the rest at defaults.
+func TestStrayArgumentIsRefused(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"drain", "50000", "--database-url", "postgres://nobody@127.0.0.1:1/x"},
+		func(string) string { return "" }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `unexpected argument "50000"`) {
+		t.Errorf("inboxd-bench drain 50000 = %v, want the argument refused", err)
+	}
+	// report's arguments are the files it reads.
+	err = run(context.Background(), []string{"report", "no-such-results.json"}, func(string) string { return "" }, &out, &out)
+	if err == nil || strings.Contains(err.Error(), "unexpected argument") || !strings.Contains(err.Error(), "no-such-results.json") {
+		t.Errorf("inboxd-bench report no-such-results.json = %v, want the file not found", err)
+	}
+}
