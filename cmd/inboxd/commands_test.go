@@ -15,12 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
 	"inboxd/internal/provider/generic"
 	"inboxd/internal/provider/meta"
 	"inboxd/internal/provider/providertest"
 	"inboxd/internal/provider/twilio"
+	"inboxd/internal/store"
 )
 
 // TestSignPrintsValidHeaders: what `inboxd sign` prints verifies as a Standard
@@ -325,6 +329,26 @@ func TestMigrateSaysWhatItApplied(t *testing.T) {
 	if err := run(context.Background(), []string{"migrate"}, getenv, &out, &out); err != nil || !strings.Contains(out.String(), "nothing to apply") {
 		t.Errorf("second migrate: %v %q, want nothing to apply", err, out.String())
 	}
+
+	// A newer inboxd migrated further: this binary applies nothing, says so, and a
+	// service of it still starts (a rolling upgrade, or a rollback).
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `UPDATE `+store.VersionTable+` SET version = version + 1`); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"migrate"}, getenv, &out, &out); err != nil || !strings.Contains(out.String(), "nothing to apply: the database schema is newer than this binary") {
+		t.Errorf("migrate on a newer schema: %v %q, want nothing to apply, saying why", err, out.String())
+	}
+	pool, err := openDatabase(context.Background(), config{Migrate: true, ListenURL: url, DatabaseURL: url}, zap.NewNop())
+	if err != nil {
+		t.Fatalf("a service on a newer schema: %v, want it to start", err)
+	}
+	pool.Close()
 }
 
 // TestCommandsOnAnUnsetDatabase: stats, events, events replay and tail on a database

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -21,6 +22,10 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 		return dbAdvice(err)
 	}
 	applied, err := store.Migrate(ctx, cfg.ListenURL)
+	if errors.Is(err, store.ErrNewerSchema) {
+		fmt.Fprintf(stdout, "nothing to apply: %v\n", err)
+		return nil
+	}
 	if len(applied) > 0 {
 		fmt.Fprintf(stdout, "applied %s\n", strings.Join(applied, ", "))
 	}

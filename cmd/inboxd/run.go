@@ -407,10 +407,14 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 			return nil, dbAdvice(err)
 		}
 		applied, err := store.Migrate(ctx, cfg.ListenURL)
-		if err != nil {
+		switch {
+		case errors.Is(err, store.ErrNewerSchema):
+			log.Warn("running on a newer schema (a rollout in progress, or this binary rolled back)", zap.Error(err))
+		case err != nil:
 			return nil, dbAdvice(err)
+		default:
+			log.Info("database schema current", zap.Strings("applied_migrations", applied))
 		}
-		log.Info("database schema current", zap.Strings("applied_migrations", applied))
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
 		pc.MaxConns = 16 // ingest's committers and the API's readers

@@ -58,6 +58,13 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	return nil
 }
 
+// ErrNewerSchema: the database's schema is at a version this binary does not know,
+// applied by a newer inboxd. Migrations are additive (docs/operations.md, Upgrades),
+// so this binary runs on it: a process of the previous version restarting during a
+// rolling upgrade, or a binary rolled back after its migrations, must still start.
+// Migrate returns it wrapped, having changed nothing; callers warn and go on.
+var ErrNewerSchema = errors.New("the database schema is newer than this binary")
+
 // Migrate applies every pending embedded migration and returns the names of those it
 // applied (none when the schema was current). tern holds an advisory lock while it
 // runs, so several processes starting at once apply each migration once.
@@ -78,6 +85,13 @@ func Migrate(ctx context.Context, url string) ([]string, error) {
 	}
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
+	}
+	// tern refuses a version beyond its migrations. The version only grows, so one
+	// read before tern takes its lock is enough.
+	if v, err := m.GetCurrentVersion(ctx); err != nil {
+		return nil, fmt.Errorf("read the schema version: %w", err)
+	} else if known := int32(len(m.Migrations)); v > known {
+		return nil, fmt.Errorf("%w: it is at migration %d, this binary knows %d; nothing applied", ErrNewerSchema, v, known)
 	}
 	var applied []string
 	m.OnStart = func(_ int32, name, _, _ string) { applied = append(applied, name) }
