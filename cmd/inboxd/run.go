@@ -169,6 +169,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer readPool.Close()
 	}
 
+	// Ingest's committers have a pool of their own: the API's reads, an export or a
+	// console page holding every connection of the main pool must not leave a webhook
+	// waiting for one until it is answered 503 (TestAPIReadsCannotStarveIngest).
+	ingestPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
+		c.MaxConns = ingest.Connections
+		watchStatements(c, log)
+	})
+	if err != nil {
+		return dbAdvice(err)
+	}
+	defer ingestPool.Close()
+
 	// Deliveries to subscribers have a pool of their own too: a slow endpoint's
 	// backlog must not take connections from ingest or processing.
 	deliveryPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
@@ -180,7 +192,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer deliveryPool.Close()
 
-	svc := wire(cfg, pools{pool, procPool, readPool, deliveryPool}, traces, log)
+	svc := wire(cfg, pools{pool, ingestPool, procPool, readPool, deliveryPool}, traces, log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (INBOX_ADDR): %w", cfg.Addr, err)
@@ -253,7 +265,7 @@ type service struct {
 
 // pools are the service's connection pools.
 type pools struct {
-	main, proc, read, delivery *pgxpool.Pool
+	main, ingest, proc, read, delivery *pgxpool.Pool
 }
 
 // wire builds the parts: metrics, processor, deliverer, ingest writer and handlers,
@@ -281,7 +293,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	}, log.Named("processor"), processor.NewMetrics(reg))
 	// Ingest wakes this process's workers after each commit, without waiting for its
 	// own NOTIFY to come back from the database.
-	writer := ingest.NewWriter(pool, log.Named("ingest"), ingest.NewMetrics(reg),
+	writer := ingest.NewWriter(ps.ingest, log.Named("ingest"), ingest.NewMetrics(reg),
 		ingest.WriterConfig{Timeout: cfg.IngestTimeout, CommitWait: cfg.CommitWait, OnCommit: proc.Committed, Handoff: proc.Handoff(), SettingName: settingName})
 	hooks := ingest.NewHandlers(ingest.Config{
 		Endpoints: cfg.Endpoints, MaxBodyBytes: int64(cfg.MaxBodyBytes), BodyMemory: int64(cfg.BodyMemory), ReadTimeout: cfg.ReadTimeout,
@@ -294,8 +306,10 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 		Deliveries: &api.Deliveries{AllowPrivate: cfg.DeliveryAllowPrivate, Wake: deliverer.Wake},
 		Pool:       pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
-		Misconfigured: func() error { return errors.Join(store.Misconfigured(pool), store.Misconfigured(procPool)) },
-		SettingName:   settingName, TrustTraceparent: cfg.TrustTraceparent,
+		Misconfigured: func() error {
+			return errors.Join(store.Misconfigured(pool), store.Misconfigured(ps.ingest), store.Misconfigured(procPool))
+		},
+		SettingName: settingName, TrustTraceparent: cfg.TrustTraceparent,
 	}
 	deps.Readiness = api.NewReadiness(deps)
 	deps.Console = console.New(console.Config{Pool: pool, AdminTokens: cfg.AdminTokens, ReadTokens: cfg.ConsoleReadTokens,
@@ -417,7 +431,7 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 		}
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
-		pc.MaxConns = 16 // ingest's committers and the API's readers
+		pc.MaxConns = 14 // the API, the console, erasures and replays (ingest has its own)
 		watchStatements(pc, log)
 	})
 	if err != nil {

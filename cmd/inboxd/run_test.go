@@ -216,3 +216,45 @@ func TestServeCreatesDatabase(t *testing.T) {
 		t.Errorf("inbound_events after migrate: exists=%v err=%v", exists, err)
 	}
 }
+
+// TestAPIReadsCannotStarveIngest: API reads that hold every connection they may have
+// (here stuck behind a lock on conversations) leave webhooks theirs: a webhook is
+// stored and answered 200, not 503 after waiting for a connection.
+func TestAPIReadsCannotStarveIngest(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	base := startProviders(t, map[string]string{"DATABASE_URL": url, "INBOX_INGEST_TIMEOUT": "3s"})
+	ctx := context.Background()
+	lock, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var reads sync.WaitGroup
+	for range 32 { // more than any pool of the service has connections
+		reads.Go(func() {
+			req, _ := http.NewRequest("GET", base+"/v1/conversations", nil)
+			req.Header.Set("Authorization", "Bearer read-token")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	defer reads.Wait()
+	pgtest.Eventually(t, "the API's reads waiting for the lock", time.Minute, func() (bool, error) {
+		var waiting int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return waiting >= 8, err
+	})
+	time.Sleep(200 * time.Millisecond) // the rest of the reads take what connections are left
+	body := []byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-starve","channel":"+15550001111","contact":"+15551234567","text":"hi"}}`)
+	if status, _, ack := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-starve", body, time.Now())); status != 200 {
+		t.Errorf("a webhook while the API's reads wait: %d %s, want 200", status, ack)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -55,6 +55,11 @@ var (
 	errClientGone = errors.New("client disconnected")
 )
 
+// Connections is how many connections a Writer uses at most: one per committer (the
+// small requests' and the large ones'). A pool of its own that size keeps other users
+// of the database from taking them.
+const Connections = 2
+
 // Writer commits events for many concurrent requests together (group commit).
 //
 // A commit is the ceiling on a small machine: every transaction that NOTIFYs takes a
