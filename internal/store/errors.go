@@ -50,8 +50,11 @@ func Transient(err error) bool {
 // read-write in the connection string); Reset does it.
 func IsReadOnly(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "25006"
+	return errors.As(err, &pgErr) && pgErr.Code == readOnly
 }
+
+// readOnly is read_only_sql_transaction's SQLSTATE.
+const readOnly = "25006"
 
 // ResetOnReadOnly drops pool's connections when err says the server is read-only.
 func ResetOnReadOnly(pool *pgxpool.Pool, err error) {

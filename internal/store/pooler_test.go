@@ -66,3 +66,34 @@ func watchedPool(t *testing.T) (*pgxpool.Pool, *[]error) {
 	t.Cleanup(pool.Close)
 	return pool, &told
 }
+
+// TestReadOnlyConnectionCloses: a connection that meets a read-only server (as one
+// left on the old primary after a failover does) closes itself: the pool's next
+// statement runs on a new connection, which would find the new primary.
+func TestReadOnlyConnectionCloses(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.NewPool(t)
+	ctx := context.Background()
+	pool, err := store.Open(ctx, url, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	pid := func() (p int) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	before := pid()
+	if _, err := pool.Exec(ctx, `SET default_transaction_read_only = on`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TEMP TABLE t (i int)`); !store.IsReadOnly(err) {
+		t.Fatalf("a write on a read-only session: %v, want a read-only error", err)
+	}
+	if after := pid(); after == before {
+		t.Errorf("the statement after a read-only error ran on the same connection (backend %d), want a new one", after)
+	}
+}

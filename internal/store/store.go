@@ -103,12 +103,21 @@ func Migrate(ctx context.Context, url string) ([]string, error) {
 
 // Open connects a pool to url, applying configure (may be nil) to its config, and pings
 // it so that an unreachable server is reported now rather than at the first request.
+//
+// A connection that meets a read-only server (IsReadOnly: a failover left it on the
+// old primary, now a standby) closes itself, so that the pool's next connection finds
+// the new primary. Every pool of the service gets this, whichever statement meets the
+// error first; ResetOnReadOnly drops a whole pool at once where a write path wants it.
 func Open(ctx context.Context, url string, configure func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
 	cfg.ConnConfig.DialFunc = Dialer().DialContext
+	keep := cfg.ConnConfig.OnPgError // closes the connection on FATAL errors
+	cfg.ConnConfig.OnPgError = func(c *pgconn.PgConn, e *pgconn.PgError) bool {
+		return e.Code != readOnly && (keep == nil || keep(c, e))
+	}
 	if configure != nil {
 		configure(cfg)
 	}
