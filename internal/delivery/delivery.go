@@ -372,7 +372,7 @@ func (d *Deliverer) fanOut(ctx context.Context, sub int64) (int, error) {
 // within its lease, so the subscriber gets the erasure after it, never an erased
 // message after the erasure.
 func (d *Deliverer) firstWait(typ string) time.Duration {
-	if typ == "contact.erased" {
+	if typ == feed.ContactErased {
 		return d.cfg.lease()
 	}
 	return 0

@@ -66,8 +66,8 @@ func newSecret() string {
 // everyone the data was disclosed to.
 func withErasures(types []string) []string {
 	for _, t := range types {
-		if t != "contact.erased" {
-			return append(slices.Clone(types), "contact.erased")
+		if t != feed.ContactErased {
+			return append(slices.Clone(types), feed.ContactErased)
 		}
 	}
 	return types

@@ -53,7 +53,11 @@ import (
 const Channel = processor.ChangesChannel
 
 // Types are the change types.
-var Types = []string{"conversation.created", "message.created", "message.status_changed", "contact.erased"}
+var Types = []string{"conversation.created", "message.created", "message.status_changed", ContactErased}
+
+// ContactErased is the type of the change an erasure writes per conversation: the
+// only type that carries none of a contact's data.
+const ContactErased = "contact.erased"
 
 // Cursor is a position in the feed: the (xid, seq) of the last change read. The zero
 // Cursor is the beginning of what is kept.
