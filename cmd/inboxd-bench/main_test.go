@@ -51,13 +51,17 @@ func TestServerThatExitsFailsAtOnce(t *testing.T) {
 // runs, rather than ending the flags there and running with the rest at defaults.
 func TestStrayArgumentIsRefused(t *testing.T) {
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"drain", "50000", "--database-url", "postgres://nobody@127.0.0.1:1/x"},
-		func(string) string { return "" }, &out, &out)
-	if err == nil || !strings.Contains(err.Error(), `unexpected argument "50000"`) {
-		t.Errorf("inboxd-bench drain 50000 = %v, want the argument refused", err)
+	for _, args := range [][]string{
+		{"drain", "50000", "--database-url", "postgres://nobody@127.0.0.1:1/x"},
+		{"drain", "--database-url", "postgres://nobody@127.0.0.1:1/x", "50000"},
+	} {
+		err := run(context.Background(), args, func(string) string { return "" }, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), `unexpected argument "50000"`) {
+			t.Errorf("inboxd-bench %q = %v, want the argument refused", args, err)
+		}
 	}
 	// report's arguments are the files it reads.
-	err = run(context.Background(), []string{"report", "no-such-results.json"}, func(string) string { return "" }, &out, &out)
+	err := run(context.Background(), []string{"report", "no-such-results.json"}, func(string) string { return "" }, &out, &out)
 	if err == nil || strings.Contains(err.Error(), "unexpected argument") || !strings.Contains(err.Error(), "no-such-results.json") {
 		t.Errorf("inboxd-bench report no-such-results.json = %v, want the file not found", err)
 	}
