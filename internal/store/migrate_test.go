@@ -17,6 +17,30 @@ import (
 	"inboxd/migrations"
 )
 
+// migratedTo makes a database migrated up to migration n, and returns its URL, a
+// connection to it (closed when the test ends) and the migrator on that connection.
+func migratedTo(t *testing.T, n int32) (string, *pgx.Conn, *migrate.Migrator) {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.NewEmptyDB(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
+	if err == nil {
+		err = m.LoadMigrations(migrations.FS)
+	}
+	if err == nil {
+		err = m.MigrateTo(ctx, n)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url, conn, m
+}
+
 // TestMigrationsNeverBlockIngest: upgrading a database that holds data while a
 // transaction is writing to inbound_events does not stop other sessions from
 // inserting: index builds on existing tables are concurrent, and the migration waits
@@ -24,22 +48,7 @@ import (
 func TestMigrationsNeverBlockIngest(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewEmptyDB(t)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
-	if err == nil {
-		err = m.LoadMigrations(migrations.FS)
-	}
-	if err == nil {
-		err = m.MigrateTo(ctx, 2) // the tables, before the indexes of 003
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	url, conn, _ := migratedTo(t, 2) // the tables, before the indexes of 003
 
 	// A writer is mid-transaction on inbound_events.
 	writer, err := pgx.Connect(ctx, url)
@@ -133,22 +142,7 @@ func TestMigrationsFollowTheLockRules(t *testing.T) {
 func TestSubscriptionsGetErasures(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewEmptyDB(t)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
-	if err == nil {
-		err = m.LoadMigrations(migrations.FS)
-	}
-	if err == nil {
-		err = m.MigrateTo(ctx, 20)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, conn, m := migratedTo(t, 20)
 	if _, err := conn.Exec(ctx, `INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq) VALUES
 ('https://a.example.com', '{message.created,message.status_changed}', 'whsec_a', '0', 0),
 ('https://b.example.com', '{contact.erased,message.created}', 'whsec_b', '0', 0)`); err != nil {
