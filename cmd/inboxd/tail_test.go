@@ -125,6 +125,27 @@ WHERE datname = current_database() AND query ILIKE 'listen%'`); err != nil {
 	}
 }
 
+// printingTailer is a tailer on pool (of provider's events, or all; reading gaps in
+// pages of gapPage, or the default) whose printer runs until the test ends, with its
+// output and its errors collected.
+func printingTailer(t *testing.T, pool *pgxpool.Pool, provider string, gapPage int) (tl *tailer, out, errs *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out, errs = &syncBuffer{}, &syncBuffer{}
+	tl = &tailer{pool: pool, provider: provider, out: out, errs: errs, wake: make(chan struct{}, 1), gapPage: gapPage}
+	go tl.print(ctx)
+	return tl, out, errs
+}
+
+// announce hands tl the notifications of the generic events ids, as the LISTEN
+// connection would.
+func announce(tl *tailer, ids ...int64) {
+	for _, id := range ids {
+		_ = tl.HandleNotification(context.Background(), &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
+	}
+}
+
 // TestTailGapIsPrintedOnce: after a reconnection, tail lists what arrived while it
 // was away, of its provider alone (a named sender's too), external ids without their
 // control characters; a notification of an event that listing printed, which can
@@ -132,11 +153,8 @@ WHERE datname = current_database() AND query ILIKE 'listen%'`); err != nil {
 func TestTailGapIsPrintedOnce(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	out := &syncBuffer{}
-	tl := &tailer{pool: pool, provider: "generic", out: out, errs: &syncBuffer{}, wake: make(chan struct{}, 1)}
-	go tl.print(ctx)
+	ctx := context.Background()
+	tl, out, _ := printingTailer(t, pool, "generic", 0)
 	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload)
 VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '{}'), ('generic', e'e\x1b[2Je', '{}')`); err != nil {
 		t.Fatal(err)
@@ -149,9 +167,7 @@ VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '
 		t.Fatal(err)
 	}
 	pool.QueryRow(ctx, `SELECT id FROM inbound_events WHERE external_id = 'g1'`).Scan(&g1)
-	for _, id := range []int64{g1, g2} { // g1's notification, late, then g2's
-		_ = tl.HandleNotification(ctx, &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
-	}
+	announce(tl, g1, g2) // g1's notification, late, then g2's
 	pgtest.Eventually(t, "g2 printed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " g2 "), nil })
 	if got := out.String(); strings.Count(got, "\n") != 4 || strings.Count(got, " g1 ") != 1 || strings.Contains(got, "t1") || !strings.Contains(got, " a1 ") ||
 		!strings.Contains(got, " e[2Je ") || strings.Contains(got, "\x1b") {
@@ -165,11 +181,8 @@ VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '
 func TestTailGapIsReadWhole(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	out := &syncBuffer{}
-	tl := &tailer{pool: pool, out: out, errs: &syncBuffer{}, wake: make(chan struct{}, 1), gapPage: 3}
-	go tl.print(ctx)
+	ctx := context.Background()
+	tl, out, _ := printingTailer(t, pool, "", 3)
 	var first int64
 	if err := pool.QueryRow(ctx, `WITH ins AS (INSERT INTO inbound_events (provider, external_id, payload)
 SELECT 'generic', 'gap-' || i, '{}' FROM generate_series(1, 10) i RETURNING id) SELECT min(id) FROM ins`).Scan(&first); err != nil {
@@ -182,9 +195,7 @@ SELECT 'generic', 'gap-' || i, '{}' FROM generate_series(1, 10) i RETURNING id) 
 	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'after', '{}') RETURNING id`).Scan(&after); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []int64{first, after} { // the first's notification, late, then the next arrival's
-		_ = tl.HandleNotification(ctx, &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
-	}
+	announce(tl, first, after) // the first's notification, late, then the next arrival's
 	pgtest.Eventually(t, "the next arrival printed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " after "), nil })
 	got := out.String()
 	for i := 1; i <= 10; i++ {
@@ -203,11 +214,8 @@ SELECT 'generic', 'gap-' || i, '{}' FROM generate_series(1, 10) i RETURNING id) 
 func TestTailReadsAgainAfterAFailedRead(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	out, errs := &syncBuffer{}, &syncBuffer{}
-	tl := &tailer{pool: pool, out: out, errs: errs, wake: make(chan struct{}, 1)}
-	go tl.print(ctx)
+	ctx := context.Background()
+	tl, out, errs := printingTailer(t, pool, "", 0)
 	var id int64
 	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'missed', '{}') RETURNING id`).Scan(&id); err != nil {
 		t.Fatal(err)
@@ -215,7 +223,7 @@ func TestTailReadsAgainAfterAFailedRead(t *testing.T) {
 	if _, err := pool.Exec(ctx, `ALTER TABLE inbound_events RENAME TO inbound_events_away`); err != nil {
 		t.Fatal(err)
 	}
-	_ = tl.HandleNotification(ctx, &pgconn.Notification{Payload: fmt.Sprintf(`{"id":%d,"provider":"generic"}`, id)}, nil)
+	announce(tl, id)
 	pgtest.Eventually(t, "the failed read reported", 15*time.Second, func() (bool, error) { return strings.Contains(errs.String(), "trying again"), nil })
 	if _, err := pool.Exec(ctx, `ALTER TABLE inbound_events_away RENAME TO inbound_events`); err != nil {
 		t.Fatal(err)

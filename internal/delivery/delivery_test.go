@@ -741,16 +741,13 @@ func TestErasureWaitsOutALease(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	s := subscribe(t, pool, deliverytest.New(t))
+	subscribe(t, pool, deliverytest.New(t))
 	addChanges(t, pool, 1)
 	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 2, '{"conversation_id": 2}')`); err != nil {
 		t.Fatal(err)
 	}
-	waitFinal(t, pool)
-	d := New(pool, Config{AllowPrivate: true}, zaptest.NewLogger(t), NewMetrics(prometheus.NewRegistry()))
-	if _, err := d.fanOut(ctx, s.ID); err != nil {
-		t.Fatal(err)
-	}
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+	fanOutUntil(t, pool, d, 2)
 	rows, _ := pool.Query(ctx, `SELECT c.type, extract(epoch FROM d.run_at - now())::float8
 FROM deliveries d JOIN changes c ON c.xid = d.change_xid AND c.seq = d.change_seq`)
 	waits := map[string]float64{}
