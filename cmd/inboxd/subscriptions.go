@@ -49,8 +49,8 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	var id int64
 	switch verb {
 	case "list", "create":
-		if fs.NArg() > 0 {
-			return usageError{fmt.Errorf("unexpected argument %q: `inboxd subscriptions %s` takes flags only", printable(idArg), verb)}
+		if err := strayArgument(fs); err != nil {
+			return err
 		}
 	case "show", "deliveries", "replay", "pause", "resume", "delete":
 		if fs.NArg() > 1 {
