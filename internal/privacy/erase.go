@@ -35,10 +35,17 @@ import (
 // first batch that outruns them. Hence the rule the receipt
 // stands on: whatever was applied before the erasure's last batch committed is
 // erased, message and payload; whatever is applied after it is kept whole, in a new
-// conversation. Events still waiting to be processed (or being processed) when a
-// batch runs are left for later batches if they are applied meanwhile, and kept if
-// they are applied after the end: the processor may hold their payload, and emptying
-// it under its feet would lose the message rather than erase it.
+// conversation.
+//
+// An event a processor has read before carries its contact (a retry waiting, or a
+// replayed event processed once already), and the erasure takes it whatever its
+// state. Waiting, it is emptied and leaves the queue (processor.Erased), so that a
+// replay started before the erasure cannot bring the contact's messages back after
+// it. Being processed, its holder has the payload and would apply it after the batch:
+// the last batch is one that finds none of those (inHand), and a batch before it
+// erases what they applied. Only an event no processor has read yet (stored just now,
+// or queued behind a backlog) is unknown to the erasure; it is kept if it is applied
+// after the end, as one that arrives after it is.
 //
 // What an erasure cannot find: an event inboxd could not read (dead because its
 // payload made no sense) is tied to no contact; it goes with INBOX_DEAD_RETENTION.
@@ -207,6 +214,10 @@ RETURNING id, contact, COALESCE(provider, '')`, e.id, lease.Milliseconds()).Scan
 	return true, e.run(ctx, id, s)
 }
 
+// inHandPoll is how long an erasure waits, between batches that found nothing to do,
+// for the contact's events being processed (inHand) to be finished.
+const inHandPoll = 100 * time.Millisecond
+
 // run erases in batches until one finds nothing left.
 func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 	start := time.Now()
@@ -217,6 +228,9 @@ func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 			return fmt.Errorf("erasure %d: %w", id, err)
 		}
 		total.add(c)
+		if !done && c == (Counts{}) && !processor.Sleep(ctx, inHandPoll) {
+			return fmt.Errorf("erasure %d: %w", id, ctx.Err())
+		}
 		if done {
 			e.log.Info("erasure done", zap.Int64("erasure_id", id), zap.Duration("took", time.Since(start)),
 				zap.Int64("messages", total.Messages), zap.Int64("events", total.Events),
@@ -256,28 +270,36 @@ RETURNING d.inbound_event_id, (SELECT count(*) FROM refs)`
 
 // eraseEvents empties the payloads of up to $3 of the contact's events (and of the
 // events in $4), keeping the rows as tombstones, and deletes the statuses they
-// parked. Only finished events: one waiting or being processed is left (see above).
+// parked. A waiting event the processor has read (a retry, or a replay) is erased
+// and leaves the queue (processor.Erased); one being processed is left for a later
+// batch (see above).
 const eraseEvents = `
 WITH picked AS (
     (SELECT id FROM inbound_events
-     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND state IN ('processed', 'dead') AND ` + ofProvider + `
+     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND state IN ('pending', 'processed', 'dead') AND ` + ofProvider + `
      LIMIT $3::int)
     UNION
     SELECT unnest($4::bigint[])
-),
-erased AS (
-    UPDATE inbound_events e
-    SET payload = '{}', headers = '{}', contact = NULL, erased_at = now()
-    FROM picked
-    WHERE e.id = picked.id AND e.erased_at IS NULL AND e.state IN ('processed', 'dead')
-    RETURNING e.id
-),
+),` + processor.Erased + `,
 parked AS (
     DELETE FROM pending_statuses p USING erased
     WHERE p.inbound_event_id = erased.id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
+
+// inHand counts the contact's events being processed that a processor read before
+// (a retry, or a replay of one processed already): their holder has the payload,
+// and may apply it after the batch that erased the rest. The erasure is not done
+// while there is one. It reads the contact's events that are left (at the last batch,
+// few: every one not in a processor's hands is erased), not the queue's leases index,
+// which a plan would otherwise walk whole.
+const inHand = `
+WITH unerased AS MATERIALIZED (
+    SELECT state FROM inbound_events
+    WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND ` + ofProvider + `
+)
+SELECT count(*) FILTER (WHERE state = 'processing') FROM unerased`
 
 // eraseChanges deletes up to $3 of the change feed's entries about the contact's
 // conversations (they carry its messages).
@@ -309,8 +331,9 @@ FROM gone ORDER BY id
 RETURNING pg_notify('` + processor.ChangesChannel + `', '')`
 
 // step runs one batch in one transaction: messages and the events that created them,
-// then the contact's other events; when neither filled the batch, the conversations,
-// and the erasure is done. The receipt's counts move in the same transaction, under the
+// then the contact's other events; when neither filled the batch and none of the
+// contact's events is in a processor's hands, the conversations, and the erasure is
+// done. The receipt's counts move in the same transaction, under the
 // lease's fence: a runner that lost its lease changes nothing.
 func (e *Eraser) step(ctx context.Context, id int64, s Subject) (c Counts, done bool, err error) {
 	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
@@ -339,7 +362,16 @@ func (e *Eraser) step(ctx context.Context, id int64, s Subject) (c Counts, done 
 			return fmt.Errorf("erase changes: %w", err)
 		}
 		c.Changes += rest
-		if full := int64(e.batch()); c.Messages < full && c.Events < full && rest < full {
+		full := int64(e.batch())
+		last := c.Messages < full && c.Events < full && rest < full
+		if last {
+			var held int64
+			if err := tx.QueryRow(ctx, inHand, s.Forms, s.Provider).Scan(&held); err != nil {
+				return fmt.Errorf("look for the contact's events being processed: %w", err)
+			}
+			last = held == 0
+		}
+		if last {
 			tag, err := tx.Exec(ctx, eraseConversations, s.Forms, s.Provider, id)
 			if err != nil {
 				return fmt.Errorf("erase conversations: %w", err)
@@ -376,7 +408,7 @@ const dryRun = `
 WITH convs AS (` + subjectConversations + `),
 evs AS (
     SELECT id FROM inbound_events
-    WHERE erased_at IS NULL AND state IN ('processed', 'dead') AND id IN (` + subjectEvents + `)
+    WHERE erased_at IS NULL AND id IN (` + subjectEvents + `)
 )
 SELECT (SELECT count(*) FROM convs), (SELECT count(*) FROM messages WHERE conversation_id IN (SELECT id FROM convs)),
        (SELECT count(*) FROM evs),

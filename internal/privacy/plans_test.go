@@ -10,7 +10,8 @@ import (
 
 // TestParkedStatusPlans: an erasure's step, its dry run and a subject's export find the
 // statuses the subject's events parked by the event (pending_statuses_event), not by
-// reading pending_statuses whole. Here 200,000 statuses wait for messages that never
+// reading pending_statuses whole, and the step's inHand reads the subject's events by
+// contact. Here 200,000 statuses wait for messages that never
 // arrive, as where outbound messages never reach inboxd; the subject has five events.
 // Only custom plans: these statements run on the API's pool, planned per execution
 // until Postgres finds a generic plan no dearer.
@@ -45,5 +46,10 @@ ANALYZE inbound_events, pending_statuses, conversations, messages`); err != nil 
 		if !strings.Contains(p, "pending_statuses_event") {
 			t.Errorf("%s: plan %s, want pending_statuses read through pending_statuses_event", name, p)
 		}
+	}
+	// The last batch's look for the subject's events in a processor's hands reads the
+	// subject's events alone.
+	if p := pgtest.Plan(t, plans, false, inHand, forms, ""); !strings.Contains(p, "inbound_events_contact") {
+		t.Errorf("inHand: plan %s, want the subject's events read through inbound_events_contact", p)
 	}
 }

@@ -38,6 +38,12 @@ const (
 // startProcessor runs a processor on url until the test ends.
 func startProcessor(t *testing.T, url string) {
 	t.Helper()
+	t.Cleanup(runProcessor(t, url))
+}
+
+// runProcessor runs a processor on url until stop is called.
+func runProcessor(t *testing.T, url string) (stop func()) {
+	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -47,13 +53,13 @@ func startProcessor(t *testing.T, url string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
+	return func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("processor: %v", err)
 		}
 		pool.Close()
-	})
+	}
 }
 
 var seq atomic.Int64
@@ -239,19 +245,26 @@ func TestEraseStepTakesTheContactLock(t *testing.T) {
 	}
 }
 
-// TestEraseKeepsUnfinishedEvents: an event of the contact that is not finished (a
-// retry waiting, its contact read by the attempt that failed) keeps its payload: the
-// processor may hold it, and emptying it would lose the message rather than erase it.
-// The dry run does not count it either; the export lists it.
-func TestEraseKeepsUnfinishedEvents(t *testing.T) {
+// TestEraseTakesWaitingEvents: an event of the contact waiting for a retry (its
+// contact read by the attempt that failed) is erased with the rest and leaves the
+// queue, so that it is never applied after the erasure; the dry run counts it and
+// the export lists it before. An event no processor has read is unknown to the
+// erasure and kept whole (docs/privacy.md says so).
+func TestEraseTakesWaitingEvents(t *testing.T) {
 	t.Parallel()
 	pool := aliceSaidOneThing(t)
 	ctx := context.Background()
-	var waiting int64
+	var waiting, unread int64
 	if err := pool.QueryRow(ctx, `
 INSERT INTO inbound_events (provider, external_id, payload, state, attempts, run_at, contact)
 VALUES ('generic', 'evt-retry', $1::jsonb, 'pending', 1, now() + interval '1 hour', $2)
 RETURNING id`, message("message.received", "a2", alice, "alice's later words"), alice).Scan(&waiting); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, run_at)
+VALUES ('generic', 'evt-unread', $1::jsonb, now() + interval '1 hour')
+RETURNING id`, message("message.received", "a3", alice, "alice's unread words")).Scan(&unread); err != nil {
 		t.Fatal(err)
 	}
 	e := NewEraser(pool, zaptest.NewLogger(t), nil, "test")
@@ -260,20 +273,89 @@ RETURNING id`, message("message.received", "a2", alice, "alice's later words"), 
 	if err := Export(ctx, pool, s, &exported); err != nil || !strings.Contains(exported.String(), "alice's later words") {
 		t.Errorf("the export (%v) leaves out the waiting event: %s", err, exported.String())
 	}
-	if c, err := DryRun(ctx, pool, s); err != nil || c.Events != 1 {
-		t.Errorf("dry run counts %d events (%v), want the finished one", c.Events, err)
+	if c, err := DryRun(ctx, pool, s); err != nil || c.Events != 2 {
+		t.Errorf("dry run counts %d events (%v), want 2: the processed one and the waiting one", c.Events, err)
 	}
 	r := runErasure(t, e, alice, "")
-	if r.Counts.Events != 1 {
-		t.Errorf("the receipt counts %d events, want the finished one", r.Counts.Events)
+	if r.Counts.Events != 2 {
+		t.Errorf("the receipt counts %d events, want 2", r.Counts.Events)
 	}
-	var payload string
+	var payload, state string
 	var erased bool
-	if err := pool.QueryRow(ctx, `SELECT payload::text, erased_at IS NOT NULL FROM inbound_events WHERE id = $1`, waiting).Scan(&payload, &erased); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT payload::text, state, erased_at IS NOT NULL FROM inbound_events WHERE id = $1`, waiting).Scan(&payload, &state, &erased); err != nil {
 		t.Fatal(err)
 	}
-	if erased || !strings.Contains(payload, "alice's later words") {
-		t.Errorf("the waiting event after the erasure: erased %v, payload %s; want it kept whole", erased, payload)
+	if !erased || payload != "{}" || state != "processed" {
+		t.Errorf("the waiting event after the erasure: erased %v, state %s, payload %s; want an erased tombstone out of the queue", erased, state, payload)
+	}
+	if err := pool.QueryRow(ctx, `SELECT payload::text, state, erased_at IS NOT NULL FROM inbound_events WHERE id = $1`, unread).Scan(&payload, &state, &erased); err != nil {
+		t.Fatal(err)
+	}
+	if erased || state != "pending" || !strings.Contains(payload, "alice's unread words") {
+		t.Errorf("the unread event after the erasure: erased %v, state %s, payload %s; want it kept whole", erased, state, payload)
+	}
+}
+
+// aliceWasReplayed is a database with no processor running that holds alice's
+// message ("alice's secret"), processed, and its event requeued as a replay leaves it.
+func aliceWasReplayed(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := context.Background()
+	pool, url := pgtest.NewPool(t)
+	stop := runProcessor(t, url)
+	insert(t, pool, message("message.received", "a1", alice, "alice's secret"))
+	settle(t, pool)
+	stop()
+	var ids []int64
+	if err := pool.QueryRow(ctx, `SELECT array_agg(id) FROM inbound_events`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := processor.Requeue(ctx, pool, ids); err != nil || n != 1 {
+		t.Fatalf("Requeue = %d, %v; want alice's event requeued", n, err)
+	}
+	return pool, url
+}
+
+// TestEraseOutlastsAReplay: a replay that requeued the contact's events before the
+// erasure does not bring their messages back after it.
+func TestEraseOutlastsAReplay(t *testing.T) {
+	t.Parallel()
+	pool, url := aliceWasReplayed(t)
+	r := runErasure(t, NewEraser(pool, zaptest.NewLogger(t), nil, "test"), alice, "")
+	if r.Counts.Messages != 1 || r.Counts.Events != 1 {
+		t.Errorf("receipt counts = %+v, want alice's message and its event", r.Counts)
+	}
+	startProcessor(t, url)
+	settle(t, pool)
+	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {
+		t.Errorf("%d rows hold alice's data once the replay was processed after her erasure", n)
+	}
+}
+
+// TestEraseWaitsForEventsInHand: the erasure does not end while a processor holds
+// one of the contact's events it read before (here a replayed one, claimed by a
+// process that stalls until its lease ends), and erases what that event's apply
+// brings back.
+func TestEraseWaitsForEventsInHand(t *testing.T) {
+	t.Parallel()
+	pool, url := aliceWasReplayed(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+UPDATE inbound_events
+SET state = 'processing', attempts = 1, locked_by = 'stalled', run_at = now() + interval '1 second', locked_until = now() + interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	e, s, r := heldErasure(t, pool, "a")
+	if _, done, err := e.step(ctx, r.ID, s); err != nil || done {
+		t.Fatalf("a step while alice's event is in a processor's hands = done %v, %v; want more to come", done, err)
+	}
+	startProcessor(t, url) // rescues the event once its lease ends, and applies it
+	if err := e.run(ctx, r.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, pool)
+	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {
+		t.Errorf("%d rows hold alice's data after her erasure", n)
 	}
 }
 
