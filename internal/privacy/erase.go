@@ -222,14 +222,21 @@ const inHandPoll = 100 * time.Millisecond
 func (e *Eraser) run(ctx context.Context, id int64, s Subject) error {
 	start := time.Now()
 	var total Counts
+	waited := false
 	for {
 		c, done, err := e.step(ctx, id, s)
 		if err != nil {
 			return fmt.Errorf("erasure %d: %w", id, err)
 		}
 		total.add(c)
-		if !done && c == (Counts{}) && !processor.Sleep(ctx, inHandPoll) {
-			return fmt.Errorf("erasure %d: %w", id, ctx.Err())
+		if !done && c == (Counts{}) {
+			if !waited {
+				e.log.Info("erasure waits for the contact's events being processed", zap.Int64("erasure_id", id))
+				waited = true
+			}
+			if !processor.Sleep(ctx, inHandPoll) {
+				return fmt.Errorf("erasure %d: %w", id, ctx.Err())
+			}
 		}
 		if done {
 			e.log.Info("erasure done", zap.Int64("erasure_id", id), zap.Duration("took", time.Since(start)),
