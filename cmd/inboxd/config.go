@@ -133,19 +133,19 @@ func coreOptions(c *config) []option {
 		{"api-tokens", "INBOX_API_TOKENS", "", "bearer tokens for /v1 reads, comma-separated", true, list(&c.APITokens)},
 		{"admin-tokens", "INBOX_ADMIN_TOKENS", "", "bearer tokens for admin endpoints, comma-separated", true, list(&c.AdminTokens)},
 		{"workers", "INBOX_WORKERS", strconv.Itoa(processor.DefaultWorkers), "concurrent processing batches per process (4 per CPU)", false, positive(&c.Workers)},
-		{"batch-size", "INBOX_BATCH_SIZE", strconv.Itoa(processor.DefaultBatchSize), "events claimed and applied per transaction", false, positive(&c.BatchSize)},
+		{"batch-size", "INBOX_BATCH_SIZE", strconv.Itoa(processor.DefaultBatchSize), "events claimed and applied per transaction (1 to 1000)", false, between(&c.BatchSize, 1, processor.MaxBatchSize)},
 		{"batch-wait", "INBOX_BATCH_WAIT", shortDuration(processor.DefaultBatchWait), "longest an event another process committed waits for others to share its claim, when events come closer together than this; 0 claims at once", false, durationOrZero(&c.BatchWait)},
 		{"lane-weights", "INBOX_LANE_WEIGHTS", "", "weigh lanes' shares of each claim: lane=weight pairs, comma-separated, e.g. meta/100000000000001=4 (weights 1 to 100; other lanes weigh 1; docs/lanes.md)", false, laneWeights(&c.LaneWeights)},
 		{"max-body-bytes", "INBOX_MAX_BODY_BYTES", strconv.Itoa(ingest.DefaultMaxBodyBytes), "largest accepted webhook body", false, positive(&c.MaxBodyBytes)},
 		{"body-memory", "INBOX_BODY_MEMORY", strconv.Itoa(ingest.DefaultBodyMemory), "bytes of webhook bodies being received at once, all requests together (bodies are buffered before their signatures are checked); more are answered 503 with Retry-After", false, positive(&c.BodyMemory)},
-		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After", false, duration(&c.IngestTimeout)},
-		{"commit-wait", "INBOX_COMMIT_WAIT", shortDuration(ingest.DefaultCommitWait), "longest a webhook waits for others to share its commit when webhooks come closer together than this; 0 commits at once", false, durationOrZero(&c.CommitWait)},
+		{"ingest-timeout", "INBOX_INGEST_TIMEOUT", shortDuration(ingest.DefaultTimeout), "longest a webhook waits for its commit, queue time included; then 503 with Retry-After (at least 100ms)", false, durationAtLeast(&c.IngestTimeout, ingest.MinTimeout, "a shorter one answers webhooks 503 whenever a commit takes an ordinary moment")},
+		{"commit-wait", "INBOX_COMMIT_WAIT", shortDuration(ingest.DefaultCommitWait), "longest a webhook waits for others to share its commit when webhooks come closer together than this; 0 commits at once; at most half INBOX_INGEST_TIMEOUT", false, durationOrZero(&c.CommitWait)},
 		{"read-timeout", "INBOX_READ_TIMEOUT", shortDuration(ingest.DefaultReadTimeout), "longest a client may take to send a request's headers, and again its body", false, duration(&c.ReadTimeout)},
 		{"max-inflight", "INBOX_MAX_INFLIGHT", strconv.Itoa(ingest.DefaultMaxInFlight), "webhook requests handled at once; more are answered 503 with Retry-After", false, positive(&c.MaxInFlight)},
 		{"max-connections", "INBOX_MAX_CONNECTIONS", strconv.Itoa(defaultMaxConnections), "HTTP connections open at once; more wait to be accepted until one closes", false, positive(&c.MaxConnections)},
 		{"max-attempts", "INBOX_MAX_ATTEMPTS", strconv.Itoa(processor.DefaultMaxAttempts), "attempts before an event is dead", false, positive(&c.MaxAttempts)},
 		{"sweep-interval", "INBOX_SWEEP_INTERVAL", shortDuration(processor.DefaultSweepInterval), "sweep period (missed notifications, due retries, expired leases)", false, duration(&c.SweepInterval)},
-		{"lease", "INBOX_LEASE", shortDuration(processor.DefaultLease), "how long a claim is held before others may take it over", false, duration(&c.Lease)},
+		{"lease", "INBOX_LEASE", shortDuration(processor.DefaultLease), "how long a claim is held before others may take it over (at least 1s: it is also the processor's statement timeout)", false, durationAtLeast(&c.Lease, processor.MinLease, "the lease is also each processing statement's timeout: a shorter one times out ordinary batches")},
 		{"retention", "INBOX_RETENTION", shortDuration(processor.DefaultRetention), "processed events (and parked statuses) older than this are deleted, their messages kept; 0 keeps them", false, durationOrZero(&c.Retention)},
 		{"dead-retention", "INBOX_DEAD_RETENTION", shortDuration(processor.DefaultDeadRetention), "dead events older than this are deleted; 0 keeps them", false, durationOrZero(&c.DeadRetention)},
 		{"migrate", "INBOX_MIGRATE", "true", "create the database if missing and apply migrations at start", false, boolean(&c.Migrate)},
@@ -157,7 +157,7 @@ func coreOptions(c *config) []option {
 		{"console-read-tokens", "INBOX_CONSOLE_READ_TOKENS", "", "tokens that log in to the web console (/console) to look only, comma-separated (INBOX_ADMIN_TOKENS log in with every right)", true, list(&c.ConsoleReadTokens)},
 		{"console-trace-url", "INBOX_CONSOLE_TRACE_URL", "", "the console links an event's trace id with this pattern, e.g. http://localhost:16686/trace/{trace_id} (Jaeger)", false, str(&c.ConsoleTraceURL)},
 		{"delivery-timeout", "INBOX_DELIVERY_TIMEOUT", shortDuration(delivery.DefaultTimeout), "longest one attempt to deliver a change to a subscriber may take; then it is retried", false, duration(&c.DeliveryTimeout)},
-		{"delivery-give-up", "INBOX_DELIVERY_GIVE_UP", shortDuration(delivery.DefaultGiveUp), "how long a delivery is retried before it is dead (listed, replayable)", false, duration(&c.DeliveryGiveUp)},
+		{"delivery-give-up", "INBOX_DELIVERY_GIVE_UP", shortDuration(delivery.DefaultGiveUp), "how long a delivery is retried before it is dead (listed, replayable); at least INBOX_DELIVERY_TIMEOUT", false, duration(&c.DeliveryGiveUp)},
 		{"delivery-allow-private", "INBOX_DELIVERY_ALLOW_PRIVATE", "false", "let subscriptions deliver to loopback, private and link-local addresses (refused by default)", false, boolean(&c.DeliveryAllowPrivate)},
 		{"dev", "INBOX_DEV", "false", "allow the README's sample secrets and tokens, for trying inboxd locally; never in a deployment", false, boolean(&c.Dev)},
 		{"trust-traceparent", "INBOX_TRUST_TRACEPARENT", "false", "webhook spans join the trace a caller's traceparent names (only for callers inside your network; by default a new trace links to it)", false, boolean(&c.TrustTraceparent)},
@@ -224,6 +224,14 @@ func (c *config) check() []error {
 	}
 	if c.BodyMemory < c.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("INBOX_BODY_MEMORY (--body-memory) = %d is below INBOX_MAX_BODY_BYTES = %d: a body that large could never be received; raise it or lower INBOX_MAX_BODY_BYTES", c.BodyMemory, c.MaxBodyBytes))
+	}
+	if c.IngestTimeout > 0 && c.CommitWait > c.IngestTimeout/2 {
+		errs = append(errs, fmt.Errorf("INBOX_COMMIT_WAIT (--commit-wait) = %s is over half INBOX_INGEST_TIMEOUT = %s: webhooks that share a commit wait up to that long for it, and would be answered 503; it is meant to be milliseconds (default %s)",
+			c.CommitWait, c.IngestTimeout, shortDuration(ingest.DefaultCommitWait)))
+	}
+	if c.DeliveryTimeout > 0 && c.DeliveryGiveUp < c.DeliveryTimeout {
+		errs = append(errs, fmt.Errorf("INBOX_DELIVERY_GIVE_UP (--delivery-give-up) = %s is below INBOX_DELIVERY_TIMEOUT = %s: a delivery would be given up before its first attempt could time out; raise it (default %s)",
+			c.DeliveryGiveUp, c.DeliveryTimeout, shortDuration(delivery.DefaultGiveUp)))
 	}
 	if _, _, err := net.SplitHostPort(c.AdminAddr); c.AdminAddr != "" && err != nil {
 		errs = append(errs, fmt.Errorf("INBOX_ADMIN_ADDR (--admin-addr) = %q: want host:port, such as 127.0.0.1:9091", c.AdminAddr))
@@ -351,6 +359,33 @@ func positive(p *int) func(string) error {
 			return errors.New("want a whole number above 0")
 		}
 		*p = n
+		return nil
+	}
+}
+
+// between is positive within [lo, hi].
+func between(p *int, lo, hi int) func(string) error {
+	return func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("want a whole number from %d to %d", lo, hi)
+		}
+		*p = n
+		return nil
+	}
+}
+
+// durationAtLeast is duration no shorter than lo; why says what a shorter one breaks.
+func durationAtLeast(p *time.Duration, lo time.Duration, why string) func(string) error {
+	return func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a positive duration such as 500ms, 1s or 2m")
+		}
+		if d < lo {
+			return fmt.Errorf("want at least %s: %s", shortDuration(lo), why)
+		}
+		*p = d
 		return nil
 	}
 }

@@ -186,6 +186,37 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 	}
 }
 
+// TestSettingsThatWouldBreakTheService: a setting the service would start with but
+// then fail under (every claim timed out by a 1 ms lease, every webhook after a burst
+// answered 503 for a commit wait beyond the ingest timeout, a delivery given up before
+// its first attempt could end) is refused, naming what it breaks; the bounds
+// themselves are accepted.
+func TestSettingsThatWouldBreakTheService(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string // "" accepted
+	}{
+		{map[string]string{"INBOX_LEASE": "1ms"}, "INBOX_LEASE (--lease) = \"1ms\": want at least 1s"},
+		{map[string]string{"INBOX_LEASE": "1s"}, ""},
+		{map[string]string{"INBOX_INGEST_TIMEOUT": "1ms"}, "INBOX_INGEST_TIMEOUT (--ingest-timeout) = \"1ms\": want at least 100ms"},
+		{map[string]string{"INBOX_BATCH_SIZE": "100000"}, "INBOX_BATCH_SIZE (--batch-size) = \"100000\": want a whole number from 1 to 1000"},
+		{map[string]string{"INBOX_BATCH_SIZE": "1000"}, ""},
+		{map[string]string{"INBOX_COMMIT_WAIT": "10s"}, "INBOX_COMMIT_WAIT (--commit-wait) = 10s is over half INBOX_INGEST_TIMEOUT = 5s"},
+		{map[string]string{"INBOX_COMMIT_WAIT": "1s", "INBOX_INGEST_TIMEOUT": "1s"}, "is over half INBOX_INGEST_TIMEOUT = 1s"},
+		{map[string]string{"INBOX_COMMIT_WAIT": "500ms", "INBOX_INGEST_TIMEOUT": "1s"}, ""},
+		{map[string]string{"INBOX_DELIVERY_GIVE_UP": "1s"}, "INBOX_DELIVERY_GIVE_UP (--delivery-give-up) = 1s is below INBOX_DELIVERY_TIMEOUT = 10s"},
+		{map[string]string{"INBOX_DELIVERY_GIVE_UP": "10s"}, ""},
+	} {
+		_, err := loadConfig("serve", nil, func(k string) string { return c.env[k] }, &bytes.Buffer{})
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%v: %v, want it accepted", c.env, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%v: %v, want an error with %q", c.env, err, c.want)
+		}
+	}
+}
+
 // TestSampleSecretsNeedDev: the README's sample secrets and tokens start a service
 // only with INBOX_DEV=true; the error names every variable that holds one.
 func TestSampleSecretsNeedDev(t *testing.T) {

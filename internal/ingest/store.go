@@ -43,6 +43,10 @@ type Result struct {
 // lets the provider's retry happen while it still counts.
 const DefaultTimeout = 5 * time.Second
 
+// MinTimeout is the shortest Timeout the service accepts (INBOX_INGEST_TIMEOUT): a
+// commit on a busy server takes tens of milliseconds now and then.
+const MinTimeout = 100 * time.Millisecond
+
 var (
 	// ErrUnavailable means the events could not be committed, or not in time; the
 	// provider must retry.

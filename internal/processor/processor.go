@@ -98,6 +98,18 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 )
 
+// The bounds of the service's settings (cmd/inboxd refuses a value beyond them).
+const (
+	// MinLease: a lease is also the statement_timeout of the processor's statements
+	// (settings), so a shorter one times out ordinary claims and applies, and nothing
+	// is ever processed.
+	MinLease = time.Second
+	// MaxBatchSize: a batch's payloads are held in memory together (up to
+	// INBOX_MAX_BODY_BYTES each), once per worker; beyond a few hundred events a
+	// batch saves nothing more per event (docs/benchmarks.md).
+	MaxBatchSize = 1000
+)
+
 // DefaultWorkers is the default of Config.Workers: four batches per CPU, since a
 // batch spends most of its time waiting on the database.
 var DefaultWorkers = 4 * runtime.NumCPU()
