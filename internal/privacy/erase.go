@@ -43,7 +43,9 @@ import (
 // replay started before the erasure cannot bring the contact's messages back after
 // it. Being processed, its holder has the payload and would apply it after the batch:
 // the last batch is one that finds none of those (inHand), and a batch before it
-// erases what they applied. Only an event no processor has read yet (stored just now,
+// erases what they applied. Being processed under a lease that ran out, it is
+// nobody's (its holder's work ended at three quarters of the lease) and is erased
+// like a waiting one. Only an event no processor has read yet (stored just now,
 // or queued behind a backlog) is unknown to the erasure; it is kept if it is applied
 // after the end, as one that arrives after it is.
 //
@@ -283,7 +285,7 @@ RETURNING d.inbound_event_id, (SELECT count(*) FROM refs)`
 const eraseEvents = `
 WITH picked AS (
     (SELECT id FROM inbound_events
-     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND state IN ('pending', 'processed', 'dead') AND ` + ofProvider + `
+     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND (state <> 'processing' OR locked_until < now()) AND ` + ofProvider + `
      LIMIT $3::int)
     UNION
     SELECT unnest($4::bigint[])
@@ -296,9 +298,11 @@ parked AS (
 SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
 
 // inHand counts the contact's events being processed that a processor read before
-// (a retry, or a replay of one processed already): their holder has the payload,
-// and may apply it after the batch that erased the rest. The erasure is not done
-// while there is one. It reads the contact's events that are left (at the last batch,
+// (a retry, or a replay of one processed already): their holder has the payload, and
+// may apply it after the batch that erased the rest. The erasure is not done while
+// there is one. One whose lease ran out is nobody's, and eraseEvents took it earlier
+// in the same transaction (now() is the transaction's time), so that an erasure run
+// while no processor is (`inboxd erase` during an outage) ends. It reads the contact's events that are left (at the last batch,
 // few: every one not in a processor's hands is erased), not the queue's leases index,
 // which a plan would otherwise walk whole.
 const inHand = `

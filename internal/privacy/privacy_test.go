@@ -359,6 +359,42 @@ SET state = 'processing', attempts = 1, locked_by = 'stalled', run_at = now() + 
 	}
 }
 
+// TestEraseTakesWhatACrashLeft: events of the contact left processing by a process
+// that died (their lease run out) are nobody's: an erasure run while no processor
+// runs (`inboxd erase` during an outage) takes them and ends, and a processor started
+// afterwards brings nothing back. One is a replayed event whose message the erasure
+// deletes; the other, a retry never applied, has no message to be found by.
+func TestEraseTakesWhatACrashLeft(t *testing.T) {
+	t.Parallel()
+	pool, url := aliceWasReplayed(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state, attempts, contact)
+VALUES ('generic', 'evt-retry', $1::jsonb, 'pending', 1, $2)`, message("message.received", "a2", alice, "alice's later words"), alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+UPDATE inbound_events
+SET state = 'processing', locked_by = 'died', run_at = now() - interval '1 second', locked_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	e, s, r := heldErasure(t, pool, "a")
+	// Bounded: an erasure that waits for the dead process's event would never end.
+	bounded, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := e.run(bounded, r.ID, s); err != nil {
+		t.Fatalf("erasure with alice's event left by a dead process: %v", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE state <> 'processed' OR erased_at IS NULL OR locked_by IS NOT NULL`); n != 0 {
+		t.Errorf("%d of alice's events are not processed tombstones after her erasure", n)
+	}
+	startProcessor(t, url)
+	settle(t, pool)
+	if n := leftAbout(t, pool, alice, "alice's secret", "alice's later words"); n != 0 {
+		t.Errorf("%d rows hold alice's data after her erasure and a processor's start", n)
+	}
+}
+
 // TestEraseTakesEveryChange: an erasure is not done while its conversations have
 // changes left, however many there are beyond one batch: a batch that erased fewer
 // messages and events than it could, but a whole batch of changes, is not the last.

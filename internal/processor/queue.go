@@ -20,7 +20,7 @@ import (
 //	processing ──rescue (lease expired)──▶ processing (another holder) | dead (out of attempts)
 //	processing ──release (graceful stop)──▶ pending (attempt not counted)
 //	processed | dead ──Requeue (replay)──▶ pending (fresh attempts)
-//	pending ──Erased (a contact's erasure)──▶ processed (a tombstone: never applied again)
+//	pending | processing (lease expired) ──Erased (a contact's erasure)──▶ processed (a tombstone: never applied again)
 //
 // A holder's write is fenced: finish and release change a row only while it is still
 // processing, held by this process (locked_by) for this attempt (attempts). locked_by
@@ -366,19 +366,24 @@ FROM requeued`
 // Erased is a CTE named erased, for a contact's erasure (internal/privacy), that
 // follows a CTE named picked: it empties the payloads and headers of the picked
 // events, keeping the rows as tombstones (erased_at), and returns their ids. A
-// finished event keeps its state. A pending one (a retry waiting, or a replayed event:
-// its contact is known from an earlier read) leaves the queue as processed, so that
-// what is erased is never applied again; no processor holds it (a claim takes pending
-// rows under SKIP LOCKED, so the two never meet). An event being processed is left
-// alone: its holder has the payload, and the erasure waits for its verdict.
+// finished event keeps its state. One still in the queue (a retry waiting, or a
+// replayed event: its contact is known from an earlier read) leaves it as processed,
+// so that what is erased is never applied again: a pending one, which no processor
+// holds (a claim takes pending rows under SKIP LOCKED, so the two never meet), and a
+// processing one whose lease has run out, which nobody holds either (its holder's
+// work ended at three quarters of the lease; a rescue would take it over). An event
+// being processed under a live lease is left alone: its holder has the payload, and
+// the erasure waits for its verdict.
 const Erased = `
 erased AS (
     UPDATE inbound_events e
     SET payload = '{}', headers = '{}', contact = NULL, erased_at = now(),
-        state = CASE WHEN e.state = 'pending' THEN 'processed' ELSE e.state END,
-        processed_at = CASE WHEN e.state = 'pending' THEN now() ELSE e.processed_at END
+        state = CASE WHEN e.state IN ('pending', 'processing') THEN 'processed' ELSE e.state END,
+        processed_at = CASE WHEN e.state IN ('pending', 'processing') THEN now() ELSE e.processed_at END,
+        locked_until = NULL, locked_by = NULL
     FROM picked
-    WHERE e.id = picked.id AND e.erased_at IS NULL AND e.state IN ('pending', 'processed', 'dead')
+    WHERE e.id = picked.id AND e.erased_at IS NULL
+      AND (e.state IN ('pending', 'processed', 'dead') OR e.state = 'processing' AND e.locked_until < now())
     RETURNING e.id
 )`
 
