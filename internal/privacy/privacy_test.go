@@ -334,26 +334,33 @@ func TestEraseOutlastsAReplay(t *testing.T) {
 
 // TestEraseWaitsForEventsInHand: the erasure does not end while a processor holds
 // one of the contact's events it read before (here a replayed one, claimed by a
-// process that stalls until its lease ends), and erases what that event's apply
-// brings back.
+// process that stalls), and a later batch erases what that event's apply brings back.
 func TestEraseWaitsForEventsInHand(t *testing.T) {
 	t.Parallel()
 	pool, url := aliceWasReplayed(t)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `
 UPDATE inbound_events
-SET state = 'processing', attempts = 1, locked_by = 'stalled', run_at = now() + interval '1 second', locked_until = now() + interval '1 second'`); err != nil {
+SET state = 'processing', attempts = 1, locked_by = 'stalled', run_at = now() + interval '1 hour', locked_until = now() + interval '1 hour'`); err != nil {
 		t.Fatal(err)
 	}
 	e, s, r := heldErasure(t, pool, "a")
 	if _, done, err := e.step(ctx, r.ID, s); err != nil || done {
 		t.Fatalf("a step while alice's event is in a processor's hands = done %v, %v; want more to come", done, err)
 	}
-	startProcessor(t, url) // rescues the event once its lease ends, and applies it
+	// The holder's lease runs out; a processor rescues the event and applies it (its
+	// message comes back) before the erasure's next batch.
+	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET run_at = now(), locked_until = now()`); err != nil {
+		t.Fatal(err)
+	}
+	startProcessor(t, url)
+	settle(t, pool)
+	if n := count(t, pool, `SELECT count(*) FROM messages`); n != 1 {
+		t.Fatalf("%d messages after the rescue, want alice's back", n)
+	}
 	if err := e.run(ctx, r.ID, s); err != nil {
 		t.Fatal(err)
 	}
-	settle(t, pool)
 	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {
 		t.Errorf("%d rows hold alice's data after her erasure", n)
 	}
