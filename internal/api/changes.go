@@ -45,6 +45,9 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 				return nil, badParam("wait must be a duration from 0s to 60s, such as 30s, got %q", clip(s))
 			}
 		}
+		if err := feed.CheckCursor(r.Context(), pool, after); err != nil {
+			return nil, err
+		}
 		changes, err := feed.Wait(r.Context(), pool, hub, after, limit, wait)
 		if err != nil {
 			return nil, err
@@ -77,6 +80,10 @@ func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Hand
 		cursor, err := feed.ParseCursor(from)
 		if err != nil {
 			respondErr(log, w, r, badParam("Last-Event-ID = %q: %v", clip(from), err))
+			return
+		}
+		if err := feed.CheckCursor(r.Context(), pool, cursor); err != nil {
+			respondErr(log, w, r, err)
 			return
 		}
 		rc := http.NewResponseController(w)

@@ -151,3 +151,32 @@ func TestChangeFeed(t *testing.T) {
 		t.Errorf("no token = %d, want 401", status)
 	}
 }
+
+// TestExpiredCursor: a cursor before the feed's horizon (retention deleted changes
+// after it) is answered 410 cursor_expired, by the pages and the stream alike, saying
+// what to do; the horizon itself, a cursor after it and no cursor are served.
+func TestExpiredCursor(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	a.exec(t, `INSERT INTO changes_horizon (xid, seq) VALUES ('1000', 50)`)
+	for after, want := range map[string]int{"999.70": 410, "1000.49": 410, "1000.50": 200, "1001.1": 200, "": 200} {
+		status, body := a.get(t, "/v1/changes?after="+after, readToken)
+		if status != want {
+			t.Errorf("after=%s: %d %s, want %d", after, status, body, want)
+		}
+		if want == 410 && (!strings.Contains(string(body), `"cursor_expired"`) || !strings.Contains(string(body), "follow the feed again without a cursor")) {
+			t.Errorf("after=%s: %s, want cursor_expired saying what to do", after, body)
+		}
+	}
+	req, _ := http.NewRequest("GET", a.url+"/v1/changes/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	req.Header.Set("Last-Event-ID", "999.70")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // the status only: a stream that started would never end
+	if resp.StatusCode != 410 {
+		t.Errorf("a stream after an expired Last-Event-ID = %d, want 410", resp.StatusCode)
+	}
+}

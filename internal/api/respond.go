@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"go.uber.org/zap"
 
+	"inboxd/internal/feed"
 	"inboxd/internal/jsonhttp"
 	"inboxd/internal/readmodel"
 	"inboxd/internal/store"
@@ -37,6 +38,8 @@ func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err err
 		return
 	}
 	switch {
+	case errors.Is(err, feed.ErrCursorExpired):
+		jsonhttp.Error(w, http.StatusGone, "cursor_expired", err.Error())
 	case errors.Is(err, readmodel.ErrNotFound):
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, errBadParam), errors.Is(err, readmodel.ErrBadFilter):

@@ -86,6 +86,39 @@ func ParseCursor(s string) (Cursor, error) {
 	return Cursor{XID: xid, Seq: seq}, nil
 }
 
+// ErrCursorExpired: retention deleted changes after the cursor (it is before the
+// feed's horizon, migration 022), so a follower there may have missed some.
+var ErrCursorExpired = errors.New("cursor expired")
+
+// beforeHorizon answers, for a cursor ($1, $2), the horizon and whether the cursor is
+// before it; no row while retention has deleted no change.
+const beforeHorizon = `
+SELECT h.xid::text || '.' || h.seq, (h.xid, h.seq) > ($1::text::xid8, $2::bigint)
+FROM changes_horizon h`
+
+// CheckCursor refuses a cursor that retention has overtaken (ErrCursorExpired): the
+// changes between it and the horizon that retention deleted are gone, and a follower
+// resuming there would skip them without knowing. The zero cursor (the beginning of
+// what is kept) is always good.
+func CheckCursor(ctx context.Context, pool *pgxpool.Pool, c Cursor) error {
+	if c == (Cursor{}) {
+		return nil
+	}
+	var horizon string
+	var before bool
+	err := pool.QueryRow(ctx, beforeHorizon, strconv.FormatUint(c.XID, 10), c.Seq).Scan(&horizon, &before)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read the change feed's horizon: %w", err)
+	case before:
+		return fmt.Errorf("%w: retention (INBOX_RETENTION) deleted changes after %s, up to %s, and some may not have been read; "+
+			"rebuild what you keep from the API (GET /v1/conversations), then follow the feed again without a cursor", ErrCursorExpired, c, horizon)
+	}
+	return nil
+}
+
 // Change is one change as consumers see it.
 type Change struct {
 	ID             string          `json:"id"`

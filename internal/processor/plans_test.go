@@ -43,6 +43,9 @@ func checkPlans(t *testing.T, pool *pgxpool.Pool, tables string) {
 		"deleteProcessed": deleteProcessed, "deleteDead": deleteDead, "deleteParked": deleteParked, "deleteChanges": deleteChanges,
 	} {
 		p := pgtest.GenericPlan(t, pool, sql)
+		// Retention reads the subscriptions' cursors whole, once a statement: a table of
+		// the few subscriptions an operator made.
+		p = strings.ReplaceAll(p, "Seq Scan  subscriptions", "")
 		if strings.Contains(p, "Seq Scan") || strings.Contains(p, pgtest.WholeIndex) {
 			t.Errorf("%s, tables %s: generic plan %s, want index lookups only", name, tables, p)
 		}

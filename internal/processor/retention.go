@@ -171,8 +171,10 @@ WHERE ctid = ANY (ARRAY(
 // deleteChanges deletes up to $2 entries of the change feed made before $1, found
 // through the BRIN index on occurred_at (time follows insertion): a pass that finds
 // nothing reads a few index pages (and the changes kept for their deliveries, below),
-// not the feed. A follower whose cursor is older than the retention resumes at the
-// oldest change kept.
+// not the feed. It moves the feed's horizon (changes_horizon, migration 022) to the
+// last change it deletes, in the same statement: a follower whose cursor is before it
+// may have missed changes that are gone, and internal/feed tells it so (410
+// cursor_expired) rather than resuming at the oldest change kept without a word.
 //
 // A change a subscription has yet to deliver (internal/delivery: waiting, pending or
 // delivering) is kept until its delivery ends, delivered or dead (at
@@ -180,23 +182,35 @@ WHERE ctid = ANY (ARRAY(
 // Deleting it would take its delivery with it (ON DELETE CASCADE): an outage longer
 // than the retention would lose what the subscriber was still owed, and with the head
 // of a conversation's deliveries gone, the ones waiting behind it would never be
-// promoted: they would wait until given up, dead without a try.
+// promoted: they would wait until given up, dead without a try. So is a change after a
+// subscription's fan-out cursor (subscriptions are few: the check reads them all):
+// a paused subscription is not fanned out, and the changes committed meanwhile, which it is
+// sent after it resumes, have no deliveries yet to keep them.
 //
 // The check is an index probe per change (the deliveries' unique key starts with the
 // change; OFFSET 0 keeps it a probe: as a join, a generic plan could walk the feed's
 // whole primary key to merge it with the deliveries), and the rows locked are deleted
 // by their ctid, as deleteParked's are.
 const deleteChanges = `
-DELETE FROM changes
-WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM changes c
+WITH doomed AS MATERIALIZED (
+    SELECT ctid, xid, seq FROM changes c
     WHERE occurred_at < $1
+      AND (c.xid, c.seq) <= ALL (SELECT cursor_xid, cursor_seq FROM subscriptions)
       AND NOT EXISTS (SELECT FROM deliveries d
                       WHERE d.change_xid = c.xid AND d.change_seq = c.seq
                         AND d.state IN ('waiting', 'pending', 'delivering')
                       OFFSET 0)
     LIMIT $2
-    FOR UPDATE SKIP LOCKED))`
+    FOR UPDATE SKIP LOCKED
+),
+horizon AS (
+    INSERT INTO changes_horizon AS h (xid, seq)
+    SELECT xid, seq FROM doomed ORDER BY xid DESC, seq DESC LIMIT 1
+    ON CONFLICT (one) DO UPDATE SET xid = EXCLUDED.xid, seq = EXCLUDED.seq
+    WHERE (h.xid, h.seq) < (EXCLUDED.xid, EXCLUDED.seq)
+)
+DELETE FROM changes
+WHERE ctid = ANY (ARRAY(SELECT ctid FROM doomed))`
 
 // deleteBatches runs sql (a batch delete, args then the batch size) until a batch comes
 // back short, another process holds the retention lock, or ctx ends; it returns how

@@ -111,7 +111,8 @@ WITH s AS (INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq
            FROM unnest(ARRAY['delivered', 'dead', 'delivering', 'pending', 'waiting']) st
            RETURNING xid, seq, data->>'state' AS state)
 INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id, state)
-SELECT s.id, c.xid, c.seq, 7, c.state FROM s, c`)
+SELECT s.id, c.xid, c.seq, 7, c.state FROM s, c;
+UPDATE subscriptions SET (cursor_xid, cursor_seq) = (SELECT xid, seq FROM changes ORDER BY xid DESC, seq DESC LIMIT 1)`) // fanned out
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +129,85 @@ SELECT s.id, c.xid, c.seq, 7, c.state FROM s, c`)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM deliveries WHERE state IN ('waiting', 'pending', 'delivering')`); n != 3 {
 		t.Errorf("%d deliveries still to deliver after retention, want 3", n)
+	}
+}
+
+// TestRetentionMovesTheFeedHorizon: retention records the last change it deleted as
+// the feed's horizon (internal/feed refuses cursors before it), and never moves it
+// back.
+func TestRetentionMovesTheFeedHorizon(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	ctx := context.Background()
+	p := New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	horizon := func() string {
+		var h string
+		if err := pool.QueryRow(ctx, `SELECT COALESCE((SELECT xid::text || '.' || seq FROM changes_horizon), 'none')`).Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	if err := p.retainOnce(ctx); err != nil || horizon() != "none" {
+		t.Fatalf("retention with no changes: %v, horizon %s; want none", err, horizon())
+	}
+	var last string
+	if err := pool.QueryRow(ctx, `
+WITH c AS (INSERT INTO changes (type, conversation_id, data, occurred_at)
+           SELECT 'conversation.created', g, '{}', now() - interval '10 days' + g * interval '1 second' FROM generate_series(1, 3) g
+           RETURNING xid, seq)
+SELECT xid::text || '.' || seq FROM c ORDER BY seq DESC LIMIT 1`).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('conversation.created', 4, '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.retainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := horizon(); h != last {
+		t.Errorf("horizon after retention deleted three changes: %s, want the last of them, %s", h, last)
+	}
+	// A horizon already past what a pass deletes stays where it is.
+	if _, err := pool.Exec(ctx, `
+UPDATE changes_horizon SET xid = (xid::text::bigint + 1000)::text::xid8;
+INSERT INTO changes (type, conversation_id, data, occurred_at) VALUES ('conversation.created', 5, '{}', now() - interval '10 days')`); err != nil {
+		t.Fatal(err)
+	}
+	ahead := horizon()
+	if err := p.retainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := horizon(); h != ahead {
+		t.Errorf("horizon moved from %s back to %s", ahead, h)
+	}
+}
+
+// TestRetentionKeepsWhatAPausedSubscriptionIsOwed: a subscription paused longer than
+// the retention is not fanned out, so the changes after its cursor have no deliveries
+// to keep them; retention keeps them all the same, for it to be sent when it resumes,
+// and deletes those before the lowest cursor.
+func TestRetentionKeepsWhatAPausedSubscriptionIsOwed(t *testing.T) {
+	t.Parallel()
+	pool, _ := newDB(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+INSERT INTO changes (type, conversation_id, data, occurred_at)
+SELECT 'conversation.created', g, jsonb_build_object('n', g), now() - interval '10 days' FROM generate_series(1, 4) g;
+INSERT INTO subscriptions (url, types, secret, state, cursor_xid, cursor_seq)
+SELECT 'https://crm.example.com/hooks', '{conversation.created}', 'whsec_x', 'paused', xid, seq
+FROM changes WHERE data->>'n' = '2'`); err != nil {
+		t.Fatal(err)
+	}
+	p := New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	if err := p.retainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(data->>'n' ORDER BY seq) FROM changes`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(left) != "[3 4]" {
+		t.Errorf("changes left after retention: %v, want those after the paused subscription's cursor: [3 4]", left)
 	}
 }
 
