@@ -182,8 +182,11 @@ SELECT id, conversation_id, provider, provider_message_id, direction, type, send
        content, status, status_at, error, sent_at, created_at`
 
 // Messages of a conversation by (sent_at, id), ascending or descending; the
-// messages_conversation index serves both directions. New messages have later
-// sent_at, so a client walking forward meets them on later pages, each once.
+// messages_conversation index serves both directions. sent_at is the provider's
+// time, so a message that arrives late (a retried or reordered webhook) takes its
+// place among those already listed, possibly before a page a client has read: the
+// change feed, not this list, is how a client sees every new message
+// (docs/consumers.md).
 const (
 	messagesAsc = MessageColumns + `
 FROM messages
