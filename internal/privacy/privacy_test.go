@@ -316,6 +316,29 @@ func aliceWasReplayed(t *testing.T) (*pgxpool.Pool, string) {
 	return pool, url
 }
 
+// holdAll puts every event in a processor's hands: processing, held by holder for
+// lease from now (an interval; a negative one has run out).
+func holdAll(t *testing.T, pool *pgxpool.Pool, holder, lease string) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), `
+UPDATE inbound_events
+SET state = 'processing', attempts = GREATEST(attempts, 1), locked_by = $1,
+    run_at = now() + $2::interval, locked_until = now() + $2::interval`, holder, lease); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nothingComesBack starts a processor on url, lets it process whatever is left, and
+// checks that no row holds any of needles.
+func nothingComesBack(t *testing.T, pool *pgxpool.Pool, url string, needles ...string) {
+	t.Helper()
+	startProcessor(t, url)
+	settle(t, pool)
+	if n := leftAbout(t, pool, needles...); n != 0 {
+		t.Errorf("%d rows hold alice's data after her erasure, once the processor ran", n)
+	}
+}
+
 // TestEraseOutlastsAReplay: a replay that requeued the contact's events before the
 // erasure does not bring their messages back after it.
 func TestEraseOutlastsAReplay(t *testing.T) {
@@ -325,11 +348,7 @@ func TestEraseOutlastsAReplay(t *testing.T) {
 	if r.Counts.Messages != 1 || r.Counts.Events != 1 {
 		t.Errorf("receipt counts = %+v, want alice's message and its event", r.Counts)
 	}
-	startProcessor(t, url)
-	settle(t, pool)
-	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {
-		t.Errorf("%d rows hold alice's data once the replay was processed after her erasure", n)
-	}
+	nothingComesBack(t, pool, url, alice, "alice's secret")
 }
 
 // TestEraseWaitsForEventsInHand: the erasure does not end while a processor holds
@@ -339,20 +358,14 @@ func TestEraseWaitsForEventsInHand(t *testing.T) {
 	t.Parallel()
 	pool, url := aliceWasReplayed(t)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `
-UPDATE inbound_events
-SET state = 'processing', attempts = 1, locked_by = 'stalled', run_at = now() + interval '1 hour', locked_until = now() + interval '1 hour'`); err != nil {
-		t.Fatal(err)
-	}
+	holdAll(t, pool, "stalled", "1 hour")
 	e, s, r := heldErasure(t, pool, "a")
 	if _, done, err := e.step(ctx, r.ID, s); err != nil || done {
 		t.Fatalf("a step while alice's event is in a processor's hands = done %v, %v; want more to come", done, err)
 	}
 	// The holder's lease runs out; a processor rescues the event and applies it (its
 	// message comes back) before the erasure's next batch.
-	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET run_at = now(), locked_until = now()`); err != nil {
-		t.Fatal(err)
-	}
+	holdAll(t, pool, "stalled", "0 seconds")
 	startProcessor(t, url)
 	settle(t, pool)
 	if n := count(t, pool, `SELECT count(*) FROM messages`); n != 1 {
@@ -380,11 +393,7 @@ INSERT INTO inbound_events (provider, external_id, payload, state, attempts, con
 VALUES ('generic', 'evt-retry', $1::jsonb, 'pending', 1, $2)`, message("message.received", "a2", alice, "alice's later words"), alice); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `
-UPDATE inbound_events
-SET state = 'processing', locked_by = 'died', run_at = now() - interval '1 second', locked_until = now() - interval '1 second'`); err != nil {
-		t.Fatal(err)
-	}
+	holdAll(t, pool, "died", "-1 second")
 	e, s, r := heldErasure(t, pool, "a")
 	// Bounded: an erasure that waits for the dead process's event would never end.
 	bounded, cancel := context.WithTimeout(ctx, time.Minute)
@@ -395,11 +404,7 @@ SET state = 'processing', locked_by = 'died', run_at = now() - interval '1 secon
 	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE state <> 'processed' OR erased_at IS NULL OR locked_by IS NOT NULL`); n != 0 {
 		t.Errorf("%d of alice's events are not processed tombstones after her erasure", n)
 	}
-	startProcessor(t, url)
-	settle(t, pool)
-	if n := leftAbout(t, pool, alice, "alice's secret", "alice's later words"); n != 0 {
-		t.Errorf("%d rows hold alice's data after her erasure and a processor's start", n)
-	}
+	nothingComesBack(t, pool, url, alice, "alice's secret", "alice's later words")
 }
 
 // TestEraseTakesEveryChange: an erasure is not done while its conversations have
