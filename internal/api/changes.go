@@ -28,10 +28,12 @@ type changesPage struct {
 }
 
 // listChanges: GET /v1/changes?after=&limit=&wait=. The feed is read from the
-// primary: a replica's snapshot watermark is its own.
+// primary: a replica's snapshot watermark is its own. Without after, from the
+// horizon (feed.Start), which is also the next_cursor of an empty page.
 func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.HandlerFunc {
 	page := respond(log, func(r *http.Request) (any, error) {
-		after, err := feed.ParseCursor(r.URL.Query().Get("after"))
+		given := r.URL.Query().Get("after")
+		after, err := feed.ParseCursor(given)
 		if err != nil {
 			return nil, badParam("after must be a change id or a next_cursor this API returned, got %q; start again without it", clip(r.URL.Query().Get("after")))
 		}
@@ -45,7 +47,7 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 				return nil, badParam("wait must be a duration from 0s to 60s, such as 30s, got %q", clip(s))
 			}
 		}
-		if err := feed.CheckCursor(r.Context(), pool, after); err != nil {
+		if after, err = feed.Start(r.Context(), pool, after, given != ""); err != nil {
 			return nil, err
 		}
 		changes, err := feed.Wait(r.Context(), pool, hub, after, limit, wait)
@@ -82,7 +84,7 @@ func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Hand
 			respondErr(log, w, r, badParam("Last-Event-ID = %q: %v", clip(from), err))
 			return
 		}
-		if err := feed.CheckCursor(r.Context(), pool, cursor); err != nil {
+		if cursor, err = feed.Start(r.Context(), pool, cursor, from != ""); err != nil {
 			respondErr(log, w, r, err)
 			return
 		}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -154,23 +155,43 @@ func TestChangeFeed(t *testing.T) {
 
 // TestExpiredCursor: a cursor before the feed's horizon (retention deleted changes
 // after it) is answered 410 cursor_expired, by the pages and the stream alike, saying
-// what to do; the horizon itself, a cursor after it and no cursor are served.
+// what to do; the horizon itself and a cursor after it are served. Without a cursor
+// the feed starts at the horizon: a change kept below it (for a subscription) is not
+// served, and an empty page's next_cursor is the horizon, never a cursor that would
+// expire.
 func TestExpiredCursor(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, false)
-	a.exec(t, `INSERT INTO changes_horizon (xid, seq) VALUES ('1000', 50)`)
-	for after, want := range map[string]int{"999.70": 410, "1000.49": 410, "1000.50": 200, "1001.1": 200, "": 200} {
+	var kept, horizon, next string
+	insert := func(into *string, sql string) {
+		t.Helper()
+		if err := a.pool.QueryRow(context.Background(), sql).Scan(into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const change = `INSERT INTO changes (type, conversation_id, data) VALUES ('conversation.created', 1, '{"id": 1}') RETURNING xid::text || '.' || seq`
+	insert(&kept, change)
+	insert(&horizon, `INSERT INTO changes_horizon (xid, seq) SELECT xid, seq + 1 FROM changes RETURNING xid::text || '.' || seq`)
+	insert(&next, change)
+	for after, want := range map[string]string{"": next, "0.0": "410", kept: "410", horizon: next, next: ""} {
 		status, body := a.get(t, "/v1/changes?after="+after, readToken)
-		if status != want {
-			t.Errorf("after=%s: %d %s, want %d", after, status, body, want)
+		page := decode[changesResponse](t, body)
+		switch {
+		case want == "410" && (status != 410 || !strings.Contains(string(body), `"cursor_expired"`) || !strings.Contains(string(body), "follow the feed again without a cursor")):
+			t.Errorf("after=%s: %d %s, want 410 cursor_expired saying what to do", after, status, body)
+		case want != "410" && status != 200:
+			t.Errorf("after=%s: %d %s, want 200", after, status, body)
+		case want != "410" && want != "" && (len(page.Data) != 1 || page.Data[0].ID != want):
+			t.Errorf("after=%s: %s, want only %s (not the change kept below the horizon)", after, body, want)
 		}
-		if want == 410 && (!strings.Contains(string(body), `"cursor_expired"`) || !strings.Contains(string(body), "follow the feed again without a cursor")) {
-			t.Errorf("after=%s: %s, want cursor_expired saying what to do", after, body)
-		}
+	}
+	a.exec(t, `DELETE FROM changes`)
+	if _, body := a.get(t, "/v1/changes", readToken); decode[changesResponse](t, body).NextCursor != horizon {
+		t.Errorf("an empty feed after retention: %s, want next_cursor %s, the horizon", body, horizon)
 	}
 	req, _ := http.NewRequest("GET", a.url+"/v1/changes/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+readToken)
-	req.Header.Set("Last-Event-ID", "999.70")
+	req.Header.Set("Last-Event-ID", kept)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

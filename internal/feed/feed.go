@@ -90,33 +90,46 @@ func ParseCursor(s string) (Cursor, error) {
 // feed's horizon, migration 022), so a follower there may have missed some.
 var ErrCursorExpired = errors.New("cursor expired")
 
-// beforeHorizon answers, for a cursor ($1, $2), the horizon and whether the cursor is
-// before it; no row while retention has deleted no change.
-const beforeHorizon = `
-SELECT h.xid::text || '.' || h.seq, (h.xid, h.seq) > ($1::text::xid8, $2::bigint)
-FROM changes_horizon h`
+// Before reports whether c comes before o in feed order.
+func (c Cursor) Before(o Cursor) bool {
+	return c.XID < o.XID || c.XID == o.XID && c.Seq < o.Seq
+}
 
-// CheckCursor refuses a cursor that retention has overtaken (ErrCursorExpired): the
-// changes between it and the horizon that retention deleted are gone, and a follower
-// resuming there would skip them without knowing. The zero cursor (the beginning of
-// what is kept) is always good.
-func CheckCursor(ctx context.Context, pool *pgxpool.Pool, c Cursor) error {
-	if c == (Cursor{}) {
-		return nil
+// Horizon is the last change retention deleted (changes_horizon, migration 022), the
+// zero Cursor while it has deleted none. A read without a cursor starts there: a
+// change kept past the retention for a subscription's sake (internal/processor) may
+// be older, and a follower that started before it would be told its cursor expired
+// (Start).
+func Horizon(ctx context.Context, pool *pgxpool.Pool) (Cursor, error) {
+	var c Cursor
+	var xid int64
+	err := pool.QueryRow(ctx, `SELECT xid::text::bigint, seq FROM changes_horizon`).Scan(&xid, &c.Seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, nil
 	}
-	var horizon string
-	var before bool
-	err := pool.QueryRow(ctx, beforeHorizon, strconv.FormatUint(c.XID, 10), c.Seq).Scan(&horizon, &before)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("read the change feed's horizon: %w", err)
+	}
+	c.XID = uint64(xid)
+	return c, nil
+}
+
+// Start is where a follower's read begins: after the cursor it gave (given), or,
+// without one, at the horizon. A cursor before the horizon is refused
+// (ErrCursorExpired): the changes that retention deleted after it are gone, and a
+// follower resuming there would skip them without knowing.
+func Start(ctx context.Context, pool *pgxpool.Pool, c Cursor, given bool) (Cursor, error) {
+	h, err := Horizon(ctx, pool)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil
 	case err != nil:
-		return fmt.Errorf("read the change feed's horizon: %w", err)
-	case before:
-		return fmt.Errorf("%w: retention (INBOX_RETENTION) deleted changes after %s, up to %s, and some may not have been read; "+
-			"rebuild what you keep from the API (GET /v1/conversations), then follow the feed again without a cursor", ErrCursorExpired, c, horizon)
+		return Cursor{}, err
+	case !given:
+		return h, nil
+	case c.Before(h):
+		return Cursor{}, fmt.Errorf("%w: retention (INBOX_RETENTION) deleted changes after %s, up to %s, and some may not have been read; "+
+			"rebuild what you keep from the API (GET /v1/conversations), then follow the feed again without a cursor", ErrCursorExpired, c, h)
 	}
-	return nil
+	return c, nil
 }
 
 // Change is one change as consumers see it.
