@@ -280,8 +280,8 @@ RETURNING d.inbound_event_id, (SELECT count(*) FROM refs)`
 // eraseEvents empties the payloads of up to $3 of the contact's events (and of the
 // events in $4), keeping the rows as tombstones, and deletes the statuses they
 // parked. A waiting event the processor has read (a retry, or a replay) is erased
-// and leaves the queue (processor.Erased); one being processed is left for a later
-// batch (see above).
+// and leaves the queue (processor.Erased), and so is one whose lease ran out; one
+// being processed under a live lease is left for a later batch (see above).
 const eraseEvents = `
 WITH picked AS (
     (SELECT id FROM inbound_events
@@ -302,9 +302,10 @@ SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM parked)`
 // may apply it after the batch that erased the rest. The erasure is not done while
 // there is one. One whose lease ran out is nobody's, and eraseEvents took it earlier
 // in the same transaction (now() is the transaction's time), so that an erasure run
-// while no processor is (`inboxd erase` during an outage) ends. It reads the contact's events that are left (at the last batch,
-// few: every one not in a processor's hands is erased), not the queue's leases index,
-// which a plan would otherwise walk whole.
+// while no processor is (`inboxd erase` during an outage) ends. It reads the
+// contact's events that are left (at the last batch, few: every one not in a
+// processor's hands is erased), not the queue's leases index, which a plan would
+// otherwise walk whole.
 const inHand = `
 WITH unerased AS MATERIALIZED (
     SELECT state FROM inbound_events
