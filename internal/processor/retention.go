@@ -182,10 +182,10 @@ WHERE ctid = ANY (ARRAY(
 // Deleting it would take its delivery with it (ON DELETE CASCADE): an outage longer
 // than the retention would lose what the subscriber was still owed, and with the head
 // of a conversation's deliveries gone, the ones waiting behind it would never be
-// promoted: they would wait until given up, dead without a try. So is a change after a
-// subscription's fan-out cursor (subscriptions are few: the check reads them all):
-// a paused subscription is not fanned out, and the changes committed meanwhile, which it is
-// sent after it resumes, have no deliveries yet to keep them.
+// promoted: they would wait until given up, dead without a try. So is a change after
+// a subscription's fan-out cursor (subscriptions are few: the check reads them all): a
+// paused subscription is not fanned out, and the changes committed meanwhile, which
+// it is sent after it resumes, have no deliveries yet to keep them.
 //
 // The check is an index probe per change (the deliveries' unique key starts with the
 // change; OFFSET 0 keeps it a probe: as a join, a generic plan could walk the feed's
