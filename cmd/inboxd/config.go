@@ -157,7 +157,7 @@ func coreOptions(c *config) []option {
 		{"console-read-tokens", "INBOX_CONSOLE_READ_TOKENS", "", "tokens that log in to the web console (/console) to look only, comma-separated (INBOX_ADMIN_TOKENS log in with every right)", true, list(&c.ConsoleReadTokens)},
 		{"console-trace-url", "INBOX_CONSOLE_TRACE_URL", "", "the console links an event's trace id with this pattern, e.g. http://localhost:16686/trace/{trace_id} (Jaeger)", false, str(&c.ConsoleTraceURL)},
 		{"delivery-timeout", "INBOX_DELIVERY_TIMEOUT", shortDuration(delivery.DefaultTimeout), "longest one attempt to deliver a change to a subscriber may take; then it is retried", false, duration(&c.DeliveryTimeout)},
-		{"delivery-give-up", "INBOX_DELIVERY_GIVE_UP", shortDuration(delivery.DefaultGiveUp), "how long a delivery is retried before it is dead (listed, replayable); at least INBOX_DELIVERY_TIMEOUT", false, duration(&c.DeliveryGiveUp)},
+		{"delivery-give-up", "INBOX_DELIVERY_GIVE_UP", shortDuration(delivery.DefaultGiveUp), "how long a delivery is retried before it is dead (listed, replayable)", false, duration(&c.DeliveryGiveUp)},
 		{"delivery-allow-private", "INBOX_DELIVERY_ALLOW_PRIVATE", "false", "let subscriptions deliver to loopback, private and link-local addresses (refused by default)", false, boolean(&c.DeliveryAllowPrivate)},
 		{"dev", "INBOX_DEV", "false", "allow the README's sample secrets and tokens, for trying inboxd locally; never in a deployment", false, boolean(&c.Dev)},
 		{"trust-traceparent", "INBOX_TRUST_TRACEPARENT", "false", "webhook spans join the trace a caller's traceparent names (only for callers inside your network; by default a new trace links to it)", false, boolean(&c.TrustTraceparent)},
@@ -228,10 +228,6 @@ func (c *config) check() []error {
 	if c.IngestTimeout > 0 && c.CommitWait > c.IngestTimeout/2 {
 		errs = append(errs, fmt.Errorf("INBOX_COMMIT_WAIT (--commit-wait) = %s is over half INBOX_INGEST_TIMEOUT = %s: webhooks that share a commit wait up to that long for it, and would be answered 503; it is meant to be milliseconds (default %s)",
 			c.CommitWait, c.IngestTimeout, shortDuration(ingest.DefaultCommitWait)))
-	}
-	if c.DeliveryTimeout > 0 && c.DeliveryGiveUp < c.DeliveryTimeout {
-		errs = append(errs, fmt.Errorf("INBOX_DELIVERY_GIVE_UP (--delivery-give-up) = %s is below INBOX_DELIVERY_TIMEOUT = %s: a delivery would be given up before its first attempt could time out; raise it (default %s)",
-			c.DeliveryGiveUp, c.DeliveryTimeout, shortDuration(delivery.DefaultGiveUp)))
 	}
 	if _, _, err := net.SplitHostPort(c.AdminAddr); c.AdminAddr != "" && err != nil {
 		errs = append(errs, fmt.Errorf("INBOX_ADMIN_ADDR (--admin-addr) = %q: want host:port, such as 127.0.0.1:9091", c.AdminAddr))

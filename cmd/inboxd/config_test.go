@@ -188,9 +188,8 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 
 // TestSettingsThatWouldBreakTheService: a setting the service would start with but
 // then fail under (every claim timed out by a 1 ms lease, every webhook after a burst
-// answered 503 for a commit wait beyond the ingest timeout, a delivery given up before
-// its first attempt could end) is refused, naming what it breaks; the bounds
-// themselves are accepted.
+// answered 503 for a commit wait beyond the ingest timeout) is refused, naming what it
+// breaks; the bounds themselves are accepted.
 func TestSettingsThatWouldBreakTheService(t *testing.T) {
 	for _, c := range []struct {
 		env  map[string]string
@@ -204,8 +203,6 @@ func TestSettingsThatWouldBreakTheService(t *testing.T) {
 		{map[string]string{"INBOX_COMMIT_WAIT": "10s"}, "INBOX_COMMIT_WAIT (--commit-wait) = 10s is over half INBOX_INGEST_TIMEOUT = 5s"},
 		{map[string]string{"INBOX_COMMIT_WAIT": "1s", "INBOX_INGEST_TIMEOUT": "1s"}, "is over half INBOX_INGEST_TIMEOUT = 1s"},
 		{map[string]string{"INBOX_COMMIT_WAIT": "500ms", "INBOX_INGEST_TIMEOUT": "1s"}, ""},
-		{map[string]string{"INBOX_DELIVERY_GIVE_UP": "1s"}, "INBOX_DELIVERY_GIVE_UP (--delivery-give-up) = 1s is below INBOX_DELIVERY_TIMEOUT = 10s"},
-		{map[string]string{"INBOX_DELIVERY_GIVE_UP": "10s"}, ""},
 	} {
 		_, err := loadConfig("serve", nil, func(k string) string { return c.env[k] }, &bytes.Buffer{})
 		switch {
