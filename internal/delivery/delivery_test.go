@@ -547,6 +547,30 @@ WHERE (xid, seq) = (SELECT change_xid, change_seq FROM first)`); err != nil {
 	}
 }
 
+// TestLagCountsWhatAPausedSubscriptionIsOwed: a paused subscription is not fanned
+// out, so what it is owed has no deliveries; its lag is still the age of the oldest
+// change after its position (retention keeps those for it), not 0.
+func TestLagCountsWhatAPausedSubscriptionIsOwed(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	if _, err := Pause(ctx, pool, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	addChanges(t, pool, 1, 2)
+	if _, err := pool.Exec(ctx, `UPDATE changes SET occurred_at = now() - interval '1 hour' WHERE conversation_id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+	if err := d.metrics.readLag(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if lag := testutil.ToFloat64(d.metrics.lag.WithLabelValues(strconv.FormatInt(sub.ID, 10))); lag < 3500 || lag > 4000 {
+		t.Errorf("lag %.0f s of a paused subscription owed an hour-old change, want about 3600", lag)
+	}
+}
+
 // TestRetryAfter: an endpoint that answers 429 with Retry-After: 2 is not called
 // again for that change before two seconds have passed (Backoff alone would retry
 // within one), and the change is then delivered with the same webhook-id.

@@ -119,9 +119,15 @@ func (d *Deliverer) giveUpExpired(ctx context.Context) error {
 
 // lagSQL is, per subscription, the age of its oldest undelivered change (0 when it
 // has none): the first undelivered delivery by id in each undelivered state (three
-// index probes), joined to its change.
+// index probes), joined to its change, and the first change after its fan-out cursor
+// (one probe of the feed's key), which it is owed but has no delivery of yet: a
+// paused subscription is not fanned out, and what it is owed, which retention keeps
+// for it, would otherwise show no lag however long it waits.
 const lagSQL = `
-SELECT s.id, coalesce(extract(epoch FROM now() - min(c.occurred_at)), 0)::float8
+SELECT s.id, coalesce(extract(epoch FROM now() - least(min(c.occurred_at), (
+           SELECT n.occurred_at FROM changes n
+           WHERE (n.xid, n.seq) > (s.cursor_xid, s.cursor_seq)
+           ORDER BY n.xid, n.seq LIMIT 1))), 0)::float8
 FROM subscriptions s
 CROSS JOIN unnest(ARRAY['waiting', 'pending', 'delivering']) AS st(state)
 LEFT JOIN LATERAL (SELECT d.change_xid, d.change_seq FROM deliveries d
