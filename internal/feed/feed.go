@@ -95,39 +95,39 @@ func (c Cursor) Before(o Cursor) bool {
 	return c.XID < o.XID || c.XID == o.XID && c.Seq < o.Seq
 }
 
-// Horizon is the last change retention deleted (changes_horizon, migration 022), the
-// zero Cursor while it has deleted none. A read without a cursor starts there: a
-// change kept past the retention for a subscription's sake (internal/processor) may
-// be older, and a follower that started before it would be told its cursor expired
-// (Start).
-func Horizon(ctx context.Context, pool *pgxpool.Pool) (Cursor, error) {
-	var c Cursor
-	var xid int64
-	err := pool.QueryRow(ctx, `SELECT xid::text::bigint, seq FROM changes_horizon`).Scan(&xid, &c.Seq)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Cursor{}, nil
-	}
-	if err != nil {
-		return Cursor{}, fmt.Errorf("read the change feed's horizon: %w", err)
-	}
-	c.XID = uint64(xid)
-	return c, nil
-}
+// bounds reads the horizon, the last change retention deleted (changes_horizon,
+// migration 022; 0.0 while it has deleted none), and the next transaction id the
+// server will assign: no change can have a larger xid.
+const bounds = `
+SELECT COALESCE(h.xid::text::bigint, 0), COALESCE(h.seq, 0), pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+FROM (SELECT 1) one LEFT JOIN changes_horizon h ON true`
 
 // Start is where a follower's read begins: after the cursor it gave (given), or,
-// without one, at the horizon. A cursor before the horizon is refused
-// (ErrCursorExpired): the changes that retention deleted after it are gone, and a
-// follower resuming there would skip them without knowing.
+// without one, at the horizon (a change kept past the retention for a subscription's
+// sake, internal/processor, may be older: a follower that started there would be told
+// at once that its cursor expired). A cursor the feed cannot continue from is refused
+// (ErrCursorExpired): one before the horizon, since the changes that retention deleted
+// after it are gone and a follower resuming there would skip them without knowing;
+// and one ahead of every transaction the server has run, from a database since
+// restored to an earlier point or replaced, after which every new change would sort
+// before it and never be read.
 func Start(ctx context.Context, pool *pgxpool.Pool, c Cursor, given bool) (Cursor, error) {
-	h, err := Horizon(ctx, pool)
+	var h Cursor
+	var hxid, next int64
+	if err := pool.QueryRow(ctx, bounds).Scan(&hxid, &h.Seq, &next); err != nil {
+		return Cursor{}, fmt.Errorf("read the change feed's horizon: %w", err)
+	}
+	h.XID = uint64(hxid)
+	const resync = "rebuild what you keep from the API (GET /v1/conversations), then follow the feed again without a cursor"
 	switch {
-	case err != nil:
-		return Cursor{}, err
 	case !given:
 		return h, nil
 	case c.Before(h):
-		return Cursor{}, fmt.Errorf("%w: retention (INBOX_RETENTION) deleted changes after %s, up to %s, and some may not have been read; "+
-			"rebuild what you keep from the API (GET /v1/conversations), then follow the feed again without a cursor", ErrCursorExpired, c, h)
+		return Cursor{}, fmt.Errorf("%w: retention (INBOX_RETENTION) deleted changes after %s, up to %s, and some may not have been read; %s",
+			ErrCursorExpired, c, h, resync)
+	case c.XID >= uint64(next):
+		return Cursor{}, fmt.Errorf("%w: %s is ahead of this database's change feed, which has not reached transaction %d: the database was restored to an earlier point or replaced; %s",
+			ErrCursorExpired, c, next, resync)
 	}
 	return c, nil
 }
