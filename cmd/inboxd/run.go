@@ -150,6 +150,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pool.Close()
+	if err := feed.CheckTransactionIDs(ctx, pool); err != nil {
+		log.Error("the change feed cannot move on this server", zap.Error(err))
+	}
 	// The processor has its own pool (processor.ConfigurePool): a backlog must never
 	// take the connections webhooks need.
 	procPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {

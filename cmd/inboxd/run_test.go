@@ -217,6 +217,22 @@ func TestServeCreatesDatabase(t *testing.T) {
 	}
 }
 
+// TestServeSaysWhenTheFeedCannotMove: a database restored from another cluster, whose
+// change feed carries transaction ids this server has not reached, starts and serves
+// (ingest and processing do not depend on them) and says in its log, as an error,
+// what stops the feed and how to fix it.
+func TestServeSaysWhenTheFeedCannotMove(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	if _, err := pool.Exec(context.Background(), `INSERT INTO changes (type, conversation_id, data, xid) VALUES ('conversation.created', 1, '{}', '99999999999')`); err != nil {
+		t.Fatal(err)
+	}
+	_, logs := startServe(t, map[string]string{"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0"})
+	if l := logs.String(); !strings.Contains(l, `"level":"error"`) || !strings.Contains(l, "the change feed cannot move on this server") || !strings.Contains(l, "pg_resetwal -e 24 ") {
+		t.Errorf("serve's log on a restored feed does not say what is wrong and what to do:\n%s", l)
+	}
+}
+
 // TestAPIReadsCannotStarveIngest: API reads that hold every connection they may have
 // (here stuck behind a lock on conversations) leave webhooks theirs: a webhook is
 // stored and answered 200, not 503 after waiting for a connection.

@@ -132,6 +132,43 @@ func Start(ctx context.Context, pool *pgxpool.Pool, c Cursor, given bool) (Curso
 	return c, nil
 }
 
+// ErrForeignTransactionIDs: the feed holds transaction ids this server has not
+// reached (CheckTransactionIDs).
+var ErrForeignTransactionIDs = errors.New("the change feed holds transaction ids ahead of this server's")
+
+// highestXID reads the highest transaction id the feed holds (its changes, the
+// subscriptions' positions, the horizon; NULL when none) and the next one this server
+// will assign.
+const highestXID = `
+SELECT GREATEST((SELECT xid FROM changes ORDER BY xid DESC LIMIT 1),
+                (SELECT max(cursor_xid) FROM subscriptions),
+                (SELECT xid FROM changes_horizon))::text::bigint,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint`
+
+// CheckTransactionIDs reports ErrForeignTransactionIDs when the feed holds a
+// transaction id the server has not reached. The feed is ordered by the ids of the
+// transactions that wrote it, so its data must come from this server's history; a
+// copy restored into another cluster (pg_dump and pg_restore, or a promoted logical
+// replica) carries the old cluster's ids, and the new one's are smaller. Every new
+// change would then sort before the stored ones, below every follower's and
+// subscription's position, and none would ever be read or delivered, without an
+// error anywhere. The fix is the server's (its transaction id epoch), so the service
+// only says so, loudly; ingest and processing are not affected.
+func CheckTransactionIDs(ctx context.Context, pool *pgxpool.Pool) error {
+	var highest *int64
+	var next int64
+	if err := pool.QueryRow(ctx, highestXID).Scan(&highest, &next); err != nil {
+		return fmt.Errorf("read the change feed's transaction ids: %w", err)
+	}
+	if highest == nil || *highest < next {
+		return nil
+	}
+	return fmt.Errorf("%w: it holds %d, and this server's next is %d: its data came from another cluster (a pg_dump restore, or a promoted logical replica), "+
+		"so new changes would sort before the stored ones and no follower or subscription would see them. "+
+		"Stop Postgres and run `pg_resetwal -e %d -D <its data directory>`, which moves this server's transaction ids past them, then start it again (docs/operations.md)",
+		ErrForeignTransactionIDs, *highest, next, *highest>>32+1)
+}
+
 // Change is one change as consumers see it.
 type Change struct {
 	ID             string          `json:"id"`

@@ -2,6 +2,7 @@ package feed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -567,4 +568,26 @@ func TestWaitSeesAHolderEndDuringItsRead(t *testing.T) {
 		}
 	})
 	waitAMinute(t, reader, quietHub(), 4, "the change once the older transaction ended")
+}
+
+// TestForeignTransactionIDs: a feed whose changes carry transaction ids the server
+// has not reached (restored from another cluster) is reported, with the pg_resetwal
+// epoch that fixes it; a feed of this server's own is not.
+func TestForeignTransactionIDs(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('conversation.created', 1, '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTransactionIDs(ctx, pool); err != nil {
+		t.Errorf("a feed written by this server: %v", err)
+	}
+	// 99,999,999,999 is epoch 23: pg_resetwal -e 24 puts the server past it.
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data, xid) VALUES ('conversation.created', 2, '{}', '99999999999')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTransactionIDs(ctx, pool); !errors.Is(err, ErrForeignTransactionIDs) || !strings.Contains(err.Error(), "pg_resetwal -e 24 ") {
+		t.Errorf("a feed restored from another cluster: %v, want ErrForeignTransactionIDs naming pg_resetwal -e 24", err)
+	}
 }
