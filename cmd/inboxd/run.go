@@ -150,8 +150,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pool.Close()
-	if err := feed.CheckTransactionIDs(ctx, pool); err != nil {
+	if err := feed.CheckTransactionIDs(ctx, pool); errors.Is(err, feed.ErrForeignTransactionIDs) {
 		log.Error("the change feed cannot move on this server", zap.Error(err))
+	} else if err != nil {
+		log.Warn("could not check the change feed's transaction ids", zap.Error(err))
 	}
 	// The processor has its own pool (processor.ConfigurePool): a backlog must never
 	// take the connections webhooks need.
