@@ -590,4 +590,12 @@ func TestForeignTransactionIDs(t *testing.T) {
 	if err := CheckTransactionIDs(ctx, pool); !errors.Is(err, ErrForeignTransactionIDs) || !strings.Contains(err.Error(), "pg_resetwal -e 24 ") {
 		t.Errorf("a feed restored from another cluster: %v, want ErrForeignTransactionIDs naming pg_resetwal -e 24", err)
 	}
+	// Its changes all deleted by retention, a subscription's position still says so.
+	if _, err := pool.Exec(ctx, `DELETE FROM changes;
+INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq) VALUES ('https://crm.example.com/hooks', '{message.created}', 'whsec_x', '99999999999', 2)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTransactionIDs(ctx, pool); !errors.Is(err, ErrForeignTransactionIDs) {
+		t.Errorf("a subscription positioned by another cluster: %v, want ErrForeignTransactionIDs", err)
+	}
 }

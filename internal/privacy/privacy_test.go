@@ -401,7 +401,7 @@ VALUES ('generic', 'evt-retry', $1::jsonb, 'pending', 1, $2)`, message("message.
 	if err := e.run(bounded, r.ID, s); err != nil {
 		t.Fatalf("erasure with alice's event left by a dead process: %v", err)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE state <> 'processed' OR erased_at IS NULL OR locked_by IS NOT NULL`); n != 0 {
+	if n := count(t, pool, `SELECT count(*) FROM inbound_events WHERE state <> 'processed' OR erased_at IS NULL OR processed_at IS NULL OR locked_by IS NOT NULL`); n != 0 {
 		t.Errorf("%d of alice's events are not processed tombstones after her erasure", n)
 	}
 	nothingComesBack(t, pool, url, alice, "alice's secret", "alice's later words")
