@@ -374,9 +374,9 @@ func between(p *int, lo, hi int) func(string) error {
 // durationAtLeast is duration no shorter than lo; why says what a shorter one breaks.
 func durationAtLeast(p *time.Duration, lo time.Duration, why string) func(string) error {
 	return func(s string) error {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			return errors.New("want a positive duration such as 500ms, 1s or 2m")
+		var d time.Duration
+		if err := duration(&d)(s); err != nil {
+			return err
 		}
 		if d < lo {
 			return fmt.Errorf("want at least %s: %s", shortDuration(lo), why)

@@ -35,7 +35,7 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 		given := r.URL.Query().Get("after")
 		after, err := feed.ParseCursor(given)
 		if err != nil {
-			return nil, badParam("after must be a change id or a next_cursor this API returned, got %q; start again without it", clip(r.URL.Query().Get("after")))
+			return nil, badParam("after must be a change id or a next_cursor this API returned, got %q; start again without it", clip(given))
 		}
 		limit, err := limitParam(r)
 		if err != nil {

@@ -284,8 +284,8 @@ RETURNING d.inbound_event_id, (SELECT count(*) FROM refs)`
 // being processed under a live lease is left for a later batch (see above).
 const eraseEvents = `
 WITH picked AS (
-    (SELECT id FROM inbound_events
-     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND (state <> 'processing' OR locked_until < now()) AND ` + ofProvider + `
+    (SELECT id FROM inbound_events e
+     WHERE contact = ANY($1::text[]) AND erased_at IS NULL AND ` + processor.Unheld + ` AND ` + ofProvider + `
      LIMIT $3::int)
     UNION
     SELECT unnest($4::bigint[])

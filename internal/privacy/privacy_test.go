@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"inboxd/internal/feed"
 	"inboxd/internal/pgtest"
@@ -377,6 +378,36 @@ func TestEraseWaitsForEventsInHand(t *testing.T) {
 	if n := leftAbout(t, pool, alice, "alice's secret"); n != 0 {
 		t.Errorf("%d rows hold alice's data after her erasure", n)
 	}
+}
+
+// TestEraseSaysItWaits: an erasure whose contact has an event in a processor's hands
+// waits for it, batch after batch, and says so in its log once; when the holder's
+// lease runs out, it erases the event and ends.
+func TestEraseSaysItWaits(t *testing.T) {
+	t.Parallel()
+	pool, url := aliceWasReplayed(t)
+	holdAll(t, pool, "stalled", "1 hour")
+	e, s, r := heldErasure(t, pool, "a")
+	core, logs := observer.New(zap.InfoLevel)
+	e.log = zap.New(core)
+	done := make(chan error, 1)
+	go func() { done <- e.run(context.Background(), r.ID, s) }()
+	waiting := func() int { return logs.FilterMessage("erasure waits for the contact's events being processed").Len() }
+	pgtest.Eventually(t, "the erasure says it waits", time.Minute, func() (bool, error) { return waiting() > 0, nil })
+	time.Sleep(5 * inHandPoll) // batches go on while it waits
+	holdAll(t, pool, "stalled", "-1 second")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the erasure did not end once the holder's lease ran out")
+	}
+	if n := waiting(); n != 1 {
+		t.Errorf("the erasure said %d times that it waits, want once", n)
+	}
+	nothingComesBack(t, pool, url, alice, "alice's secret")
 }
 
 // TestEraseTakesWhatACrashLeft: events of the contact left processing by a process

@@ -382,10 +382,14 @@ erased AS (
         processed_at = CASE WHEN e.state IN ('pending', 'processing') THEN now() ELSE e.processed_at END,
         locked_until = NULL, locked_by = NULL
     FROM picked
-    WHERE e.id = picked.id AND e.erased_at IS NULL
-      AND (e.state IN ('pending', 'processed', 'dead') OR e.state = 'processing' AND e.locked_until < now())
+    WHERE e.id = picked.id AND e.erased_at IS NULL AND ` + Unheld + `
     RETURNING e.id
 )`
+
+// Unheld is the SQL condition, on a row of inbound_events named e, that no processor
+// holds the event: it is not being processed, or its lease has run out (its holder's
+// work stopped at three quarters of the lease; a rescue may take it over).
+const Unheld = `(e.state <> 'processing' OR e.locked_until < now())`
 
 // requeueIDs requeues the events $1. They are one statement of their own, not a
 // branch of requeueState's: as `id = ANY($1) OR (state = …)` under ORDER BY id
