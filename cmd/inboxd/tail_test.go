@@ -138,6 +138,17 @@ func printingTailer(t *testing.T, pool *pgxpool.Pool, provider string, gapPage i
 	return tl, out, errs
 }
 
+// storeArrival stores a generic event with an empty payload, as ingest would, and
+// returns its id.
+func storeArrival(t *testing.T, pool *pgxpool.Pool, externalID string) int64 {
+	t.Helper()
+	var id int64
+	if err := pool.QueryRow(context.Background(), `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', $1, '{}') RETURNING id`, externalID).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // announce hands tl the notifications of the generic events ids, as the LISTEN
 // connection would.
 func announce(tl *tailer, ids ...int64) {
@@ -162,10 +173,8 @@ VALUES ('generic', 'g1', '{}'), ('twilio', 't1', '{}'), ('generic:acme', 'a1', '
 	_ = tl.HandleBacklog(ctx, "", nil) // connected
 	_ = tl.HandleBacklog(ctx, "", nil) // and again: what arrived meanwhile
 	pgtest.Eventually(t, "the gap listed", 15*time.Second, func() (bool, error) { return strings.Count(out.String(), "\n") == 3, nil })
-	var g1, g2 int64
-	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'g2', '{}') RETURNING id`).Scan(&g2); err != nil {
-		t.Fatal(err)
-	}
+	var g1 int64
+	g2 := storeArrival(t, pool, "g2")
 	pool.QueryRow(ctx, `SELECT id FROM inbound_events WHERE external_id = 'g1'`).Scan(&g1)
 	announce(tl, g1, g2) // g1's notification, late, then g2's
 	pgtest.Eventually(t, "g2 printed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " g2 "), nil })
@@ -191,10 +200,7 @@ SELECT 'generic', 'gap-' || i, '{}' FROM generate_series(1, 10) i RETURNING id) 
 	_ = tl.HandleBacklog(ctx, "", nil) // connected
 	_ = tl.HandleBacklog(ctx, "", nil) // and again: what arrived meanwhile
 	pgtest.Eventually(t, "the gap listed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " gap-10 "), nil })
-	var after int64
-	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'after', '{}') RETURNING id`).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
+	after := storeArrival(t, pool, "after")
 	announce(tl, first, after) // the first's notification, late, then the next arrival's
 	pgtest.Eventually(t, "the next arrival printed", 15*time.Second, func() (bool, error) { return strings.Contains(out.String(), " after "), nil })
 	got := out.String()
@@ -216,10 +222,7 @@ func TestTailReadsAgainAfterAFailedRead(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
 	tl, out, errs := printingTailer(t, pool, "", 0)
-	var id int64
-	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('generic', 'missed', '{}') RETURNING id`).Scan(&id); err != nil {
-		t.Fatal(err)
-	}
+	id := storeArrival(t, pool, "missed")
 	if _, err := pool.Exec(ctx, `ALTER TABLE inbound_events RENAME TO inbound_events_away`); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,23 @@ func addChange(t *testing.T, tx pgx.Tx, conversation int64) {
 	}
 }
 
+// commitHeldBack commits a change of conversation behind an older transaction, which it
+// returns still open: until that ends, the change is committed but not final.
+func commitHeldBack(t *testing.T, pool *pgxpool.Pool, conversation int64) (older pgx.Tx) {
+	t.Helper()
+	ctx := context.Background()
+	older = begin(t, pool)
+	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	tx := begin(t, pool)
+	addChange(t, tx, conversation)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return older
+}
+
 func begin(t *testing.T, pool *pgxpool.Pool) pgx.Tx {
 	t.Helper()
 	tx, err := pool.Begin(context.Background())
@@ -334,15 +351,7 @@ func TestWaitSeesHeldBackChanges(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	older := begin(t, pool)
-	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
-		t.Fatal(err)
-	}
-	tx := begin(t, pool)
-	addChange(t, tx, 9)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	older := commitHeldBack(t, pool, 9)
 	got := make(chan []Change, 1)
 	go func() {
 		changes, err := Wait(ctx, pool, quietHub(), Cursor{}, 10, time.Minute)
@@ -553,15 +562,7 @@ func TestWaitSeesAHolderEndDuringItsRead(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
-	older := begin(t, pool)
-	if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
-		t.Fatal(err)
-	}
-	tx := begin(t, pool)
-	addChange(t, tx, 4)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	older := commitHeldBack(t, pool, 4)
 	reader := poolDoingAfterARead(t, url, func() {
 		if err := older.Rollback(ctx); err != nil {
 			t.Error(err)

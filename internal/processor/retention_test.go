@@ -116,20 +116,32 @@ UPDATE subscriptions SET (cursor_xid, cursor_seq) = (SELECT xid, seq FROM change
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
-	if err := p.retainOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	if err := pool.QueryRow(ctx, `SELECT array_agg(data->>'state' ORDER BY seq) FROM changes`).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(left) != "[delivering pending waiting]" {
+	if left := retainChanges(t, pool, "state"); left != "[delivering pending waiting]" {
 		t.Errorf("changes left after retention, by their delivery's state: %v, want those still to deliver: [delivering pending waiting]", left)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM deliveries WHERE state IN ('waiting', 'pending', 'delivering')`); n != 3 {
 		t.Errorf("%d deliveries still to deliver after retention, want 3", n)
 	}
+}
+
+// hourRetention is a processor that keeps processed events and changes an hour, for
+// passes run by hand (retainOnce).
+func hourRetention(pool *pgxpool.Pool) *Processor {
+	return New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+}
+
+// retainChanges runs one retention pass and returns the changes left, each as its
+// data's key, in the order they were made.
+func retainChanges(t *testing.T, pool *pgxpool.Pool, key string) string {
+	t.Helper()
+	if err := hourRetention(pool).retainOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := pool.QueryRow(context.Background(), `SELECT array_agg(data->>$1 ORDER BY seq) FROM changes`, key).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(left)
 }
 
 // TestRetentionMovesTheFeedHorizon: retention records the last change it deleted as
@@ -139,7 +151,7 @@ func TestRetentionMovesTheFeedHorizon(t *testing.T) {
 	t.Parallel()
 	pool, _ := newDB(t)
 	ctx := context.Background()
-	p := New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
+	p := hourRetention(pool)
 	horizon := func() string {
 		var h string
 		if err := pool.QueryRow(ctx, `SELECT COALESCE((SELECT xid::text || '.' || seq FROM changes_horizon), 'none')`).Scan(&h); err != nil {
@@ -198,15 +210,7 @@ SELECT 'https://crm.example.com/hooks', '{conversation.created}', 'whsec_x', 'pa
 FROM changes WHERE data->>'n' = '2'`); err != nil {
 		t.Fatal(err)
 	}
-	p := New(pool, "", Config{Retention: time.Hour}, zapNop(), NewMetrics(prometheus.NewRegistry()))
-	if err := p.retainOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	if err := pool.QueryRow(ctx, `SELECT array_agg(data->>'n' ORDER BY seq) FROM changes`).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(left) != "[3 4]" {
+	if left := retainChanges(t, pool, "n"); left != "[3 4]" {
 		t.Errorf("changes left after retention: %v, want those after the paused subscription's cursor: [3 4]", left)
 	}
 }
