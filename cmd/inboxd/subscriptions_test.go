@@ -96,6 +96,16 @@ func TestSubscriptionsCommand(t *testing.T) {
 		}
 		return n == 4, nil
 	})
+	// A change retention deleted cannot be sent again: exit 2, saying so.
+	var first string
+	if err := pool.QueryRow(context.Background(), `
+WITH gone AS (DELETE FROM changes WHERE (xid, seq) = (SELECT xid, seq FROM changes ORDER BY xid, seq LIMIT 1) RETURNING xid, seq)
+INSERT INTO changes_horizon (xid, seq) SELECT xid, seq FROM gone RETURNING xid::text || '.' || seq`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("subscriptions", "replay", id, "--from", first); !usage(err) || !strings.Contains(err.Error(), "retention (INBOX_RETENTION) has deleted change "+first) {
+		t.Errorf("replay --from %s, a change retention deleted: %v %s, want exit 2 saying so", first, err, out)
+	}
 	// The id may follow the flags; a breaker that closed in the past is not shown;
 	// a URL and a delivery's error reach the terminal without control characters.
 	if _, err := pool.Exec(context.Background(), `UPDATE subscriptions SET blocked_until = now() - interval '1 hour', url = url || e'/\x1b[2J';

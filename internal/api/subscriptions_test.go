@@ -118,6 +118,18 @@ func TestSubscriptions(t *testing.T) {
 		}
 	}
 
+	// Retention deleted the first change: it cannot be sent again, and saying 200
+	// would skip it without a word.
+	if _, err := a.pool.Exec(context.Background(), `
+WITH gone AS (DELETE FROM changes WHERE xid::text || '.' || seq = $1 RETURNING xid, seq)
+INSERT INTO changes_horizon (xid, seq) SELECT xid, seq FROM gone`, got[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{"from": "`+got[0].ID+`"}`)); status != 410 ||
+		!strings.Contains(string(body), `"cursor_expired"`) || !strings.Contains(string(body), `replay from \"\" to send every change kept`) {
+		t.Errorf("replay from a change retention deleted = %d %s, want 410 cursor_expired saying what to do", status, body)
+	}
+
 	if status, _ = a.call(t, "DELETE", path, adminToken, nil); status != 204 {
 		t.Errorf("DELETE = %d, want 204", status)
 	}

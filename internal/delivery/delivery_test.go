@@ -714,6 +714,48 @@ func TestGiveUpAndReplay(t *testing.T) {
 	checkOrder(t, rc, changeIDs(t, pool))
 }
 
+// TestReplayRefusesWhatRetentionDeleted: a replay from a change retention has
+// deleted is refused (410 cursor_expired in the API), where fan-out would have gone
+// on from the oldest change kept and the replay skipped the rest without a word; a
+// replay from a change kept, or of everything kept, is not.
+func TestReplayRefusesWhatRetentionDeleted(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 2, 3)
+	var ids []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(xid::text || '.' || seq ORDER BY xid, seq) FROM changes`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	// Before retention ran, 0.0 is everything (no change has that id).
+	if _, err := Replay(ctx, pool, sub.ID, "0.0"); err != nil {
+		t.Fatalf("replay from 0.0 before retention deleted anything: %v", err)
+	}
+	// Retention deleted the first two; the subscription has had all three.
+	if _, err := pool.Exec(ctx, `
+WITH gone AS (DELETE FROM changes WHERE conversation_id IN (1, 2) RETURNING xid, seq)
+INSERT INTO changes_horizon (xid, seq) SELECT xid, seq FROM gone ORDER BY xid DESC, seq DESC LIMIT 1`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET (cursor_xid, cursor_seq) = (SELECT xid, seq FROM changes WHERE conversation_id = 3) WHERE id = $1`, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range ids[:2] {
+		if _, err := Replay(ctx, pool, sub.ID, from); !errors.Is(err, feed.ErrCursorExpired) {
+			t.Errorf("replay from %s, a deleted change: %v, want ErrCursorExpired", from, err)
+		}
+	}
+	if s, err := Get(ctx, pool, sub.ID); err != nil || s.Cursor != ids[2] {
+		t.Fatalf("after the refused replays the subscription is at %s (%v), want %s, where it was", s.Cursor, err, ids[2])
+	}
+	for _, from := range []string{ids[2], ""} {
+		if _, err := Replay(ctx, pool, sub.ID, from); err != nil {
+			t.Errorf("replay from %q, all of it kept: %v", from, err)
+		}
+	}
+}
+
 // TestPauseResume: nothing is sent while a subscription is paused, neither what was
 // fanned out before the pause nor what was committed during it; all of it is
 // delivered after it resumes. A pause does not count against the give-up time: a

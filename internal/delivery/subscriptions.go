@@ -213,7 +213,8 @@ WHERE id = $1 AND (cursor_xid, cursor_seq) >= ($2::text::xid8, $3)
 RETURNING ` + subscriptionColumns
 
 // Replay sends again the change from (a change id; "" is the oldest change kept)
-// and every change after it. It returns the subscription, its cursor moved back to
+// and every change after it. A change retention has deleted is refused
+// (feed.ErrCursorExpired). It returns the subscription, its cursor moved back to
 // just before from: (xid, seq-1) is below (xid, seq) and above every change before
 // it, since seq is unique.
 func Replay(ctx context.Context, pool *pgxpool.Pool, id int64, from string) (Subscription, error) {
@@ -221,8 +222,15 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, id int64, from string) (Sub
 	if err != nil {
 		return Subscription{}, fmt.Errorf("%w: from: %w", ErrBadRequest, err)
 	}
-	if from != "" && c.Seq > 0 {
-		c.Seq--
+	if from != "" {
+		// Changes retention deleted cannot be sent again; fan-out would go on from
+		// the oldest kept, and the replay would skip them without a word.
+		if err := feed.Kept(ctx, pool, c); err != nil {
+			return Subscription{}, fmt.Errorf("from = %s cannot be delivered again: %w; replay from \"\" to send every change kept", from, err)
+		}
+		if c.Seq > 0 {
+			c.Seq--
+		}
 	}
 	s, err := one(ctx, pool, replay, id, strconv.FormatUint(c.XID, 10), c.Seq)
 	if errors.Is(err, ErrNotFound) {

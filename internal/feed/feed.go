@@ -112,12 +112,10 @@ FROM (SELECT 1) one LEFT JOIN changes_horizon h ON true`
 // restored to an earlier point or replaced, after which every new change would sort
 // before it and never be read.
 func Start(ctx context.Context, pool *pgxpool.Pool, c Cursor, given bool) (Cursor, error) {
-	var h Cursor
-	var hxid, next int64
-	if err := pool.QueryRow(ctx, bounds).Scan(&hxid, &h.Seq, &next); err != nil {
-		return Cursor{}, fmt.Errorf("read the change feed's horizon: %w", err)
+	h, next, err := readBounds(ctx, pool)
+	if err != nil {
+		return Cursor{}, err
 	}
-	h.XID = uint64(hxid)
 	const resync = "rebuild what you keep from the API (GET /v1/conversations), then follow the feed again without a cursor"
 	switch {
 	case !given:
@@ -125,11 +123,35 @@ func Start(ctx context.Context, pool *pgxpool.Pool, c Cursor, given bool) (Curso
 	case c.Before(h):
 		return Cursor{}, fmt.Errorf("%w: retention (INBOX_RETENTION) deleted changes after %s, up to %s, and some may not have been read; %s",
 			ErrCursorExpired, c, h, resync)
-	case c.XID >= uint64(next):
+	case c.XID >= next:
 		return Cursor{}, fmt.Errorf("%w: %s is ahead of this database's change feed, which has not reached transaction %d: the database was restored to an earlier point or replaced; %s",
 			ErrCursorExpired, c, next, resync)
 	}
 	return c, nil
+}
+
+// readBounds reads the horizon and the next transaction id (bounds).
+func readBounds(ctx context.Context, pool *pgxpool.Pool) (h Cursor, next uint64, err error) {
+	var hxid, nxid int64
+	if err := pool.QueryRow(ctx, bounds).Scan(&hxid, &h.Seq, &nxid); err != nil {
+		return Cursor{}, 0, fmt.Errorf("read the change feed's horizon: %w", err)
+	}
+	return Cursor{XID: uint64(hxid), Seq: h.Seq}, uint64(nxid), nil
+}
+
+// Kept reports whether the change c is still in the feed's reach: after the
+// horizon, the last change retention deleted. (A change before it that a
+// subscription kept is not: the feed does not serve it.) ErrCursorExpired says why
+// when it is not.
+func Kept(ctx context.Context, pool *pgxpool.Pool, c Cursor) error {
+	h, _, err := readBounds(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if h != (Cursor{}) && !h.Before(c) {
+		return fmt.Errorf("%w: retention (INBOX_RETENTION) has deleted change %s (it deleted every change up to %s)", ErrCursorExpired, c, h)
+	}
+	return nil
 }
 
 // ErrForeignTransactionIDs: the feed holds transaction ids this server has not
