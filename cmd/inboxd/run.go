@@ -197,6 +197,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer deliveryPool.Close()
 
+	checkRoom(ctx, cfg, log, pool, ingestPool, procPool, deliveryPool)
 	svc := wire(cfg, pools{pool, ingestPool, procPool, readPool, deliveryPool}, traces, log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -443,6 +444,35 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 		return nil, dbAdvice(err)
 	}
 	return pool, nil
+}
+
+// checkRoom warns when the pools on DATABASE_URL (and the listener, on the same
+// server) may open more connections than the server has room for: the pools open
+// them as they are needed, so such a process starts well and fails later, when a
+// backlog or a burst opens the rest. Behind a pooler (INBOX_LISTEN_DATABASE_URL
+// set) the pooler's own pool size is what counts, and the check is skipped.
+func checkRoom(ctx context.Context, cfg config, log *zap.Logger, pools ...*pgxpool.Pool) {
+	if cfg.ListenURL != cfg.DatabaseURL {
+		return
+	}
+	want, ours := 0, 0 // the listener is not connected yet
+	if !cfg.PollOnly {
+		want = 1
+	}
+	for _, p := range pools {
+		want += int(p.Config().MaxConns)
+		ours += int(p.Stat().TotalConns())
+	}
+	r, err := store.ReadRoom(ctx, pools[0])
+	if err != nil {
+		log.Warn("could not check the server's max_connections", zap.Error(err))
+		return
+	}
+	if short := r.Short(want, ours); short != "" {
+		log.Warn("the database server may run out of connections: "+short+
+			"; under load claims and webhooks would then fail (too many clients); lower INBOX_WORKERS (a connection each) or raise the server's max_connections (docs/configuration.md counts them)",
+			zap.Int("connections", want), zap.Int("server_limit", r.Limit), zap.Int("server_open", r.Open), zap.Int("workers", cfg.Workers))
+	}
 }
 
 // watchStatements makes a pool of DATABASE_URL say, once a minute while it lasts,

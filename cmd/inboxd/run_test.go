@@ -233,6 +233,22 @@ func TestServeSaysWhenTheFeedCannotMove(t *testing.T) {
 	}
 }
 
+// TestServeSaysWhenTheServerIsTooSmall: a process whose pools may open more
+// connections than the server accepts starts (it works until a backlog opens them
+// all), and says so at once, with what to change.
+func TestServeSaysWhenTheServerIsTooSmall(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	var limit int
+	if err := pool.QueryRow(context.Background(), `SELECT current_setting('max_connections')::int`).Scan(&limit); err != nil {
+		t.Fatal(err)
+	}
+	_, logs := startServe(t, map[string]string{"DATABASE_URL": url, "INBOX_ADDR": "127.0.0.1:0", "INBOX_WORKERS": strconv.Itoa(limit)})
+	if l := logs.String(); !strings.Contains(l, `"level":"warn"`) || !strings.Contains(l, "the database server may run out of connections") || !strings.Contains(l, "lower INBOX_WORKERS") {
+		t.Errorf("serve's log with INBOX_WORKERS=%d against max_connections=%d does not say what is wrong and what to do:\n%s", limit, limit, l)
+	}
+}
+
 // TestAPIReadsCannotStarveIngest: API reads that hold every connection they may have
 // (here stuck behind a lock on conversations) leave webhooks theirs: a webhook is
 // stored and answered 200, not 503 after waiting for a connection.
