@@ -247,6 +247,16 @@ func TestServeSaysWhenTheServerIsTooSmall(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, `"level":"warn"`) || !strings.Contains(l, "the database server may run out of connections") || !strings.Contains(l, "lower INBOX_WORKERS") {
 		t.Errorf("serve's log with INBOX_WORKERS=%d against max_connections=%d does not say what is wrong and what to do:\n%s", limit, limit, l)
 	}
+	// Behind a pooler (a listener URL of its own) the pooler's pool is what counts.
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	_, logs = startServe(t, map[string]string{"DATABASE_URL": url, "INBOX_LISTEN_DATABASE_URL": url + sep + "application_name=listener",
+		"INBOX_ADDR": "127.0.0.1:0", "INBOX_WORKERS": strconv.Itoa(limit)})
+	if l := logs.String(); strings.Contains(l, "run out of connections") {
+		t.Errorf("serve warned of max_connections behind a pooler, whose pool is what counts:\n%s", l)
+	}
 }
 
 // TestAPIReadsCannotStarveIngest: API reads that hold every connection they may have
