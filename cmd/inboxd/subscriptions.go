@@ -23,6 +23,7 @@ const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints
   inboxd subscriptions show ID                          one subscription, its secret, deliveries by state
   inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
   inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
+  inboxd subscriptions rotate ID [--keep-previous 24h]  a new secret; the old one signs too meanwhile (0: stops now)
   inboxd subscriptions pause|resume|delete ID
 Change types: ` + "conversation.created, message.created, message.status_changed, contact.erased"
 
@@ -40,6 +41,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	state := fs.String("state", "", "deliveries: only this state: "+strings.Join(delivery.States, ", "))
 	limit := fs.Int("limit", 20, "deliveries: how many, at most")
 	from := fs.String("from", "", "replay: the change id to deliver again from, itself included")
+	keep := fs.Duration("keep-previous", delivery.DefaultPreviousSecret, "rotate: how long the secret replaced goes on signing beside the new one (0: it stops at once; at most a week)")
 	asJSON := fs.Bool("json", false, "list, deliveries: print JSON lines instead of a table")
 	// The id comes before or after the flags: `replay 3 --from X` and `replay --from X 3`.
 	if err := parseArgs(fs, args); err != nil {
@@ -52,7 +54,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if err := strayArgument(fs); err != nil {
 			return err
 		}
-	case "show", "deliveries", "replay", "pause", "resume", "delete":
+	case "show", "deliveries", "replay", "rotate", "pause", "resume", "delete":
 		if fs.NArg() > 1 {
 			return usageError{fmt.Errorf("inboxd subscriptions %s takes one subscription id, got %d arguments", verb, fs.NArg())}
 		}
@@ -140,6 +142,12 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		return tw.Flush()
 	case "replay":
 		s, err := delivery.Replay(ctx, pool, id, *from)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	case "rotate":
+		s, err := delivery.RotateSecret(ctx, pool, id, *keep)
 		if err != nil {
 			return cliErr(err)
 		}

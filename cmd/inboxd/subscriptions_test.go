@@ -96,6 +96,15 @@ func TestSubscriptionsCommand(t *testing.T) {
 		}
 		return n == 4, nil
 	})
+	// A rotation prints the new secret and when the old one stops signing; a time
+	// kept past a week is refused.
+	if out, err = cli("subscriptions", "rotate", id, "--keep-previous", "1h"); err != nil || strings.Contains(out, sub.Secret) ||
+		!strings.Contains(out, `"secret": "whsec_`) || !strings.Contains(out, `"previous_secret_expires_at": "20`) {
+		t.Errorf("rotate --keep-previous 1h: %v %s, want a new secret and the old one's expiry", err, out)
+	}
+	if out, err := cli("subscriptions", "rotate", id, "--keep-previous", "200h"); !usage(err) || !strings.Contains(err.Error(), "up to 168h0m0s") {
+		t.Errorf("rotate --keep-previous 200h: %v %s, want exit 2 naming the bound", err, out)
+	}
 	// A change retention deleted cannot be sent again: exit 2, saying so.
 	var first string
 	if err := pool.QueryRow(context.Background(), `

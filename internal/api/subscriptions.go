@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -122,6 +123,35 @@ func replaySubscription(pool *pgxpool.Pool, wake func(), log *zap.Logger) http.H
 		}
 		log.Info("subscription replay", zap.Int64("subscription_id", id), zap.String("from", *req.From))
 		wake()
+		return s, nil
+	})
+}
+
+// rotateSecret: POST /v1/subscriptions/{id}/rotate-secret {"keep_previous_seconds": n}
+// (the body is optional) answers with the subscription and its new secret.
+func rotateSecret(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		var req struct {
+			KeepPreviousSeconds *int64 `json:"keep_previous_seconds"`
+		}
+		if r.ContentLength != 0 {
+			if err := decodeBody(r, maxSubscriptionBody, &req, `{"keep_previous_seconds": 86400} (or no body: a day)`); err != nil {
+				return nil, err
+			}
+		}
+		keep := delivery.DefaultPreviousSecret
+		if req.KeepPreviousSeconds != nil {
+			most := int64(delivery.MaxPreviousSecret / time.Second)
+			if n := *req.KeepPreviousSeconds; n < 0 || n > most {
+				return nil, badParam("keep_previous_seconds must be from 0 (the previous secret stops signing at once) to %d (a week), got %d", most, n)
+			}
+			keep = time.Duration(*req.KeepPreviousSeconds) * time.Second
+		}
+		s, err := delivery.RotateSecret(r.Context(), pool, id, keep)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("subscription secret rotated", zap.Int64("subscription_id", id), zap.Duration("previous_kept", keep))
 		return s, nil
 	})
 }

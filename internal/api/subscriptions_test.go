@@ -118,6 +118,26 @@ func TestSubscriptions(t *testing.T) {
 		}
 	}
 
+	// Rotation: a new secret, the old one kept signing for a day unless told.
+	status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, nil)
+	rotated := decode[delivery.Subscription](t, body)
+	if status != 200 || rotated.Secret == sub.Secret || !strings.HasPrefix(rotated.Secret, "whsec_") || rotated.PreviousSecretExpiresAt == nil ||
+		time.Until(*rotated.PreviousSecretExpiresAt) < 23*time.Hour || time.Until(*rotated.PreviousSecretExpiresAt) > 25*time.Hour {
+		t.Errorf("rotate-secret without a body = %d %s, want a new secret and the old one kept a day", status, body)
+	}
+	status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, []byte(`{"keep_previous_seconds": 0}`))
+	if again := decode[delivery.Subscription](t, body); status != 200 || again.Secret == rotated.Secret || again.PreviousSecretExpiresAt != nil {
+		t.Errorf("rotate-secret keeping nothing = %d %s, want a new secret and no previous one", status, body)
+	}
+	for _, bad := range []string{`{"keep_previous_seconds": -1}`, `{"keep_previous_seconds": 604801}`, `{"keep": 5}`} {
+		if status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, []byte(bad)); status != 400 {
+			t.Errorf("rotate-secret %s = %d %s, want 400", bad, status, body)
+		}
+	}
+	if status, body = a.call(t, "POST", "/v1/subscriptions/999999/rotate-secret", adminToken, nil); status != 404 {
+		t.Errorf("rotate-secret of no subscription = %d %s, want 404", status, body)
+	}
+
 	// Retention deleted the first change: it cannot be sent again, and saying 200
 	// would skip it without a word.
 	if _, err := a.pool.Exec(context.Background(), `

@@ -756,6 +756,70 @@ INSERT INTO changes_horizon (xid, seq) SELECT xid, seq FROM gone ORDER BY xid DE
 	}
 }
 
+// TestRotateSecret: after a rotation every delivery is signed with the new secret
+// and, for the time kept, with the one it replaced, so that an endpoint still on the
+// old secret accepts it; a second rotation drops the first one's old secret (two
+// signatures at most); one that keeps nothing stops the old secret at once; the time
+// kept is bounded.
+func TestRotateSecret(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	sub := subscribe(t, pool, rc)
+	d := start(t, pool, Config{AllowPrivate: true})
+	secrets := []string{sub.Secret}
+	for i, tc := range []struct {
+		keep time.Duration
+		want int // how many of the latest secrets sign
+	}{{time.Hour, 2}, {time.Hour, 2}, {0, 1}} {
+		s, err := RotateSecret(ctx, pool, sub.ID, tc.keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(secrets, s.Secret) || !strings.HasPrefix(s.Secret, "whsec_") {
+			t.Fatalf("rotation %d gave secret %q, want a new whsec_ one", i, s.Secret)
+		}
+		if until := s.PreviousSecretExpiresAt; (tc.keep > 0) != (until != nil) || until != nil && time.Until(*until) > tc.keep {
+			t.Errorf("rotation %d keeping %v: previous secret expires at %v", i, tc.keep, until)
+		}
+		secrets = append(secrets, s.Secret)
+		newestFirst := slices.Clone(secrets)
+		slices.Reverse(newestFirst)
+		rc.SetSecret(newestFirst[0], newestFirst[1:]...)
+		addChanges(t, pool, int64(i+1))
+		d.Wake()
+		waitDelivered(t, rc, i+1, time.Minute)
+		if got := rc.Delivered()[i].VerifiedBy; !slices.Equal(got, newestFirst[:tc.want]) {
+			t.Errorf("after rotation %d (keeping %v) a delivery verifies with %d of the secrets, newest first (%v), want the %d latest", i, tc.keep, len(got), got, tc.want)
+		}
+	}
+	// The time kept runs out: the old secret stops signing.
+	s, err := RotateSecret(ctx, pool, sub.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.SetSecret(s.Secret, secrets[len(secrets)-1])
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET previous_secret_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Get(ctx, pool, sub.ID); err != nil || s.PreviousSecretExpiresAt != nil {
+		t.Errorf("the previous secret's time run out: it expires at %v (%v), want none shown", s.PreviousSecretExpiresAt, err)
+	}
+	addChanges(t, pool, 9)
+	d.Wake()
+	waitDelivered(t, rc, 4, time.Minute)
+	if got := rc.Delivered()[3].VerifiedBy; !slices.Equal(got, []string{s.Secret}) {
+		t.Errorf("after the previous secret's time ran out, a delivery verifies with %d secrets, want the new one alone", len(got))
+	}
+	if _, err := RotateSecret(ctx, pool, sub.ID, MaxPreviousSecret+time.Second); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("keeping the previous secret past %v: %v, want ErrBadRequest", MaxPreviousSecret, err)
+	}
+	if _, err := RotateSecret(ctx, pool, 999999, time.Hour); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rotating a subscription that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
 // TestPauseResume: nothing is sent while a subscription is paused, neither what was
 // fanned out before the pause nor what was committed during it; all of it is
 // delivered after it resumes. A pause does not count against the give-up time: a

@@ -35,6 +35,7 @@ type claimed struct {
 	Attempts       int // including the one now under way
 	URL            string
 	Secret         string
+	PreviousSecret *string // a rotated-out secret still signing (RotateSecret)
 	Type           string
 	OccurredAt     time.Time
 	Data           []byte
@@ -74,7 +75,7 @@ SET state = 'delivering', attempts = d.attempts + 1,
 FROM due, subscriptions s, changes c
 WHERE d.id = due.id AND s.id = d.subscription_id AND c.xid = d.change_xid AND c.seq = d.change_seq
 RETURNING d.id, d.subscription_id, d.change_xid::text::bigint, d.change_seq, d.conversation_id, d.attempts,
-          s.url, s.secret, c.type, c.occurred_at, ` + feed.Object + `, c.traceparent`
+          s.url, s.secret, CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END, c.type, c.occurred_at, ` + feed.Object + `, c.traceparent`
 
 func (d *Deliverer) claim(ctx context.Context, limit int) ([]claimed, error) {
 	b := d.batch()
@@ -110,6 +111,23 @@ func (d *Deliverer) deliver(ctx context.Context, c claimed) {
 	d.results <- attempt{c, r}
 }
 
+// signed gives the Standard Webhooks headers of a delivery: signed with the
+// subscription's secret and, while a rotation keeps it, with the secret that one
+// replaced, both in webhook-signature (a verifier accepts either).
+func signed(c claimed, id string, body []byte) (http.Header, error) {
+	now := time.Now()
+	h, err := generic.Headers(c.Secret, id, now, body)
+	if err != nil || c.PreviousSecret == nil {
+		return h, err
+	}
+	old, err := generic.Signature(*c.PreviousSecret, id, now.Unix(), body)
+	if err != nil {
+		return nil, err
+	}
+	h.Set("webhook-signature", h.Get("webhook-signature")+" "+old)
+	return h, nil
+}
+
 // send makes the attempt: the change as the feed serves it, signed with the
 // subscription's secret (Standard Webhooks; webhook-id is the change id, the same on
 // every attempt).
@@ -122,7 +140,7 @@ func (d *Deliverer) send(ctx context.Context, c claimed) result {
 	if err != nil {
 		return result{err: err.Error()}
 	}
-	headers, err := generic.Headers(c.Secret, change.ID, time.Now(), body)
+	headers, err := signed(c, change.ID, body)
 	if err != nil {
 		return result{err: "the subscription's secret cannot sign: " + err.Error()}
 	}

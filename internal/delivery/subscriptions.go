@@ -33,23 +33,27 @@ var States = []string{"waiting", "pending", "delivering", "delivered", "dead"}
 // Subscription is a subscription as the API shows it. Secret is shown by Create and
 // Get, never in a list.
 type Subscription struct {
-	ID           int64            `json:"id"`
-	URL          string           `json:"url"`
-	Types        []string         `json:"types"`
-	Secret       string           `json:"secret,omitempty"`
-	State        string           `json:"state"`
-	CreatedAt    time.Time        `json:"created_at"`
-	Cursor       string           `json:"cursor"`
-	Failures     int              `json:"consecutive_failures"`
-	BlockedUntil *time.Time       `json:"blocked_until"`
-	Deliveries   map[string]int64 `json:"deliveries,omitempty"`
+	ID           int64      `json:"id"`
+	URL          string     `json:"url"`
+	Types        []string   `json:"types"`
+	Secret       string     `json:"secret,omitempty"`
+	State        string     `json:"state"`
+	CreatedAt    time.Time  `json:"created_at"`
+	Cursor       string     `json:"cursor"`
+	Failures     int        `json:"consecutive_failures"`
+	BlockedUntil *time.Time `json:"blocked_until"`
+	// PreviousSecretExpiresAt: after a rotation (RotateSecret), until when the secret
+	// it replaced signs deliveries too; null when none does.
+	PreviousSecretExpiresAt *time.Time       `json:"previous_secret_expires_at"`
+	Deliveries              map[string]int64 `json:"deliveries,omitempty"`
 }
 
-const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until`
+const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until,
+    CASE WHEN previous_secret_until > now() THEN previous_secret_until END`
 
 func scanSubscription(row pgx.CollectableRow) (Subscription, error) {
 	var s Subscription
-	err := row.Scan(&s.ID, &s.URL, &s.Types, &s.Secret, &s.State, &s.CreatedAt, &s.Cursor, &s.Failures, &s.BlockedUntil)
+	err := row.Scan(&s.ID, &s.URL, &s.Types, &s.Secret, &s.State, &s.CreatedAt, &s.Cursor, &s.Failures, &s.BlockedUntil, &s.PreviousSecretExpiresAt)
 	return s, err
 }
 
@@ -201,6 +205,36 @@ SELECT * FROM s`
 // Resume restarts a paused subscription (and closes an active one's breaker).
 func Resume(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error) {
 	return one(ctx, pool, resume, id)
+}
+
+// MaxPreviousSecret bounds how long a rotated-out secret may go on signing: a week
+// is time enough to redeploy an endpoint, and a secret that leaked should stop soon.
+const MaxPreviousSecret = 7 * 24 * time.Hour
+
+// DefaultPreviousSecret is how long the secret a rotation replaces goes on signing
+// when the caller does not say (what Svix gives an endpoint's old secret).
+const DefaultPreviousSecret = 24 * time.Hour
+
+// rotateSecret gives the subscription the new secret $2 and keeps the one it
+// replaces signing for $3 ms (0: not at all). A secret rotated out earlier is
+// dropped: two signatures at most.
+const rotateSecret = `
+UPDATE subscriptions
+SET previous_secret = CASE WHEN $3 > 0 THEN secret END,
+    previous_secret_until = CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END,
+    secret = $2
+WHERE id = $1
+RETURNING ` + subscriptionColumns
+
+// RotateSecret gives a subscription a new secret, which signs every delivery from
+// now on; the secret it replaces signs them too for keepPrevious (0: the old secret
+// stops at once, as after a leak), each delivery carrying both signatures, so that
+// the endpoint can switch to the new one without refusing a delivery in between.
+func RotateSecret(ctx context.Context, pool *pgxpool.Pool, id int64, keepPrevious time.Duration) (Subscription, error) {
+	if keepPrevious < 0 || keepPrevious > MaxPreviousSecret {
+		return Subscription{}, fmt.Errorf("%w: the previous secret may go on signing for 0 (stop at once) up to %v, not %v", ErrBadRequest, MaxPreviousSecret, keepPrevious)
+	}
+	return one(ctx, pool, rotateSecret, id, newSecret(), keepPrevious.Milliseconds())
 }
 
 // replay moves the subscription's cursor back to $2.$3 (never forward): fan-out

@@ -21,8 +21,9 @@ type Received struct {
 	Type           string
 	ConversationID int64
 	At             time.Time
-	Status         int  // what the endpoint answered; 0 when the sender had hung up
-	Verified       bool // the signature checked out with the subscription's secret
+	Status         int      // what the endpoint answered; 0 when the sender had hung up
+	Verified       bool     // the signature checked out with the subscription's secret
+	VerifiedBy     []string // every secret given (SetSecret) whose signature is in the request
 	Traceparent    string
 	Data           map[string]any // the change's object
 }
@@ -32,7 +33,7 @@ type Received struct {
 type Receiver struct {
 	*httptest.Server
 	mu       sync.Mutex
-	secret   string
+	secrets  []string
 	got      []Received
 	answer   func(r *http.Request, id string, attempt int) (status int, header http.Header)
 	attempts map[string]int
@@ -46,11 +47,12 @@ func New(t testing.TB) *Receiver {
 	return rc
 }
 
-// SetSecret tells the receiver the subscription's secret (from its 201).
-func (rc *Receiver) SetSecret(s string) {
+// SetSecret tells the receiver the subscription's secret (from its 201), and any
+// other secrets to check each request's signatures against (VerifiedBy).
+func (rc *Receiver) SetSecret(s string, others ...string) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	rc.secret = s
+	rc.secrets = append([]string{s}, others...)
 }
 
 // Answer sets how the receiver answers: status and headers for a change id's nth
@@ -74,13 +76,16 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	_ = json.Unmarshal(body, &change)
 	rc.mu.Lock()
 	rc.attempts[id]++
-	attempt, answer, secret := rc.attempts[id], rc.answer, rc.secret
+	attempt, answer, secrets := rc.attempts[id], rc.answer, rc.secrets
 	rc.mu.Unlock()
 
-	verified := false
-	if wh, err := standardwebhooks.NewWebhook(secret); err == nil {
-		verified = wh.Verify(body, r.Header) == nil && change.ID == id
+	var by []string
+	for _, s := range secrets {
+		if wh, err := standardwebhooks.NewWebhook(s); err == nil && wh.Verify(body, r.Header) == nil && change.ID == id {
+			by = append(by, s)
+		}
 	}
+	verified := len(secrets) > 0 && len(by) > 0 && by[0] == secrets[0]
 	status, header := http.StatusNoContent, http.Header(nil)
 	if answer != nil {
 		status, header = answer(r, id, attempt)
@@ -90,7 +95,7 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.mu.Lock()
 	rc.got = append(rc.got, Received{ID: id, Type: change.Type, ConversationID: change.ConversationID, Data: change.Data, At: time.Now(),
-		Status: status, Verified: verified, Traceparent: r.Header.Get("traceparent")})
+		Status: status, Verified: verified, VerifiedBy: by, Traceparent: r.Header.Get("traceparent")})
 	rc.mu.Unlock()
 	if r.Context().Err() != nil {
 		return // the sender gave up (a hanging endpoint)
