@@ -21,6 +21,7 @@ const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints
   inboxd subscriptions                                  list them, with their state and breaker
   inboxd subscriptions create --url URL --types T,…     subscribe an endpoint; prints its whsec_ secret
   inboxd subscriptions show ID                          one subscription, its secret, deliveries by state
+  inboxd subscriptions update ID [--url U] [--types T]  change URL or types; keeps its position and secret
   inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
   inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
   inboxd subscriptions rotate ID [--keep-previous 24h]  a new secret; the old one signs too meanwhile (0: stops now)
@@ -35,9 +36,9 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		verb, args = args[0], args[1:]
 	}
 	fs := cliFlags("subscriptions "+verb, subscriptionsUsage, stderr)
-	url := fs.String("url", "", "create: the endpoint's http(s) URL")
-	types := fs.String("types", "", "create: change types, comma-separated")
-	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE)")
+	url := fs.String("url", "", "create, update: the endpoint's http(s) URL")
+	types := fs.String("types", "", "create, update: change types, comma-separated")
+	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create, update: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE)")
 	state := fs.String("state", "", "deliveries: only this state: "+strings.Join(delivery.States, ", "))
 	limit := fs.Int("limit", 20, "deliveries: how many, at most")
 	from := fs.String("from", "", "replay: the change id to deliver again from, itself included")
@@ -54,7 +55,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if err := strayArgument(fs); err != nil {
 			return err
 		}
-	case "show", "deliveries", "replay", "rotate", "pause", "resume", "delete":
+	case "show", "update", "deliveries", "replay", "rotate", "pause", "resume", "delete":
 		if fs.NArg() > 1 {
 			return usageError{fmt.Errorf("inboxd subscriptions %s takes one subscription id, got %d arguments", verb, fs.NArg())}
 		}
@@ -109,6 +110,20 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		return tw.Flush()
 	case "create":
 		s, err := delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	case "update":
+		var newURL *string
+		var newTypes []string
+		if flagSet(fs.Visit, "url") {
+			newURL = url
+		}
+		if flagSet(fs.Visit, "types") {
+			newTypes = splitList(*types)
+		}
+		s, err := delivery.Update(ctx, pool, id, newURL, newTypes, *allowPrivate)
 		if err != nil {
 			return cliErr(err)
 		}

@@ -96,6 +96,16 @@ func TestSubscriptionsCommand(t *testing.T) {
 		}
 		return n == 4, nil
 	})
+	// An update changes the types in place; a misspelt one is refused.
+	if out, err = cli("subscriptions", "update", id, "--types", "message.created"); err != nil || !strings.Contains(out, `"contact.erased",`) || strings.Contains(out, "conversation.created") {
+		t.Errorf("update --types message.created: %v %s", err, out)
+	}
+	if out, err := cli("subscriptions", "update", id, "--types", "message.creatd"); !usage(err) || !strings.Contains(err.Error(), "not a change type") {
+		t.Errorf("update --types message.creatd: %v %s, want exit 2 naming it", err, out)
+	}
+	if out, err := cli("subscriptions", "update", id); !usage(err) || !strings.Contains(err.Error(), "nothing to change") {
+		t.Errorf("update without --url or --types: %v %s, want exit 2 saying so", err, out)
+	}
 	// A rotation prints the new secret and when the old one stops signing; a time
 	// kept past a week is refused.
 	if out, err = cli("subscriptions", "rotate", id, "--keep-previous", "1h"); err != nil || strings.Contains(out, sub.Secret) ||

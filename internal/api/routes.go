@@ -93,6 +93,7 @@ func routes(r chi.Router, d Deps, which routeSet) {
 			r.With(api, admin).Get("/v1/subscriptions", listSubscriptions(d.Pool, log))
 			r.With(api, admin).Get("/v1/subscriptions/{id}", getSubscription(d.Pool, log))
 			r.With(api, admin).Delete("/v1/subscriptions/{id}", deleteSubscription(d.Pool, log))
+			r.With(api, admin).Patch("/v1/subscriptions/{id}", updateSubscription(d.Pool, dl.AllowPrivate, dl.Wake, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/pause", pauseSubscription(d.Pool, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/resume", resumeSubscription(d.Pool, dl.Wake, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/replay", replaySubscription(d.Pool, dl.Wake, log))

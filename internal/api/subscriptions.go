@@ -51,6 +51,27 @@ func createSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log 
 	})
 }
 
+// updateSubscription: PATCH /v1/subscriptions/{id} {"url", "types"} (either or both)
+// answers with the subscription, its position and secret kept.
+func updateSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		var req struct {
+			URL   *string  `json:"url"`
+			Types []string `json:"types"`
+		}
+		if err := decodeBody(r, maxSubscriptionBody, &req, `{"url": "https://crm.example.com/hooks/inboxd", "types": ["message.created"]} (either or both)`); err != nil {
+			return nil, err
+		}
+		s, err := delivery.Update(r.Context(), pool, id, req.URL, req.Types, allowPrivate)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("subscription updated", zap.Int64("subscription_id", id), zap.Bool("url_changed", req.URL != nil), zap.Strings("types", s.Types))
+		wake()
+		return s, nil
+	})
+}
+
 // listSubscriptions: GET /v1/subscriptions, without secrets (none is [], as
 // pgx.CollectRows gives).
 func listSubscriptions(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {

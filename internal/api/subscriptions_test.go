@@ -118,6 +118,24 @@ func TestSubscriptions(t *testing.T) {
 		}
 	}
 
+	// An update keeps the position and the secret.
+	status, body = a.call(t, "PATCH", path, adminToken, []byte(`{"types": ["message.created"]}`))
+	if up := decode[delivery.Subscription](t, body); status != 200 || !slices.Equal(up.Types, []string{"contact.erased", "message.created"}) || up.Cursor != decode[delivery.Subscription](t, mustGet(t, a, path)).Cursor {
+		t.Errorf("PATCH types = %d %s", status, body)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{`{}`, "nothing to change"},
+		{`{"url": "ftp://example.com"}`, "http://"},
+		{`{"secret": "mine"}`, "unknown field"},
+	} {
+		if status, body = a.call(t, "PATCH", path, adminToken, []byte(bad.body)); status != 400 || !strings.Contains(string(body), bad.want) {
+			t.Errorf("PATCH %s = %d %s, want 400 saying %q", bad.body, status, body, bad.want)
+		}
+	}
+	if status, _ = a.call(t, "PATCH", "/v1/subscriptions/999999", adminToken, []byte(`{"types": ["message.created"]}`)); status != 404 {
+		t.Errorf("PATCH of no subscription = %d, want 404", status)
+	}
+
 	// Rotation: a new secret, the old one kept signing for a day unless told.
 	status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, nil)
 	rotated := decode[delivery.Subscription](t, body)
@@ -229,4 +247,14 @@ INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id
 			t.Errorf("%s = %d %s, deliverer woken %d times, want %d", step.action, status, body, woken.Load(), step.woken)
 		}
 	}
+}
+
+// mustGet is the body of a GET that must answer 200.
+func mustGet(t *testing.T, a *testAPI, path string) []byte {
+	t.Helper()
+	status, body := a.get(t, path, adminToken)
+	if status != 200 {
+		t.Fatalf("GET %s = %d %s", path, status, body)
+	}
+	return body
 }

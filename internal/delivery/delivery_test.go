@@ -820,6 +820,70 @@ func TestRotateSecret(t *testing.T) {
 	}
 }
 
+// TestUpdate: a subscription's URL and types change in place: the changes after
+// its position go to the new URL, signed with the same secret, as the new types
+// choose them (contact.erased still added), and a new URL closes the breaker. What
+// Create refuses, Update refuses, and a request that changes nothing is refused.
+func TestUpdate(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	before, after := deliverytest.New(t), deliverytest.New(t)
+	sub := subscribe(t, pool, before)
+	after.SetSecret(sub.Secret)
+	d := start(t, pool, Config{AllowPrivate: true})
+	addChanges(t, pool, 1)
+	d.Wake()
+	waitDelivered(t, before, 1, time.Minute)
+
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET failures = 3, blocked_until = now() + interval '1 hour'`); err != nil {
+		t.Fatal(err) // the old endpoint failed
+	}
+	url := after.URL + "/hooks"
+	s, err := Update(ctx, pool, sub.ID, &url, []string{"message.created"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.URL != url || !slices.Equal(s.Types, []string{feed.ContactErased, "message.created"}) || s.Failures != 0 || s.BlockedUntil != nil || s.Secret != sub.Secret {
+		t.Errorf("after the update: %+v, want the new URL, message.created with contact.erased, the breaker closed, the secret kept", s)
+	}
+	addChanges(t, pool, 2) // a conversation.created: no longer wanted
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('message.created', 3, '{"id": 7}')`); err != nil {
+		t.Fatal(err)
+	}
+	d.Wake()
+	waitDelivered(t, after, 1, time.Minute)
+	if got := after.Delivered(); len(got) != 1 || got[0].Type != "message.created" || !got[0].Verified {
+		t.Errorf("the new URL got %+v, want the message.created alone, signed with the subscription's secret", got)
+	}
+	var types []string // what fan-out made deliveries of: all it ever will of these
+	if err := pool.QueryRow(ctx, `SELECT array_agg(c.type ORDER BY c.xid, c.seq) FROM deliveries d JOIN changes c ON (c.xid, c.seq) = (d.change_xid, d.change_seq)`).Scan(&types); err != nil ||
+		!slices.Equal(types, []string{"conversation.created", "message.created"}) {
+		t.Errorf("deliveries of %v (%v), want the conversation.created before the update and the message.created after it", types, err)
+	}
+	if got := before.Got(); len(got) != 1 {
+		t.Errorf("the old URL got %d requests, want the one before the update", len(got))
+	}
+
+	for _, tc := range []struct {
+		url   *string
+		types []string
+		why   string
+	}{
+		{nil, nil, "nothing to change"},
+		{nil, []string{"message.deleted"}, "not a change type"},
+		{nil, []string{}, "at least one"},
+		{&url, nil, "private"},
+	} {
+		if _, err := Update(ctx, pool, sub.ID, tc.url, tc.types, false); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("update %v %v: %v, want ErrBadRequest saying %q", tc.url, tc.types, err, tc.why)
+		}
+	}
+	if _, err := Update(ctx, pool, 999999, nil, []string{"message.created"}, true); !errors.Is(err, ErrNotFound) {
+		t.Errorf("updating a subscription that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
 // TestPauseResume: nothing is sent while a subscription is paused, neither what was
 // fanned out before the pause nor what was committed during it; all of it is
 // delivered after it resumes. A pause does not count against the give-up time: a

@@ -77,17 +77,18 @@ func withErasures(types []string) []string {
 	return types
 }
 
-// checkTypes: at least one type, each a change type.
-func checkTypes(types []string) error {
+// checkTypes: at least one type, each a change type. It returns them as stored:
+// sorted, once each, with contact.erased where withErasures adds it.
+func checkTypes(types []string) ([]string, error) {
 	if len(types) == 0 {
-		return fmt.Errorf("%w: types must name at least one of %s", ErrBadRequest, strings.Join(feed.Types, ", "))
+		return nil, fmt.Errorf("%w: types must name at least one of %s", ErrBadRequest, strings.Join(feed.Types, ", "))
 	}
 	for _, t := range types {
 		if !slices.Contains(feed.Types, t) {
-			return fmt.Errorf("%w: types: %q is not a change type; use %s", ErrBadRequest, truncate(t, 64), strings.Join(feed.Types, ", "))
+			return nil, fmt.Errorf("%w: types: %q is not a change type; use %s", ErrBadRequest, truncate(t, 64), strings.Join(feed.Types, ", "))
 		}
 	}
-	return nil
+	return slices.Compact(slices.Sorted(slices.Values(withErasures(types)))), nil
 }
 
 // createSubscription starts the subscription at the feed's head: it gets the
@@ -107,19 +108,54 @@ RETURNING ` + subscriptionColumns
 func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string, allowPrivate bool) (Subscription, error) {
 	// The types first: a misspelt type is the caller's to fix whatever the URL's DNS
 	// says, and checking it costs no lookup.
-	if err := checkTypes(types); err != nil {
+	types, err := checkTypes(types)
+	if err != nil {
 		return Subscription{}, err
 	}
 	if err := CheckURL(ctx, url, allowPrivate); err != nil {
 		return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	types = slices.Compact(slices.Sorted(slices.Values(withErasures(types))))
 	rows, _ := pool.Query(ctx, createSubscription, url, types, newSecret())
 	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
 	if err != nil {
 		return Subscription{}, fmt.Errorf("create subscription: %w", err)
 	}
 	return s, nil
+}
+
+// updateSubscription sets the URL ($2; NULL: kept) and the types ($3; NULL: kept).
+// A new URL is a new endpoint: the breaker is closed. The position is kept: the
+// changes after it go to the new URL, as the new types choose them.
+const updateSubscription = `
+UPDATE subscriptions
+SET url = coalesce($2, url), types = coalesce($3, types),
+    failures = CASE WHEN $2 IS NULL OR $2 = url THEN failures ELSE 0 END,
+    blocked_until = CASE WHEN $2 IS NULL OR $2 = url THEN blocked_until END
+WHERE id = $1
+RETURNING ` + subscriptionColumns
+
+// Update changes a subscription's URL or types (nil: kept) in place, as Create
+// checks them: it keeps its position and its secret, where deleting it and
+// subscribing again would start at the feed's head and skip what came in between.
+// Deliveries already made go to the new URL at their next attempt (one in flight
+// finishes at the old one); changes already fanned out keep their deliveries
+// whatever the new types.
+func Update(ctx context.Context, pool *pgxpool.Pool, id int64, url *string, types []string, allowPrivate bool) (Subscription, error) {
+	if url == nil && types == nil {
+		return Subscription{}, fmt.Errorf("%w: nothing to change: give url, types or both", ErrBadRequest)
+	}
+	if types != nil {
+		var err error
+		if types, err = checkTypes(types); err != nil {
+			return Subscription{}, err
+		}
+	}
+	if url != nil {
+		if err := CheckURL(ctx, *url, allowPrivate); err != nil {
+			return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+	}
+	return one(ctx, pool, updateSubscription, id, url, types)
 }
 
 // countDeliveries counts a subscription's deliveries by state.
