@@ -132,7 +132,7 @@ func coreOptions(c *config) []option {
 		{"public-url", "INBOX_PUBLIC_URL", "http://localhost:8080", "base URL providers call; Twilio signs it", false, str(&c.PublicURL)},
 		{"api-tokens", "INBOX_API_TOKENS", "", "bearer tokens for /v1 reads, comma-separated", true, list(&c.APITokens)},
 		{"admin-tokens", "INBOX_ADMIN_TOKENS", "", "bearer tokens for admin endpoints, comma-separated", true, list(&c.AdminTokens)},
-		{"workers", "INBOX_WORKERS", strconv.Itoa(processor.DefaultWorkers), "concurrent processing batches per process (4 per CPU)", false, positive(&c.Workers)},
+		{"workers", "INBOX_WORKERS", strconv.Itoa(processor.DefaultWorkers()), "concurrent processing batches per process (4 per CPU it may use: GOMAXPROCS, which follows a container's CPU limit)", false, positive(&c.Workers)},
 		{"batch-size", "INBOX_BATCH_SIZE", strconv.Itoa(processor.DefaultBatchSize), "events claimed and applied per transaction (1 to 1000)", false, between(&c.BatchSize, 1, processor.MaxBatchSize)},
 		{"batch-wait", "INBOX_BATCH_WAIT", shortDuration(processor.DefaultBatchWait), "longest an event another process committed waits for others to share its claim, when events come closer together than this; 0 claims at once", false, durationOrZero(&c.BatchWait)},
 		{"lane-weights", "INBOX_LANE_WEIGHTS", "", "weigh lanes' shares of each claim: lane=weight pairs, comma-separated, e.g. meta/100000000000001=4 (weights 1 to 100; other lanes weigh 1; docs/lanes.md)", false, laneWeights(&c.LaneWeights)},

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,21 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if c.DatabaseURL != defaultDatabaseURL || c.Addr != ":8080" || c.MaxBodyBytes != 4194304 ||
 		c.MaxAttempts != 12 || c.SweepInterval != time.Second || c.Lease != 30*time.Second || !c.Migrate {
 		t.Errorf("defaults = %+v", c)
+	}
+}
+
+// TestDefaultWorkersFollowGOMAXPROCS: four workers per CPU the process may use,
+// which in a container is its CPU limit (Go's GOMAXPROCS), not the host's CPUs: a
+// process limited to one CPU gets 4, whatever the host has. (Not parallel: it sets
+// GOMAXPROCS.)
+func TestDefaultWorkersFollowGOMAXPROCS(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c, err := loadConfig("serve", nil, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != 4 {
+		t.Errorf("INBOX_WORKERS's default with GOMAXPROCS 1 on %d CPUs = %d, want 4", runtime.NumCPU(), c.Workers)
 	}
 }
 

@@ -110,9 +110,12 @@ const (
 	MaxBatchSize = 1000
 )
 
-// DefaultWorkers is the default of Config.Workers: four batches per CPU, since a
-// batch spends most of its time waiting on the database.
-var DefaultWorkers = 4 * runtime.NumCPU()
+// DefaultWorkers is the default of Config.Workers: four batches per CPU the process
+// may use, since a batch spends most of its time waiting on the database. The CPUs
+// are GOMAXPROCS's, which Go sets from a container's CPU limit, where NumCPU counts
+// the host's: a container limited to two CPUs on a 64-core host gets 8 workers, not
+// 256 (each a connection).
+func DefaultWorkers() int { return 4 * runtime.GOMAXPROCS(0) }
 
 // DefaultBatchWait is INBOX_BATCH_WAIT's default: events that other processes commit
 // (or that a replay requeues) wait at most this long to share a claim with others.
@@ -121,7 +124,7 @@ const DefaultBatchWait = 10 * time.Millisecond
 
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
-		c.Workers = DefaultWorkers
+		c.Workers = DefaultWorkers()
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
