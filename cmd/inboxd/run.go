@@ -309,7 +309,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	replays := replay.NewRunner(pool, log.Named("replay"), proc.ID())
 	deps := api.Deps{
 		Eraser: eraser, Changes: changes, Redaction: cfg.Redaction,
-		Deliveries: &api.Deliveries{AllowPrivate: cfg.DeliveryAllowPrivate, Wake: deliverer.Wake},
+		Deliveries: &api.Deliveries{AllowPrivate: cfg.DeliveryAllowPrivate, Wake: deliverer.Wake, Ping: deliverer.Ping},
 		Pool:       pool, ReadPool: readPool, PollOnly: cfg.PollOnly, Webhooks: hooks, Listening: proc.ListenerConnected, Gatherer: reg,
 		APITokens: cfg.APITokens, AdminTokens: cfg.AdminTokens, Log: log.Named("http"), Tracing: traces,
 		Misconfigured: func() error {

@@ -12,6 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
 	"inboxd/internal/delivery"
 	"inboxd/internal/feed"
 )
@@ -25,6 +28,7 @@ const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints
   inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
   inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
   inboxd subscriptions rotate ID [--keep-previous 24h]  a new secret; the old one signs too meanwhile (0: stops now)
+  inboxd subscriptions ping ID                          send the endpoint a signed ping; print its answer
   inboxd subscriptions pause|resume|delete ID
 Change types: ` + "conversation.created, message.created, message.status_changed, contact.erased"
 
@@ -38,7 +42,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	fs := cliFlags("subscriptions "+verb, subscriptionsUsage, stderr)
 	url := fs.String("url", "", "create, update: the endpoint's http(s) URL")
 	types := fs.String("types", "", "create, update: change types, comma-separated")
-	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create, update: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE)")
+	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create, update: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE); ping: send to one")
 	state := fs.String("state", "", "deliveries: only this state: "+strings.Join(delivery.States, ", "))
 	limit := fs.Int("limit", 20, "deliveries: how many, at most")
 	from := fs.String("from", "", "replay: the change id to deliver again from, itself included")
@@ -55,7 +59,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if err := strayArgument(fs); err != nil {
 			return err
 		}
-	case "show", "update", "deliveries", "replay", "rotate", "pause", "resume", "delete":
+	case "show", "update", "deliveries", "replay", "rotate", "ping", "pause", "resume", "delete":
 		if fs.NArg() > 1 {
 			return usageError{fmt.Errorf("inboxd subscriptions %s takes one subscription id, got %d arguments", verb, fs.NArg())}
 		}
@@ -161,6 +165,13 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 			return cliErr(err)
 		}
 		return printJSON(stdout, s)
+	case "ping":
+		d := delivery.New(pool, delivery.Config{AllowPrivate: *allowPrivate}, zap.NewNop(), delivery.NewMetrics(prometheus.NewRegistry()))
+		p, err := d.Ping(ctx, id)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, p)
 	case "rotate":
 		s, err := delivery.RotateSecret(ctx, pool, id, *keep)
 		if err != nil {

@@ -96,6 +96,10 @@ func TestSubscriptionsCommand(t *testing.T) {
 		}
 		return n == 4, nil
 	})
+	// A ping reaches the endpoint and prints what it answered.
+	if out, err = cli("subscriptions", "ping", id, "--allow-private"); err != nil || !strings.Contains(out, `"delivered": true`) || !strings.Contains(out, `"status": 204`) {
+		t.Errorf("ping: %v %s, want the endpoint's 204", err, out)
+	}
 	// An update changes the types in place; a misspelt one is refused.
 	if out, err = cli("subscriptions", "update", id, "--types", "message.created"); err != nil || !strings.Contains(out, `"contact.erased",`) || strings.Contains(out, "conversation.created") {
 		t.Errorf("update --types message.created: %v %s", err, out)

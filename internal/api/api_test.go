@@ -92,7 +92,7 @@ func newTestAPI(t testing.TB, withProcessor bool) *testAPI {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	router := NewRouter(Deps{
-		Eraser: eraser, Changes: hub, Pool: pool, Deliveries: &Deliveries{AllowPrivate: true, Wake: deliverer.Wake}, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
+		Eraser: eraser, Changes: hub, Pool: pool, Deliveries: &Deliveries{AllowPrivate: true, Wake: deliverer.Wake, Ping: deliverer.Ping}, Webhooks: hooks, Listening: func() bool { return true }, Gatherer: reg,
 		APITokens: []string{readToken}, AdminTokens: []string{adminToken}, Log: zap.NewNop(),
 	})
 	srv := httptest.NewServer(router)

@@ -98,6 +98,9 @@ func routes(r chi.Router, d Deps, which routeSet) {
 			r.With(api, admin).Post("/v1/subscriptions/{id}/resume", resumeSubscription(d.Pool, dl.Wake, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/replay", replaySubscription(d.Pool, dl.Wake, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/rotate-secret", rotateSecret(d.Pool, log))
+			if dl.Ping != nil {
+				r.With(api, admin).Post("/v1/subscriptions/{id}/ping", pingSubscription(dl.Ping, log))
+			}
 			r.With(api, admin).Get("/v1/subscriptions/{id}/deliveries", listDeliveries(d.Pool, log))
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"inboxd/internal/delivery"
 	"inboxd/internal/feed"
 	"inboxd/internal/ingest"
 	"inboxd/internal/jsonhttp"
@@ -75,6 +76,9 @@ type Deps struct {
 type Deliveries struct {
 	AllowPrivate bool   // INBOX_DELIVERY_ALLOW_PRIVATE: subscriptions may name private addresses
 	Wake         func() // this process's deliverer has work
+	// Ping sends a subscription's endpoint a signed ping (delivery.Deliverer.Ping);
+	// nil: POST …/ping is not served.
+	Ping func(ctx context.Context, id int64) (delivery.Ping, error)
 }
 
 // name is the name of the setting key, for answers.

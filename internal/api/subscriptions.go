@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -174,6 +175,20 @@ func rotateSecret(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 		}
 		log.Info("subscription secret rotated", zap.Int64("subscription_id", id), zap.Duration("previous_kept", keep))
 		return s, nil
+	})
+}
+
+// pingSubscription: POST /v1/subscriptions/{id}/ping sends the endpoint a signed
+// ping and answers with what it got (200 whatever the endpoint answered: the ping
+// worked; its answer is in the body).
+func pingSubscription(ping func(context.Context, int64) (delivery.Ping, error), log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		p, err := ping(r.Context(), id)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("subscription pinged", zap.Int64("subscription_id", id), zap.Bool("delivered", p.Delivered))
+		return p, nil
 	})
 }
 

@@ -94,6 +94,14 @@ func TestSubscriptions(t *testing.T) {
 		t.Errorf("resume = %d %s", status, body)
 	}
 
+	status, body = a.call(t, "POST", path+"/ping", adminToken, nil)
+	if p := decode[delivery.Ping](t, body); status != 200 || !p.Delivered || p.Status == nil || *p.Status != 204 {
+		t.Errorf("ping = %d %s, want 200 saying the endpoint answered 204", status, body)
+	}
+	if status, _ = a.call(t, "POST", "/v1/subscriptions/999999/ping", adminToken, nil); status != 404 {
+		t.Errorf("ping of no subscription = %d, want 404", status)
+	}
+
 	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{}`)); status != 400 || !strings.Contains(string(body), "from is required") {
 		t.Errorf("replay without from = %d %s", status, body)
 	}

@@ -884,6 +884,61 @@ func TestUpdate(t *testing.T) {
 	}
 }
 
+// TestPing: a ping reaches the endpoint signed as a delivery is (with both secrets
+// after a rotation), answers with what the endpoint did, reaches a paused
+// subscription, and records nothing; a private address is refused unless allowed,
+// and a missing subscription is ErrNotFound.
+func TestPing(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	rc := deliverytest.New(t)
+	sub := subscribe(t, pool, rc)
+	rotated, err := RotateSecret(ctx, pool, sub.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.SetSecret(rotated.Secret, sub.Secret)
+	if _, err := Pause(ctx, pool, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+
+	p, err := d.Ping(ctx, sub.ID)
+	got := rc.Got()
+	if err != nil || !p.Delivered || p.Status == nil || *p.Status != http.StatusNoContent || p.Error != nil || len(got) != 1 {
+		t.Fatalf("ping = %+v, %v; the endpoint got %d requests; want delivered, 204, one request", p, err, len(got))
+	}
+	if r := got[0]; r.ID != p.WebhookID || !strings.HasPrefix(r.ID, "ping_") || r.Type != PingType || len(r.VerifiedBy) != 2 {
+		t.Errorf("the endpoint got %+v, want a ping with the ping's webhook-id, verified with both secrets", r)
+	}
+
+	rc.Answer(func(*http.Request, string, int) (int, http.Header) { return http.StatusUnauthorized, nil })
+	p, err = d.Ping(ctx, sub.ID)
+	if err != nil || p.Delivered || p.Status == nil || *p.Status != http.StatusUnauthorized || p.Error == nil || !strings.Contains(*p.Error, "answered 401") {
+		t.Errorf("ping of an endpoint that answers 401 = %+v, %v, want not delivered, saying so", p, err)
+	}
+	var deliveries int
+	var s Subscription
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM deliveries`).Scan(&deliveries); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Get(ctx, pool, sub.ID); err != nil || deliveries != 0 || s.Failures != 0 || s.BlockedUntil != nil || s.Cursor != sub.Cursor {
+		t.Errorf("after two pings: %d deliveries, subscription %+v (%v), want nothing recorded", deliveries, s, err)
+	}
+
+	guarded := newIdle(t, pool, Config{})
+	if p, err = guarded.Ping(ctx, sub.ID); err != nil || p.Delivered || p.Status != nil || p.Error == nil || !strings.Contains(*p.Error, "private") {
+		t.Errorf("ping of a loopback endpoint without AllowPrivate = %+v, %v, want refused before any request", p, err)
+	}
+	if len(rc.Got()) != 2 {
+		t.Errorf("the endpoint got %d requests, want the two pings allowed", len(rc.Got()))
+	}
+	if _, err := d.Ping(ctx, 999999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ping of a subscription that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
 // TestPauseResume: nothing is sent while a subscription is paused, neither what was
 // fanned out before the pause nor what was committed during it; all of it is
 // delivered after it resumes. A pause does not count against the give-up time: a

@@ -114,13 +114,13 @@ func (d *Deliverer) deliver(ctx context.Context, c claimed) {
 // signed gives the Standard Webhooks headers of a delivery: signed with the
 // subscription's secret and, while a rotation keeps it, with the secret that one
 // replaced, both in webhook-signature (a verifier accepts either).
-func signed(c claimed, id string, body []byte) (http.Header, error) {
+func signed(secret string, previous *string, id string, body []byte) (http.Header, error) {
 	now := time.Now()
-	h, err := generic.Headers(c.Secret, id, now, body)
-	if err != nil || c.PreviousSecret == nil {
+	h, err := generic.Headers(secret, id, now, body)
+	if err != nil || previous == nil {
 		return h, err
 	}
-	old, err := generic.Signature(*c.PreviousSecret, id, now.Unix(), body)
+	old, err := generic.Signature(*previous, id, now.Unix(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -140,13 +140,18 @@ func (d *Deliverer) send(ctx context.Context, c claimed) result {
 	if err != nil {
 		return result{err: err.Error()}
 	}
-	headers, err := signed(c, change.ID, body)
+	return d.post(ctx, c.URL, c.Secret, c.PreviousSecret, change.ID, body, d.cfg.Timeout)
+}
+
+// post signs body (signed) and POSTs it to url, waiting at most timeout.
+func (d *Deliverer) post(ctx context.Context, url, secret string, previous *string, id string, body []byte, timeout time.Duration) result {
+	headers, err := signed(secret, previous, id, body)
 	if err != nil {
 		return result{err: "the subscription's secret cannot sign: " + err.Error()}
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return result{err: "bad url: " + err.Error()}
 	}
@@ -155,7 +160,7 @@ func (d *Deliverer) send(ctx context.Context, c claimed) result {
 	tracing.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return transportFailure(err, d.cfg.Timeout)
+		return transportFailure(err, timeout)
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, responseCap))
