@@ -192,8 +192,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("the contact is in the URL %q (%v)", loc, err)
 	}
 	pgtest.Eventually(t, "the subscriber's deliveries", 30*time.Second, func() (bool, error) { return len(consumer.Delivered()) == 5, nil })
-	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("subscriptions"),
-		chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.ID("deliveries")), shot("deliveries"))
+	// A ping from the subscriptions page: the endpoint's answer is shown.
+	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.ID("ping-1")),
+		chromedp.Click(chromedp.ID("ping-1")), chromedp.WaitVisible(chromedp.CSS("p.flash")), shot("subscriptions"))
+	if flash := text("p.flash"); !strings.Contains(flash, "Ping of subscription 1: the endpoint answered 204") {
+		t.Errorf("after Ping the page says %q, want the endpoint's 204", flash)
+	}
+	browse(chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.ID("deliveries")), shot("deliveries"))
 	// The conversation and its four messages (the first event's and the bulk replay's).
 	if ds := text("#deliveries tbody"); strings.Count(ds, "delivered") != 5 {
 		t.Errorf("deliveries page: %q, want the five deliveries", ds)

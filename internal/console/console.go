@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"inboxd/internal/delivery"
 	"inboxd/internal/processor"
 	"inboxd/internal/readmodel"
 	"inboxd/internal/redact"
@@ -62,7 +63,13 @@ type Config struct {
 	Retention, DeadRetention time.Duration
 	// WakeReplays makes this process's replay runner start a job just confirmed.
 	WakeReplays func()
-	Log         *zap.Logger
+	// WakeDeliveries tells this process's deliverer that a subscription was resumed or
+	// replayed; Ping sends a subscription's endpoint a signed ping
+	// (delivery.Deliverer's). nil: the deliverer sees the change at its next pass;
+	// no ping button.
+	WakeDeliveries func()
+	Ping           func(ctx context.Context, id int64) (delivery.Ping, error)
+	Log            *zap.Logger
 }
 
 // contentSecurityPolicy: the pages' own stylesheet and scripts (static/), nothing
@@ -109,6 +116,7 @@ func New(cfg Config) http.Handler {
 		r.Get("/conversations/{id}", c.conversation)
 		r.Get("/subscriptions", c.subscriptions)
 		r.Get("/subscriptions/{id}/deliveries", c.deliveries)
+		r.Post("/subscriptions/{id}/{action:pause|resume|replay|ping}", c.subscriptionAction)
 		r.Get("/erasures", c.erasures)
 		r.Post("/replays/preview", c.replayPreview)
 		r.Post("/replays", c.replayStart)

@@ -2,11 +2,16 @@ package console
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
+
 	"inboxd/internal/delivery"
+	"inboxd/internal/feed"
 	"inboxd/internal/privacy"
 	"inboxd/internal/readmodel"
 )
@@ -79,9 +84,25 @@ func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
 
 type subscriptionsData struct {
 	Subscriptions []delivery.Subscription
+	CanPing       bool
+}
+
+// actionDone is what the subscriptions page says after an action (?done=), by name:
+// the address carries no text of its own.
+var actionDone = map[string]string{
+	"pause":  "Paused: nothing is sent until it is resumed; what it is owed meanwhile is kept.",
+	"resume": "Resumed: what waited is being sent, and the breaker is closed.",
+	"replay": "Replayed: that change and every one after it are being sent again, in order.",
 }
 
 func (c *console) subscriptions(w http.ResponseWriter, r *http.Request) {
+	v := view{Title: "Subscriptions", Nav: "subscriptions", Flash: actionDone[r.URL.Query().Get("done")]}
+	c.subscriptionsPage(w, r, http.StatusOK, v)
+}
+
+// subscriptionsPage renders the subscriptions, each with its deliveries by state,
+// with v's flash or error.
+func (c *console) subscriptionsPage(w http.ResponseWriter, r *http.Request, status int, v view) {
 	subs, err := delivery.List(r.Context(), c.cfg.Pool)
 	if err != nil {
 		c.dbFail(w, r, err)
@@ -95,7 +116,60 @@ func (c *console) subscriptions(w http.ResponseWriter, r *http.Request) {
 		}
 		subs[i].Deliveries = full.Deliveries // the secret stays out of the page
 	}
-	c.render(w, r, http.StatusOK, "subscriptions", view{Title: "Subscriptions", Nav: "subscriptions", Data: subscriptionsData{subs}})
+	v.Data = subscriptionsData{Subscriptions: subs, CanPing: c.cfg.Ping != nil}
+	c.render(w, r, status, "subscriptions", v)
+}
+
+// subscriptionAction pauses, resumes, replays (from the form's change id) or pings
+// a subscription (admin only). A ping's answer is shown at once; the others lead
+// back to the list, which says what was done.
+func (c *console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
+	action := chi.URLParam(r, "action")
+	if !c.requireAdmin(w, r, action+" a subscription") {
+		return
+	}
+	id, ok := c.pathID(w, r, "subscription")
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	var err error
+	switch action {
+	case "ping":
+		if c.cfg.Ping == nil {
+			c.fail(w, r, nil, http.StatusNotFound, "This console cannot ping: it runs without a deliverer.")
+			return
+		}
+		p, err := c.cfg.Ping(ctx, id)
+		if err != nil {
+			c.deliveryFail(w, r, err)
+			return
+		}
+		c.cfg.Log.Info("console subscription ping", zap.Int64("subscription_id", id), zap.Bool("delivered", p.Delivered))
+		v := view{Title: "Subscriptions", Nav: "subscriptions"}
+		if p.Delivered {
+			v.Flash = fmt.Sprintf("Ping of subscription %d: the endpoint answered %d in %.1f ms.", id, *p.Status, p.DurationMS)
+		} else {
+			v.Error = fmt.Sprintf("Ping of subscription %d: not delivered: %s.", id, *p.Error)
+		}
+		c.subscriptionsPage(w, r, http.StatusOK, v)
+		return
+	case "pause":
+		_, err = delivery.Pause(ctx, c.cfg.Pool, id)
+	case "resume":
+		_, err = delivery.Resume(ctx, c.cfg.Pool, id)
+	case "replay":
+		_, err = delivery.Replay(ctx, c.cfg.Pool, id, r.PostFormValue("from"))
+	}
+	if err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	c.cfg.Log.Info("console subscription "+action, zap.Int64("subscription_id", id))
+	if action != "pause" && c.cfg.WakeDeliveries != nil {
+		c.cfg.WakeDeliveries()
+	}
+	http.Redirect(w, r, "/console/subscriptions?done="+action, http.StatusSeeOther)
 }
 
 type deliveriesData struct {
@@ -125,6 +199,8 @@ func (c *console) deliveryFail(w http.ResponseWriter, r *http.Request, err error
 		c.fail(w, r, nil, http.StatusNotFound, err.Error()+"; the Subscriptions page lists them")
 	case errors.Is(err, delivery.ErrBadRequest):
 		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
+	case errors.Is(err, feed.ErrCursorExpired):
+		c.fail(w, r, nil, http.StatusGone, err.Error())
 	default:
 		c.dbFail(w, r, err)
 	}
