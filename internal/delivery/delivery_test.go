@@ -812,6 +812,11 @@ func TestRotateSecret(t *testing.T) {
 	if got := rc.Delivered()[3].VerifiedBy; !slices.Equal(got, []string{s.Secret}) {
 		t.Errorf("after the previous secret's time ran out, a delivery verifies with %d secrets, want the new one alone", len(got))
 	}
+	pgtest.Eventually(t, "the sweep forgets the secret whose time ran out", time.Minute, func() (bool, error) {
+		var kept bool
+		err := pool.QueryRow(ctx, `SELECT previous_secret IS NOT NULL OR previous_secret_until IS NOT NULL FROM subscriptions`).Scan(&kept)
+		return !kept, err
+	})
 	if _, err := RotateSecret(ctx, pool, sub.ID, MaxPreviousSecret+time.Second); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("keeping the previous secret past %v: %v, want ErrBadRequest", MaxPreviousSecret, err)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // The sweep, every SweepInterval: deliveries whose lease ended (their process died or
-// hung) become pending again; undelivered deliveries past the give-up time are dead
+// hung) become pending again; secrets rotated out whose time ran out are dropped; undelivered deliveries past the give-up time are dead
 // (an endpoint whose breaker kept it closed for that long is given up on too); and
 // the lag gauges are read. Due retries need no sweep of their own: each sweep is
 // followed by a claim pass.
@@ -30,6 +30,12 @@ SET state = 'pending', run_at = now(), locked_by = NULL,
     last_error = format('lease of %s expired during attempt %s: the process stopped (crash, kill or hang) before recording the outcome', d.locked_by, d.attempts)
 FROM expired
 WHERE d.id = expired.id`
+
+// forgetSecrets drops the secrets rotated out whose time has run out (RotateSecret):
+// nothing signs with them any more, and a secret kept for nothing is one more to leak.
+const forgetSecrets = `
+UPDATE subscriptions SET previous_secret = NULL, previous_secret_until = NULL
+WHERE previous_secret_until <= now()`
 
 // giveUpCandidates are the (subscription, conversation) pairs with undelivered
 // deliveries past the give-up time ($1 ms since they were made), of active
@@ -69,8 +75,9 @@ func (d *Deliverer) sweep(ctx context.Context) {
 	b := d.batch()
 	var rescued int64
 	b.Queue(rescueExpired).Exec(func(tag pgconn.CommandTag) error { rescued = tag.RowsAffected(); return nil })
+	b.Queue(forgetSecrets)
 	if err := d.pool.SendBatch(ctx, b).Close(); err != nil {
-		d.warnSweep(ctx, "rescue expired deliveries", err)
+		d.warnSweep(ctx, "rescue expired deliveries and forget old secrets", err)
 	} else if rescued > 0 {
 		d.log.Warn("deliveries whose lease expired are pending again", zap.Int64("deliveries", rescued))
 	}
