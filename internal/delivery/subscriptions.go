@@ -30,8 +30,8 @@ var (
 // States are the states of deliveries.state.
 var States = []string{"waiting", "pending", "delivering", "delivered", "dead"}
 
-// Subscription is a subscription as the API shows it. Secret is shown by Create and
-// Get, never in a list.
+// Subscription is a subscription as the API shows it. Secret is in every answer
+// about one subscription (admin only), never in a list.
 type Subscription struct {
 	ID           int64      `json:"id"`
 	URL          string     `json:"url"`
