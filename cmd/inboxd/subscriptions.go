@@ -88,6 +88,8 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 			return usageError{fmt.Errorf("%w (`inboxd subscriptions` lists them)", err)}
 		case errors.Is(err, delivery.ErrBadRequest):
 			return callerError(err, delivery.ErrBadRequest)
+		case errors.Is(err, delivery.ErrConflict):
+			return callerError(err, delivery.ErrConflict)
 		case errors.Is(err, feed.ErrCursorExpired):
 			return usageError{err}
 		}

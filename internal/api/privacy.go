@@ -115,6 +115,8 @@ func privacyErr(err error) (int, string, string, bool) {
 		return http.StatusBadRequest, "bad_parameter", err.Error(), true
 	case errors.Is(err, delivery.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error() + "; GET /v1/subscriptions lists them", true
+	case errors.Is(err, delivery.ErrConflict):
+		return http.StatusConflict, "conflict", err.Error(), true
 	case errors.Is(err, privacy.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error(), true
 	}

@@ -151,6 +151,9 @@ func TestSubscriptions(t *testing.T) {
 		time.Until(*rotated.PreviousSecretExpiresAt) < 23*time.Hour || time.Until(*rotated.PreviousSecretExpiresAt) > 25*time.Hour {
 		t.Errorf("rotate-secret without a body = %d %s, want a new secret and the old one kept a day", status, body)
 	}
+	if status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, nil); status != 409 || !strings.Contains(string(body), `"conflict"`) || !strings.Contains(string(body), "still signs until") {
+		t.Errorf("a second rotation within the day = %d %s, want 409 saying until when the old secret signs", status, body)
+	}
 	status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, []byte(`{"keep_previous_seconds": 0}`))
 	if again := decode[delivery.Subscription](t, body); status != 200 || again.Secret == rotated.Secret || again.PreviousSecretExpiresAt != nil {
 		t.Errorf("rotate-secret keeping nothing = %d %s, want a new secret and no previous one", status, body)

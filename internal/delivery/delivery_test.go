@@ -758,9 +758,10 @@ INSERT INTO changes_horizon (xid, seq) SELECT xid, seq FROM gone ORDER BY xid DE
 
 // TestRotateSecret: after a rotation every delivery is signed with the new secret
 // and, for the time kept, with the one it replaced, so that an endpoint still on the
-// old secret accepts it; a second rotation drops the first one's old secret (two
-// signatures at most); one that keeps nothing stops the old secret at once; the time
-// kept is bounded.
+// old secret accepts it; a second rotation that would drop that old secret while it
+// still signs is refused and changes nothing; one that keeps nothing stops every
+// old secret at once; the time kept runs out, and the sweep then deletes the old
+// secret; the time kept is bounded.
 func TestRotateSecret(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -770,20 +771,29 @@ func TestRotateSecret(t *testing.T) {
 	d := start(t, pool, Config{AllowPrivate: true})
 	secrets := []string{sub.Secret}
 	for i, tc := range []struct {
-		keep time.Duration
-		want int // how many of the latest secrets sign
-	}{{time.Hour, 2}, {time.Hour, 2}, {0, 1}} {
+		keep     time.Duration
+		want     int  // how many of the latest secrets sign
+		conflict bool // refused: the secret rotated out before still signs
+	}{{time.Hour, 2, false}, {time.Hour, 2, true}, {0, 1, false}} {
 		s, err := RotateSecret(ctx, pool, sub.ID, tc.keep)
-		if err != nil {
+		switch {
+		case tc.conflict:
+			if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "still signs until") {
+				t.Errorf("rotation %d while the last one's old secret still signs: %v, want ErrConflict saying until when", i, err)
+			}
+			if s, err := Get(ctx, pool, sub.ID); err != nil || s.Secret != secrets[len(secrets)-1] {
+				t.Errorf("the refused rotation changed the secret (%v)", err)
+			}
+		case err != nil:
 			t.Fatal(err)
-		}
-		if slices.Contains(secrets, s.Secret) || !strings.HasPrefix(s.Secret, "whsec_") {
+		case slices.Contains(secrets, s.Secret) || !strings.HasPrefix(s.Secret, "whsec_"):
 			t.Fatalf("rotation %d gave secret %q, want a new whsec_ one", i, s.Secret)
+		default:
+			if until := s.PreviousSecretExpiresAt; (tc.keep > 0) != (until != nil) || until != nil && time.Until(*until) > tc.keep {
+				t.Errorf("rotation %d keeping %v: previous secret expires at %v", i, tc.keep, until)
+			}
+			secrets = append(secrets, s.Secret)
 		}
-		if until := s.PreviousSecretExpiresAt; (tc.keep > 0) != (until != nil) || until != nil && time.Until(*until) > tc.keep {
-			t.Errorf("rotation %d keeping %v: previous secret expires at %v", i, tc.keep, until)
-		}
-		secrets = append(secrets, s.Secret)
 		newestFirst := slices.Clone(secrets)
 		slices.Reverse(newestFirst)
 		rc.SetSecret(newestFirst[0], newestFirst[1:]...)
@@ -822,6 +832,28 @@ func TestRotateSecret(t *testing.T) {
 	}
 	if _, err := RotateSecret(ctx, pool, 999999, time.Hour); !errors.Is(err, ErrNotFound) {
 		t.Errorf("rotating a subscription that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
+// TestRotateAgain: a rotation that keeps the old secret is refused while the last
+// rotation's old secret still signs, and allowed once its time has run out (before
+// the sweep deletes it).
+func TestRotateAgain(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub := subscribe(t, pool, deliverytest.New(t))
+	if _, err := RotateSecret(ctx, pool, sub.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RotateSecret(ctx, pool, sub.ID, time.Minute); !errors.Is(err, ErrConflict) {
+		t.Errorf("a second rotation within the first one's hour: %v, want ErrConflict", err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET previous_secret_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := RotateSecret(ctx, pool, sub.ID, time.Minute); err != nil || s.PreviousSecretExpiresAt == nil {
+		t.Errorf("a rotation after the first one's old secret expired: %+v, %v; want made, keeping the current secret a minute", s.PreviousSecretExpiresAt, err)
 	}
 }
 

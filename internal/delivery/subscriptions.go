@@ -25,6 +25,9 @@ import (
 var (
 	ErrBadRequest = errors.New("bad request")
 	ErrNotFound   = errors.New("not found")
+	// ErrConflict: the request does not fit the subscription's state (a rotation
+	// while the previous one's old secret still signs).
+	ErrConflict = errors.New("conflict")
 )
 
 // States are the states of deliveries.state.
@@ -248,29 +251,42 @@ func Resume(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, er
 const MaxPreviousSecret = 7 * 24 * time.Hour
 
 // DefaultPreviousSecret is how long the secret a rotation replaces goes on signing
-// when the caller does not say (what Svix gives an endpoint's old secret).
+// when the caller does not say: a day to redeploy the endpoint.
 const DefaultPreviousSecret = 24 * time.Hour
 
 // rotateSecret gives the subscription the new secret $2 and keeps the one it
-// replaces signing for $3 ms (0: not at all). A secret rotated out earlier is
-// dropped: two signatures at most.
+// replaces signing for $3 ms (0: not at all, and a secret rotated out earlier stops
+// too). While a secret rotated out earlier still signs, a rotation that keeps the
+// current one is not made (no row): it would drop the secret an endpoint may still
+// verify with.
 const rotateSecret = `
 UPDATE subscriptions
 SET previous_secret = CASE WHEN $3 > 0 THEN secret END,
     previous_secret_until = CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END,
     secret = $2
-WHERE id = $1
+WHERE id = $1 AND NOT ($3 > 0 AND coalesce(previous_secret_until > now(), false))
 RETURNING ` + subscriptionColumns
 
 // RotateSecret gives a subscription a new secret, which signs every delivery from
 // now on; the secret it replaces signs them too for keepPrevious (0: the old secret
 // stops at once, as after a leak), each delivery carrying both signatures, so that
 // the endpoint can switch to the new one without refusing a delivery in between.
+// A second rotation while the first one's old secret still signs would leave an
+// endpoint that has not switched yet with neither: it is refused (ErrConflict)
+// unless keepPrevious is 0, which stops every secret but the new one.
 func RotateSecret(ctx context.Context, pool *pgxpool.Pool, id int64, keepPrevious time.Duration) (Subscription, error) {
 	if keepPrevious < 0 || keepPrevious > MaxPreviousSecret {
 		return Subscription{}, fmt.Errorf("%w: the previous secret may go on signing for 0 (stop at once) up to %v, not %v", ErrBadRequest, MaxPreviousSecret, keepPrevious)
 	}
-	return one(ctx, pool, rotateSecret, id, newSecret(), keepPrevious.Milliseconds())
+	s, err := one(ctx, pool, rotateSecret, id, newSecret(), keepPrevious.Milliseconds())
+	if errors.Is(err, ErrNotFound) {
+		if cur, gerr := Get(ctx, pool, id); gerr == nil && cur.PreviousSecretExpiresAt != nil {
+			return s, fmt.Errorf("%w: subscription %d: the secret its last rotation replaced still signs until %s, and its endpoint may not have switched yet; "+
+				"rotating again would stop that secret. Wait until then, or rotate keeping nothing (0), which stops every secret but the new one at once",
+				ErrConflict, id, cur.PreviousSecretExpiresAt.UTC().Format(time.RFC3339))
+		}
+	}
+	return s, err
 }
 
 // replay moves the subscription's cursor back to $2.$3 (never forward): fan-out
