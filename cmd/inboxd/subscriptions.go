@@ -28,6 +28,7 @@ const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints
   inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
   inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
   inboxd subscriptions rotate ID [--keep-previous 24h]  a new secret; the old one signs too meanwhile (0: stops now)
+  inboxd subscriptions end-previous ID                  stop the secret the last rotation replaced, now
   inboxd subscriptions ping ID                          send the endpoint a signed ping; print its answer
   inboxd subscriptions pause|resume|delete ID
 Change types: ` + "conversation.created, message.created, message.status_changed, contact.erased"
@@ -59,7 +60,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if err := strayArgument(fs); err != nil {
 			return err
 		}
-	case "show", "update", "deliveries", "replay", "rotate", "ping", "pause", "resume", "delete":
+	case "show", "update", "deliveries", "replay", "rotate", "end-previous", "ping", "pause", "resume", "delete":
 		if fs.NArg() > 1 {
 			return usageError{fmt.Errorf("inboxd subscriptions %s takes one subscription id, got %d arguments", verb, fs.NArg())}
 		}
@@ -163,6 +164,12 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		return tw.Flush()
 	case "replay":
 		s, err := delivery.Replay(ctx, pool, id, *from)
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, s)
+	case "end-previous":
+		s, err := delivery.EndPreviousSecret(ctx, pool, id)
 		if err != nil {
 			return cliErr(err)
 		}

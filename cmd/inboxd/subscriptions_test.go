@@ -119,6 +119,9 @@ func TestSubscriptionsCommand(t *testing.T) {
 	if out, err := cli("subscriptions", "rotate", id); !usage(err) || !strings.HasPrefix(err.Error(), "subscription "+id+": the secret its last rotation replaced still signs until") {
 		t.Errorf("rotate again within the hour: %v %s, want exit 2 saying until when the old secret signs", err, out)
 	}
+	if out, err = cli("subscriptions", "end-previous", id); err != nil || !strings.Contains(out, `"previous_secret_expires_at": null`) {
+		t.Errorf("end-previous: %v %s, want no previous secret", err, out)
+	}
 	if out, err := cli("subscriptions", "rotate", id, "--keep-previous", "200h"); !usage(err) || !strings.Contains(err.Error(), "up to 168h0m0s") {
 		t.Errorf("rotate --keep-previous 200h: %v %s, want exit 2 naming the bound", err, out)
 	}

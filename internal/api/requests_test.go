@@ -215,7 +215,7 @@ func TestFirstHourAnswers(t *testing.T) {
 	for path, want := range map[string]string{
 		"/v1/conversation":              `near it: /v1/changes, /v1/contacts, /v1/conversations, /v1/erasures, /v1/events, /v1/stats, /v1/subscriptions (`,
 		"/v1/conversations/7/mesages":   `near it: /v1/conversations/{id}/messages (`,
-		"/v1/subscriptions/1/frob":      `/v1/subscriptions/{id}/deliveries, /v1/subscriptions/{id}/pause, /v1/subscriptions/{id}/ping, /v1/subscriptions/{id}/replay, /v1/subscriptions/{id}/resume, /v1/subscriptions/{id}/rotate-secret (`,
+		"/v1/subscriptions/1/frob":      `/v1/subscriptions/{id}/deliveries, /v1/subscriptions/{id}/pause, /v1/subscriptions/{id}/ping, /v1/subscriptions/{id}/previous-secret, /v1/subscriptions/{id}/replay, /v1/subscriptions/{id}/resume, /v1/subscriptions/{id}/rotate-secret (`,
 		"/frobnicate":                   `no such endpoint; GET /openapi.yaml lists them all`,
 		"/v1/events/1/replay/now/again": `near it: /v1/events/{id}/replay (`,
 	} {

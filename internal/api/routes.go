@@ -98,6 +98,7 @@ func routes(r chi.Router, d Deps, which routeSet) {
 			r.With(api, admin).Post("/v1/subscriptions/{id}/resume", resumeSubscription(d.Pool, dl.Wake, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/replay", replaySubscription(d.Pool, dl.Wake, log))
 			r.With(api, admin).Post("/v1/subscriptions/{id}/rotate-secret", rotateSecret(d.Pool, log))
+			r.With(api, admin).Delete("/v1/subscriptions/{id}/previous-secret", endPreviousSecret(d.Pool, log))
 			if dl.Ping != nil {
 				r.With(api, admin).Post("/v1/subscriptions/{id}/ping", pingSubscription(dl.Ping, log))
 			}

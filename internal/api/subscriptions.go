@@ -178,6 +178,19 @@ func rotateSecret(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	})
 }
 
+// endPreviousSecret: DELETE /v1/subscriptions/{id}/previous-secret stops the secret
+// the last rotation replaced from signing, at once.
+func endPreviousSecret(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
+	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
+		s, err := delivery.EndPreviousSecret(r.Context(), pool, id)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("subscription previous secret ended", zap.Int64("subscription_id", id))
+		return s, nil
+	})
+}
+
 // pingSubscription: POST /v1/subscriptions/{id}/ping sends the endpoint a signed
 // ping and answers with what it got (200 whatever the endpoint answered: the ping
 // worked; its answer is in the body).

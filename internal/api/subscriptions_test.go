@@ -154,6 +154,13 @@ func TestSubscriptions(t *testing.T) {
 	if status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, nil); status != 409 || !strings.Contains(string(body), `"conflict"`) || !strings.Contains(string(body), "still signs until") {
 		t.Errorf("a second rotation within the day = %d %s, want 409 saying until when the old secret signs", status, body)
 	}
+	status, body = a.call(t, "DELETE", path+"/previous-secret", adminToken, nil)
+	if ended := decode[delivery.Subscription](t, body); status != 200 || ended.PreviousSecretExpiresAt != nil || ended.Secret != rotated.Secret {
+		t.Errorf("DELETE previous-secret = %d %s, want the subscription with its secret and no previous one", status, body)
+	}
+	if status, body = a.call(t, "DELETE", "/v1/subscriptions/999999/previous-secret", adminToken, nil); status != 404 {
+		t.Errorf("DELETE previous-secret of no subscription = %d %s, want 404", status, body)
+	}
 	status, body = a.call(t, "POST", path+"/rotate-secret", adminToken, []byte(`{"keep_previous_seconds": 0}`))
 	if again := decode[delivery.Subscription](t, body); status != 200 || again.Secret == rotated.Secret || again.PreviousSecretExpiresAt != nil {
 		t.Errorf("rotate-secret keeping nothing = %d %s, want a new secret and no previous one", status, body)

@@ -836,8 +836,8 @@ func TestRotateSecret(t *testing.T) {
 }
 
 // TestRotateAgain: a rotation that keeps the old secret is refused while the last
-// rotation's old secret still signs, and allowed once its time has run out (before
-// the sweep deletes it).
+// rotation's old secret still signs, and allowed once that secret was ended early or
+// its time has run out (before the sweep deletes it).
 func TestRotateAgain(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -848,6 +848,17 @@ func TestRotateAgain(t *testing.T) {
 	}
 	if _, err := RotateSecret(ctx, pool, sub.ID, time.Minute); !errors.Is(err, ErrConflict) {
 		t.Errorf("a second rotation within the first one's hour: %v, want ErrConflict", err)
+	}
+	// Ended early (the endpoint has switched), the old secret is gone at once.
+	if s, err := EndPreviousSecret(ctx, pool, sub.ID); err != nil || s.PreviousSecretExpiresAt != nil {
+		t.Fatalf("end the previous secret: %+v, %v", s.PreviousSecretExpiresAt, err)
+	}
+	var left bool
+	if err := pool.QueryRow(ctx, `SELECT previous_secret IS NOT NULL FROM subscriptions`).Scan(&left); err != nil || left {
+		t.Errorf("the ended secret is still stored (%v)", err)
+	}
+	if _, err := RotateSecret(ctx, pool, sub.ID, time.Hour); err != nil {
+		t.Fatalf("a rotation after the previous secret was ended: %v", err)
 	}
 	if _, err := pool.Exec(ctx, `UPDATE subscriptions SET previous_secret_until = now() - interval '1 second'`); err != nil {
 		t.Fatal(err)

@@ -289,6 +289,12 @@ func RotateSecret(ctx context.Context, pool *pgxpool.Pool, id int64, keepPreviou
 	return s, err
 }
 
+// EndPreviousSecret stops the secret a rotation replaced from signing, before its
+// time has run out (once the endpoint has switched to the new one), and deletes it.
+func EndPreviousSecret(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error) {
+	return one(ctx, pool, `UPDATE subscriptions SET previous_secret = NULL, previous_secret_until = NULL WHERE id = $1 RETURNING `+subscriptionColumns, id)
+}
+
 // replay moves the subscription's cursor back to $2.$3 (never forward): fan-out
 // then makes deliveries of every change after it again, those delivered or dead
 // included (each keeps its webhook-id, so consumers that dedupe see no duplicates).
