@@ -51,8 +51,17 @@ func TestSubscriptionActions(t *testing.T) {
 		return s.State
 	}
 
-	if body := serve("GET", "/console/subscriptions", "").Body.String(); !strings.Contains(body, `id="pause-`+id+`"`) || !strings.Contains(body, `id="ping-`+id+`"`) {
-		t.Errorf("the list offers no pause or ping button:\n%s", body)
+	if body := serve("GET", "/console/subscriptions", "").Body.String(); !strings.Contains(body, `id="pause-`+id+`"`) || !strings.Contains(body, `id="ping-`+id+`"`) ||
+		strings.Contains(body, "rotated") {
+		t.Errorf("the list offers no pause or ping button, or speaks of a rotation before any:\n%s", body)
+	}
+	rotated, err := delivery.RotateSecret(ctx, pool, sub.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.SetSecret(rotated.Secret)
+	if body := serve("GET", "/console/subscriptions", "").Body.String(); !strings.Contains(body, "rotated: the old secret signs too until") || strings.Contains(body, "whsec_") {
+		t.Errorf("after a rotation the list does not say until when the old secret signs, or shows a secret:\n%s", body)
 	}
 	if status, to, _ := post("pause", url.Values{}); status != http.StatusSeeOther || to != "/console/subscriptions?done=pause" || state() != "paused" {
 		t.Errorf("pause: %d to %q, state %s; want 303 to the list, paused", status, to, state())
