@@ -22,9 +22,9 @@ import (
 // subscriptionsUsage is the help of `inboxd subscriptions`.
 const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints that get the change feed.
   inboxd subscriptions                                  list them, with their state and breaker
-  inboxd subscriptions create --url URL --types T,…     subscribe an endpoint; prints its whsec_ secret
+  inboxd subscriptions create --url URL --types T,…     subscribe an endpoint (--providers P,…: theirs only); prints its secret
   inboxd subscriptions show ID                          one subscription, its secret, deliveries by state
-  inboxd subscriptions update ID [--url U] [--types T]  change URL or types; keeps its position and secret
+  inboxd subscriptions update ID --url|--types|--providers …   change in place: position and secret kept
   inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
   inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
   inboxd subscriptions rotate ID [--keep-previous 24h]  a new secret; the old one signs too meanwhile (0: stops now)
@@ -43,6 +43,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	fs := cliFlags("subscriptions "+verb, subscriptionsUsage, stderr)
 	url := fs.String("url", "", "create, update: the endpoint's http(s) URL")
 	types := fs.String("types", "", "create, update: change types, comma-separated")
+	providers := fs.String("providers", "", "create, update: only these providers' conversations (e.g. meta or generic:acme), comma-separated; update: \"\" for every provider")
 	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create, update: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE); ping: send to one")
 	state := fs.String("state", "", "deliveries: only this state: "+strings.Join(delivery.States, ", "))
 	limit := fs.Int("limit", 20, "deliveries: how many, at most")
@@ -116,21 +117,31 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "create":
-		s, err := delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate)
+		var only []string
+		if *providers != "" {
+			only = splitList(*providers)
+		}
+		s, err := delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate, only...)
 		if err != nil {
 			return cliErr(err)
 		}
 		return printJSON(stdout, s)
 	case "update":
-		var newURL *string
-		var newTypes []string
+		var c delivery.Change
 		if flagSet(fs.Visit, "url") {
-			newURL = url
+			c.URL = url
 		}
 		if flagSet(fs.Visit, "types") {
-			newTypes = splitList(*types)
+			c.Types = splitList(*types)
 		}
-		s, err := delivery.Update(ctx, pool, id, newURL, newTypes, *allowPrivate)
+		if flagSet(fs.Visit, "providers") {
+			only := []string{}
+			if *providers != "" {
+				only = splitList(*providers)
+			}
+			c.Providers = &only
+		}
+		s, err := delivery.Update(ctx, pool, id, c, *allowPrivate)
 		if err != nil {
 			return cliErr(err)
 		}

@@ -107,6 +107,12 @@ func TestSubscriptionsCommand(t *testing.T) {
 	if out, err := cli("subscriptions", "update", id, "--types", "message.creatd"); !usage(err) || !strings.Contains(err.Error(), "not a change type") {
 		t.Errorf("update --types message.creatd: %v %s, want exit 2 naming it", err, out)
 	}
+	if out, err = cli("subscriptions", "update", id, "--providers", "meta, generic:acme"); err != nil || !strings.Contains(out, `"generic:acme",`) {
+		t.Errorf("update --providers: %v %s", err, out)
+	}
+	if out, err = cli("subscriptions", "update", id, "--providers", ""); err != nil || !strings.Contains(out, `"providers": null`) {
+		t.Errorf("update --providers \"\": %v %s, want every provider", err, out)
+	}
 	if out, err := cli("subscriptions", "update", id); !usage(err) || !strings.Contains(err.Error(), "nothing to change") {
 		t.Errorf("update without --url or --types: %v %s, want exit 2 saying so", err, out)
 	}

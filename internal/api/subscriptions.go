@@ -36,13 +36,14 @@ func decodeBody(r *http.Request, limit int64, v any, example string) error {
 func createSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log *zap.Logger) http.HandlerFunc {
 	return respond(log, func(r *http.Request) (any, error) {
 		var req struct {
-			URL   string   `json:"url"`
-			Types []string `json:"types"`
+			URL       string   `json:"url"`
+			Types     []string `json:"types"`
+			Providers []string `json:"providers"`
 		}
-		if err := decodeBody(r, maxSubscriptionBody, &req, `{"url": "https://crm.example.com/hooks/inboxd", "types": ["message.created"]}`); err != nil {
+		if err := decodeBody(r, maxSubscriptionBody, &req, `{"url": "https://crm.example.com/hooks/inboxd", "types": ["message.created"]} (and "providers": ["meta"] for some only)`); err != nil {
 			return nil, err
 		}
-		s, err := delivery.Create(r.Context(), pool, req.URL, req.Types, allowPrivate)
+		s, err := delivery.Create(r.Context(), pool, req.URL, req.Types, allowPrivate, req.Providers...)
 		if err != nil {
 			return nil, err
 		}
@@ -52,18 +53,19 @@ func createSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log 
 	})
 }
 
-// updateSubscription: PATCH /v1/subscriptions/{id} {"url", "types"} (either or both)
+// updateSubscription: PATCH /v1/subscriptions/{id} {"url", "types", "providers"} (any)
 // answers with the subscription, its position and secret kept.
 func updateSubscription(pool *pgxpool.Pool, allowPrivate bool, wake func(), log *zap.Logger) http.HandlerFunc {
 	return subscriptionAction(log, func(r *http.Request, id int64) (any, error) {
 		var req struct {
-			URL   *string  `json:"url"`
-			Types []string `json:"types"`
+			URL       *string   `json:"url"`
+			Types     []string  `json:"types"`
+			Providers *[]string `json:"providers"`
 		}
-		if err := decodeBody(r, maxSubscriptionBody, &req, `{"url": "https://crm.example.com/hooks/inboxd", "types": ["message.created"]} (either or both)`); err != nil {
+		if err := decodeBody(r, maxSubscriptionBody, &req, `{"url": "https://crm.example.com/hooks/inboxd", "types": ["message.created"], "providers": ["meta"]} (any of them; "providers": [] for every provider)`); err != nil {
 			return nil, err
 		}
-		s, err := delivery.Update(r.Context(), pool, id, req.URL, req.Types, allowPrivate)
+		s, err := delivery.Update(r.Context(), pool, id, delivery.Change{URL: req.URL, Types: req.Types, Providers: req.Providers}, allowPrivate)
 		if err != nil {
 			return nil, err
 		}

@@ -32,6 +32,7 @@ func TestSubscriptions(t *testing.T) {
 		{`{"url": "` + rc.URL + `", "types": []}`, "at least one of"},
 		{`{"url": "` + rc.URL + `", "types": ["message.deleted"]}`, "not a change type"},
 		{`{"url": "ftp://example.com", "types": ["message.created"]}`, "http://"},
+		{`{"url": "` + rc.URL + `", "types": ["message.created"], "providers": ["twillio"]}`, "not a provider"},
 		{`{"url": "` + rc.URL + `", "types": ["message.created"], "secret": "mine"}`, "unknown field"},
 		{`not json`, "must be JSON"},
 	} {
@@ -131,8 +132,17 @@ func TestSubscriptions(t *testing.T) {
 	if up := decode[delivery.Subscription](t, body); status != 200 || !slices.Equal(up.Types, []string{"contact.erased", "message.created"}) || up.Cursor != decode[delivery.Subscription](t, mustGet(t, a, path)).Cursor {
 		t.Errorf("PATCH types = %d %s", status, body)
 	}
+	status, body = a.call(t, "PATCH", path, adminToken, []byte(`{"providers": ["generic:acme"]}`))
+	if up := decode[delivery.Subscription](t, body); status != 200 || !slices.Equal(up.Providers, []string{"generic:acme"}) {
+		t.Errorf("PATCH providers = %d %s", status, body)
+	}
+	status, body = a.call(t, "PATCH", path, adminToken, []byte(`{"providers": []}`))
+	if up := decode[delivery.Subscription](t, body); status != 200 || up.Providers != nil || !strings.Contains(string(body), `"providers":null`) {
+		t.Errorf("PATCH providers [] = %d %s, want every provider (null)", status, body)
+	}
 	for _, bad := range []struct{ body, want string }{
 		{`{}`, "nothing to change"},
+		{`{"providers": ["twillio"]}`, "not a provider"},
 		{`{"url": "ftp://example.com"}`, "http://"},
 		{`{"secret": "mine"}`, "unknown field"},
 	} {

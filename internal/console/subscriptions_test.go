@@ -28,7 +28,7 @@ func TestSubscriptionActions(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
 	rc := deliverytest.New(t)
-	sub, err := delivery.Create(ctx, pool, rc.URL, []string{"message.created"}, true)
+	sub, err := delivery.Create(ctx, pool, rc.URL, []string{"message.created"}, true, "generic:acme")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +52,8 @@ func TestSubscriptionActions(t *testing.T) {
 	}
 
 	if body := serve("GET", "/console/subscriptions", "").Body.String(); !strings.Contains(body, `id="pause-`+id+`"`) || !strings.Contains(body, `id="ping-`+id+`"`) ||
-		strings.Contains(body, "rotated") {
-		t.Errorf("the list offers no pause or ping button, or speaks of a rotation before any:\n%s", body)
+		strings.Contains(body, "rotated") || !strings.Contains(body, "only generic:acme") {
+		t.Errorf("the list offers no pause or ping button, or speaks of a rotation before any, or hides the providers:\n%s", body)
 	}
 	rotated, err := delivery.RotateSecret(ctx, pool, sub.ID, time.Hour)
 	if err != nil {

@@ -49,6 +49,7 @@ import (
 
 	"inboxd/internal/feed"
 	"inboxd/internal/processor"
+	"inboxd/internal/provider"
 )
 
 // Config tunes a Deliverer; zero values take the defaults.
@@ -288,7 +289,7 @@ func (d *Deliverer) fanOutAll(ctx context.Context) error {
 // fanOutPosition locks a subscription's fan-out without waiting (another process
 // holding it is doing the work) and reads where it stands.
 const fanOutPosition = `
-SELECT cursor_xid::text::bigint, cursor_seq, types
+SELECT cursor_xid::text::bigint, cursor_seq, types, providers
 FROM subscriptions
 WHERE id = $1 AND state = 'active' AND pg_try_advisory_xact_lock($2::int, id::int)`
 
@@ -323,8 +324,8 @@ func (d *Deliverer) fanOut(ctx context.Context, sub int64) (int, error) {
 	err := pgx.BeginTxFunc(ctx, d.pool, pgx.TxOptions{BeginQuery: "BEGIN; " + d.settings}, func(tx pgx.Tx) error {
 		var cur feed.Cursor
 		var xid int64
-		var types []string
-		err := tx.QueryRow(ctx, fanOutPosition, sub, fanoutLockSpace).Scan(&xid, &cur.Seq, &types)
+		var types, providers []string
+		err := tx.QueryRow(ctx, fanOutPosition, sub, fanoutLockSpace).Scan(&xid, &cur.Seq, &types, &providers)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil // paused, deleted, or another process is on it
 		}
@@ -337,10 +338,14 @@ func (d *Deliverer) fanOut(ctx context.Context, sub int64) (int, error) {
 			return err
 		}
 		read = len(changes)
+		others, err := otherProviders(ctx, tx, changes, providers)
+		if err != nil {
+			return err
+		}
 		var xids, seqs, convs, waits []int64
 		var keys []int32
 		for _, c := range changes {
-			if !wants(types, c.Type) {
+			if !wants(types, c.Type) || others[c.ConversationID] {
 				continue
 			}
 			xids, seqs, convs = append(xids, int64(c.Cursor.XID)), append(seqs, c.Cursor.Seq), append(convs, c.ConversationID)
@@ -381,6 +386,34 @@ func (d *Deliverer) firstWait(typ string) time.Duration {
 // lockOrders takes the order locks of (subscription, conversation) pairs, in the
 // order given (sorted: two transactions taking several never deadlock).
 const lockOrders = `SELECT pg_advisory_xact_lock($2::int, k) FROM unnest($1::int[]) AS k`
+
+// otherConversations are those of $1 whose provider is none of $2 (a provider's
+// name takes in its named senders, as provider.Matches has it).
+var otherConversations = `
+SELECT c.id FROM conversations c
+WHERE c.id = ANY($1)
+  AND NOT EXISTS (SELECT FROM unnest($2::text[]) p(name) WHERE ` + provider.MatchSQL("c.provider", "p.name") + `)`
+
+// otherProviders returns the conversations of changes that a subscription to
+// providers (nil: every provider) is not sent. A conversation no longer stored (an
+// erasure deleted it: its contact.erased carries no personal data) is not among
+// them.
+func otherProviders(ctx context.Context, tx pgx.Tx, changes []feed.Position, providers []string) (map[int64]bool, error) {
+	if providers == nil {
+		return nil, nil
+	}
+	ids := make([]int64, 0, len(changes))
+	for _, c := range changes {
+		ids = append(ids, c.ConversationID)
+	}
+	rows, _ := tx.Query(ctx, otherConversations, ids, providers)
+	others := map[int64]bool{}
+	var id int64
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { others[id] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("read the providers of conversations: %w", err)
+	}
+	return others, nil
+}
 
 func wants(types []string, typ string) bool {
 	for _, t := range types {

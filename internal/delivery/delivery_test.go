@@ -888,7 +888,7 @@ func TestUpdate(t *testing.T) {
 		t.Fatal(err) // the old endpoint failed
 	}
 	url := after.URL + "/hooks"
-	s, err := Update(ctx, pool, sub.ID, &url, []string{"message.created"}, true)
+	s, err := Update(ctx, pool, sub.ID, Change{URL: &url, Types: []string{"message.created"}}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -923,11 +923,11 @@ func TestUpdate(t *testing.T) {
 		{nil, []string{}, "at least one"},
 		{&url, nil, "private"},
 	} {
-		if _, err := Update(ctx, pool, sub.ID, tc.url, tc.types, false); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), tc.why) {
+		if _, err := Update(ctx, pool, sub.ID, Change{URL: tc.url, Types: tc.types}, false); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), tc.why) {
 			t.Errorf("update %v %v: %v, want ErrBadRequest saying %q", tc.url, tc.types, err, tc.why)
 		}
 	}
-	if _, err := Update(ctx, pool, 999999, nil, []string{"message.created"}, true); !errors.Is(err, ErrNotFound) {
+	if _, err := Update(ctx, pool, 999999, Change{Types: []string{"message.created"}}, true); !errors.Is(err, ErrNotFound) {
 		t.Errorf("updating a subscription that does not exist: %v, want ErrNotFound", err)
 	}
 }
@@ -984,6 +984,86 @@ func TestPing(t *testing.T) {
 	}
 	if _, err := d.Ping(ctx, 999999); !errors.Is(err, ErrNotFound) {
 		t.Errorf("ping of a subscription that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
+// TestProviders: a subscription to some providers is sent only their conversations'
+// changes, a provider's name taking in its named senders, and a contact.erased of a
+// conversation the erasure deleted (no provider left to read, no personal data in
+// it); one without providers gets every change. Unknown providers are refused;
+// an update to none means every provider again.
+func TestProviders(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	convs := map[string]int64{}
+	for _, p := range []string{"meta", "generic:acme", "generic:other", "twilio"} {
+		var id int64
+		if err := pool.QueryRow(ctx, `INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ($1, '+15550001111', '+15552223333', now()) RETURNING id`, p).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		convs[p] = id
+	}
+	some, generic, all := deliverytest.New(t), deliverytest.New(t), deliverytest.New(t)
+	for rc, providers := range map[*deliverytest.Receiver][]string{some: {"meta", "generic:acme", "meta"}, generic: {"generic"}, all: nil} {
+		s, err := Create(ctx, pool, rc.URL, allTypes, true, providers...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.SetSecret(s.Secret)
+		if want := slices.Compact(slices.Sorted(slices.Values(providers))); !slices.Equal(s.Providers, want) {
+			t.Errorf("created with providers %v: %v, want %v", providers, s.Providers, want)
+		}
+	}
+	addChanges(t, pool, convs["meta"], convs["generic:acme"], convs["generic:other"], convs["twilio"])
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 999, '{"conversation_id": 999}')`); err != nil {
+		t.Fatal(err)
+	}
+	start(t, pool, Config{AllowPrivate: true, Timeout: time.Second}) // contact.erased waits a lease, Timeout + 5s
+	waitDelivered(t, all, 5, time.Minute)
+	waitDelivered(t, some, 3, time.Minute)
+	waitDelivered(t, generic, 3, time.Minute)
+	for name, tc := range map[string]struct {
+		rc   *deliverytest.Receiver
+		want []int64
+	}{
+		"meta and generic:acme": {some, []int64{convs["meta"], convs["generic:acme"], 999}},
+		"generic":               {generic, []int64{convs["generic:acme"], convs["generic:other"], 999}},
+		"every provider":        {all, []int64{convs["meta"], convs["generic:acme"], convs["generic:other"], convs["twilio"], 999}},
+	} {
+		var got []int64
+		for _, r := range tc.rc.Delivered() {
+			got = append(got, r.ConversationID)
+		}
+		slices.Sort(got)
+		slices.Sort(tc.want)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("the subscription to %s got conversations %v, want %v", name, got, tc.want)
+		}
+	}
+
+	if _, err := Create(ctx, pool, all.URL, allTypes, true, "twillio"); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), `"twillio" is not a provider`) {
+		t.Errorf("a misspelt provider: %v, want ErrBadRequest naming it", err)
+	}
+	many := make([]string, maxProviders+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("generic:s%d", i)
+	}
+	if _, err := Create(ctx, pool, all.URL, allTypes, true, many...); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("%d providers: %v, want ErrBadRequest", len(many), err)
+	}
+	subs, err := List(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range subs {
+		if s.Providers != nil {
+			every := []string{}
+			if u, err := Update(ctx, pool, s.ID, Change{Providers: &every}, true); err != nil || u.Providers != nil {
+				t.Errorf("update to no providers: %v (%v), want every provider (null)", u.Providers, err)
+			}
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/feed"
+	"inboxd/internal/provider/registry"
 )
 
 // What the API and the CLI do with subscriptions. Every function takes the pool of
@@ -45,18 +46,21 @@ type Subscription struct {
 	Cursor       string     `json:"cursor"`
 	Failures     int        `json:"consecutive_failures"`
 	BlockedUntil *time.Time `json:"blocked_until"`
+	// Providers: only these providers' conversations' changes are sent (a provider's
+	// name takes in its named senders); null: every provider's.
+	Providers []string `json:"providers"`
 	// PreviousSecretExpiresAt: after a rotation (RotateSecret), until when the secret
 	// it replaced signs deliveries too; null when none does.
 	PreviousSecretExpiresAt *time.Time       `json:"previous_secret_expires_at"`
 	Deliveries              map[string]int64 `json:"deliveries,omitempty"`
 }
 
-const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until,
+const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until, providers,
     CASE WHEN previous_secret_until > now() THEN previous_secret_until END`
 
 func scanSubscription(row pgx.CollectableRow) (Subscription, error) {
 	var s Subscription
-	err := row.Scan(&s.ID, &s.URL, &s.Types, &s.Secret, &s.State, &s.CreatedAt, &s.Cursor, &s.Failures, &s.BlockedUntil, &s.PreviousSecretExpiresAt)
+	err := row.Scan(&s.ID, &s.URL, &s.Types, &s.Secret, &s.State, &s.CreatedAt, &s.Cursor, &s.Failures, &s.BlockedUntil, &s.Providers, &s.PreviousSecretExpiresAt)
 	return s, err
 }
 
@@ -94,31 +98,58 @@ func checkTypes(types []string) ([]string, error) {
 	return slices.Compact(slices.Sorted(slices.Values(withErasures(types)))), nil
 }
 
+// maxProviders bounds a subscription's providers: a few senders, not a list to
+// match every change against.
+const maxProviders = 32
+
+// checkProviders: each a provider inboxd has (or a named sender of one: "generic:acme"),
+// at most maxProviders. It returns them as stored: sorted, once each; none is nil,
+// every provider.
+func checkProviders(providers []string) ([]string, error) {
+	if len(providers) > maxProviders {
+		return nil, fmt.Errorf("%w: providers names %d, at most %d", ErrBadRequest, len(providers), maxProviders)
+	}
+	for _, p := range providers {
+		if !registry.Known(p) || len(p) > 64 {
+			return nil, fmt.Errorf("%w: providers: %q is not a provider; use %s, or a named sender such as generic:acme",
+				ErrBadRequest, truncate(p, 64), strings.Join(registry.Names(), ", "))
+		}
+	}
+	if len(providers) == 0 {
+		return nil, nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(providers))), nil
+}
+
 // createSubscription starts the subscription at the feed's head: it gets the
 // changes that become final after it is made (POST …/replay goes back further).
 const createSubscription = `
-INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq)
-SELECT $1, $2, $3, coalesce(h.xid, '0'::xid8), coalesce(h.seq, 0)
+INSERT INTO subscriptions (url, types, secret, providers, cursor_xid, cursor_seq)
+SELECT $1, $2, $3, $4, coalesce(h.xid, '0'::xid8), coalesce(h.seq, 0)
 FROM (SELECT 1) one
 LEFT JOIN LATERAL (SELECT xid, seq FROM changes
                    WHERE xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
                    ORDER BY xid DESC, seq DESC LIMIT 1) h ON true
 RETURNING ` + subscriptionColumns
 
-// Create makes a subscription of url to the given change types, with a new secret.
-// The URL must be public unless allowPrivate (CheckURL). A subscription to any type
-// that carries a contact's data gets contact.erased as well (withErasures).
-func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string, allowPrivate bool) (Subscription, error) {
-	// The types first: a misspelt type is the caller's to fix whatever the URL's DNS
-	// says, and checking it costs no lookup.
+// Create makes a subscription of url to the given change types, with a new secret:
+// of the given providers' conversations only (none: every provider's). The URL
+// must be public unless allowPrivate (CheckURL). A subscription to any type that
+// carries a contact's data gets contact.erased as well (withErasures).
+func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string, allowPrivate bool, providers ...string) (Subscription, error) {
+	// The types and providers first: a misspelt one is the caller's to fix whatever
+	// the URL's DNS says, and checking it costs no lookup.
 	types, err := checkTypes(types)
 	if err != nil {
+		return Subscription{}, err
+	}
+	if providers, err = checkProviders(providers); err != nil {
 		return Subscription{}, err
 	}
 	if err := CheckURL(ctx, url, allowPrivate); err != nil {
 		return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	rows, _ := pool.Query(ctx, createSubscription, url, types, newSecret())
+	rows, _ := pool.Query(ctx, createSubscription, url, types, newSecret(), providers)
 	s, err := pgx.CollectExactlyOneRow(rows, scanSubscription)
 	if err != nil {
 		return Subscription{}, fmt.Errorf("create subscription: %w", err)
@@ -126,26 +157,43 @@ func Create(ctx context.Context, pool *pgxpool.Pool, url string, types []string,
 	return s, nil
 }
 
-// updateSubscription sets the URL ($2; NULL: kept) and the types ($3; NULL: kept).
-// A new URL is a new endpoint: the breaker is closed. The position is kept: the
-// changes after it go to the new URL, as the new types choose them.
+// updateSubscription sets the URL ($2; NULL: kept), the types ($3; NULL: kept) and,
+// when $5, the providers ($4; NULL: every provider). A new URL is a new endpoint:
+// the breaker is closed. The position is kept: the changes after it go to the new
+// URL, as the new types and providers choose them.
 const updateSubscription = `
 UPDATE subscriptions
-SET url = coalesce($2, url), types = coalesce($3, types),
+SET url = coalesce($2, url), types = coalesce($3, types), providers = CASE WHEN $5 THEN $4 ELSE providers END,
     failures = CASE WHEN $2 IS NULL OR $2 = url THEN failures ELSE 0 END,
     blocked_until = CASE WHEN $2 IS NULL OR $2 = url THEN blocked_until END
 WHERE id = $1
 RETURNING ` + subscriptionColumns
 
-// Update changes a subscription's URL or types (nil: kept) in place, as Create
+// Change is what Update changes; a nil field is kept. Providers set to an empty
+// list is every provider.
+type Change struct {
+	URL       *string
+	Types     []string
+	Providers *[]string
+}
+
+// Update changes a subscription's URL, types or providers in place, as Create
 // checks them: it keeps its position and its secret, where deleting it and
 // subscribing again would start at the feed's head and skip what came in between.
 // Deliveries already made go to the new URL at their next attempt (one in flight
 // finishes at the old one); changes already fanned out keep their deliveries
-// whatever the new types.
-func Update(ctx context.Context, pool *pgxpool.Pool, id int64, url *string, types []string, allowPrivate bool) (Subscription, error) {
-	if url == nil && types == nil {
-		return Subscription{}, fmt.Errorf("%w: nothing to change: give url, types or both", ErrBadRequest)
+// whatever the new types and providers.
+func Update(ctx context.Context, pool *pgxpool.Pool, id int64, c Change, allowPrivate bool) (Subscription, error) {
+	url, types := c.URL, c.Types
+	if url == nil && types == nil && c.Providers == nil {
+		return Subscription{}, fmt.Errorf("%w: nothing to change: give url, types, providers or several", ErrBadRequest)
+	}
+	var providers []string
+	if c.Providers != nil {
+		var err error
+		if providers, err = checkProviders(*c.Providers); err != nil {
+			return Subscription{}, err
+		}
 	}
 	if types != nil {
 		var err error
@@ -158,7 +206,7 @@ func Update(ctx context.Context, pool *pgxpool.Pool, id int64, url *string, type
 			return Subscription{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
 	}
-	return one(ctx, pool, updateSubscription, id, url, types)
+	return one(ctx, pool, updateSubscription, id, url, types, providers, c.Providers != nil)
 }
 
 // countDeliveries counts a subscription's deliveries by state.
