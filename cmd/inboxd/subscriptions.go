@@ -21,15 +21,15 @@ import (
 
 // subscriptionsUsage is the help of `inboxd subscriptions`.
 const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints that get the change feed.
-  inboxd subscriptions                                  list them, with their state and breaker
-  inboxd subscriptions create --url URL --types T,…     subscribe an endpoint (--providers P,…: theirs only); prints its secret
-  inboxd subscriptions show ID                          one subscription, its secret, deliveries by state
-  inboxd subscriptions update ID --url|--types|--providers …   change in place: position and secret kept
-  inboxd subscriptions deliveries ID [--state dead]     its deliveries, newest first
-  inboxd subscriptions replay ID --from CHANGE_ID       deliver again from a change on ("" for all kept)
-  inboxd subscriptions rotate ID [--keep-previous 24h]  a new secret; the old one signs too meanwhile (0: stops now)
-  inboxd subscriptions end-previous ID                  stop the secret the last rotation replaced, now
-  inboxd subscriptions ping ID                          send the endpoint a signed ping; print its answer
+  inboxd subscriptions                                        list them, with their state and breaker
+  inboxd subscriptions create --url URL --types T,…           subscribe an endpoint (--providers P,…: theirs only); prints its secret
+  inboxd subscriptions show ID                                one subscription, its secret, deliveries by state
+  inboxd subscriptions update ID --url|--types|--providers …  change in place: position and secret kept
+  inboxd subscriptions deliveries ID [--state dead]           its deliveries, newest first
+  inboxd subscriptions replay ID --from CHANGE_ID             deliver again from a change on ("" for all kept)
+  inboxd subscriptions rotate ID [--keep-previous 24h]        a new secret; the old one signs too meanwhile (0: stops now)
+  inboxd subscriptions end-previous ID                        stop the secret the last rotation replaced, now
+  inboxd subscriptions ping ID                                send the endpoint a signed ping; print its answer
   inboxd subscriptions pause|resume|delete ID
 Change types: ` + "conversation.created, message.created, message.status_changed, contact.erased"
 
