@@ -387,26 +387,36 @@ func (d *Deliverer) firstWait(typ string) time.Duration {
 // order given (sorted: two transactions taking several never deadlock).
 const lockOrders = `SELECT pg_advisory_xact_lock($2::int, k) FROM unnest($1::int[]) AS k`
 
-// otherConversations are those of $1 whose provider is none of $2 (a provider's
-// name takes in its named senders, as provider.Matches has it).
+// otherConversations are those of $1 whose provider is none of $3 (a provider's
+// name takes in its named senders, as provider.Matches has it): a stored
+// conversation's, or, for one an erasure deleted, the provider its contact.erased
+// change names (the changes ($2, $4): xids and seqs).
 var otherConversations = `
 SELECT c.id FROM conversations c
 WHERE c.id = ANY($1)
-  AND NOT EXISTS (SELECT FROM unnest($2::text[]) p(name) WHERE ` + provider.MatchSQL("c.provider", "p.name") + `)`
+  AND NOT EXISTS (SELECT FROM unnest($3::text[]) p(name) WHERE ` + provider.MatchSQL("c.provider", "p.name") + `)
+UNION
+SELECT e.conversation_id FROM changes e
+WHERE (e.xid, e.seq) IN (SELECT x::text::xid8, s FROM unnest($2::bigint[], $4::bigint[]) t(x, s))
+  AND e.type = 'contact.erased' AND e.data ? 'provider'
+  AND NOT EXISTS (SELECT FROM unnest($3::text[]) p(name) WHERE ` + provider.MatchSQL("e.data->>'provider'", "p.name") + `)`
 
 // otherProviders returns the conversations of changes that a subscription to
-// providers (nil: every provider) is not sent. A conversation no longer stored (an
-// erasure deleted it: its contact.erased carries no personal data) is not among
-// them.
+// providers (nil: every provider) is not sent. A conversation no longer stored, whose
+// contact.erased does not say its provider (one written before it did), is not among
+// them: its erasure, which carries no personal data, reaches every subscription.
 func otherProviders(ctx context.Context, tx pgx.Tx, changes []feed.Position, providers []string) (map[int64]bool, error) {
 	if providers == nil {
 		return nil, nil
 	}
-	ids := make([]int64, 0, len(changes))
+	ids, xids, seqs := make([]int64, 0, len(changes)), []int64{}, []int64{}
 	for _, c := range changes {
 		ids = append(ids, c.ConversationID)
+		if c.Type == feed.ContactErased {
+			xids, seqs = append(xids, int64(c.Cursor.XID)), append(seqs, c.Cursor.Seq)
+		}
 	}
-	rows, _ := tx.Query(ctx, otherConversations, ids, providers)
+	rows, _ := tx.Query(ctx, otherConversations, ids, xids, providers, seqs)
 	others := map[int64]bool{}
 	var id int64
 	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { others[id] = true; return nil }); err != nil {

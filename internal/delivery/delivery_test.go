@@ -988,9 +988,10 @@ func TestPing(t *testing.T) {
 }
 
 // TestProviders: a subscription to some providers is sent only their conversations'
-// changes, a provider's name taking in its named senders, and a contact.erased of a
-// conversation the erasure deleted (no provider left to read, no personal data in
-// it); one without providers gets every change. Unknown providers are refused;
+// changes, a provider's name taking in its named senders, including the
+// contact.erased of a conversation the erasure deleted, by the provider it names (one
+// that names none, written before it did, reaches everyone: it holds no personal
+// data); one without providers gets every change. Unknown providers are refused;
 // an update to none means every provider again.
 func TestProviders(t *testing.T) {
 	t.Parallel()
@@ -1017,20 +1018,25 @@ VALUES ($1, '+15550001111', '+15552223333', now()) RETURNING id`, p).Scan(&id); 
 		}
 	}
 	addChanges(t, pool, convs["meta"], convs["generic:acme"], convs["generic:other"], convs["twilio"])
-	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 999, '{"conversation_id": 999}')`); err != nil {
+	// Conversations an erasure deleted: their contact.erased says their provider
+	// (997, 998), or, written before it did, does not (999).
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES
+('contact.erased', 997, '{"conversation_id": 997, "provider": "generic:acme"}'),
+('contact.erased', 998, '{"conversation_id": 998, "provider": "twilio"}'),
+('contact.erased', 999, '{"conversation_id": 999}')`); err != nil {
 		t.Fatal(err)
 	}
 	start(t, pool, Config{AllowPrivate: true, Timeout: time.Second}) // contact.erased waits a lease, Timeout + 5s
-	waitDelivered(t, all, 5, time.Minute)
-	waitDelivered(t, some, 3, time.Minute)
-	waitDelivered(t, generic, 3, time.Minute)
+	waitDelivered(t, all, 7, time.Minute)
+	waitDelivered(t, some, 4, time.Minute)
+	waitDelivered(t, generic, 4, time.Minute)
 	for name, tc := range map[string]struct {
 		rc   *deliverytest.Receiver
 		want []int64
 	}{
-		"meta and generic:acme": {some, []int64{convs["meta"], convs["generic:acme"], 999}},
-		"generic":               {generic, []int64{convs["generic:acme"], convs["generic:other"], 999}},
-		"every provider":        {all, []int64{convs["meta"], convs["generic:acme"], convs["generic:other"], convs["twilio"], 999}},
+		"meta and generic:acme": {some, []int64{convs["meta"], convs["generic:acme"], 997, 999}},
+		"generic":               {generic, []int64{convs["generic:acme"], convs["generic:other"], 997, 999}},
+		"every provider":        {all, []int64{convs["meta"], convs["generic:acme"], convs["generic:other"], convs["twilio"], 997, 998, 999}},
 	} {
 		var got []int64
 		for _, r := range tc.rc.Delivered() {

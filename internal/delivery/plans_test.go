@@ -28,7 +28,7 @@ func TestDeliveryPlans(t *testing.T) {
 	for name, sql := range map[string]string{
 		"insertDeliveries": insertDeliveries, "claimDue": claimDue, "finishAttempts": finishAttempts,
 		"rescueExpired": rescueExpired, "giveUpCandidates": giveUpCandidates, "giveUp": giveUp,
-		"lagSQL": lagSQL, "listDeliveries": listDeliveries,
+		"lagSQL": lagSQL, "listDeliveries": listDeliveries, "otherConversations": otherConversations, "forgetSecrets": forgetSecrets,
 	} {
 		p := pgtest.GenericPlan(t, pool, sql)
 		if want := wantIndex[name]; want != "" && !strings.Contains(p, want) {
@@ -43,7 +43,7 @@ func TestDeliveryPlans(t *testing.T) {
 		if whole > 0 {
 			t.Errorf("%s: generic plan %s, want no index read whole", name, p)
 		}
-		for _, table := range []string{"deliveries", "changes", "messages"} {
+		for _, table := range []string{"deliveries", "changes", "messages", "conversations"} {
 			if strings.Contains(strings.Join(strings.Fields(p), " "), "Seq Scan "+table) {
 				t.Errorf("%s: generic plan %s, want index scans of %s", name, p, table)
 			}

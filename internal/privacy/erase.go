@@ -328,17 +328,18 @@ SELECT count(*) FROM gone`
 
 // eraseConversations deletes the contact's conversations, which have no messages
 // left (the caller holds the contact's locks: no apply can be adding one), and tells
-// the change feed's consumers (contact.erased, one per conversation) so that they
-// erase their copies.
+// the change feed's consumers (contact.erased, one per conversation, with its
+// provider so that subscriptions to some providers only are told of theirs) so
+// that they erase their copies.
 const eraseConversations = `
 WITH gone AS (
     DELETE FROM conversations c
     WHERE c.id IN (` + subjectConversations + `)
       AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)
-    RETURNING c.id
+    RETURNING c.id, c.provider
 )
 INSERT INTO changes (type, conversation_id, data)
-SELECT 'contact.erased', id, jsonb_build_object('conversation_id', id, 'erasure_id', $3::bigint)
+SELECT 'contact.erased', id, jsonb_build_object('conversation_id', id, 'provider', provider, 'erasure_id', $3::bigint)
 FROM gone ORDER BY id
 RETURNING pg_notify('` + processor.ChangesChannel + `', '')`
 
