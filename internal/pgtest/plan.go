@@ -24,7 +24,7 @@ type Literal string
 // it holds is the statement's to judge (a queue's in-flight rows, say).
 const WholeIndex = "(whole index)"
 
-// leadingColumn is the first column of the index $1 of a whole table ('' when it is
+// leadingColumn is the first column of the index $1 of a whole table (empty when it is
 // an expression, or the index is partial).
 const leadingColumn = `
 SELECT coalesce(CASE WHEN i.indpred IS NULL THEN a.attname END, '')
