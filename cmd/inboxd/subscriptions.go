@@ -97,6 +97,14 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return dbAdvice(err)
 	}
+	// printed prints what a one-subscription verb returned as JSON, or says what
+	// went wrong.
+	printed := func(v any, err error) error {
+		if err != nil {
+			return cliErr(err)
+		}
+		return printJSON(stdout, v)
+	}
 	switch verb {
 	case "list":
 		subs, err := delivery.List(ctx, pool)
@@ -117,15 +125,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "create":
-		var only []string
-		if *providers != "" {
-			only = splitList(*providers)
-		}
-		s, err := delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate, only...)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate, providerList(*providers)...))
 	case "update":
 		var c delivery.Change
 		if flagSet(fs.Visit, "url") {
@@ -135,23 +135,12 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 			c.Types = splitList(*types)
 		}
 		if flagSet(fs.Visit, "providers") {
-			only := []string{}
-			if *providers != "" {
-				only = splitList(*providers)
-			}
+			only := providerList(*providers)
 			c.Providers = &only
 		}
-		s, err := delivery.Update(ctx, pool, id, c, *allowPrivate)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(delivery.Update(ctx, pool, id, c, *allowPrivate))
 	case "show":
-		s, err := delivery.Get(ctx, pool, id)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(delivery.Get(ctx, pool, id))
 	case "deliveries":
 		ds, err := delivery.Deliveries(ctx, pool, id, *state, 0, *limit)
 		if err != nil {
@@ -174,40 +163,20 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "replay":
-		s, err := delivery.Replay(ctx, pool, id, *from)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(delivery.Replay(ctx, pool, id, *from))
 	case "end-previous":
-		s, err := delivery.EndPreviousSecret(ctx, pool, id)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(delivery.EndPreviousSecret(ctx, pool, id))
 	case "ping":
 		d := delivery.New(pool, delivery.Config{AllowPrivate: *allowPrivate}, zap.NewNop(), delivery.NewMetrics(prometheus.NewRegistry()))
-		p, err := d.Ping(ctx, id)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, p)
+		return printed(d.Ping(ctx, id))
 	case "rotate":
-		s, err := delivery.RotateSecret(ctx, pool, id, *keep)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(delivery.RotateSecret(ctx, pool, id, *keep))
 	case "pause", "resume":
 		f := delivery.Pause
 		if verb == "resume" {
 			f = delivery.Resume
 		}
-		s, err := f(ctx, pool, id)
-		if err != nil {
-			return cliErr(err)
-		}
-		return printJSON(stdout, s)
+		return printed(f(ctx, pool, id))
 	default: // delete
 		if err := delivery.Delete(ctx, pool, id); err != nil {
 			return cliErr(err)
@@ -224,6 +193,14 @@ func splitList(s string) []string {
 		items[i] = strings.TrimSpace(items[i])
 	}
 	return items
+}
+
+// providerList reads --providers: none ("") is every provider.
+func providerList(s string) []string {
+	if s == "" {
+		return []string{}
+	}
+	return splitList(s)
 }
 
 // flagSet reports whether the flag was given (visit is a parsed FlagSet's Visit).

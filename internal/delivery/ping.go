@@ -33,9 +33,7 @@ type Ping struct {
 }
 
 // pingTarget reads what a ping needs of a subscription.
-const pingTarget = `
-SELECT url, secret, CASE WHEN previous_secret_until > now() THEN previous_secret END
-FROM subscriptions WHERE id = $1`
+const pingTarget = `SELECT url, secret, ` + previousSecret + ` FROM subscriptions WHERE id = $1`
 
 // Ping sends a subscription's endpoint one request as a delivery would send it
 // (the same signatures, headers and guard against private addresses), with a

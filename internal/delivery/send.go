@@ -75,7 +75,7 @@ SET state = 'delivering', attempts = d.attempts + 1,
 FROM due, subscriptions s, changes c
 WHERE d.id = due.id AND s.id = d.subscription_id AND c.xid = d.change_xid AND c.seq = d.change_seq
 RETURNING d.id, d.subscription_id, d.change_xid::text::bigint, d.change_seq, d.conversation_id, d.attempts,
-          s.url, s.secret, CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END, c.type, c.occurred_at, ` + feed.Object + `, c.traceparent`
+          s.url, s.secret, ` + previousSecret + `, c.type, c.occurred_at, ` + feed.Object + `, c.traceparent`
 
 func (d *Deliverer) claim(ctx context.Context, limit int) ([]claimed, error) {
 	b := d.batch()

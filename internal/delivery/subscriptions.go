@@ -55,6 +55,10 @@ type Subscription struct {
 	Deliveries              map[string]int64 `json:"deliveries,omitempty"`
 }
 
+// previousSecret is the secret a rotation replaced while it still signs (RotateSecret);
+// NULL once its time has run out (the sweep then deletes it: forgetSecrets).
+const previousSecret = `CASE WHEN previous_secret_until > now() THEN previous_secret END`
+
 const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until, providers,
     CASE WHEN previous_secret_until > now() THEN previous_secret_until END`
 

@@ -136,7 +136,8 @@ func readBounds(ctx context.Context, pool *pgxpool.Pool) (h Cursor, next uint64,
 	if err := pool.QueryRow(ctx, bounds).Scan(&hxid, &h.Seq, &nxid); err != nil {
 		return Cursor{}, 0, fmt.Errorf("read the change feed's horizon: %w", err)
 	}
-	return Cursor{XID: uint64(hxid), Seq: h.Seq}, uint64(nxid), nil
+	h.XID = uint64(hxid)
+	return h, uint64(nxid), nil
 }
 
 // Kept reports whether the change c is still in the feed's reach: after the
