@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -280,29 +281,35 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestEventsReplay: `inboxd events replay` requeues the given events, or those in a
-// state (without --limit, more than one), and leaves the others alone.
+// state (without --limit, more than one), and leaves the others alone, saying why;
+// an id of no event (a typo) is named and the command fails, after replaying the rest.
 func TestEventsReplay(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state)
-VALUES ('generic', 'a', '{}', 'dead'), ('generic', 'b', '{}', 'dead'), ('twilio', 'c', '{}', 'dead'), ('generic', 'd', '{}', 'pending'),
-       ('generic', 'e', '{}', 'dead')`); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state, erased_at)
+VALUES ('generic', 'a', '{}', 'dead', NULL), ('generic', 'b', '{}', 'dead', NULL), ('twilio', 'c', '{}', 'dead', NULL),
+       ('generic', 'd', '{}', 'pending', NULL), ('generic', 'e', '{}', 'dead', NULL), ('generic', 'f', '{}', 'processed', now())`); err != nil {
 		t.Fatal(err)
 	}
 	getenv := func(k string) string { return map[string]string{"DATABASE_URL": url}[k] }
 	for _, tc := range []struct {
-		args []string
-		want string
+		args    []string
+		want    string
+		wantErr string
 	}{
-		{[]string{"events", "replay", "1", "4"}, "replayed 1 events"}, // 4 is pending: left alone
-		{[]string{"events", "replay", "--state", "dead", "--provider", "twilio"}, "replayed 1 events"},
-		{[]string{"events", "replay", "--state", "dead"}, "replayed 2 events"}, // without --limit: up to 1,000
-		{[]string{"events", "replay", "--state", "dead"}, "replayed 0 events"},
+		{args: []string{"events", "replay", "1", "4", "6"},
+			want: "replayed 1 event\nleft alone: 4 (pending: on its way already), 6 (erased: nothing is left to apply)"},
+		{args: []string{"events", "replay", "99", "2", "98", "99"}, want: "replayed 1 event",
+			wantErr: "no event has the id 98 or 99 (`inboxd events` lists them)"},
+		{args: []string{"events", "replay", "--state", "dead", "--provider", "twilio"}, want: "replayed 1 event"},
+		{args: []string{"events", "replay", "--state", "dead"}, want: "replayed 1 event"}, // without --limit: up to 1,000
+		{args: []string{"events", "replay", "--state", "dead"}, want: "replayed 0 events"},
 	} {
 		var out bytes.Buffer
-		if err := run(ctx, tc.args, getenv, &out, &out); err != nil || strings.TrimSpace(out.String()) != tc.want {
-			t.Errorf("inboxd %q: %v %q, want %q", tc.args, err, out.String(), tc.want)
+		err := run(ctx, tc.args, getenv, &out, &out)
+		if got := strings.TrimSpace(out.String()); got != tc.want || fmt.Sprint(err) != cmp.Or(tc.wantErr, "<nil>") {
+			t.Errorf("inboxd %q: %v %q, want %q and %s", tc.args, err, got, tc.want, cmp.Or(tc.wantErr, "no error"))
 		}
 	}
 	var pending int

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -134,17 +136,58 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer pool.Close()
-	var n int64
-	if len(ids) > 0 {
-		n, err = readmodel.Replay(ctx, pool, ids)
-	} else {
-		n, err = readmodel.ReplayMatching(ctx, pool, f)
+	if len(ids) == 0 {
+		n, err := readmodel.ReplayMatching(ctx, pool, f)
+		if err != nil {
+			return dbAdvice(err)
+		}
+		fmt.Fprintln(stdout, replayedLine(n))
+		return nil
 	}
+	r, err := readmodel.ReplayEach(ctx, pool, ids)
 	if err != nil {
 		return dbAdvice(err)
 	}
-	fmt.Fprintf(stdout, "replayed %d events\n", n)
+	fmt.Fprintln(stdout, replayedLine(r.Requeued))
+	if len(r.LeftAlone) > 0 {
+		var why []string
+		for _, id := range slices.Sorted(maps.Keys(r.LeftAlone)) {
+			why = append(why, fmt.Sprintf("%d (%s)", id, leftAloneReasons[r.LeftAlone[id]]))
+		}
+		fmt.Fprintf(stdout, "left alone: %s\n", strings.Join(why, ", "))
+	}
+	if len(r.Missing) > 0 {
+		return fmt.Errorf("no event has the id %s (`inboxd events` lists them)", joinIDs(r.Missing))
+	}
 	return nil
+}
+
+// leftAloneReasons says why a replay by id left an event alone, by what
+// readmodel.ReplayEach found.
+var leftAloneReasons = map[string]string{
+	"pending":    "pending: on its way already",
+	"processing": "processing: on its way already",
+	"erased":     "erased: nothing is left to apply",
+}
+
+// replayedLine is a replay's summary line.
+func replayedLine(n int64) string {
+	if n == 1 {
+		return "replayed 1 event"
+	}
+	return fmt.Sprintf("replayed %d events", n)
+}
+
+// joinIDs lists ids as "1, 2 or 3".
+func joinIDs(ids []int64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatInt(id, 10)
+	}
+	if len(s) == 1 {
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
 
 // printable removes control characters (terminal escapes a provider or a client put

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"inboxd/internal/processor"
@@ -42,6 +43,52 @@ func (f ReplayFilter) Validate() error {
 // alone) and returns how many it requeued.
 func Replay(ctx context.Context, pool *pgxpool.Pool, ids []int64) (int64, error) {
 	return processor.Requeue(ctx, pool, ids)
+}
+
+// Replayed says what a replay by id did with the ids it was given.
+type Replayed struct {
+	Requeued  int64            // events requeued
+	LeftAlone map[int64]string // ids not requeued, each with why: "pending", "processing" or "erased"
+	Missing   []int64          // ids of no event, ascending
+}
+
+// ReplayEach requeues the events with these ids that are finished, as Replay does,
+// and says why each other id was not: an event still pending or processing is on its
+// way already, an erased one has nothing left to apply, and an id of no event is
+// most often a typo. The states are read just before the requeue, so an event that
+// finishes in between is named as it was.
+func ReplayEach(ctx context.Context, pool *pgxpool.Pool, ids []int64) (Replayed, error) {
+	out := Replayed{LeftAlone: map[int64]string{}}
+	rows, err := pool.Query(ctx, `SELECT id, state, erased_at IS NOT NULL FROM inbound_events WHERE id = ANY($1::bigint[])`, ids)
+	if err != nil {
+		return out, fmt.Errorf("read the states of %d events: %w", len(ids), err)
+	}
+	found := map[int64]bool{}
+	var (
+		id     int64
+		state  string
+		erased bool
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &state, &erased}, func() error {
+		found[id] = true
+		switch {
+		case erased:
+			out.LeftAlone[id] = "erased"
+		case !slices.Contains(ReplayableStates, state):
+			out.LeftAlone[id] = state
+		}
+		return nil
+	}); err != nil {
+		return out, fmt.Errorf("read the states of %d events: %w", len(ids), err)
+	}
+	for _, id := range ids {
+		if !found[id] && !slices.Contains(out.Missing, id) {
+			out.Missing = append(out.Missing, id)
+		}
+	}
+	slices.Sort(out.Missing)
+	out.Requeued, err = processor.Requeue(ctx, pool, ids)
+	return out, err
 }
 
 // ReplayMatching requeues the events f selects and returns how many.
