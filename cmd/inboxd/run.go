@@ -48,7 +48,7 @@ func commands() []command {
 		{"events", "list events (--state dead, --provider); `events show ID` one in full; `events replay ID…|--state dead` requeues them", eventsCmd},
 		{"erase", "erase everything held about a contact (--contact +1555…, --dry-run); prints the receipt", eraseCmd},
 		{"export", "print everything held about a contact as one JSON document (--contact +1555…)", exportCmd},
-		{"subscriptions", "outbound webhooks: list, create --url --types, show, deliveries --state dead, replay --from, pause, resume, delete", subscriptionsCmd},
+		{"subscriptions", "outbound webhooks: list, create --url --types, show, update, deliveries --state dead, replay --from, rotate, ping, pause, resume, delete", subscriptionsCmd},
 		{"redact", "show what the redaction policy does to a payload (--check), or rewrite stored payloads under it (--apply --before)", redactCmd},
 		{"sign", "print a signed curl command that posts a webhook, to try an endpoint by hand", signCmd},
 		{"help", "list the commands", nil},

@@ -88,6 +88,8 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		switch {
 		case errors.Is(err, delivery.ErrNotFound):
 			return usageError{fmt.Errorf("%w (`inboxd subscriptions` lists them)", err)}
+		case errors.Is(err, delivery.ErrRefused):
+			return callerError(fmt.Errorf("%w (or, here, --allow-private)", err), delivery.ErrBadRequest)
 		case errors.Is(err, delivery.ErrBadRequest):
 			return callerError(err, delivery.ErrBadRequest)
 		case errors.Is(err, delivery.ErrConflict):

@@ -36,8 +36,8 @@ func TestSubscriptionsCommand(t *testing.T) {
 	usage := func(err error) bool { var u usageError; return errors.As(err, &u) }
 
 	delete(env, "INBOX_DELIVERY_ALLOW_PRIVATE")
-	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created"); !usage(err) || !strings.Contains(err.Error(), "INBOX_DELIVERY_ALLOW_PRIVATE") {
-		t.Errorf("create of a loopback URL without the setting: %v %s, want exit 2 naming INBOX_DELIVERY_ALLOW_PRIVATE", err, out)
+	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created"); !usage(err) || !strings.Contains(err.Error(), "INBOX_DELIVERY_ALLOW_PRIVATE") || !strings.HasSuffix(err.Error(), "--allow-private)") {
+		t.Errorf("create of a loopback URL without the setting: %v %s, want exit 2 naming INBOX_DELIVERY_ALLOW_PRIVATE and --allow-private", err, out)
 	}
 	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created, message.creatd", "--allow-private"); !usage(err) || !strings.HasPrefix(err.Error(), `types: "message.creatd" is not a change type`) {
 		t.Errorf("create with a misspelt type: %v %s, want exit 2 naming it, without the API's \"bad request\"", err, out)
