@@ -246,6 +246,56 @@ func TestStatusesOutOfOrder(t *testing.T) {
 	}
 }
 
+// TestLateMessageLeavesItsConversationAlone: a message older than its conversation's
+// latest one (a provider's late redelivery, a replay) neither moves last_message_at
+// back nor rewrites the conversation's row: each rewrite is a new row version with
+// an entry in every index of conversations, and a lock that the conversation's
+// other writers would wait on. One that brings a new contact name records the name
+// and still keeps the latest time.
+func TestLateMessageLeavesItsConversationAlone(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	start(t, url, Config{})
+	ctx := context.Background()
+	const t0 = 1749416383
+	meta := func(id, name string, at int64) {
+		t.Helper()
+		// As ingest stores a Meta message: the item with its envelope's metadata and contacts.
+		payload := fmt.Sprintf(`{"metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+"contacts":[{"profile":{"name":%q},"wa_id":"16505551234"}],
+"message":{"from":"16505551234","id":%q,"timestamp":"%d","type":"text","text":{"body":"hi"}}}`, name, id, at)
+		if _, err := pool.Exec(ctx, `INSERT INTO inbound_events (provider, external_id, payload) VALUES ('meta', $1, $2)`, id, payload); err != nil {
+			t.Fatal(err)
+		}
+		waitSettled(t, pool, 10*time.Second)
+	}
+	type conv struct {
+		version, name string
+		last          int64
+	}
+	read := func() (c conv) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, "SELECT xmin::text, contact_name, extract(epoch FROM last_message_at)::bigint FROM conversations").Scan(&c.version, &c.name, &c.last); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	meta("wamid.new", "Sheena Nelson", t0)
+	first := read()
+	meta("wamid.old", "Sheena Nelson", t0-60)
+	if got := read(); got != first {
+		t.Errorf("after a late message: %+v, want the row as it was, %+v", got, first)
+	}
+	meta("wamid.older", "Sheena N.", t0-120)
+	if got := read(); got.name != "Sheena N." || got.last != t0 {
+		t.Errorf("after a late message with a new name: %+v, want the name Sheena N. and last_message_at still %d", got, t0)
+	}
+	var messages int
+	if pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&messages); messages != 3 {
+		t.Errorf("%d messages, want 3", messages)
+	}
+}
+
 // TestStatusRanks: each status applies only above the current rank.
 func TestStatusRanks(t *testing.T) {
 	t.Parallel()
