@@ -468,6 +468,42 @@ UPDATE deliveries SET state = CASE id WHEN $1 THEN 'delivered' ELSE 'pending' EN
 	}
 }
 
+// TestFinishPromotesOnlyAlone: when a conversation's delivery is done, its next
+// waiting one becomes pending only if no other delivery of the conversation is
+// pending or in flight (however one came to be: a replay, a rescue): one at a time per
+// conversation is what keeps an endpoint's deliveries in order.
+func TestFinishPromotesOnlyAlone(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1, 1, 1)
+	d := newIdle(t, pool, Config{AllowPrivate: true})
+	first := claimOne(t, d)
+	fanOutUntil(t, pool, d, 3)
+	states := func() []string {
+		t.Helper()
+		var s []string
+		if err := pool.QueryRow(ctx, `SELECT array_agg(state ORDER BY change_xid, change_seq) FROM deliveries`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got, want := states(), []string{"delivering", "waiting", "waiting"}; !slices.Equal(got, want) {
+		t.Fatalf("after the first claim: %v, want %v", got, want)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET state = 'pending'
+WHERE id = (SELECT id FROM deliveries WHERE state = 'waiting' ORDER BY change_xid, change_seq LIMIT 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.finish(ctx, []attempt{{first, result{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := states(), []string{"delivered", "pending", "waiting"}; !slices.Equal(got, want) {
+		t.Errorf("after the first was delivered beside a pending second: %v, want %v (the third still waiting)", got, want)
+	}
+}
+
 // TestRescueEndsTheLease: the sweep makes a delivery whose lease ended pending again,
 // held by no process, with an error naming the process and the attempt.
 func TestRescueEndsTheLease(t *testing.T) {
