@@ -380,6 +380,34 @@ func TestEraseWaitsForEventsInHand(t *testing.T) {
 	}
 }
 
+// TestEraseGoesOnBesideAnEventInHand: an event of the contact in a processor's hands
+// does not hold up the others: a batch erases them beside it, even one the size of a
+// single event that meets the held one first, and only then waits for that one.
+func TestEraseGoesOnBesideAnEventInHand(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	// Two retries of alice's never applied (so no message leads to them; their
+	// contact was recorded at the failed attempt), the first in a processor's hands.
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload, state, attempts, contact, run_at, locked_until, locked_by)
+VALUES ('generic', 'held', '{"text": "alice''s secret"}', 'processing', 1, $1, now() + interval '1 hour', now() + interval '1 hour', 'stalled'),
+       ('generic', 'waiting', '{"text": "alice''s secret"}', 'pending', 1, $1, now() + interval '1 minute', NULL, NULL)`, alice); err != nil {
+		t.Fatal(err)
+	}
+	e, s, r := heldErasure(t, pool, "a")
+	e.Batch = 1
+	if _, done, err := e.step(ctx, r.ID, s); err != nil || done {
+		t.Fatalf("a step while one of alice's events is in a processor's hands = done %v, %v; want more to come", done, err)
+	}
+	erased := func(id string) bool {
+		return count(t, pool, `SELECT count(*) FROM inbound_events WHERE external_id = $1 AND erased_at IS NOT NULL`, id) == 1
+	}
+	if erased("held") || !erased("waiting") {
+		t.Errorf("after one batch: held erased %v, waiting erased %v; want only the waiting one", erased("held"), erased("waiting"))
+	}
+}
+
 // TestEraseSaysItWaits: an erasure whose contact has an event in a processor's hands
 // waits for it, batch after batch, and says so in its log once; when the holder's
 // lease runs out, it erases the event and ends.
