@@ -203,6 +203,12 @@ func TestHelpListsCommands(t *testing.T) {
 			}
 		}
 	}
+	// A command with verbs says so in its usage line when asked without one.
+	var sub bytes.Buffer
+	_ = run(context.Background(), []string{"subscriptions", "--help"}, func(string) string { return "" }, &sub, &sub)
+	if !strings.HasPrefix(sub.String(), "usage: inboxd subscriptions [VERB [ID]] [flags]\n") {
+		t.Errorf("inboxd subscriptions --help does not say it takes a verb:\n%s", sub.String())
+	}
 	var out bytes.Buffer
 	env := map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/inboxd?sslmode=disable"}
 	_ = run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)

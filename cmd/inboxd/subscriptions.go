@@ -36,11 +36,12 @@ Change types: ` + "conversation.created, message.created, message.status_changed
 // subscriptionsCmd manages subscriptions from the command line, on the database (the
 // service need not run; a running one picks the change up at its next pass).
 func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	verb := "list"
+	verb, name := "list", "subscriptions [VERB [ID]]"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		verb, args = args[0], args[1:]
+		name = "subscriptions " + verb
 	}
-	fs := cliFlags("subscriptions "+verb, subscriptionsUsage, stderr)
+	fs := cliFlags(name, subscriptionsUsage, stderr)
 	url := fs.String("url", "", "create, update: the endpoint's http(s) URL")
 	types := fs.String("types", "", "create, update: change types, comma-separated")
 	providers := fs.String("providers", "", "create, update: only these providers' conversations (e.g. meta or generic:acme), comma-separated; update: \"\" for every provider")
