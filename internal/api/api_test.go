@@ -220,6 +220,27 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// TestAnEmptyTokenAdmitsNobody: a request without a token, or with an empty one, is
+// refused even where an empty token was configured (the configuration drops empty
+// list items; this guard does not rely on it).
+func TestAnEmptyTokenAdmitsNobody(t *testing.T) {
+	t.Parallel()
+	h := requireToken([]string{"", "good-token"}, "API", "INBOX_API_TOKENS")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	for header, want := range map[string]int{"": 401, "Bearer": 401, "Bearer ": 401, "Bearer  ": 401, "Bearer good-token": 204, "bearer good-token": 204} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "/v1/conversations", nil)
+		if header != "" {
+			r.Header.Set("Authorization", header)
+		}
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("Authorization %q: %d, want %d", header, w.Code, want)
+		}
+	}
+}
+
 // TestEveryOperationChecksItsToken: every /v1 operation in openapi.yaml refuses a
 // request without a token, and every one tagged admin (events, replays, erasures,
 // exports, subscriptions) refuses a read token: a route wired with the wrong guard
