@@ -338,6 +338,51 @@ func TestResumedOnceEach(t *testing.T) {
 	}
 }
 
+// TestALiveLeaseIsLeftAlone: a job another runner holds under a live lease is not
+// taken over (two runners would race on it until one lost its fence); once the lease
+// runs out, it is.
+func TestALiveLeaseIsLeftAlone(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadEvents(t, pool, 10, []*string{nil})
+	id := start(t, pool, readmodel.EventFilter{State: "dead"}, 100)
+	hold := func(lease string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `UPDATE replays SET locked_by = 'runner-a', locked_until = now() + $2::interval WHERE id = $1`, id, lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holder := func() string {
+		t.Helper()
+		var h string
+		if err := pool.QueryRow(ctx, `SELECT locked_by FROM replays WHERE id = $1`, id).Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	hold("1 hour")
+	b := NewRunner(pool, zaptest.NewLogger(t), "runner-b")
+	// A runner that took the job would run it until its context ended: bound it.
+	bctx, stop := context.WithTimeout(ctx, 30*time.Second)
+	defer stop()
+	if ran, err := b.RunNext(bctx); ran || err != nil || holder() != "runner-a" {
+		t.Fatalf("RunNext beside a live lease = %v, %v, held by %s; want nothing run and runner-a's", ran, err, holder())
+	}
+	hold("-1 second")
+	done := make(chan struct{})
+	go func() { // runs the job until ctx ends: no processor applies its batches
+		defer close(done)
+		b.RunNext(ctx)
+	}()
+	pgtest.Eventually(t, "runner-b took over the job whose lease ran out", time.Minute, func() (bool, error) {
+		return holder() == "runner-b", nil
+	})
+	cancel()
+	<-done
+}
+
 // TestStepLocksTheJobFirst: a step takes the job's lock before any event's. A runner
 // that stalls before its fence (here: blocked on the job's row) holds none of its
 // batch, so a runner that takes the job over does not skip that batch; and the stalled
