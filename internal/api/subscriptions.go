@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,6 +28,11 @@ func decodeBody(r *http.Request, limit int64, v any, example string) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badParam("the body must be JSON %s, at most %d bytes: %v", example, limit, err)
+	}
+	// A second value (two objects sent together, say) would otherwise be ignored
+	// without a word, and with it whatever the caller meant by it.
+	if _, err := dec.Token(); err != io.EOF {
+		return badParam("the body must be one JSON value, %s, with nothing after it", example)
 	}
 	return nil
 }

@@ -35,6 +35,7 @@ func TestSubscriptions(t *testing.T) {
 		{`{"url": "` + rc.URL + `", "types": ["message.created"], "providers": ["twillio"]}`, "not a provider"},
 		{`{"url": "` + rc.URL + `", "types": ["message.created"], "secret": "mine"}`, "unknown field"},
 		{`not json`, "must be JSON"},
+		{`{"url": "` + rc.URL + `"} {"types": ["message.created"]}`, "with nothing after it"},
 	} {
 		status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(tc.body))
 		if status != 400 || !strings.Contains(string(body), tc.want) {
@@ -46,7 +47,7 @@ func TestSubscriptions(t *testing.T) {
 	}
 
 	status, body := a.call(t, "POST", "/v1/subscriptions", adminToken,
-		[]byte(`{"url": "`+rc.URL+`/hooks", "types": ["message.created", "conversation.created"]}`))
+		[]byte(`{"url": "`+rc.URL+`/hooks", "types": ["message.created", "conversation.created"]}`+"\n")) // as curl -d @file sends it
 	sub := decode[delivery.Subscription](t, body)
 	if status != 201 || !strings.HasPrefix(sub.Secret, "whsec_") || sub.State != "active" {
 		t.Fatalf("POST /v1/subscriptions = %d %s", status, body)
