@@ -1389,7 +1389,8 @@ func TestFinishesTakeOrderLocksInOneOrder(t *testing.T) {
 // not sent unless replayed); its types are kept once each, sorted, with contact.erased
 // added to those that carry a contact's data; Get counts every
 // state, those with none as 0; Resume closes the breaker; a misspelt type is echoed
-// bounded; deleting a missing subscription is ErrNotFound.
+// bounded; a Delete deletes that subscription only, and deleting a missing one is
+// ErrNotFound.
 func TestSubscriptionRecords(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -1408,7 +1409,8 @@ func TestSubscriptionRecords(t *testing.T) {
 	if !slices.Equal(s.Types, []string{"contact.erased", "conversation.created", "message.created"}) {
 		t.Errorf("types %v, want each once, sorted, with contact.erased added to types that carry a contact's data", s.Types)
 	}
-	if only, err := Create(ctx, pool, rc.URL, []string{"contact.erased"}, true); err != nil || !slices.Equal(only.Types, []string{"contact.erased"}) {
+	only, err := Create(ctx, pool, rc.URL, []string{"contact.erased"}, true)
+	if err != nil || !slices.Equal(only.Types, []string{"contact.erased"}) {
 		t.Errorf("a subscription to contact.erased alone has types %v (%v), want just that", only.Types, err)
 	}
 	got, err := Get(ctx, pool, s.ID)
@@ -1430,6 +1432,9 @@ func TestSubscriptionRecords(t *testing.T) {
 	}
 	if err := Delete(ctx, pool, s.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Delete(already deleted) = %v, want ErrNotFound", err)
+	}
+	if _, err := Get(ctx, pool, only.ID); err != nil {
+		t.Errorf("the other subscription after a Delete: %v, want it kept", err)
 	}
 }
 
