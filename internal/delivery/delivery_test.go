@@ -1152,6 +1152,40 @@ func TestPauseResume(t *testing.T) {
 	checkOrder(t, rc, changeIDs(t, pool))
 }
 
+// TestPauseResumeTouchOneSubscription: pausing and resuming a subscription leaves the
+// others as they were: still active, and their deliveries' give-up clocks running.
+func TestPauseResumeTouchOneSubscription(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	sub, other := subscribe(t, pool, deliverytest.New(t)), subscribe(t, pool, deliverytest.New(t))
+	addChanges(t, pool, 1)
+	fanOutUntil(t, pool, newIdle(t, pool, Config{AllowPrivate: true}), 2)
+	if _, err := Pause(ctx, pool, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := Get(ctx, pool, other.ID); err != nil || o.State != "active" {
+		t.Fatalf("the other subscription after a pause: %q (%v), want active", o.State, err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET since = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Resume(ctx, pool, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	age := func(id int64) time.Duration {
+		t.Helper()
+		var d time.Duration
+		if err := pool.QueryRow(ctx, `SELECT now() - since FROM deliveries WHERE subscription_id = $1`, id).Scan(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if a, b := age(sub.ID), age(other.ID); a > time.Minute || b < 59*time.Minute {
+		t.Errorf("after the resume the give-up clocks say %v (resumed) and %v (the other); want the first started again, the other an hour on", a, b)
+	}
+}
+
 // TestErasureWaitsOutALease: a contact.erased change's delivery is first tried a
 // lease after it is fanned out, so that an attempt in flight of one of the
 // conversation's earlier changes (whose delivery the erasure deleted) has ended by
