@@ -277,6 +277,35 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// TestJobsAreSeparate: cancelling one bulk replay leaves another running, and the
+// other's progress is recorded on it alone.
+func TestJobsAreSeparate(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deadEvents(t, pool, 30, []*string{nil})
+	a := start(t, pool, readmodel.EventFilter{State: "dead"}, MaxRate)
+	b := start(t, pool, readmodel.EventFilter{State: "dead"}, MaxRate)
+	if ok, err := Cancel(ctx, pool, a); err != nil || !ok {
+		t.Fatalf("cancel: %v %v", ok, err)
+	}
+	if j, err := Get(ctx, pool, b); err != nil || j.State != "running" {
+		t.Fatalf("the other replay after a cancel: %q (%v), want running", j.State, err)
+	}
+	var proc randomProcessor
+	go proc.run(ctx, t, pool)
+	r := NewRunner(pool, zaptest.NewLogger(t), "runner-a")
+	go r.Work(ctx, 50*time.Millisecond)
+	r.Wake()
+	if j := waitState(t, pool, b, "done"); j.Requeued != 30 {
+		t.Errorf("the running replay requeued %d, want 30", j.Requeued)
+	}
+	if j, err := Get(ctx, pool, a); err != nil || j.State != "cancelled" || j.Requeued != 0 {
+		t.Errorf("the cancelled replay after the other ran: %q, %d requeued (%v); want cancelled, 0", j.State, j.Requeued, err)
+	}
+}
+
 // TestResumedOnceEach: a runner stopped in the middle (its process died) leaves the
 // job to another once the lease runs out; between them every event is requeued
 // once, and a runner that lost the lease records nothing.
