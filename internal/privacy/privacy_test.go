@@ -514,6 +514,54 @@ func TestEraseCountsEachEventOnce(t *testing.T) {
 	}
 }
 
+// TestEraseOneProvider: an erasure or an export named for a provider takes the
+// contact's conversations of that provider and of its named senders (generic takes
+// in generic:acme), and leaves those of other providers and senders alone.
+func TestEraseOneProvider(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	startProcessor(t, url)
+	ctx := context.Background()
+	ids := insert(t, pool,
+		message("message.received", "g1", alice, "said through generic"),
+		message("message.received", "a1", alice, "said through acme"),
+		message("message.received", "z1", alice, "said through zeta"))
+	// The same sender format under three names: generic and two named senders.
+	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET provider = CASE external_id WHEN $2 THEN 'generic:acme' WHEN $3 THEN 'generic:zeta' ELSE provider END
+WHERE external_id = ANY($1)`, ids, ids[1], ids[2]); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, pool)
+	providers := func() []string {
+		t.Helper()
+		var p []string
+		if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(provider ORDER BY provider), '{}') FROM conversations WHERE contact_address = $1`, alice).Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if got := providers(); !slices.Equal(got, []string{"generic", "generic:acme", "generic:zeta"}) {
+		t.Fatalf("alice's conversations before: %v", got)
+	}
+	s, _ := NewSubject(alice, "generic:acme", nil)
+	var doc bytes.Buffer
+	if err := Export(ctx, pool, s, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(doc.String(), "said through acme") || strings.Contains(doc.String(), "said through generic") || strings.Contains(doc.String(), "said through zeta") {
+		t.Errorf("an export for generic:acme: %.400s…; want acme's message alone", doc.String())
+	}
+	e := NewEraser(pool, zaptest.NewLogger(t), nil, "test")
+	runErasure(t, e, alice, "generic:acme")
+	if got := providers(); !slices.Equal(got, []string{"generic", "generic:zeta"}) {
+		t.Errorf("alice's conversations after an erasure for generic:acme: %v, want generic's and generic:zeta's", got)
+	}
+	runErasure(t, e, alice, "generic")
+	if got := providers(); len(got) != 0 {
+		t.Errorf("alice's conversations after an erasure for generic: %v, want none (generic takes in its named senders)", got)
+	}
+}
+
 // TestErase: everything about one contact goes (conversation, messages with their
 // statuses, a status parked for a message never stored, every payload), the events
 // stay as tombstones so that redeliveries remain duplicates, the receipt counts what
