@@ -55,12 +55,15 @@ type Subscription struct {
 	Deliveries              map[string]int64 `json:"deliveries,omitempty"`
 }
 
-// previousSecret is the secret a rotation replaced while it still signs (RotateSecret);
-// NULL once its time has run out (the sweep then deletes it: forgetSecrets).
-const previousSecret = `CASE WHEN previous_secret_until > now() THEN previous_secret END`
+// stillSigns holds while the secret a rotation replaced still signs deliveries
+// (RotateSecret); once its time has run out the sweep deletes it (forgetSecrets).
+const stillSigns = `previous_secret_until > now()`
+
+// previousSecret is the secret a rotation replaced while it still signs; NULL after.
+const previousSecret = `CASE WHEN ` + stillSigns + ` THEN previous_secret END`
 
 const subscriptionColumns = `id, url, types, secret, state, created_at, cursor_xid::text || '.' || cursor_seq, failures, blocked_until, providers,
-    CASE WHEN previous_secret_until > now() THEN previous_secret_until END`
+    CASE WHEN ` + stillSigns + ` THEN previous_secret_until END`
 
 func scanSubscription(row pgx.CollectableRow) (Subscription, error) {
 	var s Subscription
@@ -316,7 +319,7 @@ UPDATE subscriptions
 SET previous_secret = CASE WHEN $3 > 0 THEN secret END,
     previous_secret_until = CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END,
     secret = $2
-WHERE id = $1 AND NOT ($3 > 0 AND coalesce(previous_secret_until > now(), false))
+WHERE id = $1 AND NOT ($3 > 0 AND coalesce(` + stillSigns + `, false))
 RETURNING ` + subscriptionColumns
 
 // RotateSecret gives a subscription a new secret, which signs every delivery from

@@ -10,10 +10,10 @@ import (
 )
 
 // The sweep, every SweepInterval: deliveries whose lease ended (their process died or
-// hung) become pending again; secrets rotated out whose time ran out are dropped; undelivered deliveries past the give-up time are dead
-// (an endpoint whose breaker kept it closed for that long is given up on too); and
-// the lag gauges are read. Due retries need no sweep of their own: each sweep is
-// followed by a claim pass.
+// hung) become pending again; secrets rotated out whose time ran out are dropped;
+// undelivered deliveries past the give-up time are dead (an endpoint whose breaker
+// kept it closed for that long is given up on too); and the lag gauges are read.
+// Due retries need no sweep of their own: each sweep is followed by a claim pass.
 
 // rescueExpired makes deliveries whose lease ended pending again, at once: their
 // attempt was counted at the claim, and the endpoint may or may not have got it.

@@ -82,8 +82,9 @@ func ReplayEach(ctx context.Context, pool *pgxpool.Pool, ids []int64) (Replayed,
 		return out, fmt.Errorf("read the states of %d events: %w", len(ids), err)
 	}
 	for _, id := range ids {
-		if !found[id] && !slices.Contains(out.Missing, id) {
+		if !found[id] {
 			out.Missing = append(out.Missing, id)
+			found[id] = true // named once, however often given
 		}
 	}
 	slices.Sort(out.Missing)
