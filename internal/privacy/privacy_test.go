@@ -522,13 +522,15 @@ func TestEraseOneProvider(t *testing.T) {
 	pool, url := pgtest.NewPool(t)
 	startProcessor(t, url)
 	ctx := context.Background()
-	ids := insert(t, pool,
-		message("message.received", "g1", alice, "said through generic"),
-		message("message.received", "a1", alice, "said through acme"),
-		message("message.received", "z1", alice, "said through zeta"))
-	// The same sender format under three names: generic and two named senders.
-	if _, err := pool.Exec(ctx, `UPDATE inbound_events SET provider = CASE external_id WHEN $2 THEN 'generic:acme' WHEN $3 THEN 'generic:zeta' ELSE provider END
-WHERE external_id = ANY($1)`, ids, ids[1], ids[2]); err != nil {
+	// The same sender format under three names: generic and two named senders,
+	// stored under their names from the start (the processor is running).
+	if _, err := pool.Exec(ctx, `
+INSERT INTO inbound_events (provider, external_id, payload)
+SELECT provider, provider || '-1', payload::jsonb FROM unnest($1::text[], $2::text[]) AS t(provider, payload)`,
+		[]string{"generic", "generic:acme", "generic:zeta"},
+		[]string{message("message.received", "g1", alice, "said through generic"),
+			message("message.received", "a1", alice, "said through acme"),
+			message("message.received", "z1", alice, "said through zeta")}); err != nil {
 		t.Fatal(err)
 	}
 	settle(t, pool)
