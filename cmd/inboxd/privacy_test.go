@@ -123,10 +123,12 @@ func TestNothingPersonalLeaks(t *testing.T) {
 		t.Fatalf("erasure = %d %s", status, body)
 	}
 	settle(t, pool)
+	// Done in the database, and logged: the runner logs its summary just after the
+	// commit, so the line may come a moment later.
 	pgtest.Eventually(t, "erasure done", 30*time.Second, func() (bool, error) {
 		var done bool
 		err := pool.QueryRow(context.Background(), `SELECT bool_and(state = 'done') FROM erasures`).Scan(&done)
-		return done, err
+		return done && strings.Contains(logs.String(), "erasure done"), err
 	})
 	metricsStatus, metrics := admin("GET", "/metrics", "")
 	if metricsStatus != 200 {
