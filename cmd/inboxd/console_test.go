@@ -203,6 +203,27 @@ func TestConsoleInBrowser(t *testing.T) {
 	if ds := text("#deliveries tbody"); strings.Count(ds, "delivered") != 5 {
 		t.Errorf("deliveries page: %q, want the five deliveries", ds)
 	}
+	// A subscription made from the form: the secret the page shows once is the one
+	// its deliveries are signed with (a ping from the list verifies with it).
+	second := deliverytest.New(t)
+	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.ID("new-subscription")),
+		chromedp.SendKeys(chromedp.ID("url"), second.URL),
+		chromedp.Click(chromedp.CSS(`#new-subscription input[value="conversation.created"]`)),
+		chromedp.Click(chromedp.CSS(`#new-subscription input[value="message.status_changed"]`)),
+		chromedp.Click(chromedp.ID("create-subscription")), chromedp.WaitVisible(chromedp.ID("secret")), shot("subscription-created"))
+	secret := strings.TrimSpace(text("#secret"))
+	if !strings.HasPrefix(secret, "whsec_") {
+		t.Fatalf("the created subscription's page shows %q, want its secret", secret)
+	}
+	second.SetSecret(secret)
+	browse(chromedp.Navigate(base+"/console/subscriptions"), chromedp.WaitVisible(chromedp.ID("ping-2")),
+		chromedp.Click(chromedp.ID("ping-2")), chromedp.WaitVisible(chromedp.CSS("p.flash")))
+	if got := second.Got(); len(got) != 1 || !got[0].Verified {
+		t.Errorf("the ping of the subscription made in the console: %+v, want one request signed with the secret shown", got)
+	}
+	if types := text("#subscriptions tbody tr:nth-child(2) td:nth-child(4)"); types != "contact.erased, message.created" {
+		t.Errorf("the subscription made in the console has types %q, want the ticked one and contact.erased", types)
+	}
 	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("erasures"))
 	if es := text("main table tbody"); !strings.Contains(es, "done") || !strings.Contains(es, "nothing") {
 		t.Errorf("erasures page: %q, want the receipt with what it removed", es)

@@ -69,7 +69,10 @@ type Config struct {
 	// no ping button.
 	WakeDeliveries func()
 	Ping           func(ctx context.Context, id int64) (delivery.Ping, error)
-	Log            *zap.Logger
+	// AllowPrivate is INBOX_DELIVERY_ALLOW_PRIVATE: a subscription made here may
+	// name a private address.
+	AllowPrivate bool
+	Log          *zap.Logger
 }
 
 // contentSecurityPolicy: the pages' own stylesheet and scripts (static/), nothing
@@ -116,7 +119,10 @@ func New(cfg Config) http.Handler {
 		r.Get("/conversations/{id}", c.conversation)
 		r.Get("/subscriptions", c.subscriptions)
 		r.Get("/subscriptions/{id}/deliveries", c.deliveries)
-		r.Post("/subscriptions/{id}/{action:pause|resume|replay|ping}", c.subscriptionAction)
+		r.Post("/subscriptions", c.createSubscription)
+		r.Post("/subscriptions/{id}/{action:pause|resume|replay|ping|end-previous}", c.subscriptionAction)
+		r.Post("/subscriptions/{id}/rotate", c.rotateSecret)
+		r.Post("/subscriptions/{id}/delete", c.deleteSubscription)
 		r.Get("/erasures", c.erasures)
 		r.Post("/replays/preview", c.replayPreview)
 		r.Post("/replays", c.replayStart)

@@ -85,24 +85,29 @@ func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
 type subscriptionsData struct {
 	Subscriptions []delivery.Subscription
 	CanPing       bool
+	Types         []string // the change types the new-subscription form offers
+	Form          subscriptionForm
+	Keeps         []keepChoice // the rotation's choices
 }
 
 // actionDone is what the subscriptions page says after an action (?done=), by name:
 // the address carries no text of its own.
 var actionDone = map[string]string{
-	"pause":  "Paused: nothing is sent until it is resumed; what it is owed meanwhile is kept.",
-	"resume": "Resumed: what waited is being sent, and the breaker is closed.",
-	"replay": "Replayed: that change and every one after it are being sent again, in order.",
+	"pause":        "Paused: nothing is sent until it is resumed; what it is owed meanwhile is kept.",
+	"resume":       "Resumed: what waited is being sent, and the breaker is closed.",
+	"replay":       "Replayed: that change and every one after it are being sent again, in order.",
+	"end-previous": "The old secret no longer signs: deliveries carry the new secret's signature only.",
+	"delete":       "Deleted, with every delivery it was owed.",
 }
 
 func (c *console) subscriptions(w http.ResponseWriter, r *http.Request) {
 	v := view{Title: "Subscriptions", Nav: "subscriptions", Flash: actionDone[r.URL.Query().Get("done")]}
-	c.subscriptionsPage(w, r, http.StatusOK, v)
+	c.subscriptionsPage(w, r, http.StatusOK, v, defaultForm)
 }
 
 // subscriptionsPage renders the subscriptions, each with its deliveries by state,
-// with v's flash or error.
-func (c *console) subscriptionsPage(w http.ResponseWriter, r *http.Request, status int, v view) {
+// with v's flash or error, and the new-subscription form filled in as f.
+func (c *console) subscriptionsPage(w http.ResponseWriter, r *http.Request, status int, v view, f subscriptionForm) {
 	subs, err := delivery.List(r.Context(), c.cfg.Pool)
 	if err != nil {
 		c.dbFail(w, r, err)
@@ -116,12 +121,12 @@ func (c *console) subscriptionsPage(w http.ResponseWriter, r *http.Request, stat
 		}
 		subs[i].Deliveries = full.Deliveries // the secret stays out of the page
 	}
-	v.Data = subscriptionsData{Subscriptions: subs, CanPing: c.cfg.Ping != nil}
+	v.Data = subscriptionsData{Subscriptions: subs, CanPing: c.cfg.Ping != nil, Types: feed.Types, Form: f, Keeps: rotationKeeps}
 	c.render(w, r, status, "subscriptions", v)
 }
 
-// subscriptionAction pauses, resumes, replays (from the form's change id) or pings
-// a subscription (admin only). A ping's answer is shown at once; the others lead
+// subscriptionAction pauses, resumes, replays (from the form's change id), pings a
+// subscription or stops its rotated-out secret (admin only). A ping's answer is shown at once; the others lead
 // back to the list, which says what was done.
 func (c *console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 	action := chi.URLParam(r, "action")
@@ -152,8 +157,10 @@ func (c *console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 		} else {
 			v.Error = fmt.Sprintf("Ping of subscription %d: not delivered: %s.", id, *p.Error)
 		}
-		c.subscriptionsPage(w, r, http.StatusOK, v)
+		c.subscriptionsPage(w, r, http.StatusOK, v, defaultForm)
 		return
+	case "end-previous":
+		_, err = delivery.EndPreviousSecret(ctx, c.cfg.Pool, id)
 	case "pause":
 		_, err = delivery.Pause(ctx, c.cfg.Pool, id)
 	case "resume":
@@ -166,7 +173,7 @@ func (c *console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.cfg.Log.Info("console subscription "+action, zap.Int64("subscription_id", id))
-	if action != "pause" && c.cfg.WakeDeliveries != nil {
+	if (action == "resume" || action == "replay") && c.cfg.WakeDeliveries != nil {
 		c.cfg.WakeDeliveries()
 	}
 	http.Redirect(w, r, "/console/subscriptions?done="+action, http.StatusSeeOther)
@@ -199,6 +206,8 @@ func (c *console) deliveryFail(w http.ResponseWriter, r *http.Request, err error
 		c.fail(w, r, nil, http.StatusNotFound, err.Error()+"; the Subscriptions page lists them")
 	case errors.Is(err, delivery.ErrBadRequest):
 		c.fail(w, r, nil, http.StatusBadRequest, err.Error())
+	case errors.Is(err, delivery.ErrConflict):
+		c.fail(w, r, nil, http.StatusConflict, err.Error())
 	case errors.Is(err, feed.ErrCursorExpired):
 		c.fail(w, r, nil, http.StatusGone, err.Error())
 	default:

@@ -2,8 +2,12 @@ package console
 
 import (
 	"context"
+	"encoding/json"
+	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,9 +15,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"inboxd/internal/delivery"
 	"inboxd/internal/delivery/deliverytest"
+	"inboxd/internal/feed"
 	"inboxd/internal/pgtest"
 )
 
@@ -116,5 +122,138 @@ SELECT $1, xid, seq, conversation_id, CASE WHEN xid::text || '.' || seq = $2 THE
 	}
 	if w := read("POST", base+"/pause", "csrf="+s.csrf(), ck); w.Code != http.StatusForbidden || state() != "active" {
 		t.Errorf("pause by a read-only session: %d, state %s; want 403, active", w.Code, state())
+	}
+}
+
+// TestSubscriptionEdits: an admin creates, rotates and deletes subscriptions from
+// the console. A create the delivery package refuses (a misspelt type, a private
+// address) is a 400 on the list, saying why, with the form as typed; one it makes
+// shows its secret, once: the list never shows it and the log never has it. A
+// rotation shows the new secret and until when the old one signs; a second one
+// while it does is a 409 saying so, one keeping nothing is made; the old secret can
+// be stopped early. A delete asks first, saying what it drops, and deletes only when
+// confirmed. A read-only session is refused each and changes nothing.
+func TestSubscriptionEdits(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	core, logs := observer.New(zap.DebugLevel)
+	serve, csrf := adminConsole(Config{Pool: pool, AllowPrivate: true, Log: zap.New(core)})
+	post := func(path string, form url.Values) *httptest.ResponseRecorder {
+		form.Set("csrf", csrf)
+		return serve("POST", path, form.Encode())
+	}
+	count := func() (n int) {
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM subscriptions`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	secretOf := func(id int64) (secret string, previous *string) {
+		if err := pool.QueryRow(ctx, `SELECT secret, previous_secret FROM subscriptions WHERE id = $1`, id).Scan(&secret, &previous); err != nil {
+			t.Fatal(err)
+		}
+		return secret, previous
+	}
+
+	list := serve("GET", "/console/subscriptions", "").Body.String()
+	if !strings.Contains(list, `id="new-subscription"`) || strings.Count(list, `name="types"`) != len(feed.Types) || strings.Count(list, " checked>") != len(feed.Types) {
+		t.Errorf("the list offers no new-subscription form with every type ticked:\n%s", list)
+	}
+
+	const endpoint = "http://127.0.0.1:9/hooks"
+	w := post("/console/subscriptions", url.Values{"url": {endpoint}, "types": {"message.creatd"}})
+	if body := w.Body.String(); w.Code != http.StatusBadRequest || !strings.Contains(body, `Not created: types: &#34;message.creatd&#34; is not a change type`) ||
+		!strings.Contains(body, `value="`+endpoint+`"`) || strings.Contains(body, " checked>") || count() != 0 {
+		t.Errorf("a misspelt type: %d, %d subscriptions; want 400 naming it, the URL kept, nothing ticked, nothing made:\n%s", w.Code, count(), body)
+	}
+	public, publicCSRF := adminConsole(Config{Pool: pool})
+	w = public("POST", "/console/subscriptions", url.Values{"csrf": {publicCSRF}, "url": {endpoint}, "types": {"message.created"}}.Encode())
+	if body := w.Body.String(); w.Code != http.StatusBadRequest || !strings.Contains(body, "INBOX_DELIVERY_ALLOW_PRIVATE") || count() != 0 {
+		t.Errorf("a private address where they are refused: %d, %d subscriptions; want 400 naming the setting:\n%s", w.Code, count(), body)
+	}
+
+	w = post("/console/subscriptions", url.Values{"url": {endpoint}, "types": {"message.created"}, "providers": {"twilio, generic:acme"}})
+	var sub delivery.Subscription
+	subs, err := delivery.List(ctx, pool)
+	if err != nil || len(subs) != 1 {
+		t.Fatalf("after a create: %d subscriptions (%v), want 1:\n%s", len(subs), err, w.Body.String())
+	}
+	sub = subs[0]
+	secret, _ := secretOf(sub.ID)
+	if body := html.UnescapeString(w.Body.String()); w.Code != http.StatusOK || !strings.Contains(body, `<pre id="secret" tabindex="0">`+secret+`</pre>`) ||
+		!slices.Equal(sub.Types, []string{"contact.erased", "message.created"}) || !slices.Equal(sub.Providers, []string{"generic:acme", "twilio"}) {
+		t.Errorf("create: %d, types %v, providers %v; want 200 showing the secret, message.created with contact.erased, the two providers:\n%s", w.Code, sub.Types, sub.Providers, body)
+	}
+	id := strconv.FormatInt(sub.ID, 10)
+	if list := serve("GET", "/console/subscriptions", "").Body.String(); strings.Contains(list, "whsec_") || !strings.Contains(list, `id="rotate-`+id+`"`) {
+		t.Errorf("the list shows a secret, or offers no rotation:\n%s", list)
+	}
+
+	base := "/console/subscriptions/" + id
+	w = post(base+"/rotate", url.Values{"keep": {"24h"}})
+	rotated, previous := secretOf(sub.ID)
+	if body := html.UnescapeString(w.Body.String()); w.Code != http.StatusOK || rotated == secret || previous == nil || *previous != secret ||
+		!strings.Contains(body, `>`+rotated+`</pre>`) || !strings.Contains(body, "The old secret signs each delivery too until") {
+		t.Errorf("rotate keeping a day: %d, the old secret kept: %v; want 200 showing the new secret and until when the old one signs:\n%s", w.Code, previous != nil, body)
+	}
+	if w := post(base+"/rotate", url.Values{"keep": {"24h"}}); w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "still signs until") {
+		t.Errorf("a second rotation while the old secret signs: %d, want 409 saying until when:\n%s", w.Code, w.Body.String())
+	}
+	if now, _ := secretOf(sub.ID); now != rotated {
+		t.Error("the refused rotation changed the secret")
+	}
+	if list := serve("GET", "/console/subscriptions", "").Body.String(); !strings.Contains(list, `id="end-previous-`+id+`"`) {
+		t.Errorf("while the old secret signs, the list offers no way to stop it:\n%s", list)
+	}
+	if w := post(base+"/end-previous", url.Values{}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/subscriptions?done=end-previous" {
+		t.Errorf("end-previous: %d to %q, want 303 to the list", w.Code, w.Header().Get("Location"))
+	}
+	if _, previous := secretOf(sub.ID); previous != nil {
+		t.Error("the old secret still signs after end-previous")
+	}
+	if w := post(base+"/rotate", url.Values{"keep": {"soon"}}); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "a duration such as 24h") {
+		t.Errorf("a keep that is no duration: %d, want 400 saying what it takes:\n%s", w.Code, w.Body.String())
+	}
+	w = post(base+"/rotate", url.Values{"keep": {"0s"}})
+	if last, previous := secretOf(sub.ID); w.Code != http.StatusOK || last == rotated || previous != nil || !strings.Contains(w.Body.String(), "The old secret no longer signs anything") {
+		t.Errorf("rotate keeping nothing: %d, old secret kept: %v; want 200, none kept:\n%s", w.Code, previous != nil, w.Body.String())
+	}
+	for _, e := range logs.All() {
+		if fields, _ := json.Marshal(e.ContextMap()); strings.Contains(e.Message+string(fields), "whsec_") {
+			t.Errorf("the log has a secret: %s %s", e.Message, fields)
+		}
+	}
+
+	const readToken = "read-token-0123456789"
+	read := testConsole(Config{Pool: pool, ReadTokens: []string{readToken}})
+	rs, ck := newSession(newCredential(roleRead, readToken), time.Now(), false)
+	for _, path := range []string{"/console/subscriptions", base + "/rotate", base + "/delete"} {
+		form := url.Values{"csrf": {rs.csrf()}, "url": {endpoint}, "types": {"message.created"}, "keep": {"0s"}, "confirm": {"yes"}}
+		if w := read("POST", path, form.Encode(), ck); w.Code != http.StatusForbidden {
+			t.Errorf("POST %s by a read-only session: %d, want 403", path, w.Code)
+		}
+	}
+	if now, _ := secretOf(sub.ID); count() != 1 || now == rotated {
+		t.Errorf("read-only sessions changed something: %d subscriptions", count())
+	}
+	if list := read("GET", "/console/subscriptions", "", ck).Body.String(); strings.Contains(list, `id="new-subscription"`) || strings.Contains(list, `id="rotate-`) {
+		t.Errorf("a read-only session is offered the form or a rotation:\n%s", list)
+	}
+
+	if _, err := pool.Exec(ctx, `
+WITH c AS (INSERT INTO changes (type, conversation_id, data) VALUES ('message.created', 1, '{}') RETURNING xid, seq, conversation_id)
+INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id, state) SELECT $1, xid, seq, conversation_id, 'pending' FROM c`, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	w = post(base+"/delete", url.Values{})
+	if body := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(body, "<strong>1</strong> delivery it is owed has not been made yet") || count() != 1 || strings.Contains(body, "whsec_") {
+		t.Errorf("delete without confirming: %d, %d subscriptions; want 200 asking, saying what it drops, nothing deleted:\n%s", w.Code, count(), body)
+	}
+	if w := post(base+"/delete", url.Values{"confirm": {"yes"}}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/subscriptions?done=delete" || count() != 0 {
+		t.Errorf("delete confirmed: %d to %q, %d subscriptions; want 303 to the list, none left", w.Code, w.Header().Get("Location"), count())
+	}
+	if w := post(base+"/delete", url.Values{}); w.Code != http.StatusNotFound {
+		t.Errorf("delete of a deleted subscription: %d, want 404", w.Code)
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // pageNames are the templates/*.html pages; each is parsed with layout.html.
-var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "deliveries", "erasures", "replay-preview", "replays", "replay"}
+var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "subscription-secret", "subscription-delete", "deliveries", "erasures", "replay-preview", "replays", "replay"}
 
 var funcs = template.FuncMap{
 	// when shows a time (or a *time.Time, nil as nothing) in UTC.
@@ -47,12 +47,15 @@ var funcs = template.FuncMap{
 		}
 		return *s
 	},
-	"clip": func(s string, n int) string {
-		if len(s) <= n {
-			return s
-		}
-		return strings.ToValidUTF8(s[:n], "") + "…"
-	},
+	"clip": clip,
+}
+
+// clip cuts s to at most n bytes (and whole characters), marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 func parsePages() map[string]*template.Template {

@@ -1,0 +1,136 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"inboxd/internal/delivery"
+	"inboxd/internal/feed"
+)
+
+// Subscriptions made, rotated and deleted from the console (admin only). A secret
+// is shown once, in the answer to the POST that made it, and never again: no page
+// reads one, no URL or log carries one.
+
+// subscriptionForm is the new-subscription form, kept as typed when it is refused.
+type subscriptionForm struct {
+	URL       string
+	Types     []string
+	Providers string
+}
+
+// Checked reports whether the form has type t ticked.
+func (f subscriptionForm) Checked(t string) bool { return slices.Contains(f.Types, t) }
+
+// defaultForm is the form as the page first shows it: every type ticked.
+var defaultForm = subscriptionForm{Types: feed.Types}
+
+// secretData is the page that shows a secret just made.
+type secretData struct {
+	Subscription delivery.Subscription
+	Created      bool // made by a create, not a rotation
+}
+
+// keepChoice is one of the rotation's choices: a duration and what it means.
+type keepChoice struct{ Value, Label string }
+
+// rotationKeeps are the console's choices of how long a rotated-out secret goes on
+// signing, the API's default first.
+var rotationKeeps = []keepChoice{
+	{delivery.DefaultPreviousSecret.String(), "for a day"},
+	{"1h", "for an hour"},
+	{"168h", "for a week"},
+	{"0s", "not at all (it leaked)"},
+}
+
+// splitList reads a comma- or space-separated list, dropping empty items.
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
+}
+
+func (c *console) createSubscription(w http.ResponseWriter, r *http.Request) {
+	if !c.requireAdmin(w, r, "create a subscription") {
+		return
+	}
+	f := subscriptionForm{URL: strings.TrimSpace(r.PostFormValue("url")), Types: r.PostForm["types"], Providers: strings.TrimSpace(r.PostFormValue("providers"))}
+	s, err := delivery.Create(r.Context(), c.cfg.Pool, f.URL, f.Types, c.cfg.AllowPrivate, splitList(f.Providers)...)
+	if errors.Is(err, delivery.ErrBadRequest) {
+		c.subscriptionsPage(w, r, http.StatusBadRequest, view{Title: "Subscriptions", Nav: "subscriptions",
+			Error: "Not created: " + strings.TrimPrefix(err.Error(), delivery.ErrBadRequest.Error()+": ") + "."}, f)
+		return
+	}
+	if err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	c.cfg.Log.Info("console subscription create", zap.Int64("subscription_id", s.ID), zap.Strings("types", s.Types))
+	c.render(w, r, http.StatusOK, "subscription-secret", view{Title: "Subscription " + strconv.FormatInt(s.ID, 10) + " created",
+		Nav: "subscriptions", Data: secretData{Subscription: s, Created: true}})
+}
+
+// rotateSecret gives a subscription a new secret, the old one signing too for the
+// form's keep (a duration; 0s: not at all).
+func (c *console) rotateSecret(w http.ResponseWriter, r *http.Request) {
+	if !c.requireAdmin(w, r, "rotate a secret") {
+		return
+	}
+	id, ok := c.pathID(w, r, "subscription")
+	if !ok {
+		return
+	}
+	keep, err := time.ParseDuration(r.PostFormValue("keep"))
+	if err != nil {
+		c.fail(w, r, nil, http.StatusBadRequest, fmt.Sprintf("How long the old secret goes on signing must be a duration such as 24h or 0s, not %q.", clip(r.PostFormValue("keep"), 32)))
+		return
+	}
+	s, err := delivery.RotateSecret(r.Context(), c.cfg.Pool, id, keep)
+	if err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	c.cfg.Log.Info("console subscription rotate", zap.Int64("subscription_id", id), zap.Duration("keep_previous", keep))
+	c.render(w, r, http.StatusOK, "subscription-secret", view{Title: "Secret of subscription " + strconv.FormatInt(id, 10) + " rotated",
+		Nav: "subscriptions", Data: secretData{Subscription: s}})
+}
+
+type deleteData struct {
+	Subscription delivery.Subscription
+	Owed         int64 // deliveries not yet made: waiting, pending, delivering
+	Dead         int64
+}
+
+// deleteSubscription asks first: without the form's confirm it shows what the
+// subscription still owes (dropped with it) and a button that confirms.
+func (c *console) deleteSubscription(w http.ResponseWriter, r *http.Request) {
+	if !c.requireAdmin(w, r, "delete a subscription") {
+		return
+	}
+	id, ok := c.pathID(w, r, "subscription")
+	if !ok {
+		return
+	}
+	if r.PostFormValue("confirm") != "yes" {
+		s, err := delivery.Get(r.Context(), c.cfg.Pool, id)
+		if err != nil {
+			c.deliveryFail(w, r, err)
+			return
+		}
+		s.Secret = ""
+		d := deleteData{Subscription: s, Owed: s.Deliveries["waiting"] + s.Deliveries["pending"] + s.Deliveries["delivering"], Dead: s.Deliveries["dead"]}
+		c.render(w, r, http.StatusOK, "subscription-delete", view{Title: "Delete subscription " + strconv.FormatInt(id, 10) + "?", Nav: "subscriptions", Data: d})
+		return
+	}
+	if err := delivery.Delete(r.Context(), c.cfg.Pool, id); err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	c.cfg.Log.Info("console subscription delete", zap.Int64("subscription_id", id))
+	http.Redirect(w, r, "/console/subscriptions?done=delete", http.StatusSeeOther)
+}
