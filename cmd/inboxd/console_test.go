@@ -224,6 +224,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if types := text("#subscriptions tbody tr:nth-child(2) td:nth-child(4)"); types != "contact.erased, message.created" {
 		t.Errorf("the subscription made in the console has types %q, want the ticked one and contact.erased", types)
 	}
+	browse(chromedp.Click(chromedp.ID("edit-2")), chromedp.WaitVisible(chromedp.ID("edit-subscription")),
+		chromedp.Click(chromedp.CSS(`#edit-subscription input[value="conversation.created"]`)),
+		chromedp.Click(chromedp.ID("save-subscription")), chromedp.WaitVisible(chromedp.CSS("p.flash")))
+	if types := text("#subscriptions tbody tr:nth-child(2) td:nth-child(4)"); types != "contact.erased, conversation.created, message.created" {
+		t.Errorf("after ticking conversation.created on its change page, the subscription has types %q", types)
+	}
 	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("erasures"))
 	if es := text("main table tbody"); !strings.Contains(es, "done") || !strings.Contains(es, "nothing") {
 		t.Errorf("erasures page: %q, want the receipt with what it removed", es)

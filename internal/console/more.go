@@ -85,9 +85,8 @@ func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
 type subscriptionsData struct {
 	Subscriptions []delivery.Subscription
 	CanPing       bool
-	Types         []string // the change types the new-subscription form offers
-	Form          subscriptionForm
-	Keeps         []keepChoice // the rotation's choices
+	Form          subscriptionForm // the new subscription's
+	Keeps         []keepChoice     // the rotation's choices
 }
 
 // actionDone is what the subscriptions page says after an action (?done=), by name:
@@ -98,6 +97,7 @@ var actionDone = map[string]string{
 	"replay":       "Replayed: that change and every one after it are being sent again, in order.",
 	"end-previous": "The old secret no longer signs: deliveries carry the new secret's signature only.",
 	"delete":       "Deleted, with every delivery it was owed.",
+	"update":       "Changed: the changes after its position go to its URL, as its types and providers now choose them.",
 }
 
 func (c *console) subscriptions(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +121,7 @@ func (c *console) subscriptionsPage(w http.ResponseWriter, r *http.Request, stat
 		}
 		subs[i].Deliveries = full.Deliveries // the secret stays out of the page
 	}
-	v.Data = subscriptionsData{Subscriptions: subs, CanPing: c.cfg.Ping != nil, Types: feed.Types, Form: f, Keeps: rotationKeeps}
+	v.Data = subscriptionsData{Subscriptions: subs, CanPing: c.cfg.Ping != nil, Form: f, Keeps: rotationKeeps}
 	c.render(w, r, status, "subscriptions", v)
 }
 

@@ -29,6 +29,19 @@ type subscriptionForm struct {
 // Checked reports whether the form has type t ticked.
 func (f subscriptionForm) Checked(t string) bool { return slices.Contains(f.Types, t) }
 
+// AllTypes are the types the form offers: every change type.
+func (subscriptionForm) AllTypes() []string { return feed.Types }
+
+// postedForm reads the subscription form of a POST.
+func postedForm(r *http.Request) subscriptionForm {
+	return subscriptionForm{URL: strings.TrimSpace(r.PostFormValue("url")), Types: r.PostForm["types"], Providers: strings.TrimSpace(r.PostFormValue("providers"))}
+}
+
+// refusal is what a page says of a change the delivery package refused.
+func refusal(what string, err error) string {
+	return what + ": " + strings.TrimPrefix(err.Error(), delivery.ErrBadRequest.Error()+": ") + "."
+}
+
 // defaultForm is the form as the page first shows it: every type ticked.
 var defaultForm = subscriptionForm{Types: feed.Types}
 
@@ -59,11 +72,10 @@ func (c *console) createSubscription(w http.ResponseWriter, r *http.Request) {
 	if !c.requireAdmin(w, r, "create a subscription") {
 		return
 	}
-	f := subscriptionForm{URL: strings.TrimSpace(r.PostFormValue("url")), Types: r.PostForm["types"], Providers: strings.TrimSpace(r.PostFormValue("providers"))}
+	f := postedForm(r)
 	s, err := delivery.Create(r.Context(), c.cfg.Pool, f.URL, f.Types, c.cfg.AllowPrivate, splitList(f.Providers)...)
 	if errors.Is(err, delivery.ErrBadRequest) {
-		c.subscriptionsPage(w, r, http.StatusBadRequest, view{Title: "Subscriptions", Nav: "subscriptions",
-			Error: "Not created: " + strings.TrimPrefix(err.Error(), delivery.ErrBadRequest.Error()+": ") + "."}, f)
+		c.subscriptionsPage(w, r, http.StatusBadRequest, view{Title: "Subscriptions", Nav: "subscriptions", Error: refusal("Not created", err)}, f)
 		return
 	}
 	if err != nil {
@@ -133,4 +145,52 @@ func (c *console) deleteSubscription(w http.ResponseWriter, r *http.Request) {
 	}
 	c.cfg.Log.Info("console subscription delete", zap.Int64("subscription_id", id))
 	http.Redirect(w, r, "/console/subscriptions?done=delete", http.StatusSeeOther)
+}
+
+type editData struct {
+	ID   int64
+	Form subscriptionForm
+}
+
+// editSubscription shows a subscription's URL, types and providers in a form (GET)
+// and changes them (POST) in place, keeping its secret and position; a refused
+// change is a 400 on the form as typed.
+func (c *console) editSubscription(w http.ResponseWriter, r *http.Request) {
+	if !c.requireAdmin(w, r, "change a subscription") {
+		return
+	}
+	id, ok := c.pathID(w, r, "subscription")
+	if !ok {
+		return
+	}
+	page := func(status int, f subscriptionForm, msg string) {
+		c.render(w, r, status, "subscription-edit", view{Title: "Change subscription " + strconv.FormatInt(id, 10), Nav: "subscriptions",
+			Error: msg, Data: editData{ID: id, Form: f}})
+	}
+	if r.Method != http.MethodPost {
+		s, err := delivery.Get(r.Context(), c.cfg.Pool, id)
+		if err != nil {
+			c.deliveryFail(w, r, err)
+			return
+		}
+		page(http.StatusOK, subscriptionForm{URL: s.URL, Types: s.Types, Providers: strings.Join(s.Providers, ", ")}, "")
+		return
+	}
+	f := postedForm(r)
+	providers := splitList(f.Providers)
+	types := append([]string{}, f.Types...) // none ticked is none, not "keep them"
+	_, err := delivery.Update(r.Context(), c.cfg.Pool, id, delivery.Change{URL: &f.URL, Types: types, Providers: &providers}, c.cfg.AllowPrivate)
+	if errors.Is(err, delivery.ErrBadRequest) {
+		page(http.StatusBadRequest, f, refusal("Not changed", err))
+		return
+	}
+	if err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	c.cfg.Log.Info("console subscription update", zap.Int64("subscription_id", id))
+	if c.cfg.WakeDeliveries != nil {
+		c.cfg.WakeDeliveries() // a new URL closes the breaker
+	}
+	http.Redirect(w, r, "/console/subscriptions?done=update", http.StatusSeeOther)
 }

@@ -125,10 +125,12 @@ SELECT $1, xid, seq, conversation_id, CASE WHEN xid::text || '.' || seq = $2 THE
 	}
 }
 
-// TestSubscriptionEdits: an admin creates, rotates and deletes subscriptions from
-// the console. A create the delivery package refuses (a misspelt type, a private
+// TestSubscriptionEdits: an admin creates, changes, rotates and deletes
+// subscriptions from the console. A create the delivery package refuses (a misspelt type, a private
 // address) is a 400 on the list, saying why, with the form as typed; one it makes
 // shows its secret, once: the list never shows it and the log never has it. A
+// change shows the subscription as it is, refuses no type ticked (the form as
+// typed, nothing changed) and keeps the secret. A
 // rotation shows the new secret and until when the old one signs; a second one
 // while it does is a 409 saying so, one keeping nothing is made; the old secret can
 // be stopped early. A delete asks first, saying what it drops, and deletes only when
@@ -191,6 +193,25 @@ func TestSubscriptionEdits(t *testing.T) {
 	}
 
 	base := "/console/subscriptions/" + id
+
+	edit := serve("GET", base+"/edit", "").Body.String()
+	if !strings.Contains(edit, `value="`+endpoint+`"`) || !strings.Contains(edit, `value="generic:acme, twilio"`) ||
+		!strings.Contains(edit, `value="message.created" checked>`) || strings.Contains(edit, `value="conversation.created" checked>`) {
+		t.Errorf("the edit form does not show the subscription as it is:\n%s", edit)
+	}
+	if w := post(base+"/edit", url.Values{"url": {endpoint + "/moved"}}); w.Code != http.StatusBadRequest ||
+		!strings.Contains(w.Body.String(), "Not changed: types must name at least one") || !strings.Contains(w.Body.String(), `value="`+endpoint+`/moved"`) {
+		t.Errorf("a change with no type ticked: %d, want 400 saying so, the URL as typed:\n%s", w.Code, w.Body.String())
+	}
+	if s, _ := delivery.Get(ctx, pool, sub.ID); s.URL != endpoint {
+		t.Errorf("the refused change moved the URL to %s", s.URL)
+	}
+	w = post(base+"/edit", url.Values{"url": {endpoint + "/moved"}, "types": {"conversation.created"}, "providers": {" "}})
+	if s, _ := delivery.Get(ctx, pool, sub.ID); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/subscriptions?done=update" ||
+		s.URL != endpoint+"/moved" || !slices.Equal(s.Types, []string{"contact.erased", "conversation.created"}) || s.Providers != nil || s.Secret != secret {
+		t.Errorf("a change: %d to %q, now %s %v %v, secret kept %v; want 303 to the list, the new URL and type, every provider, the secret kept",
+			w.Code, w.Header().Get("Location"), s.URL, s.Types, s.Providers, s.Secret == secret)
+	}
 	w = post(base+"/rotate", url.Values{"keep": {"24h"}})
 	rotated, previous := secretOf(sub.ID)
 	if body := html.UnescapeString(w.Body.String()); w.Code != http.StatusOK || rotated == secret || previous == nil || *previous != secret ||
@@ -228,7 +249,10 @@ func TestSubscriptionEdits(t *testing.T) {
 	const readToken = "read-token-0123456789"
 	read := testConsole(Config{Pool: pool, ReadTokens: []string{readToken}})
 	rs, ck := newSession(newCredential(roleRead, readToken), time.Now(), false)
-	for _, path := range []string{"/console/subscriptions", base + "/rotate", base + "/delete"} {
+	if w := read("GET", base+"/edit", "", ck); w.Code != http.StatusForbidden {
+		t.Errorf("the edit form for a read-only session: %d, want 403", w.Code)
+	}
+	for _, path := range []string{"/console/subscriptions", base + "/rotate", base + "/delete", base + "/edit"} {
 		form := url.Values{"csrf": {rs.csrf()}, "url": {endpoint}, "types": {"message.created"}, "keep": {"0s"}, "confirm": {"yes"}}
 		if w := read("POST", path, form.Encode(), ck); w.Code != http.StatusForbidden {
 			t.Errorf("POST %s by a read-only session: %d, want 403", path, w.Code)
