@@ -122,6 +122,7 @@ func New(cfg Config) http.Handler {
 		r.Post("/subscriptions", c.createSubscription)
 		r.Post("/subscriptions/{id}/{action:pause|resume|replay|ping|end-previous}", c.subscriptionAction)
 		r.Post("/subscriptions/{id}/rotate", c.rotateSecret)
+		r.Get("/subscriptions/{id}/secret", c.secret)
 		r.Get("/subscriptions/{id}/edit", c.editSubscription)
 		r.Post("/subscriptions/{id}/edit", c.editSubscription)
 		r.Post("/subscriptions/{id}/delete", c.deleteSubscription)

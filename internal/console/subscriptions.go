@@ -15,9 +15,12 @@ import (
 	"inboxd/internal/feed"
 )
 
-// Subscriptions made, rotated and deleted from the console (admin only). A secret
-// is shown once, in the answer to the POST that made it, and never again: no page
-// reads one, no URL or log carries one.
+// Subscriptions made, changed, rotated and deleted from the console (admin only).
+// A secret is shown on its subscription's secret page only, to an admin, as the API
+// shows it to admins: never in the list, a URL or a log line. A create or a
+// rotation answers with a redirect to that page (POST, redirect, GET), so that
+// reloading it shows the secret again rather than making a second subscription or
+// rotating once more, which would drop the secret just copied.
 
 // subscriptionForm is the new-subscription form, kept as typed when it is refused.
 type subscriptionForm struct {
@@ -45,10 +48,10 @@ func refusal(what string, err error) string {
 // defaultForm is the form as the page first shows it: every type ticked.
 var defaultForm = subscriptionForm{Types: feed.Types}
 
-// secretData is the page that shows a secret just made.
+// secretData is the secret page: the subscription, and what led there (?done=).
 type secretData struct {
 	Subscription delivery.Subscription
-	Created      bool // made by a create, not a rotation
+	Done         string // "create", "rotate" or nothing
 }
 
 // keepChoice is one of the rotation's choices: a duration and what it means.
@@ -83,8 +86,41 @@ func (c *console) createSubscription(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.cfg.Log.Info("console subscription create", zap.Int64("subscription_id", s.ID), zap.Strings("types", s.Types))
-	c.render(w, r, http.StatusOK, "subscription-secret", view{Title: "Subscription " + strconv.FormatInt(s.ID, 10) + " created",
-		Nav: "subscriptions", Data: secretData{Subscription: s, Created: true}})
+	http.Redirect(w, r, secretPage(s.ID, "create"), http.StatusSeeOther)
+}
+
+// secretPage is the address of subscription id's secret page, after done.
+func secretPage(id int64, done string) string {
+	return "/console/subscriptions/" + strconv.FormatInt(id, 10) + "/secret?done=" + done
+}
+
+// secret shows a subscription's secret (admin only), and after a rotation until
+// when the old one signs too.
+func (c *console) secret(w http.ResponseWriter, r *http.Request) {
+	if !c.requireAdmin(w, r, "see a secret") {
+		return
+	}
+	id, ok := c.pathID(w, r, "subscription")
+	if !ok {
+		return
+	}
+	s, err := delivery.Get(r.Context(), c.cfg.Pool, id)
+	if err != nil {
+		c.deliveryFail(w, r, err)
+		return
+	}
+	done := r.URL.Query().Get("done")
+	title := "Secret of subscription " + strconv.FormatInt(id, 10)
+	switch done {
+	case "create":
+		title = "Subscription " + strconv.FormatInt(id, 10) + " created"
+	case "rotate":
+		title += " rotated"
+	default:
+		done = ""
+	}
+	c.cfg.Log.Info("console subscription secret shown", zap.Int64("subscription_id", id))
+	c.render(w, r, http.StatusOK, "subscription-secret", view{Title: title, Nav: "subscriptions", Data: secretData{Subscription: s, Done: done}})
 }
 
 // rotateSecret gives a subscription a new secret, the old one signing too for the
@@ -102,14 +138,12 @@ func (c *console) rotateSecret(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, http.StatusBadRequest, fmt.Sprintf("How long the old secret goes on signing must be a duration such as 24h or 0s, not %q.", clip(r.PostFormValue("keep"), 32)))
 		return
 	}
-	s, err := delivery.RotateSecret(r.Context(), c.cfg.Pool, id, keep)
-	if err != nil {
+	if _, err := delivery.RotateSecret(r.Context(), c.cfg.Pool, id, keep); err != nil {
 		c.deliveryFail(w, r, err)
 		return
 	}
 	c.cfg.Log.Info("console subscription rotate", zap.Int64("subscription_id", id), zap.Duration("keep_previous", keep))
-	c.render(w, r, http.StatusOK, "subscription-secret", view{Title: "Secret of subscription " + strconv.FormatInt(id, 10) + " rotated",
-		Nav: "subscriptions", Data: secretData{Subscription: s}})
+	http.Redirect(w, r, secretPage(id, "rotate"), http.StatusSeeOther)
 }
 
 type deleteData struct {

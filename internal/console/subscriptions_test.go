@@ -128,10 +128,11 @@ SELECT $1, xid, seq, conversation_id, CASE WHEN xid::text || '.' || seq = $2 THE
 // TestSubscriptionEdits: an admin creates, changes, rotates and deletes
 // subscriptions from the console. A create the delivery package refuses (a misspelt type, a private
 // address) is a 400 on the list, saying why, with the form as typed; one it makes
-// shows its secret, once: the list never shows it and the log never has it. A
+// leads (303, so that a reload makes nothing more) to its secret's page, which an
+// admin can open again; the list never shows a secret and the log never has one. A
 // change shows the subscription as it is, refuses no type ticked (the form as
 // typed, nothing changed) and keeps the secret. A
-// rotation shows the new secret and until when the old one signs; a second one
+// rotation leads to the new secret, saying until when the old one signs; a second one
 // while it does is a 409 saying so, one keeping nothing is made; the old secret can
 // be stopped early. A delete asks first, saying what it drops, and deletes only when
 // confirmed. A read-only session is refused each and changes nothing.
@@ -183,16 +184,32 @@ func TestSubscriptionEdits(t *testing.T) {
 	}
 	sub = subs[0]
 	secret, _ := secretOf(sub.ID)
-	if body := html.UnescapeString(w.Body.String()); w.Code != http.StatusOK || !strings.Contains(body, `<pre id="secret" tabindex="0">`+secret+`</pre>`) ||
-		!slices.Equal(sub.Types, []string{"contact.erased", "message.created"}) || !slices.Equal(sub.Providers, []string{"generic:acme", "twilio"}) {
-		t.Errorf("create: %d, types %v, providers %v; want 200 showing the secret, message.created with contact.erased, the two providers:\n%s", w.Code, sub.Types, sub.Providers, body)
-	}
 	id := strconv.FormatInt(sub.ID, 10)
+	base := "/console/subscriptions/" + id
+	if to := w.Header().Get("Location"); w.Code != http.StatusSeeOther || to != base+"/secret?done=create" ||
+		!slices.Equal(sub.Types, []string{"contact.erased", "message.created"}) || !slices.Equal(sub.Providers, []string{"generic:acme", "twilio"}) {
+		t.Errorf("create: %d to %q, types %v, providers %v; want 303 to its secret, message.created with contact.erased, the two providers", w.Code, to, sub.Types, sub.Providers)
+	}
+	// shows reads the secret page as the browser does after a redirect, and again on a reload.
+	shows := func(done string, want ...string) {
+		t.Helper()
+		for range 2 {
+			w := serve("GET", base+"/secret?done="+done, "")
+			body := html.UnescapeString(w.Body.String())
+			for _, s := range want {
+				if w.Code != http.StatusOK || !strings.Contains(body, s) {
+					t.Errorf("the secret page after %s: %d, want 200 showing %q:\n%s", done, w.Code, s, body)
+				}
+			}
+		}
+	}
+	shows("create", "Subscription "+id+" created", `<pre id="secret" tabindex="0">`+secret+`</pre>`, "contact.erased, message.created, of generic:acme, twilio only")
+	if count() != 1 {
+		t.Errorf("reading the secret page made subscriptions: %d", count())
+	}
 	if list := serve("GET", "/console/subscriptions", "").Body.String(); strings.Contains(list, "whsec_") || !strings.Contains(list, `id="rotate-`+id+`"`) {
 		t.Errorf("the list shows a secret, or offers no rotation:\n%s", list)
 	}
-
-	base := "/console/subscriptions/" + id
 
 	edit := serve("GET", base+"/edit", "").Body.String()
 	if !strings.Contains(edit, `value="`+endpoint+`"`) || !strings.Contains(edit, `value="generic:acme, twilio"`) ||
@@ -214,10 +231,10 @@ func TestSubscriptionEdits(t *testing.T) {
 	}
 	w = post(base+"/rotate", url.Values{"keep": {"24h"}})
 	rotated, previous := secretOf(sub.ID)
-	if body := html.UnescapeString(w.Body.String()); w.Code != http.StatusOK || rotated == secret || previous == nil || *previous != secret ||
-		!strings.Contains(body, `>`+rotated+`</pre>`) || !strings.Contains(body, "The old secret signs each delivery too until") {
-		t.Errorf("rotate keeping a day: %d, the old secret kept: %v; want 200 showing the new secret and until when the old one signs:\n%s", w.Code, previous != nil, body)
+	if to := w.Header().Get("Location"); w.Code != http.StatusSeeOther || to != base+"/secret?done=rotate" || rotated == secret || previous == nil || *previous != secret {
+		t.Errorf("rotate keeping a day: %d to %q, the old secret kept: %v; want 303 to the secret, the old one kept", w.Code, to, previous != nil)
 	}
+	shows("rotate", "Secret of subscription "+id+" rotated", `>`+rotated+`</pre>`, "The secret it replaced signs each delivery too until")
 	if w := post(base+"/rotate", url.Values{"keep": {"24h"}}); w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "still signs until") {
 		t.Errorf("a second rotation while the old secret signs: %d, want 409 saying until when:\n%s", w.Code, w.Body.String())
 	}
@@ -237,8 +254,13 @@ func TestSubscriptionEdits(t *testing.T) {
 		t.Errorf("a keep that is no duration: %d, want 400 saying what it takes:\n%s", w.Code, w.Body.String())
 	}
 	w = post(base+"/rotate", url.Values{"keep": {"0s"}})
-	if last, previous := secretOf(sub.ID); w.Code != http.StatusOK || last == rotated || previous != nil || !strings.Contains(w.Body.String(), "The old secret no longer signs anything") {
-		t.Errorf("rotate keeping nothing: %d, old secret kept: %v; want 200, none kept:\n%s", w.Code, previous != nil, w.Body.String())
+	last, previous := secretOf(sub.ID)
+	if w.Code != http.StatusSeeOther || last == rotated || previous != nil {
+		t.Errorf("rotate keeping nothing: %d, old secret kept: %v; want 303, none kept", w.Code, previous != nil)
+	}
+	shows("rotate", `>`+last+`</pre>`, "The secret it replaced no longer signs anything")
+	if w := serve("GET", "/console/subscriptions/999/secret", ""); w.Code != http.StatusNotFound {
+		t.Errorf("the secret of no subscription: %d, want 404", w.Code)
 	}
 	for _, e := range logs.All() {
 		if fields, _ := json.Marshal(e.ContextMap()); strings.Contains(e.Message+string(fields), "whsec_") {
@@ -249,8 +271,10 @@ func TestSubscriptionEdits(t *testing.T) {
 	const readToken = "read-token-0123456789"
 	read := testConsole(Config{Pool: pool, ReadTokens: []string{readToken}})
 	rs, ck := newSession(newCredential(roleRead, readToken), time.Now(), false)
-	if w := read("GET", base+"/edit", "", ck); w.Code != http.StatusForbidden {
-		t.Errorf("the edit form for a read-only session: %d, want 403", w.Code)
+	for _, path := range []string{base + "/edit", base + "/secret"} {
+		if w := read("GET", path, "", ck); w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), "whsec_") {
+			t.Errorf("GET %s by a read-only session: %d, want 403", path, w.Code)
+		}
 	}
 	for _, path := range []string{"/console/subscriptions", base + "/rotate", base + "/delete", base + "/edit"} {
 		form := url.Values{"csrf": {rs.csrf()}, "url": {endpoint}, "types": {"message.created"}, "keep": {"0s"}, "confirm": {"yes"}}
@@ -258,7 +282,7 @@ func TestSubscriptionEdits(t *testing.T) {
 			t.Errorf("POST %s by a read-only session: %d, want 403", path, w.Code)
 		}
 	}
-	if now, _ := secretOf(sub.ID); count() != 1 || now == rotated {
+	if now, _ := secretOf(sub.ID); count() != 1 || now != last {
 		t.Errorf("read-only sessions changed something: %d subscriptions", count())
 	}
 	if list := read("GET", "/console/subscriptions", "", ck).Body.String(); strings.Contains(list, `id="new-subscription"`) || strings.Contains(list, `id="rotate-`) {
