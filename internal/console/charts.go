@@ -84,6 +84,15 @@ func barsOf(slots []processor.Minute, outer, inner func(processor.Minute) float6
 
 func minuteLabel(m processor.Minute) string { return m.Start.Format("15:04Z") }
 
+// perMinute shows a rate per minute, and per second too from one a second up
+// ("5/min (0/s)" said nothing).
+func perMinute(n float64) string {
+	if n < 60 {
+		return fmt.Sprintf("%.0f/min", n)
+	}
+	return fmt.Sprintf("%.0f/min (%.0f/s)", n, n/60)
+}
+
 // throughputChart: events finished per minute, the dead ones inside.
 func throughputChart(slots []processor.Minute) chart {
 	bars, top := barsOf(slots,
@@ -93,7 +102,7 @@ func throughputChart(slots []processor.Minute) chart {
 			return fmt.Sprintf("%s: %d processed, %d dead, %d to retry", minuteLabel(m), m.Processed, m.Dead, m.Retried)
 		})
 	c := chart{ID: "throughput", Title: "Events finished per minute", Caption: "processed, with the dead ones in red",
-		Width: chartWidth, Height: chartHeight, Max: fmt.Sprintf("%.0f/min (%.0f/s)", top, top/60), Bars: bars}
+		Width: chartWidth, Height: chartHeight, Max: perMinute(top), Bars: bars}
 	for _, m := range slots {
 		c.Rows = append(c.Rows, chartRow{Minute: minuteLabel(m), A: fmt.Sprint(m.Processed), B: fmt.Sprint(m.Dead)})
 	}

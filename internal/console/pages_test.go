@@ -128,6 +128,9 @@ func TestCharts(t *testing.T) {
 	if c.Max != "120/min (2/s)" {
 		t.Errorf("the throughput scale's top is %q, want 120/min (2/s)", c.Max)
 	}
+	if small := throughputChart(minuteSlots([]processor.Minute{{Start: now.Truncate(time.Minute), Processed: 5}}, now, chartMinutes)); small.Max != "5/min" {
+		t.Errorf("the throughput scale's top at 5 a minute is %q, want 5/min (not 0/s)", small.Max)
+	}
 	full := chartHeight - 4
 	last, before := c.Bars[chartMinutes-1], c.Bars[chartMinutes-2]
 	if last.H != full || last.InnerH != full*10/120 || before.H != full*60/120 || before.InnerH != full*10/120 || c.Bars[0].H != 0 {
