@@ -183,21 +183,38 @@ type deliveriesData struct {
 	Subscription int64
 	State        string
 	Deliveries   []delivery.Delivery
+	Older        int64 // the next page's before; 0: this is the last
 }
+
+// deliveriesPage is how many deliveries a page shows.
+const deliveriesPage = 100
 
 func (c *console) deliveries(w http.ResponseWriter, r *http.Request) {
 	id, ok := c.pathID(w, r, "subscription")
 	if !ok {
 		return
 	}
-	state := r.URL.Query().Get("state")
-	ds, err := delivery.Deliveries(r.Context(), c.cfg.Pool, id, state, 0, 100)
+	q := r.URL.Query()
+	state := q.Get("state")
+	var before int64
+	if b := q.Get("before"); b != "" {
+		var err error
+		if before, err = strconv.ParseInt(b, 10, 64); err != nil || before < 1 {
+			c.fail(w, r, nil, http.StatusBadRequest, "before must be a delivery id, a positive whole number (the Older link gives one).")
+			return
+		}
+	}
+	// One more than a page, to know whether there is an older one.
+	ds, err := delivery.Deliveries(r.Context(), c.cfg.Pool, id, state, before, deliveriesPage+1)
 	if err != nil {
 		c.deliveryFail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "deliveries", view{Title: "Deliveries", Nav: "subscriptions",
-		Data: deliveriesData{Subscription: id, State: state, Deliveries: ds}})
+	d := deliveriesData{Subscription: id, State: state, Deliveries: ds}
+	if len(ds) > deliveriesPage {
+		d.Deliveries, d.Older = ds[:deliveriesPage], ds[deliveriesPage-1].ID
+	}
+	c.render(w, r, http.StatusOK, "deliveries", view{Title: "Deliveries", Nav: "subscriptions", Data: d})
 }
 
 func (c *console) deliveryFail(w http.ResponseWriter, r *http.Request, err error) {

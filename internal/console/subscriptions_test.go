@@ -3,10 +3,12 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -303,5 +305,68 @@ INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id
 	}
 	if w := post(base+"/delete", url.Values{}); w.Code != http.StatusNotFound {
 		t.Errorf("delete of a deleted subscription: %d, want 404", w.Code)
+	}
+}
+
+// TestDeliveriesPages: a subscription's deliveries come a hundred a page, newest
+// first, with an Older link that keeps the state filter, until the last page, which
+// has none: every delivery is on exactly one page. Each says when: delivered at,
+// next try at, or since (the give-up clock). A before that is no id is a 400.
+func TestDeliveriesPages(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	serve, _ := adminConsole(Config{Pool: pool})
+	var sub int64
+	if err := pool.QueryRow(ctx, `INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq)
+VALUES ('https://hooks.example/x', '{message.created}', 'whsec_x', '0', 0) RETURNING id`).Scan(&sub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+WITH c AS (INSERT INTO changes (type, conversation_id, data) SELECT 'message.created', 1, '{}' FROM generate_series(1, 207) RETURNING xid, seq)
+INSERT INTO deliveries (subscription_id, change_xid, change_seq, conversation_id, state, run_at, since, delivered_at)
+SELECT $1, xid, seq, 1, CASE WHEN seq = 1 THEN 'delivered' WHEN seq = 2 THEN 'pending' ELSE 'dead' END,
+       '2026-12-01 10:00:00Z', '2026-11-30 09:00:00Z', CASE WHEN seq = 1 THEN timestamptz '2026-12-01 11:00:00Z' END
+FROM c ORDER BY seq`, sub); err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("/console/subscriptions/%d/deliveries", sub)
+	rowID := regexp.MustCompile(`<tr>\s*<td>(\d+)</td>`)
+	older := regexp.MustCompile(`href="` + regexp.QuoteMeta(base) + `\?([^"]*)" id="older"`)
+	walk := func(query string) (ids []string, bodies []string) {
+		for pages := 0; query != "" || pages == 0; pages++ {
+			w := serve("GET", base+"?"+query, "")
+			body := html.UnescapeString(w.Body.String())
+			if w.Code != 200 || pages > 5 {
+				t.Fatalf("GET %s?%s = %d (page %d):\n%s", base, query, w.Code, pages+1, body)
+			}
+			bodies = append(bodies, body)
+			for _, m := range rowID.FindAllStringSubmatch(body, -1) {
+				ids = append(ids, m[1])
+			}
+			query = ""
+			if m := older.FindStringSubmatch(body); m != nil {
+				query = m[1]
+			}
+		}
+		return ids, bodies
+	}
+	ids, bodies := walk("")
+	seen := map[string]bool{}
+	for _, id := range ids {
+		seen[id] = true
+	}
+	if len(bodies) != 3 || len(ids) != 207 || len(seen) != 207 || strings.Count(bodies[0], `<td class="state`) != 100 {
+		t.Errorf("%d pages, %d rows, %d distinct; want 3 pages (100, 100, 7) of the 207 deliveries, each once", len(bodies), len(ids), len(seen))
+	}
+	if last := bodies[len(bodies)-1]; !strings.Contains(last, "delivered 2026-12-01 11:00:00Z") || !strings.Contains(last, "next try 2026-12-01 10:00:00Z") {
+		t.Errorf("the last page does not say when the delivered one was made, or when the pending one is tried next:\n%s", last)
+	}
+	dead, deadPages := walk("state=dead")
+	if len(dead) != 205 || len(deadPages) != 3 || strings.Contains(strings.Join(deadPages, ""), `state delivered`) || !strings.Contains(deadPages[2], "since 2026-11-30 09:00:00Z") {
+		t.Errorf("the dead deliveries: %d rows on %d pages; want the 205 dead ones, on 3 pages kept to their state, each since when", len(dead), len(deadPages))
+	}
+	if w := serve("GET", base+"?before=soon", ""); w.Code != 400 || !strings.Contains(w.Body.String(), "before must be a delivery id") {
+		t.Errorf("before=soon: %d, want 400 saying what it takes", w.Code)
 	}
 }
