@@ -200,7 +200,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	browse(chromedp.Click(chromedp.CSS(`a[href="/console/subscriptions/1/deliveries"]`)), chromedp.WaitVisible(chromedp.ID("deliveries")), shot("deliveries"))
 	// The conversation and its four messages (the first event's and the bulk replay's).
-	if ds := text("#deliveries tbody"); strings.Count(ds, "delivered") != 5 {
+	if ds := text("#deliveries tbody"); strings.Count(ds, "\tdelivered\t") != 5 {
 		t.Errorf("deliveries page: %q, want the five deliveries", ds)
 	}
 	// A subscription made from the form: the secret the page shows once is the one
@@ -230,8 +230,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	if types := text("#subscriptions tbody tr:nth-child(2) td:nth-child(4)"); types != "contact.erased, conversation.created, message.created" {
 		t.Errorf("after ticking conversation.created on its change page, the subscription has types %q", types)
 	}
-	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.CSS("main table")), shot("erasures"))
-	if es := text("main table tbody"); !strings.Contains(es, "done") || !strings.Contains(es, "nothing") {
+	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.ID("receipts")))
+	if es := text("#receipts tbody"); !strings.Contains(es, "done") || !strings.Contains(es, "nothing") {
 		t.Errorf("erasures page: %q, want the receipt with what it removed", es)
 	}
 
@@ -258,6 +258,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	browse(chromedp.Navigate(base+"/console/overview"), chromedp.WaitVisible(chromedp.ID("throughput")), shot("overview"))
 	if n, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#throughput rect.outer[height]:not([height="0"])`), chromedp.AtLeast(0))); err != nil || len(n) == 0 {
 		t.Errorf("the throughput chart has no bar (%d, %v)", len(n), err)
+	}
+	// An erasure from the conversation's page: what it would remove first, then the
+	// receipt, and the contact's conversation gone; no address shows the contact.
+	browse(chromedp.Navigate(base+"/console/conversations/1"), chromedp.WaitVisible(chromedp.ID("erase-contact")),
+		chromedp.Click(chromedp.ID("erase-contact")), chromedp.WaitVisible(chromedp.ID("erase-confirm")), shot("erasure-preview"))
+	if held := text("#held"); !strings.HasPrefix(held, "conversations 1, messages ") {
+		t.Errorf("the erasure's preview says %q is held, want the conversation and its messages", held)
+	}
+	browse(chromedp.Click(chromedp.ID("erase-confirm")), chromedp.WaitVisible(chromedp.CSS("p.flash")))
+	if loc, err := chromedp.Run(ctx, chromedp.Location()); err != nil || strings.Contains(strings.TrimPrefix(loc, base), "555") {
+		t.Errorf("the contact is in the URL %q (%v)", loc, err)
+	}
+	pgtest.Eventually(t, "the erasure to finish", time.Minute, func() (bool, error) {
+		var running int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM erasures WHERE state <> 'done'`).Scan(&running)
+		return running == 0, err
+	})
+	var left int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM conversations WHERE contact_address = '+15552223333'`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("after the erasure %d of the contact's conversations are left (%v)", left, err)
+	}
+	browse(chromedp.Navigate(base+"/console/erasures"), chromedp.WaitVisible(chromedp.ID("receipts")), shot("erasures"))
+	if r := text("#receipts tbody tr:first-child"); !strings.Contains(r, "done") || !strings.Contains(r, "conversations 1") {
+		t.Errorf("the newest receipt reads %q, want done, with the conversation it removed", r)
 	}
 	browse(chromedp.Click(chromedp.CSS(`header button[type="submit"]`)), chromedp.WaitVisible(chromedp.ID("token")))
 	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || !strings.HasPrefix(title, "Log in") {

@@ -321,7 +321,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	deps.Console = console.New(console.Config{Pool: pool, AdminTokens: cfg.AdminTokens, ReadTokens: cfg.ConsoleReadTokens,
 		TraceURL: cfg.ConsoleTraceURL, Health: deps.Readiness.Check, Changes: changes.Next, Redaction: cfg.Redaction,
 		Retention: cfg.Retention, DeadRetention: cfg.DeadRetention, WakeReplays: replays.Wake,
-		WakeDeliveries: deliverer.Wake, Ping: deliverer.Ping, AllowPrivate: cfg.DeliveryAllowPrivate, Log: log.Named("console")})
+		WakeDeliveries: deliverer.Wake, Ping: deliverer.Ping, AllowPrivate: cfg.DeliveryAllowPrivate, Eraser: eraser, Log: log.Named("console")})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "inbox_ready",
 		Help: "1 when /readyz would answer 200 (database reachable, webhooks being committed, LISTEN connected), else 0; sampled at each scrape.",

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/delivery"
+	"inboxd/internal/jsonhttp"
 	"inboxd/internal/privacy"
 )
 
@@ -76,9 +77,9 @@ func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.
 		// The server's write deadline is sized for webhooks; an export takes as long as
 		// the contact's history (the client's hang-up still ends it, through ctx).
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-		out := &lazyJSON{w: w}
+		out := &jsonhttp.Lazy{W: w}
 		if err := privacy.Export(r.Context(), pool, s, out); err != nil {
-			if !out.started {
+			if !out.Started {
 				respondErr(log, w, r, err)
 				return
 			}
@@ -89,22 +90,6 @@ func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.
 			panic(http.ErrAbortHandler)
 		}
 	}
-}
-
-// lazyJSON sends the 200 and its headers at the first write, so that an error before
-// it can still be answered with its own status.
-type lazyJSON struct {
-	w       http.ResponseWriter
-	started bool
-}
-
-func (l *lazyJSON) Write(p []byte) (int, error) {
-	if !l.started {
-		l.started = true
-		l.w.Header().Set("Content-Type", "application/json")
-		l.w.WriteHeader(http.StatusOK)
-	}
-	return l.w.Write(p)
 }
 
 // privacyErr maps the privacy and delivery packages' errors onto the API's: a

@@ -9,7 +9,8 @@
 // event ids and enumerated filters.
 //
 // It reads through internal/readmodel and replays through it (which goes through
-// the processor's Requeue); it owns no table.
+// the processor's Requeue); subscriptions are changed through internal/delivery,
+// contacts erased and exported through internal/privacy. It owns no table.
 package console
 
 import (
@@ -31,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/delivery"
+	"inboxd/internal/privacy"
 	"inboxd/internal/processor"
 	"inboxd/internal/readmodel"
 	"inboxd/internal/redact"
@@ -69,6 +71,9 @@ type Config struct {
 	// no ping button.
 	WakeDeliveries func()
 	Ping           func(ctx context.Context, id int64) (delivery.Ping, error)
+	// Eraser erases contacts (its Work runs elsewhere in the process); nil: the
+	// console neither erases nor exports.
+	Eraser *privacy.Eraser
 	// AllowPrivate is INBOX_DELIVERY_ALLOW_PRIVATE: a subscription made here may
 	// name a private address.
 	AllowPrivate bool
@@ -127,6 +132,9 @@ func New(cfg Config) http.Handler {
 		r.Post("/subscriptions/{id}/edit", c.editSubscription)
 		r.Post("/subscriptions/{id}/delete", c.deleteSubscription)
 		r.Get("/erasures", c.erasures)
+		r.Post("/erasures/preview", c.erasurePreview)
+		r.Post("/erasures", c.startErasure)
+		r.Post("/exports", c.export)
 		r.Post("/replays/preview", c.replayPreview)
 		r.Post("/replays", c.replayStart)
 		r.Get("/replays", c.replays)

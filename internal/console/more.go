@@ -54,6 +54,7 @@ func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
 type threadData struct {
 	Conversation readmodel.Conversation
 	Messages     []readmodel.Message
+	CanErase     bool
 }
 
 func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +77,7 @@ func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
 		ms[i], ms[j] = ms[j], ms[i]
 	}
 	c.render(w, r, http.StatusOK, "conversation", view{Title: "Conversation " + strconv.FormatInt(id, 10), Nav: "conversations",
-		Data: threadData{Conversation: conv, Messages: ms}})
+		Data: threadData{Conversation: conv, Messages: ms, CanErase: c.cfg.Eraser != nil}})
 }
 
 // Subscriptions (outbound webhooks): each with its breaker and deliveries by state,
@@ -230,15 +231,4 @@ func (c *console) deliveryFail(w http.ResponseWriter, r *http.Request, err error
 	default:
 		c.dbFail(w, r, err)
 	}
-}
-
-// Erasures: the receipts, newest first (an erasure keeps no address once done; a
-// receipt shows the address's keyed hash).
-func (c *console) erasures(w http.ResponseWriter, r *http.Request) {
-	rs, err := privacy.Receipts(r.Context(), c.cfg.Pool, 100)
-	if err != nil {
-		c.dbFail(w, r, err)
-		return
-	}
-	c.render(w, r, http.StatusOK, "erasures", view{Title: "Erasures", Nav: "erasures", Data: rs})
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // pageNames are the templates/*.html pages; each is parsed with layout.html.
-var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "subscription-secret", "subscription-delete", "subscription-edit", "deliveries", "erasures", "replay-preview", "replays", "replay"}
+var pageNames = []string{"login", "error", "overview", "live", "events", "event", "failures", "conversations", "conversation", "subscriptions", "subscription-secret", "subscription-delete", "subscription-edit", "deliveries", "erasures", "erasure-preview", "replay-preview", "replays", "replay"}
 
 var funcs = template.FuncMap{
 	// when shows a time (or a *time.Time, nil as nothing) in UTC.

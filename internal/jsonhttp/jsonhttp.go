@@ -35,3 +35,27 @@ func Error(w http.ResponseWriter, status int, code, message string) {
 	}
 	_ = Write(w, status, map[string]body{"error": {Code: code, Message: message}}) // strings always encode
 }
+
+// Lazy writes a streamed JSON document: it sends a 200 with Content-Type
+// application/json, and Header's entries, at the first write, so that an error
+// before any byte can still be answered with a status of its own (and without
+// Header, such as a Content-Disposition that would save an error page as the
+// document). Started says whether it has sent the 200.
+type Lazy struct {
+	W       http.ResponseWriter
+	Header  http.Header
+	Started bool
+}
+
+func (l *Lazy) Write(p []byte) (int, error) {
+	if !l.Started {
+		l.Started = true
+		h := l.W.Header()
+		h.Set("Content-Type", "application/json")
+		for k, v := range l.Header {
+			h[k] = v
+		}
+		l.W.WriteHeader(http.StatusOK)
+	}
+	return l.W.Write(p)
+}
