@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"html"
 	"html/template"
 	"net/http"
 	"net/http/httptest"
@@ -19,10 +20,11 @@ import (
 // TestPages: what the read-only pages show from the database. A thread reads oldest
 // first; the subscriptions page counts each one's deliveries by state and a
 // deliveries page keeps to its state (a misspelt one is a 400); every erasure
-// receipt is listed with what it removed; the overview shows readiness and its parts, the retention
-// settings (whole days as days), the ages of the oldest events kept and "none
-// pending"; an event's trace id links to the trace; the failures page groups dead
-// events only, the largest group first.
+// receipt is listed with what it removed; the overview shows readiness and its
+// parts, the retention settings (whole days as days), the ages of the oldest events
+// kept and "none pending", and each lane's backlog once events wait; an event's
+// trace id links to the trace; the failures page groups dead events only, the
+// largest group first.
 func TestPages(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -109,6 +111,20 @@ VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events
 	}
 	if strings.Contains(failures, "a cause of an event being retried") {
 		t.Errorf("the failures page shows an event that is not dead")
+	}
+
+	// Lanes: none while nothing waits; then each lane with its backlog, busiest first.
+	if strings.Contains(overview, `id="lanes"`) {
+		t.Errorf("the overview shows lanes while nothing is pending:\n%s", overview)
+	}
+	insert(`INSERT INTO inbound_events (provider, external_id, payload, state, lane, run_at)
+SELECT 'generic', 'waiting-' || i, '{}', 'pending', CASE WHEN i < 4 THEN 'generic/+15550001111' ELSE 'meta/123' END,
+       CASE WHEN i < 4 THEN now() - interval '75 seconds' ELSE now() + interval '1 hour' END
+FROM generate_series(1, 4) i RETURNING 0`)
+	lanes := html.UnescapeString(page("/console/overview"))
+	flood, quiet := strings.Index(lanes, "<td>generic/+15550001111</td><td>3</td><td>1m15s</td>"), strings.Index(lanes, "<td>meta/123</td><td>1</td><td>none due (retries later)</td>")
+	if !strings.Contains(lanes, `id="lanes"`) || flood < 0 || quiet < flood {
+		t.Errorf("the overview does not show the two lanes, busiest first, with how long each has waited:\n%s", lanes)
 	}
 }
 

@@ -48,6 +48,15 @@ var funcs = template.FuncMap{
 		return *s
 	},
 	"clip": clip,
+	// seconds shows a number of seconds as a duration, to the millisecond below a
+	// second and to the second above.
+	"seconds": func(s float64) string {
+		d := time.Duration(s * float64(time.Second))
+		if d < time.Second {
+			return d.Round(time.Millisecond).String()
+		}
+		return d.Round(time.Second).String()
+	},
 }
 
 // clip cuts s to at most n bytes (and whole characters), marking the cut.
