@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
@@ -23,14 +24,27 @@ import (
 type conversationsData struct {
 	Contact       string
 	Conversations []readmodel.Conversation
+	Older         *readmodel.Key // the next page's position; nil: this is the last
 }
 
+// conversationsPage is how many conversations a page shows.
+const conversationsPage = 50
+
 func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
-	f := readmodel.ConversationFilter{Limit: 50}
+	f := readmodel.ConversationFilter{Limit: conversationsPage + 1} // one more, to know whether there is an older page
 	d := conversationsData{}
 	if err := inURL(r, "contact"); err != nil {
 		c.filterFail(w, r, err)
 		return
+	}
+	if q := r.URL.Query(); q.Get("at") != "" || q.Get("id") != "" {
+		at, terr := time.Parse(time.RFC3339Nano, q.Get("at"))
+		id, ierr := strconv.ParseInt(q.Get("id"), 10, 64)
+		if terr != nil || ierr != nil || id < 1 {
+			c.fail(w, r, nil, http.StatusBadRequest, "at and id must be a conversation's last message time (RFC 3339) and its id, as the Older link gives them.")
+			return
+		}
+		f.After = &readmodel.Key{T: at, ID: id}
 	}
 	if r.Method == http.MethodPost {
 		if d.Contact = strings.TrimSpace(r.PostFormValue("contact")); d.Contact != "" {
@@ -48,6 +62,13 @@ func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Conversations = cs
+	if len(cs) > conversationsPage {
+		last := cs[conversationsPage-1]
+		d.Conversations = cs[:conversationsPage]
+		if d.Contact == "" { // a contact's are found by a POST, and its few fit a page
+			d.Older = &readmodel.Key{T: last.LastMessageAt, ID: last.ID}
+		}
+	}
 	c.render(w, r, http.StatusOK, "conversations", view{Title: "Conversations", Nav: "conversations", Data: d})
 }
 

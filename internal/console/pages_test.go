@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +169,46 @@ func TestRenderFailureIs500(t *testing.T) {
 	c.render(w, httptest.NewRequest("GET", "/console/broken", nil), http.StatusOK, "broken", view{Data: struct{}{}})
 	if body := w.Body.String(); w.Code != http.StatusInternalServerError || strings.Contains(body, "the start of the page") || !strings.Contains(body, "could not be shown") {
 		t.Errorf("a page that fails to render: %d\n%s\nwant a 500 error page", w.Code, body)
+	}
+}
+
+// TestConversationsPages: the conversations come fifty a page, latest activity
+// first, with an Older link until the last page: each conversation is on exactly
+// one page, also among conversations with the same last message time. A position
+// that is not one is a 400.
+func TestConversationsPages(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	serve, _ := adminConsole(Config{Pool: pool})
+	if _, err := pool.Exec(context.Background(), `
+INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+SELECT 'generic', '+15550001111', '+1555100' || lpad(i::text, 4, '0'), timestamptz '2026-12-01 10:00:00Z' + (i / 3) * interval '1.25 second'
+FROM generate_series(1, 120) i`); err != nil {
+		t.Fatal(err)
+	}
+	rowID := regexp.MustCompile(`<td><a href="/console/conversations/(\d+)">`)
+	older := regexp.MustCompile(`href="/console/conversations\?([^"]*)" id="older"`)
+	seen := map[string]bool{}
+	var pages, rows int
+	for query := ""; pages == 0 || query != ""; pages++ {
+		w := serve("GET", "/console/conversations?"+query, "")
+		body := html.UnescapeString(w.Body.String())
+		if w.Code != 200 || pages > 5 {
+			t.Fatalf("GET /console/conversations?%s = %d (page %d):\n%s", query, w.Code, pages+1, body)
+		}
+		for _, m := range rowID.FindAllStringSubmatch(body, -1) {
+			seen[m[1]] = true
+			rows++
+		}
+		query = ""
+		if m := older.FindStringSubmatch(body); m != nil {
+			query = m[1]
+		}
+	}
+	if pages != 3 || rows != 120 || len(seen) != 120 {
+		t.Errorf("%d pages, %d rows, %d distinct; want 3 pages (50, 50, 20) of the 120 conversations, each once", pages, rows, len(seen))
+	}
+	if w := serve("GET", "/console/conversations?at=yesterday&id=3", ""); w.Code != 400 || !strings.Contains(w.Body.String(), "as the Older link gives them") {
+		t.Errorf("a position that is not one: %d, want 400", w.Code)
 	}
 }
