@@ -75,7 +75,7 @@ func (c *console) subject(w http.ResponseWriter, r *http.Request, what string) (
 	s, err := c.cfg.Eraser.Subject(f.Contact, f.Provider)
 	if err != nil {
 		c.erasuresPage(w, r, http.StatusBadRequest, view{Title: "Erasures", Nav: "erasures",
-			Error: strings.TrimPrefix(err.Error(), privacy.ErrBadRequest.Error()+": ") + "."}, f)
+			Error: reason(err, privacy.ErrBadRequest)}, f)
 		return privacy.Subject{}, f, false
 	}
 	return s, f, true

@@ -22,7 +22,8 @@ import (
 // reloading it shows the secret again rather than making a second subscription or
 // rotating once more, which would drop the secret just copied.
 
-// subscriptionForm is the new-subscription form, kept as typed when it is refused.
+// subscriptionForm is the form that creates or changes a subscription, kept as
+// typed when it is refused.
 type subscriptionForm struct {
 	URL       string
 	Types     []string
@@ -40,9 +41,10 @@ func postedForm(r *http.Request) subscriptionForm {
 	return subscriptionForm{URL: strings.TrimSpace(r.PostFormValue("url")), Types: r.PostForm["types"], Providers: strings.TrimSpace(r.PostFormValue("providers"))}
 }
 
-// refusal is what a page says of a change the delivery package refused.
-func refusal(what string, err error) string {
-	return what + ": " + strings.TrimPrefix(err.Error(), delivery.ErrBadRequest.Error()+": ") + "."
+// reason is what a page says of a request refused with err, a wrapped kind (such as
+// delivery.ErrBadRequest): its message without the kind's word.
+func reason(err, kind error) string {
+	return strings.TrimPrefix(err.Error(), kind.Error()+": ") + "."
 }
 
 // defaultForm is the form as the page first shows it: every type ticked.
@@ -62,7 +64,7 @@ type keepChoice struct{ Value, Label string }
 var rotationKeeps = []keepChoice{
 	{delivery.DefaultPreviousSecret.String(), "for a day"},
 	{"1h", "for an hour"},
-	{"168h", "for a week"},
+	{delivery.MaxPreviousSecret.String(), "for a week"},
 	{"0s", "not at all (it leaked)"},
 }
 
@@ -78,7 +80,7 @@ func (c *console) createSubscription(w http.ResponseWriter, r *http.Request) {
 	f := postedForm(r)
 	s, err := delivery.Create(r.Context(), c.cfg.Pool, f.URL, f.Types, c.cfg.AllowPrivate, splitList(f.Providers)...)
 	if errors.Is(err, delivery.ErrBadRequest) {
-		c.subscriptionsPage(w, r, http.StatusBadRequest, view{Title: "Subscriptions", Nav: "subscriptions", Error: refusal("Not created", err)}, f)
+		c.subscriptionsPage(w, r, http.StatusBadRequest, view{Title: "Subscriptions", Nav: "subscriptions", Error: "Not created: " + reason(err, delivery.ErrBadRequest)}, f)
 		return
 	}
 	if err != nil {
@@ -215,7 +217,7 @@ func (c *console) editSubscription(w http.ResponseWriter, r *http.Request) {
 	types := append([]string{}, f.Types...) // none ticked is none, not "keep them"
 	_, err := delivery.Update(r.Context(), c.cfg.Pool, id, delivery.Change{URL: &f.URL, Types: types, Providers: &providers}, c.cfg.AllowPrivate)
 	if errors.Is(err, delivery.ErrBadRequest) {
-		page(http.StatusBadRequest, f, refusal("Not changed", err))
+		page(http.StatusBadRequest, f, "Not changed: "+reason(err, delivery.ErrBadRequest))
 		return
 	}
 	if err != nil {
