@@ -19,6 +19,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -375,6 +376,11 @@ func (c *console) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e, err := readmodel.ShowEvent(r.Context(), c.cfg.Pool, id)
+	if errors.Is(err, readmodel.ErrNotFound) {
+		c.fail(w, r, nil, http.StatusNotFound, fmt.Sprintf("Event %d is not stored: no event had that id, or retention has deleted it "+
+			"(processed events after INBOX_RETENTION, dead ones after INBOX_DEAD_RETENTION; the messages they made stay).", id))
+		return
+	}
 	if err != nil {
 		c.dbFail(w, r, err)
 		return

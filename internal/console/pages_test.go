@@ -19,7 +19,8 @@ import (
 )
 
 // TestPages: what the read-only pages show from the database. A thread reads oldest
-// first; the subscriptions page counts each one's deliveries by state and a
+// first, each message linked to its event (a missing event's page says retention
+// may have deleted it); the subscriptions page counts each one's deliveries by state and a
 // deliveries page keeps to its state (a misspelt one is a 400); every erasure
 // receipt is listed with what it removed; the overview shows readiness and its
 // parts, the retention settings (whole days as days), the ages of the oldest events
@@ -76,6 +77,12 @@ VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events
 	thread := page(fmt.Sprintf("/console/conversations/%d", conversation))
 	if e, l := strings.Index(thread, "earlier message"), strings.Index(thread, "later message"); e < 0 || l < e {
 		t.Errorf("the thread shows the earlier message at %d and the later at %d, want oldest first", e, l)
+	}
+	if link := fmt.Sprintf(`<a href="/console/events/%d">event %d</a>`, event, event); strings.Count(thread, link) != 2 {
+		t.Errorf("the thread does not link each message to its event (%s):\n%s", link, thread)
+	}
+	if w := serve("GET", "/console/events/999999", ""); w.Code != 404 || !strings.Contains(w.Body.String(), "Event 999999 is not stored") || !strings.Contains(w.Body.String(), "INBOX_RETENTION") {
+		t.Errorf("an event retention deleted: %d, want 404 saying it may have been deleted:\n%s", w.Code, w.Body.String())
 	}
 	deliveries := fmt.Sprintf("/console/subscriptions/%d/deliveries", subscription)
 	if body := page("/console/subscriptions"); !strings.Contains(body, deliveries+`?state=dead">dead 2</a>`) ||

@@ -56,7 +56,10 @@ type Message struct {
 	Error             json.RawMessage `json:"error"`
 	SentAt            time.Time       `json:"sent_at"`
 	CreatedAt         time.Time       `json:"created_at"`
-	Redacted          []string        `json:"redacted" db:"-"` // as Conversation.Redacted
+	// EventID is the event that created the message (retention may have deleted it
+	// since): the console links it; the API does not serve it.
+	EventID  int64    `json:"-"`
+	Redacted []string `json:"redacted" db:"-"` // as Conversation.Redacted
 }
 
 // MarkRedacted fills in Redacted.
@@ -179,7 +182,7 @@ func FindConversation(ctx context.Context, pool *pgxpool.Pool, id int64) (Conver
 // MessageColumns selects the columns of Message, in order; FROM messages follows.
 const MessageColumns = `
 SELECT id, conversation_id, provider, provider_message_id, direction, type, sender, recipient, text, media,
-       content, status, status_at, error, sent_at, created_at`
+       content, status, status_at, error, sent_at, created_at, inbound_event_id`
 
 // Messages of a conversation by (sent_at, id), ascending or descending; the
 // messages_conversation index serves both directions. sent_at is the provider's
