@@ -46,7 +46,7 @@ type previewErasure struct {
 func (c *console) erasures(w http.ResponseWriter, r *http.Request) {
 	v := view{Title: "Erasures", Nav: "erasures"}
 	if r.URL.Query().Get("done") == "erase" {
-		v.Flash = "Erasure started: its receipt below says done once nothing is left (reload to see)."
+		v.Flash = "Erasure started: its receipt below says done once nothing is left (the page reloads itself until then)."
 	}
 	c.erasuresPage(w, r, http.StatusOK, v, subjectForm{})
 }
@@ -56,6 +56,11 @@ func (c *console) erasuresPage(w http.ResponseWriter, r *http.Request, status in
 	if err != nil {
 		c.dbFail(w, r, err)
 		return
+	}
+	for _, rec := range rs {
+		if rec.State == "running" {
+			v.Refresh = 2 // until the receipt says done
+		}
 	}
 	v.Data = erasuresData{Receipts: rs, Form: f, CanErase: c.cfg.Eraser != nil}
 	c.render(w, r, status, "erasures", v)

@@ -21,8 +21,9 @@ import (
 // the contact travels in forms' bodies only. A contact the privacy package refuses
 // is a 400 saying why. The preview counts what is held and erases nothing; the
 // export is the contact's document, as an attachment (an export refused before its
-// first byte is an error page, not a file); the erasure is started, leads to the
-// receipts, and once run leaves the other contact's conversation alone. Read-only
+// first byte is an error page, not a file); the erasure is started and leads to the
+// receipts, which reload themselves while it runs; once run, it has left the other
+// contact's conversation alone. Read-only
 // sessions are refused each, and a console without an eraser offers none.
 func TestConsoleErasure(t *testing.T) {
 	t.Parallel()
@@ -117,6 +118,9 @@ SELECT (SELECT id FROM c WHERE contact_address = '+15552223333'), (SELECT id FRO
 	if to := header.Get("Location"); status != http.StatusSeeOther || to != "/console/erasures?done=erase" {
 		t.Errorf("the erasure: %d to %q, want 303 to the receipts", status, to)
 	}
+	if body := serve("GET", "/console/erasures?done=erase", "").Body.String(); !strings.Contains(body, `<meta http-equiv="refresh" content="2">`) || !strings.Contains(body, "<td>running</td>") {
+		t.Errorf("while the erasure runs, its receipt is not shown running on a page that reloads itself:\n%s", body)
+	}
 	for {
 		more, err := eraser.RunNext(ctx)
 		if err != nil {
@@ -133,5 +137,8 @@ SELECT (SELECT id FROM c WHERE contact_address = '+15552223333'), (SELECT id FRO
 	receipts := serve("GET", "/console/erasures?done=erase", "").Body.String()
 	if !strings.Contains(receipts, "Erasure started") || !strings.Contains(receipts, "<td>done</td>") || !strings.Contains(receipts, "conversations 1, messages 2, events 2") {
 		t.Errorf("the receipts do not show the erasure done with what it removed:\n%s", receipts)
+	}
+	if strings.Contains(receipts, `http-equiv="refresh"`) {
+		t.Errorf("the receipts page still reloads itself once every erasure is done")
 	}
 }
