@@ -311,6 +311,7 @@ type overviewData struct {
 	Retention, DeadRetention string
 	OldestProcessed          string
 	OldestDead               string
+	Outbound                 delivery.Outbound
 }
 
 // age says how old the oldest event of a state is.
@@ -358,6 +359,10 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 	d.Charts = []chart{throughputChart(slots), latencyChart(slots)}
 	d.Retention, d.DeadRetention = duration(c.cfg.Retention), duration(c.cfg.DeadRetention)
 	d.OldestProcessed, d.OldestDead = age(st.OldestProcessedAge), age(st.OldestDeadAge)
+	if d.Outbound, err = delivery.ReadOutbound(r.Context(), c.cfg.Pool); err != nil {
+		c.dbFail(w, r, err)
+		return
+	}
 	c.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Data: d})
 }
 

@@ -105,7 +105,8 @@ VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events
 	}
 	overview := page("/console/overview")
 	for _, want := range []string{"none pending", `<span class="ok">Ready</span>`, "<td>the-writer</td><td>writing-fine</td>",
-		"deleted after 7 days", "deleted after 36h0m0s", `<span id="oldest-processed">the oldest kept is 2h0m`, `<span id="oldest-dead">the oldest kept is 3 days old`} {
+		"deleted after 7 days", "deleted after 36h0m0s", `<span id="oldest-processed">the oldest kept is 2h0m`, `<span id="oldest-dead">the oldest kept is 3 days old`,
+		`<a href="/console/subscriptions">1</a>`, `<dd class="bad" id="dead-deliveries">2</dd>`} {
 		if !strings.Contains(overview, want) {
 			t.Errorf("the overview does not show %q:\n%s", want, overview)
 		}

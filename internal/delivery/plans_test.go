@@ -29,6 +29,7 @@ func TestDeliveryPlans(t *testing.T) {
 		"insertDeliveries": insertDeliveries, "claimDue": claimDue, "finishAttempts": finishAttempts,
 		"rescueExpired": rescueExpired, "giveUpCandidates": giveUpCandidates, "giveUp": giveUp,
 		"lagSQL": lagSQL, "listDeliveries": listDeliveries, "otherConversations": otherConversations, "forgetSecrets": forgetSecrets,
+		"outbound": outbound,
 	} {
 		p := pgtest.GenericPlan(t, pool, sql)
 		if want := wantIndex[name]; want != "" && !strings.Contains(p, want) {

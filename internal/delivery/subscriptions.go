@@ -238,6 +238,35 @@ func Get(ctx context.Context, pool *pgxpool.Pool, id int64) (Subscription, error
 	return s, nil
 }
 
+// Outbound is the outbound side at a glance (the console's overview): subscriptions
+// by state, those whose breaker is open, and the deliveries still owed (waiting,
+// pending, delivering) and dead.
+type Outbound struct {
+	Subscriptions, Active, Paused, BreakerOpen int
+	Owed, Dead                                 int64
+}
+
+// outbound counts per subscription through deliveries_listing (subscription_id,
+// state, id): its cost is what is owed and dead, never the delivered history.
+const outbound = `
+SELECT count(*)::int, count(*) FILTER (WHERE s.state = 'active')::int, count(*) FILTER (WHERE s.state = 'paused')::int,
+       count(*) FILTER (WHERE s.blocked_until > now())::int, coalesce(sum(o.owed), 0)::bigint, coalesce(sum(o.dead), 0)::bigint
+FROM subscriptions s
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.state <> 'dead') AS owed, count(*) FILTER (WHERE d.state = 'dead') AS dead
+    FROM deliveries d
+    WHERE d.subscription_id = s.id AND d.state IN ('waiting', 'pending', 'delivering', 'dead')
+) o`
+
+// ReadOutbound reads Outbound.
+func ReadOutbound(ctx context.Context, pool *pgxpool.Pool) (Outbound, error) {
+	var o Outbound
+	if err := pool.QueryRow(ctx, outbound).Scan(&o.Subscriptions, &o.Active, &o.Paused, &o.BreakerOpen, &o.Owed, &o.Dead); err != nil {
+		return Outbound{}, fmt.Errorf("read the outbound side: %w", err)
+	}
+	return o, nil
+}
+
 // one reads one subscription; a missing one is ErrNotFound, and each caller (API,
 // CLI, console) says where its user finds the list.
 func one(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (Subscription, error) {
