@@ -147,6 +147,11 @@ func New(cfg Config) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, http.StatusNotFound, "No such page.")
 	})
+	// A form's answer opened by its address (a bookmark, a link pasted) is a GET of a
+	// POST-only route: say so rather than chi's bare 405.
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		c.fail(w, r, nil, http.StatusMethodNotAllowed, "This address answers a form's button, not a visit: go back to the page with the form and use it there.")
+	})
 	return r
 }
 

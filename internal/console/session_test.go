@@ -117,7 +117,8 @@ func TestFormsAreBounded(t *testing.T) {
 // TestConsoleAnswers: every answer, the login page and errors too, carries the CSP
 // without inline scripts, no framing and no caching (static files may be cached); a
 // login behind a TLS-terminating proxy gets a Secure cookie; an id that is not a
-// positive number is a 400 before any query.
+// positive number is a 400 before any query; a form's answer opened by its address
+// is a 405 page that says to use the form.
 func TestConsoleAnswers(t *testing.T) {
 	const token = "admin-token-0123456789"
 	_, ck := newSession(newCredential(roleAdmin, token), time.Now(), false)
@@ -126,7 +127,8 @@ func TestConsoleAnswers(t *testing.T) {
 		return console(method, path, form, ck, header...)
 	}
 	for path, status := range map[string]int{"/console/": http.StatusSeeOther, "/console/events/0": http.StatusBadRequest,
-		"/console/conversations/-1": http.StatusBadRequest, "/console/nothing-here": http.StatusNotFound} {
+		"/console/conversations/-1": http.StatusBadRequest, "/console/nothing-here": http.StatusNotFound,
+		"/console/erasures/preview": http.StatusMethodNotAllowed} {
 		w := serve("GET", path, "")
 		h := w.Header()
 		for _, directive := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "form-action 'self'", "frame-ancestors 'none'", "base-uri 'none'"} {
@@ -139,6 +141,9 @@ func TestConsoleAnswers(t *testing.T) {
 		}
 		if w.Code != status {
 			t.Errorf("GET %s = %d, want %d", path, w.Code, status)
+		}
+		if status == http.StatusMethodNotAllowed && !strings.Contains(w.Body.String(), "go back to the page with the form") {
+			t.Errorf("GET %s of a form's answer does not say to use the form:\n%s", path, w.Body.String())
 		}
 	}
 	if w := serve("GET", "/console/static/console.css", ""); w.Code != 200 || w.Header().Get("Cache-Control") == "no-store" {
