@@ -308,7 +308,10 @@ SELECT $1, t.x::text::xid8, t.s, t.c,
              AND NOT EXISTS (SELECT FROM deliveries u
                              WHERE u.subscription_id = $1 AND u.conversation_id = t.c AND u.state = 'waiting')
             THEN 'pending' ELSE 'waiting' END,
-       now() + t.w * interval '1 millisecond'
+       CASE WHEN t.w > 0
+            THEN greatest(now(), (SELECT ch.occurred_at FROM changes ch WHERE ch.xid = t.x::text::xid8 AND ch.seq = t.s)
+                                 + t.w * interval '1 millisecond')
+            ELSE now() END
 FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(x, s, c, w)
 ON CONFLICT (change_xid, change_seq, subscription_id) DO UPDATE
 SET state = EXCLUDED.state, attempts = 0, run_at = EXCLUDED.run_at, since = now(), locked_by = NULL,
@@ -370,12 +373,15 @@ func (d *Deliverer) fanOut(ctx context.Context, sub int64) (int, error) {
 	return read, err
 }
 
-// firstWait is how long a delivery of a change of type typ waits before its first
-// attempt. A contact.erased change waits out a lease: the erasure that wrote it
-// deleted the conversation's earlier changes and, with them, their deliveries, one of
-// which may be in flight in some process, its body already read. That attempt ends
-// within its lease, so the subscriber gets the erasure after it, never an erased
-// message after the erasure.
+// firstWait is how long after a change of type typ was written its delivery waits
+// before its first attempt (insertDeliveries counts from the change's occurred_at).
+// A contact.erased change waits out a lease: the erasure that wrote it deleted the
+// conversation's earlier changes and, with them, their deliveries, one of which may
+// be in flight in some process, its body already read. That attempt was claimed
+// before its delivery was deleted, so before the contact.erased was written (the
+// erasure's last statement, clock_timestamp()), and ends within its lease: the
+// subscriber gets the erasure after it, never an erased message after the erasure.
+// A replay that fans the change out again once that lease is over sends it at once.
 func (d *Deliverer) firstWait(typ string) time.Duration {
 	if typ == feed.ContactErased {
 		return d.cfg.lease()

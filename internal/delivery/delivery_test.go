@@ -1187,33 +1187,38 @@ func TestPauseResumeTouchOneSubscription(t *testing.T) {
 }
 
 // TestErasureWaitsOutALease: a contact.erased change's delivery is first tried a
-// lease after it is fanned out, so that an attempt in flight of one of the
+// lease after the change was written, so that an attempt in flight of one of the
 // conversation's earlier changes (whose delivery the erasure deleted) has ended by
-// then; other changes are tried at once.
+// then; one written longer ago than that (fanned out again by a replay) is tried at
+// once, as other changes are.
 func TestErasureWaitsOutALease(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
 	subscribe(t, pool, deliverytest.New(t))
-	addChanges(t, pool, 1)
-	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data) VALUES ('contact.erased', 2, '{"conversation_id": 2}')`); err != nil {
+	addChanges(t, pool, 1) // conversation.created of conversation 1
+	if _, err := pool.Exec(ctx, `INSERT INTO changes (type, conversation_id, data, occurred_at)
+VALUES ('contact.erased', 2, '{"conversation_id": 2}', clock_timestamp()),
+       ('contact.erased', 3, '{"conversation_id": 3}', clock_timestamp() - interval '1 hour')`); err != nil {
 		t.Fatal(err)
 	}
 	d := newIdle(t, pool, Config{AllowPrivate: true})
-	fanOutUntil(t, pool, d, 2)
-	rows, _ := pool.Query(ctx, `SELECT c.type, extract(epoch FROM d.run_at - now())::float8
-FROM deliveries d JOIN changes c ON c.xid = d.change_xid AND c.seq = d.change_seq`)
-	waits := map[string]float64{}
-	var typ string
+	fanOutUntil(t, pool, d, 3)
+	rows, _ := pool.Query(ctx, `SELECT conversation_id, extract(epoch FROM run_at - now())::float8 FROM deliveries`)
+	waits := map[int64]float64{}
+	var conv int64
 	var wait float64
-	if _, err := pgx.ForEachRow(rows, []any{&typ, &wait}, func() error { waits[typ] = wait; return nil }); err != nil {
+	if _, err := pgx.ForEachRow(rows, []any{&conv, &wait}, func() error { waits[conv] = wait; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	lease := d.cfg.lease().Seconds()
-	if w, ok := waits["contact.erased"]; !ok || w < lease-5 || w > lease {
-		t.Errorf("contact.erased is first tried in %.1f s (%v), want a lease, %.0f s", w, ok, lease)
+	if w, ok := waits[2]; !ok || w < lease-5 || w > lease {
+		t.Errorf("a fresh contact.erased is first tried in %.1f s (%v), want a lease, %.0f s", w, ok, lease)
 	}
-	if w, ok := waits["conversation.created"]; !ok || w > 0 {
+	if w, ok := waits[3]; !ok || w > 0 {
+		t.Errorf("a contact.erased written an hour ago is first tried in %.1f s (%v), want at once", w, ok)
+	}
+	if w, ok := waits[1]; !ok || w > 0 {
 		t.Errorf("conversation.created is first tried in %.1f s (%v), want at once", w, ok)
 	}
 }
