@@ -148,8 +148,8 @@ func (c *console) subscriptionsPage(w http.ResponseWriter, r *http.Request, stat
 }
 
 // subscriptionAction pauses, resumes, replays (from the form's change id), pings a
-// subscription or stops its rotated-out secret (admin only). A ping's answer is shown at once; the others lead
-// back to the list, which says what was done.
+// subscription or stops its rotated-out secret (admin only). A ping's answer is
+// shown at once; the others lead back to the list, which says what was done.
 func (c *console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 	action := chi.URLParam(r, "action")
 	if !c.requireAdmin(w, r, action+" a subscription") {
