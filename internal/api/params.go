@@ -105,14 +105,17 @@ func checkQuery(r *http.Request) error {
 	if !ok {
 		return nil
 	}
-	var unknown []string
-	for name := range r.URL.Query() {
-		if !slices.Contains(known, name) {
+	var unknown, repeated []string
+	for name, values := range r.URL.Query() {
+		switch {
+		case !slices.Contains(known, name):
 			unknown = append(unknown, fmt.Sprintf("%q", clip(name)))
+		case len(values) > 1:
+			repeated = append(repeated, name)
 		}
 	}
 	if len(unknown) == 0 {
-		return nil
+		return repeatedQuery(repeated)
 	}
 	slices.Sort(unknown)
 	if len(unknown) > 5 { // a query string of thousands of names gets a short answer
@@ -124,4 +127,16 @@ func checkQuery(r *http.Request) error {
 	}
 	return badParam("unknown parameter %s; %s takes %s (GET /openapi.yaml describes each)",
 		strings.Join(unknown, ", "), op, takes)
+}
+
+// repeatedQuery refuses a parameter given more than once. Every parameter takes one
+// value: ?state=dead&state=pending would otherwise be read as state=dead alone, and
+// answer as if the second had matched nothing.
+func repeatedQuery(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	slices.Sort(names)
+	return badParam("%s given more than once; each parameter takes one value (for more than one, make a request for each)",
+		strings.Join(names, ", "))
 }

@@ -297,7 +297,8 @@ func TestReadyzReportsAMisconfiguredPooler(t *testing.T) {
 
 // TestUnknownQueryParameters: a misspelt or unknown query parameter is a 400 that
 // names it and the parameters the endpoint takes, not a list answered as if there
-// were no filter; known ones, a "+" sent unencoded included, still work; and a caller
+// were no filter; so is a parameter given twice, which would be read as its first
+// value alone; known ones, a "+" sent unencoded included, still work; and a caller
 // without a token learns nothing of the parameters (401 first).
 func TestUnknownQueryParameters(t *testing.T) {
 	t.Parallel()
@@ -317,6 +318,9 @@ func TestUnknownQueryParameters(t *testing.T) {
 		{"/v1/events?g=1&f=1&e=1&d=1&c=1&b=1&a=1", adminToken, 400, []string{`\"a\", \"b\", \"c\", \"d\", \"e\", …;`}},
 		{"/v1/events?" + strings.Repeat("x", 100) + "=1", adminToken, 400, []string{`\"` + strings.Repeat("x", 64) + `…\";`}},
 		{"/v1/events?state=dead", adminToken, 200, nil},
+		{"/v1/events?state=dead&state=pending", adminToken, 400, []string{"state given more than once; each parameter takes one value"}},
+		{"/v1/conversations?provider=meta&limit=5&provider=generic&limit=6", readToken, 400, []string{"limit, provider given more than once"}},
+		{"/v1/conversations?provider=meta&provder=generic&provider=twilio", readToken, 400, []string{`unknown parameter \"provder\"`}},
 		{"/v1/conversations?contct=x", "", 401, nil},
 	} {
 		status, body := a.get(t, c.path, c.token)
