@@ -88,7 +88,7 @@ func eraseCmd(ctx context.Context, args []string, getenv func(string) string, st
 			return dbAdvice(err)
 		}
 		nothingHeld(stderr, s, c)
-		return printJSON(stdout, map[string]any{"dry_run": true, "contact": s.Address, "counts": c})
+		return printJSON(stdout, privacy.NewPreview(s, c))
 	}
 	e := privacy.NewEraser(pool, zap.NewNop(), policy, cliID("erase"))
 	r, err := e.Start(ctx, s)

@@ -19,19 +19,29 @@ import (
 const maxErasureBody = 4 << 10
 
 // startErasure: POST /v1/erasures {"contact": …, "provider": …} answers 202 with the
-// receipt (running); the erasure runs in the background (privacy.Eraser.Work).
-func startErasure(e *privacy.Eraser, log *zap.Logger) http.HandlerFunc {
+// receipt (running); the erasure runs in the background (privacy.Eraser.Work). With
+// "dry_run": true it answers 200 with what the erasure would remove now and the
+// address as it was looked up, and erases nothing.
+func startErasure(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.HandlerFunc {
 	return respond(log, func(r *http.Request) (any, error) {
 		var req struct {
 			Contact  string `json:"contact"`
 			Provider string `json:"provider"`
+			DryRun   bool   `json:"dry_run"`
 		}
-		if err := decodeBody(r, maxErasureBody, &req, `{"contact": "+15551234567", "provider": "twilio"} (provider optional)`); err != nil {
+		if err := decodeBody(r, maxErasureBody, &req, `{"contact": "+15551234567", "provider": "twilio", "dry_run": true} (provider and dry_run optional)`); err != nil {
 			return nil, err
 		}
 		s, err := e.Subject(req.Contact, req.Provider)
 		if err != nil {
 			return nil, err
+		}
+		if req.DryRun {
+			c, err := privacy.DryRun(r.Context(), pool, s)
+			if err != nil {
+				return nil, err
+			}
+			return privacy.NewPreview(s, c), nil
 		}
 		rec, err := e.Start(r.Context(), s)
 		if err != nil {

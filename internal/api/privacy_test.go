@@ -15,7 +15,8 @@ import (
 )
 
 // TestErasureAndExport drives the privacy endpoints as an operator would: export a
-// contact (the "+" URL-escaped), erase them, poll the receipt to done, export again
+// contact (the "+" URL-escaped), count what an erasure would remove (dry runs), erase
+// them, poll the receipt to done, export again
 // (empty), and see a redelivery answered duplicate; bad requests are 400 with a
 // reason, API tokens are refused, and nothing answers with the address.
 func TestErasureAndExport(t *testing.T) {
@@ -73,6 +74,36 @@ func TestErasureAndExport(t *testing.T) {
 			t.Errorf("POST /v1/erasures %s = %d %s, want 400", bad, status, body)
 		}
 	}
+	// A dry run counts and erases nothing; it shows the address as it was looked up,
+	// so that a number without its country code is seen for what it is.
+	twilio := "twilio"
+	for _, c := range []struct {
+		body string
+		want privacy.Preview
+	}{
+		{`{"contact":"+1 555 222 3333","dry_run":true}`, privacy.Preview{DryRun: true, Contact: "+15552223333",
+			Counts: privacy.Counts{Conversations: 1, Messages: 2, Events: 2, Changes: 3}}},
+		{`{"contact":"555 222 3333","dry_run":true}`, privacy.Preview{DryRun: true, Contact: "+5552223333"}},
+		{`{"contact":"+15552223333","provider":"twilio","dry_run":true}`, privacy.Preview{DryRun: true, Contact: "+15552223333", Provider: &twilio}},
+	} {
+		status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(c.body))
+		got := decode[privacy.Preview](t, body)
+		if status != 200 || got.Contact != c.want.Contact || got.Counts != c.want.Counts || !got.DryRun ||
+			(got.Provider == nil) != (c.want.Provider == nil) || (got.Provider != nil && *got.Provider != *c.want.Provider) {
+			t.Errorf("POST /v1/erasures %s = %d %s, want 200 %+v", c.body, status, body, c.want)
+		}
+	}
+	if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(`{"contact":"+15552223333","dry_run":"yes"}`)); status != 400 {
+		t.Errorf(`POST /v1/erasures with dry_run "yes" = %d %s, want 400`, status, body)
+	}
+	var erasures int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM erasures`).Scan(&erasures); err != nil || erasures != 0 {
+		t.Fatalf("after dry runs: %d erasures recorded (%v), want none", erasures, err)
+	}
+	if _, body := a.get(t, "/v1/contacts/%2B15552223333/export", adminToken); !strings.Contains(string(body), "words") {
+		t.Fatalf("export after dry runs = %s, want the messages still there", body)
+	}
+
 	status, body = a.call(t, "POST", "/v1/erasures", adminToken, []byte(`{"contact":"+1 555 222 3333"}`))
 	rec := decode[privacy.Receipt](t, body)
 	if status != 202 || rec.State != "running" || strings.Contains(string(body), "5552223333") {

@@ -79,7 +79,7 @@ func routes(r chi.Router, d Deps, which routeSet) {
 		r.With(api, admin).Post("/v1/events/{id}/replay", replayEvent(d.Pool, log))
 		r.With(api, admin).Get("/v1/stats", stats(d.Pool, log))
 		if d.Eraser != nil {
-			r.With(api, admin).Post("/v1/erasures", startErasure(d.Eraser, log))
+			r.With(api, admin).Post("/v1/erasures", startErasure(d.Pool, d.Eraser, log))
 			r.With(api, admin).Get("/v1/erasures/{id}", getErasure(d.Eraser, log))
 			// No 10 s timeout: an export streams for as long as the contact's history takes.
 			r.With(admin).Get("/v1/contacts/{address}/export", exportContact(d.Pool, d.Eraser, log))

@@ -428,6 +428,25 @@ SELECT (SELECT count(*) FROM convs), (SELECT count(*) FROM messages WHERE conver
        (SELECT count(*) FROM pending_statuses WHERE inbound_event_id IN (SELECT id FROM evs)),
        (SELECT count(*) FROM changes WHERE conversation_id IN (SELECT id FROM convs) AND type <> 'contact.erased')`
 
+// Preview is a dry run as the API and `inboxd erase --dry-run` answer it: the address
+// as it was looked up, so that a number typed without its country code shows itself
+// (5552223333 is +5552223333), and what erasing it would remove now.
+type Preview struct {
+	DryRun   bool    `json:"dry_run"` // always true: a preview is never taken for a receipt
+	Contact  string  `json:"contact"`
+	Provider *string `json:"provider"`
+	Counts   Counts  `json:"counts"`
+}
+
+// NewPreview is the preview of s with the counts DryRun found.
+func NewPreview(s Subject, c Counts) Preview {
+	p := Preview{DryRun: true, Contact: s.Address, Counts: c}
+	if s.Provider != "" {
+		p.Provider = &s.Provider
+	}
+	return p
+}
+
 // DryRun counts what erasing s would remove now, changing nothing.
 func DryRun(ctx context.Context, pool *pgxpool.Pool, s Subject) (Counts, error) {
 	var c Counts
