@@ -290,6 +290,25 @@ func TestSubscriptionEdits(t *testing.T) {
 	if list := read("GET", "/console/subscriptions", "", ck).Body.String(); strings.Contains(list, `id="new-subscription"`) || strings.Contains(list, `id="rotate-`) {
 		t.Errorf("a read-only session is offered the form or a rotation:\n%s", list)
 	}
+	// An endpoint behind basic auth has its password in the URL: the list, which
+	// read-only sessions see, masks it; the admin's edit form keeps it, so that saving
+	// the form does not replace it with the mask.
+	const withPassword = "http://crm:hunter2-pw@127.0.0.1:9/hooks"
+	if w := post(base+"/edit", url.Values{"url": {withPassword}, "types": {"message.created"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("a change to a URL with a password: %d\n%s", w.Code, w.Body.String())
+	}
+	for who, page := range map[string]string{
+		"read-only list": read("GET", "/console/subscriptions", "", ck).Body.String(),
+		"admin's list":   serve("GET", "/console/subscriptions", "").Body.String(),
+		"delete page":    post(base+"/delete", url.Values{}).Body.String(),
+	} {
+		if strings.Contains(page, "hunter2-pw") || !strings.Contains(page, "http://crm:xxxxx@127.0.0.1:9/hooks") {
+			t.Errorf("the %s shows the endpoint's password, or not the URL masked:\n%s", who, page)
+		}
+	}
+	if edit := serve("GET", base+"/edit", "").Body.String(); !strings.Contains(edit, `value="`+withPassword+`"`) {
+		t.Errorf("the admin's edit form does not keep the URL as stored:\n%s", edit)
+	}
 
 	if _, err := pool.Exec(ctx, `
 WITH c AS (INSERT INTO changes (type, conversation_id, data) VALUES ('message.created', 1, '{}') RETURNING xid, seq, conversation_id)

@@ -3,6 +3,7 @@ package console
 import (
 	"fmt"
 	"html/template"
+	"net/url"
 	"strings"
 	"time"
 
@@ -48,6 +49,16 @@ var funcs = template.FuncMap{
 		return *s
 	},
 	"clip": clip,
+	// endpoint shows a subscription's URL with any password in it masked (a URL's
+	// user:password@ is how an endpoint behind basic auth is reached): the list is
+	// read-only sessions' too, and only admins may read a subscription's credentials.
+	"endpoint": func(raw string) string {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "(an address that is not a URL)"
+		}
+		return u.Redacted()
+	},
 	// seconds shows a number of seconds as a duration, to the millisecond below a
 	// second and to the second above.
 	"seconds": func(s float64) string {
