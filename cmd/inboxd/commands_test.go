@@ -454,15 +454,16 @@ func (w *linesThenCancel) Write(p []byte) (int, error) {
 }
 
 // TestStatsPrinting: an estimated count is marked "~" in the table and in --watch's
-// lines; a row that sums several lanes says how many; the line names the busiest
-// lane, but not "other", which is no lane.
+// lines; an empty state's oldest is "-", not an age; a row that sums several lanes
+// says how many; the line names the busiest lane, but not "other", which is no lane.
 func TestStatsPrinting(t *testing.T) {
-	states := []processor.QueueState{{State: "pending", Count: 3, Exact: true}, {State: "processed", Count: 90000}}
+	states := []processor.QueueState{{State: "pending", Count: 3, Exact: true, OldestAge: 1500 * time.Millisecond}, {State: "processed", Count: 90000}}
 	var out bytes.Buffer
-	printQueue(&out, states)
+	printQueue(&out, append(states, processor.QueueState{State: "dead", Exact: true}))
 	printLanes(&out, []processor.LaneState{{Lane: "meta/100", Lanes: 1, Pending: 3}, {Lane: "other", Lanes: 12, Pending: 40}})
-	if !regexp.MustCompile(`pending\s+3\s`).MatchString(out.String()) || !strings.Contains(out.String(), "~90000") || !strings.Contains(out.String(), "other (12 lanes)") {
-		t.Errorf("stats printed:\n%s\nwant pending 3, processed ~90000 and other (12 lanes)", out.String())
+	if !regexp.MustCompile(`pending\s+3\s+1\.5s`).MatchString(out.String()) || !strings.Contains(out.String(), "~90000") ||
+		!regexp.MustCompile(`dead\s+0\s+-`).MatchString(out.String()) || !strings.Contains(out.String(), "other (12 lanes)") {
+		t.Errorf("stats printed:\n%s\nwant pending 3 1.5s, processed ~90000, dead 0 - and other (12 lanes)", out.String())
 	}
 	out.Reset()
 	printLanes(&out, nil)
@@ -473,7 +474,7 @@ func TestStatsPrinting(t *testing.T) {
 	for lanes, want := range map[string]string{"meta/100": " busiest_lane=meta/100 busiest_lane_pending=3", "other": ""} {
 		out.Reset()
 		printQueueLine(&out, at, states, []processor.LaneState{{Lane: lanes, Lanes: 1, Pending: 3}})
-		line := "2026-12-06T08:00:00Z pending=3 oldest_pending=0s processed~90000 oldest_processed=0s" + want + "\n"
+		line := "2026-12-06T08:00:00Z pending=3 oldest_pending=1.5s processed~90000 oldest_processed=0s" + want + "\n"
 		if out.String() != line {
 			t.Errorf("--watch line %q, want %q", out.String(), line)
 		}

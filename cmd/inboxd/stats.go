@@ -70,16 +70,20 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 }
 
-// printQueue writes the states as a table; an estimated count is marked with "~".
+// printQueue writes the states as a table; an estimated count is marked with "~", and
+// a state with no events has no oldest ("-", where 0s would read as one just now).
 func printQueue(w io.Writer, states []processor.QueueState) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "state\tcount\toldest\t")
 	for _, q := range states {
-		count := fmt.Sprint(q.Count)
+		count, oldest := fmt.Sprint(q.Count), q.OldestAge.Round(time.Millisecond).String()
 		if !q.Exact {
 			count = "~" + count
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", q.State, count, q.OldestAge.Round(time.Millisecond))
+		if q.Exact && q.Count == 0 {
+			oldest = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", q.State, count, oldest)
 	}
 	tw.Flush()
 }
