@@ -81,7 +81,11 @@ func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Hand
 		}
 		cursor, err := feed.ParseCursor(from)
 		if err != nil {
-			respondErr(log, w, r, badParam("Last-Event-ID = %q: %v", clip(from), err))
+			source := "after"
+			if r.Header.Get("Last-Event-ID") != "" {
+				source = "Last-Event-ID"
+			}
+			respondErr(log, w, r, badParam("%s = %q: %v; start again without it", source, clip(from), err))
 			return
 		}
 		if cursor, err = feed.Start(r.Context(), pool, cursor, from != ""); err != nil {

@@ -127,15 +127,23 @@ func TestChangeFeed(t *testing.T) {
 	if fmt.Sprint(events) != "[message.created message.status_changed message.status_changed]" {
 		t.Errorf("stream events after %s = %v", firstID, events)
 	}
-	req, _ = http.NewRequest("GET", a.url+"/v1/changes/stream", nil)
-	req.Header.Set("Authorization", "Bearer "+readToken)
-	req.Header.Set("Last-Event-ID", "nonsense")
-	if bad, err := http.DefaultClient.Do(req); err != nil {
-		t.Error(err)
-	} else { // the status only: a stream that started would never end
-		bad.Body.Close()
-		if bad.StatusCode != 400 {
-			t.Errorf("a stream after Last-Event-ID: nonsense = %d, want 400", bad.StatusCode)
+	// A refused stream names where its cursor came from: the header, or ?after=.
+	for _, c := range []struct{ path, header, want string }{
+		{"/v1/changes/stream", "nonsense", `Last-Event-ID = \"nonsense\": bad cursor: not a change id (such as 10402.4)`},
+		{"/v1/changes/stream?after=nonsense", "", `after = \"nonsense\": bad cursor: not a change id (such as 10402.4)`},
+	} {
+		req, _ = http.NewRequest("GET", a.url+c.path, nil)
+		req.Header.Set("Authorization", "Bearer "+readToken)
+		if c.header != "" {
+			req.Header.Set("Last-Event-ID", c.header)
+		}
+		bad, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, bad) // a 400's body ends; a stream that started would not
+		if bad.StatusCode != 400 || !strings.Contains(string(body), c.want) || !strings.Contains(string(body), "start again without it") {
+			t.Errorf("a stream at %s, Last-Event-ID %q = %d %s, want 400 saying %s", c.path, c.header, bad.StatusCode, body, c.want)
 		}
 	}
 

@@ -107,6 +107,10 @@ func TestSubscriptions(t *testing.T) {
 	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{}`)); status != 400 || !strings.Contains(string(body), "from is required") {
 		t.Errorf("replay without from = %d %s", status, body)
 	}
+	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{"from": "yesterday"}`)); status != 400 || !strings.Contains(string(body), "not a change id (such as 10402.4)") ||
+		!strings.Contains(string(body), "a dead delivery's change_id") || strings.Contains(string(body), "start again without it") {
+		t.Errorf("replay from no change id = %d %s, want 400 saying what from takes", status, body)
+	}
 	if status, body = a.call(t, "POST", path+"/replay", adminToken, []byte(`{"from": "99999999.1"}`)); status != 400 || !strings.Contains(string(body), "after the subscription's position") {
 		t.Errorf("replay from the future = %d %s", status, body)
 	}

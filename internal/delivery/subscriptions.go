@@ -396,7 +396,7 @@ RETURNING ` + subscriptionColumns
 func Replay(ctx context.Context, pool *pgxpool.Pool, id int64, from string) (Subscription, error) {
 	c, err := feed.ParseCursor(from)
 	if err != nil {
-		return Subscription{}, fmt.Errorf("%w: from: %w", ErrBadRequest, err)
+		return Subscription{}, fmt.Errorf("%w: from: %w; give the change id to send again from (a dead delivery's change_id), or \"\" for every change kept", ErrBadRequest, err)
 	}
 	if from != "" {
 		// Changes retention deleted cannot be sent again; fan-out would go on from

@@ -81,7 +81,7 @@ func ParseCursor(s string) (Cursor, error) {
 	xid, err1 := strconv.ParseUint(x, 10, 64)
 	seq, err2 := strconv.ParseInt(q, 10, 64)
 	if !ok || err1 != nil || err2 != nil || seq < 0 {
-		return Cursor{}, fmt.Errorf("%w: not a change id or cursor this API returned; start again without it", ErrBadCursor)
+		return Cursor{}, fmt.Errorf("%w: not a change id (such as 10402.4) or a cursor this API returned", ErrBadCursor)
 	}
 	return Cursor{XID: xid, Seq: seq}, nil
 }
