@@ -167,7 +167,7 @@ func redactCmd(ctx context.Context, args []string, getenv func(string) string, s
 	check := fs.Bool("check", false, "print the payload as the policy would store it, and the fields it changes; change nothing")
 	apply := fs.Bool("apply", false, "rewrite stored payloads under the policy, in batches (idempotent; resumable with --after)")
 	prov := fs.String("provider", "", "with --check: the payload's provider: "+strings.Join(registry.Names(), ", "))
-	file := fs.String("file", "", "with --check: a payload as stored (as `inboxd events show` prints it), or - for stdin")
+	file := fs.String("file", "", "with --check: a `file` holding a payload as stored (as inboxd events show prints it), or - for stdin")
 	beforeFlag := fs.String("before", "", "with --apply: rewrite events received before this RFC 3339 time (required)")
 	after := fs.Int64("after", 0, "with --apply: start after this event id (the last id a stopped run printed)")
 	batch := fs.Int("batch", 500, "with --apply: events per transaction")
