@@ -217,6 +217,30 @@ func TestHelpListsCommands(t *testing.T) {
 	}
 }
 
+// TestFlagHelp: every command's --help lists each flag with its argument named in one
+// word ("-file file"). The flag package takes the first back-quoted word of a usage
+// string as that name, so a back-quoted command in a flag's text ("as `inboxd events
+// show` prints it") became the argument's name.
+func TestFlagHelp(t *testing.T) {
+	flagLine := regexp.MustCompile(`(?m)^  -(\S+)(.*)$`)
+	for _, c := range commands() {
+		if c.name == "help" {
+			continue
+		}
+		var out bytes.Buffer
+		_ = run(context.Background(), []string{c.name, "--help"}, func(string) string { return "" }, &out, &out)
+		flags := flagLine.FindAllStringSubmatch(out.String(), -1)
+		if len(flags) == 0 && !strings.Contains(out.String(), "--database-url  ") { // serve and migrate print the settings' table
+			t.Errorf("inboxd %s --help lists no flags:\n%s", c.name, out.String())
+		}
+		for _, f := range flags {
+			if arg := strings.TrimSpace(f[2]); strings.Contains(arg, " ") {
+				t.Errorf("inboxd %s --help: -%s takes %q, want one word", c.name, f[1], arg)
+			}
+		}
+	}
+}
+
 // TestUsageErrors: a mistake in how a command was called is a usage error (exit 2)
 // that says what was wrong, found before any connection is made.
 func TestUsageErrors(t *testing.T) {
