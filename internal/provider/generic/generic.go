@@ -5,6 +5,7 @@ package generic
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -123,7 +124,7 @@ func validate(raw []byte) (body, error) {
 func read(raw []byte) (body, time.Time, error) {
 	var b body
 	if err := json.Unmarshal(raw, &b); err != nil {
-		return b, time.Time{}, fmt.Errorf("body is not JSON: %v", err)
+		return b, time.Time{}, errors.New(provider.JSONProblem(err))
 	}
 	at, err := time.Parse(time.RFC3339, b.Timestamp)
 	if err != nil || !provider.InRange(at) {

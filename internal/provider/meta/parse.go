@@ -49,7 +49,7 @@ type Event struct {
 func parse(body []byte) ([]provider.Event, error) {
 	var b metaBody
 	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, fmt.Errorf("%w: body is not a WhatsApp webhook: %v", provider.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: not a WhatsApp webhook: %s", provider.ErrMalformed, provider.JSONProblem(err))
 	}
 	if b.Object != "whatsapp_business_account" {
 		return nil, fmt.Errorf("%w: object must be whatsapp_business_account, got %q", provider.ErrMalformed, b.Object)

@@ -143,7 +143,7 @@ type webhook struct {
 func parse(body []byte) ([]provider.Event, error) {
 	var w webhook
 	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, fmt.Errorf("%w: body is not a Telnyx webhook: %v", provider.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: not a Telnyx webhook: %s", provider.ErrMalformed, provider.JSONProblem(err))
 	}
 	if err := provider.CheckID("data.id", w.Data.ID); err != nil {
 		return nil, err

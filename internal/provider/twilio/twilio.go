@@ -139,7 +139,7 @@ func ourNumber(get func(string) string) string {
 func parseJSON(body []byte) ([]provider.Event, error) {
 	var p params
 	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, fmt.Errorf("%w: body is not a JSON object: %v", provider.ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %s", provider.ErrMalformed, provider.JSONProblem(err))
 	}
 	if p.sid() == "" {
 		sum := sha256.Sum256(body)
