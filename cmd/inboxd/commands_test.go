@@ -178,6 +178,22 @@ func TestEventsShowAndConversations(t *testing.T) {
 	if err := run(context.Background(), []string{"events", "show", "999999"}, getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "event 999999: not found (`inboxd events` lists them)") {
 		t.Errorf("events show of an unknown id = %v, want an error saying so", err)
 	}
+	// Did inboxd get a delivery? Its provider's id finds it.
+	for _, c := range []struct {
+		provider string
+		lines    int
+	}{{"generic", 2}, {"twilio", 1}} {
+		out.Reset()
+		if err := run(context.Background(), []string{"events", "--provider", c.provider, "--external-id", "evt-show"}, getenv, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != c.lines || (c.lines == 2 && !strings.Contains(lines[1], "evt-show")) {
+			t.Errorf("events --provider %s --external-id evt-show:\n%s\nwant %d lines", c.provider, out.String(), c.lines)
+		}
+	}
+	if err := run(context.Background(), []string{"events", "--external-id", "evt-show"}, getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "choose the provider too") {
+		t.Errorf("events --external-id without --provider = %v, want a usage error asking for it", err)
+	}
 	for _, contact := range []string{"+15551234567", " 15551234567", "15551234567", "+1 (555) 123-4567"} {
 		out.Reset()
 		if err := run(context.Background(), []string{"conversations", "--contact", contact}, getenv, &out, &out); err != nil {

@@ -34,6 +34,7 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		"`inboxd events replay --help` tells how to requeue them.", stderr)
 	fs.StringVar(&f.State, "state", "", "only events in this state: "+strings.Join(processor.States, ", "))
 	fs.StringVar(&f.Provider, "provider", "", "only events of this provider: "+strings.Join(registry.Names(), ", "))
+	fs.StringVar(&f.ExternalID, "external-id", "", "only the event with the provider's id of this delivery (a MessageSid, a webhook-id); needs --provider")
 	fs.IntVar(&f.Limit, "limit", 20, "how many, at most")
 	fs.Int64Var(&f.Before, "before", 0, "only events with an id below this one (the next page)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON lines instead of a table")

@@ -22,7 +22,7 @@ func listEvents(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 			return nil, err
 		}
 		q := r.URL.Query()
-		f := readmodel.EventFilter{State: q.Get("state"), Provider: q.Get("provider"), Limit: limit + 1}
+		f := readmodel.EventFilter{State: q.Get("state"), Provider: q.Get("provider"), ExternalID: q.Get("external_id"), Limit: limit + 1}
 		if after != nil {
 			f.Before = after.ID
 		}

@@ -91,6 +91,18 @@ VALUES ($1, $2, $3::jsonb, '{"User-Agent":"test"}', $4, CASE WHEN $4 = 'dead' TH
 	if len(dead) != 2 {
 		t.Errorf("dead twilio events: %d, want 2", len(dead))
 	}
+	// Did inboxd get a delivery? Its provider's id finds it, within its provider.
+	_, body = a.get(t, "/v1/events?provider=twilio&external_id=e3", adminToken)
+	if got := decode[page[readmodel.Event]](t, body).Data; len(got) != 1 || got[0].ExternalID != "e3" || got[0].Provider != "twilio" {
+		t.Errorf("twilio's e3: %s, want that one event", body)
+	}
+	_, body = a.get(t, "/v1/events?provider=generic&external_id=e3", adminToken)
+	if got := decode[page[readmodel.Event]](t, body).Data; len(got) != 0 {
+		t.Errorf("generic's e3 (twilio's): %s, want none", body)
+	}
+	if status, body := a.get(t, "/v1/events?external_id=e3", adminToken); status != 400 || !strings.Contains(string(body), "choose the provider too") {
+		t.Errorf("an external id without a provider: %d %s, want 400 asking for the provider", status, body)
+	}
 	status, body := a.get(t, "/v1/events/"+itoa(all[0].ID), adminToken)
 	e := decode[readmodel.Event](t, body)
 	if status != 200 || !strings.Contains(string(e.Payload), "message_id") || !strings.Contains(string(e.Headers), "User-Agent") {
