@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -55,7 +56,10 @@ func main() {
 		log.Fatalf("INBOXD_WEBHOOK_SECRET must be the subscription's whsec_ secret: %v", err)
 	}
 	log.Printf("listening on %s", *addr)
-	log.Fatal(http.ListenAndServe(*addr, h))
+	// A server facing the internet bounds how long a client may take to send its
+	// request, so that slow or idle connections cannot pile up.
+	srv := &http.Server{Addr: *addr, Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	log.Fatal(srv.ListenAndServe())
 }
 
 // newHandler serves POST /inboxd: apply is called once per change.
