@@ -93,6 +93,9 @@ type Key struct {
 // ConversationFilter selects conversations, latest activity first.
 type ConversationFilter struct {
 	Provider string // empty: all
+	// names are the stored provider names Provider matches (providerNames), each
+	// read in order from conversations_provider.
+	names []string
 	// Contacts are the forms a contact's address may be stored under
 	// (privacy.Subject.Forms: E.164, and its hashes when a redaction rule hashes
 	// addresses); empty: every contact's.
@@ -118,18 +121,17 @@ func NormalizeContact(s string) string {
 
 // conversationsQuery builds the list query for f. Only the filters given become
 // conditions, so each query shape gets a plan that uses its index
-// (conversations_latest, conversations_contact) rather than one generic plan full of
-// "$n IS NULL OR". A contact stored under one form is read in order from
-// conversations_contact; under several (hashed too), its few conversations are sorted.
+// (conversations_latest, conversations_contact, conversations_provider) rather than
+// one generic plan full of "$n IS NULL OR". A contact stored under one form is read
+// in order from conversations_contact; under several (hashed too), its few
+// conversations are sorted. A provider's conversations are read in order for each
+// stored name it matches (f.names): a branch per name, each at most a page, merged.
 func conversationsQuery(f ConversationFilter) (string, []any) {
 	var where []string
 	args := []any{f.Limit}
 	add := func(cond string, v any) {
 		args = append(args, v)
 		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
-	if f.Provider != "" {
-		add(provider.MatchSQL("provider", "$%[1]d"), f.Provider)
 	}
 	switch len(f.Contacts) {
 	case 0:
@@ -145,19 +147,64 @@ func conversationsQuery(f ConversationFilter) (string, []any) {
 		args = append(args, f.After.T, f.After.ID)
 		where = append(where, fmt.Sprintf("(last_message_at, id) < ($%d, $%d)", len(args)-1, len(args)))
 	}
-	sql := "SELECT " + ConversationColumns + " FROM conversations"
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
+	page := func(where []string) string {
+		sql := "SELECT " + ConversationColumns + " FROM conversations"
+		if len(where) > 0 {
+			sql += " WHERE " + strings.Join(where, " AND ")
+		}
+		return sql + " ORDER BY last_message_at DESC, id DESC LIMIT $1"
 	}
-	return sql + " ORDER BY last_message_at DESC, id DESC LIMIT $1", args
+	if f.Provider == "" {
+		return page(where), args
+	}
+	branches := make([]string, len(f.names))
+	for i, name := range f.names {
+		args = append(args, name)
+		branches[i] = page(append([]string{fmt.Sprintf("provider = $%d", len(args))}, where...))
+	}
+	if len(branches) == 1 {
+		return branches[0], args
+	}
+	return "SELECT * FROM ((" + strings.Join(branches, ") UNION ALL (") + ")) c ORDER BY last_message_at DESC, id DESC LIMIT $1", args
 }
+
+// providerNames lists the stored provider names that a provider filter matches: the
+// name, and for a provider's name its named senders ("generic" matches
+// "generic:acme"), among those that have conversations. It reads
+// conversations_provider as a loose index scan, one probe per stored name, so its
+// cost is the number of names, not of conversations.
+var providerNames = `
+WITH RECURSIVE names AS (
+    (SELECT provider FROM conversations ORDER BY provider LIMIT 1)
+    UNION ALL
+    SELECT (SELECT c.provider FROM conversations c WHERE c.provider > n.provider ORDER BY c.provider LIMIT 1)
+    FROM names n WHERE n.provider IS NOT NULL
+)
+SELECT provider FROM names WHERE ` + provider.MatchSQL("provider", "$1") + ` ORDER BY provider`
 
 // ListConversations lists the conversations f selects, latest activity first.
 func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFilter) ([]Conversation, error) {
 	if err := CheckProvider(f.Provider); err != nil {
 		return nil, err
 	}
+	if f.Provider != "" {
+		rows, _ := pool.Query(ctx, providerNames, f.Provider)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("list conversations: the names of provider %s: %w", f.Provider, err)
+		}
+		if len(names) == 0 {
+			return []Conversation{}, nil
+		}
+		f.names = names
+	}
 	sql, args := conversationsQuery(f)
+	if f.Provider != "" {
+		// Planned afresh each time, with the provider known: a cached generic plan,
+		// made for any provider, may walk conversations_latest and skip the others'
+		// conversations, which for a provider with few reads the whole index.
+		args = append([]any{pgx.QueryExecModeExec}, args...)
+	}
 	cs, err := list(ctx, pool, "list conversations", pgx.RowToStructByPos[Conversation], sql, args...)
 	for i := range cs {
 		cs[i].MarkRedacted()

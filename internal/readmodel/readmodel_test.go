@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
 )
@@ -170,8 +172,8 @@ func TestListQueriesUseIndexes(t *testing.T) {
 	for _, sql := range []string{
 		`INSERT INTO inbound_events (provider, external_id, payload, state) VALUES ('generic', 'seed', '{}', 'processed')`,
 		`INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
-SELECT CASE WHEN c % 2 = 0 THEN 'generic' ELSE 'twilio' END, '+15550001111', '+1555' || lpad(c::text, 7, '0'),
-       timestamptz '2026-11-25 10:00:00Z' + c * interval '1 minute'
+SELECT CASE WHEN c % 100 = 1 THEN 'meta' WHEN c % 100 = 2 THEN 'generic:acme' WHEN c % 2 = 0 THEN 'generic' ELSE 'twilio' END,
+       '+15550001111', '+1555' || lpad(c::text, 7, '0'), timestamptz '2026-11-25 10:00:00Z' + c * interval '1 minute'
 FROM generate_series(1, 2000) AS c`,
 		`INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
 SELECT c.provider, c.id || '-' || m, c.id, 'inbound', c.contact_address, c.channel_address, 'message ' || m, 'received',
@@ -210,6 +212,24 @@ FROM conversations c CROSS JOIN generate_series(1, 100) AS m`,
 		joined := pgtest.Plan(t, pool, false, c.sql, c.args...)
 		if strings.Contains(joined, "Seq Scan") || strings.Contains(joined, "Sort") || !strings.Contains(joined, c.index) {
 			t.Errorf("%s: plan %s, want an in-order scan of %s", name, joined, c.index)
+		}
+	}
+	// A provider with few conversations (meta: 1 in 100) is read from
+	// conversations_provider, its own entries only (sorted when they are fewer than a
+	// page), never by walking conversations_latest past everyone else's; each stored
+	// name is a branch of its own, merged in order.
+	for name, f := range map[string]ConversationFilter{
+		"a provider's":                   {Limit: 51, Provider: "meta", names: []string{"meta"}},
+		"a provider's, next page":        {Limit: 51, Provider: "meta", names: []string{"meta"}, After: after},
+		"a named sender's":               {Limit: 51, Provider: "generic:acme", names: []string{"generic:acme"}, After: after},
+		"a provider's named senders too": {Limit: 51, Provider: "generic", names: []string{"generic", "generic:acme"}, After: after},
+	} {
+		sql, args := conversationsQuery(f)
+		joined := pgtest.Plan(t, pool, false, sql, args...)
+		rare := strings.Count(joined, "Index Scan conversations_provider")
+		if strings.Contains(joined, "Seq Scan") || rare == 0 || (len(f.names) == 1 && strings.Contains(joined, "conversations_latest")) ||
+			(len(f.names) > 1 && !strings.HasPrefix(joined, "Limit | Merge Append")) {
+			t.Errorf("%s: plan %s, want the rare names read from conversations_provider, merged in order", name, joined)
 		}
 	}
 }
@@ -440,5 +460,65 @@ VALUES ('generic', '+15550001111', '+15552220001', now()), ('generic:acme', '+15
 	}
 	if n, err := processor.RequeueState(ctx, pool, "dead", "generic", 10); err != nil || n != 2 {
 		t.Errorf("replay of generic's dead events requeued %d (%v), want 2 (generic and generic:acme)", n, err)
+	}
+}
+
+// TestProviderListPlannedPerProvider: the provider filter's statement is planned for
+// the provider it is given, not cached. With pgx's statement cache, Postgres keeps a
+// generic plan once a few executions (here of telnyx, 2% of the conversations) cost
+// more than it estimates that plan at; the generic plan walks conversations_latest
+// for any provider, and a provider with few conversations then reads most of it
+// (54,000 entries for meta's three pages here, without the per-call planning).
+func TestProviderListPlannedPerProvider(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.NewPool(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1 // one backend: its plan cache, and its statistics to flush
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx := context.Background()
+	for _, sql := range []string{
+		`INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+SELECT CASE WHEN c % 500 = 0 THEN 'meta' WHEN c % 50 = 1 THEN 'telnyx' WHEN c % 2 = 0 THEN 'generic' ELSE 'twilio' END, '+15550001111', '+1555' || lpad(c::text, 7, '0'),
+       timestamptz '2026-11-25 10:00:00Z' + c * interval '1 second'
+FROM generate_series(1, 20000) AS c`,
+		"ANALYZE conversations",
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	latestRead := func() (n int64) {
+		t.Helper()
+		// Flush this backend's counters, then read them afresh.
+		if _, err := pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(ctx, `SELECT pg_stat_clear_snapshot(), idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'conversations_latest'`).Scan(nil, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	second := &Key{T: time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC), ID: 1 << 40}
+	for range 8 {
+		if _, err := ListConversations(ctx, pool, ConversationFilter{Provider: "telnyx", After: second, Limit: 51}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := latestRead()
+	for range 3 {
+		cs, err := ListConversations(ctx, pool, ConversationFilter{Provider: "meta", After: second, Limit: 51})
+		if err != nil || len(cs) == 0 {
+			t.Fatalf("meta's conversations: %d (%v)", len(cs), err)
+		}
+	}
+	if read := latestRead() - before; read > 0 {
+		t.Errorf("listing meta's conversations (1 in 500) read %d entries of conversations_latest, want none: planned for any provider", read)
 	}
 }
