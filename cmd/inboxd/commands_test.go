@@ -182,13 +182,14 @@ func TestEventsShowAndConversations(t *testing.T) {
 	for _, c := range []struct {
 		provider string
 		lines    int
-	}{{"generic", 2}, {"twilio", 1}} {
+		id       string
+	}{{"generic", 2, "evt-show"}, {"twilio", 1, "evt-show"}, {"generic", 1, "evt-other"}} {
 		out.Reset()
-		if err := run(context.Background(), []string{"events", "--provider", c.provider, "--external-id", "evt-show"}, getenv, &out, &out); err != nil {
+		if err := run(context.Background(), []string{"events", "--provider", c.provider, "--external-id", c.id}, getenv, &out, &out); err != nil {
 			t.Fatal(err)
 		}
 		if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != c.lines || (c.lines == 2 && !strings.Contains(lines[1], "evt-show")) {
-			t.Errorf("events --provider %s --external-id evt-show:\n%s\nwant %d lines", c.provider, out.String(), c.lines)
+			t.Errorf("events --provider %s --external-id %s:\n%s\nwant %d lines", c.provider, c.id, out.String(), c.lines)
 		}
 	}
 	if err := run(context.Background(), []string{"events", "--external-id", "evt-show"}, getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "choose the provider too") {

@@ -75,16 +75,12 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 // idle. It runs until the client leaves or the service stops.
 func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		from := r.Header.Get("Last-Event-ID")
+		from, source := r.Header.Get("Last-Event-ID"), "Last-Event-ID"
 		if from == "" {
-			from = r.URL.Query().Get("after")
+			from, source = r.URL.Query().Get("after"), "after"
 		}
 		cursor, err := feed.ParseCursor(from)
 		if err != nil {
-			source := "after"
-			if r.Header.Get("Last-Event-ID") != "" {
-				source = "Last-Event-ID"
-			}
 			respondErr(log, w, r, badParam("%s = %q: %v; start again without it", source, clip(from), err))
 			return
 		}

@@ -134,7 +134,7 @@ func JSONProblem(err error) string {
 	case errors.As(err, &kind):
 		return fmt.Sprintf("%s must be %s, got %s", kind.Field, article(jsonKind(kind.Type)), article(kind.Value))
 	}
-	return "body is not JSON: " + err.Error()
+	return "body cannot be read: " + err.Error() // a field's own reader refused its value
 }
 
 // jsonKind names the JSON value a Go type is read from.

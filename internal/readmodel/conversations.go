@@ -187,6 +187,7 @@ func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFi
 	if err := CheckProvider(f.Provider); err != nil {
 		return nil, err
 	}
+	var mode []any // pgx's statement cache, unless a provider is given
 	if f.Provider != "" {
 		rows, _ := pool.Query(ctx, providerNames, f.Provider)
 		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -197,15 +198,13 @@ func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFi
 			return []Conversation{}, nil
 		}
 		f.names = names
-	}
-	sql, args := conversationsQuery(f)
-	if f.Provider != "" {
 		// Planned afresh each time, with the provider known: a cached generic plan,
 		// made for any provider, may walk conversations_latest and skip the others'
 		// conversations, which for a provider with few reads the whole index.
-		args = append([]any{pgx.QueryExecModeExec}, args...)
+		mode = []any{pgx.QueryExecModeExec}
 	}
-	cs, err := list(ctx, pool, "list conversations", pgx.RowToStructByPos[Conversation], sql, args...)
+	sql, args := conversationsQuery(f)
+	cs, err := list(ctx, pool, "list conversations", pgx.RowToStructByPos[Conversation], sql, append(mode, args...)...)
 	for i := range cs {
 		cs[i].MarkRedacted()
 	}
