@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -166,8 +167,8 @@ func redactCmd(ctx context.Context, args []string, getenv func(string) string, s
 	fs := cliFlags("redact", "Applies the redaction policy in force (INBOX_REDACT, INBOX_REDACT_DEFAULTS, INBOX_REDACTION_KEY):\n  inboxd redact --check --provider twilio --file payload.json   shows what it does to a stored payload (- reads stdin)\n  inboxd redact --apply --before 2026-12-01T00:00:00Z          rewrites the payloads stored before then", stderr)
 	check := fs.Bool("check", false, "print the payload as the policy would store it, and the fields it changes; change nothing")
 	apply := fs.Bool("apply", false, "rewrite stored payloads under the policy, in batches (idempotent; resumable with --after)")
-	prov := fs.String("provider", "", "with --check: the payload's provider: "+strings.Join(registry.Names(), ", "))
-	file := fs.String("file", "", "with --check: a `file` holding a payload as stored (as inboxd events show prints it), or - for stdin")
+	prov := fs.String("provider", "", "with --check: the payload's provider: "+strings.Join(registry.Names(), ", ")+" (an event as inboxd events show prints it names its own)")
+	file := fs.String("file", "", "with --check: a `file` holding a payload as stored, or an event as inboxd events show prints it, or - for stdin")
 	beforeFlag := fs.String("before", "", "with --apply: rewrite events received before this RFC 3339 time (required)")
 	after := fs.Int64("after", 0, "with --apply: start after this event id (the last id a stopped run printed)")
 	batch := fs.Int("batch", 500, "with --apply: events per transaction")
@@ -200,9 +201,6 @@ func redactCmd(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 func redactCheck(policy *redact.Policy, prov, file string, stdout, stderr io.Writer) error {
-	if _, err := registry.Lookup(prov); err != nil {
-		return usageError{fmt.Errorf("--provider: %w", err)}
-	}
 	var payload []byte
 	var err error
 	switch file {
@@ -219,6 +217,19 @@ func redactCheck(policy *redact.Policy, prov, file string, stdout, stderr io.Wri
 	if !json.Valid(payload) {
 		return usageError{fmt.Errorf("--file: %s is not JSON: a payload as stored is (a form post is stored as a JSON object of its fields)", file)}
 	}
+	if ev, ok := shownEvent(payload); ok {
+		if prov != "" && prov != ev.Provider {
+			return usageError{fmt.Errorf("--provider %s, but %s is event %d of %s: leave --provider out, or give the event's", prov, file, ev.ID, ev.Provider)}
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, ev.Payload); err != nil {
+			return usageError{fmt.Errorf("--file: event %d's payload: %w", ev.ID, err)}
+		}
+		payload, prov = compact.Bytes(), ev.Provider
+	}
+	if _, err := registry.Lookup(prov); err != nil {
+		return usageError{fmt.Errorf("--provider: %w", err)}
+	}
 	out, changed := policy.Apply(prov, payload)
 	if len(changed) == 0 {
 		fmt.Fprintln(stderr, "no rule changes this payload")
@@ -227,6 +238,24 @@ func redactCheck(policy *redact.Policy, prov, file string, stdout, stderr io.Wri
 	}
 	_, err = fmt.Fprintf(stdout, "%s\n", out)
 	return err
+}
+
+// shownEvent reads a document as `inboxd events show` prints it: an event whose
+// payload is what the policy applies to. The event's own fields would otherwise be
+// taken for the payload, which no rule matches.
+func shownEvent(doc []byte) (ev struct {
+	ID       int64           `json:"id"`
+	Provider string          `json:"provider"`
+	Payload  json.RawMessage `json:"payload"`
+}, ok bool) {
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(doc, &keys) != nil || keys["external_id"] == nil || keys["received_at"] == nil {
+		return ev, false
+	}
+	if json.Unmarshal(doc, &ev) != nil || ev.Provider == "" || len(ev.Payload) == 0 || string(ev.Payload) == "null" {
+		return ev, false
+	}
+	return ev, true
 }
 
 func redactApply(ctx context.Context, pool *pgxpool.Pool, policy *redact.Policy, before time.Time, after int64, batch int, stdout, stderr io.Writer) error {

@@ -253,6 +253,19 @@ func TestPrivacyCommands(t *testing.T) {
 	if _, _, err := cli(env, "redact", "--check", "--file", payload); !isUsage(err) || !strings.Contains(err.Error(), "a provider is required: one of generic, twilio") {
 		t.Errorf("redact --check without --provider = %v, want a usage error naming the providers", err)
 	}
+	// An event as `inboxd events show` prints it: its payload is checked, under its provider.
+	shown := filepath.Join(t.TempDir(), "event.json")
+	if err := os.WriteFile(shown, []byte(`{"id": 7, "provider": "twilio", "external_id": "SM1", "received_at": "2026-12-01T00:00:00Z",
+  "payload": {"MessageSid": "SM1", "FromZip": "94105", "Body": "hi"}, "meaning": "inbound text message"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = cli(env, "redact", "--check", "--file", shown)
+	if err != nil || out != `{"Body":"hi","MessageSid":"SM1"}`+"\n" || errOut != "changed: /FromZip\n" {
+		t.Errorf("redact --check of an events show document = %q, %q, %v; want its payload without FromZip", out, errOut, err)
+	}
+	if _, _, err := cli(env, "redact", "--check", "--provider", "meta", "--file", shown); !isUsage(err) || !strings.Contains(err.Error(), "event 7 of twilio") {
+		t.Errorf("redact --check --provider meta of a twilio event = %v, want a usage error naming the event's provider", err)
+	}
 	masked := map[string]string{"DATABASE_URL": dbURL, "INBOX_REDACT": env["INBOX_REDACT"] + ",generic:/data/text=mask", "INBOX_REDACTION_KEY": env["INBOX_REDACTION_KEY"]}
 	before := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
 	for i, want := range []string{"rewrote 1 payloads", "rewrote 0 payloads"} { // the erased two are tombstones; then idempotent
