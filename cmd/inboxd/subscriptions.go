@@ -108,6 +108,16 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return printJSON(stdout, v)
 	}
+	// privateNote says, after a create or update that --allow-private let through,
+	// that the server's own setting decides whether anything is delivered there.
+	privateNote := func() {
+		if *url == "" || !flagSet(fs.Visit, "allow-private") || getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true" {
+			return
+		}
+		if err := delivery.CheckURL(ctx, *url, false); errors.Is(err, delivery.ErrRefused) {
+			fmt.Fprintln(stderr, "note: this address is not public: the server delivers to it only when it runs with INBOX_DELIVERY_ALLOW_PRIVATE=true; otherwise each delivery dies at its first attempt")
+		}
+	}
 	switch verb {
 	case "list":
 		subs, err := delivery.List(ctx, pool)
@@ -128,7 +138,11 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "create":
-		return printed(delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate, providerList(*providers)...))
+		sub, err := delivery.Create(ctx, pool, *url, splitList(*types), *allowPrivate, providerList(*providers)...)
+		if err == nil {
+			privateNote()
+		}
+		return printed(sub, err)
 	case "update":
 		var c delivery.Change
 		if flagSet(fs.Visit, "url") {
@@ -141,7 +155,11 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 			only := providerList(*providers)
 			c.Providers = &only
 		}
-		return printed(delivery.Update(ctx, pool, id, c, *allowPrivate))
+		sub, err := delivery.Update(ctx, pool, id, c, *allowPrivate)
+		if err == nil && c.URL != nil {
+			privateNote()
+		}
+		return printed(sub, err)
 	case "show":
 		return printed(delivery.Get(ctx, pool, id))
 	case "deliveries":

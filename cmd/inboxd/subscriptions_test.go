@@ -42,13 +42,21 @@ func TestSubscriptionsCommand(t *testing.T) {
 	if out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created, message.creatd", "--allow-private"); !usage(err) || !strings.HasPrefix(err.Error(), `types: "message.creatd" is not a change type`) {
 		t.Errorf("create with a misspelt type: %v %s, want exit 2 naming it, without the API's \"bad request\"", err, out)
 	}
-	out, err := cli("subscriptions", "create", "--url", rc.URL, "--types", "message.created, conversation.created", "--allow-private")
+	// --allow-private lets the CLI store a loopback URL; the server's own setting
+	// decides whether it is delivered to, and the CLI says so.
+	var out string
+	var created, note bytes.Buffer
+	err := run(context.Background(), []string{"subscriptions", "create", "--url", rc.URL, "--types", "message.created, conversation.created", "--allow-private"},
+		func(k string) string { return env[k] }, &created, &note)
 	if err != nil {
-		t.Fatalf("create: %v %s", err, out)
+		t.Fatalf("create: %v %s %s", err, &created, &note)
+	}
+	if !strings.Contains(note.String(), "the server delivers to it only when it runs with INBOX_DELIVERY_ALLOW_PRIVATE=true") {
+		t.Errorf("create --allow-private of a loopback URL says %q on stderr, want a note that the server's setting decides", &note)
 	}
 	var sub delivery.Subscription
-	if err := json.Unmarshal([]byte(out), &sub); err != nil || !strings.HasPrefix(sub.Secret, "whsec_") {
-		t.Fatalf("create printed %s (%v)", out, err)
+	if err := json.Unmarshal(created.Bytes(), &sub); err != nil || !strings.HasPrefix(sub.Secret, "whsec_") {
+		t.Fatalf("create printed %s (%v)", &created, err)
 	}
 	rc.SetSecret(sub.Secret)
 	id := strconv.FormatInt(sub.ID, 10)
@@ -103,6 +111,16 @@ func TestSubscriptionsCommand(t *testing.T) {
 	// An update changes the types in place; a misspelt one is refused.
 	if out, err = cli("subscriptions", "update", id, "--types", "message.created"); err != nil || !strings.Contains(out, `"contact.erased",`) || strings.Contains(out, "conversation.created") {
 		t.Errorf("update --types message.created: %v %s", err, out)
+	}
+	// Where the CLI's environment allows private addresses, so does the server's, as
+	// a rule: no note then.
+	env["INBOX_DELIVERY_ALLOW_PRIVATE"] = "true"
+	if out, err = cli("subscriptions", "update", id, "--url", rc.URL, "--allow-private"); err != nil || strings.Contains(out, "note:") {
+		t.Errorf("update --url --allow-private of a loopback URL with INBOX_DELIVERY_ALLOW_PRIVATE=true: %v %s, want no note", err, out)
+	}
+	delete(env, "INBOX_DELIVERY_ALLOW_PRIVATE")
+	if out, err = cli("subscriptions", "update", id, "--url", rc.URL, "--allow-private"); err != nil || !strings.Contains(out, "note: this address is not public") {
+		t.Errorf("update --url --allow-private of a loopback URL: %v %s, want the note", err, out)
 	}
 	if out, err := cli("subscriptions", "update", id, "--types", "message.creatd"); !usage(err) || !strings.Contains(err.Error(), "not a change type") {
 		t.Errorf("update --types message.creatd: %v %s, want exit 2 naming it", err, out)
