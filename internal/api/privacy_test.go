@@ -66,12 +66,24 @@ func TestErasureAndExport(t *testing.T) {
 	}
 
 	long := `{"contact":"+15552223333"` + strings.Repeat(" ", 4<<10) + `}` // valid, but past the 4 KiB an erasure's body may take
-	if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(long)); status != 400 || !strings.Contains(string(body), "at most 4096 bytes") {
+	if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(long)); status != 400 || !strings.Contains(string(body), "body is larger than 4096 bytes") {
 		t.Errorf("POST /v1/erasures with a %d-byte body = %d %s, want 400 naming the bound", len(long), status, body)
 	}
 	for _, bad := range []string{`{}`, `{"contact":"+1555","extra":1}`, `not json`, `{"contact":"+15552223333","provider":"pigeon"}`} {
 		if status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(bad)); status != 400 || !strings.Contains(string(body), "bad_parameter") {
 			t.Errorf("POST /v1/erasures %s = %d %s, want 400", bad, status, body)
+		}
+	}
+	// A body of the wrong shape is described in JSON's terms, not Go's.
+	for bad, want := range map[string]string{
+		`[]`:                                  "body must be a JSON object, got an array",
+		`{"contact":5}`:                       "contact must be a string, got a number",
+		`{"contact":"+1555","dry_run":"yes"}`: "dry_run must be a boolean, got a string",
+		``:                                    "body is empty",
+	} {
+		status, body := a.call(t, "POST", "/v1/erasures", adminToken, []byte(bad))
+		if status != 400 || !strings.Contains(string(body), want) || strings.Contains(string(body), "Go ") {
+			t.Errorf("POST /v1/erasures %s = %d %s, want 400 saying %q", bad, status, body, want)
 		}
 	}
 	// A dry run counts and erases nothing; it shows the address as it was looked up,

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"inboxd/internal/delivery"
+	"inboxd/internal/jsonhttp"
 )
 
 // Subscriptions are the admin endpoints of outbound webhooks (internal/delivery):
@@ -27,7 +28,7 @@ func decodeBody(r *http.Request, limit int64, v any, example string) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badParam("the body must be JSON %s, at most %d bytes: %v", example, limit, err)
+		return badParam("%s; this endpoint takes %s, at most %d bytes", jsonhttp.Problem(err), example, limit)
 	}
 	// A second value (two objects sent together, say) would otherwise be ignored
 	// without a word, and with it whatever the caller meant by it.

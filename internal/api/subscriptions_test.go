@@ -33,8 +33,9 @@ func TestSubscriptions(t *testing.T) {
 		{`{"url": "` + rc.URL + `", "types": ["message.deleted"]}`, "not a change type"},
 		{`{"url": "ftp://example.com", "types": ["message.created"]}`, "http://"},
 		{`{"url": "` + rc.URL + `", "types": ["message.created"], "providers": ["twillio"]}`, "not a provider"},
-		{`{"url": "` + rc.URL + `", "types": ["message.created"], "secret": "mine"}`, "unknown field"},
-		{`not json`, "must be JSON"},
+		{`{"url": "` + rc.URL + `", "types": ["message.created"], "secret": "mine"}`, `body has a field that is not taken here: \"secret\"`},
+		{`not json`, "body is not JSON"},
+		{`[]`, "body must be a JSON object, got an array; this endpoint takes {"},
 		{`{"url": "` + rc.URL + `"} {"types": ["message.created"]}`, "with nothing after it"},
 	} {
 		status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(tc.body))
@@ -149,7 +150,7 @@ func TestSubscriptions(t *testing.T) {
 		{`{}`, "nothing to change"},
 		{`{"providers": ["twillio"]}`, "not a provider"},
 		{`{"url": "ftp://example.com"}`, "http://"},
-		{`{"secret": "mine"}`, "unknown field"},
+		{`{"secret": "mine"}`, `body has a field that is not taken here: \"secret\"`},
 	} {
 		if status, body = a.call(t, "PATCH", path, adminToken, []byte(bad.body)); status != 400 || !strings.Contains(string(body), bad.want) {
 			t.Errorf("PATCH %s = %d %s, want 400 saying %q", bad.body, status, body, bad.want)

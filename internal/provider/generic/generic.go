@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"inboxd/internal/jsonhttp"
 	"inboxd/internal/provider"
 )
 
@@ -124,7 +125,7 @@ func validate(raw []byte) (body, error) {
 func read(raw []byte) (body, time.Time, error) {
 	var b body
 	if err := json.Unmarshal(raw, &b); err != nil {
-		return b, time.Time{}, errors.New(provider.JSONProblem(err))
+		return b, time.Time{}, errors.New(jsonhttp.Problem(err))
 	}
 	at, err := time.Parse(time.RFC3339, b.Timestamp)
 	if err != nil || !provider.InRange(at) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"inboxd/internal/jsonhttp"
 	"inboxd/internal/provider"
 )
 
@@ -49,7 +50,7 @@ type Event struct {
 func parse(body []byte) ([]provider.Event, error) {
 	var b metaBody
 	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, fmt.Errorf("%w: not a WhatsApp webhook: %s", provider.ErrMalformed, provider.JSONProblem(err))
+		return nil, fmt.Errorf("%w: not a WhatsApp webhook: %s", provider.ErrMalformed, jsonhttp.Problem(err))
 	}
 	if b.Object != "whatsapp_business_account" {
 		return nil, fmt.Errorf("%w: object must be whatsapp_business_account, got %q", provider.ErrMalformed, b.Object)

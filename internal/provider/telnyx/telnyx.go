@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"inboxd/internal/jsonhttp"
 	"inboxd/internal/provider"
 )
 
@@ -143,7 +144,7 @@ type webhook struct {
 func parse(body []byte) ([]provider.Event, error) {
 	var w webhook
 	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, fmt.Errorf("%w: not a Telnyx webhook: %s", provider.ErrMalformed, provider.JSONProblem(err))
+		return nil, fmt.Errorf("%w: not a Telnyx webhook: %s", provider.ErrMalformed, jsonhttp.Problem(err))
 	}
 	if err := provider.CheckID("data.id", w.Data.ID); err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"inboxd/internal/jsonhttp"
 	"inboxd/internal/provider"
 )
 
@@ -139,7 +140,7 @@ func ourNumber(get func(string) string) string {
 func parseJSON(body []byte) ([]provider.Event, error) {
 	var p params
 	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, fmt.Errorf("%w: %s", provider.ErrMalformed, provider.JSONProblem(err))
+		return nil, fmt.Errorf("%w: %s", provider.ErrMalformed, jsonhttp.Problem(err))
 	}
 	if p.sid() == "" {
 		sum := sha256.Sum256(body)
