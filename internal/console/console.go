@@ -23,6 +23,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -114,35 +115,35 @@ func New(cfg Config) http.Handler {
 	r.Group(func(r chi.Router) {
 		r.Use(c.requireSession)
 		r.Post("/logout", c.logout)
-		r.Get("/overview", c.overview)
-		r.Get("/events", c.events)
+		r.With(c.takes()).Get("/overview", c.overview)
+		r.With(c.takes("state", "provider", "external_id", "from", "to", "before", "contact", "text", "path", "error")).Get("/events", c.events)
 		r.Post("/events", c.events) // a filter with a contact or payload text: kept out of the URL
-		r.Get("/events/{id}", c.event)
+		r.With(c.takes("requeued")).Get("/events/{id}", c.event)
 		r.Post("/events/{id}/replay", c.replay)
-		r.Get("/failures", c.failures)
-		r.Get("/conversations", c.conversations)
+		r.With(c.takes()).Get("/failures", c.failures)
+		r.With(c.takes("at", "id", "contact")).Get("/conversations", c.conversations)
 		r.Post("/conversations", c.conversations) // a contact search: the address stays out of the URL
-		r.Get("/conversations/{id}", c.conversation)
-		r.Get("/subscriptions", c.subscriptions)
-		r.Get("/subscriptions/{id}/deliveries", c.deliveries)
+		r.With(c.takes()).Get("/conversations/{id}", c.conversation)
+		r.With(c.takes("done")).Get("/subscriptions", c.subscriptions)
+		r.With(c.takes("state", "before")).Get("/subscriptions/{id}/deliveries", c.deliveries)
 		r.Post("/subscriptions", c.createSubscription)
 		r.Post("/subscriptions/{id}/{action:pause|resume|replay|ping|end-previous}", c.subscriptionAction)
 		r.Post("/subscriptions/{id}/rotate", c.rotateSecret)
-		r.Get("/subscriptions/{id}/secret", c.secret)
-		r.Get("/subscriptions/{id}/edit", c.editSubscription)
+		r.With(c.takes("done")).Get("/subscriptions/{id}/secret", c.secret)
+		r.With(c.takes()).Get("/subscriptions/{id}/edit", c.editSubscription)
 		r.Post("/subscriptions/{id}/edit", c.editSubscription)
 		r.Post("/subscriptions/{id}/delete", c.deleteSubscription)
-		r.Get("/erasures", c.erasures)
+		r.With(c.takes("done")).Get("/erasures", c.erasures)
 		r.Post("/erasures/preview", c.erasurePreview)
 		r.Post("/erasures", c.startErasure)
 		r.Post("/exports", c.export)
 		r.Post("/replays/preview", c.replayPreview)
 		r.Post("/replays", c.replayStart)
-		r.Get("/replays", c.replays)
-		r.Get("/replays/{id}", c.replayJob)
+		r.With(c.takes()).Get("/replays", c.replays)
+		r.With(c.takes()).Get("/replays/{id}", c.replayJob)
 		r.Post("/replays/{id}/cancel", c.replayCancel)
-		r.Get("/live", c.live)
-		r.Get("/live/stream", c.liveStream)
+		r.With(c.takes()).Get("/live", c.live)
+		r.With(c.takes("after")).Get("/live/stream", c.liveStream)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, http.StatusNotFound, "No such page.")
@@ -153,6 +154,36 @@ func New(cfg Config) http.Handler {
 		c.fail(w, r, nil, http.StatusMethodNotAllowed, "This address answers a form's button, not a visit: go back to the page with the form and use it there.")
 	})
 	return r
+}
+
+// takes refuses a page's address whose query names a parameter the page does not
+// read, with the ones it does: a misspelt filter in a hand-made or pasted link
+// (/console/events?stat=dead) would otherwise show every event as if it had matched.
+func (c *console) takes(names ...string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var unknown []string
+			for name := range r.URL.Query() {
+				if !slices.Contains(names, name) {
+					unknown = append(unknown, strconv.Quote(clip(name, 32)))
+				}
+			}
+			if len(unknown) == 0 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			slices.Sort(unknown)
+			if len(unknown) > 5 {
+				unknown = append(unknown[:5], "…")
+			}
+			takes := "no parameters in its address"
+			if len(names) > 0 {
+				takes = strings.Join(names, ", ")
+			}
+			c.fail(w, r, nil, http.StatusBadRequest, fmt.Sprintf("This page does not take %s in its address; it takes %s. Check the link, or use the page's own filters.",
+				strings.Join(unknown, ", "), takes))
+		})
+	}
 }
 
 // headers are on every answer: the CSP, no framing, no caching of pages that show

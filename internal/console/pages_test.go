@@ -220,3 +220,58 @@ FROM generate_series(1, 120) i`); err != nil {
 		t.Errorf("a position that is not one: %d, want 400", w.Code)
 	}
 }
+
+// TestUnknownQueryParameters: a page's address with a parameter the page does not
+// read is a 400 naming it and what the page takes, so that a misspelt filter in a
+// link (?stat=dead) is not answered with every event as if it had matched. The
+// console's own links, and the addresses its forms redirect to, are taken.
+func TestUnknownQueryParameters(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	serve, _ := adminConsole(Config{Pool: pool, Health: func(context.Context) (bool, map[string]string) { return true, nil }})
+	var event, conversation, subscription int64
+	if err := pool.QueryRow(ctx, `INSERT INTO inbound_events (provider, external_id, payload, state) VALUES ('generic', 'e1', '{}', 'dead') RETURNING id`).Scan(&event); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ('generic', '+15550001111', '+15550002222', now()) RETURNING id`).Scan(&conversation); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO subscriptions (url, types, secret, cursor_xid, cursor_seq)
+VALUES ('https://hooks.example/x', '{message.created}', 'whsec_x', '0', 0) RETURNING id`).Scan(&subscription); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{"/console/events?stat=dead", `This page does not take &#34;stat&#34; in its address; it takes state, provider, external_id, from, to, before`},
+		{"/console/events?state=dead&zz=1&aa=2", `&#34;aa&#34;, &#34;zz&#34;`},
+		{"/console/overview?refresh=5", "it takes no parameters in its address"},
+		{fmt.Sprintf("/console/subscriptions/%d/deliveries?sate=dead", subscription), "it takes state, before"},
+		{"/console/failures?provider=meta", `does not take &#34;provider&#34;`},
+	} {
+		if w := serve("GET", c.path, ""); w.Code != 400 || !strings.Contains(w.Body.String(), c.want) {
+			t.Errorf("GET %s = %d, want 400 saying %q:\n%s", c.path, w.Code, c.want, w.Body.String())
+		}
+	}
+	// A personal field in the URL keeps its own answer: why it belongs in the form.
+	if w := serve("GET", "/console/events?contact=%2B15550002222", ""); w.Code != 400 || !strings.Contains(w.Body.String(), "sent in the filter form") {
+		t.Errorf("GET /console/events?contact= = %d, want 400 saying the form takes it:\n%s", w.Code, w.Body.String())
+	}
+	for _, path := range []string{
+		"/console/events?state=dead&provider=generic&external_id=e1&from=2026-12-01T00:00&to=2026-12-31T00:00&before=100",
+		fmt.Sprintf("/console/events/%d?requeued=1", event),
+		"/console/conversations?at=2026-12-01T00:00:00Z&id=5",
+		fmt.Sprintf("/console/conversations/%d", conversation),
+		"/console/subscriptions?done=delete",
+		fmt.Sprintf("/console/subscriptions/%d/deliveries?before=10&state=dead", subscription),
+		fmt.Sprintf("/console/subscriptions/%d/secret?done=create", subscription),
+		fmt.Sprintf("/console/subscriptions/%d/edit", subscription),
+		"/console/erasures?done=erase",
+		"/console/replays",
+		"/console/live",
+	} {
+		if w := serve("GET", path, ""); w.Code != 200 {
+			t.Errorf("GET %s = %d, want 200:\n%s", path, w.Code, w.Body.String())
+		}
+	}
+}
