@@ -179,6 +179,7 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 		{"INBOX_LOG_LEVEL": "loud"},
 		{"INBOX_GENERIC_SECRETS": "whsec_YQ=="},   // a 1-byte secret
 		{"INBOX_ADMIN_TOKENS": "dev-admin-token"}, // the README's sample, without INBOX_DEV
+		{"INBOX_RETENTON": "0"},                   // a misspelt setting, which would leave the retention at 7 days
 	} {
 		name := fmt.Sprintf("inboxd_badcfg_%d_%d", time.Now().UnixNano(), i)
 		t.Cleanup(func() { pgtest.DropDatabase(t, name) })
@@ -198,6 +199,38 @@ func TestBadSettingsTouchNothing(t *testing.T) {
 		}
 		if pgtest.DatabaseExists(t, name) {
 			t.Errorf("%v: the database was created before the setting was checked", bad)
+		}
+	}
+}
+
+// TestMisspeltSettings: an INBOX_ variable near a setting's name is refused, naming
+// the setting it was probably meant for, never its value; another unknown one is
+// named on stderr and ignored; the settings themselves, and other variables, pass.
+func TestMisspeltSettings(t *testing.T) {
+	for _, c := range []struct {
+		environ    []string
+		err, notes string // err "": accepted
+	}{
+		{[]string{"INBOX_RETENTION=0", "DATABASE_URL=x", "HOME=/root", "INBOXD_TEST_DATABASE_URL=x", "INBOX_TELNYX_PUBLIC_KEY=k"}, "", ""},
+		{[]string{"INBOX_RETENTON=0"}, "INBOX_RETENTON is not a setting: did you mean INBOX_RETENTION?\n`inboxd serve --help` lists the settings", ""},
+		{[]string{"INBOX_GENERIC_SECRET=whsec_secret-value"}, "did you mean INBOX_GENERIC_SECRETS?", ""},
+		{[]string{"INBOX_DATABASE_URL=postgres://x"}, "INBOX_DATABASE_URL is not a setting: did you mean DATABASE_URL?", ""},
+		{[]string{"inbox_addr=:9000"}, "did you mean INBOX_ADDR?", ""},
+		{[]string{"INBOX_TWILIO_AUTHTOKEN=t", "INBOX_LEAS=1s"}, "INBOX_LEAS is not a setting: did you mean INBOX_LEASE?\nINBOX_TWILIO_AUTHTOKEN is not a setting: did you mean INBOX_TWILIO_AUTH_TOKEN?", ""},
+		{[]string{"INBOX_DEPLOYMENT_COLOUR=blue"}, "", "inboxd: INBOX_DEPLOYMENT_COLOUR is not a setting of inboxd; it is ignored"},
+	} {
+		var notes bytes.Buffer
+		err := checkEnvironment(c.environ, &notes)
+		var usage usageError
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%v: %v, want it accepted", c.environ, err)
+		case c.err != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%v: %v, want a usage error with %q", c.environ, err, c.err)
+		case err != nil && strings.Contains(err.Error(), "secret-value"):
+			t.Errorf("%v: %v echoes a value", c.environ, err)
+		case !strings.Contains(notes.String(), c.notes) || c.notes == "" && notes.Len() > 0:
+			t.Errorf("%v: stderr %q, want %q", c.environ, &notes, c.notes)
 		}
 	}
 }

@@ -14,7 +14,8 @@
 //	inboxd sign      print a signed curl command to try an endpoint
 //	inboxd help      list the commands
 //
-// main only calls run; run takes the OS as arguments so that tests drive the real
+// main only checks the environment's variable names (which run's getenv cannot
+// list) and calls run; run takes the OS as arguments so that tests drive the real
 // wiring.
 package main
 
@@ -31,7 +32,10 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := checkEnvironment(os.Environ(), os.Stderr)
+	if err == nil {
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		return // the usage is printed
 	}
