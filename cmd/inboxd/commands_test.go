@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,6 +140,41 @@ UPDATE inbound_events SET lane = 'twilio/+15550001111' WHERE external_id = 'c'`)
 		var e struct{ ID int64 }
 		if err := json.Unmarshal([]byte(line), &e); err != nil || e.ID == 0 || i >= 3 {
 			t.Errorf("events --json line %d: %q (%v), want one event per line", i, line, err)
+		}
+	}
+
+	// A list cut at --limit says so on stderr, with the next page's flag; the next
+	// page, and a list that fits, say nothing.
+	var ids []int64
+	if err := pool.QueryRow(context.Background(), `SELECT array_agg(id ORDER BY id) FROM inbound_events`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(context.Background(), `INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+VALUES ('generic', '+15550001111', '+15550002222', now()), ('generic', '+15550001111', '+15550003333', now() - interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args   []string
+		rows   int
+		stderr string
+	}{
+		{[]string{"events", "--limit", "2"}, 2, fmt.Sprintf("more events: the next page is --before %d (with the same filters)\n", ids[1])},
+		{[]string{"events", "--limit", "2", "--before", fmt.Sprint(ids[1])}, 1, ""},
+		{[]string{"events", "--limit", "3"}, 3, ""},
+		{[]string{"events", "--limit", "1", "--json"}, 1, fmt.Sprintf("more events: the next page is --before %d (with the same filters)\n", ids[2])},
+		{[]string{"conversations", "--limit", "1"}, 1, "more conversations: these are the 1 with the latest activity; raise --limit, or narrow with --contact or --provider\n"},
+		{[]string{"conversations", "--limit", "2"}, 2, ""},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), c.args, getenv, &stdout, &stderr); err != nil {
+			t.Fatal(err)
+		}
+		rows := strings.Count(stdout.String(), "\n")
+		if !slices.Contains(c.args, "--json") {
+			rows-- // the header
+		}
+		if rows != c.rows || stderr.String() != c.stderr {
+			t.Errorf("%v: %d rows, stderr %q; want %d rows, stderr %q:\n%s", c.args, rows, &stderr, c.rows, c.stderr, &stdout)
 		}
 	}
 }

@@ -50,9 +50,15 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 		return err
 	}
 	defer pool.Close()
+	limit := f.Limit
+	f.Limit++ // one more, to know whether some are left out
 	list, err := readmodel.ListConversations(ctx, pool, f)
 	if err != nil {
 		return dbAdvice(err)
+	}
+	if len(list) > limit {
+		list = list[:limit]
+		fmt.Fprintf(stderr, "more conversations: these are the %d with the latest activity; raise --limit, or narrow with --contact or --provider\n", limit)
 	}
 	if asJSON {
 		return printLines(stdout, list)

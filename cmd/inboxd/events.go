@@ -49,9 +49,15 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer pool.Close()
+	limit := f.Limit
+	f.Limit++ // one more, to know whether there is a next page
 	events, err := readmodel.ListEvents(ctx, pool, f)
 	if err != nil {
 		return dbAdvice(err)
+	}
+	if len(events) > limit {
+		events = events[:limit]
+		fmt.Fprintf(stderr, "more events: the next page is --before %d (with the same filters)\n", events[limit-1].ID)
 	}
 	if asJSON {
 		return printLines(stdout, events)
