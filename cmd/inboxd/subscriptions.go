@@ -25,7 +25,7 @@ const subscriptionsUsage = `Outbound webhooks (docs/consumers.md): the endpoints
   inboxd subscriptions create --url URL --types T,…           subscribe an endpoint (--providers P,…: theirs only); prints its secret
   inboxd subscriptions show ID                                one subscription, its secret, deliveries by state
   inboxd subscriptions update ID --url|--types|--providers …  change in place: position and secret kept
-  inboxd subscriptions deliveries ID [--state dead]           its deliveries, newest first
+  inboxd subscriptions deliveries ID [--state dead]           its deliveries, newest first (--before: the next page)
   inboxd subscriptions replay ID --from CHANGE_ID             deliver again from a change on ("" for all kept)
   inboxd subscriptions rotate ID [--keep-previous 24h]        a new secret; the old one signs too meanwhile (0: stops now)
   inboxd subscriptions end-previous ID                        stop the secret the last rotation replaced, now
@@ -48,6 +48,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	allowPrivate := fs.Bool("allow-private", getenv("INBOX_DELIVERY_ALLOW_PRIVATE") == "true", "create, update: allow a loopback or private address (default: INBOX_DELIVERY_ALLOW_PRIVATE); ping: send to one")
 	state := fs.String("state", "", "deliveries: only this state: "+strings.Join(delivery.States, ", "))
 	limit := fs.Int("limit", 20, "deliveries: how many, at most")
+	before := fs.Int64("before", 0, "deliveries: only those with an id below this one (the next page)")
 	from := fs.String("from", "", "replay: the change id to deliver again from, itself included")
 	keep := fs.Duration("keep-previous", delivery.DefaultPreviousSecret, "rotate: how long the secret replaced goes on signing beside the new one (0: it stops at once; at most a week)")
 	asJSON := fs.Bool("json", false, "list, deliveries: print JSON lines instead of a table")
@@ -163,9 +164,16 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 	case "show":
 		return printed(delivery.Get(ctx, pool, id))
 	case "deliveries":
-		ds, err := delivery.Deliveries(ctx, pool, id, *state, 0, *limit)
+		if *limit < 1 || *before < 0 {
+			return usageError{fmt.Errorf("--limit must be at least 1 and --before a delivery id, got %d and %d", *limit, *before)}
+		}
+		ds, err := delivery.Deliveries(ctx, pool, id, *state, *before, *limit+1) // one more, to know whether there is a next page
 		if err != nil {
 			return cliErr(err)
+		}
+		if len(ds) > *limit {
+			ds = ds[:*limit]
+			fmt.Fprintf(stderr, "more deliveries: the next page is --before %d (with the same --state)\n", ds[*limit-1].ID)
 		}
 		if *asJSON {
 			return printLines(stdout, ds)

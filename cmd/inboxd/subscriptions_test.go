@@ -77,7 +77,21 @@ func TestSubscriptionsCommand(t *testing.T) {
 		out, err = cli("subscriptions", "deliveries", id, "--state", "delivered")
 		return strings.Count(out, "delivered") == 2, err
 	})
+	// A page cut at --limit names the next one; the last page says nothing more.
+	var page, more bytes.Buffer
+	if err := run(context.Background(), []string{"subscriptions", "deliveries", id, "--limit", "1"}, func(k string) string { return env[k] }, &page, &more); err != nil ||
+		strings.Count(page.String(), "\n") != 2 || !strings.HasPrefix(more.String(), "more deliveries: the next page is --before ") {
+		t.Errorf("deliveries --limit 1: %v %q %q, want one row and the next page's --before", err, &page, &more)
+	}
+	next := strings.Fields(strings.TrimPrefix(more.String(), "more deliveries: the next page is --before "))[0]
+	page.Reset()
+	more.Reset()
+	if err := run(context.Background(), []string{"subscriptions", "deliveries", id, "--limit", "1", "--before", next}, func(k string) string { return env[k] }, &page, &more); err != nil ||
+		strings.Count(page.String(), "\n") != 2 || more.Len() != 0 {
+		t.Errorf("deliveries --limit 1 --before %s: %v %q %q, want the last delivery alone", next, err, &page, &more)
+	}
 	for _, args := range [][]string{
+		{"subscriptions", "deliveries", id, "--limit", "0"},
 		{"subscriptions", "replay", id},
 		{"subscriptions", "frobnicate"},
 		{"subscriptions", "pause"},
