@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -28,6 +29,9 @@ func decodeBody(r *http.Request, limit int64, v any, example string) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) { // the problem names the limit
+			return badParam("%s; this endpoint takes %s", jsonhttp.Problem(err), example)
+		}
 		return badParam("%s; this endpoint takes %s, at most %d bytes", jsonhttp.Problem(err), example, limit)
 	}
 	// A second value (two objects sent together, say) would otherwise be ignored

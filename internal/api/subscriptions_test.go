@@ -234,7 +234,7 @@ func TestSubscriptionAnswers(t *testing.T) {
 		t.Errorf("GET /v1/subscriptions with none = %d %s, want an empty list", status, body)
 	}
 	big := `{"url": "http://127.0.0.1:9/hooks", "types": ["message.created"], "pad": "` + strings.Repeat("x", maxSubscriptionBody) + `"}`
-	if status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(big)); status != 400 || !strings.Contains(string(body), "request body too large") {
+	if status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(big)); status != 400 || !strings.Contains(string(body), "body is larger than 16384 bytes; this endpoint takes {") || strings.Contains(string(body), "at most") {
 		t.Errorf("POST of %d bytes = %d %s, want 400 saying the body is too large", len(big), status, body)
 	}
 	status, body := a.call(t, "POST", "/v1/subscriptions", adminToken, []byte(`{"url": "http://127.0.0.1:9/hooks", "types": ["message.created"]}`))
