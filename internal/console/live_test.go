@@ -30,6 +30,10 @@ func TestEventsFilter(t *testing.T) {
 	if body := w.Body.String(); w.Code != 200 || !strings.Contains(body, link(ids[1])) || strings.Contains(body, link(ids[0])) {
 		t.Errorf("events by the external id \" ext-2 \": %d, want event %d alone:\n%s", w.Code, ids[1], body)
 	}
+	// Each row shows the provider's id of its delivery, the one a provider's log names.
+	if body := w.Body.String(); !strings.Contains(body, "<td>generic</td><td>ext-2</td>") {
+		t.Errorf("the events list does not show each event's external id:\n%s", body)
+	}
 	w = serve("GET", fmt.Sprintf("/console/events?before=%d", ids[2]), "")
 	if body := w.Body.String(); w.Code != 200 || strings.Contains(body, link(ids[2])) || !strings.Contains(body, link(ids[1])) {
 		t.Errorf("events before %d: %d, want the earlier ones only:\n%s", ids[2], w.Code, body)
