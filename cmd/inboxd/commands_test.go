@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,9 +23,11 @@ import (
 
 	"inboxd/internal/pgtest"
 	"inboxd/internal/processor"
+	"inboxd/internal/provider"
 	"inboxd/internal/provider/generic"
 	"inboxd/internal/provider/meta"
 	"inboxd/internal/provider/providertest"
+	"inboxd/internal/provider/registry"
 	"inboxd/internal/provider/twilio"
 	"inboxd/internal/store"
 )
@@ -80,6 +83,32 @@ func TestSignPrintsValidHeaders(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"sign"}, func(string) string { return "" }, &out, &out); err == nil {
 		t.Error("sign without a secret succeeded")
+	}
+	// A setting that only checks signatures is not taken to make one: Telnyx's public
+	// key (32 bytes, as a seed is) signed requests its own service refused; a generic
+	// public key says it cannot sign.
+	publicKey := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	for _, c := range []struct {
+		provider string
+		env      map[string]string
+		want     string
+	}{
+		{"telnyx", map[string]string{"INBOX_TELNYX_PUBLIC_KEY": publicKey}, "--secret is required for telnyx: its settings hold public keys"},
+		{"generic", map[string]string{"INBOX_GENERIC_SECRETS": "whpk_" + publicKey}, "INBOX_GENERIC_SECRETS's first value cannot sign: "},
+	} {
+		out.Reset()
+		err := run(context.Background(), []string{"sign", "--provider", c.provider}, func(k string) string { return c.env[k] }, &out, &out)
+		if !isUsage(err) || !strings.Contains(err.Error(), c.want) || out.Len() > 0 {
+			t.Errorf("sign --provider %s with %v: %v %q, want a usage error saying %q", c.provider, c.env, err, &out, c.want)
+		}
+	}
+	for _, p := range registry.All {
+		if p.SignWith != "" && !slices.ContainsFunc(p.Settings, func(s provider.Setting) bool { return s.Key == p.SignWith }) {
+			t.Errorf("provider %s signs with %q, which is not one of its settings", p.Name, p.SignWith)
+		}
+	}
+	if err := run(context.Background(), []string{"sign", "--secret", testSecret, "--file", file + ".missing"}, func(string) string { return "" }, &out, &out); !isUsage(err) || !strings.HasPrefix(err.Error(), "--file: ") {
+		t.Errorf("sign --file of a missing file: %v, want a usage error naming --file", err)
 	}
 
 	// --url may be the base or the webhook itself, but not another provider's webhook.

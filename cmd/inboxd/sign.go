@@ -21,7 +21,7 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stderr)
 	names := strings.Join(registry.Names(), ", ")
 	prov := fs.String("provider", "generic", names)
-	secret := fs.String("secret", "", "the signing secret or private key (default: the provider's first setting's first value, e.g. INBOX_GENERIC_SECRETS);\n"+
+	secret := fs.String("secret", "", "the signing secret or private key (default: the first value of the provider's signing setting, e.g. INBOX_GENERIC_SECRETS; none where the settings are public keys);\n"+
 		"docs/webhooks.md says what each provider signs with")
 	id := fs.String("id", fmt.Sprintf("msg_%d", time.Now().UnixNano()), "the delivery's id where the scheme has one, and the example's message id")
 	base := fs.String("url", or(getenv(settingName("PUBLIC_URL")), "http://localhost:8080"), "inboxd's base URL, or the webhook's own (Twilio signs it: it must be INBOX_PUBLIC_URL)")
@@ -38,15 +38,19 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return usageError{fmt.Errorf("--provider: %w", err)}
 	}
-	if *secret == "" && len(p.Enable) > 0 {
-		*secret = firstOf(getenv(settingName(p.Enable[0])))
+	from := "--secret"
+	if *secret == "" && p.SignWith != "" {
+		*secret, from = firstOf(getenv(settingName(p.SignWith))), settingName(p.SignWith)+"'s first value"
 	}
-	if *secret == "" {
-		return usageError{fmt.Errorf("no secret: pass --secret or set %s", settingName(p.Enable[0]))}
+	switch {
+	case *secret == "" && p.SignWith == "":
+		return usageError{fmt.Errorf("--secret is required for %s: its settings hold public keys, which check a signature but cannot make one; pass the private key (docs/webhooks.md says what each provider signs with)", p.Name)}
+	case *secret == "":
+		return usageError{fmt.Errorf("no secret: pass --secret or set %s", settingName(p.SignWith))}
 	}
 	body, err := readPayload(*file)
 	if err != nil {
-		return err
+		return usageError{fmt.Errorf("--file: %w", err)}
 	}
 	if body == nil {
 		body = p.Example(*id, time.Now())
@@ -57,7 +61,7 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	}
 	headers, err := p.Sign(*secret, endpoint, *id, body, time.Now())
 	if err != nil {
-		return usageError{fmt.Errorf("--secret: %w", err)}
+		return usageError{fmt.Errorf("%s cannot sign: %w", from, err)}
 	}
 	contentType := headers.Get("Content-Type")
 	headers.Del("Content-Type")

@@ -62,10 +62,13 @@ type Provider struct {
 	// address is stored hashed.
 	Spellings func(address string) []string
 	// Sign returns the headers (Content-Type included) with which the provider would
-	// POST body to endpoint (the full URL), signed with secret: the value of the
-	// provider's first Enable setting, or a key of its own. id is the delivery id
+	// POST body to endpoint (the full URL), signed with secret. id is the delivery id
 	// where the scheme has one.
 	Sign func(secret, endpoint, id string, body []byte, now time.Time) (http.Header, error)
+	// SignWith is the setting whose first value signs as the provider does, the
+	// secret `inboxd sign` takes by default; "" when the settings hold only what
+	// checks a signature (a public key), which cannot make one.
+	SignWith string
 }
 
 // Webhook is a configured provider's endpoint.

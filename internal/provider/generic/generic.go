@@ -48,6 +48,7 @@ var Provider = &provider.Provider{
 	Describe:  describe,
 	Example:   Example,
 	Sign:      sign,
+	SignWith:  SecretsKey,
 }
 
 func open(c provider.Config) (*provider.Webhook, error) {

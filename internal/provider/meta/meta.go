@@ -48,6 +48,7 @@ var Provider = &provider.Provider{
 	Normalize: Normalize,
 	Describe:  describe,
 	Example:   Example,
+	SignWith:  AppSecretKey,
 	Sign: func(secret, _, _ string, body []byte, _ time.Time) (http.Header, error) {
 		h := http.Header{}
 		h.Set("Content-Type", "application/json")

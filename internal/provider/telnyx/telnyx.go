@@ -50,6 +50,7 @@ var Provider = &provider.Provider{
 	Normalize: Normalize,
 	Describe:  describe,
 	Example:   Example,
+	// SignWith is empty: INBOX_TELNYX_PUBLIC_KEY checks signatures and cannot make one.
 	Sign: func(privateKey, _, _ string, body []byte, now time.Time) (http.Header, error) {
 		return Headers(privateKey, now, body)
 	},

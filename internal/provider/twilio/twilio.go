@@ -48,6 +48,7 @@ var Provider = &provider.Provider{
 	Normalize: Normalize,
 	Describe:  describe,
 	Example:   Example,
+	SignWith:  TokensKey,
 	Sign: func(token, endpoint, _ string, body []byte, _ time.Time) (http.Header, error) {
 		params, err := url.ParseQuery(string(body))
 		if err != nil {
