@@ -560,7 +560,7 @@ func (w *linesThenCancel) Write(p []byte) (int, error) {
 }
 
 // TestStatsPrinting: an estimated count is marked "~" in the table and in --watch's
-// lines; an empty state's oldest is "-", not an age; a row that sums several lanes
+// lines; an empty state's oldest is "-", not an age, in both; a row that sums several lanes
 // says how many; the line names the busiest lane, but not "other", which is no lane.
 func TestStatsPrinting(t *testing.T) {
 	states := []processor.QueueState{{State: "pending", Count: 3, Exact: true, OldestAge: 1500 * time.Millisecond}, {State: "processed", Count: 90000}}
@@ -579,8 +579,8 @@ func TestStatsPrinting(t *testing.T) {
 	at := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
 	for lanes, want := range map[string]string{"meta/100": " busiest_lane=meta/100 busiest_lane_pending=3", "other": ""} {
 		out.Reset()
-		printQueueLine(&out, at, states, []processor.LaneState{{Lane: lanes, Lanes: 1, Pending: 3}})
-		line := "2026-12-06T08:00:00Z pending=3 oldest_pending=1.5s processed~90000 oldest_processed=0s" + want + "\n"
+		printQueueLine(&out, at, append(states, processor.QueueState{State: "dead", Exact: true}), []processor.LaneState{{Lane: lanes, Lanes: 1, Pending: 3}})
+		line := "2026-12-06T08:00:00Z pending=3 oldest_pending=1.5s processed~90000 oldest_processed=0s dead=0 oldest_dead=-" + want + "\n"
 		if out.String() != line {
 			t.Errorf("--watch line %q, want %q", out.String(), line)
 		}

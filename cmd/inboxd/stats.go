@@ -70,22 +70,27 @@ func statsCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 }
 
-// printQueue writes the states as a table; an estimated count is marked with "~", and
-// a state with no events has no oldest ("-", where 0s would read as one just now).
+// printQueue writes the states as a table; an estimated count is marked with "~".
 func printQueue(w io.Writer, states []processor.QueueState) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "state\tcount\toldest\t")
 	for _, q := range states {
-		count, oldest := fmt.Sprint(q.Count), q.OldestAge.Round(time.Millisecond).String()
+		count := fmt.Sprint(q.Count)
 		if !q.Exact {
 			count = "~" + count
 		}
-		if q.Exact && q.Count == 0 {
-			oldest = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", q.State, count, oldest)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", q.State, count, oldest(q))
 	}
 	tw.Flush()
+}
+
+// oldest is the age of a state's oldest event; a state with no events has none ("-",
+// where 0s would read as one just now).
+func oldest(q processor.QueueState) string {
+	if q.Exact && q.Count == 0 {
+		return "-"
+	}
+	return q.OldestAge.Round(time.Millisecond).String()
 }
 
 // printLanes writes the busiest lanes with pending events (nothing when none has).
@@ -115,7 +120,7 @@ func printQueueLine(w io.Writer, at time.Time, states []processor.QueueState, la
 		if !q.Exact {
 			op = "~"
 		}
-		line += fmt.Sprintf(" %s%s%d oldest_%s=%s", q.State, op, q.Count, q.State, q.OldestAge.Round(time.Millisecond))
+		line += fmt.Sprintf(" %s%s%d oldest_%s=%s", q.State, op, q.Count, q.State, oldest(q))
 	}
 	if len(lanes) > 0 && lanes[0].Lane != "other" {
 		line += fmt.Sprintf(" busiest_lane=%s busiest_lane_pending=%d", lanes[0].Lane, lanes[0].Pending)
