@@ -158,7 +158,14 @@ func exportCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer pool.Close()
-	return dbAdvice(privacy.Export(ctx, pool, s, stdout))
+	records, err := privacy.Export(ctx, pool, s, stdout)
+	if err != nil {
+		return dbAdvice(err)
+	}
+	if records == 0 { // an empty document, sent on as "we hold nothing", must not hide a mistyped number
+		nothingHeld(stderr, s, privacy.Counts{})
+	}
+	return nil
 }
 
 // redactCmd shows what the policy in force does to a payload (--check), or rewrites

@@ -211,10 +211,17 @@ func TestPrivacyCommands(t *testing.T) {
 		t.Errorf("the console's conversation search: %d, %d conversations listed; want the hashed contact's one", status, strings.Count(body, `href="/console/conversations/`))
 	}
 
-	out, _, err = cli(env, "export", "--contact", "+1 555 222 3333")
+	out, errOut, err = cli(env, "export", "--contact", "+1 555 222 3333")
 	if err != nil || !strings.Contains(out, `"words 0"`) || !strings.Contains(out, `"words 1"`) || strings.Contains(out, "words 2") ||
-		!strings.Contains(out, `"redacted":["sender"]`) {
-		t.Errorf("export = %s, %v; want both of the hashed contact's messages, marked redacted", out, err)
+		!strings.Contains(out, `"redacted":["sender"]`) || errOut != "" {
+		t.Errorf("export = %s, %q, %v; want both of the hashed contact's messages, marked redacted, and nothing on stderr", out, errOut, err)
+	}
+	// An export that finds nothing says so, with the address as looked up: an empty
+	// document sent on as "nothing is held" must not hide a number typed without its
+	// country code.
+	out, errOut, err = cli(env, "export", "--contact", "555 222 3333")
+	if err != nil || !strings.Contains(out, `"conversations":[]`) || !strings.Contains(errOut, "nothing is held about +5552223333 (a phone number is matched in E.164") {
+		t.Errorf("export of a number without its country code = %s, %q, %v; want the empty document and why nothing matched", out, errOut, err)
 	}
 	out, _, err = cli(env, "erase", "--contact", "15552223333", "--dry-run")
 	if err != nil || !strings.Contains(out, `"messages": 2`) || !strings.Contains(out, `"conversations": 1`) {

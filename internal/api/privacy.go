@@ -88,7 +88,7 @@ func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.
 		// the contact's history (the client's hang-up still ends it, through ctx).
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		out := &jsonhttp.Lazy{W: w}
-		if err := privacy.Export(r.Context(), pool, s, out); err != nil {
+		if _, err := privacy.Export(r.Context(), pool, s, out); err != nil {
 			if !out.Started {
 				respondErr(log, w, r, err)
 				return

@@ -127,7 +127,7 @@ func (c *console) export(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{}) // as long as the contact's history takes
 	out := &jsonhttp.Lazy{W: w, Header: http.Header{"Content-Disposition": {`attachment; filename="inboxd-export.json"`}}}
-	if err := privacy.Export(r.Context(), c.cfg.Pool, s, out); err != nil {
+	if _, err := privacy.Export(r.Context(), c.cfg.Pool, s, out); err != nil {
 		if !out.Started {
 			c.dbFail(w, r, err)
 			return

@@ -27,27 +27,32 @@ import (
 // read, read-only transaction), so the parts agree with each other, and streams:
 // rows are written as they are read, so memory stays bounded (a few rows and w's
 // buffer) however many messages the contact has. An error after the first byte
-// leaves the document unfinished, which no JSON reader accepts as complete.
-func Export(ctx context.Context, pool *pgxpool.Pool, s Subject, w io.Writer) error {
+// leaves the document unfinished, which no JSON reader accepts as complete. records
+// is how many conversations, messages, events and parked statuses it wrote: 0 when
+// nothing is held about s.
+func Export(ctx context.Context, pool *pgxpool.Pool, s Subject, w io.Writer) (records int, err error) {
 	bw := bufio.NewWriterSize(w, 32<<10)
-	err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		ex := exporter{tx: tx, w: bw, s: s}
+	ex := exporter{w: bw, s: s}
+	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		ex.tx, ex.records = tx, 0
 		return ex.document(ctx)
 	})
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
+		return ex.records, fmt.Errorf("export: %w", err)
 	}
-	return bw.Flush()
+	return ex.records, bw.Flush()
 }
 
 type exporter struct {
-	tx pgx.Tx
-	w  *bufio.Writer
-	s  Subject
+	tx      pgx.Tx
+	w       *bufio.Writer
+	s       Subject
+	records int // conversations, messages, events and parked statuses written
 }
 
 // put writes a JSON value (after a comma unless first).
 func (ex *exporter) put(first bool, v any) error {
+	ex.records++
 	if !first {
 		ex.w.WriteByte(',')
 	}
@@ -100,6 +105,7 @@ func (ex *exporter) conversations(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("conversations: %w", err)
 	}
+	ex.records += len(convs)
 	for i, c := range convs {
 		c.MarkRedacted()
 		head, _ := json.Marshal(c)

@@ -271,7 +271,7 @@ RETURNING id`, message("message.received", "a3", alice, "alice's unread words"))
 	e := NewEraser(pool, zaptest.NewLogger(t), nil, "test")
 	s, _ := e.Subject(alice, "")
 	var exported bytes.Buffer
-	if err := Export(ctx, pool, s, &exported); err != nil || !strings.Contains(exported.String(), "alice's later words") {
+	if _, err := Export(ctx, pool, s, &exported); err != nil || !strings.Contains(exported.String(), "alice's later words") {
 		t.Errorf("the export (%v) leaves out the waiting event: %s", err, exported.String())
 	}
 	if c, err := DryRun(ctx, pool, s); err != nil || c.Events != 2 {
@@ -547,8 +547,12 @@ SELECT provider, provider || '-1', payload::jsonb FROM unnest($1::text[], $2::te
 	}
 	s, _ := NewSubject(alice, "generic:acme", nil)
 	var doc bytes.Buffer
-	if err := Export(ctx, pool, s, &doc); err != nil {
+	records, err := Export(ctx, pool, s, &doc)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if records != 3 { // the conversation, its message and its event
+		t.Errorf("an export of one conversation with one message and its event counts %d records, want 3", records)
 	}
 	if !strings.Contains(doc.String(), "said through acme") || strings.Contains(doc.String(), "said through generic") || strings.Contains(doc.String(), "said through zeta") {
 		t.Errorf("an export for generic:acme: %.400s…; want acme's message alone", doc.String())
@@ -588,7 +592,7 @@ func TestErase(t *testing.T) {
 
 	var before bytes.Buffer
 	s, _ := NewSubject(alice, "", nil)
-	if err := Export(ctx, pool, s, &before); err != nil {
+	if _, err := Export(ctx, pool, s, &before); err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {
@@ -644,7 +648,7 @@ ON CONFLICT (provider, external_id) DO NOTHING RETURNING 1) SELECT count(*) FROM
 	}
 
 	var after bytes.Buffer
-	if err := Export(ctx, pool, s, &after); err != nil {
+	if _, err := Export(ctx, pool, s, &after); err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(after.Bytes(), &doc); err != nil || len(doc.Conversations)+len(doc.Events)+len(doc.PendingStatuses) != 0 {
@@ -861,7 +865,7 @@ FROM events e, conv`, n, channel, alice); err != nil {
 		}
 	}()
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(Export(ctx, pool, s, pw)) }()
+	go func() { _, err := Export(ctx, pool, s, pw); pw.CloseWithError(err) }()
 	size, messages, err := countJSON(pr)
 	close(stop)
 	<-sampled
@@ -974,7 +978,7 @@ SELECT 'generic', 'out-' || id, id, 'delivered', now() FROM inbound_events WHERE
 	}
 	s, _ := NewSubject(alice, "", nil)
 	var buf bytes.Buffer
-	if err := Export(ctx, pool, s, &buf); err != nil {
+	if _, err := Export(ctx, pool, s, &buf); err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {
