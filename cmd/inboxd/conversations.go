@@ -64,7 +64,7 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 		return printLines(stdout, list)
 	}
 	if len(list) == 0 && contact != "" {
-		fmt.Fprintf(stderr, "no conversation with %s: looked up as %s\n", printable(contact), lookedUp(subject))
+		fmt.Fprintf(stderr, "no conversation with %s: looked up as %s\n", printable(contact), subject.LookedUp())
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "id\tprovider\tchannel\tcontact\tlast_message_at")

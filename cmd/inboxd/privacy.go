@@ -113,18 +113,7 @@ func nothingHeld(stderr io.Writer, s privacy.Subject, c privacy.Counts) {
 	if s.Provider != "" {
 		where = " in " + s.Provider + "'s conversations"
 	}
-	fmt.Fprintf(stderr, "nothing is held about %s%s\n", lookedUp(s), where)
-}
-
-// lookedUp is the address as a contact command looked it up, with how it is matched,
-// for the message that nothing matched: a number typed without its country code
-// (5552223333 is +5552223333, not +15552223333) shows itself.
-func lookedUp(s privacy.Subject) string {
-	how := "a provider's user id is matched exactly as typed"
-	if strings.HasPrefix(s.Address, "+") {
-		how = "a phone number is matched in E.164, with its country code: +1 555 123 4567 for a US number"
-	}
-	return s.Address + " (" + how + ")"
+	fmt.Fprintf(stderr, "nothing is held about %s%s\n", s.LookedUp(), where)
 }
 
 // runUntilDone runs erasures in this process until id is done (another process may be

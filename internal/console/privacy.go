@@ -37,8 +37,10 @@ type erasuresData struct {
 }
 
 type previewErasure struct {
-	Form   subjectForm
-	Counts privacy.Counts
+	Form    subjectForm
+	Subject privacy.Subject
+	Counts  privacy.Counts
+	Nothing bool // nothing is held: the page says how the address was looked up
 }
 
 // Erasures: the receipts, newest first (an erasure keeps no address once done; a
@@ -98,7 +100,7 @@ func (c *console) erasurePreview(w http.ResponseWriter, r *http.Request) {
 		c.dbFail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "erasure-preview", view{Title: "Erase this contact?", Nav: "erasures", Data: previewErasure{Form: f, Counts: counts}})
+	c.render(w, r, http.StatusOK, "erasure-preview", view{Title: "Erase this contact?", Nav: "erasures", Data: previewErasure{Form: f, Subject: s, Counts: counts, Nothing: counts == privacy.Counts{}}})
 }
 
 // startErasure (POST /console/erasures) records an erasure, which this process's

@@ -74,6 +74,15 @@ SELECT (SELECT id FROM c WHERE contact_address = '+15552223333'), (SELECT id FRO
 	if status != http.StatusOK || !strings.Contains(body, `<dd id="held">conversations 1, messages 2, events 2</dd>`) || !strings.Contains(body, `id="erase-confirm"`) || conversations() != 2 {
 		t.Errorf("the preview: %d, %d conversations left; want 200 counting one conversation, two messages and two events, erasing nothing:\n%s", status, conversations(), body)
 	}
+	if strings.Contains(body, `id="nothing-held"`) || !strings.Contains(body, `(looked up as &#43;15552223333)`) {
+		t.Errorf("the preview of a contact held, typed with spaces: want the address as looked up and no warning:\n%s", body)
+	}
+	// A number typed without its country code matches nothing, and the page says how
+	// it was looked up, before an erasure or an empty export is taken for an answer.
+	status, _, body = post("/console/erasures/preview", url.Values{"contact": {"5552223333"}})
+	if status != http.StatusOK || !strings.Contains(body, `<p class="error" id="nothing-held">Nothing is held about &#43;5552223333 (a phone number is matched in E.164, with its country code`) {
+		t.Errorf("the preview of a number without its country code: %d, want it to say nothing is held and how it was looked up:\n%s", status, body)
+	}
 
 	status, header, body := post("/console/exports", url.Values{"contact": {"+15552223333"}})
 	var doc struct {

@@ -37,6 +37,17 @@ type Subject struct {
 	Forms []string
 }
 
+// LookedUp is the address as it was looked up, with how it is matched, for saying
+// that nothing matched: a number typed without its country code (5552223333 is
+// +5552223333, not +15552223333) shows itself.
+func (s Subject) LookedUp() string {
+	how := "a provider's user id is matched exactly as typed"
+	if strings.HasPrefix(s.Address, "+") {
+		how = "a phone number is matched in E.164, with its country code: +1 555 123 4567 for a US number"
+	}
+	return s.Address + " (" + how + ")"
+}
+
 // NewSubject checks an address (and optional provider) as a user typed them and
 // works out the forms it may be stored under. policy may be nil.
 func NewSubject(address, providerName string, policy *redact.Policy) (Subject, error) {
