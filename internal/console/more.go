@@ -23,6 +23,7 @@ import (
 
 type conversationsData struct {
 	Contact       string
+	LookedUp      string // how the contact was looked up (privacy.Subject.LookedUp)
 	Conversations []readmodel.Conversation
 	Older         *readmodel.Key // the next page's position; nil: this is the last
 }
@@ -53,7 +54,7 @@ func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
 				c.filterFail(w, r, err)
 				return
 			}
-			f.Contacts = s.Forms
+			f.Contacts, d.LookedUp = s.Forms, s.LookedUp()
 		}
 	}
 	cs, err := readmodel.ListConversations(r.Context(), c.cfg.Pool, f)

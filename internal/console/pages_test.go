@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -183,11 +184,11 @@ func TestRenderFailureIs500(t *testing.T) {
 // TestConversationsPages: the conversations come fifty a page, latest activity
 // first, with an Older link until the last page: each conversation is on exactly
 // one page, also among conversations with the same last message time. A position
-// that is not one is a 400.
+// that is not one is a 400. A contact search that finds nothing says how it looked.
 func TestConversationsPages(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	serve, _ := adminConsole(Config{Pool: pool})
+	serve, csrf := adminConsole(Config{Pool: pool})
 	if _, err := pool.Exec(context.Background(), `
 INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
 SELECT 'generic', '+15550001111', '+1555100' || lpad(i::text, 4, '0'), timestamptz '2026-12-01 10:00:00Z' + (i / 3) * interval '1.25 second'
@@ -218,6 +219,17 @@ FROM generate_series(1, 120) i`); err != nil {
 	}
 	if w := serve("GET", "/console/conversations?at=yesterday&id=3", ""); w.Code != 400 || !strings.Contains(w.Body.String(), "as the Older link gives them") {
 		t.Errorf("a position that is not one: %d, want 400", w.Code)
+	}
+	// A contact search finds any spelling; one that finds nothing says how the
+	// address was looked up (a number needs its country code).
+	for contact, want := range map[string]string{
+		"+1 (555) 100-0001": `<td><a href="/console/conversations/`,
+		"5551000001":        `<td colspan="6" id="none">No conversations with that contact: looked up as +5551000001 (a phone number is matched in E.164, with its country code`,
+	} {
+		w := serve("POST", "/console/conversations", url.Values{"csrf": {csrf}, "contact": {contact}}.Encode())
+		if body := html.UnescapeString(w.Body.String()); w.Code != 200 || !strings.Contains(body, want) {
+			t.Errorf("the search for %q: %d, want %q:\n%s", contact, w.Code, want, body)
+		}
 	}
 }
 
