@@ -33,6 +33,9 @@ type filterForm struct {
 	// HasError.
 	Error    string
 	HasError bool
+	// LookedUp is how Contact was looked up (privacy.Subject.LookedUp), for the
+	// page that finds nothing.
+	LookedUp string
 }
 
 // timeLayouts are what an <input type="datetime-local"> sends, with or without
@@ -91,7 +94,7 @@ func (c *console) parseFilter(r *http.Request) (filterForm, readmodel.EventFilte
 		if err != nil {
 			return ff, f, err
 		}
-		f.Contacts = s.Forms
+		f.Contacts, ff.LookedUp = s.Forms, s.LookedUp()
 	}
 	if v := r.FormValue("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ import (
 func TestEventsFilter(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	serve, _ := adminConsole(Config{Pool: pool})
+	serve, csrf := adminConsole(Config{Pool: pool})
 	ids := insertEvents(t, pool, 3)
 	link := func(id int64) string { return fmt.Sprintf(`<a href="/console/events/%d">`, id) }
 	w := serve("GET", "/console/events?provider=generic&external_id=+ext-2+", "")
@@ -37,6 +39,11 @@ func TestEventsFilter(t *testing.T) {
 	w = serve("GET", fmt.Sprintf("/console/events?before=%d", ids[2]), "")
 	if body := w.Body.String(); w.Code != 200 || strings.Contains(body, link(ids[2])) || !strings.Contains(body, link(ids[1])) {
 		t.Errorf("events before %d: %d, want the earlier ones only:\n%s", ids[2], w.Code, body)
+	}
+	// A contact that matches nothing says how it was looked up.
+	w = serve("POST", "/console/events", url.Values{"csrf": {csrf}, "contact": {"5552223333"}}.Encode())
+	if body := html.UnescapeString(w.Body.String()); w.Code != 200 || !strings.Contains(body, "No events match: the contact was looked up as +5552223333 (a phone number is matched in E.164") {
+		t.Errorf("events of a number without its country code: %d, want it to say how the number was looked up:\n%s", w.Code, body)
 	}
 	for query, want := range map[string]string{"to=yesterday": "to must be a date and time", "from=noon": "from must be a date and time",
 		"state=lost": "state must be one of"} {
