@@ -4,7 +4,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /inboxd ./cmd/inboxd
+# `inboxd version` names the build: .git is not copied in, so Go stamps no revision;
+# docker build --build-arg VERSION=$(git describe --always --dirty) names it instead.
+ARG VERSION=
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /inboxd ./cmd/inboxd
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /inboxd /inboxd

@@ -111,6 +111,9 @@ VALUES ('generic', 'later', '{}', 'generic/+15550001111', now() + interval '1 ho
 			served[strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0]] = true
 		}
 	}
+	if !served["go_build_info"] { // which build each process runs, during a rollout
+		t.Errorf("/metrics has no go_build_info")
+	}
 	var names []string
 	for name := range named {
 		names = append(names, name)

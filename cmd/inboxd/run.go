@@ -51,6 +51,7 @@ func commands() []command {
 		{"subscriptions", "outbound webhooks: list, create --url --types, show, update, deliveries --state dead, replay --from, rotate, ping, pause, resume, delete", subscriptionsCmd},
 		{"redact", "show what the redaction policy does to a payload (--check), or rewrite stored payloads under it (--apply --before)", redactCmd},
 		{"sign", "print a signed curl command that posts a webhook, to try an endpoint by hand", signCmd},
+		{"version", "print this binary's version: module version, VCS revision, Go release", versionCmd},
 		{"help", "list the commands", nil},
 	}
 }
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		printCommands(stdout)
 		return nil
+	case "-version", "--version":
+		return versionCmd(ctx, args[1:], getenv, stdout, stderr)
 	}
 	name := "serve"
 	if args[0] != "" && args[0][0] != '-' {
@@ -207,7 +210,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// backlog until one closes, so a crowd of idle or slow clients costs a bounded
 	// number of goroutines and buffers.
 	ln = netutil.LimitListener(ln, cfg.MaxConnections)
-	log.Info("inboxd started", zap.String("addr", ln.Addr().String()), zap.Strings("providers", svc.providers),
+	log.Info("inboxd started", zap.String("version", buildVersion()), zap.String("addr", ln.Addr().String()), zap.Strings("providers", svc.providers),
 		zap.Int("workers", cfg.Workers), zap.Int("batch_size", cfg.BatchSize))
 	if len(svc.providers) == 0 {
 		var hints []string
@@ -279,7 +282,7 @@ type pools struct {
 func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	pool, procPool, readPool := ps.main, ps.proc, ps.read
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewBuildInfoCollector())
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "inbox_trace_spans_dropped_total",
 		Help: "Spans left out of the export queue because it was full (the trace collector away or too slow).",
