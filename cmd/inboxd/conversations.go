@@ -56,8 +56,8 @@ func conversationsCmd(ctx context.Context, args []string, getenv func(string) st
 	if err != nil {
 		return dbAdvice(err)
 	}
-	if len(list) > limit {
-		list = list[:limit]
+	list, more := firstPage(list, limit)
+	if more {
 		fmt.Fprintf(stderr, "more conversations: these are the %d with the latest activity; raise --limit, or narrow with --contact or --provider\n", limit)
 	}
 	if asJSON {

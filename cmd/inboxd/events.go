@@ -55,8 +55,8 @@ func eventsCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return dbAdvice(err)
 	}
-	if len(events) > limit {
-		events = events[:limit]
+	events, more := firstPage(events, limit)
+	if more {
 		fmt.Fprintf(stderr, "more events: the next page is --before %d (with the same filters)\n", events[limit-1].ID)
 	}
 	if asJSON {
@@ -206,4 +206,14 @@ func printable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// firstPage cuts rows, read with one more than limit, back to limit, and says whether
+// there were more: a list command then says so on stderr, so that a first page is
+// never taken for the whole.
+func firstPage[T any](rows []T, limit int) ([]T, bool) {
+	if len(rows) > limit {
+		return rows[:limit], true
+	}
+	return rows, false
 }

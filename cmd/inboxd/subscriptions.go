@@ -171,8 +171,8 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if err != nil {
 			return cliErr(err)
 		}
-		if len(ds) > *limit {
-			ds = ds[:*limit]
+		ds, more := firstPage(ds, *limit)
+		if more {
 			fmt.Fprintf(stderr, "more deliveries: the next page is --before %d (with the same --state)\n", ds[*limit-1].ID)
 		}
 		if *asJSON {

@@ -40,8 +40,11 @@ type previewErasure struct {
 	Form    subjectForm
 	Subject privacy.Subject
 	Counts  privacy.Counts
-	Nothing bool // nothing is held: the page says how the address was looked up
 }
+
+// Nothing reports that nothing is held: the page then says how the address was
+// looked up.
+func (p previewErasure) Nothing() bool { return p.Counts == privacy.Counts{} }
 
 // Erasures: the receipts, newest first (an erasure keeps no address once done; a
 // receipt shows the address's keyed hash), and the form that starts one.
@@ -100,7 +103,7 @@ func (c *console) erasurePreview(w http.ResponseWriter, r *http.Request) {
 		c.dbFail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "erasure-preview", view{Title: "Erase this contact?", Nav: "erasures", Data: previewErasure{Form: f, Subject: s, Counts: counts, Nothing: counts == privacy.Counts{}}})
+	c.render(w, r, http.StatusOK, "erasure-preview", view{Title: "Erase this contact?", Nav: "erasures", Data: previewErasure{Form: f, Subject: s, Counts: counts}})
 }
 
 // startErasure (POST /console/erasures) records an erasure, which this process's

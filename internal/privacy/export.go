@@ -34,7 +34,7 @@ func Export(ctx context.Context, pool *pgxpool.Pool, s Subject, w io.Writer) (re
 	bw := bufio.NewWriterSize(w, 32<<10)
 	ex := exporter{w: bw, s: s}
 	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		ex.tx, ex.records = tx, 0
+		ex.tx = tx
 		return ex.document(ctx)
 	})
 	if err != nil {
