@@ -47,6 +47,9 @@ func listChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Handle
 				return nil, badParam("wait must be a duration from 0s to 60s, such as 30s, got %q", clip(s))
 			}
 		}
+		if r.Method == http.MethodHead {
+			wait = 0 // a HEAD asks for the headers, not for a change to come
+		}
 		if after, err = feed.Start(r.Context(), pool, after, given != ""); err != nil {
 			return nil, err
 		}
@@ -93,8 +96,8 @@ func streamChanges(pool *pgxpool.Pool, hub *feed.Hub, log *zap.Logger) http.Hand
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(http.StatusOK)
 		fmt.Fprint(w, ": inboxd change feed\n\n")
-		if err := rc.Flush(); err != nil {
-			return
+		if err := rc.Flush(); err != nil || r.Method == http.MethodHead {
+			return // a HEAD has its headers: a stream of nothing would never end
 		}
 		for r.Context().Err() == nil {
 			changes, err := feed.Wait(r.Context(), pool, hub, cursor, 200, heartbeat)

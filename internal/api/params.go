@@ -100,7 +100,8 @@ func knownQuery(log *zap.Logger) func(http.Handler) http.Handler {
 // checkQuery is knownQuery's test of one request. An operation the document does not
 // describe is let through (TestQueryParamsCoverRoutes keeps every /v1 route in it).
 func checkQuery(r *http.Request) error {
-	op := r.Method + " " + chi.RouteContext(r.Context()).RoutePattern()
+	rc := chi.RouteContext(r.Context())
+	op := rc.RouteMethod + " " + rc.RoutePattern() // RouteMethod: a HEAD is routed, and checked, as its GET
 	known, ok := queryParams[op]
 	if !ok {
 		return nil

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -230,7 +231,7 @@ func TestFirstHourAnswers(t *testing.T) {
 		}
 	}
 	// A method a path does not take is a 405 that says which it takes, in Allow too.
-	for target, allow := range map[string]string{"POST /v1/stats": "GET", "GET /webhooks/generic": "POST", "PUT /v1/subscriptions/1": "GET, PATCH, DELETE"} {
+	for target, allow := range map[string]string{"POST /v1/stats": "GET, HEAD", "GET /webhooks/generic": "POST", "PUT /v1/subscriptions/1": "GET, HEAD, PATCH, DELETE"} {
 		method, path, _ := strings.Cut(target, " ")
 		req, _ := http.NewRequest(method, a.url+path, nil)
 		req.Header.Set("Authorization", "Bearer "+adminToken)
@@ -251,6 +252,74 @@ func TestFirstHourAnswers(t *testing.T) {
 	}
 	if status, body := a.get(t, "/v1/events?cursor="+*next, adminToken); status != 400 || !strings.Contains(string(body), "belongs to the conversations list") {
 		t.Errorf("a conversations cursor on /v1/events = %d %s, want 400 saying whose it is", status, body)
+	}
+}
+
+// TestHeadIsAGetWithoutItsBody: every GET route answers HEAD (RFC 9110 asks it of
+// every server; uptime checks and `curl -I` use it) with the GET's status and
+// headers and no body. A HEAD's query is checked as the GET's is, and the change
+// feed's long poll and stream answer a HEAD at once instead of holding it.
+func TestHeadIsAGetWithoutItsBody(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	a.seed(t, 1, 1)
+	// A server of its own, whose handlers' contexts end with the test: a HEAD whose
+	// handler never ended would otherwise hold up the server's Close for ever.
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := httptest.NewUnstartedServer(a.router)
+	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
+	srv.Start()
+	t.Cleanup(srv.Close)
+	t.Cleanup(cancel)
+	// One connection for every request, so that a HEAD whose handler does not end
+	// holds up the next one. The time limit is very wide: the long poll below would
+	// hold a GET for its full minute.
+	client := &http.Client{Timeout: 45 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	t.Cleanup(client.CloseIdleConnections)
+	head := func(path, token string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("HEAD", srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("HEAD %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if len(body) > 0 {
+			t.Errorf("HEAD %s sent a body of %d bytes", path, len(body))
+		}
+		return resp
+	}
+	for _, c := range []struct{ path, token string }{
+		{"/healthz", ""},
+		{"/readyz", ""},
+		{"/metrics", ""},
+		{"/openapi.yaml", ""},
+		{"/v1/conversations", readToken},
+		{"/v1/conversations", ""},
+		{"/v1/conversations/1", readToken},
+		{"/v1/conversations/999", readToken},
+		{"/v1/conversations?limt=1", readToken},
+		{"/v1/stats", adminToken},
+		{"/v1/events?state=deadd", adminToken},
+	} {
+		get, _ := a.do(t, "GET", c.path, c.token, nil)
+		resp := head(c.path, c.token)
+		if resp.StatusCode != get.StatusCode || resp.Header.Get("Content-Type") != get.Header.Get("Content-Type") {
+			t.Errorf("HEAD %s = %d %q, want the GET's %d %q", c.path, resp.StatusCode, resp.Header.Get("Content-Type"), get.StatusCode, get.Header.Get("Content-Type"))
+		}
+	}
+	for path, want := range map[string]string{
+		"/v1/changes?wait=60s": "application/json",
+		"/v1/changes/stream":   "text/event-stream",
+	} {
+		if resp := head(path, readToken); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != want {
+			t.Errorf("HEAD %s = %d %q, want 200 %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), want)
+		}
+		head("/healthz", "") // on the same connection: answered only once the HEAD's handler has ended
 	}
 }
 

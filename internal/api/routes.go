@@ -128,12 +128,17 @@ func routes(r chi.Router, d Deps, which routeSet) {
 	})
 }
 
-// allowedMethods lists the methods some route of r serves path with.
+// allowedMethods lists the methods some route of r serves path with; HEAD goes
+// with GET (middleware.GetHead, newRouter).
 func allowedMethods(r chi.Routes, path string) []string {
 	var allowed []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		if r.Match(chi.NewRouteContext(), m, path) {
-			allowed = append(allowed, m)
+		if !r.Match(chi.NewRouteContext(), m, path) {
+			continue
+		}
+		allowed = append(allowed, m)
+		if m == http.MethodGet {
+			allowed = append(allowed, http.MethodHead)
 		}
 	}
 	return allowed

@@ -117,7 +117,9 @@ func (d Deps) defaults() Deps {
 
 func newRouter(d Deps, which routeSet) http.Handler {
 	r := chi.NewRouter()
-	r.Use(requestID, accessLog(d.Log), recoverer(d.Log))
+	// GetHead answers HEAD wherever GET is served, as RFC 9110 asks of every server:
+	// an uptime check or `curl -I` of /healthz gets the GET's headers, not a 405.
+	r.Use(requestID, accessLog(d.Log), recoverer(d.Log), middleware.GetHead)
 	routes(r, d, which)
 	return r
 }

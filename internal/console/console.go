@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -107,7 +108,8 @@ func New(cfg Config) http.Handler {
 		c.creds = append(c.creds, newCredential(roleRead, t))
 	}
 	r := chi.NewRouter()
-	r.Use(headers)
+	r.Use(headers, middleware.GetHead) // HEAD wherever GET is served, as in the API
+
 	static, _ := fs.Sub(staticFS, "static")
 	r.Handle("/static/*", http.StripPrefix("/console/static/", http.FileServer(http.FS(static))))
 	r.Get("/", c.loginPage)
@@ -218,7 +220,7 @@ func (c *console) requireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ok := readSession(r, c.creds, c.now())
 		if !ok {
-			if r.Method == http.MethodGet {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
 				http.Redirect(w, r, "/console/", http.StatusSeeOther)
 				return
 			}

@@ -61,8 +61,8 @@ func (c *console) liveStream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, ": inboxd arrivals\n\n")
-	if rc.Flush() != nil {
-		return
+	if rc.Flush() != nil || r.Method == http.MethodHead {
+		return // a HEAD has its headers: a stream of nothing would never end
 	}
 	idle := time.Now()
 	for {

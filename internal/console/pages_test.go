@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
 	"inboxd/internal/pgtest"
@@ -285,5 +286,40 @@ VALUES ('https://hooks.example/x', '{message.created}', 'whsec_x', '0', 0) RETUR
 		if w := serve("GET", path, ""); w.Code != 200 {
 			t.Errorf("GET %s = %d, want 200:\n%s", path, w.Code, w.Body.String())
 		}
+	}
+}
+
+// TestHeadIsAGet: every page answers HEAD as its GET (an uptime check of the
+// console, `curl -I`): the same status and type, a redirect to the login without a
+// session. The live page's stream answers a HEAD with its headers and ends, where a
+// GET runs for as long as the browser stays.
+func TestHeadIsAGet(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	cfg := Config{Pool: pool, Health: func(context.Context) (bool, map[string]string) { return true, nil }}
+	serve, _ := adminConsole(cfg)
+	for _, path := range []string{"/console/", "/console/overview", "/console/events?state=dead", "/console/events?stat=dead", "/console/events/999", "/console/live", "/console/static/console.css"} {
+		get, head := serve("GET", path, ""), serve("HEAD", path, "")
+		if head.Code != get.Code || head.Header().Get("Content-Type") != get.Header().Get("Content-Type") {
+			t.Errorf("HEAD %s = %d %q, want the GET's %d %q", path, head.Code, head.Header().Get("Content-Type"), get.Code, get.Header().Get("Content-Type"))
+		}
+	}
+	if w := testConsole(cfg)("HEAD", "/console/overview", "", nil); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/" {
+		t.Errorf("HEAD /console/overview without a session = %d (Location %q), want 303 to the login", w.Code, w.Header().Get("Location"))
+	}
+
+	cfg.AdminTokens = []string{testAdminToken}
+	cfg.Log = zap.NewNop()
+	r := chi.NewRouter()
+	r.Mount("/console", New(cfg))
+	_, ck := adminSession()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // very wide: the stream's GET would last it out
+	defer cancel()
+	req := httptest.NewRequestWithContext(ctx, "HEAD", "/console/live/stream", nil)
+	req.AddCookie(ck)
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	if ctx.Err() != nil || w.Code != 200 || w.Header().Get("Content-Type") != "text/event-stream" {
+		t.Errorf("HEAD /console/live/stream = %d %q, ended by its deadline: %v; want 200 text/event-stream at once", w.Code, w.Header().Get("Content-Type"), ctx.Err() != nil)
 	}
 }
