@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"inboxd/internal/provider/providertest"
 	"inboxd/internal/provider/registry"
 	"inboxd/internal/provider/twilio"
+	"inboxd/internal/readmodel"
 	"inboxd/internal/store"
 )
 
@@ -269,6 +271,52 @@ func TestEventsShowAndConversations(t *testing.T) {
 			t.Errorf("conversations --contact %q:\n%s", contact, out.String())
 		}
 	}
+
+	// `inboxd conversations show ID`: the conversation and its latest messages, oldest
+	// first, each on one line; cut at --limit, it says earlier ones are left out.
+	body = []byte(`{"type":"message.received","timestamp":"2026-11-25T10:01:00Z","data":{"message_id":"m-show-2","channel":"+15550001111","contact":"+15551234567","text":"and\nthen"}}`)
+	if status, _, ack := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-show-2", body, time.Now())); status != 200 {
+		t.Fatalf("webhook: %d %s", status, ack)
+	}
+	settle(t, pool)
+	var conversation int64
+	pool.QueryRow(context.Background(), "SELECT conversation_id FROM messages WHERE provider_message_id = 'm-show'").Scan(&conversation)
+	for _, c := range []struct {
+		args           []string
+		lines          []string
+		stderr, absent string
+	}{
+		{[]string{"--limit", "2"}, []string{"contact +15551234567", "show me", "and then"}, "", ""},
+		{[]string{"--limit", "1"}, []string{"contact +15551234567", "and then"}, fmt.Sprintf("earlier messages: these are the latest 1; raise --limit, or page through them all with GET /v1/conversations/%d/messages\n", conversation), "show me"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), append([]string{"conversations", "show", fmt.Sprint(conversation)}, c.args...), getenv, &stdout, &stderr); err != nil {
+			t.Fatal(err)
+		}
+		last := -1
+		for _, line := range c.lines {
+			at := strings.Index(stdout.String(), line)
+			if at <= last {
+				t.Errorf("conversations show %v does not show %q after what came before:\n%s", c.args, line, &stdout)
+			}
+			last = at
+		}
+		if stderr.String() != c.stderr || (c.absent != "" && strings.Contains(stdout.String(), c.absent)) {
+			t.Errorf("conversations show %v: stderr %q, want %q; shows %q: %v\n%s", c.args, &stderr, c.stderr, c.absent, c.absent != "" && strings.Contains(stdout.String(), c.absent), &stdout)
+		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"conversations", "show", fmt.Sprint(conversation), "--json"}, getenv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var thread readmodel.Thread
+	if err := json.Unmarshal(out.Bytes(), &thread); err != nil || thread.Conversation.ID != conversation || len(thread.Messages) != 2 ||
+		*thread.Messages[0].Text != "show me" || *thread.Messages[1].Text != "and\nthen" || thread.Earlier {
+		t.Errorf("conversations show --json = %s (%v), want the conversation and its two messages, oldest first, text whole", &out, err)
+	}
+	if err := run(context.Background(), []string{"conversations", "show", "999999"}, getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "conversation 999999: not found (`inboxd conversations` lists them)") {
+		t.Errorf("conversations show of an unknown id = %v, want an error saying so", err)
+	}
 }
 
 // TestHelpListsCommands: `inboxd help` and `inboxd --help` list every command and
@@ -347,6 +395,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"events", "show", "0"}, `"0" is not a positive whole number`},
 		{[]string{"conversations", "--provider", "twillio"}, "generic, twilio, meta, telnyx"},
 		{[]string{"conversations", "--limit", "0"}, "--limit must be at least 1"},
+		{[]string{"conversations", "show"}, "give one conversation id"},
+		{[]string{"conversations", "show", "1", "2"}, "give one conversation id"},
+		{[]string{"conversations", "show", "0"}, `"0" is not a positive whole number`},
+		{[]string{"conversations", "show", "1", "--limit", "0"}, "--limit must be at least 1"},
 		{[]string{"redact"}, "give one of --check and --apply"},
 		{[]string{"redact", "--check", "--apply"}, "give one of --check and --apply"},
 		{[]string{"redact", "--apply"}, "--before must be an RFC 3339 time"},
@@ -583,6 +635,27 @@ func TestStatsPrinting(t *testing.T) {
 		line := "2026-12-06T08:00:00Z pending=3 oldest_pending=1.5s processed~90000 oldest_processed=0s dead=0 oldest_dead=-" + want + "\n"
 		if out.String() != line {
 			t.Errorf("--watch line %q, want %q", out.String(), line)
+		}
+	}
+}
+
+// TestOneLine: `conversations show` prints a message's text on one line, cut at 80
+// characters, and names the type of a message without text.
+func TestOneLine(t *testing.T) {
+	text := func(s string) *string { return &s }
+	long := strings.Repeat("é", 100)
+	for _, c := range []struct {
+		m    readmodel.Message
+		want string
+	}{
+		{readmodel.Message{Type: "text", Text: text("hi")}, "hi"},
+		{readmodel.Message{Type: "text", Text: text(" line one\r\n\tline\x1b[31m two ")}, "line one line [31m two"},
+		{readmodel.Message{Type: "image"}, "(image)"},
+		{readmodel.Message{Type: "text", Text: text(long)}, strings.Repeat("é", 79) + "…"},
+		{readmodel.Message{Type: "text", Text: text(long[:160])}, long[:160]},
+	} {
+		if got := oneLine(c.m); got != c.want {
+			t.Errorf("oneLine(%+v) = %q, want %q", c.m, got, c.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -83,12 +84,9 @@ func showCmd(ctx context.Context, args []string, getenv func(string) string, std
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usageError{errors.New("give one event id: inboxd events show ID")}
-	}
-	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
-	if err != nil || id < 1 {
-		return usageError{fmt.Errorf("event id %q is not a positive whole number", printable(fs.Arg(0)))}
+	id, err := showID(fs, "event", "events")
+	if err != nil {
+		return err
 	}
 	pool, err := cliPool(ctx, fs, getenv)
 	if err != nil {
@@ -206,6 +204,19 @@ func printable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// showID reads the one id a show command takes (`inboxd events show ID`): what it
+// names ("event"), under the command that lists them ("events").
+func showID(fs *flag.FlagSet, what, command string) (int64, error) {
+	if fs.NArg() != 1 {
+		return 0, usageError{fmt.Errorf("give one %s id: inboxd %s show ID (`inboxd %s` lists them)", what, command, command)}
+	}
+	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
+	if err != nil || id < 1 {
+		return 0, usageError{fmt.Errorf("%s id %q is not a positive whole number", what, printable(fs.Arg(0)))}
+	}
+	return id, nil
 }
 
 // firstPage cuts rows, read with one more than limit, back to limit, and says whether

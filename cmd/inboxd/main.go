@@ -5,13 +5,14 @@
 //	inboxd migrate   create the database if missing and apply migrations
 //	inboxd tail      print each event as it arrives
 //	inboxd stats     show the queue (--watch to follow it)
-//	inboxd conversations  list conversations (--contact finds a contact's)
+//	inboxd conversations  list conversations (--contact finds a contact's); show ID prints one with its messages
 //	inboxd events    list events; events show ID shows one; events replay requeues them
 //	inboxd erase     erase everything held about a contact (--dry-run counts it)
 //	inboxd export    print everything held about a contact as JSON
 //	inboxd subscriptions  manage outbound webhooks (create, deliveries, replay, …)
 //	inboxd redact    check the redaction policy on a payload, or apply it to stored ones
 //	inboxd sign      print a signed curl command to try an endpoint
+//	inboxd version   print the build: module version, VCS revision, Go release
 //	inboxd help      list the commands
 //
 // main only checks the environment's variable names (which run's getenv cannot

@@ -44,7 +44,7 @@ func commands() []command {
 		{"migrate", "create the database if missing and apply migrations; says which it applied", migrateCmd},
 		{"tail", "print each event as it arrives (LISTEN inbound_events): time, id, provider, external id, type", tailCmd},
 		{"stats", "show the queue: events per state and the oldest of each (--watch to follow it)", statsCmd},
-		{"conversations", "list conversations (--contact +1555…, --provider)", conversationsCmd},
+		{"conversations", "list conversations (--contact +1555…, --provider); `conversations show ID` one with its messages", conversationsCmd},
 		{"events", "list events (--state dead, --provider); `events show ID` one in full; `events replay ID…|--state dead` requeues them", eventsCmd},
 		{"erase", "erase everything held about a contact (--contact +1555…, --dry-run); prints the receipt", eraseCmd},
 		{"export", "print everything held about a contact as one JSON document (--contact +1555…)", exportCmd},

@@ -74,32 +74,26 @@ func (c *console) conversations(w http.ResponseWriter, r *http.Request) {
 }
 
 type threadData struct {
-	Conversation readmodel.Conversation
-	Messages     []readmodel.Message
-	CanErase     bool
+	readmodel.Thread
+	Shown    int // the most messages the page shows
+	CanErase bool
 }
+
+// threadMessages is the most messages a conversation's page shows: its latest.
+const threadMessages = 200
 
 func (c *console) conversation(w http.ResponseWriter, r *http.Request) {
 	id, ok := c.pathID(w, r, "conversation")
 	if !ok {
 		return
 	}
-	conv, err := readmodel.FindConversation(r.Context(), c.cfg.Pool, id)
+	thread, err := readmodel.ReadThread(r.Context(), c.cfg.Pool, id, threadMessages)
 	if err != nil {
 		c.dbFail(w, r, err)
 		return
-	}
-	// The newest 200 messages, shown oldest first as a thread reads.
-	ms, err := readmodel.ListMessages(r.Context(), c.cfg.Pool, readmodel.MessageFilter{Conversation: id, Desc: true, Limit: 200})
-	if err != nil {
-		c.dbFail(w, r, err)
-		return
-	}
-	for i, j := 0, len(ms)-1; i < j; i, j = i+1, j-1 {
-		ms[i], ms[j] = ms[j], ms[i]
 	}
 	c.render(w, r, http.StatusOK, "conversation", view{Title: "Conversation " + strconv.FormatInt(id, 10), Nav: "conversations",
-		Data: threadData{Conversation: conv, Messages: ms, CanErase: c.cfg.Eraser != nil}})
+		Data: threadData{Thread: thread, Shown: threadMessages, CanErase: c.cfg.Eraser != nil}})
 }
 
 // Subscriptions (outbound webhooks): each with its breaker and deliveries by state,

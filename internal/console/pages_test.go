@@ -83,6 +83,17 @@ VALUES ('hash-one', 'done', now(), '{"conversations": 1, "messages": 12, "events
 	if link := fmt.Sprintf(`<a href="/console/events/%d">event %d</a>`, event, event); strings.Count(thread, link) != 2 {
 		t.Errorf("the thread does not link each message to its event (%s):\n%s", link, thread)
 	}
+	if strings.Contains(thread, `id="earlier"`) {
+		t.Errorf("a thread shown whole says earlier messages are left out:\n%s", thread)
+	}
+	// Past its 200 latest messages, the page says the earlier ones are not shown.
+	insert(`INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+SELECT 'generic', 'bulk-' || i, $1, 'inbound', '+15550002222', '+15550001111', 'bulk', 'received', now() - interval '90 seconds' + i * interval '1 millisecond', $2
+FROM generate_series(1, 200) i RETURNING 0`, conversation, event)
+	thread = page(fmt.Sprintf("/console/conversations/%d", conversation))
+	if !strings.Contains(thread, `id="earlier"`) || !strings.Contains(thread, "later message") || strings.Contains(thread, "earlier message") || strings.Count(thread, "<li class=") != 200 {
+		t.Errorf("a thread of 202 messages shows %d, want the latest 200 and a note that earlier ones are not shown:\n%s", strings.Count(thread, "<li class="), thread)
+	}
 	if w := serve("GET", "/console/events/999999", ""); w.Code != 404 || !strings.Contains(w.Body.String(), "Event 999999 is not stored") || !strings.Contains(w.Body.String(), "INBOX_RETENTION") {
 		t.Errorf("an event retention deleted: %d, want 404 saying it may have been deleted:\n%s", w.Code, w.Body.String())
 	}

@@ -278,3 +278,32 @@ func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]M
 	}
 	return ms, err
 }
+
+// Thread is a conversation with its latest messages, oldest first as a thread reads:
+// what the console's conversation page and `inboxd conversations show` print.
+type Thread struct {
+	Conversation Conversation `json:"conversation"`
+	Messages     []Message    `json:"messages"`
+	// Earlier: the conversation has messages before the first of Messages, left out
+	// by the limit (ListMessages pages through them all).
+	Earlier bool `json:"earlier"`
+}
+
+// ReadThread returns conversation id with its latest limit messages; an unknown
+// conversation is ErrNotFound.
+func ReadThread(ctx context.Context, pool *pgxpool.Pool, id int64, limit int) (Thread, error) {
+	// One more than limit, newest first, tells whether earlier ones were left out.
+	ms, err := ListMessages(ctx, pool, MessageFilter{Conversation: id, Desc: true, Limit: limit + 1})
+	if err != nil {
+		return Thread{}, err
+	}
+	t := Thread{Messages: ms, Earlier: len(ms) > limit}
+	if t.Earlier {
+		t.Messages = ms[:limit]
+	}
+	slices.Reverse(t.Messages)
+	if t.Conversation, err = FindConversation(ctx, pool, id); err != nil {
+		return Thread{}, err
+	}
+	return t, nil
+}
