@@ -109,6 +109,13 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return printJSON(stdout, v)
 	}
+	// printedQuietly is printed for the verbs that change a subscription: the secret
+	// is left out, as the usage says, so that pausing one during an incident does not
+	// put it on a shared screen or in a scrollback. create, show and rotate print it.
+	printedQuietly := func(sub delivery.Subscription, err error) error {
+		sub.Secret = ""
+		return printed(sub, err)
+	}
 	// privateNote says, after a create or update that --allow-private let through,
 	// that the server's own setting decides whether anything is delivered there.
 	privateNote := func() {
@@ -160,7 +167,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if err == nil && c.URL != nil {
 			privateNote()
 		}
-		return printed(sub, err)
+		return printedQuietly(sub, err)
 	case "show":
 		return printed(delivery.Get(ctx, pool, id))
 	case "deliveries":
@@ -192,9 +199,9 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		}
 		return tw.Flush()
 	case "replay":
-		return printed(delivery.Replay(ctx, pool, id, *from))
+		return printedQuietly(delivery.Replay(ctx, pool, id, *from))
 	case "end-previous":
-		return printed(delivery.EndPreviousSecret(ctx, pool, id))
+		return printedQuietly(delivery.EndPreviousSecret(ctx, pool, id))
 	case "ping":
 		d := delivery.New(pool, delivery.Config{AllowPrivate: *allowPrivate}, zap.NewNop(), delivery.NewMetrics(prometheus.NewRegistry()))
 		return printed(d.Ping(ctx, id))
@@ -205,7 +212,7 @@ func subscriptionsCmd(ctx context.Context, args []string, getenv func(string) st
 		if verb == "resume" {
 			f = delivery.Resume
 		}
-		return printed(f(ctx, pool, id))
+		return printedQuietly(f(ctx, pool, id))
 	default: // delete
 		if err := delivery.Delete(ctx, pool, id); err != nil {
 			return cliErr(err)
