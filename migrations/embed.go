@@ -6,9 +6,21 @@
 // only contract between the packages: each file's header says which package owns what.
 package migrations
 
-import "embed"
+import (
+	"embed"
+	"io/fs"
+	"slices"
+)
 
 // FS holds the migration files.
 //
 //go:embed *.sql
 var FS embed.FS
+
+// Names lists the migrations in the order tern applies them: by their number, which
+// every file's name starts with, zero-padded.
+func Names() []string {
+	names, _ := fs.Glob(FS, "*.sql") // the pattern is valid: no error
+	slices.Sort(names)
+	return names
+}

@@ -320,7 +320,13 @@ func (c *config) providerConfig() provider.Config {
 // printUsage lists every flag with its variable and built-in default (never the
 // environment's value: that may be a secret).
 func printUsage(w io.Writer, name string, opts []option) {
-	fmt.Fprintf(w, "usage: inboxd %s [flags]\n\nEvery flag can also be set by its environment variable.\n\n", name)
+	fmt.Fprintf(w, "usage: inboxd %s [flags]\n\n", name)
+	for _, c := range commands() {
+		if c.name == name {
+			fmt.Fprintf(w, "inboxd %s: %s.\n", name, c.summary)
+		}
+	}
+	fmt.Fprint(w, "Every flag can also be set by its environment variable.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "flag\tvariable\tdefault\tmeaning")
 	for _, o := range opts {

@@ -3,6 +3,7 @@
 //
 //	inboxd [serve]   run the webhook receiver, processors and API (the default)
 //	inboxd migrate   create the database if missing and apply migrations
+//	inboxd check     check what serve would start with, starting nothing
 //	inboxd tail      print each event as it arrives
 //	inboxd stats     show the queue (--watch to follow it)
 //	inboxd conversations  list conversations (--contact finds a contact's); show ID prints one with its messages

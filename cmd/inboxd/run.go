@@ -42,6 +42,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the webhook receiver, processors and API (the default)", serveCmd},
 		{"migrate", "create the database if missing and apply migrations; says which it applied", migrateCmd},
+		{"check", "check what serve would start with, starting nothing: settings, providers, tokens, databases, schema", checkCmd},
 		{"tail", "print each event as it arrives (LISTEN inbound_events): time, id, provider, external id, type", tailCmd},
 		{"stats", "show the queue: events per state and the oldest of each (--watch to follow it)", statsCmd},
 		{"conversations", "list conversations (--contact +1555…, --provider); `conversations show ID` one with its messages", conversationsCmd},

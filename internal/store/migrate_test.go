@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +158,60 @@ func TestSubscriptionsGetErasures(t *testing.T) {
 	}
 	if want := "[contact.erased,message.created,message.status_changed contact.erased,message.created]"; fmt.Sprint(types) != want {
 		t.Errorf("types after migration 021: %v, want %s", types, want)
+	}
+}
+
+// TestReadSchema: a check reads where a schema stands without changing it: every
+// migration pending on an empty database (in the order Migrate applies them), some
+// on one part way, none once migrated, and a version past this binary's as newer.
+func TestReadSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	read := func(url string) store.Schema {
+		t.Helper()
+		pool, err := store.Open(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		s, err := store.ReadSchema(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	empty := pgtest.NewEmptyDB(t)
+	before := read(empty)
+	applied, err := store.Migrate(ctx, empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Version != 0 || !slices.Equal(before.Pending, applied) || len(applied) != len(migrations.Names()) || before.Newer() {
+		t.Errorf("an empty database: version %d, pending %v; want 0 and every migration, as Migrate applied them: %v", before.Version, before.Pending, applied)
+	}
+	if after := read(empty); after.Version != len(applied) || len(after.Pending) != 0 || after.Newer() {
+		t.Errorf("a migrated database: %+v, want version %d and nothing pending", after, len(applied))
+	}
+	url, conn, _ := migratedTo(t, 3)
+	if s := read(url); s.Version != 3 || !slices.Equal(s.Pending, applied[3:]) {
+		t.Errorf("a database at migration 3: %+v, want the rest pending", s)
+	}
+	if _, err := conn.Exec(ctx, "UPDATE "+store.VersionTable+" SET version = $1", len(applied)+1); err != nil {
+		t.Fatal(err)
+	}
+	if s := read(url); !s.Newer() || len(s.Pending) != 0 {
+		t.Errorf("a database at a migration this binary does not have: %+v, want it newer and nothing pending", s)
+	}
+	// Nothing was written: an empty database stays without tern's version table.
+	fresh := pgtest.NewEmptyDB(t)
+	read(fresh)
+	pool, err := store.Open(ctx, fresh, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", store.VersionTable).Scan(&exists); err != nil || exists {
+		t.Errorf("ReadSchema made %s (%v)", store.VersionTable, err)
 	}
 }

@@ -69,23 +69,11 @@ var ErrNewerSchema = errors.New("the database schema is newer than this binary")
 // applied (none when the schema was current). tern holds an advisory lock while it
 // runs, so several processes starting at once apply each migration once.
 func Migrate(ctx context.Context, url string) ([]string, error) {
-	cfg, err := pgx.ParseConfig(url)
+	conn, m, err := migrator(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	cfg.DialFunc = Dialer().DialContext
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, connectErr(cfg, err)
+		return nil, err
 	}
 	defer conn.Close(ctx)
-	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
-	if err != nil {
-		return nil, fmt.Errorf("prepare migrations: %w", err)
-	}
-	if err := m.LoadMigrations(migrations.FS); err != nil {
-		return nil, fmt.Errorf("load migrations: %w", err)
-	}
 	// tern refuses a version beyond its migrations. The version only grows, so one
 	// read before tern takes its lock is enough.
 	if v, err := m.GetCurrentVersion(ctx); err != nil {
@@ -99,6 +87,57 @@ func Migrate(ctx context.Context, url string) ([]string, error) {
 		return applied[:max(len(applied)-1, 0)], fmt.Errorf("apply migrations: %w", err)
 	}
 	return applied, nil
+}
+
+// migrator connects to url and loads the embedded migrations into a tern Migrator.
+func migrator(ctx context.Context, url string) (*pgx.Conn, *migrate.Migrator, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.DialFunc = Dialer().DialContext
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, connectErr(cfg, err)
+	}
+	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
+	if err == nil {
+		err = m.LoadMigrations(migrations.FS)
+	}
+	if err != nil {
+		conn.Close(ctx)
+		return nil, nil, fmt.Errorf("load migrations: %w", err)
+	}
+	return conn, m, nil
+}
+
+// Schema is where a database's schema stands against this binary's migrations.
+type Schema struct {
+	Version int      // the migrations applied to the database
+	Pending []string // those of this binary's not applied yet, in order
+}
+
+// Newer says the database is at a migration this binary does not have
+// (ErrNewerSchema).
+func (s Schema) Newer() bool { return s.Version > len(migrations.Names()) }
+
+// ReadSchema reads where url's schema stands through pool, changing nothing
+// (`inboxd check`): tern's Migrator would make its version table where it is
+// missing, which a read-only role cannot and a check should not.
+func ReadSchema(ctx context.Context, pool *pgxpool.Pool) (Schema, error) {
+	var s Schema
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, VersionTable).Scan(&exists); err != nil {
+		return Schema{}, fmt.Errorf("read the schema version: %w", err)
+	}
+	if exists {
+		if err := pool.QueryRow(ctx, `SELECT version FROM `+VersionTable).Scan(&s.Version); err != nil {
+			return Schema{}, fmt.Errorf("read the schema version: %w", err)
+		}
+	}
+	names := migrations.Names()
+	s.Pending = names[min(s.Version, len(names)):]
+	return s, nil
 }
 
 // Open connects a pool to url, applying configure (may be nil) to its config, and pings

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"inboxd/internal/pgtest"
+	"inboxd/migrations"
+)
+
+// TestCheckCommand: `inboxd check` says what serve would start with and starts
+// nothing. Exit 0 when serve would start and work (a database or migrations serve
+// makes at start included), 1 naming each failed check (an unreachable database,
+// migrations serve would not apply), 2 for a setting serve refuses; nothing is
+// created on the way.
+func TestCheckCommand(t *testing.T) {
+	t.Parallel()
+	migrated := pgtest.NewDB(t)
+	empty := pgtest.NewEmptyDB(t)
+	missing := fmt.Sprintf("inboxd_check_missing_%d_%d", os.Getpid(), time.Now().UnixNano())
+	missingURL := pgtest.DatabaseURL(missing)
+	unreachable := "postgres://postgres:hunter2@127.0.0.1:1/inboxd?sslmode=disable"
+	all := len(migrations.Names())
+	for _, c := range []struct {
+		name   string
+		env    map[string]string
+		failed []string // the checks that fail; nil: exit 0
+		want   []string
+	}{
+		{"ready", map[string]string{"DATABASE_URL": migrated, "INBOX_GENERIC_SECRETS": testSecret, "INBOX_DEV": "true", "INBOX_API_TOKENS": "a-read-token"},
+			nil, []string{"settings     valid", "providers    generic; not configured: twilio (set INBOX_TWILIO_AUTH_TOKEN", "tokens       1 API, 0 admin",
+				"reachable, PostgreSQL ", fmt.Sprintf("schema       current (%d migrations)", all), "change feed  its transaction ids are this server's", "inboxd serve would start"}},
+		{"no provider, no token", map[string]string{"DATABASE_URL": migrated},
+			nil, []string{"none: every webhook would answer 404", "the API and the console would refuse everyone"}},
+		{"migrations serve applies", map[string]string{"DATABASE_URL": empty},
+			nil, []string{fmt.Sprintf("%d migrations to apply, which serve applies at start: %s to %s", all, migrations.Names()[0], migrations.Names()[all-1])}},
+		{"migrations serve does not apply", map[string]string{"DATABASE_URL": empty, "INBOX_MIGRATE": "false"},
+			[]string{"schema"}, []string{"schema     FAILED: ", "INBOX_MIGRATE=false: apply them with `inboxd migrate`"}},
+		{"a database serve creates", map[string]string{"DATABASE_URL": missingURL},
+			nil, []string{"does not exist yet: serve creates it at start"}},
+		{"a database serve does not create", map[string]string{"DATABASE_URL": missingURL, "INBOX_MIGRATE": "false"},
+			[]string{"database"}, []string{"does not exist, and INBOX_MIGRATE=false: create it and its tables with `inboxd migrate`"}},
+		{"unreachable", map[string]string{"DATABASE_URL": unreachable},
+			[]string{"database"}, []string{"database   FAILED: connect to postgres@127.0.0.1:1/inboxd"}},
+		{"unreachable listen connection", map[string]string{"DATABASE_URL": migrated, "INBOX_LISTEN_DATABASE_URL": unreachable},
+			[]string{"listen, migrate"}, []string{"change feed", "listen, migrate  FAILED: connect to postgres@127.0.0.1:1/inboxd"}},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"check"}, func(k string) string { return c.env[k] }, &out, &errOut)
+		var usage usageError
+		switch {
+		case errors.As(err, &usage):
+			t.Errorf("%s: a usage error: %v", c.name, err)
+		case c.failed == nil && err != nil:
+			t.Errorf("%s: %v, want exit 0:\n%s", c.name, err, &out)
+		case c.failed != nil && (err == nil || !strings.HasSuffix(err.Error(), "failed: "+strings.Join(c.failed, "; "))):
+			t.Errorf("%s: %v, want the checks %v named as failed:\n%s", c.name, err, c.failed, &out)
+		}
+		for _, want := range c.want {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s: the check does not say %q:\n%s", c.name, want, &out)
+			}
+		}
+		if strings.Contains(out.String()+errOut.String(), "hunter2") || (c.failed != nil && strings.Contains(out.String(), "would start")) {
+			t.Errorf("%s: a password shown, or serve said to start after a failed check:\n%s%s", c.name, &out, &errOut)
+		}
+	}
+	if pgtest.DatabaseExists(t, missing) {
+		pgtest.DropDatabase(t, missing)
+		t.Errorf("check created database %s", missing)
+	}
+	// A setting serve refuses is exit 2, every one named, before any database.
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"check"}, func(k string) string {
+		return map[string]string{"DATABASE_URL": unreachable, "INBOX_WORKERS": "0", "INBOX_ADDR": "x"}[k]
+	}, &out, &out)
+	var usage usageError
+	if !errors.As(err, &usage) || !strings.Contains(err.Error(), "INBOX_WORKERS") || !strings.Contains(err.Error(), "INBOX_ADDR") || strings.Contains(out.String(), "database") {
+		t.Errorf("check with two bad settings: %v %s, want exit 2 naming both, before any database", err, &out)
+	}
+}
