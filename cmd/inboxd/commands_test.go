@@ -97,12 +97,34 @@ func TestSignPrintsValidHeaders(t *testing.T) {
 	}{
 		{"telnyx", map[string]string{"INBOX_TELNYX_PUBLIC_KEY": publicKey}, "--secret is required for telnyx: its settings hold public keys"},
 		{"generic", map[string]string{"INBOX_GENERIC_SECRETS": "whpk_" + publicKey}, "INBOX_GENERIC_SECRETS's first value cannot sign: "},
+		// A named sender signs with its own key, which must be there and able to sign.
+		{"generic:gamma", map[string]string{"INBOX_GENERIC_SENDERS": "acme:" + testSecret + ", beta:" + testSecret}, `INBOX_GENERIC_SENDERS names no sender "gamma"; it names acme, beta`},
+		{"generic:acme", map[string]string{"INBOX_GENERIC_SENDERS": "acme:whpk_" + publicKey}, "sender acme's key cannot sign: "},
+		{"generic:acme", nil, `INBOX_GENERIC_SENDERS is not set, so there is no sender "acme"`},
+		{"generic", map[string]string{"INBOX_GENERIC_SENDERS": "acme:" + testSecret}, "no secret: pass --secret, set INBOX_GENERIC_SECRETS, or name a sender: --provider generic:NAME"},
+		{"twilio:acme", map[string]string{"INBOX_TWILIO_AUTH_TOKEN": "a-token"}, "--provider twilio:acme: twilio has no named senders"},
 	} {
 		out.Reset()
 		err := run(context.Background(), []string{"sign", "--provider", c.provider}, func(k string) string { return c.env[k] }, &out, &out)
 		if !isUsage(err) || !strings.Contains(err.Error(), c.want) || out.Len() > 0 {
 			t.Errorf("sign --provider %s with %v: %v %q, want a usage error saying %q", c.provider, c.env, err, &out, c.want)
 		}
+	}
+	// --provider generic:acme signs with acme's key in INBOX_GENERIC_SENDERS, not
+	// with the shared secret.
+	acme := "whsec_" + base64.StdEncoding.EncodeToString([]byte("acme's own 24-byte key!!"))
+	out.Reset()
+	err = run(context.Background(), []string{"sign", "--provider", "generic:acme", "--id", "evt_a", "--file", file, "--headers"}, func(k string) string {
+		return map[string]string{"INBOX_GENERIC_SECRETS": testSecret, "INBOX_GENERIC_SENDERS": "beta:" + testSecret + ",acme:" + acme}[k]
+	}, &out, &out)
+	h = http.Header{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		h.Set(k, v)
+	}
+	ts, _ = strconv.ParseInt(h.Get("webhook-timestamp"), 10, 64)
+	if want, _ := generic.Signature(acme, "evt_a", ts, body); err != nil || h.Get("webhook-signature") != want {
+		t.Errorf("sign --provider generic:acme: %v %q, want the signature of acme's key %s", err, &out, want)
 	}
 	for _, p := range registry.All {
 		if p.SignWith != "" && !slices.ContainsFunc(p.Settings, func(s provider.Setting) bool { return s.Key == p.SignWith }) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"inboxd/internal/provider"
 	"inboxd/internal/provider/registry"
 )
 
@@ -20,7 +21,7 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	fs := flag.NewFlagSet("inboxd sign", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	names := strings.Join(registry.Names(), ", ")
-	prov := fs.String("provider", "generic", names)
+	prov := fs.String("provider", "generic", names+"; a named sender as provider:NAME (generic:acme), signed with its own key")
 	secret := fs.String("secret", "", "the signing secret or private key (default: the first value of the provider's signing setting, e.g. INBOX_GENERIC_SECRETS; none where the settings are public keys);\n"+
 		"docs/webhooks.md says what each provider signs with")
 	id := fs.String("id", fmt.Sprintf("msg_%d", time.Now().UnixNano()), "the delivery's id where the scheme has one, and the example's message id")
@@ -39,12 +40,24 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 		return usageError{fmt.Errorf("--provider: %w", err)}
 	}
 	from := "--secret"
-	if *secret == "" && p.SignWith != "" {
+	_, sender, named := strings.Cut(*prov, ":")
+	switch {
+	case named && p.SenderSecret == nil:
+		return usageError{fmt.Errorf("--provider %s: %s has no named senders", printable(*prov), p.Name)}
+	case *secret != "":
+	case named:
+		if *secret, err = p.SenderSecret(settingsOf(p, getenv), sender); err != nil {
+			return usageError{err}
+		}
+		from = fmt.Sprintf("sender %s's key", sender)
+	case p.SignWith != "":
 		*secret, from = firstOf(getenv(settingName(p.SignWith))), settingName(p.SignWith)+"'s first value"
 	}
 	switch {
 	case *secret == "" && p.SignWith == "":
 		return usageError{fmt.Errorf("--secret is required for %s: its settings hold public keys, which check a signature but cannot make one; pass the private key (docs/webhooks.md says what each provider signs with)", p.Name)}
+	case *secret == "" && p.SenderSecret != nil:
+		return usageError{fmt.Errorf("no secret: pass --secret, set %s, or name a sender: --provider %s:NAME", settingName(p.SignWith), p.Name)}
 	case *secret == "":
 		return usageError{fmt.Errorf("no secret: pass --secret or set %s", settingName(p.SignWith))}
 	}
@@ -82,6 +95,15 @@ func signCmd(_ context.Context, args []string, getenv func(string) string, stdou
 	}
 	fmt.Fprintf(stdout, " --data-binary %s\n", shellQuote(string(body)))
 	return nil
+}
+
+// settingsOf reads p's settings from the environment, as serve does.
+func settingsOf(p *provider.Provider, getenv func(string) string) provider.Config {
+	values := map[string]string{}
+	for _, st := range p.Settings {
+		values[st.Key] = getenv(settingName(st.Key))
+	}
+	return provider.Config{Values: values, Name: settingName}
 }
 
 // webhookURL is the webhook of the provider called name under base. A base that

@@ -69,6 +69,11 @@ type Provider struct {
 	// secret `inboxd sign` takes by default; "" when the settings hold only what
 	// checks a signature (a public key), which cannot make one.
 	SignWith string
+	// SenderSecret, where the provider tells named senders apart ("generic:acme"),
+	// returns sender's key from the settings c (what signs as that sender does,
+	// unless it is a public key), or an error naming the setting; nil: the provider
+	// has no named senders.
+	SenderSecret func(c Config, sender string) (string, error)
 }
 
 // Webhook is a configured provider's endpoint.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"inboxd/internal/jsonhttp"
@@ -49,6 +50,24 @@ var Provider = &provider.Provider{
 	Example:   Example,
 	Sign:      sign,
 	SignWith:  SecretsKey,
+
+	SenderSecret: senderSecret,
+}
+
+// senderSecret is the key of sender in SendersKey (name:whsec_… or name:whpk_…).
+func senderSecret(c provider.Config, sender string) (string, error) {
+	var names []string
+	for _, v := range c.List(SendersKey) {
+		name, key, _ := strings.Cut(v, ":")
+		if name == sender {
+			return key, nil
+		}
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("%s is not set, so there is no sender %q", c.SettingName(SendersKey), sender)
+	}
+	return "", fmt.Errorf("%s names no sender %q; it names %s", c.SettingName(SendersKey), sender, strings.Join(names, ", "))
 }
 
 func open(c provider.Config) (*provider.Webhook, error) {
