@@ -113,6 +113,7 @@ func (c *checker) databases(ctx context.Context, cfg config) {
 			c.say("change feed", "its transaction ids are this server's")
 		}
 	}
+	c.room(ctx, cfg, pool)
 	c.reach(ctx, "listen, migrate", cfg.ListenURL, cfg.DatabaseURL)
 	c.reach(ctx, "read replica", cfg.ReadURL, cfg.DatabaseURL)
 }
@@ -138,6 +139,26 @@ func (c *checker) schema(ctx context.Context, cfg config, pool *pgxpool.Pool) bo
 		return false
 	}
 	return true
+}
+
+// room says whether the server has room for every connection serve may open, as
+// serve's start does (checkRoom): a warning, since serve starts and fails later,
+// under load. Behind a pooler the pooler's pool is what counts.
+func (c *checker) room(ctx context.Context, cfg config, pool *pgxpool.Pool) {
+	if cfg.ListenURL != cfg.DatabaseURL {
+		return
+	}
+	r, err := store.ReadRoom(ctx, pool)
+	if err != nil {
+		c.fail("connections", err)
+		return
+	}
+	want := connections(cfg)
+	if short := r.Short(want, int(pool.Stat().TotalConns())); short != "" {
+		c.say("connections", "WARNING: %s: serve would start, and claims and webhooks fail under load (too many clients); %s", short, roomAdvice)
+		return
+	}
+	c.say("connections", "this process may open %d; the server accepts %d, %d open now", want, r.Limit, r.Open)
 }
 
 // span names a few migrations, or the first and the last of many.

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"inboxd/internal/pgtest"
 	"inboxd/migrations"
@@ -27,6 +31,7 @@ func TestCheckCommand(t *testing.T) {
 	missingURL := pgtest.DatabaseURL(missing)
 	unreachable := "postgres://postgres:hunter2@127.0.0.1:1/inboxd?sslmode=disable"
 	all := len(migrations.Names())
+	limit := maxConnections(t, migrated)
 	for _, c := range []struct {
 		name   string
 		env    map[string]string
@@ -37,7 +42,9 @@ func TestCheckCommand(t *testing.T) {
 			nil, []string{"settings     valid", "providers    generic; not configured: twilio (set INBOX_TWILIO_AUTH_TOKEN", "tokens       1 API, 0 admin",
 				"reachable, PostgreSQL ", fmt.Sprintf("schema       current (%d migrations)", all), "change feed  its transaction ids are this server's", "inboxd serve would start"}},
 		{"no provider, no token", map[string]string{"DATABASE_URL": migrated},
-			nil, []string{"none: every webhook would answer 404", "the API and the console would refuse everyone"}},
+			nil, []string{"none: every webhook would answer 404", "the API and the console would refuse everyone", "connections  this process may open "}},
+		{"more workers than the server has connections", map[string]string{"DATABASE_URL": migrated, "INBOX_WORKERS": strconv.Itoa(limit)},
+			nil, []string{"connections  WARNING: this process may open ", "lower INBOX_WORKERS"}},
 		{"migrations serve applies", map[string]string{"DATABASE_URL": empty},
 			nil, []string{fmt.Sprintf("%d migrations to apply, which serve applies at start: %s to %s", all, migrations.Names()[0], migrations.Names()[all-1])}},
 		{"migrations serve does not apply", map[string]string{"DATABASE_URL": empty, "INBOX_MIGRATE": "false"},
@@ -62,8 +69,9 @@ func TestCheckCommand(t *testing.T) {
 		case c.failed != nil && (err == nil || !strings.HasSuffix(err.Error(), "failed: "+strings.Join(c.failed, "; "))):
 			t.Errorf("%s: %v, want the checks %v named as failed:\n%s", c.name, err, c.failed, &out)
 		}
+		said := spaces.ReplaceAllString(out.String(), " ") // the columns' width changes with the lines shown
 		for _, want := range c.want {
-			if !strings.Contains(out.String(), want) {
+			if !strings.Contains(said, spaces.ReplaceAllString(want, " ")) {
 				t.Errorf("%s: the check does not say %q:\n%s", c.name, want, &out)
 			}
 		}
@@ -84,4 +92,22 @@ func TestCheckCommand(t *testing.T) {
 	if !errors.As(err, &usage) || !strings.Contains(err.Error(), "INBOX_WORKERS") || !strings.Contains(err.Error(), "INBOX_ADDR") || strings.Contains(out.String(), "database") {
 		t.Errorf("check with two bad settings: %v %s, want exit 2 naming both, before any database", err, &out)
 	}
+}
+
+// spaces are the runs of spaces a table pads its columns with.
+var spaces = regexp.MustCompile(` {2,}`)
+
+// maxConnections is the max_connections of the server of the database at url.
+func maxConnections(t *testing.T, url string) int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var limit int
+	if err := conn.QueryRow(context.Background(), `SELECT current_setting('max_connections')::int`).Scan(&limit); err != nil {
+		t.Fatal(err)
+	}
+	return limit
 }

@@ -172,7 +172,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// The read API's pool: a replica's, when INBOX_READ_DATABASE_URL names one.
 	readPool := pool
 	if cfg.ReadURL != cfg.DatabaseURL {
-		if readPool, err = store.Open(ctx, cfg.ReadURL, func(c *pgxpool.Config) { c.MaxConns = 8 }); err != nil {
+		if readPool, err = store.Open(ctx, cfg.ReadURL, func(c *pgxpool.Config) { c.MaxConns = readConns }); err != nil {
 			return dbAdvice(err)
 		}
 		defer readPool.Close()
@@ -193,7 +193,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Deliveries to subscribers have a pool of their own too: a slow endpoint's
 	// backlog must not take connections from ingest or processing.
 	deliveryPool, err := store.Open(ctx, cfg.DatabaseURL, func(c *pgxpool.Config) {
-		c.MaxConns = 4 // each held for a claim or a finish of a few milliseconds
+		c.MaxConns = deliveryConns
 		watchStatements(c, log)
 	})
 	if err != nil {
@@ -442,7 +442,7 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 		}
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, func(pc *pgxpool.Config) {
-		pc.MaxConns = 14 // the API, the console, erasures and replays (ingest has its own)
+		pc.MaxConns = mainConns
 		watchStatements(pc, log)
 	})
 	if err != nil {
@@ -450,6 +450,28 @@ func openDatabase(ctx context.Context, cfg config, log *zap.Logger) (*pgxpool.Po
 	}
 	return pool, nil
 }
+
+// The connections each of serve's pools may open, besides ingest's
+// (ingest.Connections) and the processor's (processor.PoolSize);
+// docs/configuration.md counts them.
+const (
+	mainConns     = 14 // the API, the console, erasures and replays
+	deliveryConns = 4  // each held for a claim or a finish of a few milliseconds
+	readConns     = 8  // on INBOX_READ_DATABASE_URL's server, when it names one
+)
+
+// connections is how many connections serve may open on DATABASE_URL's server: its
+// pools there and the LISTEN connection.
+func connections(cfg config) int {
+	n := mainConns + ingest.Connections + processor.PoolSize(cfg.Workers) + deliveryConns
+	if !cfg.PollOnly {
+		n++
+	}
+	return n
+}
+
+// roomAdvice is what to do when the server has no room for a process's connections.
+const roomAdvice = "lower INBOX_WORKERS (a connection each) or raise the server's max_connections (docs/configuration.md counts them)"
 
 // checkRoom warns when the pools on DATABASE_URL (and the listener, on the same
 // server) may open more connections than the server has room for: the pools open
@@ -460,13 +482,9 @@ func checkRoom(ctx context.Context, cfg config, log *zap.Logger, pools ...*pgxpo
 	if cfg.ListenURL != cfg.DatabaseURL {
 		return
 	}
-	want, ours := 0, 0 // the listener is not connected yet
-	if !cfg.PollOnly {
-		want = 1
-	}
+	want, ours := connections(cfg), 0
 	for _, p := range pools {
-		want += int(p.Config().MaxConns)
-		ours += int(p.Stat().TotalConns())
+		ours += int(p.Stat().TotalConns()) // the listener is not connected yet
 	}
 	r, err := store.ReadRoom(ctx, pools[0])
 	if err != nil {
@@ -475,7 +493,7 @@ func checkRoom(ctx context.Context, cfg config, log *zap.Logger, pools ...*pgxpo
 	}
 	if short := r.Short(want, ours); short != "" {
 		log.Warn("the database server may run out of connections: "+short+
-			"; under load claims and webhooks would then fail (too many clients); lower INBOX_WORKERS (a connection each) or raise the server's max_connections (docs/configuration.md counts them)",
+			"; under load claims and webhooks would then fail (too many clients); "+roomAdvice,
 			zap.Int("connections", want), zap.Int("server_limit", r.Limit), zap.Int("server_open", r.Open), zap.Int("workers", cfg.Workers))
 	}
 }

@@ -159,12 +159,15 @@ func NewID() string {
 	return fmt.Sprintf("%s/%d/%04x", host, os.Getpid(), rand.N(1<<16))
 }
 
-// ConfigurePool sizes a pool for the processor: a connection for every worker, plus
-// the handoff's own worker, the sweep and retention. (Its settings are per
+// ConfigurePool sizes a pool for the processor (PoolSize). (Its settings are per
 // transaction: session.go.)
 func ConfigurePool(c *pgxpool.Config, workers int) {
-	c.MaxConns = int32(workers + 3)
+	c.MaxConns = int32(PoolSize(workers))
 }
+
+// PoolSize is the processor's pool for workers: a connection for every worker, plus
+// the handoff's own worker, the sweep and retention.
+func PoolSize(workers int) int { return workers + 3 }
 
 // Processor claims and applies events. Run it; call Wake after committing events.
 type Processor struct {
