@@ -323,7 +323,7 @@ func wire(cfg config, ps pools, t *tracing.Traces, log *zap.Logger) *service {
 	}
 	deps.Readiness = api.NewReadiness(deps)
 	deps.Console = console.New(console.Config{Pool: pool, AdminTokens: cfg.AdminTokens, ReadTokens: cfg.ConsoleReadTokens,
-		TraceURL: cfg.ConsoleTraceURL, Health: deps.Readiness.Check, Changes: changes.Next, Redaction: cfg.Redaction,
+		TraceURL: cfg.ConsoleTraceURL, Health: deps.Readiness.Check, Version: buildVersion(), Changes: changes.Next, Redaction: cfg.Redaction,
 		Retention: cfg.Retention, DeadRetention: cfg.DeadRetention, WakeReplays: replays.Wake,
 		WakeDeliveries: deliverer.Wake, Ping: deliverer.Ping, AllowPrivate: cfg.DeliveryAllowPrivate, Eraser: eraser, Log: log.Named("console")})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -64,6 +64,9 @@ type Config struct {
 	// Redaction is the redaction policy, so that a contact filter finds addresses
 	// stored hashed; nil: none.
 	Redaction *redact.Policy
+	// Version is the build this process runs (`inboxd version`), shown on the
+	// overview: during a rolling upgrade, which one served the page.
+	Version string
 	// Retention and DeadRetention are the settings, shown on the overview.
 	Retention, DeadRetention time.Duration
 	// WakeReplays makes this process's replay runner start a job just confirmed.
@@ -350,6 +353,7 @@ type overviewData struct {
 	OldestProcessed          string
 	OldestDead               string
 	Outbound                 delivery.Outbound
+	Version                  string
 }
 
 // age says how old the oldest event of a state is.
@@ -380,7 +384,7 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 		c.dbFail(w, r, err)
 		return
 	}
-	d := overviewData{Stats: st, Oldest: "none pending"}
+	d := overviewData{Stats: st, Oldest: "none pending", Version: c.cfg.Version}
 	if st.OldestPendingAgeSeconds != nil {
 		d.Oldest = (time.Duration(*st.OldestPendingAgeSeconds * float64(time.Second))).Round(time.Millisecond).String()
 	}

@@ -37,7 +37,7 @@ func TestPages(t *testing.T) {
 		Health: func(context.Context) (bool, map[string]string) {
 			return true, map[string]string{"the-writer": "writing-fine"}
 		},
-		Retention: 7 * 24 * time.Hour, DeadRetention: 36 * time.Hour, TraceURL: "https://traces.example/t/{trace_id}"})
+		Retention: 7 * 24 * time.Hour, DeadRetention: 36 * time.Hour, TraceURL: "https://traces.example/t/{trace_id}", Version: "v9.9.9-test (revision abc)"})
 	page := func(path string) string {
 		t.Helper()
 		w := serve("GET", path, "")
@@ -117,7 +117,7 @@ FROM generate_series(1, 200) i RETURNING 0`, conversation, event)
 		t.Errorf("the erasures page does not show what an erasure removed:\n%s", body)
 	}
 	overview := page("/console/overview")
-	for _, want := range []string{"none pending", `<span class="ok">Ready</span>`, "<td>the-writer</td><td>writing-fine</td>",
+	for _, want := range []string{"none pending", `<span class="ok">Ready</span>`, `<span id="version">this page served by inboxd v9.9.9-test (revision abc)</span>`, "<td>the-writer</td><td>writing-fine</td>",
 		"deleted after 7 days", "deleted after 36h0m0s", `<span id="oldest-processed">the oldest kept is 2h0m`, `<span id="oldest-dead">the oldest kept is 3 days old`,
 		`<a href="/console/subscriptions">1</a>`, `<dd class="bad" id="dead-deliveries">2</dd>`} {
 		if !strings.Contains(overview, want) {
