@@ -107,7 +107,7 @@ func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.
 func privacyErr(err error) (int, string, string, bool) {
 	switch {
 	case errors.Is(err, privacy.ErrBadRequest), errors.Is(err, delivery.ErrBadRequest):
-		return http.StatusBadRequest, "bad_parameter", err.Error(), true
+		return http.StatusBadRequest, "bad_parameter", reason(err), true
 	case errors.Is(err, delivery.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error() + "; GET /v1/subscriptions lists them", true
 	case errors.Is(err, delivery.ErrConflict):

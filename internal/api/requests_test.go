@@ -200,6 +200,20 @@ func TestFirstHourAnswers(t *testing.T) {
 			t.Errorf("GET %s = %d %s, want 400 naming %s", path, status, body, want)
 		}
 	}
+	// A 400 says what was wrong, with no word of the package that found it first
+	// ("bad parameter: ", "bad request: ", "bad filter: "): the code says that much.
+	for _, c := range []struct{ method, path, body, want string }{
+		{"GET", "/v1/conversations?limit=0", "", "limit must be a whole number from 1 to 200"},
+		{"POST", "/v1/events/replay?state=pending", "", "only dead or processed events can be replayed"},
+		{"POST", "/v1/erasures", `{"contact": 5}`, "contact must be a string, got a number"},
+		{"POST", "/v1/subscriptions", `{"url": "https://crm.example.com/x", "types": []}`, "types must name at least one of"},
+	} {
+		status, body := a.call(t, c.method, c.path, adminToken, []byte(c.body))
+		msg := decode[struct{ Error struct{ Code, Message string } }](t, body).Error
+		if status != 400 || msg.Code != "bad_parameter" || !strings.HasPrefix(msg.Message, c.want) {
+			t.Errorf("%s %s = %d %+v, want 400 bad_parameter saying %q first", c.method, c.path, status, msg, c.want)
+		}
+	}
 	for method, path := range map[string]string{"POST": "/webhooks/twillio", "GET": "/webhooks/whatsapp"} {
 		req, _ := http.NewRequest(method, a.url+path, strings.NewReader("{}"))
 		resp, err := http.DefaultClient.Do(req)

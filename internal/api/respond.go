@@ -15,8 +15,10 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"go.uber.org/zap"
 
+	"inboxd/internal/delivery"
 	"inboxd/internal/feed"
 	"inboxd/internal/jsonhttp"
+	"inboxd/internal/privacy"
 	"inboxd/internal/readmodel"
 	"inboxd/internal/store"
 )
@@ -28,6 +30,19 @@ var errBadParam = errors.New("bad parameter")
 type page[T any] struct {
 	Data       []T     `json:"data"`
 	NextCursor *string `json:"next_cursor"`
+}
+
+// reason is a refused request's message without the word its package's sentinel
+// starts it with ("bad parameter: ", "bad request: ", "bad filter: "): the code
+// bad_parameter says that much, and every 400 then reads alike.
+func reason(err error) string {
+	msg := err.Error()
+	for _, sentinel := range []error{errBadParam, readmodel.ErrBadFilter, privacy.ErrBadRequest, delivery.ErrBadRequest} {
+		if errors.Is(err, sentinel) {
+			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+		}
+	}
+	return msg
 }
 
 // respondErr maps an error to its status and the JSON error shape; unexpected errors
@@ -43,7 +58,7 @@ func respondErr(log *zap.Logger, w http.ResponseWriter, r *http.Request, err err
 	case errors.Is(err, readmodel.ErrNotFound):
 		jsonhttp.Error(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, errBadParam), errors.Is(err, readmodel.ErrBadFilter):
-		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", err.Error())
+		jsonhttp.Error(w, http.StatusBadRequest, "bad_parameter", reason(err))
 	case store.Unstorable(err):
 		// A parameter Postgres cannot hold reached a query: textParam should have
 		// caught it, and it is still the request's fault, not an outage.
