@@ -50,7 +50,9 @@ func main() {
 	addr := flag.String("addr", ":9000", "listen address")
 	flag.Parse()
 	h, err := newHandler(os.Getenv("INBOXD_WEBHOOK_SECRET"), func(c change) {
-		log.Printf("%s %s conversation %d: %s", c.ID, c.Type, c.ConversationID, c.Data)
+		// Your handler goes here. The log names the change only: its data holds
+		// the contact's number and the message's text, which logs should not keep.
+		log.Printf("%s %s conversation %d (%d bytes of data)", c.ID, c.Type, c.ConversationID, len(c.Data))
 	})
 	if err != nil {
 		log.Fatalf("INBOXD_WEBHOOK_SECRET must be the subscription's whsec_ secret: %v", err)
