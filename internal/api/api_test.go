@@ -536,3 +536,52 @@ func TestReadyzReportsTheListener(t *testing.T) {
 		t.Errorf("readyz with everything up = %d %s", status, body)
 	}
 }
+
+// TestFindMessages: GET /v1/messages finds a message by the provider's id for it,
+// whichever conversation holds it; a provider's name takes in its named senders', a
+// named sender's only its own; an id no message has is an empty list; both
+// parameters are required.
+func TestFindMessages(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	a.seed(t, 4, 2)
+	a.exec(t, `
+WITH c AS (INSERT INTO conversations (provider, channel_address, contact_address, last_message_at)
+           SELECT p, '+15550001111', '+15550009999', now() FROM unnest(ARRAY['generic:acme', 'generic:beta']) p RETURNING id, provider)
+INSERT INTO messages (provider, provider_message_id, conversation_id, direction, sender, recipient, text, status, sent_at, inbound_event_id)
+SELECT c.provider, 'shared-id', c.id, 'outbound', '+15550001111', '+15550009999', 'from ' || c.provider, 'sent', now(), (SELECT id FROM inbound_events LIMIT 1)
+FROM c`)
+	var twilioConv int64
+	if err := a.pool.QueryRow(context.Background(), `SELECT conversation_id FROM messages WHERE provider = 'twilio' AND provider_message_id LIKE '%-2' LIMIT 1`).Scan(&twilioConv); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		query string
+		want  []string // the texts found, in order
+	}{
+		{"provider=twilio&provider_message_id=" + itoa(twilioConv) + "-2", []string{"message 2"}},
+		{"provider=generic&provider_message_id=" + itoa(twilioConv) + "-2", nil}, // another provider's id
+		{"provider=twilio&provider_message_id=SMnothing", nil},
+		{"provider=generic&provider_message_id=shared-id", []string{"from generic:acme", "from generic:beta"}},
+		{"provider=generic:beta&provider_message_id=shared-id", []string{"from generic:beta"}},
+	} {
+		status, body := a.get(t, "/v1/messages?"+c.query, readToken)
+		found := decode[page[readmodel.Message]](t, body)
+		var texts []string
+		for _, m := range found.Data {
+			texts = append(texts, *m.Text)
+		}
+		if status != 200 || !slices.Equal(texts, c.want) || found.NextCursor != nil {
+			t.Errorf("GET /v1/messages?%s = %d %s, want 200 with %q", c.query, status, body, c.want)
+		}
+	}
+	for query, want := range map[string]string{
+		"provider=twilio":                          "provider and provider_message_id are both required",
+		"provider_message_id=SM1":                  "provider and provider_message_id are both required",
+		"provider=twillio&provider_message_id=SM1": "generic, twilio, meta",
+	} {
+		if status, body := a.get(t, "/v1/messages?"+query, readToken); status != 400 || !strings.Contains(string(body), want) {
+			t.Errorf("GET /v1/messages?%s = %d %s, want 400 saying %q", query, status, body, want)
+		}
+	}
+}

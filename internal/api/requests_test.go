@@ -209,7 +209,9 @@ func TestFirstHourAnswers(t *testing.T) {
 		{"POST", "/v1/subscriptions", `{"url": "https://crm.example.com/x", "types": []}`, "types must name at least one of"},
 	} {
 		status, body := a.call(t, c.method, c.path, adminToken, []byte(c.body))
-		msg := decode[struct{ Error struct{ Code, Message string } }](t, body).Error
+		msg := decode[struct {
+			Error struct{ Code, Message string }
+		}](t, body).Error
 		if status != 400 || msg.Code != "bad_parameter" || !strings.HasPrefix(msg.Message, c.want) {
 			t.Errorf("%s %s = %d %+v, want 400 bad_parameter saying %q first", c.method, c.path, status, msg, c.want)
 		}
@@ -228,7 +230,7 @@ func TestFirstHourAnswers(t *testing.T) {
 	}
 	// A path that names no endpoint is answered with the endpoints near it.
 	for path, want := range map[string]string{
-		"/v1/conversation":              `near it: /v1/changes, /v1/contacts, /v1/conversations, /v1/erasures, /v1/events, /v1/stats, /v1/subscriptions (`,
+		"/v1/conversation":              `near it: /v1/changes, /v1/contacts, /v1/conversations, /v1/erasures, /v1/events, /v1/messages, /v1/stats, /v1/subscriptions (`,
 		"/v1/conversations/7/mesages":   `near it: /v1/conversations/{id}/messages (`,
 		"/v1/subscriptions/1/frob":      `/v1/subscriptions/{id}/deliveries, /v1/subscriptions/{id}/pause, /v1/subscriptions/{id}/ping, /v1/subscriptions/{id}/previous-secret, /v1/subscriptions/{id}/replay, /v1/subscriptions/{id}/resume, /v1/subscriptions/{id}/rotate-secret (`,
 		"/frobnicate":                   `no such endpoint; GET /openapi.yaml lists them all`,

@@ -66,6 +66,7 @@ func routes(r chi.Router, d Deps, which routeSet) {
 		r.With(api, read).Get("/v1/conversations", listConversations(d.ReadPool, d.Redaction, log))
 		r.With(api, read).Get("/v1/conversations/{id}", getConversation(d.ReadPool, log))
 		r.With(api, read).Get("/v1/conversations/{id}/messages", listMessages(d.ReadPool, log))
+		r.With(api, read).Get("/v1/messages", findMessages(d.ReadPool, log))
 		if d.Changes != nil {
 			// No 10 s timeout: a long poll waits up to a minute, a stream for ever.
 			r.With(read).Get("/v1/changes", listChanges(d.Pool, d.Changes, log))

@@ -279,6 +279,33 @@ func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]M
 	return ms, err
 }
 
+// messagesByID reads messages by their unique key, for each of the stored provider
+// names $1.
+const messagesByID = MessageColumns + `
+FROM messages
+WHERE provider = ANY($1) AND provider_message_id = $2
+ORDER BY provider`
+
+// FindMessages returns the messages with the provider's message id id (a Twilio
+// MessageSid, a Meta wamid) under the provider filter prov: one, or one per named
+// sender of prov that used the id. Each is read through the unique key
+// (provider, provider_message_id), for each stored name prov matches.
+func FindMessages(ctx context.Context, pool *pgxpool.Pool, prov, id string) ([]Message, error) {
+	if err := CheckProvider(prov); err != nil {
+		return nil, err
+	}
+	rows, _ := pool.Query(ctx, providerNames, prov)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("find message: the names of provider %s: %w", prov, err)
+	}
+	ms, err := list(ctx, pool, "find message", pgx.RowToStructByPos[Message], messagesByID, names, id)
+	for i := range ms {
+		ms[i].MarkRedacted()
+	}
+	return ms, err
+}
+
 // Thread is a conversation with its latest messages, oldest first as a thread reads:
 // what the console's conversation page and `inboxd conversations show` print.
 type Thread struct {

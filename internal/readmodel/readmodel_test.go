@@ -214,6 +214,13 @@ FROM conversations c CROSS JOIN generate_series(1, 100) AS m`,
 			t.Errorf("%s: plan %s, want an in-order scan of %s", name, joined, c.index)
 		}
 	}
+	// A message by the provider's id is read by the unique key, for each stored name.
+	for _, generic := range []bool{false, true} {
+		if p := pgtest.Plan(t, pool, generic, messagesByID, []string{"generic", "generic:acme"}, "7-42"); strings.Contains(p, "Seq Scan") ||
+			strings.Contains(p, pgtest.WholeIndex) || !strings.Contains(p, "messages_provider_message_id_key") {
+			t.Errorf("a message by the provider's id (generic plan: %v): %s, want messages_provider_message_id_key, bounded", generic, p)
+		}
+	}
 	// A provider with few conversations (meta: 1 in 100) is read from
 	// conversations_provider, its own entries only (sorted when they are fewer than a
 	// page), never by walking conversations_latest past everyone else's; each stored
