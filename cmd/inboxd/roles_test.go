@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os/exec"
@@ -26,11 +27,19 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	as := func(role, db string) string { return asRole(role, cluster.URL(db)) }
 	migrateAsOwner(t, cluster, "inboxd")
 
-	base, _ := startServe(t, map[string]string{
+	env := map[string]string{
 		"DATABASE_URL": as("inboxd_runtime", "inboxd"), "INBOX_READ_DATABASE_URL": as("inboxd_reader", "inboxd"),
 		"INBOX_MIGRATE": "false", "INBOX_ADDR": "127.0.0.1:0", "INBOX_GENERIC_SECRETS": testSecret,
-		"INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token", "INBOX_RETENTION": "1s",
-	})
+		"INBOX_API_TOKENS": "read-token", "INBOX_ADMIN_TOKENS": "admin-token", "INBOX_RETENTION": "1s", "INBOX_DEV": "true",
+	}
+	// `inboxd check` with these settings reads what it checks with the runtime role's
+	// rights: the schema's version, the server's room, the reader's database.
+	var checked bytes.Buffer
+	if err := run(context.Background(), []string{"check"}, func(k string) string { return env[k] }, &checked, &checked); err != nil ||
+		!strings.Contains(checked.String(), "current (") || !strings.Contains(checked.String(), "read replica") {
+		t.Errorf("check as inboxd_runtime: %v\n%s", err, &checked)
+	}
+	base, _ := startServe(t, env)
 	body := []byte(`{"type":"message.received","timestamp":"2026-11-25T10:00:00Z","data":{"message_id":"m-roles","channel":"+15550001111","contact":"+15552223333","text":"least privilege"}}`)
 	if status, _, b := do(t, providertest.Request(t, "generic", base, "", testSecret, "evt-roles", body, time.Now())); status != 200 {
 		t.Fatalf("webhook as inboxd_runtime: %d %s", status, b)
