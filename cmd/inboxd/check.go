@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 
@@ -60,13 +62,22 @@ func (c *checker) settings(cfg config) {
 		addr += fmt.Sprintf(" (readiness, metrics and admin on %s)", cfg.AdminAddr)
 	}
 	c.say("address", "%s, public URL %s", addr, cfg.PublicURL)
-	var on, off []string
+	var on, off, signURL []string
 	for _, e := range cfg.Endpoints {
-		if e.Webhook != nil {
-			on = append(on, e.Name)
-		} else {
+		switch {
+		case e.Webhook == nil:
 			off = append(off, fmt.Sprintf("%s (%s)", e.Name, e.Hint))
+		case e.SignsURL:
+			signURL = append(signURL, e.Name)
+			fallthrough
+		default:
+			on = append(on, e.Name)
 		}
+	}
+	if u, err := url.Parse(cfg.PublicURL); err == nil && len(signURL) > 0 && loopback(u.Hostname()) {
+		c.say("public URL", "WARNING: %s is a loopback address, and %s signs the URL it calls: its webhooks would answer 403 "+
+			"unless they are signed for this URL (as `inboxd sign` does, to try it). Set %s to the URL %s is given, such as https://inbox.example.com",
+			cfg.PublicURL, strings.Join(signURL, ", "), settingName("PUBLIC_URL"), strings.Join(signURL, ", "))
 	}
 	switch {
 	case len(on) == 0:
@@ -159,6 +170,15 @@ func (c *checker) room(ctx context.Context, cfg config, pool *pgxpool.Pool) {
 		return
 	}
 	c.say("connections", "this process may open %d; the server accepts %d, %d open now", want, r.Limit, r.Open)
+}
+
+// loopback reports whether host names this machine itself, which no provider can
+// call.
+func loopback(host string) bool {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // span names a few migrations, or the first and the last of many.

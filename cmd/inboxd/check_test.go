@@ -41,6 +41,8 @@ func TestCheckCommand(t *testing.T) {
 		{"ready", map[string]string{"DATABASE_URL": migrated, "INBOX_GENERIC_SECRETS": testSecret, "INBOX_DEV": "true", "INBOX_API_TOKENS": "a-read-token"},
 			nil, []string{"settings     valid", "providers    generic; not configured: twilio (set INBOX_TWILIO_AUTH_TOKEN", "tokens       1 API, 0 admin",
 				"reachable, PostgreSQL ", fmt.Sprintf("schema       current (%d migrations)", all), "change feed  its transaction ids are this server's", "inboxd serve would start"}},
+		{"twilio, and a loopback public URL", map[string]string{"DATABASE_URL": migrated, "INBOX_TWILIO_AUTH_TOKEN": "a-token", "INBOX_PUBLIC_URL": "http://127.0.0.1:8080"},
+			nil, []string{"public URL  WARNING: http://127.0.0.1:8080 is a loopback address, and twilio signs the URL it calls", "Set INBOX_PUBLIC_URL to the URL twilio is given"}},
 		{"no provider, no token", map[string]string{"DATABASE_URL": migrated},
 			nil, []string{"none: every webhook would answer 404", "the API and the console would refuse everyone", "connections  this process may open "}},
 		{"more workers than the server has connections", map[string]string{"DATABASE_URL": migrated, "INBOX_WORKERS": strconv.Itoa(limit)},
@@ -79,6 +81,17 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("%s: a password shown, or serve said to start after a failed check:\n%s%s", c.name, &out, &errOut)
 		}
 	}
+	// The public URL Twilio is given draws no warning; nor does a loopback one for a
+	// provider that does not sign the URL.
+	for _, env := range []map[string]string{
+		{"DATABASE_URL": migrated, "INBOX_TWILIO_AUTH_TOKEN": "a-token", "INBOX_PUBLIC_URL": "https://inbox.example.com"},
+		{"DATABASE_URL": migrated, "INBOX_GENERIC_SECRETS": testSecret, "INBOX_DEV": "true"},
+	} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"check"}, func(k string) string { return env[k] }, &out, &out); err != nil || strings.Contains(out.String(), "WARNING") {
+			t.Errorf("check with %v: %v, a warning:\n%s", env, err, &out)
+		}
+	}
 	if pgtest.DatabaseExists(t, missing) {
 		pgtest.DropDatabase(t, missing)
 		t.Errorf("check created database %s", missing)
@@ -110,4 +123,15 @@ func maxConnections(t *testing.T, url string) int {
 		t.Fatal(err)
 	}
 	return limit
+}
+
+func TestLoopback(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "127.0.0.1": true, "127.1.2.3": true, "::1": true, "inboxd.localhost": true,
+		"inbox.example.com": false, "10.0.0.1": false, "localhost.example.com": false, "": false,
+	} {
+		if got := loopback(host); got != want {
+			t.Errorf("loopback(%q) = %v, want %v", host, got, want)
+		}
+	}
 }

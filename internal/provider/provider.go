@@ -69,6 +69,9 @@ type Provider struct {
 	// secret `inboxd sign` takes by default; "" when the settings hold only what
 	// checks a signature (a public key), which cannot make one.
 	SignWith string
+	// SignsURL: the provider signs the URL it calls, so the public URL setting must
+	// be that URL (Twilio); `inboxd check` warns when it is a loopback address.
+	SignsURL bool
 	// SenderSecret, where the provider tells named senders apart ("generic:acme"),
 	// returns sender's key from the settings c (what signs as that sender does,
 	// unless it is a public key), or an error naming the setting; nil: the provider

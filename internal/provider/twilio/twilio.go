@@ -49,6 +49,7 @@ var Provider = &provider.Provider{
 	Describe:  describe,
 	Example:   Example,
 	SignWith:  TokensKey,
+	SignsURL:  true, // Twilio signs the URL it calls
 	Sign: func(token, endpoint, _ string, body []byte, _ time.Time) (http.Header, error) {
 		params, err := url.ParseQuery(string(body))
 		if err != nil {
