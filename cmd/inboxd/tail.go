@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -101,6 +103,8 @@ type tailer struct {
 	// has more pages to read.
 	gapped map[int64]bool
 	paging bool
+	// widths are the widest id, provider and external id printed (line).
+	widths [3]int
 }
 
 // HandleNotification queues the announced id ({"id":N,"provider":"…"}).
@@ -193,6 +197,20 @@ func (t *tailer) readGap(ctx context.Context, after int64) ([]readmodel.Arrival,
 	return arrivals, nil
 }
 
+// line is an arrival's line: time, id, provider, external id, type. Each column but
+// the last is as wide as the widest value it has printed, so that lines line up
+// once each width has been seen (a stream cannot know them ahead).
+func (t *tailer) line(a readmodel.Arrival) string {
+	var b strings.Builder
+	b.WriteString(a.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z"))
+	for i, col := range []string{strconv.FormatInt(a.ID, 10), a.Provider, printable(a.ExternalID)} {
+		t.widths[i] = max(t.widths[i], utf8.RuneCountInString(col))
+		fmt.Fprintf(&b, "  %-*s", t.widths[i], col)
+	}
+	b.WriteString("  " + printable(a.Type))
+	return b.String()
+}
+
 // show prints arrivals and remembers the highest id.
 func (t *tailer) show(arrivals []readmodel.Arrival) {
 	enc := json.NewEncoder(t.out)
@@ -203,7 +221,7 @@ func (t *tailer) show(arrivals []readmodel.Arrival) {
 		if t.json {
 			_ = enc.Encode(a)
 		} else {
-			fmt.Fprintf(t.out, "%s  %d  %s  %s  %s\n", a.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z"), a.ID, a.Provider, printable(a.ExternalID), printable(a.Type))
+			fmt.Fprintln(t.out, t.line(a))
 		}
 	}
 	if len(arrivals) > 0 {
