@@ -44,13 +44,12 @@ var Provider = &provider.Provider{
 		"/type": nil, "/timestamp": nil, "/data/message_id": nil, "/data/status": nil,
 		"/data/channel": {"hash"}, "/data/contact": {"hash"},
 	},
-	Open:      open,
-	Normalize: Normalize,
-	Describe:  describe,
-	Example:   Example,
-	Sign:      sign,
-	SignWith:  SecretsKey,
-
+	Open:         open,
+	Normalize:    Normalize,
+	Describe:     describe,
+	Example:      Example,
+	Sign:         sign,
+	SignWith:     SecretsKey,
 	SenderSecret: senderSecret,
 }
 
