@@ -200,8 +200,8 @@ func TestFirstHourAnswers(t *testing.T) {
 			t.Errorf("GET %s = %d %s, want 400 naming %s", path, status, body, want)
 		}
 	}
-	// A 400 says what was wrong, with no word of the package that found it first
-	// ("bad parameter: ", "bad request: ", "bad filter: "): the code says that much.
+	// A 400 reads alike whichever package refused it: "bad parameter: " and what was
+	// wrong (not "bad request: " or "bad filter: ").
 	for _, c := range []struct{ method, path, body, want string }{
 		{"GET", "/v1/conversations?limit=0", "", "limit must be a whole number from 1 to 200"},
 		{"POST", "/v1/events/replay?state=pending", "", "only dead or processed events can be replayed"},
@@ -212,8 +212,8 @@ func TestFirstHourAnswers(t *testing.T) {
 		msg := decode[struct {
 			Error struct{ Code, Message string }
 		}](t, body).Error
-		if status != 400 || msg.Code != "bad_parameter" || !strings.HasPrefix(msg.Message, c.want) {
-			t.Errorf("%s %s = %d %+v, want 400 bad_parameter saying %q first", c.method, c.path, status, msg, c.want)
+		if status != 400 || msg.Code != "bad_parameter" || !strings.HasPrefix(msg.Message, "bad parameter: "+c.want) {
+			t.Errorf("%s %s = %d %+v, want 400 bad_parameter saying \"bad parameter: %s\" first", c.method, c.path, status, msg, c.want)
 		}
 	}
 	for method, path := range map[string]string{"POST": "/webhooks/twillio", "GET": "/webhooks/whatsapp"} {

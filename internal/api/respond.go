@@ -32,9 +32,9 @@ type page[T any] struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
-// reason is a refused request's message without the word its package's sentinel
-// starts it with ("bad parameter: ", "bad request: ", "bad filter: "): the code
-// bad_parameter says that much, and every 400 then reads alike.
+// reason is a refused request's message, in one form whichever package refused it:
+// "bad parameter: " and what was wrong. The packages' own words for it ("bad
+// request: ", "bad filter: ") are replaced, so that every 400 reads alike.
 func reason(err error) string {
 	msg := err.Error()
 	for _, sentinel := range []error{errBadParam, readmodel.ErrBadFilter, privacy.ErrBadRequest, delivery.ErrBadRequest} {
@@ -42,7 +42,7 @@ func reason(err error) string {
 			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
 		}
 	}
-	return msg
+	return errBadParam.Error() + ": " + msg
 }
 
 // respondErr maps an error to its status and the JSON error shape; unexpected errors
