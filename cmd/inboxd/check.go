@@ -64,14 +64,13 @@ func (c *checker) settings(cfg config) {
 	c.say("address", "%s, public URL %s", addr, cfg.PublicURL)
 	var on, off, signURL []string
 	for _, e := range cfg.Endpoints {
-		switch {
-		case e.Webhook == nil:
+		if e.Webhook == nil {
 			off = append(off, fmt.Sprintf("%s (%s)", e.Name, e.Hint))
-		case e.SignsURL:
+			continue
+		}
+		on = append(on, e.Name)
+		if e.SignsURL {
 			signURL = append(signURL, e.Name)
-			fallthrough
-		default:
-			on = append(on, e.Name)
 		}
 	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && len(signURL) > 0 && loopback(u.Hostname()) {

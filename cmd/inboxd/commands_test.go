@@ -382,8 +382,12 @@ func TestFlagHelp(t *testing.T) {
 		var out bytes.Buffer
 		_ = run(context.Background(), []string{c.name, "--help"}, func(string) string { return "" }, &out, &out)
 		flags := flagLine.FindAllStringSubmatch(out.String(), -1)
-		if len(flags) == 0 && !strings.Contains(out.String(), "--database-url  ") { // serve and migrate print the settings' table
+		settings := strings.Contains(out.String(), "--database-url  ") // serve, migrate and check print the settings' table
+		if len(flags) == 0 && !settings {
 			t.Errorf("inboxd %s --help lists no flags:\n%s", c.name, out.String())
+		}
+		if settings && !strings.Contains(out.String(), "inboxd "+c.name+": "+c.summary) { // the table alone would not say what the command does
+			t.Errorf("inboxd %s --help does not say what it does:\n%s", c.name, out.String())
 		}
 		for _, f := range flags {
 			if arg := strings.TrimSpace(f[2]); strings.Contains(arg, " ") {

@@ -236,22 +236,19 @@ func redactCheck(policy *redact.Policy, prov, file string, stdout, stderr io.Wri
 	return err
 }
 
-// shownEvent reads a document as `inboxd events show` prints it: an event whose
-// payload is what the policy applies to. The event's own fields would otherwise be
-// taken for the payload, which no rule matches.
+// shownEvent reads a document as `inboxd events show` prints it (external_id and
+// received_at mark one): an event whose payload is what the policy applies to. The
+// event's own fields would otherwise be taken for the payload, which no rule matches.
 func shownEvent(doc []byte) (ev struct {
-	ID       int64           `json:"id"`
-	Provider string          `json:"provider"`
-	Payload  json.RawMessage `json:"payload"`
+	ID         int64           `json:"id"`
+	Provider   string          `json:"provider"`
+	Payload    json.RawMessage `json:"payload"`
+	ExternalID json.RawMessage `json:"external_id"`
+	ReceivedAt json.RawMessage `json:"received_at"`
 }, ok bool) {
-	var keys map[string]json.RawMessage
-	if json.Unmarshal(doc, &keys) != nil || keys["external_id"] == nil || keys["received_at"] == nil {
-		return ev, false
-	}
-	if json.Unmarshal(doc, &ev) != nil || ev.Provider == "" || len(ev.Payload) == 0 || string(ev.Payload) == "null" {
-		return ev, false
-	}
-	return ev, true
+	ok = json.Unmarshal(doc, &ev) == nil && ev.ExternalID != nil && ev.ReceivedAt != nil &&
+		ev.Provider != "" && len(ev.Payload) > 0 && string(ev.Payload) != "null"
+	return ev, ok
 }
 
 func redactApply(ctx context.Context, pool *pgxpool.Pool, policy *redact.Policy, before time.Time, after int64, batch int, stdout, stderr io.Writer) error {

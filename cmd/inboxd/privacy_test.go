@@ -273,6 +273,15 @@ func TestPrivacyCommands(t *testing.T) {
 	if _, _, err := cli(env, "redact", "--check", "--provider", "meta", "--file", shown); !isUsage(err) || !strings.Contains(err.Error(), "event 7 of twilio") {
 		t.Errorf("redact --check --provider meta of a twilio event = %v, want a usage error naming the event's provider", err)
 	}
+	// A payload that has an id, a provider and a payload of its own, but not an
+	// event's external_id and received_at, is checked as the payload it is.
+	lookalike := filepath.Join(t.TempDir(), "lookalike.json")
+	if err := os.WriteFile(lookalike, []byte(`{"id": 7, "provider": "meta", "payload": {"x": 1}, "FromZip": "94105"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, err := cli(env, "redact", "--check", "--provider", "twilio", "--file", lookalike); err != nil || strings.Contains(out, "94105") || errOut != "changed: /FromZip\n" {
+		t.Errorf("redact --check of a payload with provider and payload fields = %q, %q, %v; want it checked whole, as twilio's", out, errOut, err)
+	}
 	masked := map[string]string{"DATABASE_URL": dbURL, "INBOX_REDACT": env["INBOX_REDACT"] + ",generic:/data/text=mask", "INBOX_REDACTION_KEY": env["INBOX_REDACTION_KEY"]}
 	before := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
 	for i, want := range []string{"rewrote 1 payloads", "rewrote 0 payloads"} { // the erased two are tombstones; then idempotent

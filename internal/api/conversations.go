@@ -73,25 +73,23 @@ func getConversation(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	})
 }
 
-// listMessages: a conversation's messages by (sent_at, id), ascending unless
-// ?order=desc.
 // findMessages: GET /v1/messages?provider=&provider_message_id=, the message a
 // provider's id names (a status callback's MessageSid, a Meta wamid), whichever
 // conversation holds it.
 func findMessages(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	return respond(log, func(r *http.Request) (any, error) {
-		var args [2]string
-		for i, name := range []string{"provider", "provider_message_id"} {
-			v, err := textParam(r, name)
-			if err != nil {
-				return nil, err
-			}
-			if v == "" {
-				return nil, badParam("provider and provider_message_id are both required: the message a provider's id names, such as ?provider=twilio&provider_message_id=SM…")
-			}
-			args[i] = v
+		prov, err := textParam(r, "provider")
+		if err != nil {
+			return nil, err
 		}
-		ms, err := readmodel.FindMessages(r.Context(), pool, args[0], args[1])
+		id, err := textParam(r, "provider_message_id")
+		if err != nil {
+			return nil, err
+		}
+		if prov == "" || id == "" {
+			return nil, badParam("provider and provider_message_id are both required: the message a provider's id names, such as ?provider=twilio&provider_message_id=SM…")
+		}
+		ms, err := readmodel.FindMessages(r.Context(), pool, prov, id)
 		if err != nil {
 			return nil, err
 		}
@@ -99,6 +97,8 @@ func findMessages(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	})
 }
 
+// listMessages: a conversation's messages by (sent_at, id), ascending unless
+// ?order=desc.
 func listMessages(pool *pgxpool.Pool, log *zap.Logger) http.HandlerFunc {
 	return respond(log, func(r *http.Request) (any, error) { return queryMessages(r.Context(), pool, r) })
 }

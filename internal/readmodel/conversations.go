@@ -182,6 +182,17 @@ WITH RECURSIVE names AS (
 )
 SELECT provider FROM names WHERE ` + provider.MatchSQL("provider", "$1") + ` ORDER BY provider`
 
+// storedNames lists the stored provider names the provider filter prov matches
+// (providerNames).
+func storedNames(ctx context.Context, pool *pgxpool.Pool, prov string) ([]string, error) {
+	rows, _ := pool.Query(ctx, providerNames, prov)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("the names of provider %s: %w", prov, err)
+	}
+	return names, nil
+}
+
 // ListConversations lists the conversations f selects, latest activity first.
 func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFilter) ([]Conversation, error) {
 	if err := CheckProvider(f.Provider); err != nil {
@@ -189,10 +200,9 @@ func ListConversations(ctx context.Context, pool *pgxpool.Pool, f ConversationFi
 	}
 	var mode []any // pgx's statement cache, unless a provider is given
 	if f.Provider != "" {
-		rows, _ := pool.Query(ctx, providerNames, f.Provider)
-		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		names, err := storedNames(ctx, pool, f.Provider)
 		if err != nil {
-			return nil, fmt.Errorf("list conversations: the names of provider %s: %w", f.Provider, err)
+			return nil, fmt.Errorf("list conversations: %w", err)
 		}
 		if len(names) == 0 {
 			return []Conversation{}, nil
@@ -260,6 +270,14 @@ type MessageFilter struct {
 // ListMessages lists a conversation's messages; an unknown conversation is
 // ErrNotFound, not an empty list (a client that mistyped an id must be told so).
 func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]Message, error) {
+	if _, err := FindConversation(ctx, pool, f.Conversation); err != nil {
+		return nil, err
+	}
+	return pageOfMessages(ctx, pool, f)
+}
+
+// pageOfMessages reads the page f selects of a conversation known to exist.
+func pageOfMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]Message, error) {
 	// Without a cursor, the first page starts from a key before (or, descending,
 	// after) every row, so one SQL statement per direction serves every page.
 	sql, start := messagesAsc, Key{T: time.Unix(-62135596800, 0), ID: 0}
@@ -269,10 +287,12 @@ func ListMessages(ctx context.Context, pool *pgxpool.Pool, f MessageFilter) ([]M
 	if f.After != nil {
 		start = *f.After
 	}
-	if _, err := FindConversation(ctx, pool, f.Conversation); err != nil {
-		return nil, err
-	}
-	ms, err := list(ctx, pool, "list messages", pgx.RowToStructByPos[Message], sql, f.Conversation, start.T, start.ID, f.Limit)
+	return messages(ctx, pool, "list messages", sql, f.Conversation, start.T, start.ID, f.Limit)
+}
+
+// messages runs a query of MessageColumns and marks what redaction wrote.
+func messages(ctx context.Context, pool *pgxpool.Pool, what, sql string, args ...any) ([]Message, error) {
+	ms, err := list(ctx, pool, what, pgx.RowToStructByPos[Message], sql, args...)
 	for i := range ms {
 		ms[i].MarkRedacted()
 	}
@@ -294,16 +314,11 @@ func FindMessages(ctx context.Context, pool *pgxpool.Pool, prov, id string) ([]M
 	if err := CheckProvider(prov); err != nil {
 		return nil, err
 	}
-	rows, _ := pool.Query(ctx, providerNames, prov)
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	names, err := storedNames(ctx, pool, prov)
 	if err != nil {
-		return nil, fmt.Errorf("find message: the names of provider %s: %w", prov, err)
+		return nil, fmt.Errorf("find message: %w", err)
 	}
-	ms, err := list(ctx, pool, "find message", pgx.RowToStructByPos[Message], messagesByID, names, id)
-	for i := range ms {
-		ms[i].MarkRedacted()
-	}
-	return ms, err
+	return messages(ctx, pool, "find message", messagesByID, names, id)
 }
 
 // Thread is a conversation with its latest messages, oldest first as a thread reads:
@@ -319,18 +334,19 @@ type Thread struct {
 // ReadThread returns conversation id with its latest limit messages; an unknown
 // conversation is ErrNotFound.
 func ReadThread(ctx context.Context, pool *pgxpool.Pool, id int64, limit int) (Thread, error) {
-	// One more than limit, newest first, tells whether earlier ones were left out.
-	ms, err := ListMessages(ctx, pool, MessageFilter{Conversation: id, Desc: true, Limit: limit + 1})
+	c, err := FindConversation(ctx, pool, id)
 	if err != nil {
 		return Thread{}, err
 	}
-	t := Thread{Messages: ms, Earlier: len(ms) > limit}
+	// One more than limit, newest first, tells whether earlier ones were left out.
+	ms, err := pageOfMessages(ctx, pool, MessageFilter{Conversation: id, Desc: true, Limit: limit + 1})
+	if err != nil {
+		return Thread{}, err
+	}
+	t := Thread{Conversation: c, Messages: ms, Earlier: len(ms) > limit}
 	if t.Earlier {
 		t.Messages = ms[:limit]
 	}
 	slices.Reverse(t.Messages)
-	if t.Conversation, err = FindConversation(ctx, pool, id); err != nil {
-		return Thread{}, err
-	}
 	return t, nil
 }

@@ -69,11 +69,23 @@ var ErrNewerSchema = errors.New("the database schema is newer than this binary")
 // applied (none when the schema was current). tern holds an advisory lock while it
 // runs, so several processes starting at once apply each migration once.
 func Migrate(ctx context.Context, url string) ([]string, error) {
-	conn, m, err := migrator(ctx, url)
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.DialFunc = Dialer().DialContext
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectErr(cfg, err)
 	}
 	defer conn.Close(ctx)
+	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
+	if err != nil {
+		return nil, fmt.Errorf("prepare migrations: %w", err)
+	}
+	if err := m.LoadMigrations(migrations.FS); err != nil {
+		return nil, fmt.Errorf("load migrations: %w", err)
+	}
 	// tern refuses a version beyond its migrations. The version only grows, so one
 	// read before tern takes its lock is enough.
 	if v, err := m.GetCurrentVersion(ctx); err != nil {
@@ -89,28 +101,6 @@ func Migrate(ctx context.Context, url string) ([]string, error) {
 	return applied, nil
 }
 
-// migrator connects to url and loads the embedded migrations into a tern Migrator.
-func migrator(ctx context.Context, url string) (*pgx.Conn, *migrate.Migrator, error) {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return nil, nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	cfg.DialFunc = Dialer().DialContext
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, nil, connectErr(cfg, err)
-	}
-	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
-	if err == nil {
-		err = m.LoadMigrations(migrations.FS)
-	}
-	if err != nil {
-		conn.Close(ctx)
-		return nil, nil, fmt.Errorf("load migrations: %w", err)
-	}
-	return conn, m, nil
-}
-
 // Schema is where a database's schema stands against this binary's migrations.
 type Schema struct {
 	Version int      // the migrations applied to the database
@@ -121,7 +111,7 @@ type Schema struct {
 // (ErrNewerSchema).
 func (s Schema) Newer() bool { return s.Version > len(migrations.Names()) }
 
-// ReadSchema reads where url's schema stands through pool, changing nothing
+// ReadSchema reads where the schema of pool's database stands, changing nothing
 // (`inboxd check`): tern's Migrator would make its version table where it is
 // missing, which a read-only role cannot and a check should not.
 func ReadSchema(ctx context.Context, pool *pgxpool.Pool) (Schema, error) {
