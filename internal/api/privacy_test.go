@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -185,5 +186,48 @@ FROM generate_series(1, 200) g`)
 	body, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || err == nil {
 		t.Errorf("an export cut short: %d, %d bytes read without an error (%v); want the 200's body broken off", resp.StatusCode, len(body), err)
+	}
+}
+
+// TestHeadOfAnExport: a HEAD of an export answers as the GET would (its status and
+// type, a bad address's 400 included) without reading the contact's history: it is
+// answered while another transaction holds every table an export reads.
+func TestHeadOfAnExport(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, false)
+	head := func(path string) int {
+		t.Helper()
+		// Very wide: answered at once, it takes milliseconds; reading, it would wait
+		// for the locks for ever.
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "HEAD", a.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("HEAD %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("HEAD %s: Content-Type %q, want the GET's application/json", path, ct)
+		}
+		return resp.StatusCode
+	}
+	tx, err := a.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(context.Background()) }) // first: the server's close waits for the export
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE conversations, messages, inbound_events, pending_statuses IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	status := head("/v1/contacts/%2B15552223333/export")
+	badStatus := head("/v1/contacts/%20/export")
+	tx.Rollback(t.Context())
+	if status != 200 {
+		t.Errorf("HEAD of an export while its tables are locked = %d, want 200 at once", status)
+	}
+	if get, _ := a.get(t, "/v1/contacts/%20/export", adminToken); badStatus != get || get != 400 {
+		t.Errorf("HEAD of an export of a blank address = %d, the GET's %d, want both 400", badStatus, get)
 	}
 }
