@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"inboxd/internal/provider"
@@ -82,7 +83,9 @@ func Normalize(payload []byte, receivedAt time.Time) (provider.Normalized, error
 	if err := json.Unmarshal(e.Message, &msg); err != nil || msg.ID == "" {
 		return provider.Normalized{}, fmt.Errorf("%w: meta message without an id (%v)", provider.ErrPermanent, err)
 	}
-	channel := e.Metadata.PhoneNumberID
+	// phone_number_id is our number's id at Meta, not a number: kept as Meta writes
+	// it (E.164 would put a "+" before a 15-digit id), trimmed.
+	channel := strings.TrimSpace(e.Metadata.PhoneNumberID)
 	contact, name := metaContact(e, msg)
 	if channel == "" || contact == "" {
 		return provider.Normalized{}, fmt.Errorf("%w: meta message %s without phone_number_id or sender", provider.ErrPermanent, msg.ID)
@@ -117,7 +120,7 @@ func metaContact(e stored, msg metaMessage) (contact, name string) {
 	case msg.From != "":
 		return provider.E164(msg.From), name
 	default:
-		return msg.FromUserID, name
+		return provider.E164(msg.FromUserID), name // trimmed, as a search spells it
 	}
 }
 
@@ -154,7 +157,7 @@ func normalizeMetaStatus(raw json.RawMessage, receivedAt time.Time) (provider.No
 	if err := json.Unmarshal(raw, &s); err != nil || s.ID == "" || s.Status == "" {
 		return provider.Normalized{}, fmt.Errorf("%w: meta status without id or status (%v)", provider.ErrPermanent, err)
 	}
-	contact := s.RecipientUserID
+	contact := provider.E164(s.RecipientUserID)
 	if s.RecipientID != "" {
 		contact = provider.E164(s.RecipientID)
 	}

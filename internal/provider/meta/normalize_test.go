@@ -1,9 +1,11 @@
 package meta_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
+	"inboxd/internal/provider"
 	"inboxd/internal/provider/meta"
 	"inboxd/internal/provider/providertest"
 )
@@ -17,10 +19,30 @@ func FuzzNormalize(f *testing.F) {
 	// int64, which time.Unix wraps to a year before 0).
 	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"message":{"from":"1","id":"w4","timestamp":"253402300800","type":"text","text":{"body":"hi"}}}`))
 	f.Add([]byte(`{"metadata":{"phone_number_id":"1"},"status":{"id":"w1","status":"read","timestamp":"9223372036854775807"}}`))
+	// Our number's id as Meta writes it (15 digits, not a phone number), and a blank one.
+	f.Add([]byte(`{"metadata":{"phone_number_id":"100000000000001"},"message":{"from":"15551234567","id":"w5","type":"text","text":{"body":"hi"}}}`))
+	f.Add([]byte(`{"metadata":{"phone_number_id":" "},"message":{"from":"15551234567","id":"w6","type":"text","text":{"body":"hi"}}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := meta.Normalize(payload, time.Unix(1764064800, 0))
 		providertest.CheckNormalized(t, n, err)
 	})
+}
+
+// TestAddressSpelling: our number's id is kept as Meta writes it, without the
+// spaces around it, and a blank one is refused as a missing one is; a user id is
+// trimmed, as the contact filter trims what it is given, so that a search finds it.
+func TestAddressSpelling(t *testing.T) {
+	n, err := meta.Normalize([]byte(`{"metadata":{"phone_number_id":" 100000000000001 "},"contacts":[{"user_id":" US.1 "}],"message":{"from_user_id":" US.1 ","id":"w1","type":"text","text":{"body":"hi"}}}`), time.Now())
+	if err != nil || n.Message.Channel != "100000000000001" || n.Message.Contact != "US.1" {
+		t.Errorf("Normalize = %+v, %v; want channel 100000000000001 and contact US.1", n.Message, err)
+	}
+	if _, err := meta.Normalize([]byte(`{"metadata":{"phone_number_id":" "},"message":{"from":"15551234567","id":"w2","type":"text","text":{"body":"hi"}}}`), time.Now()); !errors.Is(err, provider.ErrPermanent) {
+		t.Errorf("a blank phone_number_id: %v, want a permanent error", err)
+	}
+	n, err = meta.Normalize([]byte(`{"status":{"id":"w1","status":"read","timestamp":"1","recipient_user_id":" US.1 "}}`), time.Now())
+	if err != nil || n.Status.Contact != "US.1" {
+		t.Errorf("a status's user id: %+v, %v; want US.1", n.Status, err)
+	}
 }
 
 // TestStatusContact: a status names its recipient as a message names its sender
