@@ -121,9 +121,11 @@ func twilioError(p params) json.RawMessage {
 // number. Our channel address keeps the kind ("whatsapp:+1415…"), since an SMS
 // number and a WhatsApp sender are different channels even on the same number; the
 // contact is the bare number, the same person on either.
+// Spaces around it or its kind are not part of either.
 func Address(s string) (kind, number string) {
+	s = strings.TrimSpace(s)
 	if k, rest, ok := strings.Cut(s, ":"); ok && !strings.HasPrefix(s, "+") {
-		return k, provider.E164(rest)
+		return strings.TrimSpace(k), provider.E164(rest)
 	}
 	return "", provider.E164(s)
 }

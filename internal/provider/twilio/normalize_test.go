@@ -24,10 +24,12 @@ func TestE164AndAddress(t *testing.T) {
 		}
 	}
 	for in, want := range map[string][2]string{
-		"whatsapp:+14155238886": {"whatsapp", "+14155238886"},
-		"+14155238886":          {"", "+14155238886"},
-		"messenger:123":         {"messenger", "123"},
-		"+15551234567:9":        {"", "+15551234567:9"}, // a "+" starts a number, never a kind
+		"whatsapp:+14155238886":   {"whatsapp", "+14155238886"},
+		"+14155238886":            {"", "+14155238886"},
+		"messenger:123":           {"messenger", "123"},
+		"+15551234567:9":          {"", "+15551234567:9"}, // a "+" starts a number, never a kind
+		" whatsapp :+14155238886": {"whatsapp", "+14155238886"},
+		" +15551234567:9":         {"", "+15551234567:9"},
 	} {
 		kind, number := twilio.Address(in)
 		if kind != want[0] || number != want[1] {
@@ -59,6 +61,7 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"MessageSid":"SM1","MessageStatus":"delivered","ErrorCode":"30003"}`))
 	f.Add([]byte(`{"SmsSid":"SM1","Latitude":"1","Longitude":"2","From":"+1","To":"+2"}`))
 	f.Add([]byte(`{"MessageSid":"SM1","From":"+15551234567","To":"+15557778888","NumMedia":3}`))
+	f.Add([]byte(`{"MessageSid":"SM1","From":"+15551234567","To":" whatsapp:+15557778888"}`)) // a space before the kind
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := twilio.Normalize(payload, time.Unix(1764064800, 0))
 		providertest.CheckNormalized(t, n, err)
