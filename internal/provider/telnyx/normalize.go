@@ -60,7 +60,7 @@ func Normalize(payload []byte, receivedAt time.Time) (provider.Normalized, error
 			return provider.Normalized{}, fmt.Errorf("%w: telnyx message.finalized %s without a known to[].status", provider.ErrPermanent, m.ID)
 		}
 		return provider.Normalized{Status: &provider.Status{
-			MessageID: m.ID, Contact: provider.E164(m.To[0].PhoneNumber), Status: statuses[m.To[0].Status], At: timeOr(m.CompletedAt, at), Error: provider.NullIfEmpty(emptyList(m.Errors)),
+			MessageID: m.ID, Contact: firstTo(m), Status: statuses[m.To[0].Status], At: timeOr(m.CompletedAt, at), Error: provider.NullIfEmpty(emptyList(m.Errors)),
 		}}, nil
 	default:
 		return provider.Normalized{}, fmt.Errorf("%w: unsupported telnyx event type %q (the payload is kept)", provider.ErrPermanent, w.Data.EventType)
@@ -68,11 +68,10 @@ func Normalize(payload []byte, receivedAt time.Time) (provider.Normalized, error
 }
 
 func inbound(m message, at time.Time) (provider.Normalized, error) {
-	contact := provider.E164(m.From.PhoneNumber)
-	if len(m.To) == 0 || contact == "" || m.To[0].PhoneNumber == "" {
+	contact, channel := provider.E164(m.From.PhoneNumber), firstTo(m)
+	if contact == "" || channel == "" {
 		return provider.Normalized{}, fmt.Errorf("%w: telnyx message %s without from or to", provider.ErrPermanent, m.ID)
 	}
-	channel := provider.E164(m.To[0].PhoneNumber)
 	return provider.Normalized{Message: content(&provider.Message{
 		ID: m.ID, Direction: "inbound", Channel: channel, Contact: contact, Sender: contact, Recipient: channel,
 		SentAt: at, Status: "received",
@@ -80,15 +79,23 @@ func inbound(m message, at time.Time) (provider.Normalized, error) {
 }
 
 func outbound(m message, at time.Time) (provider.Normalized, error) {
-	channel := provider.E164(m.From.PhoneNumber)
-	if len(m.To) == 0 || channel == "" || m.To[0].PhoneNumber == "" {
+	channel, contact := provider.E164(m.From.PhoneNumber), firstTo(m)
+	if channel == "" || contact == "" {
 		return provider.Normalized{}, fmt.Errorf("%w: telnyx message %s without from or to", provider.ErrPermanent, m.ID)
 	}
-	contact := provider.E164(m.To[0].PhoneNumber)
 	return provider.Normalized{Message: content(&provider.Message{
 		ID: m.ID, Direction: "outbound", Channel: channel, Contact: contact, Sender: channel, Recipient: contact,
 		SentAt: at, Status: "sent",
 	}, m)}, nil
+}
+
+// firstTo is the message's first recipient as E.164, "" when it has none (or a blank
+// number, which is as missing).
+func firstTo(m message) string {
+	if len(m.To) == 0 {
+		return ""
+	}
+	return provider.E164(m.To[0].PhoneNumber)
 }
 
 // content fills in text, media and type.

@@ -165,10 +165,7 @@ func ourNumber(w webhook) string {
 		return ""
 	}
 	if m.Direction == "inbound" {
-		if len(m.To) == 0 {
-			return ""
-		}
-		return provider.E164(m.To[0].PhoneNumber)
+		return firstTo(m)
 	}
 	return provider.E164(m.From.PhoneNumber)
 }
