@@ -104,6 +104,6 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"type":"message.status","timestamp":"0000-01-01T00:00:00+23:59","data":{"message_id":"m-1","status":"read"}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := generic.Normalize(payload, time.Unix(1764064800, 0))
-		providertest.CheckNormalized(t, n, err)
+		providertest.CheckNormalized(t, n, err, providertest.NumberChannels)
 	})
 }

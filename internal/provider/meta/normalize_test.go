@@ -24,7 +24,7 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"metadata":{"phone_number_id":" "},"message":{"from":"15551234567","id":"w6","type":"text","text":{"body":"hi"}}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := meta.Normalize(payload, time.Unix(1764064800, 0))
-		providertest.CheckNormalized(t, n, err)
+		providertest.CheckNormalized(t, n, err, providertest.IDChannels)
 	})
 }
 

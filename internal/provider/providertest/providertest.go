@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,9 +102,22 @@ func Request(t testing.TB, name, base, publicURL, secret, id string, body []byte
 	return req
 }
 
+// Channels is how a provider writes our side of a conversation.
+type Channels int
+
+const (
+	// NumberChannels: a number, stored as provider.E164 writes it (or, with a kind, as
+	// Twilio's "whatsapp:+1415…").
+	NumberChannels Channels = iota
+	// IDChannels: the provider's id of our account (Meta's phone_number_id), which is
+	// not a number to normalize: stored as the provider writes it, trimmed.
+	IDChannels
+)
+
 // CheckNormalized checks what every Normalize promises: an error, or exactly one of
-// message and status with the fields the tables require.
-func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
+// message and status with the fields the tables require, and addresses spelt as
+// stored addresses are (channels as the provider's Channels say).
+func CheckNormalized(t *testing.T, n provider.Normalized, err error, channels Channels) {
 	t.Helper()
 	if err != nil {
 		return
@@ -119,13 +133,14 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
 	}
 	// Addresses are stored as provider.E164 writes them, so that a search, an export
 	// or an erasure by the number (which normalizes what it is given) finds them, and
-	// one number is one conversation however the payload spelt it. A channel may
-	// instead be the provider's id of our account, all digits (Meta's
-	// phone_number_id), which is not a number to normalize.
-	for _, addr := range addresses(n) {
-		if provider.E164(addr) != addr && !(n.Message != nil && addr == n.Message.Channel && allDigits(addr)) {
+	// one number is one conversation however the payload spelt it.
+	for _, addr := range addresses(n, channels) {
+		if provider.E164(addr) != addr {
 			t.Fatalf("address %q is stored unnormalized; provider.E164 makes it %q", addr, provider.E164(addr))
 		}
+	}
+	if n.Message != nil && channels == IDChannels && strings.TrimSpace(n.Message.Channel) != n.Message.Channel {
+		t.Fatalf("channel %q is stored untrimmed", n.Message.Channel)
 	}
 	// The API writes every time as RFC 3339, whose years have four digits: a time
 	// it cannot write would empty every list the message appears in.
@@ -140,20 +155,14 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error) {
 	}
 }
 
-// addresses are the contact and channel addresses a normalized event stores.
-func addresses(n provider.Normalized) []string {
-	if n.Message != nil {
+// addresses are the addresses a normalized event stores that are spelt as numbers:
+// the contact, and the channel unless it is an id.
+func addresses(n provider.Normalized, channels Channels) []string {
+	switch {
+	case n.Message != nil && channels == NumberChannels:
 		return []string{n.Message.Contact, n.Message.Channel}
+	case n.Message != nil:
+		return []string{n.Message.Contact}
 	}
 	return []string{n.Status.Contact}
-}
-
-// allDigits reports whether s is a non-empty run of ASCII digits.
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }

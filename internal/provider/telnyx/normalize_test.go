@@ -24,6 +24,6 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"data":{"event_type":"message.sent","payload":{"id":"x","from":{"phone_number":"+15551234567"},"to":[{"phone_number":" "}]}}}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := telnyx.Normalize(payload, time.Unix(1764064800, 0))
-		providertest.CheckNormalized(t, n, err)
+		providertest.CheckNormalized(t, n, err, providertest.NumberChannels)
 	})
 }

@@ -64,6 +64,6 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(`{"MessageSid":"SM1","From":"+15551234567","To":" whatsapp:+15557778888"}`)) // a space before the kind
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := twilio.Normalize(payload, time.Unix(1764064800, 0))
-		providertest.CheckNormalized(t, n, err)
+		providertest.CheckNormalized(t, n, err, providertest.NumberChannels)
 	})
 }
