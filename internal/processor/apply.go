@@ -35,7 +35,9 @@ import (
 //     commit, so the lock that every message of a busy conversation needs is held for
 //     as short a time as possible.
 // Every transaction takes advisory locks before row locks and each kind in ascending
-// order, so no cycle of waits can form.
+// order, so that no cycle of these waits forms. (Postgres has still reported a
+// deadlock between two applies in step 3, once, under load, with a row's older
+// version involved. A batch rolled back that way is sent again at once: applyBatch.)
 
 // lockContacts takes the shared contact locks, in the order of the array (sorted by
 // the caller). The two-integer form keeps them apart from the message locks.

@@ -14,6 +14,10 @@ import (
 	"inboxd/internal/store"
 )
 
+// conflictTries is how many times a batch is sent when the server keeps rolling it
+// back to settle conflicts with other transactions (applyBatch).
+const conflictTries = 3
+
 // outcomeTimeout bounds recording outcomes (or releasing claims) after the work
 // itself ended, in failure or at stop. It is a fresh deadline: the work's own may be
 // what expired.
@@ -81,10 +85,14 @@ func normalize(normalizers map[string]provider.Normalizer, ev claimed) (n provid
 }
 
 // applyBatch is transaction 2. Fast path: every event's statements and every outcome
-// in one round trip and one implicit transaction (session.go). If that transaction is refused on its merits (not a lost
-// connection or a timeout, which would fail the same way again), each event is applied
-// alone in a savepoint, so that one bad event costs only itself. It returns every
-// event's outcome and the ids whose outcome was recorded.
+// in one round trip and one implicit transaction (session.go). A transaction the
+// server rolled back to settle a conflict with another (store.Conflicted: a deadlock)
+// is sent again at once, up to conflictTries times in all, within the same claim: the
+// other transaction went on, and a retry with backoff would cost the events an attempt
+// and a second. If that transaction is refused on its merits (not a lost connection or
+// a timeout, which would fail the same way again), each event is applied alone in a
+// savepoint, so that one bad event costs only itself. It returns every event's outcome
+// and the ids whose outcome was recorded.
 func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []provider.Normalized, errs []error) ([]outcome, []int64, error) {
 	var good []int
 	outs := make([]outcome, len(events))
@@ -96,12 +104,20 @@ func (p *Processor) applyBatch(ctx context.Context, events []claimed, norms []pr
 		}
 	}
 	var finished []int64
-	b := p.batch()
-	if err := queueApply(b, pick(events, good), pick(norms, good)); err != nil {
-		return outs, nil, err
+	var err error
+	for try := 1; ; try++ {
+		b := p.batch()
+		if err := queueApply(b, pick(events, good), pick(norms, good)); err != nil {
+			return outs, nil, err
+		}
+		queueFinish(b, p.finishArgs(outs), &finished)
+		err = p.send(ctx, b) // one round trip, one transaction: all of it or none
+		if !store.Conflicted(err) || try == conflictTries || ctx.Err() != nil {
+			break
+		}
+		p.log.Info("batch rolled back by a conflict with another transaction; sending it again",
+			zap.Int("events", len(events)), zap.Int("try", try), zap.Error(err))
 	}
-	queueFinish(b, p.finishArgs(outs), &finished)
-	err := p.send(ctx, b) // one round trip, one transaction: all of it or none
 	if err == nil || len(good) <= 1 || store.Transient(err) {
 		return outs, finished, err
 	}

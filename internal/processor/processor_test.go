@@ -73,6 +73,51 @@ func TestExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestDeadlockedBatchIsSentAgain: a batch the server rolls back to break a deadlock
+// is sent again at once, within its claim: its event is processed on its first
+// attempt, not retried with backoff. The deadlock is a real one. Another transaction
+// holds the conversation's row, which the apply waits for while it holds its
+// message's lock, and then asks for that message's lock. Only the apply looks for
+// deadlocks soon (the other waits a minute before it does), so the apply is the
+// transaction that is rolled back.
+func TestDeadlockedBatchIsSentAgain(t *testing.T) {
+	t.Parallel()
+	pool, url := newDB(t)
+	ctx := context.Background()
+	start(t, url, Config{Workers: 1})
+	base := time.Now()
+	insertEvents(t, pool, received("m-0", "first", base))
+	waitSettled(t, pool, time.Minute)
+
+	other, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, `SET LOCAL deadlock_timeout = '60s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, `SELECT id FROM conversations FOR NO KEY UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	insertEvents(t, pool, received("m-1", "second", base.Add(time.Second)))
+	pgtest.WaitLocked(t, pool, 1) // the apply waits for the conversation
+	if _, err := other.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, messageLockID("generic", "m-1")); err != nil {
+		t.Fatalf("the other transaction's lock: %v (it, not the apply, was rolled back)", err)
+	}
+	other.Rollback(ctx)
+
+	waitSettled(t, pool, time.Minute)
+	var state string
+	var attempts int
+	if err := pool.QueryRow(ctx, `SELECT state, attempts FROM inbound_events WHERE payload->'data'->>'message_id' = 'm-1'`).Scan(&state, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if state != "processed" || attempts != 1 {
+		t.Errorf("the deadlocked event: %s after %d attempts, want processed on its first", state, attempts)
+	}
+}
+
 // TestNotifyWakesWorkers: with the sweep an hour away and every worker idle, an event
 // another process commits (an INSERT here: nothing calls Committed) is processed,
 // which only its NOTIFY can have caused. The first event and the idle check make sure

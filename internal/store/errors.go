@@ -44,6 +44,15 @@ func Transient(err error) bool {
 	return false
 }
 
+// Conflicted reports whether the server rolled err's transaction back to settle a
+// conflict with another: a deadlock (SQLSTATE 40P01) or a serialization failure
+// (40001). The other transaction went on; running the same work again at once is the
+// remedy, and it almost always succeeds.
+func Conflicted(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
 // IsReadOnly reports whether err says the server cannot write: a standby, such as a
 // former primary after a failover (SQLSTATE 25006). A pool that hits it must drop its
 // connections, so that new ones find the new primary (with target_session_attrs=
