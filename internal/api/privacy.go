@@ -84,17 +84,16 @@ func exportContact(pool *pgxpool.Pool, e *privacy.Eraser, log *zap.Logger) http.
 			respondErr(log, w, r, err)
 			return
 		}
+		out := &jsonhttp.Lazy{W: w}
 		if r.Method == http.MethodHead {
 			// The GET's status and type, without reading the contact's whole history
 			// only to send none of it.
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
+			out.Start()
 			return
 		}
 		// The server's write deadline is sized for webhooks; an export takes as long as
 		// the contact's history (the client's hang-up still ends it, through ctx).
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-		out := &jsonhttp.Lazy{W: w}
 		if _, err := privacy.Export(r.Context(), pool, s, out); err != nil {
 			if !out.Started {
 				respondErr(log, w, r, err)

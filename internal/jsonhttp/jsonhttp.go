@@ -47,15 +47,22 @@ type Lazy struct {
 	Started bool
 }
 
-func (l *Lazy) Write(p []byte) (int, error) {
-	if !l.Started {
-		l.Started = true
-		h := l.W.Header()
-		h.Set("Content-Type", "application/json")
-		for k, v := range l.Header {
-			h[k] = v
-		}
-		l.W.WriteHeader(http.StatusOK)
+// Start sends the 200 and the headers, unless they are sent already: all a HEAD of
+// the document needs.
+func (l *Lazy) Start() {
+	if l.Started {
+		return
 	}
+	l.Started = true
+	h := l.W.Header()
+	h.Set("Content-Type", "application/json")
+	for k, v := range l.Header {
+		h[k] = v
+	}
+	l.W.WriteHeader(http.StatusOK)
+}
+
+func (l *Lazy) Write(p []byte) (int, error) {
+	l.Start()
 	return l.W.Write(p)
 }

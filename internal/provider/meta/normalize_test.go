@@ -22,6 +22,7 @@ func FuzzNormalize(f *testing.F) {
 	// Our number's id as Meta writes it (15 digits, not a phone number), and a blank one.
 	f.Add([]byte(`{"metadata":{"phone_number_id":"100000000000001"},"message":{"from":"15551234567","id":"w5","type":"text","text":{"body":"hi"}}}`))
 	f.Add([]byte(`{"metadata":{"phone_number_id":" "},"message":{"from":"15551234567","id":"w6","type":"text","text":{"body":"hi"}}}`))
+	f.Add([]byte(`{"status":{"id":"w1","status":"read","timestamp":"1","recipient_user_id":" US.1 "}}`)) // a status's contact, spaced
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		n, err := meta.Normalize(payload, time.Unix(1764064800, 0))
 		providertest.CheckNormalized(t, n, err, providertest.IDChannels)

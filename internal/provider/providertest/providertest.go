@@ -133,14 +133,22 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error, channels Ch
 	}
 	// Addresses are stored as provider.E164 writes them, so that a search, an export
 	// or an erasure by the number (which normalizes what it is given) finds them, and
-	// one number is one conversation however the payload spelt it.
-	for _, addr := range addresses(n, channels) {
-		if provider.E164(addr) != addr {
-			t.Fatalf("address %q is stored unnormalized; provider.E164 makes it %q", addr, provider.E164(addr))
+	// one number is one conversation however the payload spelt it; an id channel is
+	// stored trimmed.
+	spelt := func(addr, how string, spell func(string) string) {
+		if spell(addr) != addr {
+			t.Fatalf("address %q is stored unnormalized; %s makes it %q", addr, how, spell(addr))
 		}
 	}
-	if n.Message != nil && channels == IDChannels && strings.TrimSpace(n.Message.Channel) != n.Message.Channel {
-		t.Fatalf("channel %q is stored untrimmed", n.Message.Channel)
+	if n.Message != nil {
+		spelt(n.Message.Contact, "provider.E164", provider.E164)
+		if channels == IDChannels {
+			spelt(n.Message.Channel, "trimming", strings.TrimSpace)
+		} else {
+			spelt(n.Message.Channel, "provider.E164", provider.E164)
+		}
+	} else {
+		spelt(n.Status.Contact, "provider.E164", provider.E164)
 	}
 	// The API writes every time as RFC 3339, whose years have four digits: a time
 	// it cannot write would empty every list the message appears in.
@@ -153,16 +161,4 @@ func CheckNormalized(t *testing.T, n provider.Normalized, err error, channels Ch
 	if _, err := at.UTC().MarshalJSON(); err != nil { // stored, then read back in UTC
 		t.Fatalf("the time %v cannot be written as RFC 3339: %v", at, err)
 	}
-}
-
-// addresses are the addresses a normalized event stores that are spelt as numbers:
-// the contact, and the channel unless it is an id.
-func addresses(n provider.Normalized, channels Channels) []string {
-	switch {
-	case n.Message != nil && channels == NumberChannels:
-		return []string{n.Message.Contact, n.Message.Channel}
-	case n.Message != nil:
-		return []string{n.Message.Contact}
-	}
-	return []string{n.Status.Contact}
 }
